@@ -1,0 +1,1 @@
+"""The data plane: one package per stage, each run as `python -m jobs.<stage> --spec URI`."""

@@ -1,0 +1,85 @@
+"""The contract every stage part keeps, in a pod or a local process.
+
+A part is one completion index of a stage. It skips itself when its marker exists, reports
+progress as JSON lines on stdout and in its progress file, and commits by writing its marker
+last, so a killed part leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from secoctl import store
+from secoctl.spec import Experiment, parse_experiment
+from secoctl.tree import StageTree
+
+PROGRESS_INTERVAL_S = 2.0
+
+
+@dataclass
+class Part:
+    experiment: Experiment
+    stage: str
+    index: int
+    parts: int
+    tree: StageTree
+    _last_report: float = field(default=0.0, repr=False)
+
+    @property
+    def experiment_uri(self) -> str:
+        return store.experiment_uri(self.experiment.spec.storage or store.default_storage(), self.experiment.name)
+
+    def stage_tree(self, stage: str) -> StageTree:
+        return StageTree(self.experiment_uri, stage)
+
+    @property
+    def is_leader(self) -> bool:
+        """Only one process per part writes its files (torchrun starts several per node)."""
+        return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") in ("0", str(self.index))
+
+    def progress(self, done: float, total: float, unit: str, force: bool = False, **metrics: Any) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < PROGRESS_INTERVAL_S:
+            return
+        self._last_report = now
+        record = {"stage": self.stage, "index": self.index, "done": done, "total": total, "unit": unit,
+                  "metrics": metrics, "updated_at": time.time()}
+        print(json.dumps({"event": "progress", **record}), flush=True)
+        if self.is_leader:
+            store.write_json(self.tree.progress(self.index), record)
+
+
+def load_spec(location: str) -> Experiment:
+    text = open(location).read() if os.path.exists(location) else store.read_text(location)
+    return parse_experiment(yaml.safe_load(text), location)
+
+
+def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m jobs.{stage}")
+    parser.add_argument("--spec", required=True, help="spec.yaml path or URI")
+    args = parser.parse_args(argv)
+    experiment = load_spec(args.spec)
+    from secoctl.plan import stage as stage_of
+
+    index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
+    storage = experiment.spec.storage or store.default_storage()
+    part = Part(experiment, stage, index, parts, StageTree(store.experiment_uri(storage, experiment.name), stage))
+    if store.exists(part.tree.part_done(index)):
+        print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
+        return
+    started = time.time()
+    summary = work(part)
+    if part.is_leader:
+        store.write_json(part.tree.part_done(index), {"index": index, "started_at": started,
+                                                        "finished_at": time.time(), "summary": summary})
+    print(json.dumps({"event": "committed", "stage": stage, "index": index}), flush=True)
+

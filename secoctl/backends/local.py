@@ -1,0 +1,265 @@
+"""The embedded executor: the plan's stages as processes on this machine.
+
+Each part runs the entry point a pod would run, with the pod's completion index in its
+environment. The executor owns only the stage-level commit (`index.json`, then `_SUCCESS`);
+a Ctrl-C or kill leaves committed parts in place and nothing half-written, so the next
+`apply` resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from secoctl import plan, store
+from secoctl.errors import UserError
+from secoctl.render import spec_document
+from secoctl.spec import Experiment
+from secoctl.specfile import load_documents
+from secoctl.tree import StageTree, read_facts, spec_uri
+
+ArgvFor = Callable[[plan.Stage, str], list[str]]
+POLL_S = 0.25
+STOP_GRACE_S = 10.0
+LOG_TAIL_LINES = 20
+
+
+def local_gpu_count() -> int:
+    """GPUs visible to torchrun, found without importing torch."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def default_argv(stage: plan.Stage, spec_location: str) -> list[str]:
+    return plan.local_argv(stage, spec_location, nproc_per_node=max(local_gpu_count(), 1))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def alive_local_pids(facts: dict) -> set[int]:
+    host = socket.gethostname()
+    return {
+        f.running["pid"] for f in facts.values()
+        if f.running and f.running.get("host") == host and isinstance(f.running.get("pid"), int)
+        and pid_alive(f.running["pid"])
+    }
+
+
+def read_experiment_facts(experiment_uri: str, experiment: Experiment) -> dict:
+    return {s.name: read_facts(StageTree(experiment_uri, s.name)) for s in plan.stages(experiment, single_machine=True)}
+
+
+def stored_experiment(experiment_uri: str) -> Experiment | None:
+    location = spec_uri(experiment_uri)
+    if not store.exists(location):
+        return None
+    return load_documents(store.read_text(location), location)[0]
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str):
+        self.stage, self.index, self.exit_code = stage, index, exit_code
+        self.log_tail, self.log_location = log_tail, log_location
+        super().__init__(f"stage {stage} part {index} exited with code {exit_code}")
+
+
+@dataclass
+class RunningPart:
+    index: int
+    process: subprocess.Popen
+    log_path: Path
+    log_uri: str
+
+
+class Observer:
+    """What the executor tells a person; the CLI draws it with rich, tests collect it."""
+
+    def stage_skipped(self, stage: plan.Stage) -> None: ...
+    def stage_started(self, stage: plan.Stage, parts_done: int) -> None: ...
+    def stage_progress(self, stage: plan.Stage, facts) -> None: ...
+    def stage_finished(self, stage: plan.Stage, seconds: float) -> None: ...
+
+
+class LocalExecutor:
+    def __init__(self, storage: str, argv_for: ArgvFor = default_argv, concurrency: int | None = None,
+                 observer: Observer | None = None):
+        self.storage = storage
+        self.argv_for = argv_for
+        self.concurrency = concurrency or max(os.cpu_count() or 1, 1)
+        self.observer = observer or Observer()
+
+    def experiment_uri(self, experiment: Experiment) -> str:
+        return store.experiment_uri(self.storage, experiment.name)
+
+    def prepare(self, experiment: Experiment) -> Experiment:
+        """Store the spec, refusing a change that would contradict work already done."""
+        experiment = experiment.with_storage(self.storage)
+        root = self.experiment_uri(experiment)
+        previous = stored_experiment(root)
+        if previous is not None:
+            facts = read_experiment_facts(root, previous)
+            touched = [name for name in plan.changed_stages(previous, experiment)
+                       if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)]
+            if touched:
+                first = touched[0]
+                raise UserError(
+                    f"spec.{first} changed after stage {first} of experiment {experiment.name} did work; "
+                    f"give the changed spec a new metadata.name, or run `secoctl delete {experiment.name} --purge` "
+                    "to start over"
+                )
+            running = alive_local_pids(facts)
+            if running:
+                raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
+                                f"wait for it or `secoctl delete {experiment.name}` to stop it")
+        store.write_text(spec_uri(root), spec_document(experiment))
+        return experiment
+
+    def apply(self, experiment: Experiment) -> None:
+        experiment = self.prepare(experiment)
+        root = self.experiment_uri(experiment)
+        facts = read_experiment_facts(root, experiment)
+        for status in plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True):
+            if status.state == "complete":
+                self.observer.stage_skipped(status.stage)
+                continue
+            self.run_stage(experiment, status.stage)
+
+    def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
+        tree = StageTree(self.experiment_uri(experiment), stage.name)
+        store.remove(tree.failed)
+        store.write_json(tree.running, {"pid": os.getpid(), "host": socket.gethostname(),
+                                        "started_at": time.time(), "executor": "local"})
+        started = time.monotonic()
+        try:
+            done = read_facts(tree).parts_done
+            self.observer.stage_started(stage, len(done))
+            self._run_parts(experiment, stage, tree, [i for i in range(stage.parts) if i not in done])
+            self._commit(stage, tree)
+        except StageFailed as failure:
+            store.write_json(tree.failed, {
+                "reason": f"part {failure.index} exited with code {failure.exit_code}",
+                "index": failure.index, "exit_code": failure.exit_code, "log_tail": failure.log_tail,
+                "failed_at": time.time(),
+            })
+            raise
+        finally:
+            store.remove(tree.running)
+        self.observer.stage_finished(stage, time.monotonic() - started)
+
+    def _commit(self, stage: plan.Stage, tree: StageTree) -> None:
+        facts = read_facts(tree)
+        missing = sorted(set(range(stage.parts)) - facts.parts_done)
+        if missing:
+            raise StageFailed(stage.name, missing[0], 0, "the process exited 0 without committing its part",
+                              tree.log(missing[0]))
+        parts = [store.read_json(tree.part_done(i)) for i in range(stage.parts)]
+        store.write_json(tree.index, {"stage": stage.name, "parts": parts})
+        store.write_json(tree.success, {"fingerprint": stage.fingerprint, "completed_at": time.time(),
+                                        "parts": stage.parts})
+
+    def _start_part(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, index: int,
+                    log_dir: Path) -> RunningPart:
+        log_uri = tree.log(index)
+        local_log = _local_path(log_uri) or log_dir / f"{index:05d}.log"
+        local_log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SECOCTL_PARTS=str(stage.parts),
+                   PYTHONUNBUFFERED="1")
+        with open(local_log, "ab") as log:
+            process = subprocess.Popen(
+                self.argv_for(stage, spec_uri(self.experiment_uri(experiment))),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        return RunningPart(index, process, local_log, log_uri)
+
+    def _run_parts(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, pending: Sequence[int]) -> None:
+        queue = list(pending)
+        running: list[RunningPart] = []
+        with tempfile.TemporaryDirectory(prefix="secoctl-logs-") as log_dir:
+            try:
+                while queue or running:
+                    while queue and len(running) < self.concurrency:
+                        running.append(self._start_part(experiment, stage, tree, queue.pop(0), Path(log_dir)))
+                    time.sleep(POLL_S)
+                    self.observer.stage_progress(stage, read_facts(tree))
+                    for part in [p for p in running if p.process.poll() is not None]:
+                        running.remove(part)
+                        _upload_log(part)
+                        if part.process.returncode != 0:
+                            raise StageFailed(stage.name, part.index, part.process.returncode,
+                                              _tail(part.log_path), part.log_uri)
+            finally:
+                _stop(running)
+                for part in running:
+                    _upload_log(part)
+
+
+def _die_with_parent() -> None:
+    """Linux: a part gets SIGKILL when the executor dies, even by SIGKILL, so none is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _local_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
+
+
+def _upload_log(part: RunningPart) -> None:
+    if _local_path(part.log_uri) is None:
+        store.write_bytes(part.log_uri, part.log_path.read_bytes())
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(running: list[RunningPart]) -> None:
+    """Stop parts and their children (torchrun workers, loader processes) as a group."""
+    for part in running:
+        if part.process.poll() is None:
+            _signal_group(part.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for part in running:
+        try:
+            part.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            _signal_group(part.process.pid, signal.SIGKILL)
+            part.process.wait()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass

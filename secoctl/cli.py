@@ -1,0 +1,237 @@
+"""The `secoctl` command. Imports stay light (no torch, no kubernetes client) so it answers at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from secoctl import store
+from secoctl.errors import UserError
+from secoctl.spec import SpecError
+
+app = typer.Typer(
+    name="secoctl",
+    help="Seasonal Contrast pre-training of remote-sensing foundation models, as declarative experiments.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+SpecFiles = Annotated[list[Path], typer.Argument(help="Experiment YAML files ('-' for stdin).", show_default=False)]
+StorageOption = Annotated[
+    Optional[str],
+    typer.Option("--storage", envvar=store.ENV_STORAGE,
+                 help="Storage tree URI (file://, s3://); default: a folder under ~/.local/share/secoctl."),
+]
+
+
+def _fail(lines: list[str], code: int = 2) -> None:
+    for line in lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(code)
+
+
+def _load(files: list[Path]):
+    from secoctl.specfile import load_files
+
+    try:
+        return load_files(files)
+    except SpecError as error:
+        _fail([str(p) for p in error.problems])
+
+
+@app.command()
+def validate(files: SpecFiles) -> None:
+    """Check experiment files; every problem is printed with its field path (exit code 2)."""
+    experiments = _load(files)
+    for experiment in experiments:
+        typer.echo(f"{experiment.name}: valid")
+
+
+@app.command()
+def schema() -> None:
+    """Print the Experiment JSON Schema (for editors and CI)."""
+    from secoctl.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def render(
+    files: SpecFiles,
+    output: Annotated[str, typer.Option("-o", "--output", help="yaml or json")] = "yaml",
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+) -> None:
+    """Print every Kubernetes object the experiments become; talks to no cluster."""
+    from secoctl.render import render as render_objects
+    from secoctl.render import to_yaml
+
+    if output not in ("yaml", "json"):
+        _fail([f"--output: {output!r} is not one of yaml, json"])
+    objects = [obj for experiment in _load(files) for obj in render_objects(experiment, namespace)]
+    if output == "json":
+        typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
+    else:
+        typer.echo(to_yaml(objects), nl=False)
+
+
+def _cluster_configured() -> bool:
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    return any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+    )
+
+
+@app.command()
+def apply(
+    files: SpecFiles,
+    storage: StorageOption = None,
+    local: Annotated[bool, typer.Option("--local", help="Run on this machine even if a cluster is configured.")] = False,
+) -> None:
+    """Run the experiments' stages in order, skipping what is complete and resuming the rest."""
+    experiments = _load(files)
+    if not local and _cluster_configured():
+        _fail(["a Kubernetes cluster is configured, and the Kubernetes executor is not part of this release yet; "
+               "run with --local to use this machine"])
+    from secoctl.backends.local import LocalExecutor, StageFailed
+    from secoctl.console import RichObserver
+
+    with RichObserver() as observer:
+        try:
+            for experiment in experiments:
+                root = storage or experiment.spec.storage or store.default_storage()
+                observer.experiment(experiment.name, store.experiment_uri(root, experiment.name))
+                LocalExecutor(root, observer=observer).apply(experiment)
+        except StageFailed as failure:
+            observer.stop()
+            _fail([f"stage {failure.stage} failed: part {failure.index} exited with code {failure.exit_code}",
+                   f"last lines of {failure.log_location}:", failure.log_tail], code=1)
+        except KeyboardInterrupt:
+            observer.stop()
+            _fail(["interrupted; committed work is kept and `secoctl apply` resumes from it"], code=130)
+
+
+def _experiments(storage: str, name: str | None) -> list[str]:
+    names = store.list_names(store.join(storage, "experiments"))
+    if name is None:
+        return names
+    if name not in names:
+        raise UserError(f"no experiment {name!r} in {storage}; `secoctl status --storage URI` lists them")
+    return [name]
+
+
+@app.command()
+def status(
+    name: Annotated[Optional[str], typer.Argument(help="One experiment; all when left out.")] = None,
+    storage: StorageOption = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+) -> None:
+    """Where every experiment and stage stands: state, progress, last metric, age."""
+    from secoctl import plan
+    from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
+    from secoctl.status import rows
+
+    root = storage or store.default_storage()
+    table = []
+    for experiment_name in _experiments(root, name):
+        experiment_uri = store.experiment_uri(root, experiment_name)
+        experiment = stored_experiment(experiment_uri)
+        if experiment is None:
+            continue
+        facts = read_experiment_facts(experiment_uri, experiment)
+        statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True)
+        table.extend(rows(experiment_name, statuses, facts))
+    if output == "json":
+        typer.echo(json.dumps([row.__dict__ for row in table], indent=1))
+        return
+    from secoctl.console import status_table
+
+    status_table(table, root)
+
+
+@app.command()
+def logs(
+    name: str,
+    stage: Annotated[Optional[str], typer.Option("--stage", "-s")] = None,
+    index: Annotated[Optional[int], typer.Option("--index", "-i", help="One part (completion index).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    storage: StorageOption = None,
+) -> None:
+    """Print a stage's logs (the latest stage that has any when --stage is left out)."""
+    from secoctl import plan
+    from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
+    from secoctl.tree import StageTree
+
+    root = storage or store.default_storage()
+    _experiments(root, name)
+    experiment_uri = store.experiment_uri(root, name)
+    experiment = stored_experiment(experiment_uri)
+    stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
+    if stage is not None and stage not in stage_names:
+        raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(stage_names)}")
+    with_logs = [s for s in stage_names if store.list_names(StageTree(experiment_uri, s).path("logs"))]
+    chosen = stage or (with_logs[-1] if with_logs else None)
+    if chosen is None:
+        raise UserError(f"{name} has no logs yet; `secoctl apply` writes them as stages run")
+    tree = StageTree(experiment_uri, chosen)
+    files = [n for n in store.list_names(tree.path("logs")) if n.endswith(".log")]
+    if index is not None:
+        files = [n for n in files if int(n.split(".")[0]) == index]
+    offsets = {n: 0 for n in files}
+    while True:
+        for log_name in files:
+            text = store.read_text(tree.path("logs", log_name))
+            chunk = text[offsets[log_name]:]
+            offsets[log_name] = len(text)
+            prefix = f"[{chosen}/{int(log_name.split('.')[0])}] " if len(files) > 1 else ""
+            for line in chunk.splitlines():
+                typer.echo(prefix + line)
+        if not follow:
+            return
+        facts = read_experiment_facts(experiment_uri, experiment)
+        if not alive_local_pids(facts):
+            return
+        time.sleep(1)
+
+
+@app.command()
+def delete(
+    name: str,
+    purge: Annotated[bool, typer.Option("--purge", help="Also remove the experiment's storage tree.")] = False,
+    storage: StorageOption = None,
+) -> None:
+    """Stop an experiment's running work; with --purge, remove its data too. Published weights stay."""
+    from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
+
+    root = storage or store.default_storage()
+    _experiments(root, name)
+    experiment_uri = store.experiment_uri(root, name)
+    experiment = stored_experiment(experiment_uri)
+    if experiment is not None:
+        for pid in alive_local_pids(read_experiment_facts(experiment_uri, experiment)):
+            os.kill(pid, signal.SIGINT)
+            typer.echo(f"stopped the local run of {name} (process {pid})")
+    if purge:
+        store.remove(experiment_uri)
+        typer.echo(f"removed {experiment_uri}")
+    else:
+        typer.echo(f"{name}: its data stays in {experiment_uri} (add --purge to remove it)")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except SpecError as error:
+        for problem in error.problems:
+            typer.echo(str(problem), err=True)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""What a person sees: a progress bar per stage while `apply` runs, a table for `status`."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from secoctl import plan
+from secoctl.backends.local import Observer
+from secoctl.status import StageRow
+from secoctl.tree import StageFacts
+
+STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "changed": "yellow",
+               "interrupted": "yellow", "ready": "white", "waiting": "dim"}
+
+
+class RichObserver(Observer):
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(), console=self.console, transient=False,
+            disable=not sys.stderr.isatty(),
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.printed: dict[str, str] = {}
+
+    def __enter__(self) -> "RichObserver":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def experiment(self, name: str, uri: str) -> None:
+        self.console.print(f"[bold]{name}[/bold] -> {uri}")
+
+    def stage_skipped(self, stage: plan.Stage) -> None:
+        self.console.print(f"  {stage.name}: complete, skipped")
+
+    def stage_started(self, stage: plan.Stage, parts_done: int) -> None:
+        resumed = f" (resuming: {parts_done}/{stage.parts} parts done)" if parts_done else ""
+        self.console.print(f"  {stage.name}: running {stage.parts} part(s){resumed}")
+        self.tasks[stage.name] = self.progress.add_task(stage.name, total=None, detail="starting")
+
+    def stage_progress(self, stage: plan.Stage, facts: StageFacts) -> None:
+        records = list(facts.progress.values())
+        if not records:
+            return
+        done = sum(r.get("done", 0) for r in records)
+        total = sum(r.get("total", 0) for r in records) or None
+        latest = max(records, key=lambda r: r.get("updated_at", 0))
+        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in (latest.get("metrics") or {}).items())
+        detail = f"{done:g}/{total or 0:g} {latest.get('unit', '')} {metrics}"
+        self.progress.update(self.tasks[stage.name], completed=done, total=total, detail=detail)
+        if self.progress.disable and self.printed.get(stage.name) != detail:
+            self.printed[stage.name] = detail
+            self.console.print(f"  {stage.name}: {detail}", highlight=False)
+
+    def stage_finished(self, stage: plan.Stage, seconds: float) -> None:
+        task = self.tasks.get(stage.name)
+        if task is not None:
+            total = self.progress.tasks[task].total or 1
+            self.progress.update(task, completed=total, total=total)
+        self.console.print(f"  {stage.name}: complete in {seconds:.1f}s")
+
+
+def status_table(rows: list[StageRow], storage: str) -> None:
+    console = Console()
+    if not rows:
+        console.print(f"no experiments in {storage}")
+        return
+    table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "METRIC", "AGE", "DETAIL", box=None)
+    for row in rows:
+        style = STATE_STYLE.get(row.state, "")
+        table.add_row(row.experiment, row.stage, f"[{style}]{row.state}[/{style}]", row.progress,
+                      row.metric, row.age, row.detail)
+    console.print(table)

@@ -1,0 +1,156 @@
+"""The stage graph of an experiment and where each stage stands. Pure: facts in, decisions out.
+
+Both executors use this: the local one to run stages as processes, the in-cluster driver to
+create the next Job. A stage is complete when its `_SUCCESS` marker carries the fingerprint of
+the spec that produced it; a completed stage is never run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from secoctl.spec import Experiment
+from secoctl.tree import StageFacts
+
+STAGE_ORDER = ("collect", "pretrain", "evaluate", "publish")
+RENDEZVOUS_PORT = 29400
+
+State = Literal["complete", "changed", "failed", "running", "interrupted", "ready", "waiting"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    parts: int
+    reads: tuple[str, ...]
+    fingerprint: str
+    distributed: bool = False
+
+    def module(self) -> str:
+        return f"jobs.{self.name}"
+
+
+def _stage_config(experiment: Experiment, name: str) -> Any:
+    # What a pod asks the scheduler for never changes a stage's result, so it is left out.
+    section = getattr(experiment.spec, name)
+    if isinstance(section, list):
+        return [item.model_dump(mode="json", by_alias=True) for item in section]
+    if section is None:
+        return None
+    return section.model_dump(mode="json", by_alias=True, exclude={"resources"})
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stages(experiment: Experiment, single_machine: bool = False) -> list[Stage]:
+    """The stages this spec asks for, in order, each with the fingerprint of all it depends on.
+
+    On a single machine a distributed stage is one part (one torchrun agent), whatever `nodes` says.
+    """
+    spec = experiment.spec
+    present = {
+        "collect": spec.collect.workers,
+        "pretrain": 1 if single_machine else spec.pretrain.nodes,
+        "evaluate": len(spec.evaluate),
+        "publish": 1 if spec.publish else 0,
+    }
+    result: list[Stage] = []
+    upstream = ""
+    for name in STAGE_ORDER:
+        if not present[name]:
+            continue
+        fingerprint = _digest([upstream, name, _stage_config(experiment, name)])
+        result.append(
+            Stage(
+                name=name,
+                parts=present[name],
+                reads=tuple(s.name for s in result),
+                fingerprint=fingerprint,
+                distributed=name == "pretrain",
+            )
+        )
+        upstream = fingerprint
+    return result
+
+
+def stage(experiment: Experiment, name: str, single_machine: bool = False) -> Stage:
+    for candidate in stages(experiment, single_machine):
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"experiment {experiment.name} has no stage {name!r}")
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: Stage
+    state: State
+    parts_done: int
+    detail: str = ""
+
+
+def assess(
+    experiment: Experiment,
+    facts: dict[str, StageFacts],
+    alive: set[int] | None = None,
+    single_machine: bool = False,
+) -> list[StageStatus]:
+    """Where every stage stands. `alive` holds the local process ids still running, if known."""
+    statuses: list[StageStatus] = []
+    blocked = False
+    for item in stages(experiment, single_machine):
+        fact = facts.get(item.name, StageFacts())
+        done = len({i for i in fact.parts_done if i < item.parts})
+        if fact.success is not None:
+            if fact.success.get("fingerprint") == item.fingerprint:
+                statuses.append(StageStatus(item, "complete", item.parts))
+                continue
+            statuses.append(StageStatus(item, "changed", done, "spec changed after this stage completed"))
+            blocked = True
+            continue
+        if blocked:
+            statuses.append(StageStatus(item, "waiting", done, "waits for an earlier stage"))
+            continue
+        blocked = True
+        if fact.running is not None:
+            pid = fact.running.get("pid")
+            if alive is None or pid in alive:
+                statuses.append(StageStatus(item, "running", done))
+            else:
+                statuses.append(StageStatus(item, "interrupted", done, "its executor stopped; apply resumes it"))
+        elif fact.failed is not None:
+            statuses.append(StageStatus(item, "failed", done, fact.failed.get("reason", "")))
+        else:
+            statuses.append(StageStatus(item, "ready", done))
+    return statuses
+
+
+def changed_stages(previous: Experiment, current: Experiment) -> list[str]:
+    """Stages whose inputs differ between two versions of a spec."""
+    before = {s.name: s.fingerprint for s in stages(previous)}
+    return [s.name for s in stages(current) if before.get(s.name) not in (None, s.fingerprint)]
+
+
+def stage_argv(item: Stage, spec_location: str, *, nproc_per_node: int = 1, rendezvous: str | None = None,
+               nodes: int = 1, run_id: str = "") -> list[str]:
+    """The command a pod or a local process runs for a stage: the same entry point in both."""
+    if not item.distributed:
+        return ["python", "-m", item.module(), "--spec", spec_location]
+    if rendezvous is None:
+        launch = ["--standalone", f"--nnodes={nodes}"]
+    else:
+        launch = [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous}", f"--rdzv-id={run_id}"]
+    return ["torchrun", *launch, f"--nproc-per-node={nproc_per_node}", "-m", item.module(), "--spec", spec_location]
+
+
+def local_argv(item: Stage, spec_location: str, nproc_per_node: int) -> list[str]:
+    """stage_argv with this interpreter, so a virtual environment need not be activated."""
+    argv = stage_argv(item, spec_location, nproc_per_node=nproc_per_node)
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
+    return [sys.executable, "-m", "torch.distributed.run", *argv[1:]]

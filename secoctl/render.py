@@ -1,0 +1,304 @@
+"""Spec -> Kubernetes objects. A pure function: `apply` is this plus a server.
+
+The driver Job creates each stage's Job when its turn comes, from this same rendering, so what
+`secoctl render` prints is exactly what reaches the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from secoctl import plan
+from secoctl.spec import Experiment, Resources
+
+LABEL_EXPERIMENT = "seco.dev/experiment"
+LABEL_STAGE = "seco.dev/stage"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+SPEC_MOUNT = "/etc/secoctl"
+SPEC_PATH = f"{SPEC_MOUNT}/spec.yaml"
+STORAGE_MOUNT_NAME = "storage"
+RUN_AS_USER = 65532  # "nonroot" in distroless and our images
+GPU_RESOURCE = "nvidia.com/gpu"
+DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi")
+PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
+
+# What the driver may do, and nothing more: create and watch its experiment's Jobs, read pods and
+# their logs for status. The same rules ship in manifests/ for admins who pre-create the account.
+DRIVER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+
+
+def names(experiment: Experiment) -> dict[str, str]:
+    base = experiment.name
+    return {
+        "spec": f"{base}-spec",
+        "driver": f"{base}-driver",
+        "rendezvous": f"{base}-pretrain",
+    }
+
+
+def job_name(experiment: Experiment, stage: str) -> str:
+    return f"{experiment.name}-{stage}"
+
+
+def labels(experiment: Experiment, stage: str | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": "secoctl",
+        "app.kubernetes.io/managed-by": "secoctl",
+        LABEL_EXPERIMENT: experiment.name,
+    }
+    result.update(experiment.metadata.labels)
+    if stage:
+        result[LABEL_STAGE] = stage
+    return result
+
+
+def _metadata(experiment: Experiment, name: str, namespace: str, stage: str | None = None) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels(experiment, stage)}
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the embedded spec) as readable `|` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False)
+
+
+def spec_document(experiment: Experiment) -> str:
+    return yaml.safe_dump(experiment.to_yaml_dict(), sort_keys=False)
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(resources: Resources, gpus: int) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    limits: dict[str, Any] = {"memory": resources.memory}
+    if gpus:
+        requests[GPU_RESOURCE] = str(gpus)
+        limits[GPU_RESOURCE] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _storage_env(experiment: Experiment) -> list[dict[str, Any]]:
+    secret = experiment.spec.storage_secret
+    return [{"secretRef": {"name": secret.secret_name}}] if secret else []
+
+
+def _storage_volume(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A file:// storage tree is shared through a PersistentVolumeClaim mounted at the same path."""
+    claim = experiment.spec.storage_claim
+    storage = experiment.spec.storage or ""
+    if not claim or not storage.startswith("file://"):
+        return [], []
+    path = storage.removeprefix("file://") or "/"
+    return (
+        [{"name": STORAGE_MOUNT_NAME, "persistentVolumeClaim": {"claimName": claim}}],
+        [{"name": STORAGE_MOUNT_NAME, "mountPath": path}],
+    )
+
+
+def _pod_template(
+    experiment: Experiment,
+    stage: str,
+    argv: list[str],
+    resources: Resources,
+    *,
+    gpus: int = 0,
+    image: str,
+    shared_memory: bool = False,
+    service_account: str | None = None,
+    extra_env: list[dict[str, Any]] | None = None,
+    subdomain: str | None = None,
+) -> dict[str, Any]:
+    storage_volumes, storage_mounts = _storage_volume(experiment)
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": names(experiment)["spec"]}},
+        {"name": "tmp", "emptyDir": {}},
+        *storage_volumes,
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        *storage_mounts,
+    ]
+    if shared_memory:
+        # DataLoader workers pass batches through /dev/shm; the container default is 64 MiB.
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": resources.memory}})
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": image,
+        "command": argv,
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *(extra_env or []),
+        ],
+        "resources": _resources(resources, gpus),
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    env_from = _storage_env(experiment)
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": service_account is not None,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    if subdomain:
+        pod_spec["subdomain"] = subdomain
+    if resources.node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(resources.node_selector.items()))
+    if resources.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in resources.tolerations]
+    if experiment.spec.priority_class_name:
+        pod_spec["priorityClassName"] = experiment.spec.priority_class_name
+    return {"metadata": {"labels": labels(experiment, stage)}, "spec": pod_spec}
+
+
+def _job(experiment: Experiment, namespace: str, stage: str, template: dict[str, Any], *,
+         parts: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    metadata = _metadata(experiment, job_name(experiment, stage), namespace, stage)
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": parts,
+        "parallelism": parts,
+        "backoffLimit": 3 * parts,
+        "template": template,
+        # A node drained or preempted under a pod is not the pod's fault.
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        },
+    }
+    if experiment.spec.queue_name:
+        metadata["labels"][LABEL_KUEUE_QUEUE] = experiment.spec.queue_name
+        job_spec["suspend"] = True
+    job_spec.update(extra or {})
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict[str, Any]:
+    spec = experiment.spec
+    if stage.name == "collect":
+        template = _pod_template(
+            experiment, "collect", plan.stage_argv(stage, SPEC_PATH), spec.collect.resources,
+            image=spec.driver_image or spec.image,
+        )
+        # One failing shard retries on its own instead of failing its siblings.
+        return _job(experiment, namespace, "collect", template, parts=stage.parts,
+                    extra={"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0})
+    if stage.name == "pretrain":
+        rendezvous = f"{job_name(experiment, 'pretrain')}-0.{names(experiment)['rendezvous']}:{plan.RENDEZVOUS_PORT}"
+        argv = plan.stage_argv(
+            stage, SPEC_PATH, nproc_per_node=max(spec.pretrain.gpus_per_node, 1), rendezvous=rendezvous,
+            nodes=spec.pretrain.nodes, run_id=experiment.name,
+        )
+        template = _pod_template(
+            experiment, "pretrain", argv, spec.pretrain.resources, gpus=spec.pretrain.gpus_per_node,
+            image=spec.image, shared_memory=True, subdomain=names(experiment)["rendezvous"],
+        )
+        return _job(experiment, namespace, "pretrain", template, parts=stage.parts)
+    if stage.name == "evaluate":
+        template = _pod_template(
+            experiment, "evaluate", plan.stage_argv(stage, SPEC_PATH), spec.evaluate_resources,
+            gpus=spec.evaluate_resources.gpus, image=spec.image, shared_memory=True,
+        )
+        return _job(experiment, namespace, "evaluate", template, parts=stage.parts)
+    template = _pod_template(
+        experiment, "publish", plan.stage_argv(stage, SPEC_PATH), PUBLISH_RESOURCES,
+        image=spec.driver_image or spec.image,
+    )
+    return _job(experiment, namespace, "publish", template, parts=stage.parts)
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, Any]]:
+    """What `apply` creates directly: the spec, the driver and its least-privilege account."""
+    object_names = names(experiment)
+    driver = object_names["driver"]
+    driver_template = _pod_template(
+        experiment, "driver",
+        ["python", "-m", "secoctl.driver", "--spec", SPEC_PATH, "--namespace", namespace],
+        DRIVER_RESOURCES, image=experiment.spec.driver_image or experiment.spec.image,
+        service_account=driver,
+    )
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _metadata(experiment, object_names["spec"], namespace),
+            "data": {"spec.yaml": spec_document(experiment)},
+        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(experiment, driver, namespace),
+         "automountServiceAccountToken": False},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": _metadata(experiment, driver, namespace), "rules": DRIVER_RULES},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": _metadata(experiment, driver, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": driver},
+            "subjects": [{"kind": "ServiceAccount", "name": driver, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": _metadata(experiment, object_names["rendezvous"], namespace, "pretrain"),
+            "spec": {
+                "clusterIP": "None",
+                # torchrun agents must find pod 0 before any pod is Ready.
+                "publishNotReadyAddresses": True,
+                "selector": {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: "pretrain"},
+                "ports": [{"name": "rendezvous", "port": plan.RENDEZVOUS_PORT, "targetPort": plan.RENDEZVOUS_PORT}],
+            },
+        },
+        {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": _metadata(experiment, driver, namespace, "driver"),
+            "spec": {"backoffLimit": 6, "template": driver_template},
+        },
+    ]
+    return _without_none(objects)
+
+
+def render(experiment: Experiment, namespace: str = "default") -> list[dict[str, Any]]:
+    """Every object the experiment becomes, in the order a person would read them."""
+    jobs = [stage_job(experiment, item, namespace) for item in plan.stages(experiment)]
+    return control_objects(experiment, namespace) + _without_none(jobs)

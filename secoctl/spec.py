@@ -1,0 +1,340 @@
+"""The Experiment spec: one declaration that the CLI, the JSON Schema, the renderer and the jobs share.
+
+Defaults reproduce the paper's default run (Mañas et al., ICCV 2021 and its reference code);
+field names are camelCase in YAML, as Kubernetes users expect.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "seco.dev/v1alpha1"
+KIND = "Experiment"
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Experiment names become Job names plus a stage suffix ("-pretrain") and pod hostnames with an
+# index suffix, which must stay within the 63-character DNS label limit.
+MAX_NAME_LENGTH = 40
+
+SENTINEL2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+Band = Literal["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+
+# Keys that only ever hold a credential: a spec must name a Secret instead of carrying one.
+LITERAL_SECRET_KEYS = re.compile(
+    r"(access_?key|secret_?key|secret_?access_?key|session_?token|password|token|api_?key|credentials?)$",
+    re.IGNORECASE,
+)
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
+            "(lower-case letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+
+
+class Model(BaseModel):
+    """Strict camelCase model: unknown fields are errors, never silently dropped."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class SecretRef(Model):
+    """A Kubernetes Secret by name; locally its keys are read from the environment instead."""
+
+    secret_name: DnsLabel
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_credentials(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            literal = [k for k in data if k not in ("secretName", "secret_name")]
+            if any(LITERAL_SECRET_KEYS.search(str(k)) for k in literal):
+                raise ValueError(
+                    "credentials must not be written into the spec; create a Secret "
+                    "(kubectl create secret generic NAME --from-literal=...) and give "
+                    "{secretName: NAME}"
+                )
+        return data
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Resources(Model):
+    """What one pod of a stage asks the scheduler for."""
+
+    cpu: str = "4"
+    memory: str = "16Gi"
+    gpus: int = Field(0, ge=0, le=16)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?", value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
+        return value
+
+
+class Collect(Model):
+    """Seasonal Sentinel-2 collection (paper section 3.1; reference datasets/seco_downloader.py)."""
+
+    source: Literal["planetary-computer", "stac", "seco-archive"] = "planetary-computer"
+    stac_url: str = "https://planetarycomputer.microsoft.com/api/stac/v1"
+    collection: str = "sentinel-2-l2a"
+    archive_path: str | None = Field(
+        None, description="Folder or URI of an extracted SeCo-100K/1M release (source: seco-archive)."
+    )
+    locations: int = Field(200_000, ge=1, le=10_000_000)
+    timestamps: int = Field(5, ge=2, le=12)
+    interval_days: int = Field(84, ge=1, le=366, description="Days between timestamps (12 weeks).")
+    window_days: float = Field(15.0, gt=0, le=60, description="Search window around each date.")
+    max_cloud: float = Field(10.0, ge=0, le=100, description="Scene cloud cover limit, percent.")
+    patch_size: int = Field(264, ge=16, le=2048, description="Pixels at 10 m per side.")
+    bands: list[Band] = Field(default_factory=lambda: list(SENTINEL2_BANDS), min_length=1)
+    cities: int = Field(10_000, ge=1, description="Most populated cities to sample around.")
+    sigma_km: float = Field(50.0, gt=0, le=500, description="Gaussian offset around a city.")
+    seed: int = 0
+    samples_per_shard: int = Field(256, ge=1, le=100_000)
+    workers: int = Field(32, ge=1, le=10_000, description="Parallel pods (Indexed Job completions).")
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
+
+    @field_validator("bands")
+    @classmethod
+    def _unique_bands(cls, bands: list[str]) -> list[str]:
+        if len(set(bands)) != len(bands):
+            raise ValueError("bands must not repeat")
+        return bands
+
+    @model_validator(mode="after")
+    def _archive_needs_path(self) -> "Collect":
+        if self.source == "seco-archive" and not self.archive_path:
+            raise ValueError("source 'seco-archive' needs archivePath: the extracted release's folder")
+        return self
+
+
+class Pretrain(Model):
+    """MoCo-v2 based pre-training (paper section 3.2; reference models/moco2_module.py)."""
+
+    method: Literal["seco", "moco", "moco-tp"] = "seco"
+    backbone: Literal["resnet18", "resnet50"] = "resnet50"
+    epochs: int = Field(200, ge=1, le=10_000)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (smoke runs).")
+    batch_size: int = Field(256, ge=2, description="Global batch across every GPU.")
+    lr: float = Field(0.03, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    lr_milestones: list[int] = Field(default_factory=lambda: [120, 160])
+    queue_size: int = Field(16_384, ge=1)
+    temperature: float = Field(0.07, gt=0)
+    encoder_momentum: float = Field(0.999, ge=0, lt=1)
+    embedding_dim: int = Field(128, ge=1)
+    input_size: int = Field(224, ge=32)
+    bf16: bool = True
+    compile: bool = False
+    loader_workers: int = Field(8, ge=0, le=64)
+    checkpoint_every_steps: int = Field(1000, ge=1)
+    nodes: int = Field(1, ge=1, le=1024)
+    gpus_per_node: int = Field(8, ge=0, le=16)
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="32", memory="200Gi"))
+
+    @field_validator("resources")
+    @classmethod
+    def _gpus_from_gpus_per_node(cls, resources: Resources) -> Resources:
+        if resources.gpus:
+            raise ValueError("pretrain takes its GPU count from gpusPerNode; remove resources.gpus")
+        return resources
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * max(self.gpus_per_node, 1)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "Pretrain":
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"batchSize {self.batch_size} must be divisible by nodes × gpusPerNode "
+                f"({self.nodes} × {max(self.gpus_per_node, 1)} = {self.world_size})"
+            )
+        if self.queue_size % self.batch_size:
+            raise ValueError(
+                f"queueSize {self.queue_size} must be a multiple of batchSize {self.batch_size} "
+                "(the MoCo queue is filled one batch of keys at a time)"
+            )
+        if any(b <= a for a, b in zip(self.lr_milestones, self.lr_milestones[1:])):
+            raise ValueError("lrMilestones must be increasing")
+        return self
+
+
+class Evaluation(Model):
+    """One downstream protocol of the paper (section 4)."""
+
+    task: Literal["eurosat", "bigearthnet", "oscd"]
+    protocol: Literal["linear", "finetune"] = "linear"
+    label_fraction: float = Field(1.0, gt=0, le=1)
+    epochs: int = Field(100, ge=1)
+    data_path: str | None = Field(None, description="Where the dataset lives; downloaded if absent.")
+    baselines: list[str] = Field(
+        default_factory=lambda: ["random", "imagenet"],
+        description="'random', 'imagenet' or a published weights name NAME[:VERSION].",
+    )
+
+    @model_validator(mode="after")
+    def _oscd_has_no_linear_probe(self) -> "Evaluation":
+        if self.task == "oscd" and self.protocol == "linear" and "protocol" in self.model_fields_set:
+            raise ValueError(
+                "oscd trains a U-Net decoder on the backbone (paper section 4.3); "
+                "use protocol: finetune or leave protocol out"
+            )
+        return self
+
+    @property
+    def finetunes(self) -> bool:
+        return self.task == "oscd" or self.protocol == "finetune"
+
+    @property
+    def key(self) -> str:
+        """Folder name of this evaluation's results, unique within an experiment."""
+        protocol = "finetune" if self.finetunes else "linear"
+        return f"{self.task}-{protocol}-{round(self.label_fraction * 100)}pct"
+
+
+class Publish(Model):
+    name: DnsLabel
+    version: str = Field("1", pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+
+
+class ExperimentSpec(Model):
+    storage: str | None = Field(
+        None, description="fsspec URI of the storage tree (file://, s3://); default: local."
+    )
+    storage_secret: SecretRef | None = Field(
+        None, description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3:// storage."
+    )
+    storage_claim: DnsLabel | None = Field(
+        None, description="PersistentVolumeClaim mounted at a file:// storage path in every pod."
+    )
+    image: str = "ghcr.io/secoctl/secoctl:0.1.0"
+    driver_image: str | None = Field(None, description="Image of collect and driver pods; default: image.")
+    priority_class_name: DnsLabel | None = None
+    queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")
+    collect: Collect = Field(default_factory=Collect)
+    pretrain: Pretrain = Field(default_factory=Pretrain)
+    evaluate: list[Evaluation] = Field(default_factory=list)
+    evaluate_resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi", gpus=1))
+    publish: Publish | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = re.match(r"^([a-z][a-z0-9+.-]*)://([^/]*)", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a URI such as file:///data/seco or s3://bucket/seco")
+        if "@" in match.group(2):
+            raise ValueError("credentials must not be written into the URI; use storageSecret")
+        return value
+
+
+class Metadata(Model):
+    name: DnsLabel
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Experiment(Model):
+    api_version: Literal["seco.dev/v1alpha1"]
+    kind: Literal["Experiment"]
+    metadata: Metadata
+    spec: ExperimentSpec = Field(default_factory=ExperimentSpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def with_storage(self, storage: str) -> "Experiment":
+        return self.model_copy(update={"spec": self.spec.model_copy(update={"storage": storage})})
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class SpecProblem(BaseModel):
+    source: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.path}: {self.message}" if self.path else f"{self.source}: {self.message}"
+
+
+class SpecError(Exception):
+    """Every problem found in one or more spec documents, each with its field path."""
+
+    def __init__(self, problems: list[SpecProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field; remove it or check its spelling (see `secoctl schema`)"
+    if kind == "missing":
+        return "required field is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{message}; got {error['input']!r}"
+    return message
+
+
+def parse_experiment(document: Any, source: str = "<spec>") -> Experiment:
+    if not isinstance(document, dict):
+        raise SpecError([SpecProblem(source=source, path="", message="a document must be a mapping (apiVersion, kind, metadata, spec)")])
+    try:
+        return Experiment.model_validate(document)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append(SpecProblem(source=source, path=_field_path(loc), message=_message(item)))
+        raise SpecError(problems) from None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Experiment.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "secoctl Experiment"
+    return schema

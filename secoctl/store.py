@@ -1,0 +1,99 @@
+"""The storage tree behind every stage, through fsspec so file:// and s3:// read the same.
+
+Writers never leave a partial object where a reader looks: they write a temporary name and
+rename it (a local rename is atomic; an object store's put is atomic per object).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+ENV_STORAGE = "SECOCTL_STORAGE"
+
+
+def default_storage() -> str:
+    """The embedded default: a folder under the user's data directory, nothing to set up."""
+    if os.environ.get(ENV_STORAGE):
+        return os.environ[ENV_STORAGE]
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (data_home / "secoctl").as_uri()
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def experiment_uri(storage: str, name: str) -> str:
+    return join(storage, "experiments", name)
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_text(uri: str) -> str:
+    fs, path = filesystem(uri)
+    with fs.open(path, "r") as handle:
+        return handle.read()
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_text(uri))
+
+
+def read_json_or_none(uri: str) -> Any:
+    try:
+        return read_json(uri)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write whole or not at all."""
+    fs, path = filesystem(uri)
+    parent = path.rsplit("/", 1)[0]
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(parent, exist_ok=True)
+        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        with fs.open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def write_json(uri: str, value: Any) -> None:
+    write_text(uri, json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def list_names(uri: str) -> list[str]:
+    """Names directly under a prefix; empty when the prefix does not exist."""
+    fs, path = filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+
+def remove(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

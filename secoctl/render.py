@@ -200,7 +200,7 @@ def _job(experiment: Experiment, namespace: str, stage: str, template: dict[str,
         "template": template,
         # A node drained or preempted under a pod is not the pod's fault.
         "podFailurePolicy": {
-            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
         },
     }
     if experiment.spec.queue_name:

@@ -195,7 +195,9 @@ class Evaluation(Model):
     """One downstream protocol of the paper (section 4)."""
 
     task: Literal["eurosat", "bigearthnet", "oscd"]
-    protocol: Literal["linear", "finetune"] = "linear"
+    protocol: Literal["linear", "finetune"] | None = Field(
+        None, description="Default: linear for eurosat and bigearthnet, finetune for oscd."
+    )
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
     data_path: str | None = Field(None, description="Where the dataset lives; downloaded if absent.")
@@ -206,7 +208,7 @@ class Evaluation(Model):
 
     @model_validator(mode="after")
     def _oscd_has_no_linear_probe(self) -> "Evaluation":
-        if self.task == "oscd" and self.protocol == "linear" and "protocol" in self.model_fields_set:
+        if self.task == "oscd" and self.protocol == "linear":
             raise ValueError(
                 "oscd trains a U-Net decoder on the backbone (paper section 4.3); "
                 "use protocol: finetune or leave protocol out"
@@ -215,7 +217,7 @@ class Evaluation(Model):
 
     @property
     def finetunes(self) -> bool:
-        return self.task == "oscd" or self.protocol == "finetune"
+        return self.protocol == "finetune" or (self.protocol is None and self.task == "oscd")
 
     @property
     def key(self) -> str:

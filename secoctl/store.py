@@ -10,10 +10,11 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+if TYPE_CHECKING:
+    import fsspec
+
 
 ENV_STORAGE = "SECOCTL_STORAGE"
 
@@ -34,7 +35,9 @@ def experiment_uri(storage: str, name: str) -> str:
     return join(storage, "experiments", name)
 
 
-def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
+    import fsspec  # imported on first use: `render` and `validate` never touch storage
+
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
 
@@ -63,6 +66,8 @@ def read_json_or_none(uri: str) -> Any:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write whole or not at all."""
+    from fsspec.implementations.local import LocalFileSystem
+
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     if isinstance(fs, LocalFileSystem):

@@ -1,0 +1,3 @@
+from secoctl.cli import main
+
+main()

@@ -1,0 +1,37 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def run_cli(*args: str, storage: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The real `secoctl` in a subprocess: real exit codes, real stderr."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("SECOCTL_STORAGE", None)
+    if storage is not None:
+        env["SECOCTL_STORAGE"] = storage.as_uri()
+    return subprocess.run([sys.executable, "-m", "secoctl", *args], capture_output=True, text=True,
+                          cwd=kwargs.pop("cwd", ROOT), env=env, timeout=kwargs.pop("timeout", 120), **kwargs)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    path = tmp_path / "storage"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(monkeypatch, tmp_path):
+    """No user's kubeconfig or data folder leaks into a test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))

@@ -1,0 +1,34 @@
+"""A small real stage process for the executor tests: it keeps the part contract of jobs/.
+
+It appends to a ledger each time a part does its work (so a test can count executions),
+reports progress, and obeys FAKE_SLEEP_S (seconds per step) and FAKE_FAIL_STAGE.
+"""
+
+import os
+import sys
+import time
+
+from jobs.common.part import Part, run
+from secoctl import store
+
+
+def work(part: Part) -> dict:
+    steps = 5
+    for step in range(steps):
+        part.progress(step, steps, "steps", force=True, loss=1.0 / (step + 1))
+        time.sleep(float(os.environ.get("FAKE_SLEEP_S", "0")))
+    if os.environ.get("FAKE_FAIL_STAGE") == part.stage:
+        print(f"{part.stage}: simulated failure in part {part.index}", flush=True)
+        sys.exit(3)
+    for upstream in ("collect", "pretrain", "evaluate"):
+        if upstream == part.stage:
+            break
+        assert store.exists(part.stage_tree(upstream).success), f"{part.stage} ran before {upstream} completed"
+    ledger = part.stage_tree(part.stage).path("ledger", f"{part.index:05d}-{time.time_ns()}")
+    store.write_text(ledger, "done")
+    part.progress(steps, steps, "steps", force=True)
+    return {"index": part.index}
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], work, sys.argv[2:])

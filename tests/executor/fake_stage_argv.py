@@ -1,0 +1,10 @@
+import sys
+from pathlib import Path
+
+from secoctl.plan import Stage
+
+FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
+
+
+def fake_argv(stage: Stage, spec_location: str) -> list[str]:
+    return [sys.executable, str(FAKE_STAGE), stage.name, "--spec", spec_location]

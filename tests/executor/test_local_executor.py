@@ -1,0 +1,134 @@
+"""The embedded executor's contract, with small real stage processes (tests/executor/fake_stage.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from secoctl.backends.local import LocalExecutor, StageFailed
+from secoctl.specfile import load_documents
+from secoctl.tree import StageTree
+from tests.conftest import ROOT, run_cli
+from tests.executor.fake_stage_argv import fake_argv
+
+SPEC = """apiVersion: seco.dev/v1alpha1
+kind: Experiment
+metadata: {name: contract}
+spec:
+  collect: {workers: 4}
+  pretrain: {nodes: 2, gpusPerNode: 1, batchSize: 32, queueSize: 64}
+  evaluate: [{task: eurosat}]
+  publish: {name: contract-weights}
+"""
+STAGES = ("collect", "pretrain", "evaluate", "publish")
+
+
+def ledger(storage: Path, stage: str) -> list[int]:
+    folder = storage / "experiments" / "contract" / stage / "ledger"
+    return sorted(int(p.name.split("-")[0]) for p in folder.iterdir()) if folder.exists() else []
+
+
+def executor(storage: Path) -> LocalExecutor:
+    return LocalExecutor(storage.as_uri(), argv_for=fake_argv, concurrency=2)
+
+
+def experiment():
+    return load_documents(SPEC, "contract.yaml")[0]
+
+
+def test_stages_run_in_order_each_part_once_and_commit(storage):
+    executor(storage).apply(experiment())
+    assert ledger(storage, "collect") == [0, 1, 2, 3]
+    assert [ledger(storage, s) for s in STAGES[1:]] == [[0], [0], [0]]  # one node on this machine
+    for stage in STAGES:
+        tree = storage / "experiments" / "contract" / stage
+        assert (tree / "_SUCCESS").exists() and not (tree / "_RUNNING").exists()
+        assert (tree / "logs" / "00000.log").read_text().count('"event": "progress"') >= 5
+    index = json.loads((storage / "experiments" / "contract" / "collect" / "index.json").read_text())
+    assert [part["summary"]["index"] for part in index["parts"]] == [0, 1, 2, 3]
+
+
+def test_reapplying_a_complete_experiment_runs_nothing(storage):
+    executor(storage).apply(experiment())
+    executor(storage).apply(experiment())
+    assert ledger(storage, "collect") == [0, 1, 2, 3] and ledger(storage, "publish") == [0]
+
+
+def test_a_failure_is_surfaced_with_the_parts_last_log_lines_and_recorded(storage, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_STAGE", "pretrain")
+    with pytest.raises(StageFailed) as failure:
+        executor(storage).apply(experiment())
+    assert (failure.value.stage, failure.value.exit_code) == ("pretrain", 3)
+    assert "simulated failure in part 0" in failure.value.log_tail
+    assert ledger(storage, "evaluate") == []
+    status = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
+    assert [(r["stage"], r["state"]) for r in status] == [
+        ("collect", "complete"), ("pretrain", "failed"), ("evaluate", "waiting"), ("publish", "waiting")]
+    monkeypatch.delenv("FAKE_FAIL_STAGE")
+    executor(storage).apply(experiment())
+    assert ledger(storage, "collect") == [0, 1, 2, 3] and ledger(storage, "publish") == [0]
+
+
+def test_a_killed_executor_leaves_a_consistent_tree_and_the_next_apply_resumes(storage, tmp_path):
+    spec_file = tmp_path / "contract.yaml"
+    spec_file.write_text(SPEC)
+    env = dict(os.environ, FAKE_SLEEP_S="0.4", PYTHONPATH=str(ROOT))
+    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+                             cwd=ROOT, env=env)
+    parts = storage / "experiments" / "contract" / "collect" / "parts"
+    deadline = time.monotonic() + 60
+    while not (parts.exists() and len(list(parts.iterdir())) >= 2):  # the first two of four parts
+        assert time.monotonic() < deadline and apply.poll() is None
+        time.sleep(0.05)
+    apply.send_signal(signal.SIGKILL)
+    apply.wait()
+    time.sleep(0.5)  # the parts die with their executor
+    done_before = len(list(parts.iterdir()))
+    assert 2 <= done_before < 4
+    status = json.loads(run_cli("status", "contract", "-o", "json", storage=storage).stdout)
+    assert status[0]["state"] == "interrupted"
+    executor(storage).apply(experiment())
+    assert ledger(storage, "collect") == [0, 1, 2, 3], "every part exactly once across the two runs"
+    assert ledger(storage, "publish") == [0]
+
+
+def test_a_changed_spec_is_refused_once_its_stage_did_work(storage, tmp_path):
+    executor(storage).apply(experiment())
+    spec_file = tmp_path / "changed.yaml"
+    spec_file.write_text(SPEC.replace("workers: 4", "workers: 4, seed: 7"))
+    result = run_cli("apply", "--local", str(spec_file), storage=storage)
+    assert result.returncode == 2
+    assert "spec.collect changed after stage collect of experiment contract did work" in result.stderr
+
+
+def test_status_logs_and_delete_tell_the_story(storage):
+    executor(storage).apply(experiment())
+    table = run_cli("status", storage=storage)
+    assert table.returncode == 0
+    for stage in STAGES:
+        assert stage in table.stdout
+    assert table.stdout.count("complete") == 4
+    logs = run_cli("logs", "contract", "--stage", "collect", "--index", "2", storage=storage)
+    assert '"index": 2' in logs.stdout and '"index": 1' not in logs.stdout
+    bad = run_cli("logs", "contract", "--stage", "train", storage=storage)
+    assert bad.returncode == 2 and "choose one of collect, pretrain, evaluate, publish" in bad.stderr
+    missing = run_cli("status", "nope", storage=storage)
+    assert missing.returncode == 2 and "no experiment 'nope'" in missing.stderr
+    assert run_cli("delete", "contract", "--purge", storage=storage).returncode == 0
+    assert not (storage / "experiments" / "contract").exists()
+
+
+def test_apply_without_a_cluster_runs_locally_and_with_one_asks_for_local(storage, tmp_path, monkeypatch):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    spec_file = tmp_path / "contract.yaml"
+    spec_file.write_text(SPEC)
+    result = run_cli("apply", str(spec_file), storage=storage)
+    assert result.returncode == 2 and "--local" in result.stderr
+    assert list(storage.iterdir()) == []

@@ -1,0 +1,62 @@
+from secoctl import plan
+from secoctl.spec import parse_experiment
+from secoctl.tree import StageFacts
+
+
+def experiment(**spec):
+    return parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
+                             "metadata": {"name": "demo"}, "spec": spec})
+
+
+FULL = {"evaluate": [{"task": "eurosat"}], "publish": {"name": "demo-weights"},
+        "pretrain": {"nodes": 2, "gpusPerNode": 8}}
+
+
+def test_stages_run_in_the_papers_order_and_only_those_asked_for():
+    assert [s.name for s in plan.stages(experiment(**FULL))] == ["collect", "pretrain", "evaluate", "publish"]
+    assert [s.name for s in plan.stages(experiment())] == ["collect", "pretrain"]
+    stages = {s.name: s for s in plan.stages(experiment(**FULL))}
+    assert stages["evaluate"].reads == ("collect", "pretrain")
+    assert stages["pretrain"].parts == 2 and stages["pretrain"].distributed
+    assert plan.stage(experiment(**FULL), "pretrain", single_machine=True).parts == 1
+
+
+def test_a_change_invalidates_its_stage_and_everything_downstream_but_not_upstream():
+    before = experiment(**FULL)
+    after = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "epochs": 100}})
+    assert plan.changed_stages(before, after) == ["pretrain", "evaluate", "publish"]
+    resources_only = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "resources": {"cpu": "8"}}})
+    assert plan.changed_stages(before, resources_only) == []
+
+
+def _facts(exp, complete=(), **extra):
+    facts = {s.name: StageFacts() for s in plan.stages(exp)}
+    for stage in plan.stages(exp):
+        if stage.name in complete:
+            facts[stage.name].success = {"fingerprint": stage.fingerprint}
+    for name, fact in extra.items():
+        facts[name] = fact
+    return facts
+
+
+def test_assess_skips_complete_stages_and_names_the_next_one():
+    exp = experiment(**FULL)
+    states = [s.state for s in plan.assess(exp, _facts(exp, complete=("collect",)))]
+    assert states == ["complete", "ready", "waiting", "waiting"]
+
+
+def test_assess_tells_running_from_interrupted_by_the_executors_pid():
+    exp = experiment(**FULL)
+    facts = _facts(exp, complete=("collect",), pretrain=StageFacts(running={"pid": 4242}, parts_done={0}))
+    assert plan.assess(exp, facts, alive={4242})[1].state == "running"
+    interrupted = plan.assess(exp, facts, alive=set())[1]
+    assert (interrupted.state, interrupted.parts_done) == ("interrupted", 1)
+
+
+def test_assess_reports_a_failure_and_a_stage_completed_under_another_spec():
+    exp = experiment(**FULL)
+    facts = _facts(exp, complete=("collect",), pretrain=StageFacts(failed={"reason": "part 1 exited with code 3"}))
+    failed = plan.assess(exp, facts)[1]
+    assert (failed.state, failed.detail) == ("failed", "part 1 exited with code 3")
+    stale = _facts(exp, collect=StageFacts(success={"fingerprint": "from-another-spec"}))
+    assert [s.state for s in plan.assess(exp, stale)] == ["changed", "waiting", "waiting", "waiting"]

@@ -1,0 +1,122 @@
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from secoctl.plan import RENDEZVOUS_PORT
+from secoctl.render import LABEL_EXPERIMENT, LABEL_STAGE, render
+from secoctl.specfile import load_files
+from tests.conftest import EXAMPLES, run_cli
+
+# The oldest and newest Kubernetes minor versions we support: podFailurePolicy is GA from 1.31.
+SUPPORTED_KUBERNETES = ("1.31.0", "1.37.0")
+
+
+def _experiment(path):
+    return load_files([path])[0]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_rendered_objects_validate_strictly_against_kubernetes_schemas(example, version):
+    result = run_cli("render", str(example))
+    assert result.returncode == 0, result.stderr
+    objects = list(yaml.safe_load_all(result.stdout))
+    assert objects
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_rendering_is_deterministic_and_json_matches_yaml(example):
+    first, second = run_cli("render", str(example)), run_cli("render", str(example))
+    assert first.stdout == second.stdout
+    as_json = json.loads(run_cli("render", str(example), "-o", "json").stdout)["items"]
+    assert as_json == list(yaml.safe_load_all(first.stdout))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_object_is_labelled_and_every_pod_is_restricted(example):
+    experiment = _experiment(example)
+    for obj in render(experiment, "seco"):
+        assert obj["metadata"]["labels"][LABEL_EXPERIMENT] == experiment.name
+        assert obj["metadata"]["namespace"] == "seco"
+        if obj["kind"] != "Job":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["restartPolicy"] == "Never"
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]}
+        assert {"secretRef"} >= {key for source in pod["containers"][0].get("envFrom", []) for key in source}
+
+
+def test_pretrain_is_an_indexed_job_with_c10d_rendezvous_on_pod_zero():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(experiment, "seco")}
+    job = objects[("Job", "seco-rn50-1m-pretrain")]
+    service = objects[("Service", "seco-rn50-1m-pretrain")]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {LABEL_EXPERIMENT: "seco-rn50-1m", LABEL_STAGE: "pretrain"}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"]
+    command = pod["containers"][0]["command"]
+    assert command[0] == "torchrun" and "--nnodes=4" in command and "--nproc-per-node=8" in command
+    assert f"--rdzv-endpoint=seco-rn50-1m-pretrain-0.seco-rn50-1m-pretrain:{RENDEZVOUS_PORT}" in command
+    assert command[-4:] == ["-m", "jobs.pretrain", "--spec", "/etc/secoctl/spec.yaml"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "400Gi"}} in pod["volumes"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # Kueue admits suspended Jobs carrying its queue label.
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+
+
+def test_collect_is_an_indexed_job_with_one_pod_per_worker_and_retries_per_index():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-100k.yaml"))
+    job = next(o for o in render(experiment) if o["metadata"]["name"] == "seco-rn50-100k-collect")
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 16
+    assert job["spec"]["backoffLimitPerIndex"] == 3 and "backoffLimit" not in job["spec"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python", "-m", "jobs.collect", "--spec", "/etc/secoctl/spec.yaml"]
+
+
+def test_the_configmap_carries_the_spec_that_parses_back_to_the_same_experiment():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-archive.yaml"))
+    config_map = next(o for o in render(experiment) if o["kind"] == "ConfigMap")
+    from secoctl.specfile import load_documents
+
+    assert load_documents(config_map["data"]["spec.yaml"], "cm")[0] == experiment
+
+
+def test_file_storage_on_a_cluster_is_shared_through_the_named_claim():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-archive.yaml"))
+    job = next(o for o in render(experiment) if o["metadata"]["name"].endswith("-collect"))
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "seco-data"}} in pod["volumes"]
+    assert {"name": "storage", "mountPath": "/data/seco"} in pod["containers"][0]["volumeMounts"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
+def test_admin_manifests_validate_and_grant_the_driver_exactly_the_rendered_rules(version):
+    from secoctl.render import DRIVER_RULES
+    from tests.conftest import ROOT
+
+    manifests = [o for p in sorted((ROOT / "manifests").glob("*.yaml")) if p.name != "kustomization.yaml"
+                 for o in yaml.safe_load_all(p.read_text())]
+    for obj in manifests:
+        kubernetes_validate.validate(obj, version, strict=True)
+    role = next(o for o in manifests if o["kind"] == "Role")
+    assert role["rules"] == DRIVER_RULES
+    listed = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in (ROOT / "manifests").glob("*.yaml")
+                                    if p.name != "kustomization.yaml")

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+
+from secoctl.spec import SENTINEL2_BANDS, Experiment, SpecError, json_schema, parse_experiment
+from secoctl.specfile import load_documents
+from tests.conftest import EXAMPLES, run_cli
+
+MINIMAL = "apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n"
+
+
+def test_defaults_reproduce_the_papers_run():
+    spec = parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
+                             "metadata": {"name": "demo"}}).spec
+    assert (spec.collect.timestamps, spec.collect.interval_days, spec.collect.max_cloud) == (5, 84, 10.0)
+    assert (spec.collect.sigma_km, spec.collect.cities, spec.collect.patch_size) == (50.0, 10_000, 264)
+    assert tuple(spec.collect.bands) == SENTINEL2_BANDS and "B10" not in spec.collect.bands
+    pretrain = spec.pretrain
+    assert (pretrain.lr, pretrain.momentum, pretrain.weight_decay, pretrain.batch_size) == (0.03, 0.9, 1e-4, 256)
+    assert (pretrain.epochs, pretrain.lr_milestones, pretrain.queue_size) == (200, [120, 160], 16_384)
+    assert (pretrain.temperature, pretrain.encoder_momentum, pretrain.embedding_dim) == (0.07, 0.999, 128)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_validates(example):
+    result = run_cli("validate", str(example))
+    assert result.returncode == 0, result.stderr
+
+
+BAD_SPECS = {
+    "unknown field": (MINIMAL + "spec: {pretrain: {batchSzie: 64}}\n", "spec.pretrain.batchSzie: unknown field"),
+    "wrong type": (MINIMAL + "spec: {collect: {locations: many}}\n", "spec.collect.locations: Input should be a valid integer"),
+    "out of range": (MINIMAL + "spec: {collect: {maxCloud: 150}}\n", "spec.collect.maxCloud: Input should be less than or equal to 100"),
+    "not DNS-1123": (MINIMAL.replace("demo", "My_Experiment"), "metadata.name: 'My_Experiment' is not a DNS-1123 label"),
+    "batch not divisible": (MINIMAL + "spec: {pretrain: {batchSize: 100, nodes: 4, gpusPerNode: 8}}\n",
+                            "spec.pretrain: batchSize 100 must be divisible by nodes × gpusPerNode (4 × 8 = 32)"),
+    "secret inlined": (MINIMAL + "spec: {storageSecret: {accessKeyId: AKIA, secretAccessKey: abc}}\n",
+                       "spec.storageSecret: credentials must not be written into the spec"),
+    "credentials in URI": (MINIMAL + "spec: {storage: 's3://AKIA:abc@bucket/x'}\n",
+                           "spec.storage: credentials must not be written into the URI"),
+    "bad band": (MINIMAL + "spec: {collect: {bands: [B02, B10]}}\n", "spec.collect.bands[1]:"),
+    "bad YAML": (MINIMAL + "spec: {collect: [\n", "invalid YAML: line"),
+    "wrong kind": (MINIMAL.replace("kind: Experiment", "kind: Pod"), "kind: Input should be 'Experiment'"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_SPECS)
+def test_bad_spec_names_the_field_exits_2_without_traceback(name, tmp_path, storage):
+    text, expected = BAD_SPECS[name]
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(text)
+    for command in ("validate", "render", "apply"):
+        result = run_cli(command, str(spec_file), storage=storage)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        assert result.stdout == ""
+    assert list(storage.iterdir()) == [], "nothing may be written for a bad spec"
+
+
+def test_every_problem_is_reported_one_line_each():
+    text = MINIMAL + "spec: {collect: {maxCloud: -1, workers: 0}, pretrain: {backbone: vit}}\n"
+    with pytest.raises(SpecError) as error:
+        load_documents(text, "x.yaml")
+    paths = sorted(p.path for p in error.value.problems)
+    assert paths == ["spec.collect.maxCloud", "spec.collect.workers", "spec.pretrain.backbone"]
+
+
+def test_a_multi_document_file_is_validated_whole_before_anything_runs(tmp_path, storage):
+    spec_file = tmp_path / "two.yaml"
+    spec_file.write_text(MINIMAL + "---\n" + MINIMAL.replace("demo", "second") + "spec: {collect: {seed: x}}\n")
+    result = run_cli("apply", str(spec_file), storage=storage)
+    assert result.returncode == 2
+    assert "two.yaml[document 2]: spec.collect.seed" in result.stderr
+    assert list(storage.iterdir()) == []
+
+
+def test_duplicate_names_across_files_are_refused(tmp_path):
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(MINIMAL)
+    result = run_cli("validate", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"))
+    assert result.returncode == 2 and "metadata.name: two experiments share this name" in result.stderr
+
+
+def test_oscd_refuses_a_linear_probe_but_defaults_to_finetuning():
+    base = {"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "x"}}
+    experiment = parse_experiment({**base, "spec": {"evaluate": [{"task": "oscd"}]}})
+    assert experiment.spec.evaluate[0].finetunes
+    with pytest.raises(SpecError, match=r"spec.evaluate\[0\]: oscd trains a U-Net"):
+        parse_experiment({**base, "spec": {"evaluate": [{"task": "oscd", "protocol": "linear"}]}})
+
+
+def test_schema_comes_from_the_model_and_uses_yaml_field_names():
+    result = run_cli("schema")
+    assert result.returncode == 0
+    assert '"batchSize"' in result.stdout and '"storageSecret"' in result.stdout
+    assert json_schema()["title"] == "secoctl Experiment"
+    assert Experiment.model_json_schema(by_alias=True)["additionalProperties"] is False

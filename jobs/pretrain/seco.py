@@ -1,0 +1,134 @@
+"""Seasonal Contrast (Mañas et al., ICCV 2021, section 3.2), after the reference moco2_module.py.
+
+A query encoder and a momentum key encoder share one backbone architecture; each embedding
+sub-space has its own projection head pair and its own queue of negatives. With keys
+k0 = aug(t1), k1 = t2, k2 = aug(t0) for a query t0:
+
+  sub-space 0: positive k0                         -> invariant to season and augmentation
+  sub-space 1: positive k1, negatives k0 and k2    -> invariant to season only
+  sub-space 2: positive k2, negatives k0 and k1    -> invariant to augmentation only
+
+With one sub-space and one key this is MoCo-v2 (`method: moco`, `moco-tp`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models
+
+FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}
+
+
+def backbone(name: str) -> nn.Sequential:
+    """torchvision ResNet without fc, laid out as the reference's encoder_q (index 0 = conv1)."""
+    resnet = getattr(models, name)(weights=None)
+    return nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1,
+                         resnet.layer2, resnet.layer3, resnet.layer4, resnet.avgpool, nn.Flatten(1))
+
+
+def projection_head(feature_dim: int, embedding_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True),
+                         nn.Linear(feature_dim, embedding_dim))
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every rank (no gradient: keys only)."""
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+class SeCo(nn.Module):
+    def __init__(self, backbone_name: str = "resnet50", subspaces: int = 3, embedding_dim: int = 128,
+                 queue_size: int = 16_384, momentum: float = 0.999, temperature: float = 0.07):
+        super().__init__()
+        feature_dim = FEATURE_DIMS[backbone_name]
+        self.subspaces, self.queue_size = subspaces, queue_size
+        self.momentum, self.temperature = momentum, temperature
+        self.encoder_q = backbone(backbone_name)
+        self.heads_q = nn.ModuleList(projection_head(feature_dim, embedding_dim) for _ in range(subspaces))
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        self.heads_k = copy.deepcopy(self.heads_q)
+        for parameter in [*self.encoder_k.parameters(), *self.heads_k.parameters()]:
+            parameter.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(subspaces, embedding_dim, queue_size), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        query = [*self.encoder_q.parameters(), *self.heads_q.parameters()]
+        key = [*self.encoder_k.parameters(), *self.heads_k.parameters()]
+        torch._foreach_mul_(key, self.momentum)
+        torch._foreach_add_(key, query, alpha=1 - self.momentum)
+
+    @torch.no_grad()
+    def _key_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Key-encoder features with the batch shuffled across ranks, so BN cannot cheat (shuffle-BN)."""
+        if not _distributed():
+            return self.encoder_k(images)
+        local = images.shape[0]
+        gathered = gather(images)
+        permutation = torch.randperm(gathered.shape[0], device=images.device)
+        dist.broadcast(permutation, src=0)
+        rank = dist.get_rank()
+        mine = permutation.view(dist.get_world_size(), -1)[rank]
+        features = gather(self.encoder_k(gathered[mine]))
+        restore = torch.argsort(permutation).view(dist.get_world_size(), -1)[rank]
+        assert features.shape[0] == local * dist.get_world_size()
+        return features[restore]
+
+    def logits(self, query_features: torch.Tensor, key_embeddings: list[torch.Tensor], subspace: int) -> torch.Tensor:
+        """Column 0 is the positive; then, for sub-spaces > 0, the other keys; then the queue."""
+        q = F.normalize(self.heads_q[subspace](query_features), dim=1)
+        positive = (q * key_embeddings[subspace]).sum(1, keepdim=True)
+        columns = [positive]
+        if subspace > 0:
+            columns += [(q * k).sum(1, keepdim=True) for j, k in enumerate(key_embeddings) if j != subspace]
+        columns.append(q @ self.queue[subspace].clone().detach())
+        return torch.cat(columns, dim=1) / self.temperature
+
+    def forward(self, query: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The summed loss and the per-sub-space losses."""
+        if len(keys) != self.subspaces:
+            raise ValueError(f"expected {self.subspaces} key views, got {len(keys)}")
+        query_features = self.encoder_q(query)
+        with torch.no_grad():
+            self._momentum_update()
+            key_features = [self._key_features(k) for k in keys]
+        losses, positives = [], []
+        for subspace in range(self.subspaces):
+            with torch.no_grad():
+                key_embeddings = [F.normalize(self.heads_k[subspace](f), dim=1) for f in key_features]
+            logits = self.logits(query_features, key_embeddings, subspace)
+            targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+            losses.append(F.cross_entropy(logits.float(), targets))
+            positives.append(key_embeddings[subspace])
+        self._enqueue(positives)
+        return torch.stack(losses).sum(), losses
+
+    @torch.no_grad()
+    def _enqueue(self, positives: list[torch.Tensor]) -> None:
+        """Each sub-space's queue takes its own positive keys, from every rank."""
+        keys = torch.stack([gather(k.float()) for k in positives])  # (subspaces, batch, dim)
+        batch = keys.shape[1]
+        if self.queue_size % batch:
+            raise ValueError(f"queue size {self.queue_size} is not a multiple of the global batch {batch}")
+        pointer = int(self.queue_ptr)
+        self.queue[:, :, pointer:pointer + batch] = keys.transpose(1, 2)
+        self.queue_ptr[0] = (pointer + batch) % self.queue_size
+
+
+def subspaces_for(method: str) -> int:
+    return 3 if method == "seco" else 1

@@ -8,6 +8,8 @@ k0 = aug(t1), k1 = t2, k2 = aug(t0) for a query t0:
   sub-space 1: positive k1, negatives k0 and k2    -> invariant to season only
   sub-space 2: positive k2, negatives k0 and k1    -> invariant to augmentation only
 
+Every sub-space also contrasts with its queue of earlier positive keys.
+
 With one sub-space and one key this is MoCo-v2 (`method: moco`, `moco-tp`).
 """
 
@@ -90,14 +92,15 @@ class SeCo(nn.Module):
         return features[restore]
 
     def logits(self, query_features: torch.Tensor, key_embeddings: list[torch.Tensor], subspace: int) -> torch.Tensor:
-        """Column 0 is the positive; then, for sub-spaces > 0, the other keys; then the queue."""
+        """Column 0 is the positive, then the sub-space's queue; in sub-spaces > 0 the other views'
+        keys of the whole batch follow as negatives (as the reference code does, where the paper's
+        text reads as if only the same sample's other keys were meant)."""
         q = F.normalize(self.heads_q[subspace](query_features), dim=1)
-        positive = (q * key_embeddings[subspace]).sum(1, keepdim=True)
-        columns = [positive]
+        negatives = [self.queue[subspace].clone().detach()]
         if subspace > 0:
-            columns += [(q * k).sum(1, keepdim=True) for j, k in enumerate(key_embeddings) if j != subspace]
-        columns.append(q @ self.queue[subspace].clone().detach())
-        return torch.cat(columns, dim=1) / self.temperature
+            negatives += [k.T for j, k in enumerate(key_embeddings) if j != subspace]
+        positive = (q * key_embeddings[subspace]).sum(1, keepdim=True)
+        return torch.cat([positive, q @ torch.cat(negatives, dim=1)], dim=1) / self.temperature
 
     def forward(self, query: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The summed loss and the per-sub-space losses."""

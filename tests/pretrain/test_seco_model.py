@@ -28,8 +28,9 @@ def direct_loss(q, keys, queue, subspace, temperature):
     for n in range(q.shape[0]):
         positive = float(q[n] @ keys[subspace][n])
         negatives = [float(q[n] @ queue[:, j]) for j in range(queue.shape[1])]
-        if subspace > 0:
-            negatives += [float(q[n] @ keys[j][n]) for j in range(len(keys)) if j != subspace]
+        if subspace > 0:  # the other two views' keys of every sample in the batch
+            negatives += [float(q[n] @ keys[j][m]) for j in range(len(keys)) if j != subspace
+                          for m in range(q.shape[0])]
         scores = [positive, *negatives]
         denominator = sum(math.exp(s / temperature) for s in scores)
         total += -math.log(math.exp(positive / temperature) / denominator)
@@ -52,18 +53,21 @@ def test_loss_on_a_hand_built_batch_equals_the_direct_computation(model):
     assert total.detach().item() == pytest.approx(sum(expected), rel=1e-4)
 
 
-def test_subspace_logits_hold_the_positive_then_the_other_keys_then_the_queue(model):
+def test_subspace_logits_hold_the_positive_the_queue_then_the_other_views_keys(model):
     query_features = torch.randn(BATCH, 512)
     keys = [F.normalize(torch.randn(BATCH, 16), dim=1) for _ in range(3)]
     assert model.logits(query_features, keys, 0).shape == (BATCH, 1 + QUEUE)
     for subspace in (1, 2):
         logits = model.logits(query_features, keys, subspace)
         q = F.normalize(model.heads_q[subspace](query_features), dim=1)
-        others = [j for j in range(3) if j != subspace]
-        assert logits.shape == (BATCH, 1 + 2 + QUEUE)
+        assert logits.shape == (BATCH, 1 + QUEUE + 2 * BATCH)
         torch.testing.assert_close(logits[:, 0], (q * keys[subspace]).sum(1) / 0.2)
-        for column, j in enumerate(others, start=1):
-            torch.testing.assert_close(logits[:, column], (q * keys[j]).sum(1) / 0.2)
+        torch.testing.assert_close(logits[:, 1:1 + QUEUE], q @ model.queue[subspace] / 0.2)
+        others = [j for j in range(3) if j != subspace]
+        for block, j in enumerate(others):
+            start = 1 + QUEUE + block * BATCH
+            for m in range(BATCH):
+                torch.testing.assert_close(logits[:, start + m], (q * keys[j][m]).sum(1) / 0.2)
 
 
 def test_no_gradient_reaches_the_momentum_encoder_which_moves_only_by_ema(model):

@@ -127,6 +127,16 @@ def _experiments(storage: str, name: str | None) -> list[str]:
     return [name]
 
 
+def _stored(storage: str | None, name: str):
+    """The experiment URI and the spec stored there, or a user error naming what exists."""
+    from secoctl.backends.local import stored_experiment
+
+    root = storage or store.default_storage()
+    _experiments(root, name)
+    experiment_uri = store.experiment_uri(root, name)
+    return experiment_uri, stored_experiment(experiment_uri)
+
+
 @app.command()
 def status(
     name: Annotated[Optional[str], typer.Argument(help="One experiment; all when left out.")] = None,
@@ -166,13 +176,10 @@ def logs(
 ) -> None:
     """Print a stage's logs (the latest stage that has any when --stage is left out)."""
     from secoctl import plan
-    from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
+    from secoctl.backends.local import alive_local_pids, read_experiment_facts
     from secoctl.tree import StageTree
 
-    root = storage or store.default_storage()
-    _experiments(root, name)
-    experiment_uri = store.experiment_uri(root, name)
-    experiment = stored_experiment(experiment_uri)
+    experiment_uri, experiment = _stored(storage, name)
     stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
     if stage is not None and stage not in stage_names:
         raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(stage_names)}")
@@ -208,12 +215,9 @@ def delete(
     storage: StorageOption = None,
 ) -> None:
     """Stop an experiment's running work; with --purge, remove its data too. Published weights stay."""
-    from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
+    from secoctl.backends.local import alive_local_pids, read_experiment_facts
 
-    root = storage or store.default_storage()
-    _experiments(root, name)
-    experiment_uri = store.experiment_uri(root, name)
-    experiment = stored_experiment(experiment_uri)
+    experiment_uri, experiment = _stored(storage, name)
     if experiment is not None:
         for pid in alive_local_pids(read_experiment_facts(experiment_uri, experiment)):
             os.kill(pid, signal.SIGINT)

@@ -13,8 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from secoctl import store
-from secoctl.errors import UserError
-from secoctl.spec import SpecError
+from secoctl.errors import SpecError, UserError
 
 app = typer.Typer(
     name="secoctl",

@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from secoctl.errors import SpecError, SpecProblem
+
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
 
@@ -284,23 +286,6 @@ class Experiment(Model):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class SpecProblem(BaseModel):
-    source: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.path}: {self.message}" if self.path else f"{self.source}: {self.message}"
-
-
-class SpecError(Exception):
-    """Every problem found in one or more spec documents, each with its field path."""
-
-    def __init__(self, problems: list[SpecProblem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from secoctl.spec import Experiment, SpecError, SpecProblem, parse_experiment
+from secoctl.errors import SpecError, SpecProblem
+from secoctl.spec import Experiment, parse_experiment
 
 
 def load_documents(text: str, source: str) -> list[Experiment]:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from secoctl.spec import SENTINEL2_BANDS, Experiment, SpecError, json_schema, parse_experiment
+from secoctl.errors import SpecError
+from secoctl.spec import SENTINEL2_BANDS, Experiment, json_schema, parse_experiment
 from secoctl.specfile import load_documents
 from tests.conftest import EXAMPLES, run_cli
 

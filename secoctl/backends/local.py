@@ -21,7 +21,6 @@ from pathlib import Path
 
 from secoctl import plan, store
 from secoctl.errors import UserError
-from secoctl.render import spec_document
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents
 from secoctl.tree import StageTree, read_facts, spec_uri
@@ -135,6 +134,8 @@ class LocalExecutor:
             if running:
                 raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
                                 f"wait for it or `secoctl delete {experiment.name}` to stop it")
+        from secoctl.render import spec_document
+
         store.write_text(spec_uri(root), spec_document(experiment))
         return experiment
 

@@ -1,0 +1,77 @@
+"""Training shards: WebDataset-layout tar files, one sample per location.
+
+A sample is `<key>.npy` (uint16 surface reflectance, shape timestamps × bands × H × W, the +1000
+offset of processing baseline 04.00 already removed) and `<key>.json` (bands, dates, scene ids,
+cloud cover, CRS, transform). Tar keeps a shard one sequential read from object storage, and any
+WebDataset reader can open it. A shard is written whole to a temporary name, then committed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from secoctl import store
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    pixels: np.ndarray  # uint16, (timestamps, bands, height, width)
+    metadata: dict[str, Any]
+
+
+def _member(name: str, payload: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    return info, io.BytesIO(payload)
+
+
+def encode_shard(samples: Iterable[Sample]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for sample in samples:
+            if sample.pixels.dtype != np.uint16 or sample.pixels.ndim != 4:
+                raise ValueError(f"{sample.key}: pixels must be uint16 (T, C, H, W), got "
+                                 f"{sample.pixels.dtype} {sample.pixels.shape}")
+            array = io.BytesIO()
+            np.save(array, sample.pixels, allow_pickle=False)
+            archive.addfile(*_member(f"{sample.key}.npy", array.getvalue()))
+            archive.addfile(*_member(f"{sample.key}.json", json.dumps(sample.metadata, sort_keys=True).encode()))
+    return buffer.getvalue()
+
+
+def write_shard(uri: str, samples: list[Sample]) -> dict[str, Any]:
+    """Commit a whole shard; returns its index entry."""
+    store.write_bytes(uri, encode_shard(samples))
+    return {"uri": uri, "samples": len(samples), "keys": [s.key for s in samples]}
+
+
+def read_shard(uri: str) -> Iterator[Sample]:
+    fs, path = store.filesystem(uri)
+    with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as archive:
+        pending: dict[str, dict[str, Any]] = {}
+        for member in archive:
+            key, _, extension = member.name.rpartition(".")
+            payload = archive.extractfile(member).read()
+            entry = pending.setdefault(key, {})
+            if extension == "npy":
+                entry["pixels"] = np.load(io.BytesIO(payload), allow_pickle=False)
+            elif extension == "json":
+                entry["metadata"] = json.loads(payload)
+            if len(entry) == 2:
+                del pending[key]
+                yield Sample(key, entry["pixels"], entry["metadata"])
+        if pending:
+            raise ValueError(f"{uri}: incomplete samples {sorted(pending)}")
+
+
+def shard_uris(collect_index: dict[str, Any]) -> list[str]:
+    """Every committed shard of a collect stage, in a fixed order, from its index.json."""
+    return sorted(shard["uri"] for part in collect_index["parts"] for shard in part["summary"]["shards"])

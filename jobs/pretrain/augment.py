@@ -1,0 +1,46 @@
+"""The paper's augmentations, applied to whole batches on the training device (kornia).
+
+Every view gets RandomResizedCrop(scale 0.2-1) and ImageNet normalisation; the views that the
+method marks as augmented also get MoCo-v2's colour jitter (p 0.8), grayscale (p 0.2), Gaussian
+blur σ ∈ [0.1, 2] (p 0.5) and a horizontal flip. Each sample draws its own parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia import augmentation as K
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _blur_kernel(size: int) -> int:
+    kernel = max(int(0.1 * size), 3)  # MoCo-v2: 23 px at 224
+    return kernel if kernel % 2 else kernel + 1
+
+
+class BatchAugment(nn.Module):
+    def __init__(self, size: int, augmented: tuple[bool, ...]):
+        super().__init__()
+        self.augmented = augmented
+        self.crop = K.RandomResizedCrop((size, size), scale=(0.2, 1.0))
+        self.artificial = K.AugmentationSequential(
+            K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+            K.RandomGrayscale(p=0.2),
+            K.RandomGaussianBlur((_blur_kernel(size), _blur_kernel(size)), (0.1, 2.0), p=0.5),
+            K.RandomHorizontalFlip(),
+        )
+        self.normalize = K.Normalize(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
+
+    @torch.no_grad()
+    def forward(self, views: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 (batch, views, 3, H, W) -> one normalised float batch per view, channels_last."""
+        out = []
+        for index, augmented in enumerate(self.augmented):
+            image = views[:, index].float().div_(255)
+            image = self.crop(image)
+            if augmented:
+                image = self.artificial(image)
+            out.append(self.normalize(image).contiguous(memory_format=torch.channels_last))
+        return out

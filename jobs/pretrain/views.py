@@ -1,0 +1,54 @@
+"""Which timestamps become the query and keys, and the paper's input scaling of Sentinel-2 RGB.
+
+Views are chosen per sample on the CPU (cheap indexing); the augmentations themselves run on the
+GPU in batches (jobs/pretrain/augment.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RGB = ("B04", "B03", "B02")
+# The reference stretches each stored uint8 band between fixed quantiles (B2 3-88, B3 2-103,
+# B4 0-129 of 255); our shards keep reflectance × 10000, so the same limits are scaled by 10000/255.
+STRETCH_UINT8 = {"B04": (0, 129), "B03": (2, 103), "B02": (3, 88)}
+STRETCH = {band: (low * 10_000 / 255, high * 10_000 / 255) for band, (low, high) in STRETCH_UINT8.items()}
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """Timestamps per view and which views get the artificial augmentation."""
+
+    timestamps: tuple[int, ...]
+    augmented: tuple[bool, ...]
+
+
+def plan_views(method: str, timestamps: int, rng: np.random.Generator) -> ViewPlan:
+    """seco: q = t0, k0 = aug(t1), k1 = t2, k2 = aug(t0), with t0, t1, t2 drawn with replacement.
+
+    moco: two augmentations of one timestamp; moco-tp: two timestamps, both augmented (MoCo-v2+TP).
+    """
+    if method == "seco":
+        t0, t1, t2 = (int(t) for t in rng.integers(0, timestamps, 3))
+        return ViewPlan((t0, t1, t2, t0), (False, True, False, True))
+    if method == "moco":
+        t0 = int(rng.integers(0, timestamps))
+        return ViewPlan((t0, t0), (True, True))
+    t0, t1 = (int(t) for t in rng.integers(0, timestamps, 2))
+    return ViewPlan((t0, t1), (True, True))
+
+
+def rgb_uint8(pixels: np.ndarray, bands: list[str]) -> np.ndarray:
+    """(T, C, H, W) uint16 reflectance -> (T, 3, H, W) uint8 in the reference's stretch."""
+    order = [bands.index(band) for band in RGB]
+    low = np.array([STRETCH[b][0] for b in RGB], dtype=np.float32)[None, :, None, None]
+    high = np.array([STRETCH[b][1] for b in RGB], dtype=np.float32)[None, :, None, None]
+    scaled = (pixels[:, order].astype(np.float32) - low) / (high - low)
+    return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+
+
+def select_views(rgb: np.ndarray, plan: ViewPlan) -> np.ndarray:
+    """(T, 3, H, W) -> (views, 3, H, W)."""
+    return rgb[list(plan.timestamps)]

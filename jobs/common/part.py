@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from secoctl import store
+from secoctl.process import die_with_parent
 from secoctl.spec import Experiment, parse_experiment
 from secoctl.tree import StageTree
 
@@ -43,7 +44,7 @@ class Part:
     @property
     def is_leader(self) -> bool:
         """Only one process per part writes its files (torchrun starts several per node)."""
-        return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") in ("0", str(self.index))
+        return os.environ.get("LOCAL_RANK", "0") == "0"
 
     def progress(self, done: float, total: float, unit: str, force: bool = False, **metrics: Any) -> None:
         now = time.monotonic()
@@ -66,6 +67,9 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{stage}")
     parser.add_argument("--spec", required=True, help="spec.yaml path or URI")
     args = parser.parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # torchrun starts workers in sessions of their own: tie each to its agent's life.
+        die_with_parent()
     experiment = load_spec(args.spec)
     from secoctl.plan import stage as stage_of
 

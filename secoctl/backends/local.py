@@ -21,6 +21,7 @@ from pathlib import Path
 
 from secoctl import plan, store
 from secoctl.errors import UserError
+from secoctl.process import die_with_parent
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents
 from secoctl.tree import StageTree, read_facts, spec_uri
@@ -193,7 +194,7 @@ class LocalExecutor:
             process = subprocess.Popen(
                 self.argv_for(stage, spec_uri(self.experiment_uri(experiment))),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         return RunningPart(index, process, local_log, log_uri)
 
@@ -217,16 +218,6 @@ class LocalExecutor:
                 _stop(running)
                 for part in running:
                     _upload_log(part)
-
-
-def _die_with_parent() -> None:
-    """Linux: a part gets SIGKILL when the executor dies, even by SIGKILL, so none is orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _local_path(uri: str) -> Path | None:

@@ -208,6 +208,25 @@ def logs(
 
 
 @app.command()
+def plot(
+    name: str,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG path; default NAME-loss.png")] = None,
+    storage: StorageOption = None,
+) -> None:
+    """Draw a pretrain stage's loss curves per sub-space and its throughput as a PNG."""
+    from secoctl.plots import loss_curves, parse_metrics
+    from secoctl.tree import StageTree
+
+    experiment_uri, _ = _stored(storage, name)
+    metrics = StageTree(experiment_uri, "pretrain").path("metrics.jsonl")
+    records = parse_metrics(store.read_text(metrics)) if store.exists(metrics) else []
+    if not records:
+        raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
+    path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"))
+    typer.echo(str(path))
+
+
+@app.command()
 def delete(
     name: str,
     purge: Annotated[bool, typer.Option("--purge", help="Also remove the experiment's storage tree.")] = False,

@@ -85,3 +85,20 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_and_completes(storage)
     assert state["step"] == 30
     steps = [m["step"] for m in json.loads(state["metrics"])]
     assert steps == sorted(set(steps)) and steps[-1] == 30, "metrics continue from the checkpoint, once each"
+
+
+def test_status_shows_the_last_loss_and_plot_draws_the_curves(storage, tmp_path):
+    from tests.conftest import run_cli
+
+    experiment, _ = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "1"))
+    LocalExecutor(storage.as_uri()).apply(experiment)
+    status = json.loads(run_cli("status", "tiny", "-o", "json", storage=storage).stdout)
+    pretrain = next(row for row in status if row["stage"] == "pretrain")
+    assert pretrain["state"] == "complete" and "loss=" in pretrain["metric"]
+    png = tmp_path / "curves.png"
+    result = run_cli("plot", "tiny", "-o", str(png), storage=storage)
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (storage / "experiments/tiny/pretrain/metrics.jsonl").unlink()
+    missing = run_cli("plot", "tiny", storage=storage)
+    assert missing.returncode == 2 and "has no pretrain metrics yet" in missing.stderr

@@ -26,9 +26,11 @@ from torchvision.transforms import v2 as T
 
 from jobs.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
 from jobs.pretrain.seco import SeCo
+from jobs.pretrain.views import AUGMENTED as SECO_VIEWS
 
-PATCH, INPUT, VIEWS = 264, 224, 4
-AUGMENTED = (False, True, False, True)
+PATCH, INPUT = 264, 224
+AUGMENTED = SECO_VIEWS["seco"]
+VIEWS = len(AUGMENTED)
 
 
 class UInt8Views(Dataset):

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from secoctl import store
+from secoctl.plan import stage as stage_of
 from secoctl.process import die_with_parent
 from secoctl.spec import Experiment, parse_experiment
 from secoctl.tree import StageTree
@@ -71,8 +72,6 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
         # torchrun starts workers in sessions of their own: tie each to its agent's life.
         die_with_parent()
     experiment = load_spec(args.spec)
-    from secoctl.plan import stage as stage_of
-
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
     storage = experiment.spec.storage or store.default_storage()

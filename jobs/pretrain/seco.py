@@ -80,7 +80,6 @@ class SeCo(nn.Module):
         """Key-encoder features with the batch shuffled across ranks, so BN cannot cheat (shuffle-BN)."""
         if not _distributed():
             return self.encoder_k(images)
-        local = images.shape[0]
         gathered = gather(images)
         permutation = torch.randperm(gathered.shape[0], device=images.device)
         dist.broadcast(permutation, src=0)
@@ -88,7 +87,6 @@ class SeCo(nn.Module):
         mine = permutation.view(dist.get_world_size(), -1)[rank]
         features = gather(self.encoder_k(gathered[mine]))
         restore = torch.argsort(permutation).view(dist.get_world_size(), -1)[rank]
-        assert features.shape[0] == local * dist.get_world_size()
         return features[restore]
 
     def logits(self, query_features: torch.Tensor, key_embeddings: list[torch.Tensor], subspace: int) -> torch.Tensor:

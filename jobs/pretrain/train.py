@@ -11,7 +11,6 @@ import os
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -23,7 +22,7 @@ from jobs.pretrain import checkpoints
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.data import SeasonalStream
 from jobs.pretrain.seco import SeCo, subspaces_for
-from jobs.pretrain.views import plan_views
+from jobs.pretrain.views import AUGMENTED
 from secoctl import store
 
 LOG_EVERY_STEPS = 10
@@ -78,8 +77,7 @@ def work(part: Part) -> dict[str, Any]:
     loader = DataLoader(stream, batch_size=spec.batch_size // world_size, num_workers=spec.loader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=spec.loader_workers > 0,
                         prefetch_factor=4 if spec.loader_workers else None)
-    augment_plan = plan_views(spec.method, 2, np.random.default_rng(0)).augmented
-    augment = BatchAugment(spec.input_size, augment_plan).to(device)
+    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method]).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
 
     def checkpoint() -> None:

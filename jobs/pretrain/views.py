@@ -17,6 +17,10 @@ STRETCH_UINT8 = {"B04": (0, 129), "B03": (2, 103), "B02": (3, 88)}
 STRETCH = {band: (low * 10_000 / 255, high * 10_000 / 255) for band, (low, high) in STRETCH_UINT8.items()}
 
 
+# Which views get the artificial augmentation, per method; the first view is the query.
+AUGMENTED = {"seco": (False, True, False, True), "moco": (True, True), "moco-tp": (True, True)}
+
+
 @dataclass(frozen=True)
 class ViewPlan:
     """Timestamps per view and which views get the artificial augmentation."""
@@ -32,12 +36,12 @@ def plan_views(method: str, timestamps: int, rng: np.random.Generator) -> ViewPl
     """
     if method == "seco":
         t0, t1, t2 = (int(t) for t in rng.integers(0, timestamps, 3))
-        return ViewPlan((t0, t1, t2, t0), (False, True, False, True))
+        return ViewPlan((t0, t1, t2, t0), AUGMENTED[method])
     if method == "moco":
         t0 = int(rng.integers(0, timestamps))
-        return ViewPlan((t0, t0), (True, True))
+        return ViewPlan((t0, t0), AUGMENTED[method])
     t0, t1 = (int(t) for t in rng.integers(0, timestamps, 2))
-    return ViewPlan((t0, t1), (True, True))
+    return ViewPlan((t0, t1), AUGMENTED[method])
 
 
 def rgb_uint8(pixels: np.ndarray, bands: list[str]) -> np.ndarray:

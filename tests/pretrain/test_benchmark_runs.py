@@ -12,4 +12,4 @@ def test_pretrain_benchmark_measures_both_paths_and_reports_json():
     report = json.loads(result.stdout.splitlines()[-1])
     entry = report["resnet18"]
     assert entry["samples_per_s"] > 0 and entry["baseline_samples_per_s"] > 0
-    assert entry["speedup"] == round(entry["samples_per_s"] / entry["baseline_samples_per_s"], 2)
+    assert abs(entry["speedup"] - entry["samples_per_s"] / entry["baseline_samples_per_s"]) < 0.02  # rounding

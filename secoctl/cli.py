@@ -219,7 +219,10 @@ def plot(
 
     experiment_uri, _ = _stored(storage, name)
     metrics = StageTree(experiment_uri, "pretrain").path("metrics.jsonl")
-    records = parse_metrics(store.read_text(metrics)) if store.exists(metrics) else []
+    try:
+        records = parse_metrics(store.read_text(metrics))
+    except FileNotFoundError:
+        records = []
     if not records:
         raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
     path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"))

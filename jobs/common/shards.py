@@ -72,6 +72,7 @@ def read_shard(uri: str) -> Iterator[Sample]:
             raise ValueError(f"{uri}: incomplete samples {sorted(pending)}")
 
 
-def shard_uris(collect_index: dict[str, Any]) -> list[str]:
-    """Every committed shard of a collect stage, in a fixed order, from its index.json."""
-    return sorted(shard["uri"] for part in collect_index["parts"] for shard in part["summary"]["shards"])
+def shard_entries(collect_index: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every committed shard of a collect stage (uri, samples, keys), in a fixed order, from its index.json."""
+    return sorted((shard for part in collect_index["parts"] for shard in part["summary"]["shards"]),
+                  key=lambda shard: shard["uri"])

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from jobs.common.shards import read_shard
+from jobs.common.shards import Sample, read_shard
 from jobs.pretrain.views import plan_views, rgb_uint8, select_views
 
 
@@ -19,12 +19,11 @@ class SeasonalStream(IterableDataset):
     shards and keeps every n-th sample, so no rank or worker is ever left without data.
     """
 
-    def __init__(self, shards: list[str], method: str, timestamps: int, seed: int, rank: int, world_size: int,
-                 first_epoch: int = 0):
-        self.shards, self.method, self.timestamps = shards, method, timestamps
+    def __init__(self, shards: list[str], method: str, seed: int, rank: int, world_size: int, first_epoch: int = 0):
+        self.shards, self.method = shards, method
         self.seed, self.rank, self.world_size, self.first_epoch = seed, rank, world_size, first_epoch
 
-    def _samples(self, epoch: int, slot: int, readers: int) -> Iterator[np.ndarray]:
+    def _samples(self, epoch: int, slot: int, readers: int) -> Iterator[Sample]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
         shards = [self.shards[i] for i in order]
         if len(shards) >= readers:

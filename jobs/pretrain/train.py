@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from jobs.common.part import Part
-from jobs.common.shards import shard_uris
+from jobs.common.shards import shard_entries
 from jobs.pretrain import checkpoints
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.data import SeasonalStream
@@ -46,9 +46,9 @@ def work(part: Part) -> dict[str, Any]:
     rank, world_size, device = _setup()
     if spec.batch_size % world_size:
         raise SystemExit(f"spec.pretrain.batchSize {spec.batch_size} is not divisible by {world_size} processes")
-    collect_index = store.read_json(part.stage_tree("collect").index)
-    shards = shard_uris(collect_index)
-    total_samples = sum(shard["samples"] for p in collect_index["parts"] for shard in p["summary"]["shards"])
+    entries = shard_entries(store.read_json(part.stage_tree("collect").index))
+    shards = [entry["uri"] for entry in entries]
+    total_samples = sum(entry["samples"] for entry in entries)
     steps_per_epoch = max(total_samples // spec.batch_size, 1)
     total_steps = spec.max_steps or spec.epochs * steps_per_epoch
     milestones = [m * steps_per_epoch for m in spec.lr_milestones]
@@ -72,8 +72,8 @@ def work(part: Part) -> dict[str, Any]:
     if spec.compile:
         model.encoder_q.compile()
 
-    stream = SeasonalStream(shards, spec.method, part.experiment.spec.collect.timestamps, part.experiment.spec.collect.seed,
-                            rank, world_size, first_epoch=step // steps_per_epoch)
+    stream = SeasonalStream(shards, spec.method, part.experiment.spec.collect.seed, rank, world_size,
+                            first_epoch=step // steps_per_epoch)
     loader = DataLoader(stream, batch_size=spec.batch_size // world_size, num_workers=spec.loader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=spec.loader_workers > 0,
                         prefetch_factor=4 if spec.loader_workers else None)

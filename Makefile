@@ -25,5 +25,5 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5: no slow test collected
 
 lock: $(UV)
-	$(UV) pip compile pyproject.toml --extra data --extra test --python-version 3.11 \
+	$(UV) pip compile pyproject.toml --extra data --extra local --extra test --python-version 3.11 \
 		--output-file requirements.lock --quiet

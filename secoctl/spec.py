@@ -7,6 +7,7 @@ field names are camelCase in YAML, as Kubernetes users expect.
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -114,6 +115,11 @@ class Collect(Model):
     )
     locations: int = Field(200_000, ge=1, le=10_000_000)
     timestamps: int = Field(5, ge=2, le=12)
+    reference_date: date = Field(
+        date(2021, 3, 1),
+        description="Latest date of a location's series before its random 0-364 day shift back "
+        "(the reference used 'today' minus 4 weeks; a fixed date keeps a spec reproducible).",
+    )
     interval_days: int = Field(84, ge=1, le=366, description="Days between timestamps (12 weeks).")
     window_days: float = Field(15.0, gt=0, le=60, description="Search window around each date.")
     max_cloud: float = Field(10.0, ge=0, le=100, description="Scene cloud cover limit, percent.")
@@ -122,8 +128,12 @@ class Collect(Model):
     cities: int = Field(10_000, ge=1, description="Most populated cities to sample around.")
     sigma_km: float = Field(50.0, gt=0, le=500, description="Gaussian offset around a city.")
     seed: int = 0
-    samples_per_shard: int = Field(256, ge=1, le=100_000)
+    samples_per_shard: int = Field(
+        64, ge=1, le=100_000,
+        description="Locations per shard (12 bands × 5 dates × 264² uint16 is ~8 MB a location).",
+    )
     workers: int = Field(32, ge=1, le=10_000, description="Parallel pods (Indexed Job completions).")
+    in_flight: int = Field(16, ge=1, le=256, description="Locations one worker reads concurrently.")
     resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
 
     @field_validator("bands")

@@ -1,0 +1,73 @@
+"""Finding a location's scenes: one STAC search per date window, the least cloudy acceptable scene.
+
+Selection happens here rather than with the API's `query`/`sortby`, because not every STAC API
+offers those extensions and the rule must not change with the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, time, timezone
+
+import pystac
+from urllib3.util.retry import Retry
+
+from jobs.collect.sampling import Location, search_window
+from secoctl.spec import Collect
+
+# Connection and read timeouts (s) of a STAC request; 429 and 5xx are retried with backoff,
+# honouring Retry-After.
+STAC_TIMEOUT = (10.0, 60.0)
+STAC_RETRY = Retry(total=6, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                   allowed_methods=None, respect_retry_after_header=True, raise_on_status=True)
+
+
+def open_catalog(collect: Collect):
+    """A pystac-client Client; Planetary Computer's items come back signed (tokens cached, renewed)."""
+    import pystac_client
+    from pystac_client.stac_api_io import StacApiIO
+
+    modifier = None
+    if collect.source == "planetary-computer":
+        import planetary_computer
+
+        modifier = planetary_computer.sign_inplace
+    stac_io = StacApiIO(timeout=STAC_TIMEOUT, max_retries=STAC_RETRY)
+    return pystac_client.Client.open(collect.stac_url, modifier=modifier, stac_io=stac_io)
+
+
+def _contains_patch(item: pystac.Item, location: Location, half_lon: float, half_lat: float) -> bool:
+    from shapely.geometry import box, shape
+
+    patch = box(location.lon - half_lon, location.lat - half_lat, location.lon + half_lon, location.lat + half_lat)
+    return shape(item.geometry).contains(patch)
+
+
+def choose(items: Sequence[pystac.Item], target: date, max_cloud: float, covers) -> pystac.Item | None:
+    """Least cloud cover at most `max_cloud`, covering the patch; ties go to the date nearest the target."""
+    noon = datetime.combine(target, time(12), tzinfo=timezone.utc)
+    acceptable = [item for item in items
+                  if item.properties.get("eo:cloud_cover", 100.0) <= max_cloud and covers(item)]
+    if not acceptable:
+        return None
+    return min(acceptable, key=lambda item: (item.properties["eo:cloud_cover"],
+                                             abs((item.datetime - noon).total_seconds()), item.id))
+
+
+def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, half_lat: float
+                ) -> list[pystac.Item] | None:
+    """One scene per date of the location (newest first), or None when a date has none."""
+    point = {"type": "Point", "coordinates": [location.lon, location.lat]}
+    chosen = []
+    for target in location.dates:
+        start, end = search_window(target, collect.window_days)
+        search = catalog.search(collections=[collect.collection], intersects=point,
+                                datetime=[datetime.combine(start, time(0), tzinfo=timezone.utc),
+                                          datetime.combine(end, time(23, 59, 59), tzinfo=timezone.utc)],
+                                max_items=500)
+        item = choose(list(search.items()), target, collect.max_cloud,
+                      lambda candidate: _contains_patch(candidate, location, half_lon, half_lat))
+        if item is None:
+            return None
+        chosen.append(item)
+    return chosen

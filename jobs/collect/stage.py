@@ -1,0 +1,167 @@
+"""One collect worker: its slice of candidate locations, in order, into committed shards.
+
+The slice is cut into chunks of `samplesPerShard` candidates. A chunk is done when its record
+(`chunks/<worker>-<chunk>.json`) exists; the record is written after the chunk's shard, so a
+killed worker loses at most the chunks in flight, and a re-run rewrites exactly those, with the
+same content. Locations are read `inFlight` at a time across chunk boundaries, so the pipeline
+never drains at the end of a shard, and memory holds at most one chunk plus what is in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.collect import sampling
+from jobs.common.part import Part
+from jobs.common.shards import Sample, write_shard
+from secoctl import store
+from secoctl.spec import Collect
+
+ATTEMPTS = 3  # reads of one location before it counts as failed
+MAX_LISTED_FAILURES = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    status: str  # accepted | dropped_overlap | dropped_no_scene | failed
+    sample: Sample | None = None
+    error: str | None = None
+
+
+@dataclass
+class Chunk:
+    number: int
+    candidates: range
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def chunks_of(candidates: range, size: int) -> list[Chunk]:
+    return [Chunk(number, candidates[start:start + size])
+            for number, start in enumerate(range(0, len(candidates), size))]
+
+
+def chunk_uri(part: Part, chunk: Chunk, kind: str) -> str:
+    return part.tree.path(kind, f"{part.index:05d}-{chunk.number:05d}.{'tar' if kind == 'shards' else 'json'}")
+
+
+def with_retries(fetch: Callable[[int], Outcome], index: int, backoff_s: float = 0.5) -> Outcome:
+    """Transient faults (cut connections, throttling beyond GDAL's own retries) get a few more tries."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return fetch(index)
+        except Exception as error:  # noqa: BLE001 - every failure of one location is counted, not fatal
+            if attempt == ATTEMPTS - 1:
+                detail = "".join(traceback.format_exception_only(error)).strip().splitlines()[-1]
+                return Outcome(index, "failed", error=detail[:500])
+            time.sleep(backoff_s * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def ordered_outcomes(fetch: Callable[[int], Outcome], indices: list[int], in_flight: int) -> Iterator[Outcome]:
+    """Outcomes in candidate order, with at most `in_flight` locations being read at once."""
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="location") as pool:
+        pending: deque[Future[Outcome]] = deque()
+        upcoming = iter(indices)
+        for index in upcoming:
+            pending.append(pool.submit(with_retries, fetch, index))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def commit_chunk(part: Part, chunk: Chunk) -> dict[str, Any]:
+    samples = [o.sample for o in chunk.outcomes if o.status == "accepted"]
+    shard = write_shard(chunk_uri(part, chunk, "shards"), samples) if samples else None
+    counts = Counter(o.status for o in chunk.outcomes)
+    record = {"chunk": chunk.number, "candidates": [chunk.candidates.start, chunk.candidates.stop],
+              "shard": shard, "counts": dict(counts),
+              "failures": [{"location": o.index, "error": o.error} for o in chunk.outcomes if o.status == "failed"]}
+    store.write_json(chunk_uri(part, chunk, "chunks"), record)
+    return record
+
+
+def read_record(uri: str) -> dict[str, Any] | None:
+    return json.loads(store.read_text(uri)) if store.exists(uri) else None
+
+
+def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range, collect: Collect,
+                  patches_per_location: int) -> dict[str, Any]:
+    chunks = chunks_of(candidates, collect.samples_per_shard)
+    records = {chunk.number: read_record(chunk_uri(part, chunk, "chunks")) for chunk in chunks}
+    todo = [chunk for chunk in chunks if records[chunk.number] is None]
+    totals: Counter[str] = Counter()
+    for record in records.values():
+        if record:
+            totals.update(record["counts"])
+    owner = {index: chunk for chunk in todo for index in chunk.candidates}
+    started, fresh = time.monotonic(), 0
+
+    def report(force: bool = False) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        part.progress(sum(totals.values()), len(candidates), "locations", force=force,
+                      accepted=totals["accepted"], dropped=totals["dropped_overlap"] + totals["dropped_no_scene"],
+                      failed=totals["failed"], patches_per_s=round(fresh * patches_per_location / elapsed, 2))
+
+    report(force=True)
+    for outcome in ordered_outcomes(fetch, [i for chunk in todo for i in chunk.candidates], collect.in_flight):
+        chunk = owner[outcome.index]
+        chunk.outcomes.append(outcome)
+        totals[outcome.status] += 1
+        fresh += outcome.status == "accepted"
+        if len(chunk.outcomes) == len(chunk.candidates):
+            records[chunk.number] = commit_chunk(part, chunk)
+            chunk.outcomes = []
+        report()
+    report(force=True)
+    failures = [f for number in sorted(records) for f in records[number]["failures"]]
+    return {
+        "shards": [records[n]["shard"] for n in sorted(records) if records[n]["shard"]],
+        "locations": {"candidates": len(candidates), "accepted": totals["accepted"],
+                      "dropped_overlap": totals["dropped_overlap"], "dropped_no_scene": totals["dropped_no_scene"],
+                      "failed": totals["failed"]},
+        "failures": failures[:MAX_LISTED_FAILURES],
+    }
+
+
+def stac_fetcher(collect: Collect, stop: int) -> Callable[[int], Outcome]:
+    from jobs.collect.pixels import read_patch
+    from jobs.collect.scenes import find_scenes, open_catalog
+
+    kept = sampling.kept_candidates(collect, stop)
+    catalog = open_catalog(collect)
+
+    def fetch(index: int) -> Outcome:
+        if not kept[index]:
+            return Outcome(index, "dropped_overlap")
+        location = sampling.candidate(collect, index)
+        half_lon, half_lat = sampling.patch_half_extent_degrees(collect, location.lat)
+        items = find_scenes(catalog, collect, location, half_lon, half_lat)
+        if items is None:
+            return Outcome(index, "dropped_no_scene")
+        pixels, metadata = read_patch(items, location, collect)
+        return Outcome(index, "accepted", Sample(location.key, pixels, metadata))
+
+    return fetch
+
+
+def work(part: Part) -> dict[str, Any]:
+    collect = part.experiment.spec.collect
+    if collect.source == "seco-archive":
+        from jobs.collect.archive import archive_fetcher, location_folders
+
+        folders = location_folders(collect.archive_path)
+        candidates = sampling.worker_slice(len(folders), part.parts, part.index)
+        fetch = archive_fetcher(collect, folders)
+    else:
+        candidates = sampling.worker_slice(collect.locations, part.parts, part.index)
+        fetch = stac_fetcher(collect, candidates.stop)
+    return collect_slice(part, fetch, candidates, collect, collect.timestamps)

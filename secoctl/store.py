@@ -53,6 +53,11 @@ def read_text(uri: str) -> str:
         return handle.read()
 
 
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
 def read_json(uri: str) -> Any:
     return json.loads(read_text(uri))
 

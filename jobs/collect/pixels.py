@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,7 @@ GDAL_ALWAYS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
+    "CPL_VSIL_CURL_USE_HEAD": "NO",  # the first ranged GET tells the size: one round trip saved per file
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
     "GDAL_HTTP_TIMEOUT": "60",
@@ -26,6 +32,28 @@ GDAL_ALWAYS = {
     "CPL_VSIL_CURL_CHUNK_SIZE": "65536",
     "VSI_CACHE": "TRUE",
 }
+
+
+# Reads are waits on the network, not CPU: far more threads than cores, shared by every location.
+READ_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cog-read")
+
+
+@functools.cache
+def _gdal_library() -> ctypes.CDLL | None:
+    """The libgdal rasterio loaded (its wheel bundles one), for the cache call rasterio does not expose."""
+    import rasterio
+
+    bundled = sorted(Path(rasterio.__file__).parent.parent.glob("rasterio.libs/libgdal*.so*"))
+    name = str(bundled[0]) if bundled else ctypes.util.find_library("gdal")
+    return ctypes.CDLL(name) if name else None
+
+
+def forget_cached(hrefs: list[str]) -> None:
+    """Drop GDAL's /vsicurl/ cache of these files: a cut or failed response must not be served again."""
+    library = _gdal_library()
+    if library is not None:
+        for href in hrefs:
+            library.VSICurlPartialClearCache(f"/vsicurl/{href}".encode())
 
 
 def gdal_env():
@@ -79,8 +107,12 @@ def read_patch(items: list[pystac.Item], location: Location, collect: Collect) -
         rescale=False, sortby_date=False, properties=False, band_coords=False, xy_coords=False,
         gdal_env=gdal_env(), errors_as_nodata=(),
     )
-    with dask.config.set(scheduler="threads"):
-        raw = np.asarray(stack.data.compute())
+    try:
+        with dask.config.set(scheduler="threads", pool=READ_POOL):
+            raw = np.asarray(stack.data.compute())
+    except Exception:
+        forget_cached([item.assets[band].href for item in items for band in collect.bands])
+        raise
     if raw.shape != (len(items), len(collect.bands), collect.patch_size, collect.patch_size):
         raise ValueError(f"location {location.index}: read shape {raw.shape}, expected "
                          f"{(len(items), len(collect.bands), collect.patch_size, collect.patch_size)}")

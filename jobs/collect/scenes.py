@@ -7,6 +7,7 @@ offers those extensions and the rule must not change with the server.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timezone
 
 import pystac
@@ -20,6 +21,9 @@ from secoctl.spec import Collect
 STAC_TIMEOUT = (10.0, 60.0)
 STAC_RETRY = Retry(total=6, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
                    allowed_methods=None, respect_retry_after_header=True, raise_on_status=True)
+
+
+SEARCH_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="stac-search")
 
 
 def open_catalog(collect: Collect):
@@ -56,18 +60,20 @@ def choose(items: Sequence[pystac.Item], target: date, max_cloud: float, covers)
 
 def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, half_lat: float
                 ) -> list[pystac.Item] | None:
-    """One scene per date of the location (newest first), or None when a date has none."""
+    """One scene per date of the location (newest first), or None when a date has none.
+
+    The dates' searches run at once: a location costs one search round trip, not `timestamps`.
+    """
     point = {"type": "Point", "coordinates": [location.lon, location.lat]}
-    chosen = []
-    for target in location.dates:
+
+    def scene_near(target: date) -> pystac.Item | None:
         start, end = search_window(target, collect.window_days)
         search = catalog.search(collections=[collect.collection], intersects=point,
                                 datetime=[datetime.combine(start, time(0), tzinfo=timezone.utc),
                                           datetime.combine(end, time(23, 59, 59), tzinfo=timezone.utc)],
                                 max_items=500)
-        item = choose(list(search.items()), target, collect.max_cloud,
+        return choose(list(search.items()), target, collect.max_cloud,
                       lambda candidate: _contains_patch(candidate, location, half_lon, half_lat))
-        if item is None:
-            return None
-        chosen.append(item)
-    return chosen
+
+    chosen = list(SEARCH_POOL.map(scene_near, location.dates))
+    return None if any(item is None for item in chosen) else chosen

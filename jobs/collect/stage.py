@@ -24,7 +24,7 @@ from jobs.common.shards import Sample, write_shard
 from secoctl import store
 from secoctl.spec import Collect
 
-ATTEMPTS = 3  # reads of one location before it counts as failed
+ATTEMPTS = 4  # reads of one location before it counts as failed
 MAX_LISTED_FAILURES = 100
 
 

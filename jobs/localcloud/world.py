@@ -196,18 +196,22 @@ def collection_json() -> dict[str, Any]:
     }
 
 
-def build(collect: Collect, root: Path, href_base: str, missing_every: int = 7,
+HREF_BASE = "{cog_server}"  # the COG server's address, filled in when the items are served
+
+
+def build(collect: Collect, root: Path, missing_every: int = 7,
           corrupt: frozenset[int] = frozenset(), bands: tuple[str, ...] | None = None) -> Path:
     """Write scenes for the spec's candidate locations under `root`; returns the items file.
 
-    `corrupt` names locations whose first clear scene gets a damaged red band.
+    Asset hrefs start with HREF_BASE. `corrupt` names locations whose first clear scene gets a
+    damaged red band.
     """
     bands = tuple(bands or landscape.BANDS)
     features = []
     for index in range(collect.locations):
         for scene in scenes_of(collect, candidate(collect, index), missing_every):
             fields = render_scene(scene, collect, bands, root / "cogs" / scene.item_id)
-            features.append(stac_item(scene, fields, href_base))
+            features.append(stac_item(scene, fields, HREF_BASE))
             if index in corrupt and scene.position == 0 and scene.alternative == 0:
                 damaged = root / "cogs" / scene.item_id / "B04.tif"
                 payload = damaged.read_bytes()

@@ -1,0 +1,46 @@
+"""`python -m jobs.localcloud run --spec FILE -- COMMAND...`: serve the spec's synthetic world, run COMMAND.
+
+The STAC API listens where the spec's `collect.stacUrl` points (127.0.0.1), the COGs on a free
+port; both stop when COMMAND ends, and its exit status is returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jobs.common.part import load_spec
+from jobs.localcloud.cloud import built_world, serve
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "secoctl" / "worlds"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.localcloud")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve the spec's synthetic world while COMMAND runs")
+    run.add_argument("--spec", required=True)
+    run.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    run.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    collect = load_spec(args.spec).spec.collect
+    endpoint = urlparse(collect.stac_url)
+    if endpoint.hostname not in ("127.0.0.1", "localhost") or not endpoint.port:
+        parser.error(f"collect.stacUrl {collect.stac_url} is not a 127.0.0.1 address with a port")
+    started = time.monotonic()
+    folder = built_world(collect, args.cache)
+    print(f"localcloud: synthetic Sentinel-2 scenes for {collect.locations} locations ready in "
+          f"{time.monotonic() - started:.1f} s ({folder})", flush=True)
+    with serve(folder, stac_port=endpoint.port) as cloud:
+        print(f"localcloud: STAC API {cloud.stac_url}, COGs {cloud.cog_url}", flush=True)
+        return subprocess.call(command) if command else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

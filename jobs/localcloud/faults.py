@@ -1,0 +1,128 @@
+"""A forwarding HTTP proxy that adds latency and injects faults in front of a real server.
+
+`python -m jobs.localcloud.faults --upstream 127.0.0.1:8081 --port 9081 --latency-ms 50 --rules JSON`
+
+Rules are tried in order; a rule fires on requests whose path matches `path` (a regex) until it
+has fired `times` times: `{"path": "B04", "action": "status", "status": 429, "retry_after": 1}`
+answers 429 with Retry-After, `"action": "cut"` sends the upstream's headers and half its body,
+then drops the connection. `GET /__faults__` tells how many requests passed and what fired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+              "transfer-encoding", "upgrade"}
+
+
+class FaultState:
+    def __init__(self, rules: list[dict[str, Any]]) -> None:
+        self.rules = [{**rule, "pattern": re.compile(rule["path"]), "fired": 0} for rule in rules]
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    def take(self, method: str, path: str) -> dict[str, Any] | None:
+        with self.lock:
+            self.requests += 1
+            for rule in self.rules:
+                if method == "HEAD" and rule["action"] == "cut":
+                    continue  # a HEAD has no body to cut
+                if rule["fired"] < rule.get("times", 1) and rule["pattern"].search(path):
+                    rule["fired"] += 1
+                    return rule
+        return None
+
+    def report(self) -> dict[str, Any]:
+        with self.lock:
+            return {"requests": self.requests,
+                    "rules": [{"path": r["path"], "action": r["action"], "fired": r["fired"]} for r in self.rules]}
+
+
+def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
+        def _forward(self) -> tuple[int, list[tuple[str, str]], bytes]:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
+            connection = http.client.HTTPConnection(*upstream, timeout=60)
+            try:
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+                kept = [(k, v) for k, v in response.getheaders()
+                        if k.lower() not in HOP_BY_HOP | {"content-length", "server", "date"}]
+                if self.command == "HEAD":  # no body, but the size the client asked about
+                    kept.append(("Content-Length", response.getheader("Content-Length", "0")))
+                return response.status, kept, payload
+            finally:
+                connection.close()
+
+        def _answer(self) -> None:
+            if self.path == "/__faults__":
+                self._send(200, [("Content-Type", "application/json")], json.dumps(state.report()).encode())
+                return
+            time.sleep(latency_s)
+            rule = state.take(self.command, self.path)
+            if rule and rule["action"] == "status":
+                if "Content-Length" in self.headers:
+                    self.rfile.read(int(self.headers["Content-Length"]))
+                extra = [("Retry-After", str(rule["retry_after"]))] if "retry_after" in rule else []
+                self._send(rule["status"], [("Content-Type", "text/plain"), *extra], b"injected fault\n")
+                return
+            status, headers, payload = self._forward()
+            if rule and rule["action"] == "cut":
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self._send(status, headers, payload)
+
+        def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            if self.command != "HEAD" or not any(key == "Content-Length" for key, _ in headers):
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_HEAD = _answer
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.localcloud.faults")
+    parser.add_argument("--upstream", required=True, help="host:port of the real server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--rules", default="[]", help="JSON list of fault rules")
+    args = parser.parse_args()
+    host, port = args.upstream.rsplit(":", 1)
+    handler = make_handler((host, int(port)), args.latency_ms / 1000, FaultState(json.loads(args.rules)))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The collect stage against a real STAC API and COG server on 127.0.0.1, faults injected between."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import from_bounds
+
+from jobs.common.shards import read_shard, shard_entries
+from jobs.localcloud.cloud import serve
+from jobs.localcloud.servers import fault_report
+from secoctl import store
+from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
+
+COG_FAULTS = [
+    {"path": r"/B03\.tif", "action": "status", "status": 429, "retry_after": 1, "times": 3},
+    {"path": r"/B02\.tif", "action": "status", "status": 500, "times": 3},
+    {"path": r"/B08\.tif", "action": "cut", "times": 2},
+]
+STAC_FAULTS = [
+    {"path": r"^/search", "action": "status", "status": 429, "retry_after": 1, "times": 2},
+    {"path": r"^/search", "action": "status", "status": 503, "times": 2},
+    {"path": r"^/search", "action": "cut", "times": 1},
+]
+
+
+def totals(index: dict) -> dict[str, int]:
+    keys = ("candidates", "accepted", "dropped_overlap", "dropped_no_scene", "failed")
+    return {k: sum(part["summary"]["locations"][k] for part in index["parts"]) for k in keys}
+
+
+def test_every_good_location_once_bad_ones_counted_under_faults(world_folder: Path, storage: Path):
+    with serve(world_folder, latency_ms=20, stac_faults=STAC_FAULTS, cog_faults=COG_FAULTS) as cloud:
+        experiment = experiment_for(cloud.stac_url)
+        index = run_collect(experiment, storage)
+        fired = {"stac": fault_report(cloud.stac_proxy), "cogs": fault_report(cloud.cog_proxy)}
+    for side in fired.values():
+        assert all(rule["fired"] == rule_spec["times"] for rule, rule_spec in
+                   zip(side["rules"], STAC_FAULTS if side is fired["stac"] else COG_FAULTS)), fired
+
+    expected = expected_outcomes(experiment.spec.collect)
+    keys = [sample.key for entry in shard_entries(index) for sample in read_shard(entry["uri"])]
+    assert sorted(keys) == sorted(keys := keys) and len(keys) == len(set(keys))
+    assert {int(k) for k in keys} == expected["accepted"]
+    assert totals(index) == {"candidates": 12, **{k: len(v) for k, v in expected.items()}}
+    failures = [f for part in index["parts"] for f in part["summary"]["failures"]]
+    assert [f["location"] for f in failures] == sorted(expected["failed"])
+    assert "B04" in failures[0]["error"]
+
+
+def test_shards_hold_the_scenes_pixels_with_the_offset_removed(world_folder: Path, storage: Path):
+    with serve(world_folder) as cloud:
+        index = run_collect(experiment_for(cloud.stac_url), storage)
+    baselines = set()
+    for entry in shard_entries(index):
+        for sample in read_shard(entry["uri"]):
+            meta = sample.metadata
+            assert sample.pixels.dtype == np.uint16 and sample.pixels.shape == (5, 4, 32, 32)
+            left, top = meta["transform"][2], meta["transform"][5]
+            for t, scene in enumerate(meta["scene_ids"]):
+                baselines.add(meta["processing_baselines"][t])
+                with rasterio.open(world_folder / "cogs" / scene / "B04.tif") as source:
+                    assert source.crs.to_string() == meta["crs"]
+                    window = from_bounds(left, top - 320, left + 320, top, transform=source.transform)
+                    digital = source.read(1, window=window).astype(np.int32)
+                expected = np.where(digital > meta["offsets_removed"][t], digital - meta["offsets_removed"][t], 0)
+                np.testing.assert_array_equal(sample.pixels[t, meta["bands"].index("B04")], expected)
+            assert max(meta["cloud_cover"]) <= 10.0
+    assert baselines == {"03.01", "05.09"}  # both sides of 2022-01-25 were read and harmonised
+
+
+def _shard_digests(index: dict, storage: Path) -> dict[str, str]:
+    return {entry["uri"].removeprefix(storage.as_uri()): hashlib.sha256(store.read_bytes(entry["uri"])).hexdigest()
+            for entry in shard_entries(index)}
+
+
+def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folder: Path, tmp_path: Path):
+    clean, resumed = tmp_path / "clean", tmp_path / "resumed"
+    with serve(world_folder, latency_ms=60) as cloud:
+        experiment = experiment_for(cloud.stac_url, per_shard=2, workers=1, in_flight=2)
+        reference = run_collect(experiment, clean)
+
+        from secoctl.backends.local import LocalExecutor
+        executor = LocalExecutor(resumed.as_uri())
+        stored = executor.prepare(experiment)
+        spec_uri = store.join(executor.experiment_uri(stored), "spec.yaml")
+        chunks = resumed / "experiments" / "collect-test" / "collect" / "chunks"
+        worker = subprocess.Popen([sys.executable, "-m", "jobs.collect", "--spec", spec_uri],
+                                  env={**os.environ, "JOB_COMPLETION_INDEX": "0", "SECOCTL_PARTS": "1"},
+                                  stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not (chunks.exists() and len(list(chunks.iterdir())) >= 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        interrupted_at = len(list(chunks.iterdir()))
+        assert 2 <= interrupted_at < 6, "the worker should be killed mid-run"
+        assert not (resumed / "experiments" / "collect-test" / "collect" / "parts").exists()
+        index = run_collect(experiment, resumed)
+
+    strip = lambda idx: [{**p["summary"], "shards": [{**s, "uri": None} for s in p["summary"]["shards"]]}
+                         for p in idx["parts"]]
+    assert strip(index) == strip(reference)
+    assert _shard_digests(index, resumed) == _shard_digests(reference, clean)

@@ -67,11 +67,16 @@ def utm_epsg(item: pystac.Item) -> int:
     return int(code)
 
 
-def patch_bounds(location: Location, epsg: int, patch_size: int) -> tuple[float, float, float, float]:
-    """A patch_size × patch_size square of 10 m pixels centred on the location, on the 10 m grid."""
+@functools.lru_cache(maxsize=128)
+def _from_lonlat(epsg: int):
     from pyproj import Transformer
 
-    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(location.lon, location.lat)
+    return Transformer.from_crs(4326, epsg, always_xy=True)
+
+
+def patch_bounds(location: Location, epsg: int, patch_size: int) -> tuple[float, float, float, float]:
+    """A patch_size × patch_size square of 10 m pixels centred on the location, on the 10 m grid."""
+    x, y = _from_lonlat(epsg).transform(location.lon, location.lat)
     left = math.floor(x / 10 - patch_size / 2) * 10.0
     bottom = math.floor(y / 10 - patch_size / 2) * 10.0
     return left, bottom, left + patch_size * 10.0, bottom + patch_size * 10.0

@@ -119,8 +119,11 @@ def main() -> None:
     args = parser.parse_args()
     host, port = args.upstream.rsplit(":", 1)
     handler = make_handler((host, int(port)), args.latency_ms / 1000, FaultState(json.loads(args.rules)))
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler, bind_and_activate=False)
     server.daemon_threads = True
+    server.request_queue_size = 256  # http.server's backlog of 5 drops SYNs when GDAL opens many files at once
+    server.server_bind()
+    server.server_activate()
     server.serve_forever()
 
 

@@ -1,7 +1,7 @@
 """Real servers on 127.0.0.1 standing in for the cloud: a STAC API, a COG server, an S3 store.
 
 - STAC API: rustac's `serve` (its memory backend implements core, features and item search).
-- COGs: RangeHTTPServer, Python's file server with HTTP Range requests.
+- COGs: RangeHTTPServer's handler (Python's file server with HTTP Range requests).
 - S3: SeaweedFS (`weed server -s3`), which ignores SIGTERM for a while: it gets SIGKILL after a grace.
 Each can sit behind the fault proxy (jobs/localcloud/faults.py) for latency and injected faults.
 Every process dies with the one that started it.
@@ -73,7 +73,8 @@ def running(argv: list[str], ready_url: str, cwd: Path | None = None, log: Path 
 def cog_server(folder: Path, port: int | None = None) -> Iterator[str]:
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "RangeHTTPServer", str(port), "--bind", "127.0.0.1"], url + "/", cwd=folder):
+    with running([sys.executable, "-m", "jobs.localcloud.cogserver", "--port", str(port), "--directory", str(folder)],
+                 url + "/"):
         yield url
 
 

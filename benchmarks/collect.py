@@ -1,0 +1,137 @@
+"""Collect throughput against real local servers with 50 ms added to every HTTP request.
+
+    python -m benchmarks.collect [--locations N] [--latency-ms 50] [--in-flight 4] [--bands B02 B03 B04 B08]
+
+Both sides run in this one process against the same synthetic world, served by rustac (STAC API)
+and RangeHTTPServer (COGs), each behind the latency proxy:
+(a) this stage: `jobs.collect.stage.work` for one worker, over N/2 and then N locations, so the
+    peak RSS after each shows whether memory grows with the number of locations;
+(b) baseline: per location, the dates searched one after the other, then one
+    `stackstac.stack(items, ...).compute()` with stackstac's defaults.
+A patch is one location at one date. `bound_patches_per_s` is what latency allows at this
+concurrency: in_flight locations, each needing at least three round trips one after the other
+(a STAC search, then GDAL's size probe and ranged read of each COG, files read in parallel).
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jobs.collect import sampling, stage
+from jobs.collect.pixels import patch_bounds, utm_epsg
+from jobs.collect.scenes import choose, open_catalog
+from jobs.common.part import Part
+from jobs.localcloud.cloud import built_world, serve
+from secoctl import store
+from secoctl.specfile import load_documents
+from secoctl.tree import StageTree
+
+ROUND_TRIPS_PER_LOCATION = 3
+
+SPEC = """
+apiVersion: seco.dev/v1alpha1
+kind: Experiment
+metadata: {{name: collect-benchmark}}
+spec:
+  storage: "{storage}"
+  collect: {{source: stac, stacUrl: "{stac_url}", locations: {locations}, cities: 200, patchSize: 64,
+            bands: {bands}, samplesPerShard: 16, workers: 1, inFlight: {in_flight}, referenceDate: "2022-09-01"}}
+  pretrain: {{backbone: resnet18, nodes: 1, gpusPerNode: 0, batchSize: 16}}
+"""
+
+
+def experiment(stac_url: str, locations: int, bands: list[str], in_flight: int, storage: str):
+    text = SPEC.format(stac_url=stac_url, locations=locations, bands=json.dumps(bands), in_flight=in_flight,
+                       storage=storage)
+    return load_documents(text, "benchmark.yaml")[0]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_stage(spec) -> tuple[int, float]:
+    """Patches collected and seconds taken by one worker of this stage."""
+    tree = StageTree(store.experiment_uri(spec.spec.storage, spec.name), "collect")
+    part = Part(spec, "collect", 0, 1, tree)
+    started = time.perf_counter()
+    summary = stage.work(part)
+    seconds = time.perf_counter() - started
+    return summary["locations"]["accepted"] * spec.spec.collect.timestamps, seconds
+
+
+def run_baseline(spec) -> tuple[int, float]:
+    """The straightforward way: sequential searches, then stackstac with its defaults per location."""
+    import stackstac
+
+    collect = spec.spec.collect
+    catalog = open_catalog(collect)
+    patches, started = 0, time.perf_counter()
+    for index in range(collect.locations):
+        location = sampling.candidate(collect, index)
+        point = {"type": "Point", "coordinates": [location.lon, location.lat]}
+        items = []
+        for target in location.dates:
+            start, end = sampling.search_window(target, collect.window_days)
+            found = list(catalog.search(collections=[collect.collection], intersects=point,
+                                        datetime=f"{start.isoformat()}/{end.isoformat()}").items())
+            items.append(choose(found, target, collect.max_cloud, lambda item: True))
+        if any(item is None for item in items):
+            continue
+        epsg = utm_epsg(items[0])
+        cube = stackstac.stack(items, assets=list(collect.bands), epsg=epsg, resolution=10,
+                               bounds=patch_bounds(location, epsg, collect.patch_size)).compute()
+        assert np.asarray(cube).shape[-1] == collect.patch_size
+        patches += len(items)
+    return patches, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.collect")
+    parser.add_argument("--locations", type=int, default=64)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--bands", nargs="+", default=["B02", "B03", "B04", "B08"])
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "secoctl-benchmark-worlds")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="collect-benchmark-") as scratch:
+        base = experiment("http://127.0.0.1:1", args.locations, args.bands, args.in_flight, "file:///unused")
+        folder = built_world(base.spec.collect, args.cache, missing_every=0, bands=tuple(args.bands))
+        with serve(folder, latency_ms=args.latency_ms) as cloud:
+            rss_by_locations = {}
+            for locations in (args.locations // 2, args.locations):
+                spec = experiment(cloud.stac_url, locations, args.bands, args.in_flight,
+                                  Path(scratch, f"stage-{locations}").as_uri())
+                patches, seconds = run_stage(spec)
+                rss_by_locations[locations] = round(peak_rss_mb(), 1)
+                print(f"stage: {locations} locations, {patches} patches in {seconds:.2f} s "
+                      f"({patches / seconds:.1f} patches/s), peak RSS {rss_by_locations[locations]} MB", flush=True)
+            stage_rate = patches / seconds
+            baseline_spec = experiment(cloud.stac_url, max(args.locations // 4, 4), args.bands, args.in_flight,
+                                       Path(scratch, "baseline").as_uri())
+            baseline_patches, baseline_seconds = run_baseline(baseline_spec)
+            baseline_rate = baseline_patches / baseline_seconds
+            print(f"baseline: {baseline_patches} patches in {baseline_seconds:.2f} s "
+                  f"({baseline_rate:.1f} patches/s)", flush=True)
+    timestamps = base.spec.collect.timestamps
+    bound = args.in_flight * timestamps / (ROUND_TRIPS_PER_LOCATION * args.latency_ms / 1000)
+    print(json.dumps({
+        "locations": args.locations, "bands": args.bands, "latency_ms": args.latency_ms, "in_flight": args.in_flight,
+        "patches_per_s": round(stage_rate, 2), "baseline_patches_per_s": round(baseline_rate, 2),
+        "speedup": round(stage_rate / baseline_rate, 2), "bound_patches_per_s": round(bound, 2),
+        "fraction_of_bound": round(stage_rate / bound, 3), "peak_rss_mb": rss_by_locations[args.locations],
+        "peak_rss_mb_by_locations": rss_by_locations,
+    }))
+
+
+if __name__ == "__main__":
+    main()

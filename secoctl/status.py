@@ -45,7 +45,7 @@ def metric_text(facts: StageFacts) -> str:
         return ""
     latest = max(facts.progress.values(), key=lambda r: r.get("updated_at", 0))
     metrics = latest.get("metrics") or {}
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:3])
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:4])
 
 
 def _timestamp(facts: StageFacts) -> float | None:

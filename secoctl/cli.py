@@ -31,6 +31,15 @@ StorageOption = Annotated[
 ]
 
 
+def _add_weights_commands() -> None:
+    from secoctl.weights_cli import app as weights_app
+
+    app.add_typer(weights_app, name="weights")
+
+
+_add_weights_commands()
+
+
 def _fail(lines: list[str], code: int = 2) -> None:
     for line in lines:
         typer.echo(line, err=True)

@@ -239,8 +239,11 @@ class Evaluation(Model):
 
 
 class Publish(Model):
+    """Weights to `<storage>/weights/<name>/<version>/`; a published version is immutable."""
+
     name: DnsLabel
-    version: str = Field("1", pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+    version: str = Field("1", pattern=r"^[0-9A-Za-z]([0-9A-Za-z._-]{0,30}[0-9A-Za-z])?$")
+    force: bool = Field(False, description="Replace this version if another run already published it.")
 
 
 class ExperimentSpec(Model):

@@ -38,8 +38,28 @@ def experiment_uri(storage: str, name: str) -> str:
 def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
     import fsspec  # imported on first use: `render` and `validate` never touch storage
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    # Listings are never cached: a marker another process wrote must be seen at once.
+    options = {"use_listings_cache": False} if uri.startswith("s3://") else {}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
+
+
+MULTIPART_CHUNK = 8 * 2**20  # object-store uploads above this go in parts
+
+
+def upload_file(local: str | Path, uri: str) -> None:
+    """Copy a local file to `uri` whole: multipart above MULTIPART_CHUNK on S3, rename locally."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        fs.put_file(str(local), temporary)
+        os.replace(temporary, path)
+    else:
+        fs.put_file(str(local), path, chunksize=MULTIPART_CHUNK)
 
 
 def exists(uri: str) -> bool:

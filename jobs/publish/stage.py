@@ -1,0 +1,65 @@
+"""Publish: the final checkpoint's query encoder, in torchvision's names, as safetensors + STAC MLM item."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from jobs.common.part import Part
+from jobs.pretrain import checkpoints
+from secoctl import store, weights
+from secoctl.backbone import build_backbone
+from secoctl.backbone_keys import from_encoder_q
+
+
+def evaluation_metrics(part: Part) -> dict[str, Any]:
+    """Every evaluation's metrics.json, by task folder, when the evaluate stage ran."""
+    tree = part.stage_tree("evaluate")
+    found = {}
+    for task in store.list_names(tree.uri):
+        uri = store.join(tree.uri, task, "metrics.json")
+        if store.exists(uri):
+            found[task] = store.read_json(uri)
+    return found
+
+
+def already_published_by_us(storage: str, name: str, version: str, provenance: dict[str, Any]) -> bool:
+    """A re-run after a crash between upload and commit marker finds its own version, not a clash."""
+    if version not in weights.versions(storage, name):
+        return False
+    item = store.read_json(store.join(weights.version_uri(storage, name, version), weights.ITEM_FILE))
+    published = item["properties"].get("secoctl:provenance", {})
+    return {k: published.get(k) for k in ("experiment", "checkpoint_step")} == \
+        {k: provenance[k] for k in ("experiment", "checkpoint_step")}
+
+
+def work(part: Part) -> dict[str, Any]:
+    experiment = part.experiment
+    publish, pretrain = experiment.spec.publish, experiment.spec.pretrain
+    storage = experiment.spec.storage or store.default_storage()
+    checkpoint = checkpoints.latest(part.stage_tree("pretrain").path("checkpoints"))
+    if checkpoint is None:
+        raise RuntimeError(f"no readable checkpoint under {part.stage_tree('pretrain').path('checkpoints')}")
+    state = checkpoint["model"]
+    renamed = from_encoder_q(state)
+    tensors = {name: state[key].detach().cpu().contiguous() for name, key in renamed.items()}
+    build_backbone(pretrain.backbone).load_state_dict(tensors, strict=True)  # exactly torchvision's keys
+    provenance = {"experiment": experiment.name, "checkpoint_step": int(checkpoint["step"]),
+                  "method": checkpoint.get("method"), "spec": experiment.to_yaml_dict()}
+    if not publish.force and already_published_by_us(storage, publish.name, publish.version, provenance):
+        uri = weights.version_uri(storage, publish.name, publish.version)
+    else:
+        with tempfile.TemporaryDirectory(prefix="publish-") as scratch:
+            path = Path(scratch, weights.WEIGHTS_FILE)
+            save_file(tensors, str(path), metadata={"secoctl": json.dumps({"backbone": pretrain.backbone})})
+            parameters = sum(t.numel() for t in tensors.values())
+            uri = weights.publish_backbone(storage, path, publish.name, publish.version, pretrain.backbone,
+                                           pretrain.input_size, parameters, provenance, evaluation_metrics(part),
+                                           force=publish.force)
+    part.progress(1, 1, "versions", force=True)
+    print(json.dumps({"event": "published", "uri": uri, "weights": f"{publish.name}:{publish.version}"}), flush=True)
+    return {"uri": uri, "name": publish.name, "version": publish.version, "checkpoint_step": provenance["checkpoint_step"]}

@@ -1,0 +1,308 @@
+"""Published weights: `<storage>/weights/<name>/<version>/{model.safetensors, item.json, SHA256SUMS}`.
+
+A version is committed by its SHA256SUMS, written last, and never changes afterwards (a re-publish
+needs force). Pulls land in a local cache only once every checksum matches; an interrupted pull
+resumes from the bytes it has. Nothing here unpickles: weights are safetensors, and `load` builds
+the torchvision ResNet itself. Importing this module does not import torch.
+
+    from secoctl.weights import load
+    model, transform = load("seco-resnet18-quickstart:1")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from secoctl import store
+from secoctl.errors import UserError
+
+WEIGHTS_FILE = "model.safetensors"
+ITEM_FILE = "item.json"
+SUMS_FILE = "SHA256SUMS"
+NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+VERSION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?$")
+READ_CHUNK = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    name: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "WeightsRef":
+        name, _, version = text.partition(":")
+        check_name(name)
+        if version:
+            check_version(version)
+        return cls(name, version or None)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}" if self.version else self.name
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name) or ".." in name:
+        raise UserError(f"weights name {name!r} is invalid: use lower-case letters, digits, '.', '_' and '-' "
+                        "(at most 64, starting and ending with a letter or digit)")
+    return name
+
+
+def check_version(version: str) -> str:
+    if not VERSION.match(version) or ".." in version:
+        raise UserError(f"weights version {version!r} is invalid: use letters, digits, '.', '_' and '-' "
+                        "(at most 32, starting and ending with a letter or digit)")
+    return version
+
+
+def version_uri(storage: str, name: str, version: str) -> str:
+    return store.join(storage, "weights", check_name(name), check_version(version))
+
+
+def _natural(version: str) -> list[Any]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", version) if part]
+
+
+def names(storage: str) -> list[str]:
+    return sorted(n for n in store.list_names(store.join(storage, "weights")) if NAME.match(n))
+
+
+def versions(storage: str, name: str) -> list[str]:
+    """Committed versions (those with SHA256SUMS), oldest to newest."""
+    root = store.join(storage, "weights", check_name(name))
+    found = [v for v in store.list_names(root) if VERSION.match(v) and store.exists(store.join(root, v, SUMS_FILE))]
+    return sorted(found, key=_natural)
+
+
+def resolve(storage: str, ref: WeightsRef) -> WeightsRef:
+    """The named version, or the newest; a clear error naming what exists otherwise."""
+    available = versions(storage, ref.name)
+    if not available:
+        known = ", ".join(names(storage)) or "none"
+        raise UserError(f"no published weights named {ref.name!r} in {storage} (published: {known})")
+    if ref.version is None:
+        return WeightsRef(ref.name, available[-1])
+    if ref.version not in available:
+        raise UserError(f"{ref.name} has no version {ref.version!r} in {storage} (versions: {', '.join(available)})")
+    return ref
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, _, filename = line.strip().partition("  ")
+            sums[filename] = digest
+    return sums
+
+
+def show(storage: str, text: str) -> dict[str, Any]:
+    ref = resolve(storage, WeightsRef.parse(text))
+    return store.read_json(store.join(version_uri(storage, ref.name, ref.version), ITEM_FILE))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def publish(storage: str, name: str, version: str, files: dict[str, Path], force: bool = False) -> str:
+    """Upload the files, then SHA256SUMS: the version exists for readers only once that lands."""
+    target = version_uri(storage, name, version)
+    sums_uri = store.join(target, SUMS_FILE)
+    if store.exists(sums_uri):
+        if not force:
+            raise UserError(f"weights {name}:{version} are already published in {storage}; versions are immutable: "
+                            "publish a new version, or pass --force to replace this one")
+        store.remove(sums_uri)
+    for filename, local in files.items():
+        store.upload_file(local, store.join(target, filename))
+    lines = "".join(f"{sha256_file(local)}  {filename}\n" for filename, local in sorted(files.items()))
+    store.write_text(sums_uri, lines)
+    return target
+
+
+def cache_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "secoctl" / "weights"
+
+
+def _cache_dir(storage: str, ref: WeightsRef) -> Path:
+    return cache_root() / hashlib.sha256(storage.encode()).hexdigest()[:12] / ref.name / ref.version
+
+
+def _download(uri: str, partial: Path, on_bytes: Callable[[int], None] | None) -> None:
+    """Append what `partial` lacks of `uri`: an interrupted download resumes where it stopped."""
+    fs, path = store.filesystem(uri)
+    size = fs.size(path)
+    have = partial.stat().st_size if partial.exists() else 0
+    if have > size:
+        partial.unlink()
+        have = 0
+    with fs.open(path, "rb", block_size=READ_CHUNK) as remote, open(partial, "ab") as local:
+        remote.seek(have)
+        while chunk := remote.read(READ_CHUNK):
+            local.write(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+
+
+def verify(folder: Path, sums: dict[str, str]) -> list[str]:
+    """Files whose content does not match SHA256SUMS (missing ones included)."""
+    return [f for f, digest in sums.items() if not (folder / f).exists() or sha256_file(folder / f) != digest]
+
+
+def pull(storage: str, text: str, output: Path | None = None,
+         on_bytes: Callable[[int], None] | None = None) -> tuple[WeightsRef, Path]:
+    """Fetch a version into the cache (verified), copy it to `output` if given; returns the folder."""
+    ref = resolve(storage, WeightsRef.parse(text))
+    source = version_uri(storage, ref.name, ref.version)
+    sums = parse_sums(store.read_text(store.join(source, SUMS_FILE)))
+    unexpected = [f for f in sums if f not in (WEIGHTS_FILE, ITEM_FILE)]
+    if unexpected:
+        raise UserError(f"{ref}: SHA256SUMS names unexpected files {unexpected}; the version is not secoctl's layout")
+    cached = _cache_dir(storage, ref)
+    if cached.exists() and verify(cached, sums):
+        shutil.rmtree(cached)  # the cache was altered: fetch again rather than trust it
+    if not cached.exists():
+        partial = cached.parent / f".{ref.version}.partial"
+        partial.mkdir(parents=True, exist_ok=True)
+        for filename in sums:
+            _download(store.join(source, filename), partial / filename, on_bytes)
+        bad = verify(partial, sums)
+        if bad:
+            for filename in bad:
+                (partial / filename).unlink(missing_ok=True)
+            raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
+                            "altered or truncated. Nothing was cached; ask the publisher to publish it again")
+        (partial / SUMS_FILE).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
+        os.replace(partial, cached)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        for filename in (*sums, SUMS_FILE):
+            shutil.copy2(cached / filename, output / filename)
+    return ref, output or cached
+
+
+def push(storage: str, weights_file: Path, name: str, version: str, input_size: int = 224,
+         provenance: dict[str, Any] | None = None, force: bool = False) -> str:
+    """Publish a safetensors backbone trained elsewhere (torchvision ResNet-18/50 key names)."""
+    from secoctl.backbone_keys import architecture
+
+    check_name(name), check_version(version)
+    tensors = safetensors_header(weights_file)
+    try:
+        backbone = architecture(tensors)
+    except ValueError as error:
+        raise UserError(f"{weights_file}: {error}") from None
+    parameters = sum(_elements(shape) for shape in tensors.values())
+    return publish_backbone(storage, weights_file, name, version, backbone, input_size, parameters,
+                            provenance or {"pushed_from": weights_file.name}, force=force)
+
+
+def publish_backbone(storage: str, weights_file: Path, name: str, version: str, backbone: str, input_size: int,
+                     parameters: int, provenance: dict[str, Any], metrics: dict[str, Any] | None = None,
+                     force: bool = False) -> str:
+    from secoctl.model_card import model_item
+
+    item = model_item(name, version, backbone, input_size, parameters, provenance, metrics)
+    with tempfile.TemporaryDirectory(prefix="secoctl-publish-") as scratch:
+        item_path = Path(scratch, ITEM_FILE)
+        item_path.write_text(json.dumps(item, indent=1))
+        return publish(storage, name, version, {WEIGHTS_FILE: weights_file, ITEM_FILE: item_path}, force=force)
+
+
+def _elements(shape: list[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def safetensors_header(path: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} from a safetensors file's JSON header, read without loading tensors."""
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+        if not 2 <= length <= 100 * 2**20:
+            raise UserError(f"{path} is not a safetensors file (convert .pt/.ckpt files with `secoctl weights import`)")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            raise UserError(f"{path} is not a safetensors file: its header is not JSON") from None
+    return {key: value["shape"] for key, value in header.items() if key != "__metadata__"}
+
+
+def input_transform(item: dict[str, Any]):
+    """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
+    from secoctl.backbone import ReflectanceInput
+
+    spec = item["properties"]["secoctl:input"]
+    return ReflectanceInput([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"])
+
+
+def load(text: str, storage: str | None = None):
+    """(torchvision ResNet backbone with the published weights, its input transform)."""
+    from secoctl.backbone import build_backbone
+
+    storage = storage or store.default_storage()
+    ref, folder = pull(storage, text)
+    item = json.loads((folder / ITEM_FILE).read_text())
+    model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)
+    return model, input_transform(item)
+
+
+IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
+
+
+def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
+                      force: bool = False) -> str:
+    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code."""
+    import argparse
+
+    import torch
+    from safetensors.torch import save_file
+
+    from secoctl.backbone import build_backbone
+    from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
+
+    check_name(name), check_version(version)
+    if fmt not in IMPORT_FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(IMPORT_FORMATS)}")
+    try:
+        # Lightning stores its hyper-parameters as an argparse.Namespace: a plain attribute bag.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the file is not safely loadable
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} cannot be loaded as plain tensors (torch.load weights_only=True): {first}") from None
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
+    renamed = from_encoder_q(state) if fmt == "seco-ckpt" else from_torchvision_like(state)
+    if not renamed:
+        expected = "encoder_q.<i>.* keys (SeCo Lightning checkpoint)" if fmt == "seco-ckpt" else \
+            "conv1/bn1/layer1-4 keys (torchgeo/timm ResNet)"
+        raise UserError(f"{path} has no {expected}; is --format right?")
+    tensors = {new: state[old].contiguous() for new, old in renamed.items()}
+    try:
+        backbone = architecture(tensors)
+        build_backbone(backbone).load_state_dict(tensors, strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{path}: {str(error).splitlines()[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="secoctl-import-") as scratch:
+        converted = Path(scratch, WEIGHTS_FILE)
+        save_file(tensors, str(converted))
+        return publish_backbone(storage, converted, name, version, backbone, input_size,
+                                sum(t.numel() for t in tensors.values()),
+                                {"imported_from": path.name, "format": fmt}, force=force)

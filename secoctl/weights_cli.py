@@ -1,0 +1,87 @@
+"""`secoctl weights ...`: list, show, pull, push and import published backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from secoctl import store
+
+app = typer.Typer(help="Published weights: list, show, pull (verified, cached), push, import.",
+                  no_args_is_help=True)
+
+Storage = Annotated[Optional[str], typer.Option("--storage", envvar=store.ENV_STORAGE,
+                                                help="Storage tree URI (file://, s3://); default: the configured one.")]
+Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (newest version when omitted).")]
+Name = Annotated[str, typer.Option("--name", help="Weights name, e.g. seco-resnet50-1m.")]
+Version = Annotated[str, typer.Option("--version", help="Version; published versions are immutable.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")]
+
+
+def _storage(storage: str | None) -> str:
+    return storage or store.default_storage()
+
+
+@app.command("list")
+def list_weights(storage: Storage = None) -> None:
+    """Every published name with its versions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from secoctl import weights
+
+    root = _storage(storage)
+    table = Table("name", "versions", "latest", title=f"weights in {root}")
+    for name in weights.names(root):
+        found = weights.versions(root, name)
+        if found:
+            table.add_row(name, ", ".join(found), found[-1])
+    Console().print(table)
+
+
+@app.command()
+def show(ref: Ref, storage: Storage = None) -> None:
+    """The STAC item (MLM) describing a version: architecture, bands, normalisation, training spec."""
+    from secoctl import weights
+
+    typer.echo(json.dumps(weights.show(_storage(storage), ref), indent=2))
+
+
+@app.command()
+def pull(ref: Ref, output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also copy the files here.")] = None,
+         storage: Storage = None) -> None:
+    """Download a version into the local cache, checksums verified; resumes an interrupted pull."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from secoctl import weights
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True) as bar:
+        task = bar.add_task("pulling", total=None)
+        resolved, folder = weights.pull(_storage(storage), ref, output, on_bytes=lambda n: bar.advance(task, n))
+    typer.echo(f"{resolved}: verified, in {folder}")
+
+
+@app.command()
+def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A safetensors backbone.")],
+         name: Name, version: Version,
+         input_size: Annotated[int, typer.Option("--input-size")] = 224, force: Force = False,
+         storage: Storage = None) -> None:
+    """Publish a backbone trained elsewhere (safetensors, torchvision ResNet-18/50 key names)."""
+    from secoctl import weights
+
+    uri = weights.push(_storage(storage), file, name, version, input_size, force=force)
+    typer.echo(f"{name}:{version} published to {uri}")
+
+
+@app.command("import")
+def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+                   format: Annotated[str, typer.Option("--format", help="seco-ckpt or torchgeo")],  # noqa: A002
+                   name: Name, version: Version, force: Force = False, storage: Storage = None) -> None:
+    """Convert the reference's SeCo .ckpt or torchgeo's SeCo weights and publish them (needs torch)."""
+    from secoctl import weights
+
+    uri = weights.import_checkpoint(_storage(storage), file, format, name, version, force=force)
+    typer.echo(f"{name}:{version} imported from {file.name} and published to {uri}")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float = 60.0) 
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
+        except urllib.error.HTTPError:
+            return  # it answered (an S3 endpoint says 403 to an unsigned request)
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s")
@@ -132,7 +135,9 @@ def s3_server(data_dir: Path | None = None) -> Iterator[S3Endpoint]:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         s3_port = endpoint.url.rsplit(":", 1)[1]
         argv = [weed, "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder}",
-                f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}",
+                # every gRPC port explicit: the default (HTTP port + 10000) can exceed 65535
+                *(f"-{role}.port={free_port()}" for role in ("master", "volume", "filer")),
+                *(f"-{role}.port.grpc={free_port()}" for role in ("master", "volume", "filer", "s3")),
                 f"-s3.port={s3_port}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64"]
         stack.enter_context(running(argv, endpoint.url + "/", log=folder / "weed.log", grace_s=2.0))
         yield endpoint

@@ -1,0 +1,147 @@
+"""`secoctl weights` against file:// and a real S3 server: publish, list, pull, verify, load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from secoctl import store, weights
+from secoctl.backbone_keys import ENCODER_INDEX
+from secoctl.errors import UserError
+from tests.conftest import run_cli
+from tests.weights.conftest import backbone_state
+
+INDEX_OF = {name: index for index, name in ENCODER_INDEX.items()}
+
+
+def cli(*args: str, storage: str) -> "subprocess.CompletedProcess":  # noqa: F821
+    return run_cli("weights", *args, "--storage", storage, timeout=300)
+
+
+def test_push_list_pull_load_round_trip_on_s3(safetensors_file: Path, s3_storage: str, tmp_path: Path):
+    pushed = cli("push", str(safetensors_file), "--name", "seco-rn18", "--version", "1", storage=s3_storage)
+    assert pushed.returncode == 0, pushed.stderr
+    cli("push", str(safetensors_file), "--name", "seco-rn18", "--version", "2", storage=s3_storage)
+    listed = cli("list", storage=s3_storage)
+    assert "seco-rn18" in listed.stdout and "1, 2" in listed.stdout
+    shown = json.loads(cli("show", "seco-rn18:1", storage=s3_storage).stdout)
+    assert shown["properties"]["mlm:architecture"] == "ResNet"
+    assert [b["name"] for b in shown["properties"]["mlm:input"][0]["bands"]] == ["B04", "B03", "B02"]
+    pulled = cli("pull", "seco-rn18", "-o", str(tmp_path / "out"), storage=s3_storage)
+    assert pulled.returncode == 0 and "seco-rn18:2: verified" in pulled.stdout
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == safetensors_file.read_bytes()
+
+    model, transform = weights.load("seco-rn18:1", storage=s3_storage)
+    reference = torchvision.models.resnet18()
+    reference.fc = torch.nn.Identity()
+    reference.load_state_dict(backbone_state())
+    batch = transform(torch.randint(0, 5000, (2, 3, 64, 64)))
+    assert batch.shape == (2, 3, 224, 224)
+    torch.testing.assert_close(model(batch), reference.eval()(batch))
+
+
+def test_a_version_is_immutable_unless_forced(safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    assert cli("push", str(safetensors_file), "--name", "w", "--version", "1", storage=storage).returncode == 0
+    again = cli("push", str(safetensors_file), "--name", "w", "--version", "1", storage=storage)
+    assert again.returncode == 2 and "immutable" in again.stderr and "Traceback" not in again.stderr
+    assert cli("push", str(safetensors_file), "--name", "w", "--version", "1", "--force", storage=storage).returncode == 0
+
+
+@pytest.mark.parametrize("ref, message", [("../../etc:1", "invalid"), ("w:../1", "invalid"), ("missing", "no published"),
+                                          ("w:9", "no version '9'")])
+def test_bad_names_and_versions_fail_with_one_line(ref: str, message: str, safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    cli("push", str(safetensors_file), "--name", "w", "--version", "1", storage=storage)
+    result = cli("pull", ref, storage=storage)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_tampered_file_fails_and_leaves_nothing_cached(safetensors_file: Path, s3_storage: str):
+    weights.push(s3_storage, safetensors_file, "w", "1")
+    target = store.join(weights.version_uri(s3_storage, "w", "1"), "model.safetensors")
+    payload = bytearray(store.read_bytes(target))
+    payload[len(payload) // 2] ^= 0xFF
+    store.write_bytes(target, bytes(payload))
+    with pytest.raises(UserError, match="checksum mismatch for model.safetensors"):
+        weights.pull(s3_storage, "w:1")
+    assert not any(p.is_file() and not p.name.endswith(".json") for p in weights.cache_root().rglob("*.safetensors"))
+
+
+def test_an_interrupted_pull_resumes_from_its_bytes(safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    weights.push(storage, safetensors_file, "w", "1")
+    ref = weights.WeightsRef("w", "1")
+    partial = weights._cache_dir(storage, ref).parent / ".1.partial"
+    partial.mkdir(parents=True)
+    full = safetensors_file.read_bytes()
+    (partial / "model.safetensors").write_bytes(full[: len(full) // 3])  # what a killed pull left
+    fetched: list[int] = []
+    _, folder = weights.pull(storage, "w:1", on_bytes=fetched.append)
+    assert (folder / "model.safetensors").read_bytes() == full
+    assert sum(fetched) < len(full)  # only the missing two thirds (plus item.json) came over the wire
+
+
+def test_a_large_upload_goes_in_parts_and_an_interrupted_one_never_shows(s3_storage: str, tmp_path: Path,
+                                                                         monkeypatch):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * store.MULTIPART_CHUNK + 1234))
+    uri = store.join(s3_storage, "big.bin")
+    store.upload_file(big, uri)
+    assert store.read_bytes(uri) == big.read_bytes()
+
+    import s3fs
+
+    calls = {"parts": 0}
+    original = s3fs.S3FileSystem._call_s3
+
+    async def failing_after_a_part(self, method, *args, **kwargs):
+        if method == "upload_part":
+            calls["parts"] += 1
+            if calls["parts"] == 2:
+                raise ConnectionResetError("connection cut mid-upload")
+        return await original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", failing_after_a_part)
+    with pytest.raises(Exception):
+        store.upload_file(big, store.join(s3_storage, "interrupted.bin"))
+    monkeypatch.undo()
+    assert calls["parts"] >= 2
+    assert not store.exists(store.join(s3_storage, "interrupted.bin"))
+
+
+def test_import_converts_reference_and_torchgeo_checkpoints(tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    state = backbone_state("resnet18", seed=3)
+    lightning = {"state_dict": {f"encoder_q.{INDEX_OF[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items()}
+                 | {"queue0": torch.randn(128, 8), "encoder_k.0.weight": torch.randn(64, 3, 7, 7)},
+                 "hyper_parameters": argparse.Namespace(arch="resnet18", base_lr=0.03), "epoch": 199}
+    torch.save(lightning, tmp_path / "seco_resnet18_1m.ckpt")
+    torchgeo = {**state, "fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)}
+    torch.save(torchgeo, tmp_path / "resnet18_sentinel2_rgb_seco.pth")
+
+    for file, fmt, version in (("seco_resnet18_1m.ckpt", "seco-ckpt", "1"), ("resnet18_sentinel2_rgb_seco.pth", "torchgeo", "2")):
+        result = run_cli("weights", "import", str(tmp_path / file), "--format", fmt, "--name", "seco-rn18",
+                         "--version", version, "--storage", storage, timeout=300)
+        assert result.returncode == 0, result.stderr
+        model, _ = weights.load(f"seco-rn18:{version}", storage=storage)
+        for key, value in state.items():
+            torch.testing.assert_close(model.state_dict()[key], value)
+
+
+class Payload:
+    """Anything beyond tensors and plain containers needs unpickling code to load."""
+
+
+def test_import_refuses_pickled_code(tmp_path: Path):
+    torch.save({"state_dict": {"encoder_q.0.weight": torch.zeros(1)}, "evil": Payload()}, tmp_path / "evil.ckpt")
+    result = run_cli("weights", "import", str(tmp_path / "evil.ckpt"), "--format", "seco-ckpt", "--name", "x",
+                     "--version", "1", "--storage", (tmp_path / "s").as_uri(), timeout=300)
+    assert result.returncode == 2 and "weights_only" in result.stderr and "Traceback" not in result.stderr

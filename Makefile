@@ -17,8 +17,15 @@ $(VENV)/.installed: $(UV) requirements.lock pyproject.toml
 	$(UV) pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $@
 
+# The main job, offline: synthetic scenes served on 127.0.0.1, every stage, then the weights pulled back.
 quickstart: $(VENV)/.installed
-	$(BIN)/secoctl apply examples/quickstart.yaml
+	$(BIN)/python -m jobs.localcloud run --spec examples/quickstart.yaml -- \
+		$(BIN)/secoctl apply --local examples/quickstart.yaml
+	$(BIN)/secoctl status quickstart
+	$(BIN)/secoctl report quickstart
+	$(BIN)/secoctl weights pull seco-resnet18-quickstart -o quickstart-weights
+	$(BIN)/python -c "from secoctl.weights import load; model, transform = load('seco-resnet18-quickstart'); \
+		print('loaded', type(model).__name__, sum(p.numel() for p in model.parameters()), 'parameters')"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow"

@@ -259,6 +259,32 @@ def delete(
         typer.echo(f"{name}: its data stays in {experiment_uri} (add --purge to remove it)")
 
 
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    storage: StorageOption = None,
+) -> None:
+    """Evaluation results of this run beside its baselines; also written as report.md and report.png."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from secoctl import report as reporting
+
+    experiment_uri, _ = _stored(storage, name)
+    report_rows = reporting.rows(reporting.read_metrics(experiment_uri))
+    if not report_rows:
+        raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")
+    table = Table("evaluation", "metric", "model", "value", "paper", title=f"{name}: downstream evaluation")
+    for row in report_rows:
+        table.add_row(row.evaluation, row.metric, row.model, f"{row.value:.4f}",
+                      f"{row.paper:.4f}" if row.paper is not None else "not recorded")
+    Console().print(table)
+    markdown_uri = store.join(experiment_uri, "evaluate", "report.md")
+    store.write_text(markdown_uri, reporting.markdown(name, report_rows))
+    store.write_bytes(store.join(experiment_uri, "evaluate", "report.png"), reporting.chart_png(name, report_rows))
+    typer.echo(f"written: {markdown_uri} and report.png beside it")
+
+
 def main() -> None:
     try:
         app()

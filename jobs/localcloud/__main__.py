@@ -1,7 +1,8 @@
 """`python -m jobs.localcloud run --spec FILE -- COMMAND...`: serve the spec's synthetic world, run COMMAND.
 
 The STAC API listens where the spec's `collect.stacUrl` points (127.0.0.1), the COGs on a free
-port; both stop when COMMAND ends, and its exit status is returned.
+port; both stop when COMMAND ends, and its exit status is returned. A synthetic EuroSAT-layout set
+is made beside the worlds, and COMMAND gets SECOCTL_DATASETS pointing at it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jobs.common.part import load_spec
+from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "secoctl" / "worlds"
@@ -37,9 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     folder = built_world(collect, args.cache)
     print(f"localcloud: synthetic Sentinel-2 scenes for {collect.locations} locations ready in "
           f"{time.monotonic() - started:.1f} s ({folder})", flush=True)
+    datasets = args.cache.parent / "datasets"
+    if not (datasets / "eurosat" / "eurosat-test.txt").exists():
+        eurosat.make(datasets / "eurosat", {"train": 40, "val": 10, "test": 20})
+    print(f"localcloud: a synthetic EuroSAT-layout set in {datasets / 'eurosat'}", flush=True)
     with serve(folder, stac_port=endpoint.port) as cloud:
         print(f"localcloud: STAC API {cloud.stac_url}, COGs {cloud.cog_url}", flush=True)
-        return subprocess.call(command) if command else 0
+        environment = {**os.environ, "SECOCTL_DATASETS": str(datasets)}
+        return subprocess.call(command, env=environment) if command else 0
 
 
 if __name__ == "__main__":

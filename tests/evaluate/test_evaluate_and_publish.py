@@ -1,0 +1,88 @@
+"""Evaluate and publish after a pretrain checkpoint written by the pretrain stage's own code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs.localcloud import eurosat
+from jobs.pretrain import checkpoints
+from jobs.pretrain.seco import SeCo
+from secoctl import plan, store, weights
+from secoctl.backends.local import LocalExecutor, StageFailed
+from secoctl.backbone_keys import from_encoder_q
+from secoctl.specfile import load_documents
+from tests.conftest import run_cli
+
+SPEC = """
+apiVersion: seco.dev/v1alpha1
+kind: Experiment
+metadata: {{name: eval-test}}
+spec:
+  collect: {{source: stac, stacUrl: "http://127.0.0.1:1", locations: 4, patchSize: 32, bands: [B02, B03, B04], workers: 1}}
+  pretrain: {{backbone: resnet18, nodes: 1, gpusPerNode: 0, batchSize: 16, inputSize: 64, queueSize: 64}}
+  evaluate:
+    - {{task: eurosat, protocol: linear, epochs: 15, dataPath: "{data}", baselines: [random]}}
+  publish: {{name: eval-test-rn18, version: "1"}}
+"""
+
+
+@pytest.fixture
+def trained(tmp_path: Path, storage: Path):
+    """An experiment whose pretrain stage committed a checkpoint; the EuroSAT-layout set beside it."""
+    data = eurosat.make(tmp_path / "eurosat", {"train": 8, "val": 2, "test": 4})
+    experiment = load_documents(SPEC.format(data=data), "eval.yaml")[0]
+    executor = LocalExecutor(storage.as_uri())
+    experiment = executor.prepare(experiment)
+    root = executor.experiment_uri(experiment)
+    torch.manual_seed(1)
+    model = SeCo("resnet18", queue_size=64)
+    checkpoints.save(store.join(root, "pretrain", "checkpoints"), 7,
+                     {"model": model.state_dict(), "step": 7, "method": "seco", "backbone": "resnet18"})
+    for name in ("collect", "pretrain"):
+        stage = plan.stage(experiment, name, single_machine=True)
+        store.write_json(store.join(root, name, "_SUCCESS"), {"fingerprint": stage.fingerprint, "completed_at": 0})
+    return executor, experiment, root, model, data
+
+
+def test_the_report_compares_this_run_with_its_baseline(trained, storage: Path):
+    executor, experiment, root, _, _ = trained
+    executor.run_stage(experiment, plan.stage(experiment, "evaluate", single_machine=True))
+    record = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))
+    assert set(record["results"]) == {"this-run", "random"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["test_samples"] == 40 for r in record["results"].values())
+    result = run_cli("report", "eval-test", storage=storage)
+    assert result.returncode == 0, result.stderr
+    assert "this-run" in result.stdout and "random" in result.stdout
+    assert store.exists(store.join(root, "evaluate", "report.png"))
+    assert "| eurosat-linear-100pct | accuracy | random |" in store.read_text(store.join(root, "evaluate", "report.md"))
+
+
+def test_a_corrupt_dataset_file_fails_naming_the_file(trained):
+    executor, experiment, root, _, data = trained
+    victim = next((data / eurosat.BASE_DIR / "Forest").glob("*.tif"))
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(StageFailed) as failure:
+        executor.run_stage(experiment, plan.stage(experiment, "evaluate", single_machine=True))
+    assert victim.name in failure.value.log_tail and "Re-extract" in failure.value.log_tail
+    assert not store.exists(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))
+
+
+def test_publish_writes_the_query_encoder_under_torchvision_names(trained, storage: Path):
+    executor, experiment, root, model, _ = trained
+    executor.run_stage(experiment, plan.stage(experiment, "publish", single_machine=True))
+    loaded, transform = weights.load("eval-test-rn18:1", storage=storage.as_uri())
+    state = model.state_dict()
+    for name, key in from_encoder_q(state).items():
+        torch.testing.assert_close(loaded.state_dict()[name], state[key])
+    item = weights.show(storage.as_uri(), "eval-test-rn18")
+    assert item["properties"]["secoctl:provenance"]["checkpoint_step"] == 7
+    assert item["properties"]["secoctl:input"]["size"] == 64
+    assert transform(torch.zeros(3, 32, 32)).shape == (3, 64, 64)
+    # A second publish of the same version by another spec is refused: versions are immutable.
+    with pytest.raises(Exception, match="immutable"):
+        weights.publish(storage.as_uri(), "eval-test-rn18", "1", {})
+    assert json.loads(run_cli("weights", "show", "eval-test-rn18:1", storage=storage).stdout)["id"] == "eval-test-rn18-1"

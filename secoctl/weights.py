@@ -201,7 +201,8 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
     """Publish a safetensors backbone trained elsewhere (torchvision ResNet-18/50 key names)."""
     from secoctl.backbone_keys import architecture
 
-    check_name(name), check_version(version)
+    check_name(name)
+    check_version(version)
     tensors = safetensors_header(weights_file)
     try:
         backbone = architecture(tensors)
@@ -278,7 +279,8 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     from secoctl.backbone import build_backbone
     from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
 
-    check_name(name), check_version(version)
+    check_name(name)
+    check_version(version)
     if fmt not in IMPORT_FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(IMPORT_FORMATS)}")
     try:

@@ -3,6 +3,7 @@ features, Adam, lr × 0.1 at 60% and 80% of the epochs; top-1 accuracy on the te
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,7 +52,21 @@ def features(backbone: nn.Module, dataset, transform: ReflectanceInput, device: 
     return torch.cat(pooled), torch.cat(labels)
 
 
-def train_linear(train: tuple[torch.Tensor, torch.Tensor], classes: int, epochs: int, seed: int = 0) -> nn.Linear:
+@dataclass
+class LinearProbe:
+    """A linear layer on standardised features (mean and std of the training features)."""
+
+    head: nn.Linear
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @torch.no_grad()
+    def accuracy(self, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+        x, y = data
+        return float((self.head((x - self.mean) / self.std).argmax(1) == y).float().mean())
+
+
+def train_linear(train: tuple[torch.Tensor, torch.Tensor], classes: int, epochs: int, seed: int = 0) -> LinearProbe:
     torch.manual_seed(seed)
     x, y = train
     mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
@@ -66,14 +81,7 @@ def train_linear(train: tuple[torch.Tensor, torch.Tensor], classes: int, epochs:
             loss.backward()
             optimizer.step()
         schedule.step()
-    head.feature_mean, head.feature_std = mean, std
-    return head
-
-
-def accuracy(head: nn.Linear, data: tuple[torch.Tensor, torch.Tensor]) -> float:
-    x, y = data
-    with torch.no_grad():
-        return float((head((x - head.feature_mean) / head.feature_std).argmax(1) == y).float().mean())
+    return LinearProbe(head, mean, std)
 
 
 def evaluate(backbone: nn.Module, root: str, download: bool, input_size: int, epochs: int,
@@ -88,8 +96,8 @@ def evaluate(backbone: nn.Module, root: str, download: bool, input_size: int, ep
     if label_fraction < 1:
         keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: max(int(len(x) * label_fraction), 1)]
         x, y = x[keep], y[keep]
-    head = train_linear((x, y), int(splits["train"][1].max()) + 1, epochs)
-    return {"accuracy": accuracy(head, splits["test"]), "val_accuracy": accuracy(head, splits["val"]),
+    probe = train_linear((x, y), int(splits["train"][1].max()) + 1, epochs)
+    return {"accuracy": probe.accuracy(splits["test"]), "val_accuracy": probe.accuracy(splits["val"]),
             "train_samples": len(x), "test_samples": len(splits["test"][1])}
 
 

@@ -248,7 +248,7 @@ def safetensors_header(path: Path) -> dict[str, list[int]]:
 
 def input_transform(item: dict[str, Any]):
     """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
-    from secoctl.backbone import ReflectanceInput
+    from jobs.common.backbone import ReflectanceInput
 
     spec = item["properties"]["secoctl:input"]
     return ReflectanceInput([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"])
@@ -256,7 +256,7 @@ def input_transform(item: dict[str, Any]):
 
 def load(text: str, storage: str | None = None):
     """(torchvision ResNet backbone with the published weights, its input transform)."""
-    from secoctl.backbone import build_backbone
+    from jobs.common.backbone import build_backbone
 
     storage = storage or store.default_storage()
     ref, folder = pull(storage, text)
@@ -276,7 +276,7 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     import torch
     from safetensors.torch import save_file
 
-    from secoctl.backbone import build_backbone
+    from jobs.common.backbone import build_backbone
     from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
 
     check_name(name)

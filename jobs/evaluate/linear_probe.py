@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from secoctl.backbone import ReflectanceInput
+from jobs.common.backbone import ReflectanceInput
 from secoctl.model_card import RGB_BANDS, input_description
 
 BATCH = 256

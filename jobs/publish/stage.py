@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from jobs.common.part import Part
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
-from secoctl.backbone import build_backbone
+from jobs.common.backbone import build_backbone
 from secoctl.backbone_keys import from_encoder_q
 
 

@@ -1,4 +1,4 @@
-"""The torch side of published weights, imported only by `secoctl.weights.load` and the jobs."""
+"""The torch side of published weights: the jobs, and `secoctl.weights.load` (lazily), build backbones here."""
 
 from __future__ import annotations
 

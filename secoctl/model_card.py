@@ -3,6 +3,8 @@
 It says what a user needs to feed the backbone correctly: the bands and their order, the
 reflectance stretch and the ImageNet normalisation, the input size, and how it was trained.
 `secoctl:input` repeats the normalisation in one machine-readable place for `secoctl.weights.load`.
+The constants here are the ones the pretrain stage applies (jobs/pretrain imports them), so what
+a published item says and what training did cannot drift apart.
 """
 
 from __future__ import annotations

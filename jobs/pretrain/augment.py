@@ -11,8 +11,7 @@ import torch
 from kornia import augmentation as K
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from secoctl.model_card import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _blur_kernel(size: int) -> int:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}
+from secoctl.model_card import FEATURES as FEATURE_DIMS
 
 
 def backbone(name: str) -> nn.Sequential:

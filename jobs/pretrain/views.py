@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RGB = ("B04", "B03", "B02")
-# The reference stretches each stored uint8 band between fixed quantiles (B2 3-88, B3 2-103,
-# B4 0-129 of 255); our shards keep reflectance × 10000, so the same limits are scaled by 10000/255.
-STRETCH_UINT8 = {"B04": (0, 129), "B03": (2, 103), "B02": (3, 88)}
-STRETCH = {band: (low * 10_000 / 255, high * 10_000 / 255) for band, (low, high) in STRETCH_UINT8.items()}
+from secoctl.model_card import RGB_BANDS as RGB
+from secoctl.model_card import stretch
+
+# The reference's fixed per-band stretch, in reflectance × 10000; published weights carry the same.
+STRETCH = {band: stretch(band) for band in RGB}
 
 
 # Which views get the artificial augmentation, per method; the first view is the query.

@@ -23,14 +23,18 @@ from secoctl.spec import Collect
 UINT8_TO_REFLECTANCE = 10_000 / 255
 
 
+def _names(fs, path: str, folders_only: bool = False) -> list[str]:
+    entries = fs.ls(path, detail=False)
+    return [e.rstrip("/").rsplit("/", 1)[-1] for e in entries if not folders_only or fs.isdir(e)]
+
+
 def location_folders(root: str) -> list[str]:
     """Location folder names, sorted: their position is the candidate index workers slice."""
     fs, path = store.filesystem(root)
     if not fs.isdir(path):
         raise FileNotFoundError(f"collect.archivePath {root} is not a folder; extract the SeCo release "
                                 "(Zenodo record 4728033) and point archivePath at its root")
-    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
-                  if entry.rstrip("/").rsplit("/", 1)[-1].isdigit())
+    return sorted(name for name in _names(fs, path) if name.isdigit())
 
 
 def band_file(names: set[str], band: str) -> str:
@@ -53,21 +57,23 @@ def read_band(uri: str, size: int) -> tuple[np.ndarray, dict[str, Any]]:
         return values, {"crs": str(dataset.crs), "transform": list(dataset.transform)[:6], "dtype": dataset.dtypes[0]}
 
 
-def read_location(root: str, folder: str, collect: Collect) -> Outcome | tuple[np.ndarray, dict[str, Any]]:
+def read_location(root: str, folder: str, collect: Collect) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The location's newest `timestamps` scenes, or None when it has fewer."""
     fs, path = store.filesystem(store.join(root, folder))
-    scenes = sorted((e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False) if fs.isdir(e)), reverse=True)
+    scenes = sorted(_names(fs, path, folders_only=True), reverse=True)
     if len(scenes) < collect.timestamps:
-        return Outcome(int(folder), "dropped_no_scene")
+        return None
     scenes = scenes[: collect.timestamps]
     cube = np.zeros((len(scenes), len(collect.bands), collect.patch_size, collect.patch_size), np.uint16)
     properties, geo = [], {}
     for t, scene in enumerate(scenes):
         scene_uri = store.join(root, folder, scene)
-        names = {e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(f"{path}/{scene}", detail=False)}
+        names = set(_names(fs, f"{path}/{scene}"))
         properties.append(json.loads(store.read_text(store.join(scene_uri, "metadata.json")))
                           if "metadata.json" in names else {})
+        size = _ten_metre_size(scene_uri, names)
         for c, band in enumerate(collect.bands):
-            full, geo = read_band(store.join(scene_uri, band_file(names, band)), _ten_metre_size(scene_uri, names))
+            full, geo = read_band(store.join(scene_uri, band_file(names, band)), size)
             if full.shape[0] < collect.patch_size:
                 raise ValueError(f"{scene_uri}: patches are {full.shape[0]} px at 10 m, the spec asks for "
                                  f"patchSize {collect.patch_size}")
@@ -96,8 +102,8 @@ def archive_fetcher(collect: Collect, folders: list[str]) -> Callable[[int], Out
 
     def fetch(index: int) -> Outcome:
         result = read_location(root, folders[index], collect)
-        if isinstance(result, Outcome):
-            return Outcome(index, result.status)
+        if result is None:
+            return Outcome(index, "dropped_no_scene")
         pixels, metadata = result
         return Outcome(index, "accepted", Sample(folders[index], pixels, metadata))
 

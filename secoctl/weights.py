@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -208,7 +209,7 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
         backbone = architecture(tensors)
     except ValueError as error:
         raise UserError(f"{weights_file}: {error}") from None
-    parameters = sum(_elements(shape) for shape in tensors.values())
+    parameters = sum(math.prod(shape) for shape in tensors.values())
     return publish_backbone(storage, weights_file, name, version, backbone, input_size, parameters,
                             provenance or {"pushed_from": weights_file.name}, force=force)
 
@@ -223,13 +224,6 @@ def publish_backbone(storage: str, weights_file: Path, name: str, version: str, 
         item_path = Path(scratch, ITEM_FILE)
         item_path.write_text(json.dumps(item, indent=1))
         return publish(storage, name, version, {WEIGHTS_FILE: weights_file, ITEM_FILE: item_path}, force=force)
-
-
-def _elements(shape: list[int]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def safetensors_header(path: Path) -> dict[str, list[int]]:

@@ -68,7 +68,8 @@ def utm_epsg(item: pystac.Item) -> int:
 
 
 @functools.lru_cache(maxsize=128)
-def _from_lonlat(epsg: int):
+def from_lonlat(epsg: int):
+    """A cached lon/lat → EPSG transformer (building one costs milliseconds)."""
     from pyproj import Transformer
 
     return Transformer.from_crs(4326, epsg, always_xy=True)
@@ -76,7 +77,7 @@ def _from_lonlat(epsg: int):
 
 def patch_bounds(location: Location, epsg: int, patch_size: int) -> tuple[float, float, float, float]:
     """A patch_size × patch_size square of 10 m pixels centred on the location, on the 10 m grid."""
-    x, y = _from_lonlat(epsg).transform(location.lon, location.lat)
+    x, y = from_lonlat(epsg).transform(location.lon, location.lat)
     left = math.floor(x / 10 - patch_size / 2) * 10.0
     bottom = math.floor(y / 10 - patch_size / 2) * 10.0
     return left, bottom, left + patch_size * 10.0, bottom + patch_size * 10.0

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.collect.pixels import from_lonlat
 from jobs.collect.sampling import Location, candidate
 from jobs.localcloud import landscape
 from secoctl.spec import Collect
@@ -97,9 +98,7 @@ def scenes_of(collect: Collect, location: Location, missing_every: int) -> list[
 
 def _grid(scene: Scene, patch_size: int) -> tuple[float, float, int]:
     """Upper-left corner (UTM metres) and width in 10 m pixels of a scene around its location."""
-    from pyproj import Transformer
-
-    x, y = Transformer.from_crs(4326, scene.epsg, always_xy=True).transform(scene.location.lon, scene.location.lat)
+    x, y = from_lonlat(scene.epsg).transform(scene.location.lon, scene.location.lat)
     pixels = int(math.ceil(2 * patch_size / 6) * 6) + 12  # divisible by the 20 m and 60 m grids
     rng = np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal()])
     shift = rng.uniform(-patch_size * 2.5, patch_size * 2.5, size=2)  # metres; the patch stays inside

@@ -9,7 +9,6 @@ never drains at the end of a shard, and memory holds at most one chunk plus what
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections import Counter, deque
@@ -90,7 +89,7 @@ def commit_chunk(part: Part, chunk: Chunk) -> dict[str, Any]:
 
 
 def read_record(uri: str) -> dict[str, Any] | None:
-    return json.loads(store.read_text(uri)) if store.exists(uri) else None
+    return store.read_json(uri) if store.exists(uri) else None
 
 
 def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range, collect: Collect,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from jobs.common.backbone import build_backbone
 from jobs.common.part import Part
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
-from jobs.common.backbone import build_backbone
 from secoctl.backbone_keys import from_encoder_q
 
 THIS_RUN = "this-run"

@@ -9,22 +9,12 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from jobs.common.backbone import build_backbone
 from jobs.common.part import Part
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
-from jobs.common.backbone import build_backbone
 from secoctl.backbone_keys import from_encoder_q
-
-
-def evaluation_metrics(part: Part) -> dict[str, Any]:
-    """Every evaluation's metrics.json, by task folder, when the evaluate stage ran."""
-    tree = part.stage_tree("evaluate")
-    found = {}
-    for task in store.list_names(tree.uri):
-        uri = store.join(tree.uri, task, "metrics.json")
-        if store.exists(uri):
-            found[task] = store.read_json(uri)
-    return found
+from secoctl.report import read_metrics
 
 
 def already_published_by_us(storage: str, name: str, version: str, provenance: dict[str, Any]) -> bool:
@@ -58,7 +48,8 @@ def work(part: Part) -> dict[str, Any]:
             save_file(tensors, str(path), metadata={"secoctl": json.dumps({"backbone": pretrain.backbone})})
             parameters = sum(t.numel() for t in tensors.values())
             uri = weights.publish_backbone(storage, path, publish.name, publish.version, pretrain.backbone,
-                                           pretrain.input_size, parameters, provenance, evaluation_metrics(part),
+                                           pretrain.input_size, parameters, provenance,
+                                           read_metrics(part.experiment_uri),
                                            force=publish.force)
     part.progress(1, 1, "versions", force=True)
     print(json.dumps({"event": "published", "uri": uri, "weights": f"{publish.name}:{publish.version}"}), flush=True)

@@ -8,19 +8,14 @@ from jobs.common.backbone import build_backbone
 from jobs.common.part import Part
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
-from secoctl.backbone_keys import from_encoder_q
 
 THIS_RUN = "this-run"
 
 
 def this_run(part: Part, name: str) -> nn.Module:
-    directory = part.stage_tree("pretrain").path("checkpoints")
-    checkpoint = checkpoints.latest(directory)
-    if checkpoint is None:
-        raise RuntimeError(f"no readable pretrain checkpoint under {directory}")
-    state = checkpoint["model"]
+    tensors, _ = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"), name)
     model = build_backbone(name)
-    model.load_state_dict({new: state[old] for new, old in from_encoder_q(state).items()}, strict=True)
+    model.load_state_dict(tensors, strict=True)
     return model
 
 

@@ -44,3 +44,18 @@ def latest(directory: str) -> dict[str, Any] | None:
         except (RuntimeError, EOFError, OSError):
             continue
     return None
+
+
+def final_backbone(directory: str, backbone: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The newest checkpoint's query encoder in torchvision's key names (checked by a strict load),
+    and the checkpoint itself: what evaluate measures and publish ships."""
+    from jobs.common.backbone import build_backbone
+    from secoctl.backbone_keys import from_encoder_q
+
+    checkpoint = latest(directory)
+    if checkpoint is None:
+        raise RuntimeError(f"no readable pretrain checkpoint under {directory}")
+    state = checkpoint["model"]
+    tensors = {name: state[key].detach().cpu().contiguous() for name, key in from_encoder_q(state).items()}
+    build_backbone(backbone).load_state_dict(tensors, strict=True)
+    return tensors, checkpoint

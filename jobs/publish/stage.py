@@ -9,11 +9,9 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from jobs.common.backbone import build_backbone
 from jobs.common.part import Part
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
-from secoctl.backbone_keys import from_encoder_q
 from secoctl.report import read_metrics
 
 
@@ -31,13 +29,8 @@ def work(part: Part) -> dict[str, Any]:
     experiment = part.experiment
     publish, pretrain = experiment.spec.publish, experiment.spec.pretrain
     storage = experiment.spec.storage or store.default_storage()
-    checkpoint = checkpoints.latest(part.stage_tree("pretrain").path("checkpoints"))
-    if checkpoint is None:
-        raise RuntimeError(f"no readable checkpoint under {part.stage_tree('pretrain').path('checkpoints')}")
-    state = checkpoint["model"]
-    renamed = from_encoder_q(state)
-    tensors = {name: state[key].detach().cpu().contiguous() for name, key in renamed.items()}
-    build_backbone(pretrain.backbone).load_state_dict(tensors, strict=True)  # exactly torchvision's keys
+    tensors, checkpoint = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"),
+                                                     pretrain.backbone)
     provenance = {"experiment": experiment.name, "checkpoint_step": int(checkpoint["step"]),
                   "method": checkpoint.get("method"), "spec": experiment.to_yaml_dict()}
     if not publish.force and already_published_by_us(storage, publish.name, publish.version, provenance):

@@ -12,7 +12,8 @@ from typing import Any
 
 from secoctl import store
 
-PAPER: dict[tuple[str, str], dict[str, float]] = {}  # (task key, backbone) -> {model: value}, cited when filled
+# (evaluation key, backbone) -> {(metric, model): value}, each cited to its table when filled.
+PAPER: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ def rows(metrics: dict[str, dict[str, Any]]) -> list[ReportRow]:
     result = []
     for key, record in sorted(metrics.items()):
         paper = PAPER.get((key, record.get("backbone", "")), {})
-        for model, values in record["results"].items():
-            result.append(ReportRow(key, record["metric"], model, float(values[record["metric"]]), paper.get(model)))
+        for metric in record.get("metrics", [record["metric"]]):
+            for model, values in record["results"].items():
+                result.append(ReportRow(key, metric, model, float(values[metric]), paper.get((metric, model))))
     return result
 
 
@@ -60,14 +62,16 @@ def chart_png(name: str, report_rows: list[ReportRow]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evaluations = sorted({r.evaluation for r in report_rows})
+    groups = list(dict.fromkeys((r.evaluation, r.metric) for r in report_rows))
     models = list(dict.fromkeys(r.model for r in report_rows))
-    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(evaluations) * max(len(models), 1) / 2, 3.2))
+    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * max(len(models), 1) / 2, 3.2))
     width = 0.8 / max(len(models), 1)
     for m, model in enumerate(models):
-        values = [next((r.value for r in report_rows if r.evaluation == e and r.model == model), 0.0) for e in evaluations]
-        axis.bar([e + m * width for e in range(len(evaluations))], values, width, label=model)
-    axis.set_xticks([e + width * (len(models) - 1) / 2 for e in range(len(evaluations))], evaluations)
+        values = [next((r.value for r in report_rows if (r.evaluation, r.metric) == g and r.model == model), 0.0)
+                  for g in groups]
+        axis.bar([g + m * width for g in range(len(groups))], values, width, label=model)
+    axis.set_xticks([g + width * (len(models) - 1) / 2 for g in range(len(groups))],
+                    [f"{evaluation}\n{metric}" for evaluation, metric in groups], fontsize=7)
     axis.set_ylim(0, 1)
     axis.set_title(f"{name}: downstream evaluation")
     axis.legend(fontsize=8)

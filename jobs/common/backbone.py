@@ -20,9 +20,10 @@ def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
 
 
 class ReflectanceInput(nn.Module):
-    """Reflectance × 10000 → the reference's per-band stretch to [0, 1] → ImageNet normalisation → size."""
+    """Reflectance × 10000 → the reference's per-band stretch to [0, 1] → ImageNet normalisation → size
+    (size None keeps the input's, as dense tasks need)."""
 
-    def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int):
+    def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int | None):
         super().__init__()
         self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(3, 1, 1))
         self.register_buffer("high", torch.tensor([s[1] for s in stretch]).view(3, 1, 1))
@@ -35,7 +36,7 @@ class ReflectanceInput(nn.Module):
         unit = ((reflectance.float() - self.low) / (self.high - self.low)).clamp(0, 1)
         unit = torch.round(unit * 255) / 255
         batched = unit if unit.dim() == 4 else unit.unsqueeze(0)
-        if batched.shape[-1] != self.size or batched.shape[-2] != self.size:
+        if self.size is not None and batched.shape[-2:] != (self.size, self.size):
             batched = nn.functional.interpolate(batched, size=(self.size, self.size), mode="bilinear",
                                                 align_corners=False, antialias=True)
         normalised = (batched - self.mean) / self.std

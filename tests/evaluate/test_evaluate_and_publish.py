@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs.localcloud import eurosat
+from jobs.evaluate import datasets
+from jobs.localcloud import bigearthnet, eurosat, oscd
 from jobs.pretrain import checkpoints
 from jobs.pretrain.seco import SeCo
 from secoctl import plan, store, weights
@@ -26,6 +27,9 @@ spec:
   pretrain: {{backbone: resnet18, nodes: 1, gpusPerNode: 0, batchSize: 16, inputSize: 64, queueSize: 64}}
   evaluate:
     - {{task: eurosat, protocol: linear, epochs: 15, dataPath: "{data}", baselines: [random]}}
+    - {{task: bigearthnet, protocol: linear, labelFraction: 0.5, epochs: 10, dataPath: "{ben}", baselines: [random]}}
+    - {{task: bigearthnet, protocol: finetune, epochs: 1, dataPath: "{ben}", baselines: [random]}}
+    - {{task: oscd, epochs: 2, dataPath: "{oscd}", baselines: [random]}}
   publish: {{name: eval-test-rn18, version: "1"}}
 """
 
@@ -34,7 +38,9 @@ spec:
 def trained(tmp_path: Path, storage: Path):
     """An experiment whose pretrain stage committed a checkpoint; the EuroSAT-layout set beside it."""
     data = eurosat.make(tmp_path / "eurosat", {"train": 8, "val": 2, "test": 4})
-    experiment = load_documents(SPEC.format(data=data), "eval.yaml")[0]
+    ben = bigearthnet.make(tmp_path / "bigearthnet", {"train": 24, "val": 6, "test": 10})
+    changes = oscd.make(tmp_path / "oscd", {"train": 2, "test": 1})
+    experiment = load_documents(SPEC.format(data=data, ben=ben, oscd=changes), "eval.yaml")[0]
     executor = LocalExecutor(storage.as_uri())
     experiment = executor.prepare(experiment)
     root = executor.experiment_uri(experiment)
@@ -54,11 +60,21 @@ def test_the_report_compares_this_run_with_its_baseline(trained, storage: Path):
     record = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))
     assert set(record["results"]) == {"this-run", "random"}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["test_samples"] == 40 for r in record["results"].values())
+    linear = store.read_json(store.join(root, "evaluate", "bigearthnet-linear-50pct", "metrics.json"))
+    assert linear["metric"] == "mAP" and all(r["train_samples"] == 12 and r["test_samples"] == 10
+                                               for r in linear["results"].values())
+    finetuned = store.read_json(store.join(root, "evaluate", "bigearthnet-finetune-100pct", "metrics.json"))
+    assert finetuned["protocol"] == "finetune" and all(0 < r["mAP"] <= 1 for r in finetuned["results"].values())
+    changes = store.read_json(store.join(root, "evaluate", "oscd-finetune-100pct", "metrics.json"))
+    assert all(set(r) >= {"precision", "recall", "f1"} and r["test_pixels"] == 128 * 128
+               for r in changes["results"].values())
     result = run_cli("report", "eval-test", storage=storage)
     assert result.returncode == 0, result.stderr
     assert "this-run" in result.stdout and "random" in result.stdout
     assert store.exists(store.join(root, "evaluate", "report.png"))
-    assert "| eurosat-linear-100pct | accuracy | random |" in store.read_text(store.join(root, "evaluate", "report.md"))
+    table = store.read_text(store.join(root, "evaluate", "report.md"))
+    assert "| eurosat-linear-100pct | accuracy | random |" in table
+    assert "| bigearthnet-finetune-100pct | mAP | this-run |" in table and "| oscd-finetune-100pct | f1 | random |" in table
 
 
 def test_a_corrupt_dataset_file_fails_naming_the_file(trained):
@@ -69,6 +85,20 @@ def test_a_corrupt_dataset_file_fails_naming_the_file(trained):
         executor.run_stage(experiment, plan.stage(experiment, "evaluate", single_machine=True))
     assert victim.name in failure.value.log_tail and "Re-extract" in failure.value.log_tail
     assert not store.exists(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))
+
+
+def test_a_corrupt_oscd_band_fails_naming_the_city(tmp_path: Path):
+    root = oscd.make(tmp_path / "oscd", {"train": 2, "test": 1}, size=64)
+    victim = next((root / oscd.IMAGES).glob("*/imgs_2_rect/B03.tif"))
+    victim.write_bytes(b"not a tiff")
+    split = "test" if (root / oscd.LABELS.format(split="Test") / victim.parts[-3]).exists() else "train"
+    with pytest.raises(datasets.DatasetError, match=f"cannot read {victim.parts[-3]}.*torchgeo.datasets.OSCD"):
+        datasets.scenes("oscd", datasets.open_split("oscd", str(root), split, download=False))
+
+
+def test_a_missing_dataset_says_how_to_fetch_it(tmp_path: Path):
+    with pytest.raises(datasets.DatasetError, match="bigearthnet is not in .*dataPath.*BigEarthNet"):
+        datasets.open_split("bigearthnet", str(tmp_path), "train", download=False)
 
 
 def test_publish_writes_the_query_encoder_under_torchvision_names(trained, storage: Path):

@@ -1,0 +1,145 @@
+"""Scene classification protocols: EuroSAT (single-label, top-1) and BigEarthNet (19 labels, micro mAP).
+
+Linear probe (reference main_eurosat / main_bigearthnet --freeze_backbone): pooled features of the
+frozen backbone are extracted once, a linear layer is trained on them. Fine-tuning (BigEarthNet
+without --freeze_backbone): backbone and layer are trained together, with flips. Both use Adam with
+lr × 0.1 at 60% and 80% of the epochs, as the reference's EuroSAT schedule does: 1e-3 for a probe,
+1e-4 when the backbone trains too (our choice, so that pre-trained features are not washed out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from jobs.common.backbone import ReflectanceInput
+from jobs.evaluate import datasets
+
+BATCH = 256
+FINETUNE_BATCH = 64
+PROBE_LR, FINETUNE_LR = 1e-3, 1e-4
+MULTI_LABEL = {"eurosat": False, "bigearthnet": True}
+
+
+@torch.no_grad()
+def features(backbone: nn.Module, task: str, dataset, transform: ReflectanceInput,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    backbone.eval().to(device)
+    pooled, targets = [], []
+    for batch in datasets.batches(task, dataset, BATCH):
+        pooled.append(backbone(transform(batch["image"].to(device))).float().cpu())
+        targets.append(batch["target"])
+    return torch.cat(pooled), torch.cat(targets)
+
+
+def loss_fn(multi_label: bool):
+    if multi_label:
+        return lambda logits, target: nn.functional.binary_cross_entropy_with_logits(logits, target.float())
+    return nn.functional.cross_entropy
+
+
+def score(logits: torch.Tensor, target: torch.Tensor, multi_label: bool) -> dict[str, float]:
+    if not multi_label:
+        return {"accuracy": float((logits.argmax(1) == target).float().mean())}
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    labels = target.shape[1]
+    return {"mAP": float(multilabel_average_precision(logits, target.long(), labels, average="micro")),
+            "mAP_macro": float(multilabel_average_precision(logits, target.long(), labels, average="macro"))}
+
+
+@dataclass
+class LinearProbe:
+    """A linear layer on standardised features (mean and std of the training features)."""
+
+    head: nn.Linear
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((x - self.mean) / self.std)
+
+
+def train_linear(train: tuple[torch.Tensor, torch.Tensor], outputs: int, epochs: int, multi_label: bool,
+                 seed: int = 0) -> LinearProbe:
+    torch.manual_seed(seed)
+    x, y = train
+    mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
+    head = nn.Linear(x.shape[1], outputs)
+    optimizer = torch.optim.Adam(head.parameters(), lr=PROBE_LR)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.6 * epochs), int(0.8 * epochs)], 0.1)
+    generator = torch.Generator().manual_seed(seed)
+    criterion = loss_fn(multi_label)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(BATCH):
+            loss = criterion(head((x[batch] - mean) / std), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    return LinearProbe(head, mean, std)
+
+
+def label_subset(count: int, fraction: float) -> torch.Tensor:
+    """The first `fraction` of a fixed permutation: the same labelled subset for every model compared."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(0))[: max(int(count * fraction), 1)]
+
+
+def outputs_of(task: str, targets: torch.Tensor) -> int:
+    return targets.shape[1] if MULTI_LABEL[task] else int(targets.max()) + 1
+
+
+def linear(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,
+           epochs: int, label_fraction: float) -> dict[str, float]:
+    extracted = {name: features(backbone, task, dataset, transform, device) for name, dataset in splits.items()}
+    x, y = extracted["train"]
+    keep = label_subset(len(x), label_fraction)
+    multi = MULTI_LABEL[task]
+    probe = train_linear((x[keep], y[keep]), outputs_of(task, y), epochs, multi)
+    result = score(probe.logits(extracted["test"][0]), extracted["test"][1], multi)
+    result.update({f"val_{k}": v for k, v in score(probe.logits(extracted["val"][0]), extracted["val"][1], multi).items()})
+    return {**result, "train_samples": len(keep), "test_samples": len(extracted["test"][1])}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task: str, dataset, transform: ReflectanceInput,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    logits, targets = [], []
+    for batch in datasets.batches(task, dataset, BATCH):
+        logits.append(model(transform(batch["image"].to(device))).float().cpu())
+        targets.append(batch["target"])
+    return torch.cat(logits), torch.cat(targets)
+
+
+def finetune(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,
+             epochs: int, label_fraction: float, features_dim: int, seed: int = 0) -> dict[str, float]:
+    torch.manual_seed(seed)
+    train = splits["train"]
+    keep = label_subset(len(train), label_fraction)
+    subset = torch.utils.data.Subset(train, keep.tolist())
+    outputs = train.num_classes if MULTI_LABEL[task] else len(train.classes)
+    model = nn.Sequential(backbone, nn.Linear(features_dim, outputs)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=FINETUNE_LR)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.6 * epochs), int(0.8 * epochs)], 0.1)
+    criterion = loss_fn(MULTI_LABEL[task])
+    for epoch in range(epochs):
+        model.train()
+        for batch in datasets.batches(task, subset, FINETUNE_BATCH, shuffle=True, seed=seed + epoch):
+            images = transform(batch["image"].to(device))
+            if torch.rand(()) < 0.5:
+                images = images.flip(-1)
+            if torch.rand(()) < 0.5:
+                images = images.flip(-2)
+            loss = criterion(model(images), batch["target"].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    multi = MULTI_LABEL[task]
+    result = score(*predict(model, task, splits["test"], transform, device), multi)
+    result.update({f"val_{k}": v for k, v in score(*predict(model, task, splits["val"], transform, device), multi).items()})
+    return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}

@@ -1,0 +1,104 @@
+"""The paper's downstream datasets through torchgeo's classes, as RGB reflectance, with errors that name the file.
+
+Every reader goes through `Readable`, which turns a failed read into a message naming the file and
+how to fetch the data again; the loader raises it in the main process as one `DatasetError`, so a
+corrupt file stops the evaluation instead of shrinking it silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from secoctl.model_card import RGB_BANDS
+
+# BigEarthNet's S2 bands in torchgeo's order (B01 … B08, B8A, B09, B11, B12): B04, B03, B02.
+BIGEARTHNET_RGB = [3, 2, 1]
+HOW_TO_FETCH = {
+    "eurosat": "torchgeo.datasets.EuroSAT(root, download=True)",
+    "bigearthnet": "torchgeo.datasets.BigEarthNet(root, bands='s2', download=True)",
+    "oscd": "torchgeo.datasets.OSCD(root, download=True)",
+}
+
+
+class DatasetError(RuntimeError):
+    """A missing or unreadable dataset file; the message names it and how to fetch the data."""
+
+
+def dataset_root(task: str, data_path: str | None, cache: Path) -> tuple[str, bool]:
+    """(root, may download): a given dataPath is used as is; otherwise a cache that torchgeo fills."""
+    if data_path:
+        return data_path.removeprefix("file://"), False
+    return str(cache / task), True
+
+
+def open_split(task: str, root: str, split: str, download: bool) -> Dataset:
+    from torchgeo.datasets import OSCD, BigEarthNet, DatasetNotFoundError, EuroSAT
+
+    try:
+        if task == "eurosat":
+            return EuroSAT(root, split=split, bands=RGB_BANDS, download=download)
+        if task == "bigearthnet":
+            return BigEarthNet(root, split=split, bands="s2", num_classes=19, download=download)
+        return OSCD(root, split=split, bands=RGB_BANDS, download=download)
+    except DatasetNotFoundError as error:
+        raise DatasetError(f"{task} is not in {root}: {error} Set evaluate[].dataPath to an extracted copy, "
+                           f"or fetch it with {HOW_TO_FETCH[task]} on a machine that can reach its host") from None
+
+
+def describe(dataset: Any, index: int) -> str:
+    """The file (or folder) behind sample `index`, for error messages."""
+    if hasattr(dataset, "samples"):
+        return str(dataset.samples[index][0])
+    if hasattr(dataset, "folders"):
+        return str(dataset.folders[index]["s2"])
+    if hasattr(dataset, "files"):
+        return str(dataset.files[index]["region"])
+    return f"sample {index}"
+
+
+class Readable(Dataset):
+    """RGB reflectance and target of `task`; a failed read becomes {"error": message}."""
+
+    def __init__(self, task: str, dataset: Dataset):
+        self.task, self.dataset = task, dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            sample = self.dataset[index]
+        except Exception as error:  # noqa: BLE001 - name the file whatever the reader raised
+            return {"error": f"cannot read {describe(self.dataset, index)}: {error}. Re-extract the dataset, or "
+                             f"delete it and fetch it again with {HOW_TO_FETCH[self.task]}"}
+        if self.task == "oscd":
+            return {"image": sample["image"], "target": sample["mask"][0]}
+        image = sample["image"][BIGEARTHNET_RGB] if self.task == "bigearthnet" else sample["image"]
+        return {"image": image, "target": sample["label"]}
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = [s["error"] for s in samples if "error" in s]
+    if errors:
+        return {"error": errors[0]}
+    return {"image": torch.stack([s["image"] for s in samples]), "target": torch.stack([s["target"] for s in samples])}
+
+
+def batches(task: str, dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """Batches of {"image", "target"}; raises DatasetError at the first unreadable file."""
+    workers = min(4, max((torch.get_num_threads() or 1) // 2, 0)) if len(dataset) > 4 * batch_size else 0
+    loader = DataLoader(Readable(task, dataset), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                        collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+    for batch in loader:
+        if "error" in batch:
+            raise DatasetError(batch["error"])
+        yield batch
+
+
+def scenes(task: str, dataset: Dataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every (image, target) in memory, one at a time: OSCD's 24 cities differ in size."""
+    return [(batch["image"][0], batch["target"][0]) for batch in batches(task, dataset, 1)]

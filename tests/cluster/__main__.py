@@ -1,0 +1,33 @@
+"""`python -m tests.cluster up`: start the test control plane, print its kubeconfig, stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+
+from tests.cluster import binaries, controlplane
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster")
+    parser.add_argument("command", choices=["up", "build"])
+    args = parser.parse_args()
+    if args.command == "build":
+        print(binaries.ensure())
+        return
+    started = time.monotonic()
+    plane = controlplane.started()
+    print(f"control plane up in {time.monotonic() - started:.1f} s (Kubernetes {binaries.KUBERNETES}, "
+          f"etcd {binaries.ETCD}, kwok {binaries.KWOK})")
+    print(f"export KUBECONFIG={plane.admin_kubeconfig}   # logs in {plane.workdir}; Ctrl-C stops it")
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""A real Kubernetes control plane on 127.0.0.1 for the cluster tests, and for a person to poke at.
+
+etcd, kube-apiserver (RBAC authorization; PodSecurity admission is on by default),
+kube-controller-manager (the real Job, pod GC and service-account controllers) and kube-scheduler,
+plus kwok simulating nodes and pod life cycles: CPU nodes and GPU nodes with `nvidia.com/gpu`
+capacity. The admin authenticates with a static token in system:masters; everything else (the
+driver) gets ServiceAccount tokens from the TokenRequest API, so RBAC is the apiserver's to enforce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.cluster import binaries
+
+HERE = Path(__file__).parent
+GPU_NODES = {"gpu-node-0": 8, "gpu-node-1": 8}
+CPU_NODES = ("cpu-node-0", "cpu-node-1")
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def kubeconfig(server: str, token: str, namespace: str = "default") -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": "secoctl-test",
+        "clusters": [{"name": "secoctl-test", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "user", "user": {"token": token}}],
+        "contexts": [{"name": "secoctl-test", "context": {"cluster": "secoctl-test", "user": "user",
+                                                           "namespace": namespace}}],
+    }
+
+
+def node(name: str, gpus: int) -> dict:
+    capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "annotations": {KWOK_ANNOTATION: "fake"},
+                     "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                                **({"nvidia.com/gpu.present": "true"} if gpus else {})}},
+        "spec": {},
+        "status": {"capacity": capacity, "allocatable": capacity,
+                   "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake"}},
+    }
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    bin: Path = field(default_factory=binaries.ensure)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    server: str = ""
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen([str(self.bin / argv[0]), *argv[1:]], stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+
+    def _wait(self, what: str, ready, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}; its log: {self.workdir / name}.log\n"
+                                       + self.log_tail(name))
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s; logs in {self.workdir}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def _healthy(self, url: str, token: str | None = None) -> bool:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=ssl._create_unverified_context()) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def start(self) -> "ControlPlane":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        subprocess.run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+                       check=True, capture_output=True)
+        (pki / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        self._spawn("etcd", ["etcd", "--data-dir", str(self.workdir / "etcd"), "--unsafe-no-fsync",
+                             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+                             "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}"])
+        self._wait("etcd", lambda: self._healthy(f"http://127.0.0.1:{etcd_port}/health"))
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._spawn("kube-apiserver", [
+            "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={api_port}", f"--cert-dir={pki}",
+            f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16", f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--allow-privileged=false", "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
+        ])
+        self._wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
+        self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, self.token)))
+        common = [f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
+        self._spawn("kube-controller-manager", [
+            "kube-controller-manager", *common, f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={pki / 'sa.key'}", "--controllers=*",
+            "--use-service-account-credentials=false", "--node-monitor-grace-period=20s",
+        ])
+        self._spawn("kube-scheduler", ["kube-scheduler", *common, f"--secure-port={free_port()}"])
+        config = self.workdir / "kwok.yaml"
+        documents = [yaml.safe_load(p.read_text()) for p in sorted((self.bin / "stages").glob("*.yaml"))]
+        documents += list(yaml.safe_load_all((HERE / "stages.yaml").read_text()))
+        config.write_text(yaml.safe_dump_all(documents))
+        self._spawn("kwok", ["kwok", f"--kubeconfig={self.admin_kubeconfig}", f"--config={config}",
+                             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+                             f"--server-address=127.0.0.1:{free_port()}", "--node-ip=127.0.0.1"])
+        for name, gpus in [*GPU_NODES.items(), *((n, 0) for n in CPU_NODES)]:
+            self.kubectl("apply", "-f", "-", stdin=json.dumps(node(name, gpus)))
+        self._wait("nodes", self._nodes_ready, timeout=60)
+        self._wait("the default ServiceAccount", lambda: self.kubectl(
+            "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout=60)
+        return self
+
+    def _nodes_ready(self) -> bool:
+        listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        ready = [n for n in listing for c in n.get("status", {}).get("conditions", [])
+                 if c["type"] == "Ready" and c["status"] == "True"]
+        return len(ready) == len(GPU_NODES) + len(CPU_NODES)
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                kubeconfig_path: Path | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(self.bin / "kubectl"), f"--kubeconfig={kubeconfig_path or self.admin_kubeconfig}",
+                                 *args], input=stdin, capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig holding a fresh token of `account`: what a pod under that account would get."""
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, token, namespace)))
+        return path
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+
+
+def started(workdir: Path | None = None) -> ControlPlane:
+    return ControlPlane(workdir or Path(tempfile.mkdtemp(prefix="secoctl-cluster-"))).start()

@@ -29,6 +29,16 @@ StorageOption = Annotated[
     typer.Option("--storage", envvar=store.ENV_STORAGE,
                  help="Storage tree URI (file://, s3://); default: a folder under ~/.local/share/secoctl."),
 ]
+ContextOption = Annotated[Optional[str], typer.Option("--context", help="kubeconfig context (cluster runs).")]
+NamespaceOption = Annotated[
+    Optional[str], typer.Option("-n", "--namespace", help="Namespace (cluster runs); default: the context's.")]
+LocalOption = Annotated[bool, typer.Option("--local", help="This machine, even if a cluster is configured.")]
+
+
+def _on_cluster(local: bool) -> bool:
+    from secoctl.backends.kubernetes import configured
+
+    return not local and configured()
 
 
 def _add_weights_commands() -> None:
@@ -90,24 +100,27 @@ def render(
         typer.echo(to_yaml(objects), nl=False)
 
 
-def _cluster_configured() -> bool:
-    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    return any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
-        os.environ.get("KUBERNETES_SERVICE_HOST")
-    )
-
-
 @app.command()
 def apply(
     files: SpecFiles,
     storage: StorageOption = None,
-    local: Annotated[bool, typer.Option("--local", help="Run on this machine even if a cluster is configured.")] = False,
+    local: LocalOption = False,
+    context: ContextOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """Run the experiments' stages in order, skipping what is complete and resuming the rest."""
+    """Run the experiments' stages in order, skipping what is complete and resuming the rest.
+
+    With a kubeconfig (or inside a cluster) the spec's objects are applied to Kubernetes and its
+    driver Job runs the stages there; otherwise, or with --local, they run on this machine.
+    """
     experiments = _load(files)
-    if not local and _cluster_configured():
-        _fail(["a Kubernetes cluster is configured, and the Kubernetes executor is not part of this release yet; "
-               "run with --local to use this machine"])
+    if _on_cluster(local):
+        from secoctl import cluster_commands
+
+        if storage:
+            experiments = [e.with_storage(storage) for e in experiments]
+        cluster_commands.apply(experiments, context, namespace)
+        return
     from secoctl.backends.local import LocalExecutor, StageFailed
     from secoctl.console import RichObserver
 
@@ -150,8 +163,17 @@ def status(
     name: Annotated[Optional[str], typer.Argument(help="One experiment; all when left out.")] = None,
     storage: StorageOption = None,
     output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+    watch: Annotated[bool, typer.Option("-w", "--watch", help="Redraw until the drivers finish (cluster).")] = False,
+    local: LocalOption = False,
+    context: ContextOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """Where every experiment and stage stands: state, progress, last metric, age."""
+    """Where every experiment and stage stands: state, pods, progress, last metric, and why it is stuck."""
+    if _on_cluster(local):
+        from secoctl import cluster_commands
+
+        cluster_commands.status(name, context, namespace, watch, output)
+        return
     from secoctl import plan
     from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
     from secoctl.status import rows
@@ -181,8 +203,16 @@ def logs(
     index: Annotated[Optional[int], typer.Option("--index", "-i", help="One part (completion index).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     storage: StorageOption = None,
+    local: LocalOption = False,
+    context: ContextOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
     """Print a stage's logs (the latest stage that has any when --stage is left out)."""
+    if _on_cluster(local):
+        from secoctl import cluster_commands
+
+        cluster_commands.logs(name, stage, index, follow, context, namespace)
+        return
     from secoctl import plan
     from secoctl.backends.local import alive_local_pids, read_experiment_facts
     from secoctl.tree import StageTree
@@ -243,8 +273,31 @@ def delete(
     name: str,
     purge: Annotated[bool, typer.Option("--purge", help="Also remove the experiment's storage tree.")] = False,
     storage: StorageOption = None,
+    local: LocalOption = False,
+    context: ContextOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """Stop an experiment's running work; with --purge, remove its data too. Published weights stay."""
+    """Stop an experiment's running work; with --purge, remove its data too. Published weights stay.
+
+    On a cluster every object labelled with the experiment goes (its Jobs, pods, spec, driver account).
+    """
+    if _on_cluster(local):
+        from secoctl import cluster_commands
+
+        experiment_uri = None
+        if purge:
+            found = {e.name: e for e in cluster_commands.executor(context, namespace).experiments()}
+            if name in found:
+                experiment_uri = store.experiment_uri(storage or found[name].spec.storage or store.default_storage(), name)
+        removed = cluster_commands.delete(name, context, namespace)
+        if not removed:
+            raise UserError(f"nothing labelled seco.dev/experiment={name} in the namespace")
+        for item in removed:
+            typer.echo(f"{item} deleted")
+        if experiment_uri:
+            store.remove(experiment_uri)
+            typer.echo(f"removed {experiment_uri}")
+        return
     from secoctl.backends.local import alive_local_pids, read_experiment_facts
 
     experiment_uri, experiment = _stored(storage, name)

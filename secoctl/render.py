@@ -16,6 +16,8 @@ from secoctl.spec import Experiment, Resources
 LABEL_EXPERIMENT = "seco.dev/experiment"
 LABEL_STAGE = "seco.dev/stage"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+ANNOTATION_FINGERPRINT = "seco.dev/fingerprint"  # a stage Job: the plan fingerprint it runs
+ANNOTATION_SPEC = "seco.dev/spec-sha256"  # the driver's pod template: the spec it drives
 SPEC_MOUNT = "/etc/secoctl"
 SPEC_PATH = f"{SPEC_MOUNT}/spec.yaml"
 STORAGE_MOUNT_NAME = "storage"
@@ -24,10 +26,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi")
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
 
-# What the driver may do, and nothing more: create and watch its experiment's Jobs, read pods and
-# their logs for status. The same rules ship in manifests/ for admins who pre-create the account.
+# What the driver may do, and nothing more: create and watch its experiment's Jobs (and delete a
+# stage Job left from an older spec), read pods and their logs for status. The same rules ship in manifests/ for admins who pre-create the account.
 DRIVER_RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
@@ -80,6 +82,12 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 
 def spec_document(experiment: Experiment) -> str:
     return yaml.safe_dump(experiment.to_yaml_dict(), sort_keys=False)
+
+
+def spec_sha256(experiment: Experiment) -> str:
+    import hashlib
+
+    return hashlib.sha256(spec_document(experiment).encode()).hexdigest()
 
 
 def _container_security() -> dict[str, Any]:
@@ -189,9 +197,11 @@ def _pod_template(
     return {"metadata": {"labels": labels(experiment, stage)}, "spec": pod_spec}
 
 
-def _job(experiment: Experiment, namespace: str, stage: str, template: dict[str, Any], *,
-         parts: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    metadata = _metadata(experiment, job_name(experiment, stage), namespace, stage)
+def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: dict[str, Any], *,
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    metadata = _metadata(experiment, job_name(experiment, stage.name), namespace, stage.name)
+    metadata["annotations"] = {ANNOTATION_FINGERPRINT: stage.fingerprint}
+    parts = stage.parts
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": parts,
@@ -218,7 +228,7 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
             image=spec.driver_image or spec.image,
         )
         # One failing shard retries on its own instead of failing its siblings.
-        return _job(experiment, namespace, "collect", template, parts=stage.parts,
+        return _job(experiment, namespace, stage, template,
                     extra={"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0})
     if stage.name == "pretrain":
         rendezvous = f"{job_name(experiment, 'pretrain')}-0.{names(experiment)['rendezvous']}:{plan.RENDEZVOUS_PORT}"
@@ -230,18 +240,18 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
             experiment, "pretrain", argv, spec.pretrain.resources, gpus=spec.pretrain.gpus_per_node,
             image=spec.image, shared_memory=True, subdomain=names(experiment)["rendezvous"],
         )
-        return _job(experiment, namespace, "pretrain", template, parts=stage.parts)
+        return _job(experiment, namespace, stage, template)
     if stage.name == "evaluate":
         template = _pod_template(
             experiment, "evaluate", plan.stage_argv(stage, SPEC_PATH), spec.evaluate_resources,
             gpus=spec.evaluate_resources.gpus, image=spec.image, shared_memory=True,
         )
-        return _job(experiment, namespace, "evaluate", template, parts=stage.parts)
+        return _job(experiment, namespace, stage, template)
     template = _pod_template(
         experiment, "publish", plan.stage_argv(stage, SPEC_PATH), PUBLISH_RESOURCES,
         image=spec.driver_image or spec.image,
     )
-    return _job(experiment, namespace, "publish", template, parts=stage.parts)
+    return _job(experiment, namespace, stage, template)
 
 
 def _without_none(value: Any) -> Any:
@@ -262,6 +272,8 @@ def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, An
         DRIVER_RESOURCES, image=experiment.spec.driver_image or experiment.spec.image,
         service_account=driver,
     )
+    # A changed spec changes the driver's template, which a Job never lets change: apply then says so.
+    driver_template["metadata"]["annotations"] = {ANNOTATION_SPEC: spec_sha256(experiment)}
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1", "kind": "ConfigMap",

@@ -69,3 +69,31 @@ def rows(name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFact
             age=_age(now - stamp) if stamp else "", detail=status.detail,
         ))
     return result
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    experiment: str
+    stage: str
+    state: str
+    pods: str
+    restarts: int
+    progress: str
+    metric: str
+    reason: str
+
+
+def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | None,
+                 facts: dict[str, StageFacts] | None) -> list[ClusterRow]:
+    """One row per stage (and the driver): the Job's word, unless storage already holds the stage complete."""
+    by_stage = {s.stage.name: s for s in statuses or []}
+    result = []
+    for stage, job in job_facts.items():
+        status, fact = by_stage.get(stage), (facts or {}).get(stage, StageFacts())
+        state = "complete" if status is not None and status.state == "complete" else job.state
+        result.append(ClusterRow(
+            experiment=name, stage=stage, state=state, pods=job.pods_text if job.state != "waiting" else "",
+            restarts=job.restarts, progress=progress_text(status, fact) if status else "",
+            metric=metric_text(fact), reason="; ".join(job.reasons),
+        ))
+    return result

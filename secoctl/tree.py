@@ -7,6 +7,7 @@ concurrent update of a shared object.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,3 +91,17 @@ def read_facts(tree: StageTree) -> StageFacts:
                 if value is not None:
                     facts.progress[int(name.split(".")[0])] = value
     return facts
+
+
+def commit_stage(tree: StageTree, fingerprint: str, parts: int) -> list[int]:
+    """The stage-level commit: `index.json` of the parts' summaries, then `_SUCCESS`; returns missing parts.
+
+    The local executor refuses to commit with parts missing; the cluster driver commits when the Job
+    completed (the Job is the authority there) and records which parts left no summary.
+    """
+    done = read_facts(tree).parts_done
+    missing = sorted(set(range(parts)) - done)
+    summaries = [store.read_json(tree.part_done(i)) for i in range(parts) if i in done]
+    store.write_json(tree.index, {"stage": tree.stage, "parts": summaries, "missing_parts": missing})
+    store.write_json(tree.success, {"fingerprint": fingerprint, "completed_at": time.time(), "parts": parts})
+    return missing

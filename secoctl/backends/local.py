@@ -24,7 +24,7 @@ from secoctl.errors import UserError
 from secoctl.process import die_with_parent
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents
-from secoctl.tree import StageTree, read_facts, spec_uri
+from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
 
 ArgvFor = Callable[[plan.Stage, str], list[str]]
 POLL_S = 0.25
@@ -80,6 +80,29 @@ def stored_experiment(experiment_uri: str) -> Experiment | None:
     return load_documents(store.read_text(location), location)[0]
 
 
+def prepare_storage(root: str, experiment: Experiment, check_local_runs: bool = False) -> None:
+    """Store the spec under `root`, refusing a change that would contradict work already done."""
+    previous = stored_experiment(root)
+    if previous is not None:
+        facts = read_experiment_facts(root, previous)
+        touched = [name for name in plan.changed_stages(previous, experiment)
+                   if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)]
+        if touched:
+            first = touched[0]
+            raise UserError(
+                f"spec.{first} changed after stage {first} of experiment {experiment.name} did work; "
+                f"give the changed spec a new metadata.name, or run `secoctl delete {experiment.name} --purge` "
+                "to start over"
+            )
+        running = alive_local_pids(facts) if check_local_runs else set()
+        if running:
+            raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
+                            f"wait for it or `secoctl delete {experiment.name}` to stop it")
+    from secoctl.render import spec_document
+
+    store.write_text(spec_uri(root), spec_document(experiment))
+
+
 class StageFailed(Exception):
     def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str):
         self.stage, self.index, self.exit_code = stage, index, exit_code
@@ -118,26 +141,7 @@ class LocalExecutor:
     def prepare(self, experiment: Experiment) -> Experiment:
         """Store the spec, refusing a change that would contradict work already done."""
         experiment = experiment.with_storage(self.storage)
-        root = self.experiment_uri(experiment)
-        previous = stored_experiment(root)
-        if previous is not None:
-            facts = read_experiment_facts(root, previous)
-            touched = [name for name in plan.changed_stages(previous, experiment)
-                       if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)]
-            if touched:
-                first = touched[0]
-                raise UserError(
-                    f"spec.{first} changed after stage {first} of experiment {experiment.name} did work; "
-                    f"give the changed spec a new metadata.name, or run `secoctl delete {experiment.name} --purge` "
-                    "to start over"
-                )
-            running = alive_local_pids(facts)
-            if running:
-                raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
-                                f"wait for it or `secoctl delete {experiment.name}` to stop it")
-        from secoctl.render import spec_document
-
-        store.write_text(spec_uri(root), spec_document(experiment))
+        prepare_storage(self.experiment_uri(experiment), experiment, check_local_runs=True)
         return experiment
 
     def apply(self, experiment: Experiment) -> None:
@@ -173,15 +177,11 @@ class LocalExecutor:
         self.observer.stage_finished(stage, time.monotonic() - started)
 
     def _commit(self, stage: plan.Stage, tree: StageTree) -> None:
-        facts = read_facts(tree)
-        missing = sorted(set(range(stage.parts)) - facts.parts_done)
+        missing = sorted(set(range(stage.parts)) - read_facts(tree).parts_done)
         if missing:
             raise StageFailed(stage.name, missing[0], 0, "the process exited 0 without committing its part",
                               tree.log(missing[0]))
-        parts = [store.read_json(tree.part_done(i)) for i in range(stage.parts)]
-        store.write_json(tree.index, {"stage": stage.name, "parts": parts})
-        store.write_json(tree.success, {"fingerprint": stage.fingerprint, "completed_at": time.time(),
-                                        "parts": stage.parts})
+        commit_stage(tree, stage.fingerprint, stage.parts)
 
     def _start_part(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, index: int,
                     log_dir: Path) -> RunningPart:

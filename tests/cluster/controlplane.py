@@ -38,10 +38,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def kubeconfig(server: str, token: str, namespace: str = "default") -> dict:
+def kubeconfig(server: str, token: str, certificate_authority: Path, namespace: str = "default") -> dict:
     return {
         "apiVersion": "v1", "kind": "Config", "current-context": "secoctl-test",
-        "clusters": [{"name": "secoctl-test", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "secoctl-test", "cluster": {"server": server,
+                                                          "certificate-authority": str(certificate_authority)}}],
         "users": [{"name": "user", "user": {"token": token}}],
         "contexts": [{"name": "secoctl-test", "context": {"cluster": "secoctl-test", "user": "user",
                                                            "namespace": namespace}}],
@@ -70,6 +71,11 @@ class ControlPlane:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     server: str = ""
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def certificate_authority(self) -> Path:
+        """The apiserver writes its self-signed serving certificate and the CA that signed it here."""
+        return self.workdir / "pki" / "apiserver.crt"
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -134,7 +140,7 @@ class ControlPlane:
             "--allow-privileged=false", "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
         ])
         self._wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
-        self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, self.token)))
+        self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, self.token, self.certificate_authority)))
         common = [f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
         self._spawn("kube-controller-manager", [
             "kube-controller-manager", *common, f"--secure-port={free_port()}",
@@ -173,7 +179,7 @@ class ControlPlane:
     def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
         """A kubeconfig holding a fresh token of `account`: what a pod under that account would get."""
         token = self.kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
-        path.write_text(yaml.safe_dump(kubeconfig(self.server, token, namespace)))
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, token, self.certificate_authority, namespace)))
         return path
 
     def stop(self) -> None:

@@ -1,0 +1,224 @@
+"""The Kubernetes executor: the rendered control objects, server-side applied; the driver does the rest.
+
+`apply` sends the spec's ConfigMap, the driver's ServiceAccount, Role and RoleBinding, the
+rendezvous Service and the driver Job with field manager `secoctl`, so re-applying an unchanged
+spec changes nothing. The driver (`secoctl.driver`, in the cluster) then creates each stage's Job
+in turn from the same rendering. `status`, `logs` and `delete` find everything by the experiment
+label. The kubernetes client is imported here only, so the CLI stays fast without a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from secoctl import plan, render
+from secoctl.errors import UserError
+from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts
+from secoctl.spec import Experiment
+
+FIELD_MANAGER = "secoctl"
+# Kinds apply creates, in dependency order, and delete removes (Jobs first, so no pod outlives its spec).
+PATHS = {
+    "ConfigMap": ("api/v1", "configmaps"), "ServiceAccount": ("api/v1", "serviceaccounts"),
+    "Service": ("api/v1", "services"), "Role": ("apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"), "Job": ("apis/batch/v1", "jobs"),
+}
+DELETE_ORDER = ("Job", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
+
+
+def configured() -> bool:
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    return any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]):
+        self.status, self.body = status, body
+        super().__init__(body.get("message") or f"HTTP {status}")
+
+
+class Cluster:
+    """A namespace of one cluster, spoken to through the kubernetes client's REST layer."""
+
+    def __init__(self, context: str | None = None, namespace: str | None = None):
+        from kubernetes import client, config
+
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            config.load_incluster_config()
+            default_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+        else:
+            try:
+                config.load_kube_config(context=context)
+                _, active = config.list_kube_config_contexts()
+            except Exception as error:  # noqa: BLE001 - the client raises several kinds for a bad kubeconfig
+                raise UserError(f"cannot use the kubeconfig{f' context {context}' if context else ''}: {error}") from None
+            default_namespace = (active.get("context") or {}).get("namespace", "default")
+        self.namespace = namespace or default_namespace
+        self.api = client.ApiClient()
+
+    def request(self, method: str, path: str, body: Any = None, query: list | None = None,
+                content_type: str = "application/json", raw: bool = False) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.api.call_api(
+                path, method, query_params=query or [], body=body, auth_settings=["BearerToken"],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                _preload_content=False, _return_http_data_only=True, _request_timeout=30)
+        except ApiException as error:
+            import json
+
+            try:
+                details = json.loads(error.body or "{}")
+            except ValueError:
+                details = {"message": str(error.body)}
+            raise ApiError(error.status, details) from None
+        except OSError as error:
+            raise UserError(f"cannot reach the cluster at {self.api.configuration.host}: {error}") from None
+        data = response.data.decode()
+        if raw:
+            return data
+        import json
+
+        return json.loads(data) if data else {}
+
+    def path(self, kind: str, name: str | None = None) -> str:
+        prefix, plural = PATHS[kind]
+        return f"/{prefix}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", self.path(obj["kind"], obj["metadata"]["name"]), body=obj,
+                            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                            content_type="application/apply-patch+yaml")
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", self.path(kind, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+        return self.request("GET", self.path(kind), query=query).get("items", [])
+
+    def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]:
+        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+        return self.request("GET", f"/api/v1/namespaces/{self.namespace}/pods", query=query).get("items", [])
+
+    def delete(self, kind: str, name: str) -> bool:
+        try:
+            self.request("DELETE", self.path(kind, name), body={"propagationPolicy": "Background"})
+            return True
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+
+    def log(self, pod: str, follow: bool = False):
+        """The pod's log, streamed line by line when following."""
+        query = [("follow", "true")] if follow else []
+        if not follow:
+            yield from self.request("GET", f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", query=query,
+                                    raw=True).splitlines()
+            return
+        response = self.api.call_api(f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", "GET",
+                                     query_params=query, auth_settings=["BearerToken"], _preload_content=False,
+                                     _return_http_data_only=True)
+        for line in response.stream(decode_content=True):
+            yield from line.decode(errors="replace").splitlines()
+
+
+def immutable_field_error(error: ApiError, obj: dict[str, Any], experiment: Experiment) -> UserError:
+    causes = (error.body.get("details") or {}).get("causes") or []
+    fields = sorted({c.get("field", "") for c in causes if "immutable" in c.get("message", "")}) or ["spec"]
+    return UserError(
+        f"{obj['kind']} {obj['metadata']['name']}: {', '.join(fields)} cannot change while the Job exists "
+        f"(the spec of {experiment.name} changed since it was applied). Either `secoctl delete {experiment.name}` "
+        "and apply again (completed stages keep their results in storage and are not re-run), or give the "
+        "changed spec a new metadata.name")
+
+
+class KubernetesExecutor:
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+
+    def apply(self, experiment: Experiment) -> list[tuple[str, str, str]]:
+        """Server-side apply of the control objects; returns (kind, name, created|configured|unchanged)."""
+        if not experiment.spec.storage or (experiment.spec.storage.startswith("file://")
+                                           and not experiment.spec.storage_claim):
+            raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://, gs://, az://) or a "
+                            "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
+                            "so every pod sees the same tree")
+        results = []
+        for obj in render.control_objects(experiment, self.cluster.namespace):
+            before = self.cluster.get(obj["kind"], obj["metadata"]["name"])
+            try:
+                after = self.cluster.apply(obj)
+            except ApiError as error:
+                if error.status == 422 and "immutable" in str(error.body):
+                    raise immutable_field_error(error, obj, experiment) from None
+                if error.status == 403:
+                    raise UserError(f"the cluster refused {obj['kind']} {obj['metadata']['name']}: "
+                                    f"{error.body.get('message', error)}") from None
+                raise UserError(f"{obj['kind']} {obj['metadata']['name']}: {error.body.get('message', error)}") from None
+            if before is None:
+                outcome = "created"
+            elif before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]:
+                outcome = "unchanged"
+            else:
+                outcome = "configured"
+            results.append((obj["kind"], obj["metadata"]["name"], outcome))
+        return results
+
+    def experiments(self) -> list[Experiment]:
+        """Every experiment applied to this namespace, read back from its spec ConfigMap."""
+        from secoctl.specfile import load_documents
+
+        found = []
+        for config_map in self.cluster.list("ConfigMap", {"app.kubernetes.io/managed-by": "secoctl"}):
+            document = (config_map.get("data") or {}).get("spec.yaml")
+            if document:
+                found.append(load_documents(document, f"configmap/{config_map['metadata']['name']}")[0])
+        return sorted(found, key=lambda e: e.name)
+
+    def stage_facts(self, experiment: Experiment) -> dict[str, JobFacts]:
+        jobs = {j["metadata"]["labels"].get(render.LABEL_STAGE): j
+                for j in self.cluster.list("Job", {render.LABEL_EXPERIMENT: experiment.name})}
+        pods = self.cluster.pods({render.LABEL_EXPERIMENT: experiment.name})
+        facts = {}
+        for stage in ["driver", *(s.name for s in plan.stages(experiment))]:
+            job = jobs.get(stage)
+            owned = [p for p in pods if (p["metadata"].get("labels") or {}).get(render.LABEL_STAGE) == stage
+                     and (job is None or any(o.get("uid") == job["metadata"]["uid"]
+                                             for o in p["metadata"].get("ownerReferences") or []))]
+            facts[stage] = job_facts(job, owned)
+        return facts
+
+    def stage_pods(self, experiment: Experiment, stage: str, index: int | None) -> list[dict[str, Any]]:
+        selector = {render.LABEL_EXPERIMENT: experiment.name, render.LABEL_STAGE: stage}
+        if index is not None:
+            selector[INDEX_LABEL] = str(index)
+        pods = self.cluster.pods(selector)
+        return sorted(pods, key=lambda p: (p["metadata"].get("labels", {}).get(INDEX_LABEL, ""),
+                                           p["metadata"].get("creationTimestamp", "")))
+
+    def delete(self, name: str) -> list[str]:
+        removed = []
+        for kind in DELETE_ORDER:
+            for obj in self.cluster.list(kind, {render.LABEL_EXPERIMENT: name}):
+                if self.cluster.delete(kind, obj["metadata"]["name"]):
+                    removed.append(f"{kind.lower()}/{obj['metadata']['name']}")
+        return removed
+
+    def wait_deleted(self, kind: str, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.cluster.get(kind, name) is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} {name} still exists after {timeout:.0f} s")
+            time.sleep(0.5)

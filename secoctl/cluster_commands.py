@@ -1,0 +1,110 @@
+"""apply, status, logs and delete against a Kubernetes cluster (the CLI's other half, imported lazily)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from secoctl import plan, store
+from secoctl.backends.kubernetes import Cluster, KubernetesExecutor
+from secoctl.backends.local import read_experiment_facts
+from secoctl.errors import UserError
+from secoctl.status import ClusterRow, cluster_rows
+
+STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "pending": "yellow",
+               "suspended": "yellow", "waiting": "dim"}
+FINISHED = ("complete", "failed")
+
+
+def executor(context: str | None, namespace: str | None) -> KubernetesExecutor:
+    return KubernetesExecutor(Cluster(context, namespace))
+
+
+def apply(experiments, context: str | None, namespace: str | None) -> None:
+    target = executor(context, namespace)
+    for experiment in experiments:
+        for kind, name, outcome in target.apply(experiment):
+            typer.echo(f"{kind.lower()}/{name} {outcome}")
+        typer.echo(f"{experiment.name}: applied to namespace {target.cluster.namespace}; its driver runs the "
+                   f"stages. `secoctl status {experiment.name} -w` follows them.")
+
+
+def _rows(target: KubernetesExecutor, name: str | None) -> list[ClusterRow]:
+    experiments = target.experiments()
+    if name is not None:
+        experiments = [e for e in experiments if e.name == name]
+        if not experiments:
+            raise UserError(f"no experiment {name!r} in namespace {target.cluster.namespace}; "
+                            "`secoctl status` lists them")
+    rows = []
+    for experiment in experiments:
+        jobs = target.stage_facts(experiment)
+        statuses = facts = None
+        try:
+            root = store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name)
+            facts = read_experiment_facts(root, experiment)
+            statuses = plan.assess(experiment, facts, single_machine=True)
+        except Exception:  # noqa: BLE001 - storage this machine cannot read only hides progress columns
+            pass
+        rows.extend(cluster_rows(experiment.name, jobs, statuses, facts))
+    return rows
+
+
+def _table(rows: list[ClusterRow], namespace: str) -> Table:
+    table = Table("EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "METRIC", "REASON", box=None,
+                  title=f"namespace {namespace}" if rows else f"no experiments in namespace {namespace}")
+    for row in rows:
+        style = STATE_STYLE.get(row.state, "")
+        table.add_row(row.experiment, row.stage, f"[{style}]{row.state}[/{style}]" if style else row.state,
+                      row.pods, str(row.restarts), row.progress, row.metric, row.reason)
+    return table
+
+
+def status(name: str | None, context: str | None, namespace: str | None, watch: bool, output: str) -> None:
+    target = executor(context, namespace)
+    rows = _rows(target, name)
+    if output == "json":
+        typer.echo(json.dumps([row.__dict__ for row in rows], indent=1))
+        return
+    if not watch:
+        Console(width=200).print(_table(rows, target.cluster.namespace))
+        return
+    with Live(_table(rows, target.cluster.namespace), refresh_per_second=1) as live:
+        while not all(r.state in FINISHED for r in rows if r.stage == "driver"):
+            time.sleep(2)
+            rows = _rows(target, name)
+            live.update(_table(rows, target.cluster.namespace))
+
+
+def logs(name: str, stage: str | None, index: int | None, follow: bool, context: str | None,
+         namespace: str | None) -> None:
+    target = executor(context, namespace)
+    experiment = next((e for e in target.experiments() if e.name == name), None)
+    if experiment is None:
+        raise UserError(f"no experiment {name!r} in namespace {target.cluster.namespace}")
+    names = ["driver", *(s.name for s in plan.stages(experiment))]
+    if stage is not None and stage not in names:
+        raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(names)}")
+    chosen = stage or next((s for s in reversed(names) if target.stage_pods(experiment, s, None)), "driver")
+    pods = target.stage_pods(experiment, chosen, index)
+    if not pods:
+        raise UserError(f"{name} has no pods for stage {chosen}{'' if index is None else f' index {index}'} yet")
+    if follow:
+        pods = pods[-1:]
+    for pod in pods:
+        pod_name = pod["metadata"]["name"]
+        prefix = f"[{pod_name}] " if len(pods) > 1 else ""
+        try:
+            for line in target.cluster.log(pod_name, follow=follow):
+                typer.echo(prefix + line)
+        except Exception as error:  # noqa: BLE001 - the apiserver's word on why a log is unavailable
+            raise UserError(f"cannot read the log of pod {pod_name}: {getattr(error, 'body', {}).get('message', error)}") from None
+
+
+def delete(name: str, context: str | None, namespace: str | None) -> list[str]:
+    return executor(context, namespace).delete(name)

@@ -1,0 +1,94 @@
+"""A real control plane for the session, `manifests/` applied with kubectl, storage on a claimed volume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster import controlplane
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "seco"  # manifests/namespace.yaml
+CLAIM = "secoctl-storage"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    started = time.monotonic()
+    plane = controlplane.started(tmp_path_factory.mktemp("cluster"))
+    print(f"control plane up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    applied = plane.kubectl("apply", "-k", str(ROOT / "manifests"))
+    assert "namespace/seco" in applied.stdout, applied.stdout
+    storage = tmp_path_factory.mktemp("storage")
+    plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "secoctl-test-storage"},
+         "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                  "hostPath": {"path": str(storage)},
+                  "claimRef": {"namespace": NAMESPACE, "name": CLAIM}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": NAMESPACE},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": "secoctl-test-storage",
+                  "resources": {"requests": {"storage": "10Gi"}}}},
+    ]}))
+    plane.storage = storage
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture
+def kube_env(cluster, tmp_path) -> dict[str, str]:
+    """The environment of a person whose kubeconfig points at the test cluster."""
+    env = dict(os.environ, KUBECONFIG=str(cluster.admin_kubeconfig), PYTHONPATH=str(ROOT), HOME=str(tmp_path))
+    env.pop("SECOCTL_STORAGE", None)
+    return env
+
+
+def secoctl(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "secoctl", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def spec_file(path: Path, name: str, storage: Path, **changes) -> Path:
+    """A small experiment whose storage is the claimed volume; `changes` are merged into spec."""
+    spec = {
+        "storage": storage.as_uri(), "storageClaim": CLAIM, "image": "registry.example/secoctl:test",
+        "collect": {"source": "stac", "stacUrl": "http://stac.example", "locations": 8, "workers": 2},
+        "pretrain": {"backbone": "resnet18", "nodes": 2, "gpusPerNode": 1, "batchSize": 16, "maxSteps": 10},
+        "evaluate": [{"task": "eurosat", "protocol": "linear", "baselines": ["random"]}],
+        "publish": {"name": f"{name}-weights", "version": "1"},
+    }
+    metadata = {"name": name, **changes.pop("metadata", {})}
+    for key, value in changes.items():
+        spec[key] = {**spec[key], **value} if isinstance(spec.get(key), dict) else value
+    path.write_text(yaml.safe_dump({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
+                                    "metadata": metadata, "spec": spec}))
+    return path
+
+
+def start_driver(cluster, spec: Path, experiment: str, tmp_path: Path) -> subprocess.Popen:
+    """The driver as the rendered driver pod runs it, with a token of the driver's own ServiceAccount."""
+    config = cluster.service_account_kubeconfig(NAMESPACE, f"{experiment}-driver", tmp_path / "driver.kubeconfig")
+    env = dict(os.environ, KUBECONFIG=str(config), PYTHONPATH=str(ROOT), HOME=str(tmp_path))
+    return subprocess.Popen([sys.executable, "-m", "secoctl.driver", "--spec", str(spec), "--namespace", NAMESPACE,
+                             "--poll", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=ROOT)
+
+
+def wait_for(what: str, predicate, timeout: float = 60, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def kube_json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)

@@ -1,0 +1,164 @@
+"""The Kubernetes executor against a real apiserver, controller-manager, scheduler and kwok nodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from secoctl import render, store
+from tests.cluster.conftest import NAMESPACE, kube_json, secoctl, spec_file, start_driver, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+STAGES = ("collect", "pretrain", "evaluate", "publish")
+
+
+def objects_of(cluster, experiment: str) -> list[str]:
+    listing = cluster.kubectl("get", "configmap,serviceaccount,role,rolebinding,service,job", "-n", NAMESPACE,
+                              "-l", f"{render.LABEL_EXPERIMENT}={experiment}", "-o", "name").stdout
+    return sorted(listing.split())
+
+
+def versions_of(cluster, experiment: str) -> dict[str, str]:
+    """resourceVersion of each object; a Job's generation (its status moves on with its pods)."""
+    found = {}
+    for name in objects_of(cluster, experiment):
+        metadata = kube_json(cluster, "get", name, "-n", NAMESPACE)["metadata"]
+        found[name] = metadata["generation"] if name.startswith("job") else metadata["resourceVersion"]
+    return found
+
+
+def test_manifests_enforce_restricted_pods_and_the_rendered_driver_rules(cluster):
+    namespace = kube_json(cluster, "get", "namespace", NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    role = kube_json(cluster, "get", "role", "secoctl-driver", "-n", NAMESPACE)
+    assert role["rules"] == render.DRIVER_RULES
+    # The apiserver itself refuses a pod that breaks the restricted profile.
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-pod", "namespace": NAMESPACE},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    refused = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod), check=False)
+    assert refused.returncode != 0 and 'violates PodSecurity "restricted' in refused.stderr
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_every_example_applies_reapplies_unchanged_shows_status_and_deletes(example, kube_env, cluster):
+    name = yaml.safe_load(example.read_text())["metadata"]["name"]
+    extra = ["--storage", "s3://secoctl-test/experiments"] if "quickstart" in example.name else []
+    first = secoctl(kube_env, "apply", str(example), "-n", NAMESPACE, *extra)
+    assert first.returncode == 0, first.stderr
+    assert f"job/{name}-driver created" in first.stdout and f"configmap/{name}-spec created" in first.stdout
+    versions = versions_of(cluster, name)
+    again = secoctl(kube_env, "apply", str(example), "-n", NAMESPACE, *extra)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(" unchanged") == 6 and " configured" not in again.stdout, again.stdout
+    assert versions == versions_of(cluster, name)
+    status = secoctl(kube_env, "status", name, "-n", NAMESPACE, "-o", "json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["stage"]: row for row in json.loads(status.stdout)}
+    assert set(rows) >= {"driver", "collect"} and rows["collect"]["state"] == "waiting"
+    deleted = secoctl(kube_env, "delete", name, "-n", NAMESPACE)
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"job/{name}-driver deleted" in deleted.stdout
+    wait_for("every labelled object to go", lambda: not objects_of(cluster, name))
+
+
+def test_apply_without_shared_storage_is_refused_before_anything_is_sent(kube_env, cluster):
+    result = secoctl(kube_env, "apply", "examples/quickstart.yaml", "-n", NAMESPACE)
+    assert result.returncode == 2 and "spec.storage must be an object store" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not objects_of(cluster, "quickstart")
+
+
+def test_a_changed_spec_of_a_live_driver_names_the_immutable_field_and_the_way_out(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "immutable", cluster.storage)
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    spec_file(spec, "immutable", cluster.storage, pretrain={"maxSteps": 20})
+    result = secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "spec.template" in result.stderr and "secoctl delete immutable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert secoctl(kube_env, "delete", "immutable", "-n", NAMESPACE).returncode == 0
+    wait_for("the old driver Job to go", lambda: not objects_of(cluster, "immutable"))
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    secoctl(kube_env, "delete", "immutable", "-n", NAMESPACE)
+
+
+def test_the_driver_account_can_do_what_its_role_says_and_nothing_else(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "least-privilege", cluster.storage)
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    config = cluster.service_account_kubeconfig(NAMESPACE, "least-privilege-driver", tmp_path / "sa.kubeconfig")
+    def can(*what: str, namespace: str = NAMESPACE) -> str:
+        return cluster.kubectl("auth", "can-i", *what, "-n", namespace, check=False, kubeconfig_path=config).stdout.strip()
+
+    assert can("create", "jobs.batch") == "yes" and can("delete", "jobs.batch") == "yes"
+    assert can("get", "pods") == "yes" and can("get", "pods/log") == "yes"
+    assert can("get", "secrets") == "no" and can("create", "pods") == "no" and can("create", "configmaps") == "no"
+    assert can("create", "jobs.batch", namespace="default") == "no"
+    secoctl(kube_env, "delete", "least-privilege", "-n", NAMESPACE)
+
+
+def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "advancing", cluster.storage)
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    driver = start_driver(cluster, spec, "advancing", tmp_path)
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 0, output
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    started = [e["stage"] for e in events if e["event"] == "stage_started"]
+    assert started == list(STAGES)
+    root = store.experiment_uri(cluster.storage.as_uri(), "advancing")
+    for stage in STAGES:
+        assert store.exists(store.join(root, stage, "_SUCCESS")), stage
+    jobs = {j["metadata"]["name"]: j["metadata"]["uid"]
+            for j in kube_json(cluster, "get", "jobs", "-n", NAMESPACE, "-l", "seco.dev/experiment=advancing")["items"]}
+    pretrain = kube_json(cluster, "get", "job", "advancing-pretrain", "-n", NAMESPACE)
+    assert pretrain["spec"]["completions"] == 2 and pretrain["status"]["succeeded"] == 2
+    status = json.loads(secoctl(kube_env, "status", "advancing", "-n", NAMESPACE, "-o", "json").stdout)
+    assert {row["stage"]: row["state"] for row in status if row["stage"] != "driver"} == dict.fromkeys(STAGES, "complete")
+    # A second driver (a restarted pod) finds every stage complete and creates nothing.
+    again = start_driver(cluster, spec, "advancing", tmp_path)
+    output, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, output
+    assert output.count('"stage_skipped"') == 4 and "stage_started" not in output
+    assert jobs == {j["metadata"]["name"]: j["metadata"]["uid"] for j in
+                    kube_json(cluster, "get", "jobs", "-n", NAMESPACE, "-l", "seco.dev/experiment=advancing")["items"]}
+    secoctl(kube_env, "delete", "advancing", "-n", NAMESPACE, "--purge")
+    assert not store.exists(root)
+
+
+def test_a_failing_part_fails_the_stage_with_its_exit_code(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "failing", cluster.storage,
+                     metadata={"labels": {"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}})
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    driver = start_driver(cluster, spec, "failing", tmp_path)
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 1, output
+    failed = store.read_json(store.join(store.experiment_uri(cluster.storage.as_uri(), "failing"), "collect", "_FAILED"))
+    assert "exited with code 1" in failed["reason"] and "FailedIndexes" in failed["reason"]
+    rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "failing", "-n", NAMESPACE, "-o", "json").stdout)}
+    assert rows["collect"]["state"] == "failed" and "exited with code 1" in rows["collect"]["reason"]
+    assert rows["pretrain"]["state"] == "waiting"
+    secoctl(kube_env, "delete", "failing", "-n", NAMESPACE, "--purge")
+
+
+def test_an_unschedulable_gpu_request_is_shown_as_such(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "too-many-gpus", cluster.storage,
+                     pretrain={"nodes": 1, "gpusPerNode": 16, "batchSize": 32})
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    driver = start_driver(cluster, spec, "too-many-gpus", tmp_path)
+    try:
+        def pretrain_row():
+            rows = json.loads(secoctl(kube_env, "status", "too-many-gpus", "-n", NAMESPACE, "-o", "json").stdout)
+            row = next(r for r in rows if r["stage"] == "pretrain")
+            return row if "Unschedulable" in row["reason"] else None
+        row = wait_for("pretrain to be reported unschedulable", pretrain_row, timeout=90)
+        assert row["state"] == "pending" and "Insufficient nvidia.com/gpu" in row["reason"]
+        table = secoctl(kube_env, "status", "too-many-gpus", "-n", NAMESPACE)
+        assert "Unschedulable" in table.stdout
+    finally:
+        driver.kill()
+        driver.wait()
+    secoctl(kube_env, "delete", "too-many-gpus", "-n", NAMESPACE, "--purge")

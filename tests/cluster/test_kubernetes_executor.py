@@ -162,3 +162,56 @@ def test_an_unschedulable_gpu_request_is_shown_as_such(kube_env, cluster, tmp_pa
         driver.kill()
         driver.wait()
     secoctl(kube_env, "delete", "too-many-gpus", "-n", NAMESPACE, "--purge")
+
+
+def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
+    selector = f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}"
+    return kube_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
+
+
+def release(cluster, experiment: str, stage: str) -> None:
+    cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
+                    f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
+                    "secoctl.test/hold=false", "--overwrite")
+
+
+@pytest.mark.slow
+def test_a_node_deleted_under_a_pretrain_pod_is_a_disruption_not_a_failure(kube_env, cluster, tmp_path):
+    from tests.cluster.controlplane import GPU_NODES, node
+
+    spec = spec_file(tmp_path / "e.yaml", "disrupted", cluster.storage,
+                     metadata={"labels": {"secoctl.test/hold": "true"}})
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    driver = start_driver(cluster, spec, "disrupted", tmp_path)
+    try:
+        wait_for("collect pods", lambda: len(pods_of(cluster, "disrupted", "collect")) == 2)
+        release(cluster, "disrupted", "collect")
+        running = wait_for("two running pretrain pods", lambda: [
+            p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"
+        ] if len([p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"]) == 2
+            else None)
+        victim = next(p for p in running if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
+        node_name = victim["spec"]["nodeName"]
+        cluster.kubectl("delete", "node", node_name)
+        # The pod GC controller fails the orphaned pod with a DisruptionTarget condition; the Job replaces it.
+        replaced = wait_for("a replacement for pretrain pod 0", lambda: [
+            p for p in pods_of(cluster, "disrupted", "pretrain")
+            if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0"
+            and p["metadata"]["uid"] != victim["metadata"]["uid"]], timeout=120)
+        job = kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)
+        assert job["status"].get("failed", 0) == 0 and not any(
+            c["type"] == "Failed" for c in job["status"].get("conditions", []))
+        assert replaced[0]["spec"].get("nodeName") != node_name or replaced[0]["status"].get("phase") == "Pending"
+        release(cluster, "disrupted", "pretrain")
+        wait_for("pretrain to complete", lambda: any(
+            c["type"] == "Complete" for c in kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)
+            ["status"].get("conditions", [])), timeout=60)
+        assert kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)["status"].get("failed", 0) == 0
+    finally:
+        driver.kill()
+        driver.wait()
+        if cluster.kubectl("get", "node", "gpu-node-0", check=False).returncode != 0:
+            cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node("gpu-node-0", GPU_NODES["gpu-node-0"])))
+        if cluster.kubectl("get", "node", "gpu-node-1", check=False).returncode != 0:
+            cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node("gpu-node-1", GPU_NODES["gpu-node-1"])))
+        secoctl(kube_env, "delete", "disrupted", "-n", NAMESPACE, "--purge")

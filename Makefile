@@ -34,3 +34,5 @@ test: $(VENV)/.installed
 lock: $(UV)
 	$(UV) pip compile pyproject.toml --extra data --extra local --extra test --python-version 3.11 \
 		--output-file requirements.lock --quiet
+	$(UV) pip compile pyproject.toml --extra data --python-version 3.11 \
+		--output-file images/secoctl/requirements.lock --quiet

@@ -78,6 +78,10 @@ class ControlPlane:
         return self.workdir / "pki" / "apiserver.crt"
 
     @property
+    def pod_log(self) -> Path:
+        return self.workdir / "pod.log"
+
+    @property
     def admin_kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
 
@@ -138,6 +142,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--allow-privileged=false", "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
+            "--kubelet-preferred-address-types=InternalIP",  # kwok's nodes: logs are served on 127.0.0.1
         ])
         self._wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
         self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, self.token, self.certificate_authority)))
@@ -151,10 +156,20 @@ class ControlPlane:
         config = self.workdir / "kwok.yaml"
         documents = [yaml.safe_load(p.read_text()) for p in sorted((self.bin / "stages").glob("*.yaml"))]
         documents += list(yaml.safe_load_all((HERE / "stages.yaml").read_text()))
+        # Every simulated container "logs" this file; kwok serves it through the kubelet API, so
+        # `secoctl logs` goes the real way: apiserver -> node -> container log.
+        self.pod_log.write_text("")
+        documents.append({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs",
+                          "metadata": {"name": "every-pod"},
+                          "spec": {"selector": {}, "logs": [{"containers": [], "logsFile": str(self.pod_log),
+                                                             "follow": True}]}})
         config.write_text(yaml.safe_dump_all(documents))
+        kubelet_port = free_port()
         self._spawn("kwok", ["kwok", f"--kubeconfig={self.admin_kubeconfig}", f"--config={config}",
                              "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-                             f"--server-address=127.0.0.1:{free_port()}", "--node-ip=127.0.0.1"])
+                             f"--server-address=127.0.0.1:{kubelet_port}", f"--node-port={kubelet_port}",
+                             "--node-ip=127.0.0.1", f"--tls-cert-file={pki / 'apiserver.crt'}",
+                             f"--tls-private-key-file={pki / 'apiserver.key'}"])
         for name, gpus in [*GPU_NODES.items(), *((n, 0) for n in CPU_NODES)]:
             self.kubectl("apply", "-f", "-", stdin=json.dumps(node(name, gpus)))
         self._wait("nodes", self._nodes_ready, timeout=60)

@@ -215,3 +215,24 @@ def test_a_node_deleted_under_a_pretrain_pod_is_a_disruption_not_a_failure(kube_
         if cluster.kubectl("get", "node", "gpu-node-1", check=False).returncode != 0:
             cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node("gpu-node-1", GPU_NODES["gpu-node-1"])))
         secoctl(kube_env, "delete", "disrupted", "-n", NAMESPACE, "--purge")
+
+
+def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_path):
+    # The CRI log format a kubelet keeps (and kwok serves): time, stream, tag, line.
+    cluster.pod_log.write_text('2026-11-24T10:00:00.000000000Z stdout F {"event": "progress", "done": 3}\n'
+                               '2026-11-24T10:00:01.000000000Z stdout F shard 0 committed\n')
+    spec = spec_file(tmp_path / "e.yaml", "logged", cluster.storage, metadata={"labels": {"secoctl.test/hold": "true"}})
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    driver = start_driver(cluster, spec, "logged", tmp_path)
+    try:
+        wait_for("collect pods to run", lambda: [p for p in pods_of(cluster, "logged", "collect")
+                                                 if p["status"].get("phase") == "Running"])
+        result = secoctl(kube_env, "logs", "logged", "--stage", "collect", "--index", "1", "-n", NAMESPACE)
+        assert result.returncode == 0, result.stderr
+        assert "shard 0 committed" in result.stdout
+        wrong = secoctl(kube_env, "logs", "logged", "--stage", "train", "-n", NAMESPACE)
+        assert wrong.returncode == 2 and "choose one of driver, collect, pretrain" in wrong.stderr
+    finally:
+        driver.kill()
+        driver.wait()
+        secoctl(kube_env, "delete", "logged", "-n", NAMESPACE, "--purge")

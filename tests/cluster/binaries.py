@@ -22,8 +22,10 @@ ETCD = "v3.6.8"
 KWOK = "v0.8.0"
 GOBUILD = Path(__file__).parent / "gobuild"
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-# kwok's own stage definitions for node and pod life cycles, copied beside the binary.
-KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat/node-heartbeat.yaml", "pod/fast/pod-ready.yaml",
+# kwok's own stage definitions for node and pod life cycles, copied beside the binary. Nodes heartbeat
+# through Leases; the plain node-heartbeat stage rewrites node status without its addresses, which
+# breaks the apiserver's way to a node's logs.
+KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml", "pod/fast/pod-ready.yaml",
                "pod/fast/pod-delete.yaml", "pod/chaos/pod-container-running-failed.yaml")
 ALL = (*KUBERNETES_COMMANDS, "etcd", "kwok")
 
@@ -64,17 +66,27 @@ def build(target: Path) -> None:
         GOBUILD / "kubernetes", env)
     _go(["build", *flags, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"], GOBUILD / "etcd", env)
     _go(["install", *flags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"], GOBUILD, env)
-    stages = _gomodcache(env) / f"sigs.k8s.io/kwok@{KWOK}" / "kustomize" / "stage"
-    (staging / "stages").mkdir()
-    for relative in KWOK_STAGES:
-        shutil.copy(stages / relative, staging / "stages" / Path(relative).name)
+    copy_stages(staging, env)
     staging.rename(target)
+
+
+def copy_stages(target: Path, env: dict[str, str]) -> None:
+    """kwok's stage YAMLs, from its module in the Go module cache, as `target/stages/*.yaml`."""
+    _go(["mod", "download", f"sigs.k8s.io/kwok@{KWOK}"], GOBUILD, env)
+    stages = _gomodcache(env) / f"sigs.k8s.io/kwok@{KWOK}" / "kustomize" / "stage"
+    if (target / "stages").exists():
+        shutil.rmtree(target / "stages")
+    (target / "stages").mkdir()
+    for relative in KWOK_STAGES:
+        shutil.copy(stages / relative, target / "stages" / Path(relative).name)
 
 
 def ensure() -> Path:
     """The directory holding every binary, built first if the cache lacks it."""
     target = cache_dir()
     if all((target / name).is_file() for name in ALL):
+        if {p.name for p in (target / "stages").glob("*.yaml")} != {Path(s).name for s in KWOK_STAGES}:
+            copy_stages(target, {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"})
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():

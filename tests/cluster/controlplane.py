@@ -168,7 +168,7 @@ class ControlPlane:
         self._spawn("kwok", ["kwok", f"--kubeconfig={self.admin_kubeconfig}", f"--config={config}",
                              "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
                              f"--server-address=127.0.0.1:{kubelet_port}", f"--node-port={kubelet_port}",
-                             "--node-ip=127.0.0.1", f"--tls-cert-file={pki / 'apiserver.crt'}",
+                             "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40", f"--tls-cert-file={pki / 'apiserver.crt'}",
                              f"--tls-private-key-file={pki / 'apiserver.key'}"])
         for name, gpus in [*GPU_NODES.items(), *((n, 0) for n in CPU_NODES)]:
             self.kubectl("apply", "-f", "-", stdin=json.dumps(node(name, gpus)))

@@ -123,12 +123,12 @@ def test_status_logs_and_delete_tell_the_story(storage):
     assert not (storage / "experiments" / "contract").exists()
 
 
-def test_apply_without_a_cluster_runs_locally_and_with_one_asks_for_local(storage, tmp_path, monkeypatch):
+def test_a_configured_cluster_takes_apply_and_local_keeps_it_on_this_machine(storage, tmp_path, monkeypatch):
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")  # present, so apply goes to the cluster
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     spec_file = tmp_path / "contract.yaml"
     spec_file.write_text(SPEC)
     result = run_cli("apply", str(spec_file), storage=storage)
-    assert result.returncode == 2 and "--local" in result.stderr
-    assert list(storage.iterdir()) == []
+    assert result.returncode == 2 and "cannot use the kubeconfig" in result.stderr
+    assert "Traceback" not in result.stderr and list(storage.iterdir()) == []

@@ -9,6 +9,7 @@ label. The kubernetes client is imported here only, so the CLI stays fast withou
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -70,8 +71,6 @@ class Cluster:
                 header_params={"Content-Type": content_type, "Accept": "application/json"},
                 _preload_content=False, _return_http_data_only=True, _request_timeout=30)
         except ApiException as error:
-            import json
-
             try:
                 details = json.loads(error.body or "{}")
             except ValueError:
@@ -82,8 +81,6 @@ class Cluster:
         data = response.data.decode()
         if raw:
             return data
-        import json
-
         return json.loads(data) if data else {}
 
     def path(self, kind: str, name: str | None = None) -> str:
@@ -104,12 +101,14 @@ class Cluster:
             raise
 
     def list(self, kind: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
-        return self.request("GET", self.path(kind), query=query).get("items", [])
+        return self._items(self.path(kind), selector)
 
     def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]:
+        return self._items(f"/api/v1/namespaces/{self.namespace}/pods", selector)
+
+    def _items(self, path: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
-        return self.request("GET", f"/api/v1/namespaces/{self.namespace}/pods", query=query).get("items", [])
+        return self.request("GET", path, query=query).get("items", [])
 
     def delete(self, kind: str, name: str) -> bool:
         try:

@@ -24,14 +24,15 @@ MULTI_LABEL = {"eurosat": False, "bigearthnet": True}
 
 
 @torch.no_grad()
-def features(backbone: nn.Module, task: str, dataset, transform: ReflectanceInput,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    backbone.eval().to(device)
-    pooled, targets = [], []
+def predict(model: nn.Module, task: str, dataset, transform: ReflectanceInput,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs (pooled features of a backbone, logits of a classifier) and the targets."""
+    model.eval().to(device)
+    outputs, targets = [], []
     for batch in datasets.batches(task, dataset, BATCH):
-        pooled.append(backbone(transform(batch["image"].to(device))).float().cpu())
+        outputs.append(model(transform(batch["image"].to(device))).float().cpu())
         targets.append(batch["target"])
-    return torch.cat(pooled), torch.cat(targets)
+    return torch.cat(outputs), torch.cat(targets)
 
 
 def loss_fn(multi_label: bool):
@@ -94,7 +95,7 @@ def outputs_of(task: str, targets: torch.Tensor) -> int:
 
 def linear(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,
            epochs: int, label_fraction: float) -> dict[str, float]:
-    extracted = {name: features(backbone, task, dataset, transform, device) for name, dataset in splits.items()}
+    extracted = {name: predict(backbone, task, dataset, transform, device) for name, dataset in splits.items()}
     x, y = extracted["train"]
     keep = label_subset(len(x), label_fraction)
     multi = MULTI_LABEL[task]
@@ -102,17 +103,6 @@ def linear(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceI
     result = score(probe.logits(extracted["test"][0]), extracted["test"][1], multi)
     result.update({f"val_{k}": v for k, v in score(probe.logits(extracted["val"][0]), extracted["val"][1], multi).items()})
     return {**result, "train_samples": len(keep), "test_samples": len(extracted["test"][1])}
-
-
-@torch.no_grad()
-def predict(model: nn.Module, task: str, dataset, transform: ReflectanceInput,
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    logits, targets = [], []
-    for batch in datasets.batches(task, dataset, BATCH):
-        logits.append(model(transform(batch["image"].to(device))).float().cpu())
-        targets.append(batch["target"])
-    return torch.cat(logits), torch.cat(targets)
 
 
 def finetune(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,

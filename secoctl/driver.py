@@ -20,7 +20,7 @@ from secoctl import plan, render, store
 from secoctl.backends.kubernetes import ApiError, Cluster, KubernetesExecutor
 from secoctl.backends.local import prepare_storage
 from secoctl.errors import UserError
-from secoctl.jobstate import condition, job_facts
+from secoctl.jobstate import condition, job_facts, owned_by
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents
 from secoctl.tree import StageTree, commit_stage, read_facts
@@ -76,8 +76,7 @@ class Driver:
             job = self.cluster.get("Job", job["metadata"]["name"])
             if job is None:
                 raise RuntimeError(f"the Job of stage {stage.name} was deleted while the driver watched it")
-            pods = self.cluster.pods({render.LABEL_EXPERIMENT: self.experiment.name, render.LABEL_STAGE: stage.name})
-            facts = job_facts(job, pods)
+            facts = job_facts(job, owned_by(job, self.executor.stage_pods(self.experiment, stage.name, None)))
             summary = (facts.state, facts.active, facts.ready, facts.succeeded, facts.failed, facts.reasons)
             if summary != last:
                 event("stage_progress", stage=stage.name, state=facts.state, pods=facts.pods_text,

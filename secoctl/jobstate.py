@@ -59,6 +59,14 @@ def pod_reasons(pod: dict[str, Any]) -> list[str]:
     return found
 
 
+def owned_by(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods this Job made: a stage Job deleted and made anew may leave its old pods behind."""
+    if job is None:
+        return pods
+    uid = job["metadata"]["uid"]
+    return [p for p in pods if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+
+
 def job_facts(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobFacts:
     if job is None:
         return JobFacts("waiting")

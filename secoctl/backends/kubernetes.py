@@ -17,7 +17,7 @@ from typing import Any
 
 from secoctl import plan, render
 from secoctl.errors import UserError
-from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts
+from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by
 from secoctl.spec import Experiment
 
 FIELD_MANAGER = "secoctl"
@@ -193,10 +193,8 @@ class KubernetesExecutor:
         facts = {}
         for stage in ["driver", *(s.name for s in plan.stages(experiment))]:
             job = jobs.get(stage)
-            owned = [p for p in pods if (p["metadata"].get("labels") or {}).get(render.LABEL_STAGE) == stage
-                     and (job is None or any(o.get("uid") == job["metadata"]["uid"]
-                                             for o in p["metadata"].get("ownerReferences") or []))]
-            facts[stage] = job_facts(job, owned)
+            of_stage = [p for p in pods if (p["metadata"].get("labels") or {}).get(render.LABEL_STAGE) == stage]
+            facts[stage] = job_facts(job, owned_by(job, of_stage))
         return facts
 
     def stage_pods(self, experiment: Experiment, stage: str, index: int | None) -> list[dict[str, Any]]:

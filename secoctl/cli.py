@@ -284,19 +284,7 @@ def delete(
     if _on_cluster(local):
         from secoctl import cluster_commands
 
-        experiment_uri = None
-        if purge:
-            found = {e.name: e for e in cluster_commands.executor(context, namespace).experiments()}
-            if name in found:
-                experiment_uri = store.experiment_uri(storage or found[name].spec.storage or store.default_storage(), name)
-        removed = cluster_commands.delete(name, context, namespace)
-        if not removed:
-            raise UserError(f"nothing labelled seco.dev/experiment={name} in the namespace")
-        for item in removed:
-            typer.echo(f"{item} deleted")
-        if experiment_uri:
-            store.remove(experiment_uri)
-            typer.echo(f"removed {experiment_uri}")
+        cluster_commands.delete(name, purge, storage, context, namespace)
         return
     from secoctl.backends.local import alive_local_pids, read_experiment_facts
 

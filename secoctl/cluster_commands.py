@@ -106,5 +106,19 @@ def logs(name: str, stage: str | None, index: int | None, follow: bool, context:
             raise UserError(f"cannot read the log of pod {pod_name}: {getattr(error, 'body', {}).get('message', error)}") from None
 
 
-def delete(name: str, context: str | None, namespace: str | None) -> list[str]:
-    return executor(context, namespace).delete(name)
+def delete(name: str, purge: bool, storage: str | None, context: str | None, namespace: str | None) -> None:
+    """Every object labelled with the experiment; with purge, its storage tree (read from its spec) too."""
+    target = executor(context, namespace)
+    experiment_uri = None
+    if purge:
+        found = {e.name: e for e in target.experiments()}
+        if name in found:
+            experiment_uri = store.experiment_uri(storage or found[name].spec.storage or store.default_storage(), name)
+    removed = target.delete(name)
+    if not removed:
+        raise UserError(f"nothing labelled seco.dev/experiment={name} in the namespace")
+    for item in removed:
+        typer.echo(f"{item} deleted")
+    if experiment_uri:
+        store.remove(experiment_uri)
+        typer.echo(f"removed {experiment_uri}")

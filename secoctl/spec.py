@@ -157,6 +157,8 @@ class Pretrain(Model):
     backbone: Literal["resnet18", "resnet50"] = "resnet50"
     epochs: int = Field(200, ge=1, le=10_000)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (smoke runs).")
+    seed: int = Field(0, description="Seeds weight init, view choice, data order and augmentation: on the "
+                      "same hardware and process layout a run repeats itself.")
     batch_size: int = Field(256, ge=2, description="Global batch across every GPU.")
     lr: float = Field(0.03, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -54,6 +54,7 @@ def work(part: Part) -> dict[str, Any]:
     milestones = [m * steps_per_epoch for m in spec.lr_milestones]
     checkpoint_dir = part.tree.path("checkpoints")
 
+    torch.manual_seed(spec.seed)  # the same initial weights on every rank
     model = SeCo(spec.backbone, subspaces_for(spec.method), spec.embedding_dim, spec.queue_size,
                  spec.encoder_momentum, spec.temperature).to(device, memory_format=torch.channels_last)
     trainable = [*model.encoder_q.parameters(), *model.heads_q.parameters()]
@@ -68,11 +69,13 @@ def work(part: Part) -> dict[str, Any]:
         step, metrics_history = resumed["step"], json.loads(resumed["metrics"])
         torch.set_rng_state(resumed["rng_cpu"][rank % len(resumed["rng_cpu"])])
         print(json.dumps({"event": "resumed", "step": step}), flush=True)
+    else:
+        torch.manual_seed(spec.seed * 1_000_003 + rank)  # each rank its own augmentation draws
     trained = DistributedDataParallel(model, broadcast_buffers=False) if world_size > 1 else model
     if spec.compile:
         model.encoder_q.compile()
 
-    stream = SeasonalStream(shards, spec.method, part.experiment.spec.collect.seed, rank, world_size,
+    stream = SeasonalStream(shards, spec.method, spec.seed, rank, world_size,
                             first_epoch=step // steps_per_epoch)
     loader = DataLoader(stream, batch_size=spec.batch_size // world_size, num_workers=spec.loader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=spec.loader_workers > 0,

@@ -82,3 +82,23 @@ def cloud_mask(shape: tuple[int, int], cover_percent: float, rng: np.random.Gene
 def to_digital_numbers(reflectance_values: np.ndarray, offset: int) -> np.ndarray:
     """Sentinel-2 L2A DN: reflectance × 10000, plus 1000 from processing baseline 04.00 on; 0 is nodata."""
     return np.clip(np.rint(reflectance_values * 10_000) + offset, 1, 65_535).astype(np.uint16)
+
+
+def location_series(rng: np.random.Generator, days: list[date], size: int,
+                    bands: tuple[str, ...]) -> tuple[LandCover, np.ndarray]:
+    """One location seen on `days`: (its land cover, uint16 DN (dates, bands, size, size)).
+
+    What the collect stage would store for a location of the synthetic world, made in memory: one
+    land cover and stripe phase for the place, the season's greenness per date, and a few metres of
+    registration jitter between dates, as between real acquisitions.
+    """
+    cover = LAND_COVERS[rng.integers(len(LAND_COVERS))]
+    lat, phase = float(rng.uniform(-50, 60)), float(rng.uniform(0, 2 * math.pi))
+    x0, y0 = rng.uniform(0, 1e5, size=2)
+    centres = (np.arange(size) + 0.5) * 10
+    cube = []
+    for day in days:
+        dx, dy = rng.uniform(-20, 20, size=2)
+        x, y = np.meshgrid(x0 + dx + centres, y0 + dy - centres)
+        cube.append(to_digital_numbers(reflectance(cover, day, lat, x, y, bands, phase, rng), 0))
+    return cover, np.stack(cube)

@@ -23,11 +23,11 @@ import torch
 
 from jobs.common.backbone import ReflectanceInput, build_backbone
 from jobs.evaluate.classification import score, train_linear
+from jobs.evaluate.stage import transform_for
 from jobs.localcloud import eurosat, landscape
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.seco import SeCo, subspaces_for
 from jobs.pretrain.views import AUGMENTED, plan_views, rgb_uint8, select_views
-from secoctl.model_card import RGB_BANDS, input_description
 
 SIZE, TIMESTAMPS, BANDS = 64, 5, ["B04", "B03", "B02"]
 RELEASE_RGB = [3, 2, 1]  # B04, B03, B02 in the EuroSAT release's band order
@@ -100,8 +100,7 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, nargs="+", default=[30, 100, 300])
     parser.add_argument("--per-class", type=int, default=100)
     args = parser.parse_args()
-    described = input_description(SIZE)
-    transform = ReflectanceInput([described["stretch"][b] for b in RGB_BANDS], described["mean"], described["std"], SIZE)
+    transform = transform_for("eurosat", SIZE, torch.device("cpu"))
     data = made_eurosat(args.per_class)
     torch.manual_seed(0)
     random = probe_accuracies(build_backbone("resnet18"), data, transform, args.probe_epochs)

@@ -4,7 +4,8 @@ It stands in for Sentinel-2 when there is no internet: the offline quickstart, t
 benchmarks draw scenes from it, and the made EuroSAT set of the evaluate tests uses the same
 land covers, so a representation that learns "same place, any season" has something to find.
 Reflectance is a mix of vegetation and a background spectrum; the vegetation share swings with
-the season, the texture (orientation, spatial frequency) belongs to the land cover.
+the season, the spatial structure (rows, building blocks, roads, canopy...) belongs to the land
+cover. A place is a layout of a few land-cover parcels, so two places of one class still differ.
 """
 
 from __future__ import annotations
@@ -29,21 +30,22 @@ class LandCover:
     background: tuple[float, ...]
     green_summer: float  # vegetation share at the height of summer
     green_winter: float
-    stripes_per_km: float
+    pattern: str  # the spatial structure, one of PATTERNS
+    cycles_per_km: float
     orientation_deg: float
 
 
 LAND_COVERS = (
-    LandCover("AnnualCrop", SOIL, 0.85, 0.05, 6.0, 0.0),
-    LandCover("Forest", SOIL, 0.95, 0.55, 20.0, 45.0),
-    LandCover("HerbaceousVegetation", SOIL, 0.70, 0.30, 12.0, 135.0),
-    LandCover("Highway", BUILT, 0.25, 0.10, 2.0, 90.0),
-    LandCover("Industrial", BUILT, 0.05, 0.02, 4.0, 30.0),
-    LandCover("Pasture", SOIL, 0.80, 0.45, 1.0, 60.0),
-    LandCover("PermanentCrop", SOIL, 0.60, 0.35, 9.0, 90.0),
-    LandCover("Residential", BUILT, 0.30, 0.15, 14.0, 0.0),
-    LandCover("River", WATER, 0.20, 0.10, 1.5, 120.0),
-    LandCover("SeaLake", WATER, 0.0, 0.0, 0.5, 0.0),
+    LandCover("AnnualCrop", SOIL, 0.85, 0.05, "rows", 6.0, 0.0),
+    LandCover("Forest", SOIL, 0.95, 0.55, "canopy", 25.0, 0.0),
+    LandCover("HerbaceousVegetation", SOIL, 0.70, 0.30, "patches", 5.0, 0.0),
+    LandCover("Highway", BUILT, 0.60, 0.30, "lines", 2.0, 90.0),
+    LandCover("Industrial", BUILT, 0.05, 0.02, "blocks", 3.0, 30.0),
+    LandCover("Pasture", SOIL, 0.80, 0.45, "flat", 1.0, 60.0),
+    LandCover("PermanentCrop", SOIL, 0.60, 0.35, "dots", 9.0, 90.0),
+    LandCover("Residential", BUILT, 0.30, 0.15, "blocks", 14.0, 0.0),
+    LandCover("River", WATER, 0.80, 0.40, "meander", 1.5, 120.0),
+    LandCover("SeaLake", WATER, 0.0, 0.0, "flat", 0.5, 0.0),
 )
 
 
@@ -54,14 +56,52 @@ def greenness(cover: LandCover, day: date, lat: float) -> float:
     return cover.green_winter + (cover.green_summer - cover.green_winter) * phase
 
 
+def _isotropic(u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
+    """A fixed quasi-random field in [-1, 1]: cosines in seven directions, phases drawn from `phase`."""
+    waves = [np.cos(u * math.cos(a) + v * math.sin(a) + phase * (k + 1) * 1.7)
+             for k, a in enumerate(np.linspace(0, math.pi, 7, endpoint=False))]
+    return np.sum(waves, axis=0) / math.sqrt(7 / 2) / 2
+
+
+def texture(cover: LandCover, x_m: np.ndarray, y_m: np.ndarray, phase: float) -> np.ndarray:
+    """Vegetated share of the ground in [0, 1]: the land cover's structure, which no season changes.
+
+    Classes differ by shape (rows, a dot grid, building blocks, thin lines, canopy speckle,
+    smooth patches, flat), as real land covers do, so the structure survives the crops, flips and
+    colour jitter of SSL augmentation; a class told apart only by a stripe frequency would not.
+    """
+    theta = math.radians(cover.orientation_deg)
+    scale = 2 * math.pi * cover.cycles_per_km / 1000.0
+    u = (x_m * math.cos(theta) + y_m * math.sin(theta)) * scale + phase
+    v = (-x_m * math.sin(theta) + y_m * math.cos(theta)) * scale + 2 * phase
+    if cover.pattern == "rows":
+        return 0.5 + 0.5 * np.sin(u)
+    if cover.pattern == "dots":
+        return ((0.5 + 0.5 * np.sin(u)) * (0.5 + 0.5 * np.sin(v))) ** 2
+    if cover.pattern == "blocks":  # buildings (not vegetated) on a grid, with green between them
+        return 1.0 - ((np.sin(u) > -0.2) & (np.sin(v) > -0.2)).astype(np.float32)
+    if cover.pattern == "lines":  # a road every 1 / cycles_per_km through fields
+        return 1.0 - (0.5 + 0.5 * np.sin(u)) ** 8
+    if cover.pattern == "meander":  # a winding channel of open water through the cover
+        return 1.0 - (0.5 + 0.5 * np.sin(u + 1.5 * np.sin(v * 3))) ** 6
+    if cover.pattern == "canopy":
+        return np.clip(0.5 + 0.5 * _isotropic(u, v, phase), 0, 1)
+    if cover.pattern == "patches":
+        return (_isotropic(u, v, phase) > 0).astype(np.float32) * 0.8 + 0.1
+    if cover.pattern == "flat":
+        return 0.5 + 0.1 * np.sin(u)
+    raise ValueError(f"unknown pattern {cover.pattern!r}; expected one of {PATTERNS}")
+
+
+PATTERNS = ("rows", "dots", "blocks", "lines", "meander", "canopy", "patches", "flat")
+
+
 def reflectance(cover: LandCover, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray,
                 bands: tuple[str, ...], phase: float, rng: np.random.Generator) -> np.ndarray:
     """(bands, H, W) float32 reflectance at ground coordinates x_m, y_m (metres, any projection)."""
-    theta = math.radians(cover.orientation_deg)
-    along = (x_m * math.cos(theta) + y_m * math.sin(theta)) / 1000.0
-    texture = 0.5 + 0.5 * np.sin(2 * math.pi * cover.stripes_per_km * along + phase)
-    share = np.clip(greenness(cover, day, lat) * (0.7 + 0.6 * texture), 0, 1)
-    brightness = 0.85 + 0.3 * texture
+    structure = texture(cover, x_m, y_m, phase)
+    share = np.clip(greenness(cover, day, lat) * (0.4 + 1.2 * structure), 0, 1)
+    brightness = 0.85 + 0.3 * structure
     columns = [BANDS.index(band) for band in bands]
     veg = np.array(VEGETATION, dtype=np.float32)[columns, None, None]
     back = np.array(cover.background, dtype=np.float32)[columns, None, None]
@@ -84,21 +124,52 @@ def to_digital_numbers(reflectance_values: np.ndarray, offset: int) -> np.ndarra
     return np.clip(np.rint(reflectance_values * 10_000) + offset, 1, 65_535).astype(np.uint16)
 
 
-def location_series(rng: np.random.Generator, days: list[date], size: int,
-                    bands: tuple[str, ...]) -> tuple[LandCover, np.ndarray]:
-    """One location seen on `days`: (its land cover, uint16 DN (dates, bands, size, size)).
+@dataclass(frozen=True)
+class Parcels:
+    """A place's layout: Voronoi parcels around `centres` (ground metres), each its own land cover and stripe phase."""
 
-    What the collect stage would store for a location of the synthetic world, made in memory: one
-    land cover and stripe phase for the place, the season's greenness per date, and a few metres of
-    registration jitter between dates, as between real acquisitions.
+    centres: np.ndarray  # (n, 2) x, y
+    covers: tuple[LandCover, ...]
+    phases: tuple[float, ...]
+
+    def reflectance(self, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray, bands: tuple[str, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+        """(bands, H, W) reflectance: every pixel takes the land cover of the nearest parcel centre."""
+        nearest = np.argmin((x_m[None] - self.centres[:, 0, None, None]) ** 2
+                            + (y_m[None] - self.centres[:, 1, None, None]) ** 2, axis=0)
+        out = np.empty((len(bands), *x_m.shape), np.float32)
+        for index in np.unique(nearest):
+            inside = nearest == index
+            out[:, inside] = reflectance(self.covers[index], day, lat, x_m[inside][None], y_m[inside][None], bands,
+                                         self.phases[index], rng)[:, 0]
+        return out
+
+
+PARCELS_PER_LOCATION = 5
+
+
+def parcels(rng: np.random.Generator, left: float, top: float, extent_m: float, count: int) -> Parcels:
+    """`count` parcels with centres inside the square [left, left + extent] × [top - extent, top]."""
+    centres = np.column_stack([rng.uniform(left, left + extent_m, count), rng.uniform(top - extent_m, top, count)])
+    covers = tuple(LAND_COVERS[i] for i in rng.integers(len(LAND_COVERS), size=count))
+    return Parcels(centres, covers, tuple(float(p) for p in rng.uniform(0, 2 * math.pi, count)))
+
+
+def location_series(rng: np.random.Generator, days: list[date], size: int, bands: tuple[str, ...],
+                    parcel_count: int = PARCELS_PER_LOCATION) -> tuple[Parcels, np.ndarray]:
+    """One location seen on `days`: (its parcels, uint16 DN (dates, bands, size, size)).
+
+    What the collect stage would store for a location of the synthetic world, made in memory: a
+    fixed layout of land-cover parcels for the place, the season's greenness per date, and a few
+    metres of registration jitter between dates, as between real acquisitions.
     """
-    cover = LAND_COVERS[rng.integers(len(LAND_COVERS))]
-    lat, phase = float(rng.uniform(-50, 60)), float(rng.uniform(0, 2 * math.pi))
+    lat = float(rng.uniform(-50, 60))
     x0, y0 = rng.uniform(0, 1e5, size=2)
+    layout = parcels(rng, x0, y0, size * 10.0, parcel_count)
     centres = (np.arange(size) + 0.5) * 10
     cube = []
     for day in days:
         dx, dy = rng.uniform(-20, 20, size=2)
         x, y = np.meshgrid(x0 + dx + centres, y0 + dy - centres)
-        cube.append(to_digital_numbers(reflectance(cover, day, lat, x, y, bands, phase, rng), 0))
-    return cover, np.stack(cube)
+        cube.append(to_digital_numbers(layout.reflectance(day, lat, x, y, bands, rng), 0))
+    return layout, np.stack(cube)

@@ -121,8 +121,10 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
     from rasterio.transform import from_origin
 
     left, top, pixels = _grid(scene, collect.patch_size)
-    cover = landscape.LAND_COVERS[np.random.default_rng([collect.seed, scene.location.index, 2]).integers(len(landscape.LAND_COVERS))]
-    phase = float(np.random.default_rng([collect.seed, scene.location.index, 3]).uniform(0, 2 * math.pi))
+    east, north = from_lonlat(scene.epsg).transform(scene.location.lon, scene.location.lat)
+    extent = collect.patch_size * 10.0  # the parcels fill the patch the collect stage will cut
+    layout = landscape.parcels(np.random.default_rng([collect.seed, scene.location.index, 2]), east - extent / 2,
+                               north + extent / 2, extent, landscape.PARCELS_PER_LOCATION)
     rng = np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal(), 4])
     folder.mkdir(parents=True, exist_ok=True)
     fields = {}
@@ -136,7 +138,7 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
         if band == "SCL":
             array = np.where(mask, 9, 4).astype(np.uint8)  # 9: cloud high probability, 4: vegetation
         else:
-            values = landscape.reflectance(cover, scene.day, scene.location.lat, x, y, (band,), phase, rng)[0]
+            values = layout.reflectance(scene.day, scene.location.lat, x, y, (band,), rng)[0]
             values = np.where(mask, 0.7, values)
             array = landscape.to_digital_numbers(values, scene.offset)
         transform = from_origin(left, top, size, size)

@@ -1,15 +1,16 @@
 """Does SeCo pre-training on the synthetic seasonal world give a better EuroSAT linear probe than random init?
 
-    python -m benchmarks.learning [--seeds 0 1] [--steps 1200] [--locations 256] [--probe-epochs 30 100 300]
+    python -m benchmarks.learning [--seeds 0 1] [--steps 1200] [--locations 256] [--parcels 5]
+                                  [--probe-epochs 30 100 300] [--labels-per-class 10 100]
 
 Issue 5's learning check, measured rather than asserted. Pretraining locations and the made
 EuroSAT images come from one synthetic ground (jobs/localcloud/landscape.py): a land cover keeps
-its texture while its colour follows the season. Per seed: SeCo (ResNet-18, three sub-spaces, the
-stage's views and batched augmentation, SGD 0.03) on `--locations` in-memory locations, then the
-evaluate stage's linear probe (standardised features, Adam, lr × 0.1 at 60%/80%) on 100 train and
-100 test images per class, for the same encoder and for seeded random weights, at each probe
-length. Each seed prints one JSON line; a seed repeats itself on the same machine and thread count.
-"""
+its structure while its colour follows the season, and a location is a layout of `--parcels`
+land-cover parcels. Per seed: SeCo (ResNet-18, three sub-spaces, the stage's views and batched
+augmentation, SGD 0.03) on `--locations` in-memory locations, then the evaluate stage's linear
+probe (standardised features, Adam, lr × 0.1 at 60%/80%) on single-cover images, for each label
+budget and probe length, for the same encoder and for seeded random weights. Each seed prints one
+JSON line; a seed repeats itself on the same machine and thread count."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from datetime import date, timedelta
 import numpy as np
 import torch
 
-from jobs.common.backbone import ReflectanceInput, build_backbone
+from jobs.common.backbone import ReflectanceInput
+from jobs.evaluate.backbones import baseline
 from jobs.evaluate.classification import score, train_linear
 from jobs.evaluate.stage import transform_for
 from jobs.localcloud import eurosat, landscape
@@ -33,24 +35,27 @@ SIZE, TIMESTAMPS, BANDS = 64, 5, ["B04", "B03", "B02"]
 RELEASE_RGB = [3, 2, 1]  # B04, B03, B02 in the EuroSAT release's band order
 
 
-def locations(rng: np.random.Generator, count: int) -> np.ndarray:
+def locations(rng: np.random.Generator, count: int, parcel_count: int) -> np.ndarray:
     """(locations, dates, 3, H, W) uint8 in the stage's stretch, 84 days apart in a random year."""
     cubes = []
     for _ in range(count):
         latest = date(2023, 6, 1) - timedelta(days=int(rng.integers(0, 365)))
         days = [latest - timedelta(days=84 * t) for t in range(TIMESTAMPS)]
-        cubes.append(rgb_uint8(landscape.location_series(rng, days, SIZE, tuple(BANDS))[1], BANDS))
+        cubes.append(rgb_uint8(landscape.location_series(rng, days, SIZE, tuple(BANDS), parcel_count)[1], BANDS))
     return np.stack(cubes)
 
 
-def pretrain(seed: int, steps: int, count: int, batch: int, queue: int, method: str) -> torch.nn.Module:
+def pretrain(seed: int, steps: int, count: int, parcel_count: int, batch: int, queue: int,
+             method: str) -> tuple[torch.nn.Module, float]:
+    """The encoder after `steps`, and the mean loss of the last tenth of them."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    rgb = locations(rng, count)
+    rgb = locations(rng, count, parcel_count)
     model = SeCo("resnet18", subspaces_for(method), 128, queue, 0.999, 0.07).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03,
                                 momentum=0.9, weight_decay=1e-4)
     augment = BatchAugment(SIZE, AUGMENTED[method])
+    losses = []
     for _ in range(steps):
         chosen = rng.choice(len(rgb), batch, replace=False)
         views = torch.from_numpy(np.stack([select_views(rgb[i], plan_views(method, TIMESTAMPS, rng)) for i in chosen]))
@@ -59,20 +64,27 @@ def pretrain(seed: int, steps: int, count: int, batch: int, queue: int, method: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return model.encoder_q.eval()
+        losses.append(loss.item())
+    return model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1):]))
 
 
-def made_eurosat(per_class: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def made_eurosat(train_per_class: int, test_per_class: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Train and test images of every land cover, class by class, each on a random day and latitude."""
     rng = np.random.default_rng(1234)
     split = {}
-    for name in ("train", "test"):
+    for name, count in (("train", train_per_class), ("test", test_per_class)):
         images, labels = [], []
         for label, cover in enumerate(landscape.LAND_COVERS):
-            for _ in range(per_class):
+            for _ in range(count):
                 images.append(eurosat.image(cover, rng)[RELEASE_RGB].astype(np.float32))
                 labels.append(label)
         split[name] = (torch.from_numpy(np.stack(images)), torch.tensor(labels))
     return split
+
+
+def first_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the first `count` samples of every class: a smaller label budget, nested in the larger."""
+    return torch.cat([torch.nonzero(labels == c).flatten()[:count] for c in labels.unique()])
 
 
 @torch.no_grad()
@@ -80,13 +92,24 @@ def features(model: torch.nn.Module, images: torch.Tensor, transform: Reflectanc
     return torch.cat([model(transform(chunk)) for chunk in images.split(256)])
 
 
-def probe_accuracies(model: torch.nn.Module, data: dict, transform: ReflectanceInput, epochs: list[int]) -> dict:
-    extracted = {name: features(model, images, transform) for name, (images, _) in data.items()}
+def probe_accuracies(model: torch.nn.Module, data: dict, transform: ReflectanceInput, budgets: list[int],
+                     epochs: list[int]) -> dict[str, float]:
+    """Test accuracy per "labels per class/probe epochs"."""
+    train = features(model, data["train"][0], transform)
+    test = features(model, data["test"][0], transform)
     accuracies = {}
-    for length in epochs:
-        probe = train_linear((extracted["train"], data["train"][1]), len(landscape.LAND_COVERS), length, False)
-        accuracies[length] = round(score(probe.logits(extracted["test"]), data["test"][1], False)["accuracy"], 4)
+    for budget in budgets:
+        chosen = first_per_class(data["train"][1], budget)
+        for length in epochs:
+            probe = train_linear((train[chosen], data["train"][1][chosen]), len(landscape.LAND_COVERS), length, False)
+            accuracy = score(probe.logits(test), data["test"][1], False)["accuracy"]
+            accuracies[f"{budget}/{length}"] = round(accuracy, 4)
     return accuracies
+
+
+def random_init() -> torch.nn.Module:
+    """The evaluate stage's own `random` baseline (seeded) for a ResNet-18."""
+    return baseline("random", "resnet18", storage="").eval()
 
 
 def main() -> None:
@@ -94,26 +117,30 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--locations", type=int, default=256)
+    parser.add_argument("--parcels", type=int, default=5, help="land-cover parcels per location")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--queue", type=int, default=1024)
     parser.add_argument("--method", default="seco", choices=sorted(AUGMENTED))
     parser.add_argument("--probe-epochs", type=int, nargs="+", default=[30, 100, 300])
-    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--labels-per-class", type=int, nargs="+", default=[10, 100],
+                        help="label budgets of the probe (train images per class)")
+    parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args()
     transform = transform_for("eurosat", SIZE, torch.device("cpu"))
-    data = made_eurosat(args.per_class)
-    torch.manual_seed(0)
-    random = probe_accuracies(build_backbone("resnet18"), data, transform, args.probe_epochs)
+    data = made_eurosat(max(args.labels_per_class), args.test_per_class)
+    random = probe_accuracies(random_init(), data, transform, args.labels_per_class, args.probe_epochs)
     for seed in args.seeds:
         started = time.perf_counter()
-        encoder = pretrain(seed, args.steps, args.locations, args.batch, args.queue, args.method)
+        encoder, final_loss = pretrain(seed, args.steps, args.locations, args.parcels, args.batch, args.queue,
+                                       args.method)
         seconds = time.perf_counter() - started
-        pretrained = probe_accuracies(encoder, data, transform, args.probe_epochs)
+        pretrained = probe_accuracies(encoder, data, transform, args.labels_per_class, args.probe_epochs)
         print(json.dumps({"seed": seed, "method": args.method, "steps": args.steps, "locations": args.locations,
-                          "batch": args.batch, "queue": args.queue, "pretrain_s": round(seconds, 1),
+                          "parcels": args.parcels, "batch": args.batch, "queue": args.queue,
+                          "final_loss": round(final_loss, 3), "pretrain_s": round(seconds, 1),
                           "threads": torch.get_num_threads(),
-                          "probe": {str(e): {"pretrained": pretrained[e], "random": random[e],
-                                             "gain": round(pretrained[e] - random[e], 4)} for e in args.probe_epochs}}),
+                          "probe": {key: {"pretrained": value, "random": random[key],
+                                          "gain": round(value - random[key], 4)} for key, value in pretrained.items()}}),
               flush=True)
 
 

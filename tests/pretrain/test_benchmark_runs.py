@@ -18,9 +18,10 @@ def test_pretrain_benchmark_measures_both_paths_and_reports_json():
 def test_learning_benchmark_pretrains_and_probes_against_random_init():
     result = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--seeds", "3", "--steps", "2",
                              "--locations", "16", "--batch", "8", "--queue", "16", "--probe-epochs", "2",
-                             "--per-class", "3"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                             "--labels-per-class", "1", "3", "--test-per-class", "3"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.splitlines()[-1])
-    probe = report["probe"]["2"]
+    assert set(report["probe"]) == {"1/2", "3/2"}
+    probe = report["probe"]["3/2"]
     assert report["seed"] == 3 and 0 <= probe["pretrained"] <= 1 and 0 <= probe["random"] <= 1
     assert abs(probe["gain"] - (probe["pretrained"] - probe["random"])) < 1e-3

@@ -24,6 +24,9 @@ BUILT = (0.12, 0.13, 0.15, 0.17, 0.18, 0.19, 0.20, 0.21, 0.21, 0.20, 0.22, 0.20)
 WATER = (0.06, 0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.01, 0.01, 0.005, 0.003)
 
 
+PATTERNS = ("rows", "dots", "blocks", "lines", "meander", "canopy", "patches", "flat")
+
+
 @dataclass(frozen=True)
 class LandCover:
     name: str  # EuroSAT's class names
@@ -57,7 +60,7 @@ def greenness(cover: LandCover, day: date, lat: float) -> float:
 
 
 def _isotropic(u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
-    """A fixed quasi-random field in [-1, 1]: cosines in seven directions, phases drawn from `phase`."""
+    """A fixed quasi-random field of mean 0 and standard deviation 0.5: cosines in seven directions, phases from `phase`."""
     waves = [np.cos(u * math.cos(a) + v * math.sin(a) + phase * (k + 1) * 1.7)
              for k, a in enumerate(np.linspace(0, math.pi, 7, endpoint=False))]
     return np.sum(waves, axis=0) / math.sqrt(7 / 2) / 2
@@ -93,9 +96,6 @@ def texture(cover: LandCover, x_m: np.ndarray, y_m: np.ndarray, phase: float) ->
     raise ValueError(f"unknown pattern {cover.pattern!r}; expected one of {PATTERNS}")
 
 
-PATTERNS = ("rows", "dots", "blocks", "lines", "meander", "canopy", "patches", "flat")
-
-
 def reflectance(cover: LandCover, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray,
                 bands: tuple[str, ...], phase: float, rng: np.random.Generator) -> np.ndarray:
     """(bands, H, W) float32 reflectance at ground coordinates x_m, y_m (metres, any projection)."""
@@ -126,7 +126,7 @@ def to_digital_numbers(reflectance_values: np.ndarray, offset: int) -> np.ndarra
 
 @dataclass(frozen=True)
 class Parcels:
-    """A place's layout: Voronoi parcels around `centres` (ground metres), each its own land cover and stripe phase."""
+    """A place's layout: Voronoi parcels around `centres` (ground metres), each its own land cover and pattern phase."""
 
     centres: np.ndarray  # (n, 2) x, y
     covers: tuple[LandCover, ...]

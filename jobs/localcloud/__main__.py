@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jobs.common.part import load_spec
-from jobs.localcloud import eurosat
+from jobs.localcloud import eurosat, landscape
 from jobs.localcloud.cloud import built_world, serve
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "secoctl" / "worlds"
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = built_world(collect, args.cache)
     print(f"localcloud: synthetic Sentinel-2 scenes for {collect.locations} locations ready in "
           f"{time.monotonic() - started:.1f} s ({folder})", flush=True)
-    datasets = args.cache.parent / "datasets"
+    datasets = args.cache.parent / f"made-datasets-v{landscape.VERSION}"  # never mixed with real downloads
     if not (datasets / "eurosat" / "eurosat-test.txt").exists():
         eurosat.make(datasets / "eurosat", {"train": 40, "val": 10, "test": 20})
     print(f"localcloud: a synthetic EuroSAT-layout set in {datasets / 'eurosat'}", flush=True)

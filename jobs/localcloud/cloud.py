@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.localcloud import servers, world
+from jobs.localcloud import landscape, servers, world
 from secoctl.spec import Collect
 
 
@@ -25,7 +25,7 @@ class LocalCloud:
 
 def world_key(collect: Collect, missing_every: int, corrupt: frozenset[int], bands: tuple[str, ...] | None) -> str:
     facts = {"collect": collect.model_dump(mode="json", exclude={"stac_url", "workers", "in_flight", "resources"}),
-             "missing_every": missing_every, "corrupt": sorted(corrupt), "bands": bands, "version": 1}
+             "missing_every": missing_every, "corrupt": sorted(corrupt), "bands": bands, "landscape": landscape.VERSION}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ from datetime import date
 
 import numpy as np
 
+VERSION = 2  # bump when what the ground looks like changes: cached worlds and made datasets are keyed by it
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 # Surface reflectance per band (B01 ... B12) of the end members.
 VEGETATION = (0.03, 0.04, 0.08, 0.04, 0.12, 0.30, 0.38, 0.42, 0.43, 0.40, 0.20, 0.10)

@@ -25,16 +25,13 @@ BUILT = (0.12, 0.13, 0.15, 0.17, 0.18, 0.19, 0.20, 0.21, 0.21, 0.20, 0.22, 0.20)
 WATER = (0.06, 0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.01, 0.01, 0.005, 0.003)
 
 
-PATTERNS = ("rows", "dots", "blocks", "lines", "meander", "canopy", "patches", "flat")
-
-
 @dataclass(frozen=True)
 class LandCover:
     name: str  # EuroSAT's class names
     background: tuple[float, ...]
     green_summer: float  # vegetation share at the height of summer
     green_winter: float
-    pattern: str  # the spatial structure, one of PATTERNS
+    pattern: str  # the spatial structure, a key of STRUCTURES
     cycles_per_km: float
     orientation_deg: float
 
@@ -67,6 +64,21 @@ def _isotropic(u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
     return np.sum(waves, axis=0) / math.sqrt(7 / 2) / 2
 
 
+# Vegetated share of the ground in [0, 1] from the along (u) and across (v) phases of a land cover's pattern.
+STRUCTURES = {
+    "rows": lambda u, v, phase: 0.5 + 0.5 * np.sin(u),
+    "dots": lambda u, v, phase: ((0.5 + 0.5 * np.sin(u)) * (0.5 + 0.5 * np.sin(v))) ** 2,
+    # buildings (not vegetated) on a grid, with green between them
+    "blocks": lambda u, v, phase: 1.0 - ((np.sin(u) > -0.2) & (np.sin(v) > -0.2)).astype(np.float32),
+    "lines": lambda u, v, phase: 1.0 - (0.5 + 0.5 * np.sin(u)) ** 8,  # a road every 1 / cycles_per_km
+    # a winding channel of open water through the cover
+    "meander": lambda u, v, phase: 1.0 - (0.5 + 0.5 * np.sin(u + 1.5 * np.sin(v * 3))) ** 6,
+    "canopy": lambda u, v, phase: np.clip(0.5 + 0.5 * _isotropic(u, v, phase), 0, 1),
+    "patches": lambda u, v, phase: (_isotropic(u, v, phase) > 0).astype(np.float32) * 0.8 + 0.1,
+    "flat": lambda u, v, phase: 0.5 + 0.1 * np.sin(u),
+}
+
+
 def texture(cover: LandCover, x_m: np.ndarray, y_m: np.ndarray, phase: float) -> np.ndarray:
     """Vegetated share of the ground in [0, 1]: the land cover's structure, which no season changes.
 
@@ -78,23 +90,7 @@ def texture(cover: LandCover, x_m: np.ndarray, y_m: np.ndarray, phase: float) ->
     scale = 2 * math.pi * cover.cycles_per_km / 1000.0
     u = (x_m * math.cos(theta) + y_m * math.sin(theta)) * scale + phase
     v = (-x_m * math.sin(theta) + y_m * math.cos(theta)) * scale + 2 * phase
-    if cover.pattern == "rows":
-        return 0.5 + 0.5 * np.sin(u)
-    if cover.pattern == "dots":
-        return ((0.5 + 0.5 * np.sin(u)) * (0.5 + 0.5 * np.sin(v))) ** 2
-    if cover.pattern == "blocks":  # buildings (not vegetated) on a grid, with green between them
-        return 1.0 - ((np.sin(u) > -0.2) & (np.sin(v) > -0.2)).astype(np.float32)
-    if cover.pattern == "lines":  # a road every 1 / cycles_per_km through fields
-        return 1.0 - (0.5 + 0.5 * np.sin(u)) ** 8
-    if cover.pattern == "meander":  # a winding channel of open water through the cover
-        return 1.0 - (0.5 + 0.5 * np.sin(u + 1.5 * np.sin(v * 3))) ** 6
-    if cover.pattern == "canopy":
-        return np.clip(0.5 + 0.5 * _isotropic(u, v, phase), 0, 1)
-    if cover.pattern == "patches":
-        return (_isotropic(u, v, phase) > 0).astype(np.float32) * 0.8 + 0.1
-    if cover.pattern == "flat":
-        return 0.5 + 0.1 * np.sin(u)
-    raise ValueError(f"unknown pattern {cover.pattern!r}; expected one of {PATTERNS}")
+    return STRUCTURES[cover.pattern](u, v, phase)
 
 
 def reflectance(cover: LandCover, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray,

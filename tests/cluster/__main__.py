@@ -1,4 +1,4 @@
-"""`python -m tests.cluster up`: start the test control plane, print its kubeconfig, stop on Ctrl-C."""
+"""`python -m tests.cluster up`: build the binaries if need be, start the test control plane, stop on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ def main() -> None:
     parser.add_argument("command", choices=["up", "build"])
     args = parser.parse_args()
     if args.command == "build":
-        print(binaries.ensure())
-        return
+        raise SystemExit(binaries.main())
+    binaries.ensure()
     started = time.monotonic()
     plane = controlplane.started()
     print(f"control plane up in {time.monotonic() - started:.1f} s (Kubernetes {binaries.KUBERNETES}, "

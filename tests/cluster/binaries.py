@@ -3,8 +3,11 @@
 `gobuild/kubernetes` requires k8s.io/kubernetes at a pinned release and maps every staging module
 to its published twin; `gobuild/etcd` pins the etcd server that release pairs with; kwok is
 `go install`ed at its tag. Binaries are cached under ~/.cache/secoctl/cluster/<key>, the key being
-the versions and the build modules' contents, so a second run starts in seconds. A failed build
-raises: the cluster tests fail loudly rather than skip.
+the versions and the build modules' contents.
+
+Building is a step of its own (`python -m tests.cluster.binaries`, run by `make test` before
+pytest starts): a cold build takes over ten minutes on two cores, longer than any per-test
+timeout, so the tests only look the binaries up in the cache and fail with the command to run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 KUBERNETES = "v1.36.3"
@@ -28,6 +32,11 @@ KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-schedu
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml", "pod/fast/pod-ready.yaml",
                "pod/fast/pod-delete.yaml", "pod/chaos/pod-container-running-failed.yaml")
 ALL = (*KUBERNETES_COMMANDS, "etcd", "kwok")
+BUILD_COMMAND = "python -m tests.cluster.binaries"
+
+
+class BuildFailed(RuntimeError):
+    """A Go command failed; the message ends with the Go tool's last lines."""
 
 
 def cache_key() -> str:
@@ -42,38 +51,65 @@ def cache_dir() -> Path:
     return base / "secoctl" / "cluster" / cache_key()
 
 
-def _go(args: list[str], cwd: Path, env: dict[str, str]) -> None:
-    print(f"cluster: go {' '.join(args[:2])} ... (in {cwd.name})", file=sys.stderr, flush=True)
+def _complete(target: Path) -> bool:
+    stages = {p.name for p in (target / "stages").glob("*.yaml")}
+    return all((target / name).is_file() for name in ALL) and stages == {Path(s).name for s in KWOK_STAGES}
+
+
+def _go(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     result = subprocess.run(["go", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"building the cluster binaries failed: go {' '.join(args)} in {cwd}:\n"
-                           + "\n".join(result.stdout.splitlines()[-40:]))
+        raise BuildFailed(f"go {' '.join(args)} (in {cwd}) exited {result.returncode}:\n"
+                          + "\n".join(result.stdout.splitlines()[-40:]))
+    return result.stdout
 
 
-def _gomodcache(env: dict[str, str]) -> Path:
-    return Path(subprocess.run(["go", "env", "GOMODCACHE"], env=env, capture_output=True, text=True,
-                               check=True).stdout.strip())
-
-
-def build(target: Path) -> None:
-    if shutil.which("go") is None:
-        raise RuntimeError("the cluster tests build Kubernetes from source and need the Go tool on PATH")
-    staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOBIN": str(staging)}
+def _steps(staging: Path) -> list[tuple[str, list[str], Path]]:
+    """(component, go arguments, module folder) in build order; later steps reuse the Go build cache."""
     flags = ["-trimpath", "-ldflags=-s -w"]
-    _go(["build", *flags, "-o", f"{staging}/", *(f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS)],
-        GOBUILD / "kubernetes", env)
-    _go(["build", *flags, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"], GOBUILD / "etcd", env)
-    _go(["install", *flags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"], GOBUILD, env)
-    copy_stages(staging, env)
+    steps = [(command, ["build", *flags, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"],
+              GOBUILD / "kubernetes") for command in KUBERNETES_COMMANDS]
+    steps.append(("etcd", ["build", *flags, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"],
+                  GOBUILD / "etcd"))
+    steps.append(("kwok", ["install", *flags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"], GOBUILD))
+    return steps
+
+
+def _environment(staging: Path) -> dict[str, str]:
+    return {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOBIN": str(staging)}
+
+
+def build(target: Path, log=print) -> None:
+    """Build every component into a staging folder and rename it to `target` only when all succeeded."""
+    if shutil.which("go") is None:
+        raise BuildFailed("the cluster tests build Kubernetes from source and need the Go tool on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
+    env = _environment(staging)
+    started = time.monotonic()
+    try:
+        for component, args, folder in _steps(staging):
+            step_started = time.monotonic()
+            log(f"cluster binaries: building {component} ...")
+            _go(args, folder, env)
+            log(f"cluster binaries: {component} built in {time.monotonic() - step_started:.0f} s "
+                f"({time.monotonic() - started:.0f} s so far)")
+        copy_stages(staging, env)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
     staging.rename(target)
+    log(f"cluster binaries: all built in {time.monotonic() - started:.0f} s into {target}")
 
 
 def copy_stages(target: Path, env: dict[str, str]) -> None:
     """kwok's stage YAMLs, from its module in the Go module cache, as `target/stages/*.yaml`."""
     _go(["mod", "download", f"sigs.k8s.io/kwok@{KWOK}"], GOBUILD, env)
-    stages = _gomodcache(env) / f"sigs.k8s.io/kwok@{KWOK}" / "kustomize" / "stage"
+    modules = Path(_go(["env", "GOMODCACHE"], GOBUILD, env).strip())
+    stages = modules / f"sigs.k8s.io/kwok@{KWOK}" / "kustomize" / "stage"
     if (target / "stages").exists():
         shutil.rmtree(target / "stages")
     (target / "stages").mkdir()
@@ -81,19 +117,35 @@ def copy_stages(target: Path, env: dict[str, str]) -> None:
         shutil.copy(stages / relative, target / "stages" / Path(relative).name)
 
 
-def ensure() -> Path:
+def ensure(log=print) -> Path:
     """The directory holding every binary, built first if the cache lacks it."""
     target = cache_dir()
-    if all((target / name).is_file() for name in ALL):
-        if {p.name for p in (target / "stages").glob("*.yaml")} != {Path(s).name for s in KWOK_STAGES}:
-            copy_stages(target, {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"})
+    if all((target / name).is_file() for name in ALL) and not _complete(target):
+        copy_stages(target, _environment(target))  # the stage list changed; the binaries did not
+    if _complete(target):
+        log(f"cluster binaries: cached in {target}")
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    build(target)
+    build(target, log)
     return target
 
 
+def cached() -> Path:
+    """The cached binaries, for the tests: never builds, since a build outlasts any test's timeout."""
+    target = cache_dir()
+    if not _complete(target):
+        raise FileNotFoundError(f"the cluster binaries are not built in {target}: run `{BUILD_COMMAND}` "
+                                "(`make test` runs it before pytest)")
+    return target
+
+
+def main() -> int:
+    try:
+        ensure(lambda line: print(line, file=sys.stderr, flush=True))
+    except BuildFailed as error:
+        print(f"cluster binaries: build failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    print(ensure())
+    sys.exit(main())

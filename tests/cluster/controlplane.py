@@ -67,7 +67,7 @@ def node(name: str, gpus: int) -> dict:
 @dataclass
 class ControlPlane:
     workdir: Path
-    bin: Path = field(default_factory=binaries.ensure)
+    bin: Path = field(default_factory=binaries.cached)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     server: str = ""
     token: str = field(default_factory=lambda: secrets.token_hex(16))

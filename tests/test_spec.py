@@ -106,6 +106,15 @@ def test_a_key_a_merge_provides_may_be_given_again_as_an_override():
                                                                                (50, 0.1, ["random"])]
 
 
+def test_a_stage_reads_its_stored_spec_as_secoctl_does(tmp_path):
+    from jobs.common.part import load_spec
+
+    stored = tmp_path / "spec.yaml"
+    stored.write_text(MINIMAL + "metadata: {name: again}\n")
+    with pytest.raises(SpecError, match="metadata: duplicate key 'metadata'"):
+        load_spec(str(stored))
+
+
 def test_duplicate_names_across_files_are_refused(tmp_path):
     for name in ("a.yaml", "b.yaml"):
         (tmp_path / name).write_text(MINIMAL)

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from secoctl import store
 from secoctl.plan import stage as stage_of
 from secoctl.process import die_with_parent
-from secoctl.spec import Experiment, parse_experiment
+from secoctl.spec import Experiment
+from secoctl.specfile import load_documents
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -61,7 +60,7 @@ class Part:
 
 def load_spec(location: str) -> Experiment:
     text = open(location).read() if os.path.exists(location) else store.read_text(location)
-    return parse_experiment(yaml.safe_load(text), location)
+    return load_documents(text, location)[0]
 
 
 def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | None = None) -> None:

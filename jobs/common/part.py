@@ -46,13 +46,21 @@ class Part:
         """Only one process per part writes its files (torchrun starts several per node)."""
         return os.environ.get("LOCAL_RANK", "0") == "0"
 
-    def progress(self, done: float, total: float, unit: str, force: bool = False, **metrics: Any) -> None:
+    def progress(self, done: float, total: float, unit: str, force: bool = False,
+                 counts: tuple[str, ...] = (), rates: tuple[str, ...] = (), **metrics: Any) -> None:
+        """Reports this part's metrics; `counts` and `rates` name those that add up across the stage's parts.
+
+        The part declares it because only it knows: a count of this part's locations sums, a loss or a
+        throughput every node already reports for all of them does not. `status` sums counts over every
+        part and rates over the parts still working.
+        """
         now = time.monotonic()
         if not force and now - self._last_report < PROGRESS_INTERVAL_S:
             return
         self._last_report = now
         record = {"stage": self.stage, "index": self.index, "done": done, "total": total, "unit": unit,
-                  "metrics": metrics, "updated_at": time.time()}
+                  "metrics": metrics, "summed": {"counts": list(counts), "rates": list(rates)},
+                  "updated_at": time.time()}
         print(json.dumps({"event": "progress", **record}), flush=True)
         if self.is_leader:
             store.write_json(self.tree.progress(self.index), record)

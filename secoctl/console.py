@@ -10,7 +10,7 @@ from rich.table import Table
 
 from secoctl import plan
 from secoctl.backends.local import Observer
-from secoctl.status import StageRow
+from secoctl.status import StageRow, metric_text
 from secoctl.tree import StageFacts
 
 STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "changed": "yellow",
@@ -55,10 +55,8 @@ class RichObserver(Observer):
             return
         done = sum(r.get("done", 0) for r in records)
         total = sum(r.get("total", 0) for r in records) or None
-        latest = max(records, key=lambda r: r.get("updated_at", 0))
-        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in (latest.get("metrics") or {}).items())
-        detail = f"{done:g}/{total or 0:g} {latest.get('unit', '')} {metrics}"
+        metrics = metric_text(facts, stage.parts, running=True)
+        detail = f"{done:g}/{total or 0:g} {records[0].get('unit', '')} {metrics}"
         self.progress.update(self.tasks[stage.name], completed=done, total=total, detail=detail)
         if self.progress.disable and self.printed.get(stage.name) != detail:
             self.printed[stage.name] = detail

@@ -9,11 +9,13 @@ import yaml
 
 from secoctl.errors import SpecError, SpecProblem
 from secoctl.spec import Experiment, parse_experiment
+from secoctl.yaml_documents import read_documents
 
 
 def load_documents(text: str, source: str) -> list[Experiment]:
+    """Every experiment in one YAML text, or one SpecError listing every problem; both planes read specs so."""
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in read_documents(text) if d.data is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -25,8 +27,9 @@ def load_documents(text: str, source: str) -> list[Experiment]:
     problems: list[SpecProblem] = []
     for position, document in enumerate(documents):
         label = source if len(documents) == 1 else f"{source}[document {position + 1}]"
+        problems.extend(SpecProblem(label, d.path, d.message) for d in document.duplicate_keys)
         try:
-            experiments.append(parse_experiment(document, label))
+            experiments.append(parse_experiment(document.data, label))
         except SpecError as error:
             problems.extend(error.problems)
     if problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from secoctl import plan
 from secoctl.tree import StageFacts
@@ -40,12 +41,35 @@ def progress_text(status: plan.StageStatus, facts: StageFacts) -> str:
     return f"{done:g}/{total:g} {unit}{percent}, {parts}"
 
 
-def metric_text(facts: StageFacts) -> str:
+def stage_metrics(facts: StageFacts, running: bool) -> dict[str, Any]:
+    """The latest part's metrics, with those it declares summed added up across the stage's parts.
+
+    Counts add up over every part. Rates add up over the parts still working while the stage runs,
+    as a finished part's last rate is no longer being produced, and over every part once none runs.
+    Anything else (a loss, an accuracy, a rate already global) is the latest part's own figure.
+    """
+    latest = max(facts.progress.values(), key=lambda r: r.get("updated_at", 0))
+    metrics = dict(latest.get("metrics") or {})
+    summed = latest.get("summed") or {}  # absent in records written before parts declared it
+    every_part = list(facts.progress.values())
+    working = [r for i, r in facts.progress.items() if i not in facts.parts_done] if running else every_part
+    for names, records in ((summed.get("counts", []), every_part), (summed.get("rates", []), working)):
+        for name in names:
+            if name in metrics:
+                metrics[name] = sum((r.get("metrics") or {}).get(name, 0) for r in records)
+    return metrics
+
+
+def metric_text(facts: StageFacts, parts: int, running: bool) -> str:
+    """A stage's first four metrics, and while it runs how many of its parts they come from."""
     if not facts.progress:
         return ""
-    latest = max(facts.progress.values(), key=lambda r: r.get("updated_at", 0))
-    metrics = latest.get("metrics") or {}
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:4])
+    metrics = list(stage_metrics(facts, running).items())[:4]
+    text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics)
+    if running and len(facts.progress) < parts:
+        reporting = f"{len(facts.progress)} of {parts} parts reporting"
+        return f"{text} ({reporting})" if text else reporting
+    return text
 
 
 def _timestamp(facts: StageFacts) -> float | None:
@@ -65,7 +89,8 @@ def rows(name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFact
         stamp = _timestamp(fact)
         result.append(StageRow(
             experiment=name, stage=status.stage.name, state=status.state,
-            progress=progress_text(status, fact), metric=metric_text(fact),
+            progress=progress_text(status, fact),
+            metric=metric_text(fact, status.stage.parts, status.state == "running"),
             age=_age(now - stamp) if stamp else "", detail=status.detail,
         ))
     return result
@@ -94,6 +119,7 @@ def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | 
         result.append(ClusterRow(
             experiment=name, stage=stage, state=state, pods=job.pods_text if job.state != "waiting" else "",
             restarts=job.restarts, progress=progress_text(status, fact) if status else "",
-            metric=metric_text(fact), reason="; ".join(job.reasons),
+            metric=metric_text(fact, status.stage.parts, state == "running") if status else "",
+            reason="; ".join(job.reasons),
         ))
     return result

@@ -76,6 +76,45 @@ def test_a_multi_document_file_is_validated_whole_before_anything_runs(tmp_path,
     assert list(storage.iterdir()) == []
 
 
+def test_a_key_written_twice_is_refused_with_both_lines_and_nothing_is_written(tmp_path, storage):
+    spec_file = tmp_path / "x.yaml"
+    spec_file.write_text(MINIMAL + "spec:\n  pretrain:\n    epochs: 10\n    batchSize: 64\n    epochs: 20\n")
+    for command in (["validate"], ["render"], ["apply", "--local"]):
+        result = run_cli(*command, str(spec_file), storage=storage)
+        assert (result.returncode, result.stdout) == (2, ""), (command, result.stderr)
+        assert result.stderr == (f"{spec_file}: spec.pretrain.epochs: duplicate key 'epochs' (line 6 and line 8); "
+                                 "keep one\n")
+    assert list(storage.iterdir()) == [], "nothing may be written for a bad spec"
+
+
+def test_repeated_keys_are_found_in_every_document_at_any_depth():
+    text = (MINIMAL + "metadata: {name: again}\n---\n" + MINIMAL.replace("demo", "second")
+            + "spec:\n  evaluate:\n    - task: eurosat\n      epochs: 1\n      epochs: 2\n")
+    with pytest.raises(SpecError) as error:
+        load_documents(text, "two.yaml")
+    assert [str(p) for p in error.value.problems] == [
+        "two.yaml[document 1]: metadata: duplicate key 'metadata' (line 3 and line 4); keep one",
+        "two.yaml[document 2]: spec.evaluate[0].epochs: duplicate key 'epochs' (line 12 and line 13); keep one",
+    ]
+
+
+def test_a_key_a_merge_provides_may_be_given_again_as_an_override():
+    text = MINIMAL + ("spec:\n  evaluate:\n    - &probe {task: eurosat, epochs: 5, baselines: [random]}\n"
+                      "    - {<<: *probe, labelFraction: 0.1, epochs: 50}\n")
+    evaluations = load_documents(text, "x.yaml")[0].spec.evaluate
+    assert [(e.epochs, e.label_fraction, e.baselines) for e in evaluations] == [(5, 1.0, ["random"]),
+                                                                               (50, 0.1, ["random"])]
+
+
+def test_a_stage_reads_its_stored_spec_as_secoctl_does(tmp_path):
+    from jobs.common.part import load_spec
+
+    stored = tmp_path / "spec.yaml"
+    stored.write_text(MINIMAL + "metadata: {name: again}\n")
+    with pytest.raises(SpecError, match="metadata: duplicate key 'metadata'"):
+        load_spec(str(stored))
+
+
 def test_duplicate_names_across_files_are_refused(tmp_path):
     for name in ("a.yaml", "b.yaml"):
         (tmp_path / name).write_text(MINIMAL)

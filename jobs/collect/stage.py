@@ -108,7 +108,8 @@ def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range
         elapsed = max(time.monotonic() - started, 1e-9)
         part.progress(sum(totals.values()), len(candidates), "locations", force=force,
                       accepted=totals["accepted"], dropped=totals["dropped_overlap"] + totals["dropped_no_scene"],
-                      failed=totals["failed"], patches_per_s=round(fresh * patches_per_location / elapsed, 2))
+                      failed=totals["failed"], patches_per_s=round(fresh * patches_per_location / elapsed, 2),
+                      counts=("accepted", "dropped", "failed"), rates=("patches_per_s",))
 
     report(force=True)
     for outcome in ordered_outcomes(fetch, [i for chunk in todo for i in chunk.candidates], collect.in_flight):

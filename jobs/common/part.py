@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from secoctl import store
 from secoctl.plan import stage as stage_of
 from secoctl.process import die_with_parent
-from secoctl.spec import Experiment, parse_experiment
+from secoctl.spec import Experiment
+from secoctl.specfile import load_documents
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -47,13 +46,21 @@ class Part:
         """Only one process per part writes its files (torchrun starts several per node)."""
         return os.environ.get("LOCAL_RANK", "0") == "0"
 
-    def progress(self, done: float, total: float, unit: str, force: bool = False, **metrics: Any) -> None:
+    def progress(self, done: float, total: float, unit: str, force: bool = False,
+                 counts: tuple[str, ...] = (), rates: tuple[str, ...] = (), **metrics: Any) -> None:
+        """Reports this part's metrics; `counts` and `rates` name those that add up across the stage's parts.
+
+        The part declares it because only it knows: a count of this part's locations sums, a loss or a
+        throughput every node already reports for all of them does not. `status` sums counts over every
+        part and rates over the parts still working.
+        """
         now = time.monotonic()
         if not force and now - self._last_report < PROGRESS_INTERVAL_S:
             return
         self._last_report = now
         record = {"stage": self.stage, "index": self.index, "done": done, "total": total, "unit": unit,
-                  "metrics": metrics, "updated_at": time.time()}
+                  "metrics": metrics, "summed": {"counts": list(counts), "rates": list(rates)},
+                  "updated_at": time.time()}
         print(json.dumps({"event": "progress", **record}), flush=True)
         if self.is_leader:
             store.write_json(self.tree.progress(self.index), record)
@@ -61,7 +68,7 @@ class Part:
 
 def load_spec(location: str) -> Experiment:
     text = open(location).read() if os.path.exists(location) else store.read_text(location)
-    return parse_experiment(yaml.safe_load(text), location)
+    return load_documents(text, location)[0]
 
 
 def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | None = None) -> None:

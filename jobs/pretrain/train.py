@@ -118,6 +118,7 @@ def work(part: Part) -> dict[str, Any]:
             if rank == 0:
                 metrics_history.append(record)
                 store.write_text(part.tree.path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in metrics_history))
+            # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
             part.progress(step, total_steps, "steps", force=True, loss=record["loss"],
                           samples_per_s=record["samples_per_s"])
         if step % spec.checkpoint_every_steps == 0 or step == total_steps:

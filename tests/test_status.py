@@ -1,0 +1,82 @@
+"""The METRIC column of `secoctl status` speaks for the whole stage, not for whichever part wrote last."""
+
+from jobs.common.part import Part
+from secoctl import store
+from secoctl.jobstate import JobFacts
+from secoctl.plan import Stage, StageStatus
+from secoctl.specfile import load_documents
+from secoctl.status import cluster_rows, rows
+from secoctl.tree import StageFacts, StageTree, read_facts
+
+COLLECT_SUMS = {"counts": ["accepted", "dropped", "failed"], "rates": ["patches_per_s"]}
+
+
+def collect_record(accepted: int, patches_per_s: float, updated_at: float) -> dict:
+    return {"done": accepted, "total": 200, "unit": "locations", "updated_at": updated_at, "summed": COLLECT_SUMS,
+            "metrics": {"accepted": accepted, "dropped": 2, "failed": 1, "patches_per_s": patches_per_s}}
+
+
+def pretrain_record(loss: float, samples_per_s: float, updated_at: float) -> dict:
+    return {"done": 10, "total": 100, "unit": "steps", "updated_at": updated_at,
+            "summed": {"counts": [], "rates": []}, "metrics": {"loss": loss, "samples_per_s": samples_per_s}}
+
+
+def metric(stage: str, parts: int, state: str, facts: StageFacts) -> str:
+    status = StageStatus(Stage(stage, parts, (), "fingerprint"), state, len(facts.parts_done))
+    return rows("demo", [status], {stage: facts}, now=1000.0)[0].metric
+
+
+def test_counts_and_rates_of_two_running_collect_parts_add_up():
+    facts = StageFacts(running={"pid": 1},
+                       progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)})
+    assert metric("collect", 2, "running", facts) == "accepted=220 dropped=4 failed=2 patches_per_s=50"
+
+
+def test_a_finished_parts_rate_leaves_the_live_rate_but_its_counts_stay():
+    facts = StageFacts(running={"pid": 1}, parts_done={0},
+                       progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(60, 30.0, 101.0)})
+    assert metric("collect", 2, "running", facts) == "accepted=170 dropped=4 failed=2 patches_per_s=30"
+
+
+def test_once_no_part_runs_every_parts_rate_adds_up():
+    facts = StageFacts(success={"completed_at": 200.0}, parts_done={0, 1},
+                       progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)})
+    assert metric("collect", 2, "complete", facts) == "accepted=220 dropped=4 failed=2 patches_per_s=50"
+
+
+def test_a_running_stage_says_how_many_of_its_parts_are_reporting():
+    facts = StageFacts(running={"pid": 1}, progress={1: collect_record(110, 30.0, 101.0)})
+    assert metric("collect", 2, "running", facts) == ("accepted=110 dropped=2 failed=1 patches_per_s=30 "
+                                                       "(1 of 2 parts reporting)")
+    stopped = StageFacts(failed={"reason": "x"}, progress=facts.progress)
+    assert "reporting" not in metric("collect", 2, "failed", stopped)
+
+
+def test_a_global_rate_every_pretrain_node_reports_is_not_doubled():
+    facts = StageFacts(running={"pid": 1},
+                       progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)})
+    assert metric("pretrain", 2, "running", facts) == "loss=4.25 samples_per_s=800"
+
+
+def test_records_written_before_parts_declared_sums_show_the_latest_part():
+    old = [{key: value for key, value in collect_record(accepted, 10.0, at).items() if key != "summed"}
+           for accepted, at in ((110, 100.0), (90, 101.0))]
+    facts = StageFacts(running={"pid": 1}, progress=dict(enumerate(old)))
+    assert metric("collect", 2, "running", facts) == "accepted=90 dropped=2 failed=1 patches_per_s=10"
+
+
+def test_the_cluster_table_adds_up_a_running_jobs_parts_too():
+    facts = StageFacts(progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)})
+    status = StageStatus(Stage("collect", 3, (), "fingerprint"), "ready", 0)
+    row = cluster_rows("demo", {"collect": JobFacts("running")}, [status], {"collect": facts})[0]
+    assert row.metric == "accepted=220 dropped=4 failed=2 patches_per_s=50 (2 of 3 parts reporting)"
+
+
+def test_the_sums_a_part_declares_are_what_status_reads(tmp_path):
+    experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
+                                "demo.yaml")[0]
+    tree = StageTree(store.experiment_uri(tmp_path.as_uri(), "demo"), "collect")
+    for index in (0, 1):
+        Part(experiment, "collect", index, 2, tree).progress(110, 200, "locations", force=True, accepted=110,
+                                                             loss=0.5, counts=("accepted",))
+    assert metric("collect", 2, "running", read_facts(tree)) == "accepted=220 loss=0.5"

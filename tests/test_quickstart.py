@@ -34,11 +34,13 @@ def test_the_quickstart_ends_with_pulled_loadable_weights_and_a_report(tmp_path:
     assert status.returncode == 0 and status.stdout.count('"complete"') == 4, status.stdout
     report = run(str(BIN / "secoctl"), "report", "quickstart")
     assert report.returncode == 0 and "this-run" in report.stdout and "random" in report.stdout
-    # SeCo beating random init here is not asserted: over runs it gave 0.715, 0.67 and 0.595 against
-    # random's 0.605 (issue 5's learning check is still open). The figures are recorded, not checked.
+    # Seeded (spec.pretrain.seed), so a machine repeats its run. Measured here: 0.697 against random's
+    # 0.573 (seed 0), and 0.668 with seed 1; 1000 test images, so one standard error is about 1.5 points
+    # per model. Five points is over two standard errors of the difference below the smallest gain seen.
     metrics = json.loads((tmp_path / ".local/share/secoctl/experiments/quickstart/evaluate/"
                           "eurosat-linear-100pct/metrics.json").read_text())["results"]
-    assert set(metrics) == {"this-run", "random"} and all(0 < m["accuracy"] <= 1 for m in metrics.values())
+    assert set(metrics) == {"this-run", "random"}
+    assert metrics["this-run"]["accuracy"] - metrics["random"]["accuracy"] >= 0.05, metrics
     pulled = run(str(BIN / "secoctl"), "weights", "pull", "seco-resnet18-quickstart", "-o", str(tmp_path / "w"))
     assert pulled.returncode == 0 and (tmp_path / "w" / "model.safetensors").exists()
     loaded = run(sys.executable, "-c", "from secoctl.weights import load; import torch; "

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,12 @@ def world_key(collect: Collect, missing_every: int, corrupt: frozenset[int], ban
 
 
 def built_world(collect: Collect, cache: Path, missing_every: int = 7, corrupt: frozenset[int] = frozenset(),
-                bands: tuple[str, ...] | None = None) -> Path:
+                bands: tuple[str, ...] | None = None, log: Callable[[str], None] = lambda line: None) -> Path:
     """The world's folder under `cache`, built once per distinct collect section."""
     folder = cache / world_key(collect, missing_every, corrupt, bands)
     if not (folder / "complete").exists():
         shutil.rmtree(folder, ignore_errors=True)
-        world.build(collect, folder, missing_every, corrupt, bands)
+        world.build(collect, folder, missing_every, corrupt, bands, log=log)
         (folder / "complete").touch()
     return folder
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,23 +204,42 @@ def collection_json() -> dict[str, Any]:
 HREF_BASE = "{cog_server}"  # the COG server's address, filled in when the items are served
 
 
+def location_items(collect: Collect, index: int, root: Path, missing_every: int, corrupt: frozenset[int],
+                   bands: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Render one candidate location's scenes under `root/cogs`; returns their STAC items."""
+    features = []
+    for scene in scenes_of(collect, candidate(collect, index), missing_every):
+        fields = render_scene(scene, collect, bands, root / "cogs" / scene.item_id)
+        features.append(stac_item(scene, fields, HREF_BASE))
+        if index in corrupt and scene.position == 0 and scene.alternative == 0:
+            damaged = root / "cogs" / scene.item_id / "B04.tif"
+            payload = damaged.read_bytes()
+            damaged.write_bytes(payload[: len(payload) // 3] + os.urandom(len(payload) // 3))
+    return features
+
+
 def build(collect: Collect, root: Path, missing_every: int = 7,
-          corrupt: frozenset[int] = frozenset(), bands: tuple[str, ...] | None = None) -> Path:
+          corrupt: frozenset[int] = frozenset(), bands: tuple[str, ...] | None = None,
+          processes: int | None = None, log: Callable[[str], None] = lambda line: None) -> Path:
     """Write scenes for the spec's candidate locations under `root`; returns the items file.
 
-    Asset hrefs start with HREF_BASE. `corrupt` names locations whose first clear scene gets a
-    damaged red band.
+    Only the spec's bands (and SCL) are rendered unless `bands` says otherwise: the collect stage
+    reads no others. Locations are independent, so they are rendered by a pool of `processes`
+    (default: one per CPU this process may use); the items keep the locations' order. Asset hrefs
+    start with HREF_BASE. `corrupt` names locations whose first clear scene gets a damaged red band.
     """
-    bands = tuple(bands or landscape.BANDS)
-    features = []
-    for index in range(collect.locations):
-        for scene in scenes_of(collect, candidate(collect, index), missing_every):
-            fields = render_scene(scene, collect, bands, root / "cogs" / scene.item_id)
-            features.append(stac_item(scene, fields, HREF_BASE))
-            if index in corrupt and scene.position == 0 and scene.alternative == 0:
-                damaged = root / "cogs" / scene.item_id / "B04.tif"
-                payload = damaged.read_bytes()
-                damaged.write_bytes(payload[: len(payload) // 3] + os.urandom(len(payload) // 3))
+    bands = tuple(bands or collect.bands)
+    processes = processes or len(os.sched_getaffinity(0))
+    render = partial(location_items, collect, root=root, missing_every=missing_every, corrupt=corrupt, bands=bands)
+    features: list[dict[str, Any]] = []
+    step = max(collect.locations // 10, 1)
+    # fork: spawn would re-run the caller's main module, which a script need not guard; the children
+    # only run numpy, pyproj and rasterio on their own files
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        for done, items in enumerate(pool.map(render, range(collect.locations), chunksize=4), start=1):
+            features.extend(items)
+            if done % step == 0 or done == collect.locations:
+                log(f"scenes rendered for {done}/{collect.locations} locations")
     (root / "stac").mkdir(parents=True, exist_ok=True)
     (root / "stac" / "collection.json").write_text(json.dumps(collection_json()))
     items = root / "stac" / "items.json"

@@ -36,9 +36,15 @@ LocalOption = Annotated[bool, typer.Option("--local", help="This machine, even i
 
 
 def _on_cluster(local: bool) -> bool:
-    from secoctl.backends.kubernetes import configured
+    """A kubeconfig, or a pod in a cluster, means the cluster unless --local says otherwise.
 
-    return not local and configured()
+    Checked here, not in backends.kubernetes, so that local commands skip that module's imports
+    (the spec models, the renderer, YAML).
+    """
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    configured = any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST"))
+    return not local and configured
 
 
 def _add_weights_commands() -> None:

@@ -8,12 +8,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from secoctl import store
 from secoctl.errors import SpecError, UserError
+
+if TYPE_CHECKING:
+    from secoctl.status import StageRow
 
 app = typer.Typer(
     name="secoctl",
@@ -180,13 +183,27 @@ def status(
 
         cluster_commands.status(name, context, namespace, watch, output)
         return
+    root = storage or store.default_storage()
+    names = _experiments(root, name)
+    table = _local_status_rows(root, names) if names else []
+    if output == "json":
+        typer.echo(json.dumps([row.__dict__ for row in table], indent=1))
+    elif not table:
+        typer.echo(f"no experiments in {root}")
+    else:
+        from secoctl.console import status_table
+
+        status_table(table)
+
+
+def _local_status_rows(root: str, names: list[str]) -> list[StageRow]:
+    """The stored experiments' rows: the part of `status` that reads specs and needs the plan."""
     from secoctl import plan
     from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
     from secoctl.status import rows
 
-    root = storage or store.default_storage()
     table = []
-    for experiment_name in _experiments(root, name):
+    for experiment_name in names:
         experiment_uri = store.experiment_uri(root, experiment_name)
         experiment = stored_experiment(experiment_uri)
         if experiment is None:
@@ -194,12 +211,7 @@ def status(
         facts = read_experiment_facts(experiment_uri, experiment)
         statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True)
         table.extend(rows(experiment_name, statuses, facts))
-    if output == "json":
-        typer.echo(json.dumps([row.__dict__ for row in table], indent=1))
-        return
-    from secoctl.console import status_table
-
-    status_table(table, root)
+    return table
 
 
 @app.command()

@@ -1,6 +1,8 @@
-"""The `secoctl` command. Imports stay light (no torch, no kubernetes client) so it answers at once."""
+"""The `secoctl` command. Imports stay light (no torch, no kubernetes client) so it answers at once.
 
-from __future__ import annotations
+No `from __future__ import annotations` here or in weights_cli: Typer reads every command's
+signature at each start-up, and string annotations would cost an eval per parameter.
+"""
 
 import json
 import os
@@ -196,7 +198,7 @@ def status(
         status_table(table)
 
 
-def _local_status_rows(root: str, names: list[str]) -> list[StageRow]:
+def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
     """The stored experiments' rows: the part of `status` that reads specs and needs the plan."""
     from secoctl import plan
     from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment

@@ -1,6 +1,8 @@
-"""The `secoctl` command. Imports stay light (no torch, no kubernetes client) so it answers at once."""
+"""The `secoctl` command. Imports stay light (no torch, no kubernetes client) so it answers at once.
 
-from __future__ import annotations
+No `from __future__ import annotations` here or in weights_cli: Typer reads every command's
+signature at each start-up, and string annotations would cost an eval per parameter.
+"""
 
 import json
 import os
@@ -8,12 +10,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from secoctl import store
 from secoctl.errors import SpecError, UserError
+
+if TYPE_CHECKING:
+    from secoctl.status import StageRow
 
 app = typer.Typer(
     name="secoctl",
@@ -36,9 +41,15 @@ LocalOption = Annotated[bool, typer.Option("--local", help="This machine, even i
 
 
 def _on_cluster(local: bool) -> bool:
-    from secoctl.backends.kubernetes import configured
+    """A kubeconfig, or a pod in a cluster, means the cluster unless --local says otherwise.
 
-    return not local and configured()
+    Checked here, not in backends.kubernetes, so that local commands skip that module's imports
+    (the spec models, the renderer, YAML).
+    """
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    configured = any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST"))
+    return not local and configured
 
 
 def _add_weights_commands() -> None:
@@ -174,13 +185,27 @@ def status(
 
         cluster_commands.status(name, context, namespace, watch, output)
         return
+    root = storage or store.default_storage()
+    names = _experiments(root, name)
+    table = _local_status_rows(root, names) if names else []
+    if output == "json":
+        typer.echo(json.dumps([row.__dict__ for row in table], indent=1))
+    elif not table:
+        typer.echo(f"no experiments in {root}")
+    else:
+        from secoctl.console import status_table
+
+        status_table(table)
+
+
+def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
+    """The stored experiments' rows: the part of `status` that reads specs and needs the plan."""
     from secoctl import plan
     from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
     from secoctl.status import rows
 
-    root = storage or store.default_storage()
     table = []
-    for experiment_name in _experiments(root, name):
+    for experiment_name in names:
         experiment_uri = store.experiment_uri(root, experiment_name)
         experiment = stored_experiment(experiment_uri)
         if experiment is None:
@@ -188,12 +213,7 @@ def status(
         facts = read_experiment_facts(experiment_uri, experiment)
         statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True)
         table.extend(rows(experiment_name, statuses, facts))
-    if output == "json":
-        typer.echo(json.dumps([row.__dict__ for row in table], indent=1))
-        return
-    from secoctl.console import status_table
-
-    status_table(table, root)
+    return table
 
 
 @app.command()

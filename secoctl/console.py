@@ -70,14 +70,10 @@ class RichObserver(Observer):
         self.console.print(f"  {stage.name}: complete in {seconds:.1f}s")
 
 
-def status_table(rows: list[StageRow], storage: str) -> None:
-    console = Console()
-    if not rows:
-        console.print(f"no experiments in {storage}")
-        return
+def status_table(rows: list[StageRow]) -> None:
     table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "METRIC", "AGE", "DETAIL", box=None)
     for row in rows:
         style = STATE_STYLE.get(row.state, "")
         table.add_row(row.experiment, row.stage, f"[{style}]{row.state}[/{style}]", row.progress,
                       row.metric, row.age, row.detail)
-    console.print(table)
+    Console().print(table)

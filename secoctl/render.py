@@ -6,6 +6,7 @@ The driver Job creates each stage's Job when its turn comes, from this same rend
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import yaml
@@ -82,12 +83,6 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 
 def spec_document(experiment: Experiment) -> str:
     return yaml.safe_dump(experiment.to_yaml_dict(), sort_keys=False)
-
-
-def spec_sha256(experiment: Experiment) -> str:
-    import hashlib
-
-    return hashlib.sha256(spec_document(experiment).encode()).hexdigest()
 
 
 def _container_security() -> dict[str, Any]:
@@ -272,13 +267,14 @@ def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, An
         DRIVER_RESOURCES, image=experiment.spec.driver_image or experiment.spec.image,
         service_account=driver,
     )
+    document = spec_document(experiment)  # emitted once: pure-Python YAML is most of render's time
     # A changed spec changes the driver's template, which a Job never lets change: apply then says so.
-    driver_template["metadata"]["annotations"] = {ANNOTATION_SPEC: spec_sha256(experiment)}
+    driver_template["metadata"]["annotations"] = {ANNOTATION_SPEC: hashlib.sha256(document.encode()).hexdigest()}
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _metadata(experiment, object_names["spec"], namespace),
-            "data": {"spec.yaml": spec_document(experiment)},
+            "data": {"spec.yaml": document},
         },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(experiment, driver, namespace),
          "automountServiceAccountToken": False},

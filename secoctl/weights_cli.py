@@ -1,7 +1,5 @@
 """`secoctl weights ...`: list, show, pull, push and import published backbones."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated, Optional

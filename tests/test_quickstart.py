@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,9 @@ def test_the_quickstart_ends_with_pulled_loadable_weights_and_a_report(tmp_path:
     def run(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=840)
 
-    started = time.monotonic()
     applied = run(sys.executable, "-m", "jobs.localcloud", "run", "--spec", "examples/quickstart.yaml", "--",
                   str(BIN / "secoctl"), "apply", "--local", "examples/quickstart.yaml")
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
-    assert time.monotonic() - started < 600
     status = run(str(BIN / "secoctl"), "status", "quickstart", "-o", "json")
     assert status.returncode == 0 and status.stdout.count('"complete"') == 4, status.stdout
     report = run(str(BIN / "secoctl"), "report", "quickstart")

@@ -30,12 +30,6 @@ PATHS = {
 DELETE_ORDER = ("Job", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
 
 
-def configured() -> bool:
-    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    return any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
-        os.environ.get("KUBERNETES_SERVICE_HOST"))
-
-
 class ApiError(Exception):
     def __init__(self, status: int, body: dict[str, Any]):
         self.status, self.body = status, body

@@ -27,7 +27,7 @@ SPEC_PATH = f"{SPEC_MOUNT}/spec.yaml"
 STORAGE_MOUNT_NAME = "storage"
 RUN_AS_USER = 65532  # "nonroot" in distroless and our images
 GPU_RESOURCE = "nvidia.com/gpu"
-DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi")
+DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi", ephemeral_storage="1Gi")
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
 
 
@@ -37,6 +37,7 @@ def names(experiment: Experiment) -> dict[str, str]:
         "spec": f"{base}-spec",
         "driver": f"{base}-driver",
         "rendezvous": f"{base}-pretrain",
+        "isolated": f"{base}-isolated",
     }
 
 
@@ -108,7 +109,8 @@ def _container_security() -> dict[str, Any]:
 
 
 def _resources(resources: Resources, gpus: int) -> dict[str, Any]:
-    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory,
+                                "ephemeral-storage": resources.ephemeral_storage}
     limits: dict[str, Any] = {"memory": resources.memory}
     if gpus:
         requests[GPU_RESOURCE] = str(gpus)
@@ -150,7 +152,7 @@ def _pod_template(
     storage_volumes, storage_mounts = _storage_volume(experiment)
     volumes: list[dict[str, Any]] = [
         {"name": "spec", "configMap": {"name": names(experiment)["spec"]}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": resources.ephemeral_storage}},
         *storage_volumes,
     ]
     mounts: list[dict[str, Any]] = [
@@ -261,6 +263,26 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
     return _job(experiment, namespace, stage, template)
 
 
+def network_policies(experiment: Experiment, namespace: str) -> list[dict[str, Any]]:
+    """No pod of the experiment accepts a connection, except pretrain pods from each other.
+
+    torchrun's c10d rendezvous listens on RENDEZVOUS_PORT on pod 0, and NCCL and gloo connect
+    between ranks on ephemeral ports, so pretrain peers get every port; ranks exchange pickled
+    objects, so nothing else may reach them. Egress stays open: storage, STAC and the apiserver.
+    """
+    object_names = names(experiment)
+    pretrain = {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: "pretrain"}
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _metadata(experiment, object_names["isolated"], namespace),
+         "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}}, "policyTypes": ["Ingress"]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _metadata(experiment, object_names["rendezvous"], namespace, "pretrain"),
+         "spec": {"podSelector": {"matchLabels": pretrain}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": pretrain}}]}]}},
+    ]
+
+
 def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
@@ -309,6 +331,7 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
                 "ports": [{"name": "rendezvous", "port": plan.RENDEZVOUS_PORT, "targetPort": plan.RENDEZVOUS_PORT}],
             },
         },
+        *network_policies(experiment, namespace),
         *(stage_job(experiment, item, namespace) for item in plan.stages(experiment)),
         {
             "apiVersion": "batch/v1", "kind": "Job",

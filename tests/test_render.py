@@ -142,3 +142,27 @@ def test_admin_manifests_validate_and_let_a_user_grant_the_driver_its_rules(vers
     listed = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in (ROOT / "manifests").glob("*.yaml")
                                     if p.name != "kustomization.yaml")
+
+
+def test_only_pretrain_pods_accept_connections_and_only_from_each_other():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    policies = {o["metadata"]["name"]: o["spec"] for o in render(experiment, "seco") if o["kind"] == "NetworkPolicy"}
+    pretrain = {LABEL_EXPERIMENT: "seco-rn50-1m", LABEL_STAGE: "pretrain"}
+    assert policies == {
+        # Every pod of the experiment: no ingress (policies add up, so this denies all but the next).
+        "seco-rn50-1m-isolated": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: "seco-rn50-1m"}},
+                                  "policyTypes": ["Ingress"]},
+        # Pretrain ranks, from each other only, on every port: c10d on RENDEZVOUS_PORT, NCCL and gloo on ephemeral ones.
+        "seco-rn50-1m-pretrain": {"podSelector": {"matchLabels": pretrain}, "policyTypes": ["Ingress"],
+                                  "ingress": [{"from": [{"podSelector": {"matchLabels": pretrain}}]}]},
+    }
+
+
+def test_every_pod_requests_local_disk_and_its_tmp_is_bounded_by_it():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    expected = {"driver": "1Gi", "collect": "20Gi", "pretrain": "20Gi", "evaluate": "200Gi", "publish": "20Gi"}
+    for job in (o for o in render(experiment, "seco") if o["kind"] == "Job"):
+        stage = job["metadata"]["labels"][LABEL_STAGE]
+        pod = job["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == expected[stage]
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": expected[stage]}} in pod["volumes"]

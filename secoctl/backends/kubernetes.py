@@ -2,7 +2,7 @@
 
 `apply` sends every rendered object with field manager `secoctl`, so re-applying an unchanged
 spec changes nothing: the spec's ConfigMap, the driver's ServiceAccount, Role and RoleBinding, the
-rendezvous Service, every stage's Job (suspended) and the driver Job. The driver (`secoctl.driver`,
+rendezvous Service, the NetworkPolicies, every stage's Job (suspended) and the driver Job. The driver (`secoctl.driver`,
 in the cluster) then starts each stage's Job in turn; it can create nothing. `status`, `logs` and
 `delete` find everything by the experiment label. The kubernetes client is imported here only, so
 the CLI stays fast without a cluster.
@@ -25,9 +25,10 @@ FIELD_MANAGER = "secoctl"
 PATHS = {
     "ConfigMap": ("api/v1", "configmaps"), "ServiceAccount": ("api/v1", "serviceaccounts"),
     "Service": ("api/v1", "services"), "Role": ("apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"), "Job": ("apis/batch/v1", "jobs"),
+    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"), "Job": ("apis/batch/v1", "jobs"),
 }
-DELETE_ORDER = ("Job", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
+DELETE_ORDER = ("Job", "NetworkPolicy", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
 
 
 class ApiError(Exception):

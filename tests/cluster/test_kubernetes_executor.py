@@ -18,7 +18,7 @@ STAGES = ("collect", "pretrain", "evaluate", "publish")
 
 
 def objects_of(cluster, experiment: str) -> list[str]:
-    listing = cluster.kubectl("get", "configmap,serviceaccount,role,rolebinding,service,job", "-n", NAMESPACE,
+    listing = cluster.kubectl("get", "configmap,serviceaccount,role,rolebinding,service,networkpolicy,job", "-n", NAMESPACE,
                               "-l", f"{render.LABEL_EXPERIMENT}={experiment}", "-o", "name").stdout
     return sorted(listing.split())
 

@@ -2,9 +2,11 @@
 
 The rendered driver Job runs this under its least-privilege ServiceAccount. It uses the same plan
 as the embedded executor: a stage whose `_SUCCESS` carries its fingerprint is skipped; otherwise its
-Job (from `render.stage_job`) is created, or adopted if it already runs, and watched. A complete Job
-is committed to storage (`index.json`, `_SUCCESS`); a failed one is recorded in `_FAILED` with the
-Job's reason, and the driver exits 1. A stage Job left by an older spec is deleted and made anew.
+Job, which `apply` created suspended, is started (`spec.suspend: false`), or with `spec.queueName`
+labelled with the queue so that Kueue admits and starts it, or adopted if it already runs, and
+watched. The driver can create nothing: a missing stage Job, or one made for another version of
+the spec, is an error naming the way out. A complete Job is committed to storage (`index.json`,
+`_SUCCESS`); a failed one is recorded in `_FAILED` with the Job's reason, and the driver exits 1.
 Each event is one JSON line on stdout.
 """
 
@@ -20,7 +22,7 @@ from secoctl import plan, render, store
 from secoctl.backends.kubernetes import ApiError, Cluster, KubernetesExecutor
 from secoctl.backends.local import prepare_storage
 from secoctl.errors import UserError
-from secoctl.jobstate import condition, job_facts, owned_by
+from secoctl.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents
 from secoctl.tree import StageTree, commit_stage, read_facts
@@ -51,24 +53,29 @@ class Driver:
         event("experiment_complete", experiment=self.experiment.name)
         return 0
 
-    def ensure_job(self, stage: plan.Stage) -> dict:
+    def start_job(self, stage: plan.Stage) -> dict:
         name = render.job_name(self.experiment, stage.name)
         job = self.cluster.get("Job", name)
-        if job is not None and job["metadata"].get("annotations", {}).get(render.ANNOTATION_FINGERPRINT) != stage.fingerprint:
-            event("stale_job_deleted", stage=stage.name, job=name)
-            self.cluster.delete("Job", name)
-            self.executor.wait_deleted("Job", name)
-            job = None
+        again = f"`secoctl delete {self.experiment.name}` and apply again (complete stages are not re-run)"
         if job is None:
-            job = self.cluster.apply(render.stage_job(self.experiment, stage, self.cluster.namespace))
-            event("stage_started", stage=stage.name, job=name, parts=stage.parts)
-        else:
+            raise UserError(f"Job {name} does not exist: `secoctl apply` creates every stage's Job; {again}")
+        annotations = job["spec"]["template"]["metadata"].get("annotations") or {}
+        if annotations.get(render.ANNOTATION_FINGERPRINT) != stage.fingerprint:
+            raise UserError(f"Job {name} was made for another version of the spec of {self.experiment.name}; {again}")
+        queue = self.experiment.spec.queue_name
+        if not job["spec"].get("suspend") or (queue and job["metadata"]["labels"].get(KUEUE_QUEUE_LABEL)):
             event("stage_adopted", stage=stage.name, job=name)
+            return job
+        if queue:  # Kueue admits a Job by unsuspending it; the driver never bypasses the queue.
+            job = self.cluster.patch("Job", name, {"metadata": {"labels": {KUEUE_QUEUE_LABEL: queue}}})
+        else:
+            job = self.cluster.patch("Job", name, {"spec": {"suspend": False}})
+        event("stage_started", stage=stage.name, job=name, parts=stage.parts, **({"queue": queue} if queue else {}))
         return job
 
     def run_stage(self, stage: plan.Stage, tree: StageTree) -> bool:
         store.remove(tree.failed)
-        job = self.ensure_job(stage)
+        job = self.start_job(stage)
         store.write_json(tree.running, {"executor": "kubernetes", "job": job["metadata"]["name"],
                                         "namespace": self.cluster.namespace, "started_at": time.time()})
         last = None

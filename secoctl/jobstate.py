@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WAITING_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                    "CreateContainerConfigError", "CreateContainerError")
 
 
 @dataclass(frozen=True)
 class JobFacts:
-    state: str  # waiting (no Job) | suspended | pending | running | complete | failed
+    state: str  # waiting (no Job, or not started yet) | suspended (queued in Kueue) | pending | running | complete | failed
     active: int = 0
     ready: int = 0
     succeeded: int = 0
@@ -85,9 +86,11 @@ def job_facts(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobFact
         state = "complete"
     elif failed_condition:
         state = "failed"
-    elif (job.get("spec") or {}).get("suspend"):
+    elif (job.get("spec") or {}).get("suspend") and KUEUE_QUEUE_LABEL in (job["metadata"].get("labels") or {}):
         state = "suspended"
         reasons.append("Suspended: waiting for the queue (Kueue) to admit the Job")
+    elif (job.get("spec") or {}).get("suspend"):
+        state = "waiting"  # created by apply; the driver starts it in its turn
     elif pending or not status.get("active"):
         state = "pending"
     else:

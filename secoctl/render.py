@@ -1,7 +1,8 @@
 """Spec -> Kubernetes objects. A pure function: `apply` is this plus a server.
 
-The driver Job creates each stage's Job when its turn comes, from this same rendering, so what
-`secoctl render` prints is exactly what reaches the cluster.
+`apply` creates every stage's Job, suspended, exactly as rendered here; the driver only starts each
+in its turn (or, with a Kueue queue, hands it to Kueue), so what `secoctl render` prints is exactly
+what reaches the cluster, and the driver's account never needs to create a pod or a Job.
 """
 
 from __future__ import annotations
@@ -16,24 +17,18 @@ from secoctl.spec import Experiment, Resources
 
 LABEL_EXPERIMENT = "seco.dev/experiment"
 LABEL_STAGE = "seco.dev/stage"
-LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-ANNOTATION_FINGERPRINT = "seco.dev/fingerprint"  # a stage Job: the plan fingerprint it runs
+# A stage Job's pod template: the plan fingerprint it runs. In the template, not the Job's metadata,
+# because a template cannot change while its Job runs or after it ran (unless suspended again):
+# re-applying a changed spec cannot relabel a Job's result.
+ANNOTATION_FINGERPRINT = "seco.dev/fingerprint"
 ANNOTATION_SPEC = "seco.dev/spec-sha256"  # the driver's pod template: the spec it drives
 SPEC_MOUNT = "/etc/secoctl"
 SPEC_PATH = f"{SPEC_MOUNT}/spec.yaml"
 STORAGE_MOUNT_NAME = "storage"
 RUN_AS_USER = 65532  # "nonroot" in distroless and our images
 GPU_RESOURCE = "nvidia.com/gpu"
-DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi")
+DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi", ephemeral_storage="1Gi")
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
-
-# What the driver may do, and nothing more: create and watch its experiment's Jobs (and delete a
-# stage Job left from an older spec), read pods and their logs for status. The same rules ship in manifests/ for admins who pre-create the account.
-DRIVER_RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-]
 
 
 def names(experiment: Experiment) -> dict[str, str]:
@@ -42,11 +37,29 @@ def names(experiment: Experiment) -> dict[str, str]:
         "spec": f"{base}-spec",
         "driver": f"{base}-driver",
         "rendezvous": f"{base}-pretrain",
+        "isolated": f"{base}-isolated",
     }
 
 
 def job_name(experiment: Experiment, stage: str) -> str:
     return f"{experiment.name}-{stage}"
+
+
+def stage_job_names(experiment: Experiment) -> list[str]:
+    return [job_name(experiment, stage.name) for stage in plan.stages(experiment)]
+
+
+def driver_rules(experiment: Experiment) -> list[dict[str, Any]]:
+    """What the experiment's driver may do, and nothing more: no create, no delete, no other Job."""
+    return [
+        # Its own stage Jobs, by name: read one; patch one to start it (`spec.suspend: false`) or
+        # to hand it to Kueue (the queue-name label).
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": stage_job_names(experiment),
+         "verbs": ["get", "patch"]},
+        # Pods, to name why a part failed (exit code, OOMKilled, Unschedulable): only a pod's status
+        # says so. `list` cannot be narrowed by name; it reads pod objects, never Secrets or logs.
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
 
 
 def labels(experiment: Experiment, stage: str | None = None) -> dict[str, str]:
@@ -96,7 +109,8 @@ def _container_security() -> dict[str, Any]:
 
 
 def _resources(resources: Resources, gpus: int) -> dict[str, Any]:
-    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory,
+                                "ephemeral-storage": resources.ephemeral_storage}
     limits: dict[str, Any] = {"memory": resources.memory}
     if gpus:
         requests[GPU_RESOURCE] = str(gpus)
@@ -138,7 +152,7 @@ def _pod_template(
     storage_volumes, storage_mounts = _storage_volume(experiment)
     volumes: list[dict[str, Any]] = [
         {"name": "spec", "configMap": {"name": names(experiment)["spec"]}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": resources.ephemeral_storage}},
         *storage_volumes,
     ]
     mounts: list[dict[str, Any]] = [
@@ -195,9 +209,12 @@ def _pod_template(
 def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: dict[str, Any], *,
          extra: dict[str, Any] | None = None) -> dict[str, Any]:
     metadata = _metadata(experiment, job_name(experiment, stage.name), namespace, stage.name)
-    metadata["annotations"] = {ANNOTATION_FINGERPRINT: stage.fingerprint}
+    template["metadata"]["annotations"] = {ANNOTATION_FINGERPRINT: stage.fingerprint}
     parts = stage.parts
     job_spec: dict[str, Any] = {
+        # Created by `apply`, started by the driver in its turn. With a Kueue queue the driver adds
+        # the queue-name label instead and Kueue unsuspends the Job when it admits it.
+        "suspend": True,
         "completionMode": "Indexed",
         "completions": parts,
         "parallelism": parts,
@@ -208,9 +225,6 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
             "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
         },
     }
-    if experiment.spec.queue_name:
-        metadata["labels"][LABEL_KUEUE_QUEUE] = experiment.spec.queue_name
-        job_spec["suspend"] = True
     job_spec.update(extra or {})
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
@@ -249,6 +263,26 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
     return _job(experiment, namespace, stage, template)
 
 
+def network_policies(experiment: Experiment, namespace: str) -> list[dict[str, Any]]:
+    """No pod of the experiment accepts a connection, except pretrain pods from each other.
+
+    torchrun's c10d rendezvous listens on RENDEZVOUS_PORT on pod 0, and NCCL and gloo connect
+    between ranks on ephemeral ports, so pretrain peers get every port; ranks exchange pickled
+    objects, so nothing else may reach them. Egress stays open: storage, STAC and the apiserver.
+    """
+    object_names = names(experiment)
+    pretrain = {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: "pretrain"}
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _metadata(experiment, object_names["isolated"], namespace),
+         "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}}, "policyTypes": ["Ingress"]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _metadata(experiment, object_names["rendezvous"], namespace, "pretrain"),
+         "spec": {"podSelector": {"matchLabels": pretrain}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": pretrain}}]}]}},
+    ]
+
+
 def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
@@ -257,8 +291,8 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, Any]]:
-    """What `apply` creates directly: the spec, the driver and its least-privilege account."""
+def render(experiment: Experiment, namespace: str = "default") -> list[dict[str, Any]]:
+    """Every object `apply` sends, in the order it sends them: the stage Jobs before the driver that starts them."""
     object_names = names(experiment)
     driver = object_names["driver"]
     driver_template = _pod_template(
@@ -279,7 +313,7 @@ def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, An
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(experiment, driver, namespace),
          "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": _metadata(experiment, driver, namespace), "rules": DRIVER_RULES},
+         "metadata": _metadata(experiment, driver, namespace), "rules": driver_rules(experiment)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": _metadata(experiment, driver, namespace),
@@ -297,6 +331,8 @@ def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, An
                 "ports": [{"name": "rendezvous", "port": plan.RENDEZVOUS_PORT, "targetPort": plan.RENDEZVOUS_PORT}],
             },
         },
+        *network_policies(experiment, namespace),
+        *(stage_job(experiment, item, namespace) for item in plan.stages(experiment)),
         {
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": _metadata(experiment, driver, namespace, "driver"),
@@ -304,9 +340,3 @@ def control_objects(experiment: Experiment, namespace: str) -> list[dict[str, An
         },
     ]
     return _without_none(objects)
-
-
-def render(experiment: Experiment, namespace: str = "default") -> list[dict[str, Any]]:
-    """Every object the experiment becomes, in the order a person would read them."""
-    jobs = [stage_job(experiment, item, namespace) for item in plan.stages(experiment)]
-    return control_objects(experiment, namespace) + _without_none(jobs)

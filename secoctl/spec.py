@@ -93,10 +93,14 @@ class Resources(Model):
     cpu: str = "4"
     memory: str = "16Gi"
     gpus: int = Field(0, ge=0, le=16)
+    ephemeral_storage: str = Field(
+        "20Gi", description="Local disk of one pod: requested from the scheduler and the size of its /tmp "
+        "(downloads, caches; evaluate downloads its datasets there unless dataPath is set); a pod that "
+        "writes more is evicted.")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
 
-    @field_validator("cpu", "memory")
+    @field_validator("cpu", "memory", "ephemeral_storage")
     @classmethod
     def _quantity(cls, value: str) -> str:
         if not re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?", value):

@@ -76,9 +76,9 @@ def test_pretrain_is_an_indexed_job_with_c10d_rendezvous_on_pod_zero():
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    # Kueue admits suspended Jobs carrying its queue label.
+    # Created suspended by apply; with queueName the driver adds Kueue's label in the stage's turn.
     assert job["spec"]["suspend"] is True
-    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
 
 
 def test_collect_is_an_indexed_job_with_one_pod_per_worker_and_retries_per_index():
@@ -106,17 +106,63 @@ def test_file_storage_on_a_cluster_is_shared_through_the_named_claim():
     assert {"name": "storage", "mountPath": "/data/seco"} in pod["containers"][0]["volumeMounts"]
 
 
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_the_driver_may_only_read_and_start_its_own_stage_jobs_and_list_pods(example):
+    experiment = _experiment(example)
+    objects = render(experiment, "seco")
+    stage_jobs = [o["metadata"]["name"] for o in objects if o["kind"] == "Job" and not o["metadata"]["name"].endswith("-driver")]
+    role = next(o for o in objects if o["kind"] == "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": stage_jobs, "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    # Every stage Job exists from apply on, suspended, and is sent before the driver that starts it.
+    assert all(o["spec"]["suspend"] is True for o in objects if o["kind"] == "Job" and o["metadata"]["name"] in stage_jobs)
+    assert objects[-1]["metadata"]["name"] == f"{experiment.name}-driver"
+
+
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
-def test_admin_manifests_validate_and_grant_the_driver_exactly_the_rendered_rules(version):
-    from secoctl.render import DRIVER_RULES
+def test_admin_manifests_validate_and_let_a_user_grant_the_driver_its_rules(version):
     from tests.conftest import ROOT
 
     manifests = [o for p in sorted((ROOT / "manifests").glob("*.yaml")) if p.name != "kustomization.yaml"
                  for o in yaml.safe_load_all(p.read_text())]
     for obj in manifests:
         kubernetes_validate.validate(obj, version, strict=True)
-    role = next(o for o in manifests if o["kind"] == "Role")
-    assert role["rules"] == DRIVER_RULES
+    user = next(o for o in manifests if o["kind"] == "Role")
+    assert user["metadata"]["name"] == "secoctl-user"
+    assert not any(o["kind"] in ("ServiceAccount", "RoleBinding") for o in manifests)
+    driver = next(o for o in render(_experiment(EXAMPLES[0]), "seco") if o["kind"] == "Role")
+    # RBAC lets a user grant only what the user holds.
+    for rule in driver["rules"]:
+        for resource in rule["resources"]:
+            held = {v for r in user["rules"] if resource in r["resources"] and rule["apiGroups"] == r["apiGroups"]
+                    for v in r["verbs"]}
+            assert set(rule["verbs"]) <= held, (resource, rule["verbs"], held)
     listed = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in (ROOT / "manifests").glob("*.yaml")
                                     if p.name != "kustomization.yaml")
+
+
+def test_only_pretrain_pods_accept_connections_and_only_from_each_other():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    policies = {o["metadata"]["name"]: o["spec"] for o in render(experiment, "seco") if o["kind"] == "NetworkPolicy"}
+    pretrain = {LABEL_EXPERIMENT: "seco-rn50-1m", LABEL_STAGE: "pretrain"}
+    assert policies == {
+        # Every pod of the experiment: no ingress (policies add up, so this denies all but the next).
+        "seco-rn50-1m-isolated": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: "seco-rn50-1m"}},
+                                  "policyTypes": ["Ingress"]},
+        # Pretrain ranks, from each other only, on every port: c10d on RENDEZVOUS_PORT, NCCL and gloo on ephemeral ones.
+        "seco-rn50-1m-pretrain": {"podSelector": {"matchLabels": pretrain}, "policyTypes": ["Ingress"],
+                                  "ingress": [{"from": [{"podSelector": {"matchLabels": pretrain}}]}]},
+    }
+
+
+def test_every_pod_requests_local_disk_and_its_tmp_is_bounded_by_it():
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    expected = {"driver": "1Gi", "collect": "20Gi", "pretrain": "20Gi", "evaluate": "200Gi", "publish": "20Gi"}
+    for job in (o for o in render(experiment, "seco") if o["kind"] == "Job"):
+        stage = job["metadata"]["labels"][LABEL_STAGE]
+        pod = job["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == expected[stage]
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": expected[stage]}} in pod["volumes"]

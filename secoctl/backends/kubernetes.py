@@ -1,17 +1,17 @@
 """The Kubernetes executor: the rendered control objects, server-side applied; the driver does the rest.
 
-`apply` sends the spec's ConfigMap, the driver's ServiceAccount, Role and RoleBinding, the
-rendezvous Service and the driver Job with field manager `secoctl`, so re-applying an unchanged
-spec changes nothing. The driver (`secoctl.driver`, in the cluster) then creates each stage's Job
-in turn from the same rendering. `status`, `logs` and `delete` find everything by the experiment
-label. The kubernetes client is imported here only, so the CLI stays fast without a cluster.
+`apply` sends every rendered object with field manager `secoctl`, so re-applying an unchanged
+spec changes nothing: the spec's ConfigMap, the driver's ServiceAccount, Role and RoleBinding, the
+rendezvous Service, the NetworkPolicies, every stage's Job (suspended) and the driver Job. The driver (`secoctl.driver`,
+in the cluster) then starts each stage's Job in turn; it can create nothing. `status`, `logs` and
+`delete` find everything by the experiment label. The kubernetes client is imported here only, so
+the CLI stays fast without a cluster.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ FIELD_MANAGER = "secoctl"
 PATHS = {
     "ConfigMap": ("api/v1", "configmaps"), "ServiceAccount": ("api/v1", "serviceaccounts"),
     "Service": ("api/v1", "services"), "Role": ("apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"), "Job": ("apis/batch/v1", "jobs"),
+    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"), "Job": ("apis/batch/v1", "jobs"),
 }
-DELETE_ORDER = ("Job", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
+DELETE_ORDER = ("Job", "NetworkPolicy", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
 
 
 class ApiError(Exception):
@@ -85,6 +86,10 @@ class Cluster:
         return self.request("PATCH", self.path(obj["kind"], obj["metadata"]["name"]), body=obj,
                             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
                             content_type="application/apply-patch+yaml")
+
+    def patch(self, kind: str, name: str, change: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", self.path(kind, name), body=change, query=[("fieldManager", "secoctl-driver")],
+                            content_type="application/merge-patch+json")
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
@@ -149,8 +154,12 @@ class KubernetesExecutor:
                             "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
                             "so every pod sees the same tree")
         results = []
-        for obj in render.control_objects(experiment, self.cluster.namespace):
+        for obj in render.render(experiment, self.cluster.namespace):
             before = self.cluster.get(obj["kind"], obj["metadata"]["name"])
+            if before is not None and "suspend" in obj.get("spec", {}):
+                # Whether a stage Job runs is the driver's (or Kueue's) to say once the Job exists:
+                # re-applying must never suspend a running stage.
+                obj["spec"]["suspend"] = before["spec"].get("suspend", False)
             try:
                 after = self.cluster.apply(obj)
             except ApiError as error:
@@ -206,10 +215,3 @@ class KubernetesExecutor:
                 if self.cluster.delete(kind, obj["metadata"]["name"]):
                     removed.append(f"{kind.lower()}/{obj['metadata']['name']}")
         return removed
-
-    def wait_deleted(self, kind: str, name: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.cluster.get(kind, name) is not None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{kind} {name} still exists after {timeout:.0f} s")
-            time.sleep(0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ STAGES = ("collect", "pretrain", "evaluate", "publish")
 
 
 def objects_of(cluster, experiment: str) -> list[str]:
-    listing = cluster.kubectl("get", "configmap,serviceaccount,role,rolebinding,service,job", "-n", NAMESPACE,
+    listing = cluster.kubectl("get", "configmap,serviceaccount,role,rolebinding,service,networkpolicy,job", "-n", NAMESPACE,
                               "-l", f"{render.LABEL_EXPERIMENT}={experiment}", "-o", "name").stdout
     return sorted(listing.split())
 
@@ -31,11 +32,9 @@ def versions_of(cluster, experiment: str) -> dict[str, str]:
     return found
 
 
-def test_manifests_enforce_restricted_pods_and_the_rendered_driver_rules(cluster):
+def test_manifests_enforce_restricted_pods(cluster):
     namespace = kube_json(cluster, "get", "namespace", NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    role = kube_json(cluster, "get", "role", "secoctl-driver", "-n", NAMESPACE)
-    assert role["rules"] == render.DRIVER_RULES
     # The apiserver itself refuses a pod that breaks the restricted profile.
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-pod", "namespace": NAMESPACE},
            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
@@ -53,7 +52,7 @@ def test_every_example_applies_reapplies_unchanged_shows_status_and_deletes(exam
     versions = versions_of(cluster, name)
     again = secoctl(kube_env, "apply", str(example), "-n", NAMESPACE, *extra)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count(" unchanged") == 6 and " configured" not in again.stdout, again.stdout
+    assert again.stdout.count(" unchanged") == first.stdout.count(" created") and " configured" not in again.stdout, again.stdout
     assert versions == versions_of(cluster, name)
     status = secoctl(kube_env, "status", name, "-n", NAMESPACE, "-o", "json")
     assert status.returncode == 0, status.stderr
@@ -86,18 +85,85 @@ def test_a_changed_spec_of_a_live_driver_names_the_immutable_field_and_the_way_o
     secoctl(kube_env, "delete", "immutable", "-n", NAMESPACE)
 
 
-def test_the_driver_account_can_do_what_its_role_says_and_nothing_else(kube_env, cluster, tmp_path):
-    spec = spec_file(tmp_path / "e.yaml", "least-privilege", cluster.storage)
-    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
-    config = cluster.service_account_kubeconfig(NAMESPACE, "least-privilege-driver", tmp_path / "sa.kubeconfig")
-    def can(*what: str, namespace: str = NAMESPACE) -> str:
-        return cluster.kubectl("auth", "can-i", *what, "-n", namespace, check=False, kubeconfig_path=config).stdout.strip()
+def test_a_user_bound_to_the_admins_role_can_apply_and_grant_the_driver_its_role(cluster, tmp_path):
+    cluster.kubectl("create", "serviceaccount", "someone", "-n", NAMESPACE)
+    cluster.kubectl("create", "rolebinding", "someone-secoctl", "--role=secoctl-user",
+                    f"--serviceaccount={NAMESPACE}:someone", "-n", NAMESPACE)
+    config = cluster.service_account_kubeconfig(NAMESPACE, "someone", tmp_path / "user.kubeconfig")
+    env = dict(os.environ, KUBECONFIG=str(config), PYTHONPATH=str(ROOT), HOME=str(tmp_path))
+    spec = spec_file(tmp_path / "e.yaml", "by-a-user", cluster.storage)
+    applied = secoctl(env, "apply", str(spec), "-n", NAMESPACE)
+    assert applied.returncode == 0, applied.stderr
+    assert secoctl(env, "status", "by-a-user", "-n", NAMESPACE).returncode == 0
+    assert secoctl(env, "delete", "by-a-user", "-n", NAMESPACE).returncode == 0
 
-    assert can("create", "jobs.batch") == "yes" and can("delete", "jobs.batch") == "yes"
-    assert can("get", "pods") == "yes" and can("get", "pods/log") == "yes"
-    assert can("get", "secrets") == "no" and can("create", "pods") == "no" and can("create", "configmaps") == "no"
-    assert can("create", "jobs.batch", namespace="default") == "no"
-    secoctl(kube_env, "delete", "least-privilege", "-n", NAMESPACE)
+
+def escalations(experiment: str, victim_job: str) -> dict[str, tuple[str, ...]]:
+    """What the issue found a driver could do, each as a kubectl command against its own namespace."""
+    def job(name: str, **pod) -> str:
+        container = {"name": "c", "image": pod.pop("image", "registry.example/secoctl:test"),
+                     "command": ["true"], **pod.pop("container", {})}
+        return json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NAMESPACE},
+                           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container], **pod}}}})
+    return {
+        "a Job as another ServiceAccount": ("create", "-f", "-", job(f"{experiment}-x", serviceAccountName="default")),
+        "a Job loading another Secret": ("create", "-f", "-", job(f"{experiment}-y", container={
+            "envFrom": [{"secretRef": {"name": "someone-elses"}}]})),
+        "a Job with another image": ("create", "-f", "-", job(f"{experiment}-z", image="attacker.example/miner")),
+        "a bare pod": ("run", "pod-of-the-driver", "--image=attacker.example/miner", "--restart=Never"),
+        "a stage Job under its own stage's name": ("create", "job", f"{experiment}-collect", "--image=attacker.example/miner"),
+        "deleting another experiment's Job": ("delete", "job", victim_job),
+        "starting another experiment's Job": ("patch", "job", victim_job, "--type=merge", "-p", '{"spec":{"suspend":false}}'),
+        "deleting its own stage Job": ("delete", "job", f"{experiment}-collect"),
+        "reading a pod's log": ("get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{victim_job}-0/log"),
+        "reading Secrets": ("get", "secrets"),
+    }
+
+
+def test_the_driver_account_can_start_its_own_jobs_and_nothing_else(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "least-privilege", cluster.storage)
+    victim = spec_file(tmp_path / "v.yaml", "victim", cluster.storage)
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    assert secoctl(kube_env, "apply", str(victim), "-n", NAMESPACE).returncode == 0
+    config = cluster.service_account_kubeconfig(NAMESPACE, "least-privilege-driver", tmp_path / "sa.kubeconfig")
+
+    def as_driver(*args: str, stdin: str | None = None):
+        return cluster.kubectl(*args, "-n", NAMESPACE, stdin=stdin, check=False, kubeconfig_path=config)
+
+    for what, command in escalations("least-privilege", "victim-collect").items():
+        *args, stdin = command if command[-1].startswith("{") else (*command, None)
+        refused = as_driver(*args, stdin=stdin)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), (what, refused.stdout, refused.stderr)
+    assert kube_json(cluster, "get", "job", "victim-collect", "-n", NAMESPACE)["spec"]["suspend"] is True
+    # Its own stage Job: it may read and start it, but a patch cannot change what the pods run.
+    assert as_driver("get", "job", "least-privilege-collect").returncode == 0
+    assert as_driver("get", "pods").returncode == 0
+    changed = as_driver("patch", "job", "least-privilege-collect", "--type=json", "-p",
+                        '[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"attacker.example/miner"}]')
+    assert changed.returncode != 0 and "field is immutable" in changed.stderr, changed.stderr
+    started = as_driver("patch", "job", "least-privilege-collect", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    assert started.returncode == 0, started.stderr
+    for name in ("least-privilege", "victim"):
+        secoctl(kube_env, "delete", name, "-n", NAMESPACE)
+
+
+def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it(kube_env, cluster, tmp_path):
+    spec = spec_file(tmp_path / "e.yaml", "queued", cluster.storage, queueName="gpu-queue")
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    driver = start_driver(cluster, spec, "queued", tmp_path)
+    try:
+        job = wait_for("the queue label on the collect Job", lambda: (lambda j: j if j["metadata"]["labels"].get(
+            "kueue.x-k8s.io/queue-name") == "gpu-queue" else None)(kube_json(cluster, "get", "job", "queued-collect",
+                                                                              "-n", NAMESPACE)))
+        # No Kueue runs in this cluster, so nothing admits it: it stays suspended, with no pods.
+        assert job["spec"]["suspend"] is True and not pods_of(cluster, "queued", "collect")
+        rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "queued", "-n", NAMESPACE, "-o", "json").stdout)}
+        assert rows["collect"]["state"] == "suspended" and "Kueue" in rows["collect"]["reason"]
+        assert rows["pretrain"]["state"] == "waiting"
+    finally:
+        driver.kill()
+        driver.wait()
+    secoctl(kube_env, "delete", "queued", "-n", NAMESPACE, "--purge")
 
 
 def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kube_env, cluster, tmp_path):

@@ -2,7 +2,7 @@
 
 A version is committed by its SHA256SUMS, written last, and never changes afterwards (a re-publish
 needs force). Pulls land in a local cache only once every checksum matches; an interrupted pull
-resumes from the bytes it has. Nothing here unpickles: weights are safetensors, and `load` builds
+resumes from the bytes it has, and concurrent pulls of one version take turns (a file lock). Nothing here unpickles: weights are safetensors, and `load` builds
 the torchvision ResNet itself. Importing this module does not import torch.
 
     from secoctl.weights import load
@@ -11,6 +11,7 @@ the torchvision ResNet itself. Importing this module does not import torch.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -18,7 +19,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,35 @@ def verify(folder: Path, sums: dict[str, str]) -> list[str]:
     return [f for f, digest in sums.items() if not (folder / f).exists() or sha256_file(folder / f) != digest]
 
 
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """One pull per cached version at a time, across processes: the others wait, then find it cached."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _fill_cache(ref: WeightsRef, source: str, sums: dict[str, str], cached: Path,
+                on_bytes: Callable[[int], None] | None) -> None:
+    if cached.exists() and verify(cached, sums):
+        shutil.rmtree(cached)  # the cache was altered: fetch again rather than trust it
+    if cached.exists():
+        return
+    partial = cached.parent / f".{ref.version}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    for filename in sums:
+        _download(store.join(source, filename), partial / filename, on_bytes)
+    bad = verify(partial, sums)
+    if bad:
+        for filename in bad:
+            (partial / filename).unlink(missing_ok=True)
+        raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
+                        "altered or truncated. Nothing was cached; ask the publisher to publish it again")
+    (partial / SUMS_FILE).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
+    os.replace(partial, cached)
+
+
 def pull(storage: str, text: str, output: Path | None = None,
          on_bytes: Callable[[int], None] | None = None) -> tuple[WeightsRef, Path]:
     """Fetch a version into the cache (verified), copy it to `output` if given; returns the folder."""
@@ -174,22 +205,13 @@ def pull(storage: str, text: str, output: Path | None = None,
     unexpected = [f for f in sums if f not in (WEIGHTS_FILE, ITEM_FILE)]
     if unexpected:
         raise UserError(f"{ref}: SHA256SUMS names unexpected files {unexpected}; the version is not secoctl's layout")
+    unlisted = [f for f in (WEIGHTS_FILE, ITEM_FILE) if f not in sums]
+    if unlisted:
+        raise UserError(f"{ref}: SHA256SUMS does not list {', '.join(unlisted)}; the version is incomplete and "
+                        "cannot be verified")
     cached = _cache_dir(storage, ref)
-    if cached.exists() and verify(cached, sums):
-        shutil.rmtree(cached)  # the cache was altered: fetch again rather than trust it
-    if not cached.exists():
-        partial = cached.parent / f".{ref.version}.partial"
-        partial.mkdir(parents=True, exist_ok=True)
-        for filename in sums:
-            _download(store.join(source, filename), partial / filename, on_bytes)
-        bad = verify(partial, sums)
-        if bad:
-            for filename in bad:
-                (partial / filename).unlink(missing_ok=True)
-            raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
-                            "altered or truncated. Nothing was cached; ask the publisher to publish it again")
-        (partial / SUMS_FILE).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
-        os.replace(partial, cached)
+    with _locked(cached.parent / f".{ref.version}.lock"):
+        _fill_cache(ref, source, sums, cached, on_bytes)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         for filename in (*sums, SUMS_FILE):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,29 @@ def test_import_refuses_pickled_code(tmp_path: Path):
     result = run_cli("weights", "import", str(tmp_path / "evil.ckpt"), "--format", "seco-ckpt", "--name", "x",
                      "--version", "1", "--storage", (tmp_path / "s").as_uri(), timeout=300)
     assert result.returncode == 2 and "weights_only" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_concurrent_pulls_of_one_version_both_succeed(safetensors_file: Path, s3_storage: str):
+    """Evaluate parts load the same weights at once: neither may see the other's half-written bytes."""
+    weights.push(s3_storage, safetensors_file, "w", "1")
+
+    def slow_pull(_: int) -> Path:
+        return weights.pull(s3_storage, "w:1", on_bytes=lambda n: time.sleep(0.05))[1]  # long enough to overlap
+
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(slow_pull, range(2)))
+    assert folders[0] == folders[1]
+    assert (folders[0] / "model.safetensors").read_bytes() == safetensors_file.read_bytes()
+    assert weights.verify(folders[0], weights.parse_sums((folders[0] / "SHA256SUMS").read_text())) == []
+
+
+def test_a_version_whose_sums_lack_the_model_is_refused(safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    weights.push(storage, safetensors_file, "w", "1")
+    sums_uri = store.join(weights.version_uri(storage, "w", "1"), "SHA256SUMS")
+    only_item = [line for line in store.read_text(sums_uri).splitlines() if line.endswith("item.json")]
+    store.write_text(sums_uri, "\n".join(only_item) + "\n")
+    result = cli("pull", "w:1", storage=storage)
+    assert result.returncode == 2 and "verified" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "error: w:1: SHA256SUMS does not list model.safetensors; the version is incomplete and cannot be verified"]

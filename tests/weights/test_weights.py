@@ -173,3 +173,48 @@ def test_a_version_whose_sums_lack_the_model_is_refused(safetensors_file: Path, 
     assert result.returncode == 2 and "verified" not in result.stdout
     assert result.stderr.strip().splitlines() == [
         "error: w:1: SHA256SUMS does not list model.safetensors; the version is incomplete and cannot be verified"]
+
+
+def safetensors_bytes(header: object, data: bytes = b"", declared_length: int | None = None) -> bytes:
+    encoded = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    return (declared_length or len(encoded)).to_bytes(8, "little") + encoded + data
+
+
+def real_header(path: Path) -> dict:
+    raw = path.read_bytes()
+    return json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+
+
+F32_PAIR = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda real: safetensors_bytes(real_header(real)), "within the file's 0 bytes"),  # a header without its data
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [10**12, 10**12], "data_offsets": [0, 8]}},
+                                    bytes(8)), "needs more than the file's 8 bytes"),
+    (lambda real: safetensors_bytes(F32_PAIR, bytes(12)), "describes 8 bytes of tensor data, the file holds 12"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+     "no known dtype"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8)),
+     "not a list of sizes"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, bytes(8)),
+     "needs 4 bytes, its data_offsets hold 8"),
+    (lambda real: safetensors_bytes({**F32_PAIR, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
+                                    bytes(12)), "gap or overlap"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 2**70]}}, bytes(8)),
+     "not [begin, end] within the file's 8 bytes"),
+    (lambda real: safetensors_bytes(F32_PAIR, bytes(8), declared_length=2**40), "not a safetensors file"),
+    (lambda real: safetensors_bytes(b"{not json", bytes(8)), "header is not JSON"),
+    (lambda real: safetensors_bytes(b"[" * 200_000, bytes(8)), "header is not JSON"),
+    (lambda real: safetensors_bytes([1, 2], bytes(8)), "not a JSON object"),
+], ids=["no-data", "absurd-shape", "excess", "dtype", "negative-dim", "size", "overlap", "offsets", "length", "json",
+        "nesting", "not-object"])
+def test_push_refuses_a_malformed_safetensors_file_in_one_line(content, message, safetensors_file: Path,
+                                                              tmp_path: Path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(content(safetensors_file))
+    storage = tmp_path / "store"
+    result = cli("push", str(bad), "--name", "w", "--version", "1", storage=storage.as_uri())
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and len(result.stderr) < 400
+    assert not storage.exists()

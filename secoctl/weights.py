@@ -110,7 +110,29 @@ def parse_sums(text: str) -> dict[str, str]:
 
 def show(storage: str, text: str) -> dict[str, Any]:
     ref = resolve(storage, WeightsRef.parse(text))
-    return store.read_json(store.join(version_uri(storage, ref.name, ref.version), ITEM_FILE))
+    raw = store.read_bytes(store.join(version_uri(storage, ref.name, ref.version), ITEM_FILE))
+    return parse_item(raw.decode(errors="replace"), f"{ref}: {ITEM_FILE}")
+
+
+def parse_item(text: str, where: str) -> dict[str, Any]:
+    """A version's item.json, once the fields `load` relies on are there and well-formed."""
+    from secoctl.model_card import FEATURES
+
+    try:
+        item = json.loads(text)
+        properties = item["properties"]
+        spec = properties["secoctl:input"]
+        numbers = [*spec["mean"], *spec["std"], *(bound for band in spec["bands"] for bound in spec["stretch"][band])]
+        well_formed = (properties["secoctl:backbone"] in FEATURES and len(spec["bands"]) == 3
+                       and len(spec["mean"]) == len(spec["std"]) == 3 and len(numbers) == 12
+                       and all(type(n) in (int, float) for n in numbers)
+                       and (spec["size"] is None or type(spec["size"]) is int and spec["size"] > 0))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        well_formed = False
+    if not well_formed:
+        raise UserError(f"{where} is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
+                        "secoctl:input); ask the publisher to publish the version again")
+    return item
 
 
 def sha256_file(path: Path) -> str:
@@ -212,6 +234,7 @@ def pull(storage: str, text: str, output: Path | None = None,
     cached = _cache_dir(storage, ref)
     with _locked(cached.parent / f".{ref.version}.lock"):
         _fill_cache(ref, source, sums, cached, on_bytes)
+    parse_item((cached / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         for filename in (*sums, SUMS_FILE):
@@ -325,7 +348,7 @@ def load(text: str, storage: str | None = None):
 
     storage = storage or store.default_storage()
     ref, folder = pull(storage, text)
-    item = json.loads((folder / ITEM_FILE).read_text())
+    item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
     model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)
     return model, input_transform(item)
 

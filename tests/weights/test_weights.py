@@ -218,3 +218,47 @@ def test_push_refuses_a_malformed_safetensors_file_in_one_line(content, message,
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr and len(result.stderr) < 400
     assert not storage.exists()
+
+
+@pytest.mark.parametrize("item", [b"{not json", b"\xff\xfe", json.dumps({"properties": {}}).encode(),
+                                  json.dumps([1]).encode()], ids=["json", "utf8", "fields", "not-object"])
+def test_a_bad_item_json_is_a_one_line_error(item: bytes, safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    bad_item = tmp_path / "item.json"
+    bad_item.write_bytes(item)
+    weights.publish(storage, "w", "1", {"model.safetensors": safetensors_file, "item.json": bad_item})
+    for command in ("show", "pull"):
+        result = cli(command, "w:1", storage=storage)
+        assert result.returncode == 2 and "verified" not in result.stdout, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "error: w:1: item.json is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
+            "secoctl:input); ask the publisher to publish the version again"]
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "access denied"),
+    ({"AWS_ACCESS_KEY_ID": "nobody"}, "access denied"),
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+      "AWS_MAX_ATTEMPTS": "1"}, "Could not connect to the endpoint URL"),  # one attempt: botocore's retries take 10 s
+], ids=["secret", "key", "endpoint-down"])
+def test_storage_failures_are_one_line_errors(environment, message, safetensors_file: Path, s3_storage: str,
+                                              monkeypatch):
+    weights.push(s3_storage, safetensors_file, "w", "1")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    for command in (("weights", "pull", "w:1"), ("weights", "list"), ("weights", "push", str(safetensors_file),
+                                                                       "--name", "w", "--version", "2"),
+                    ("status",), ("delete", "some-experiment")):
+        result = run_cli(*command, "--storage", s3_storage, timeout=300)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert result.stderr.startswith(f"error: storage {s3_storage}: ") and message in result.stderr
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("gs://bucket/tree", "gcsfs"), ("s3://bucket/../tree", "'..' is not allowed"), ("nosuch://x/y", "nosuch")])
+def test_an_unusable_storage_uri_is_a_one_line_error(storage: str, message: str):
+    for command in (("weights", "pull", "w:1"), ("weights", "list"), ("status",)):
+        result = run_cli(*command, "--storage", storage)
+        assert result.returncode == 2 and message in result.stderr, (command, result.stderr[-2000:])
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -186,8 +186,9 @@ def status(
         cluster_commands.status(name, context, namespace, watch, output)
         return
     root = storage or store.default_storage()
-    names = _experiments(root, name)
-    table = _local_status_rows(root, names) if names else []
+    with store.reported(root):
+        names = _experiments(root, name)
+        table = _local_status_rows(root, names) if names else []
     if output == "json":
         typer.echo(json.dumps([row.__dict__ for row in table], indent=1))
     elif not table:
@@ -308,13 +309,17 @@ def delete(
         return
     from secoctl.backends.local import alive_local_pids, read_experiment_facts
 
-    experiment_uri, experiment = _stored(storage, name)
-    if experiment is not None:
-        for pid in alive_local_pids(read_experiment_facts(experiment_uri, experiment)):
-            os.kill(pid, signal.SIGINT)
-            typer.echo(f"stopped the local run of {name} (process {pid})")
+    root = storage or store.default_storage()
+    with store.reported(root):
+        experiment_uri, experiment = _stored(root, name)
+        facts = read_experiment_facts(experiment_uri, experiment) if experiment is not None else {}
+        running = alive_local_pids(facts)
+    for pid in running:
+        os.kill(pid, signal.SIGINT)
+        typer.echo(f"stopped the local run of {name} (process {pid})")
     if purge:
-        store.remove(experiment_uri)
+        with store.reported(root):
+            store.remove(experiment_uri)
         typer.echo(f"removed {experiment_uri}")
     else:
         typer.echo(f"{name}: its data stays in {experiment_uri} (add --purge to remove it)")

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from secoctl.errors import UserError
 
 if TYPE_CHECKING:
     import fsspec
@@ -38,10 +43,44 @@ def experiment_uri(storage: str, name: str) -> str:
 def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
     import fsspec  # imported on first use: `render` and `validate` never touch storage
 
+    scheme, _, path = uri.rpartition("://")
+    if scheme not in ("", "file") and ".." in path.split("/"):
+        raise UserError(f"{uri}: '..' is not allowed in an object store path (keys are not folders)")
     # Listings are never cached: a marker another process wrote must be seen at once.
     options = {"use_listings_cache": False} if uri.startswith("s3://") else {}
-    fs, path = fsspec.core.url_to_fs(uri, **options)
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+    except (ImportError, ValueError) as error:  # a backend that is not installed, a protocol fsspec does not know
+        raise UserError(f"{uri}: {one_line(error)}") from None
     return fs, path
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _is_storage_failure(error: Exception) -> bool:
+    if isinstance(error, OSError):
+        return True
+    botocore = sys.modules.get("botocore.exceptions")  # loaded only if an s3:// storage was used
+    return botocore is not None and isinstance(error, (botocore.BotoCoreError, botocore.ClientError))
+
+
+@contextmanager
+def reported(storage: str) -> Iterator[None]:
+    """Storage failures a person fixes outside secoctl (credentials, endpoint, permissions, space) as one line."""
+    try:
+        yield
+    except Exception as error:
+        if not _is_storage_failure(error):
+            raise
+        if isinstance(error, OSError) and error.filename:  # a local file: the message names it
+            raise UserError(one_line(error)) from None
+        if isinstance(error, PermissionError):
+            raise UserError(f"storage {storage}: access denied ({one_line(error)}); check its credentials") from None
+        raise UserError(f"storage {storage}: {one_line(error)}") from None
 
 
 MULTIPART_CHUNK = 8 * 2**20  # object-store uploads above this go in parts

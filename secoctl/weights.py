@@ -2,7 +2,7 @@
 
 A version is committed by its SHA256SUMS, written last, and never changes afterwards (a re-publish
 needs force). Pulls land in a local cache only once every checksum matches; an interrupted pull
-resumes from the bytes it has. Nothing here unpickles: weights are safetensors, and `load` builds
+resumes from the bytes it has, and concurrent pulls of one version take turns (a file lock). Nothing here unpickles: weights are safetensors, and `load` builds
 the torchvision ResNet itself. Importing this module does not import torch.
 
     from secoctl.weights import load
@@ -11,6 +11,7 @@ the torchvision ResNet itself. Importing this module does not import torch.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -18,7 +19,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +110,29 @@ def parse_sums(text: str) -> dict[str, str]:
 
 def show(storage: str, text: str) -> dict[str, Any]:
     ref = resolve(storage, WeightsRef.parse(text))
-    return store.read_json(store.join(version_uri(storage, ref.name, ref.version), ITEM_FILE))
+    raw = store.read_bytes(store.join(version_uri(storage, ref.name, ref.version), ITEM_FILE))
+    return parse_item(raw.decode(errors="replace"), f"{ref}: {ITEM_FILE}")
+
+
+def parse_item(text: str, where: str) -> dict[str, Any]:
+    """A version's item.json, once the fields `load` relies on are there and well-formed."""
+    from secoctl.model_card import FEATURES
+
+    try:
+        item = json.loads(text)
+        properties = item["properties"]
+        spec = properties["secoctl:input"]
+        numbers = [*spec["mean"], *spec["std"], *(bound for band in spec["bands"] for bound in spec["stretch"][band])]
+        well_formed = (properties["secoctl:backbone"] in FEATURES and len(spec["bands"]) == 3
+                       and len(spec["mean"]) == len(spec["std"]) == 3 and len(numbers) == 12
+                       and all(type(n) in (int, float) for n in numbers)
+                       and (spec["size"] is None or type(spec["size"]) is int and spec["size"] > 0))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        well_formed = False
+    if not well_formed:
+        raise UserError(f"{where} is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
+                        "secoctl:input); ask the publisher to publish the version again")
+    return item
 
 
 def sha256_file(path: Path) -> str:
@@ -165,6 +189,35 @@ def verify(folder: Path, sums: dict[str, str]) -> list[str]:
     return [f for f, digest in sums.items() if not (folder / f).exists() or sha256_file(folder / f) != digest]
 
 
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """One pull per cached version at a time, across processes: the others wait, then find it cached."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _fill_cache(ref: WeightsRef, source: str, sums: dict[str, str], cached: Path,
+                on_bytes: Callable[[int], None] | None) -> None:
+    if cached.exists() and verify(cached, sums):
+        shutil.rmtree(cached)  # the cache was altered: fetch again rather than trust it
+    if cached.exists():
+        return
+    partial = cached.parent / f".{ref.version}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    for filename in sums:
+        _download(store.join(source, filename), partial / filename, on_bytes)
+    bad = verify(partial, sums)
+    if bad:
+        for filename in bad:
+            (partial / filename).unlink(missing_ok=True)
+        raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
+                        "altered or truncated. Nothing was cached; ask the publisher to publish it again")
+    (partial / SUMS_FILE).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
+    os.replace(partial, cached)
+
+
 def pull(storage: str, text: str, output: Path | None = None,
          on_bytes: Callable[[int], None] | None = None) -> tuple[WeightsRef, Path]:
     """Fetch a version into the cache (verified), copy it to `output` if given; returns the folder."""
@@ -174,22 +227,14 @@ def pull(storage: str, text: str, output: Path | None = None,
     unexpected = [f for f in sums if f not in (WEIGHTS_FILE, ITEM_FILE)]
     if unexpected:
         raise UserError(f"{ref}: SHA256SUMS names unexpected files {unexpected}; the version is not secoctl's layout")
+    unlisted = [f for f in (WEIGHTS_FILE, ITEM_FILE) if f not in sums]
+    if unlisted:
+        raise UserError(f"{ref}: SHA256SUMS does not list {', '.join(unlisted)}; the version is incomplete and "
+                        "cannot be verified")
     cached = _cache_dir(storage, ref)
-    if cached.exists() and verify(cached, sums):
-        shutil.rmtree(cached)  # the cache was altered: fetch again rather than trust it
-    if not cached.exists():
-        partial = cached.parent / f".{ref.version}.partial"
-        partial.mkdir(parents=True, exist_ok=True)
-        for filename in sums:
-            _download(store.join(source, filename), partial / filename, on_bytes)
-        bad = verify(partial, sums)
-        if bad:
-            for filename in bad:
-                (partial / filename).unlink(missing_ok=True)
-            raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
-                            "altered or truncated. Nothing was cached; ask the publisher to publish it again")
-        (partial / SUMS_FILE).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
-        os.replace(partial, cached)
+    with _locked(cached.parent / f".{ref.version}.lock"):
+        _fill_cache(ref, source, sums, cached, on_bytes)
+    parse_item((cached / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         for filename in (*sums, SUMS_FILE):
@@ -226,18 +271,67 @@ def publish_backbone(storage: str, weights_file: Path, name: str, version: str, 
         return publish(storage, name, version, {WEIGHTS_FILE: weights_file, ITEM_FILE: item_path}, force=force)
 
 
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
+
+
 def safetensors_header(path: Path) -> dict[str, list[int]]:
-    """{tensor name: shape} from a safetensors file's JSON header, read without loading tensors."""
+    """{tensor name: shape} from a safetensors file's JSON header, checked against the file without loading it.
+
+    Each tensor's bytes must be exactly its shape times its dtype's size, and the tensors must tile
+    the data that follows the header with no gap, overlap or excess, as the format requires.
+    """
+    size = path.stat().st_size
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-        if not 2 <= length <= 100 * 2**20:
+        if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
             raise UserError(f"{path} is not a safetensors file (convert .pt/.ckpt files with `secoctl weights import`)")
         try:
             header = json.loads(handle.read(length))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UserError(f"{path} is not a safetensors file: its header is not JSON") from None
-    return {key: value["shape"] for key, value in header.items() if key != "__metadata__"}
+    if not isinstance(header, dict):
+        raise UserError(f"{path} is not a safetensors file: its header is not a JSON object")
+    tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    data_bytes = size - 8 - length
+    ranges = sorted((_tensor_range(path, name, entry, data_bytes), name) for name, entry in tensors.items())
+    end = 0
+    for (begin, stop), name in ranges:
+        if begin != end:
+            raise UserError(f"{path}: tensor {_shown(name)} starts at byte {begin} of the data, not {end}: "
+                            "the tensors leave a gap or overlap")
+        end = stop
+    if end != data_bytes:
+        raise UserError(f"{path}: the header describes {end} bytes of tensor data, the file holds {data_bytes}")
+    return {name: entry["shape"] for name, entry in tensors.items()}
+
+
+def _tensor_range(path: Path, name: str, entry: Any, data_bytes: int) -> tuple[int, int]:
+    """(begin, end) of one tensor's bytes, once its dtype, shape and offsets agree with each other and the file."""
+    if not isinstance(entry, dict) or entry.get("dtype") not in DTYPE_BYTES:
+        raise UserError(f"{path}: tensor {_shown(name)} has no known dtype (one of {', '.join(DTYPE_BYTES)})")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise UserError(f"{path}: tensor {_shown(name)} has shape {_shown(shape)}, not a list of sizes")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes:
+        raise UserError(f"{path}: tensor {_shown(name)} has data_offsets {_shown(offsets)}, "
+                        f"not [begin, end] within the file's {data_bytes} bytes of tensor data")
+    needed = math.prod(shape) * DTYPE_BYTES[entry["dtype"]]
+    if needed != offsets[1] - offsets[0]:
+        # an absurd shape's byte count can be too long to print
+        needs = f"{needed} bytes" if needed <= data_bytes else f"more than the file's {data_bytes} bytes"
+        raise UserError(f"{path}: tensor {_shown(name)} of shape {_shown(shape)} and dtype {entry['dtype']} "
+                        f"needs {needs}, its data_offsets hold {offsets[1] - offsets[0]}")
+    return offsets[0], offsets[1]
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A header value for an error line: a hostile header must not make a megabyte of message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def input_transform(item: dict[str, Any]):
@@ -254,7 +348,7 @@ def load(text: str, storage: str | None = None):
 
     storage = storage or store.default_storage()
     ref, folder = pull(storage, text)
-    item = json.loads((folder / ITEM_FILE).read_text())
+    item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
     model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)
     return model, input_transform(item)
 

@@ -33,10 +33,11 @@ def list_weights(storage: Storage = None) -> None:
 
     root = _storage(storage)
     table = Table("name", "versions", "latest", title=f"weights in {root}")
-    for name in weights.names(root):
-        found = weights.versions(root, name)
-        if found:
-            table.add_row(name, ", ".join(found), found[-1])
+    with store.reported(root):
+        for name in weights.names(root):
+            found = weights.versions(root, name)
+            if found:
+                table.add_row(name, ", ".join(found), found[-1])
     Console().print(table)
 
 
@@ -45,7 +46,10 @@ def show(ref: Ref, storage: Storage = None) -> None:
     """The STAC item (MLM) describing a version: architecture, bands, normalisation, training spec."""
     from secoctl import weights
 
-    typer.echo(json.dumps(weights.show(_storage(storage), ref), indent=2))
+    root = _storage(storage)
+    with store.reported(root):
+        item = weights.show(root, ref)
+    typer.echo(json.dumps(item, indent=2))
 
 
 @app.command()
@@ -56,9 +60,11 @@ def pull(ref: Ref, output: Annotated[Optional[Path], typer.Option("-o", "--outpu
 
     from secoctl import weights
 
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True) as bar:
+    root = _storage(storage)
+    with store.reported(root), Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                                        transient=True) as bar:
         task = bar.add_task("pulling", total=None)
-        resolved, folder = weights.pull(_storage(storage), ref, output, on_bytes=lambda n: bar.advance(task, n))
+        resolved, folder = weights.pull(root, ref, output, on_bytes=lambda n: bar.advance(task, n))
     typer.echo(f"{resolved}: verified, in {folder}")
 
 
@@ -70,7 +76,9 @@ def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
     """Publish a backbone trained elsewhere (safetensors, torchvision ResNet-18/50 key names)."""
     from secoctl import weights
 
-    uri = weights.push(_storage(storage), file, name, version, input_size, force=force)
+    root = _storage(storage)
+    with store.reported(root):
+        uri = weights.push(root, file, name, version, input_size, force=force)
     typer.echo(f"{name}:{version} published to {uri}")
 
 
@@ -81,5 +89,7 @@ def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fa
     """Convert the reference's SeCo .ckpt or torchgeo's SeCo weights and publish them (needs torch)."""
     from secoctl import weights
 
-    uri = weights.import_checkpoint(_storage(storage), file, format, name, version, force=force)
+    root = _storage(storage)
+    with store.reported(root):
+        uri = weights.import_checkpoint(root, file, format, name, version, force=force)
     typer.echo(f"{name}:{version} imported from {file.name} and published to {uri}")

@@ -50,23 +50,39 @@ def default_argv(stage: plan.Stage, spec_location: str) -> list[str]:
     return plan.local_argv(stage, spec_location, nproc_per_node=max(local_gpu_count(), 1))
 
 
-def pid_alive(pid: int) -> bool:
+def process_identity(pid: int) -> dict | None:
+    """What tells this process from a later one given the same PID: its host, boot and start time.
+
+    The start time is in clock ticks after boot (/proc/<pid>/stat field 22); None when the process is gone.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    # field 2, the command name, may hold spaces and parentheses: count from the last ')'
+    started = int(stat.rsplit(")", 1)[1].split()[19])
+    return {"pid": pid, "host": socket.gethostname(), "boot_id": boot_id, "pid_started": started}
+
+
+def running_record(pid: int) -> dict:
+    """The `_RUNNING` content for an apply in process `pid` on this machine."""
+    return {**(process_identity(pid) or {"pid": pid, "host": socket.gethostname()}),
+            "started_at": time.time(), "executor": "local"}
+
+
+def is_alive_here(record: dict) -> bool:
+    """Whether the process a `_RUNNING` record names still runs on this machine: a PID alone is not enough,
+    since a killed apply leaves its record behind and the PID may since belong to another process."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False
-    except PermissionError:
-        return True
-    return True
+    identity = process_identity(pid)
+    return identity is not None and all(record.get(key) == value for key, value in identity.items())
 
 
 def alive_local_pids(facts: dict) -> set[int]:
-    host = socket.gethostname()
-    return {
-        f.running["pid"] for f in facts.values()
-        if f.running and f.running.get("host") == host and isinstance(f.running.get("pid"), int)
-        and pid_alive(f.running["pid"])
-    }
+    return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running)}
 
 
 def read_experiment_facts(experiment_uri: str, experiment: Experiment) -> dict:
@@ -157,8 +173,7 @@ class LocalExecutor:
     def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
         tree = StageTree(self.experiment_uri(experiment), stage.name)
         store.remove(tree.failed)
-        store.write_json(tree.running, {"pid": os.getpid(), "host": socket.gethostname(),
-                                        "started_at": time.time(), "executor": "local"})
+        store.write_json(tree.running, running_record(os.getpid()))
         started = time.monotonic()
         try:
             done = read_facts(tree).parts_done

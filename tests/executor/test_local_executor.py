@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from secoctl.backends.local import LocalExecutor, StageFailed
+from secoctl.backends.local import LocalExecutor, StageFailed, running_record
 from secoctl.specfile import load_documents
 from secoctl.tree import StageTree
 from tests.conftest import ROOT, run_cli
@@ -132,3 +133,47 @@ def test_a_configured_cluster_takes_apply_and_local_keeps_it_on_this_machine(sto
     result = run_cli("apply", str(spec_file), storage=storage)
     assert result.returncode == 2 and "cannot use the kubeconfig" in result.stderr
     assert "Traceback" not in result.stderr and list(storage.iterdir()) == []
+
+
+@pytest.mark.parametrize("record", [
+    lambda pid: {"pid": pid, "host": socket.gethostname(), "started_at": time.time(), "executor": "local"},
+    lambda pid: {**running_record(pid), "pid_started": running_record(pid)["pid_started"] - 1},
+], ids=["without-start-time", "other-start-time"])
+def test_delete_never_signals_a_process_that_took_over_a_stale_records_pid(record, storage):
+    """A SIGKILLed apply leaves `_RUNNING` behind; its PID may since name an unrelated process."""
+    executor(storage).prepare(experiment())
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+        running.parent.mkdir(parents=True)
+        running.write_text(json.dumps(record(unrelated.pid)))
+        status = json.loads(run_cli("status", "contract", "-o", "json", storage=storage).stdout)
+        assert status[0]["state"] == "interrupted"
+        deleted = run_cli("delete", "contract", storage=storage)
+        assert deleted.returncode == 0 and "stopped" not in deleted.stdout
+        time.sleep(0.2)
+        assert unrelated.poll() is None, "the unrelated process was signalled"
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_delete_stops_a_running_apply(storage, tmp_path):
+    spec_file = tmp_path / "contract.yaml"
+    spec_file.write_text(SPEC)
+    env = dict(os.environ, FAKE_SLEEP_S="1", PYTHONPATH=str(ROOT))
+    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+                             cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+        deadline = time.monotonic() + 60
+        while not running.exists():
+            assert time.monotonic() < deadline and apply.poll() is None
+            time.sleep(0.05)
+        deleted = run_cli("delete", "contract", storage=storage)
+        assert deleted.returncode == 0 and f"(process {apply.pid})" in deleted.stdout
+        assert apply.wait(timeout=30) != 0
+        assert not running.exists()
+    finally:
+        apply.kill()
+        apply.wait()

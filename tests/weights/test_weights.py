@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,118 @@ def test_import_refuses_pickled_code(tmp_path: Path):
     result = run_cli("weights", "import", str(tmp_path / "evil.ckpt"), "--format", "seco-ckpt", "--name", "x",
                      "--version", "1", "--storage", (tmp_path / "s").as_uri(), timeout=300)
     assert result.returncode == 2 and "weights_only" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_concurrent_pulls_of_one_version_both_succeed(safetensors_file: Path, s3_storage: str):
+    """Evaluate parts load the same weights at once: neither may see the other's half-written bytes."""
+    weights.push(s3_storage, safetensors_file, "w", "1")
+
+    def slow_pull(_: int) -> Path:
+        return weights.pull(s3_storage, "w:1", on_bytes=lambda n: time.sleep(0.05))[1]  # long enough to overlap
+
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(slow_pull, range(2)))
+    assert folders[0] == folders[1]
+    assert (folders[0] / "model.safetensors").read_bytes() == safetensors_file.read_bytes()
+    assert weights.verify(folders[0], weights.parse_sums((folders[0] / "SHA256SUMS").read_text())) == []
+
+
+def test_a_version_whose_sums_lack_the_model_is_refused(safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    weights.push(storage, safetensors_file, "w", "1")
+    sums_uri = store.join(weights.version_uri(storage, "w", "1"), "SHA256SUMS")
+    only_item = [line for line in store.read_text(sums_uri).splitlines() if line.endswith("item.json")]
+    store.write_text(sums_uri, "\n".join(only_item) + "\n")
+    result = cli("pull", "w:1", storage=storage)
+    assert result.returncode == 2 and "verified" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "error: w:1: SHA256SUMS does not list model.safetensors; the version is incomplete and cannot be verified"]
+
+
+def safetensors_bytes(header: object, data: bytes = b"", declared_length: int | None = None) -> bytes:
+    encoded = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    return (declared_length or len(encoded)).to_bytes(8, "little") + encoded + data
+
+
+def real_header(path: Path) -> dict:
+    raw = path.read_bytes()
+    return json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+
+
+F32_PAIR = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda real: safetensors_bytes(real_header(real)), "within the file's 0 bytes"),  # a header without its data
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [10**12, 10**12], "data_offsets": [0, 8]}},
+                                    bytes(8)), "needs more than the file's 8 bytes"),
+    (lambda real: safetensors_bytes(F32_PAIR, bytes(12)), "describes 8 bytes of tensor data, the file holds 12"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+     "no known dtype"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8)),
+     "not a list of sizes"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, bytes(8)),
+     "needs 4 bytes, its data_offsets hold 8"),
+    (lambda real: safetensors_bytes({**F32_PAIR, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
+                                    bytes(12)), "gap or overlap"),
+    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 2**70]}}, bytes(8)),
+     "not [begin, end] within the file's 8 bytes"),
+    (lambda real: safetensors_bytes(F32_PAIR, bytes(8), declared_length=2**40), "not a safetensors file"),
+    (lambda real: safetensors_bytes(b"{not json", bytes(8)), "header is not JSON"),
+    (lambda real: safetensors_bytes(b"[" * 200_000, bytes(8)), "header is not JSON"),
+    (lambda real: safetensors_bytes([1, 2], bytes(8)), "not a JSON object"),
+], ids=["no-data", "absurd-shape", "excess", "dtype", "negative-dim", "size", "overlap", "offsets", "length", "json",
+        "nesting", "not-object"])
+def test_push_refuses_a_malformed_safetensors_file_in_one_line(content, message, safetensors_file: Path,
+                                                              tmp_path: Path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(content(safetensors_file))
+    storage = tmp_path / "store"
+    result = cli("push", str(bad), "--name", "w", "--version", "1", storage=storage.as_uri())
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and len(result.stderr) < 400
+    assert not storage.exists()
+
+
+@pytest.mark.parametrize("item", [b"{not json", b"\xff\xfe", json.dumps({"properties": {}}).encode(),
+                                  json.dumps([1]).encode()], ids=["json", "utf8", "fields", "not-object"])
+def test_a_bad_item_json_is_a_one_line_error(item: bytes, safetensors_file: Path, tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    bad_item = tmp_path / "item.json"
+    bad_item.write_bytes(item)
+    weights.publish(storage, "w", "1", {"model.safetensors": safetensors_file, "item.json": bad_item})
+    for command in ("show", "pull"):
+        result = cli(command, "w:1", storage=storage)
+        assert result.returncode == 2 and "verified" not in result.stdout, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "error: w:1: item.json is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
+            "secoctl:input); ask the publisher to publish the version again"]
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "access denied"),
+    ({"AWS_ACCESS_KEY_ID": "nobody"}, "access denied"),
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+      "AWS_MAX_ATTEMPTS": "1"}, "Could not connect to the endpoint URL"),  # one attempt: botocore's retries take 10 s
+], ids=["secret", "key", "endpoint-down"])
+def test_storage_failures_are_one_line_errors(environment, message, safetensors_file: Path, s3_storage: str,
+                                              monkeypatch):
+    weights.push(s3_storage, safetensors_file, "w", "1")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    for command in (("weights", "pull", "w:1"), ("weights", "list"), ("weights", "push", str(safetensors_file),
+                                                                       "--name", "w", "--version", "2"),
+                    ("status",), ("delete", "some-experiment")):
+        result = run_cli(*command, "--storage", s3_storage, timeout=300)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert result.stderr.startswith(f"error: storage {s3_storage}: ") and message in result.stderr
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("gs://bucket/tree", "gcsfs"), ("s3://bucket/../tree", "'..' is not allowed"), ("nosuch://x/y", "nosuch")])
+def test_an_unusable_storage_uri_is_a_one_line_error(storage: str, message: str):
+    for command in (("weights", "pull", "w:1"), ("weights", "list"), ("status",)):
+        result = run_cli(*command, "--storage", storage)
+        assert result.returncode == 2 and message in result.stderr, (command, result.stderr[-2000:])
+        assert len(result.stderr.strip().splitlines()) == 1

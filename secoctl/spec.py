@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from secoctl.errors import SpecError, SpecProblem
+from secoctl.errors import SpecError, SpecProblem, shown
 
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
@@ -44,7 +44,7 @@ LITERAL_SECRET_KEYS = re.compile(
 def _dns_label(value: str) -> str:
     if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(value):
         raise ValueError(
-            f"{value!r} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
+            f"{shown(value)} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
             "(lower-case letters, digits and '-', starting and ending with a letter or digit)"
         )
     return value
@@ -100,7 +100,7 @@ class Resources(Model):
     @classmethod
     def _quantity(cls, value: str) -> str:
         if not re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?", value):
-            raise ValueError(f"{value!r} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
+            raise ValueError(f"{shown(value)} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
         return value
 
 
@@ -275,7 +275,7 @@ class ExperimentSpec(Model):
             return value
         match = re.match(r"^([a-z][a-z0-9+.-]*)://([^/]*)", value)
         if not match:
-            raise ValueError(f"{value!r} is not a URI such as file:///data/seco or s3://bucket/seco")
+            raise ValueError(f"{shown(value)} is not a URI such as file:///data/seco or s3://bucket/seco")
         if "@" in match.group(2):
             raise ValueError("credentials must not be written into the URI; use storageSecret")
         return value
@@ -318,7 +318,7 @@ def _message(error: dict[str, Any]) -> str:
         return "required field is missing"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
-        return f"{message}; got {error['input']!r}"
+        return f"{message}; got {shown(error['input'])}"
     return message
 
 

@@ -40,6 +40,17 @@ LITERAL_SECRET_KEYS = re.compile(
     re.IGNORECASE,
 )
 
+# Label keys render sets on every object: `delete` and the rendezvous Service select by them, so a
+# user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
+RESERVED_LABEL_PREFIX = "seco.dev/"
+RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# An experiment's objects are named NAME-SUFFIX (render.names and render.job_name); none may be one
+# an admin installs from manifests/, which apply would take over and delete would remove.
+DERIVED_NAME_SUFFIXES = ("-spec", "-driver", "-pretrain", "-collect", "-evaluate", "-publish")
+ADMIN_OBJECT_NAMES = ("secoctl-driver",)
+
 
 def _dns_label(value: str) -> str:
     if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(value):
@@ -281,9 +292,42 @@ class ExperimentSpec(Model):
         return value
 
 
+def _label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
+            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
+        raise ValueError("not a Kubernetes label key: [DNS-subdomain prefix/]name, the name up to 63 letters, "
+                         "digits, '-', '_' or '.'")
+    if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
+        raise ValueError("secoctl sets this label on every object it makes; choose a key of your own")
+    if LITERAL_SECRET_KEYS.search(name):
+        raise ValueError("this key names a credential, and labels are readable by anyone who can list pods; "
+                         "put credentials in a Secret")
+    return key
+
+
+def _label_value(value: str) -> str:
+    if len(value) > 63 or not LABEL_NAME.match(value):
+        raise ValueError(f"{shown(value)} is not a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.'")
+    return value
+
+
 class Metadata(Model):
     name: DnsLabel
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Annotated[str, AfterValidator(_label_key)], Annotated[str, AfterValidator(_label_value)]] = Field(
+        default_factory=dict,
+        description="Added to every object; not under seco.dev/ nor those secoctl sets (app.kubernetes.io/name, "
+        "app.kubernetes.io/managed-by, kueue.x-k8s.io/queue-name).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_an_admin_object(cls, name: str) -> str:
+        for suffix in DERIVED_NAME_SUFFIXES:
+            if f"{name}{suffix}" in ADMIN_OBJECT_NAMES:
+                raise ValueError(f"{name!r} would name its objects {name}{suffix}, the name of objects an admin "
+                                 "installs from manifests/; choose another name")
+        return name
 
 
 class Experiment(Model):
@@ -306,6 +350,8 @@ class Experiment(Model):
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":  # pydantic's mark for a mapping's key, which the message names instead
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 

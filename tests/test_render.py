@@ -120,3 +120,29 @@ def test_admin_manifests_validate_and_grant_the_driver_exactly_the_rendered_rule
     listed = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in (ROOT / "manifests").glob("*.yaml")
                                     if p.name != "kustomization.yaml")
+
+
+def test_no_label_render_sets_can_be_given_and_no_experiment_is_named_like_an_admin_object():
+    from secoctl.errors import SpecError
+    from secoctl.spec import parse_experiment
+    from tests.conftest import ROOT
+
+    def experiment(name: str, labels: dict[str, str]):
+        return parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
+                                 "metadata": {"name": name, "labels": labels}, "spec": {"queueName": "q"}})
+
+    objects = render(experiment("x", {"team": "a"}))
+    metadata = [o["metadata"] for o in objects] + [o["spec"]["template"]["metadata"] for o in objects if o["kind"] == "Job"]
+    ours = {key for m in metadata for key in m["labels"]} - {"team"}
+    assert LABEL_EXPERIMENT in ours and "kueue.x-k8s.io/queue-name" in ours
+    for key in ours:
+        with pytest.raises(SpecError, match="secoctl sets this label"):
+            experiment("x", {key: "v"})
+    suffixes = {o["metadata"]["name"].removeprefix("x") for o in objects}
+    admin_names = {o["metadata"]["name"] for p in sorted((ROOT / "manifests").rglob("*.yaml"))
+                   if p.name != "kustomization.yaml" for o in yaml.safe_load_all(p.read_text())}
+    taken = [name.removesuffix(suffix) for name in admin_names for suffix in suffixes if name.endswith(suffix)]
+    assert "secoctl" in taken
+    for name in taken:
+        with pytest.raises(SpecError, match="the name of objects an admin installs"):
+            experiment(name, {})

@@ -43,6 +43,12 @@ BAD_SPECS = {
     "bad band": (MINIMAL + "spec: {collect: {bands: [B02, B10]}}\n", "spec.collect.bands[1]:"),
     "bad YAML": (MINIMAL + "spec: {collect: [\n", "invalid YAML: line"),
     "wrong kind": (MINIMAL.replace("kind: Experiment", "kind: Pod"), "kind: Input should be 'Experiment'"),
+    "our label": (MINIMAL.replace("{name: demo}", "{name: demo, labels: {seco.dev/experiment: victim}}"),
+                  "metadata.labels.seco.dev/experiment: secoctl sets this label on every object it makes"),
+    "credential label": (MINIMAL.replace("{name: demo}", "{name: demo, labels: {api_key: abc}}"),
+                         "metadata.labels.api_key: this key names a credential"),
+    "admin's name": (MINIMAL.replace("demo", "secoctl"),
+                     "metadata.name: 'secoctl' would name its objects secoctl-driver, the name of objects an admin"),
 }
 
 

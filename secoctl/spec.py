@@ -6,8 +6,10 @@ field names are camelCase in YAML, as Kubernetes users expect.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from datetime import date
+from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -50,6 +52,33 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 # an admin installs from manifests/, which apply would take over and delete would remove.
 DERIVED_NAME_SUFFIXES = ("-spec", "-driver", "-pretrain", "-collect", "-evaluate", "-publish")
 ADMIN_OBJECT_NAMES = ("secoctl-driver",)
+
+# Where a pod keeps its spec mount, scratch, shared memory (render's volumes), software and system: a
+# storage claim mounted at or above one would hide it, and one inside it would land on a read-only
+# or kernel file system, except under the writable /tmp scratch folder.
+POD_PATHS = ("/tmp", "/etc/secoctl", "/dev/shm", "/opt/secoctl", "/usr", "/bin", "/sbin", "/lib", "/lib64",
+             "/etc", "/dev", "/proc", "/sys", "/run", "/var/run", "/boot", "/root")
+SCRATCH = "/tmp"
+# Query parameters that sign a URL (Azure SAS, S3 presigned) are credentials too.
+SIGNATURE_PARAMETERS = re.compile(r"^(sig|signature|x-amz-signature|x-amz-credential)$", re.IGNORECASE)
+
+
+def _no_credentials_in_uri(value: str | None) -> str | None:
+    """A URI or path as the pods will see it, which reaches the ConfigMap: userinfo or signed queries never."""
+    if value is None or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        raise ValueError("credentials must not be written into the URI (user:password@); "
+                         "name a Secret (storageSecret) instead")
+    signed = [key for key, _ in parse_qsl(parts.query) if LITERAL_SECRET_KEYS.search(key) or SIGNATURE_PARAMETERS.match(key)]
+    if signed:
+        raise ValueError(f"the query parameter {shown(signed[0])} is a credential and must not be written into "
+                         "the URI; name a Secret (storageSecret) instead")
+    return value
+
+
+UriOrPath = Annotated[str, AfterValidator(_no_credentials_in_uri)]
 
 
 def _dns_label(value: str) -> str:
@@ -119,9 +148,9 @@ class Collect(Model):
     """Seasonal Sentinel-2 collection (paper section 3.1; reference datasets/seco_downloader.py)."""
 
     source: Literal["planetary-computer", "stac", "seco-archive"] = "planetary-computer"
-    stac_url: str = "https://planetarycomputer.microsoft.com/api/stac/v1"
+    stac_url: UriOrPath = "https://planetarycomputer.microsoft.com/api/stac/v1"
     collection: str = "sentinel-2-l2a"
-    archive_path: str | None = Field(
+    archive_path: UriOrPath | None = Field(
         None, description="Folder or URI of an extracted SeCo-100K/1M release (source: seco-archive)."
     )
     locations: int = Field(200_000, ge=1, le=10_000_000)
@@ -225,7 +254,7 @@ class Evaluation(Model):
     )
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
-    data_path: str | None = Field(None, description="Where the dataset lives; downloaded if absent.")
+    data_path: UriOrPath | None = Field(None, description="Where the dataset lives; downloaded if absent.")
     baselines: list[str] = Field(
         default_factory=lambda: ["random", "imagenet"],
         description="'random', 'imagenet' or a published weights name NAME[:VERSION].",
@@ -284,12 +313,31 @@ class ExperimentSpec(Model):
     def _storage_uri(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        match = re.match(r"^([a-z][a-z0-9+.-]*)://([^/]*)", value)
-        if not match:
+        if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
             raise ValueError(f"{shown(value)} is not a URI such as file:///data/seco or s3://bucket/seco")
-        if "@" in match.group(2):
-            raise ValueError("credentials must not be written into the URI; use storageSecret")
+        _no_credentials_in_uri(value)
+        path = value.split("://", 1)[1]
+        if ".." in path.split("/"):
+            raise ValueError(f"{shown(value)} climbs out of its folder with '..'; write the folder it means")
+        if value.startswith("file://") and not (path.startswith("/") and posixpath.normpath(path) == path):
+            raise ValueError(f"{shown(value)} is not an absolute, normalised path; write it as "
+                             f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
         return value
+
+    @model_validator(mode="after")
+    def _claim_mounts_a_folder_of_its_own(self) -> "ExperimentSpec":
+        """The claim is mounted at the file:// storage path in every pod (render._storage_volume)."""
+        if self.storage_claim is None:
+            return self
+        if not (self.storage or "").startswith("file://"):
+            raise ValueError("storageClaim is mounted at a file:// storage path; give storage: file:///PATH")
+        path = self.storage.removeprefix("file://")
+        clash = next((used for used in POD_PATHS if f"{used}/".startswith(f"{path}/")
+                      or (used != SCRATCH and path.startswith(f"{used}/"))), None)
+        if path == "/" or clash:
+            raise ValueError(f"storage {shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
+                             "which the pods use; choose a folder of its own such as file:///data/seco")
+        return self
 
 
 def _label_key(key: str) -> str:

@@ -146,3 +146,12 @@ def test_no_label_render_sets_can_be_given_and_no_experiment_is_named_like_an_ad
     for name in taken:
         with pytest.raises(SpecError, match="the name of objects an admin installs"):
             experiment(name, {})
+
+
+def test_a_storage_claim_is_kept_off_every_path_the_pods_mount():
+    from secoctl.spec import POD_PATHS
+
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-archive.yaml"))
+    mounts = {m["mountPath"] for o in render(experiment) if o["kind"] == "Job"
+              for m in o["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] != "storage"}
+    assert mounts and mounts <= set(POD_PATHS)

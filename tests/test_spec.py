@@ -47,6 +47,21 @@ BAD_SPECS = {
                   "metadata.labels.seco.dev/experiment: secoctl sets this label on every object it makes"),
     "credential label": (MINIMAL.replace("{name: demo}", "{name: demo, labels: {api_key: abc}}"),
                          "metadata.labels.api_key: this key names a credential"),
+    "credentials in stacUrl": (MINIMAL + "spec: {collect: {stacUrl: 'https://user:pass@stac.example/v1'}}\n",
+                               "spec.collect.stacUrl: credentials must not be written into the URI"),
+    "signed stacUrl": (MINIMAL + "spec: {collect: {stacUrl: 'https://stac.example/v1?se=2030&sig=abc'}}\n",
+                       "spec.collect.stacUrl: the query parameter 'sig' is a credential"),
+    "credentials in dataPath": (MINIMAL + "spec: {evaluate: [{task: eurosat, dataPath: 's3://AKIA:abc@b/eurosat'}]}\n",
+                                "spec.evaluate[0].dataPath: credentials must not be written into the URI"),
+    "relative storage": (MINIMAL + "spec: {storage: 'file://data/seco'}\n",
+                         "spec.storage: 'file://data/seco' is not an absolute, normalised path; write it as file:///data/seco"),
+    "'..' in storage": (MINIMAL + "spec: {storage: 's3://bucket/seco/../other'}\n", "climbs out of its folder with '..'"),
+    "claim over /etc": (MINIMAL + "spec: {storage: 'file:///etc', storageClaim: data}\n",
+                        "spec: storage 'file:///etc' would be mounted at, over or inside /etc/secoctl, which the pods use"),
+    "claim at /tmp": (MINIMAL + "spec: {storage: 'file:///tmp', storageClaim: data}\n",
+                      "would be mounted at, over or inside /tmp"),
+    "claim without a path": (MINIMAL + "spec: {storage: 's3://bucket/seco', storageClaim: data}\n",
+                             "spec: storageClaim is mounted at a file:// storage path"),
     "admin's name": (MINIMAL.replace("demo", "secoctl"),
                      "metadata.name: 'secoctl' would name its objects secoctl-driver, the name of objects an admin"),
 }
@@ -205,3 +220,4 @@ def test_an_error_line_quotes_a_long_value_cut_short():
     lines = [str(p) for p in error.value.problems]
     assert len(lines) == 2 and all(len(line) < 400 for line in lines), lines
     assert any("(100002 characters)" in line for line in lines)
+

@@ -388,8 +388,11 @@ class Experiment(Model):
     def name(self) -> str:
         return self.metadata.name
 
-    def with_storage(self, storage: str) -> "Experiment":
-        return self.model_copy(update={"spec": self.spec.model_copy(update={"storage": storage})})
+    def with_storage(self, storage: str, source: str = "--storage") -> "Experiment":
+        """This experiment on another storage tree, validated as if the spec had named it."""
+        document = self.to_yaml_dict()
+        document.setdefault("spec", {})["storage"] = storage
+        return parse_experiment(document, source)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -221,3 +221,33 @@ def test_an_error_line_quotes_a_long_value_cut_short():
     assert len(lines) == 2 and all(len(line) < 400 for line in lines), lines
     assert any("(100002 characters)" in line for line in lines)
 
+
+def test_storage_from_the_command_line_is_validated_as_spec_storage_is(tmp_path, storage):
+    spec_file = tmp_path / "x.yaml"
+    spec_file.write_text(MINIMAL)
+    result = run_cli("apply", "--local", str(spec_file), "--storage", "s3://AKIA:abc@bucket/seco", storage=storage)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == "--storage: spec.storage: credentials must not be written into the URI (user:password@); " \
+                            "name a Secret (storageSecret) instead\n"
+    assert list(storage.iterdir()) == []
+
+
+def test_a_specs_own_storage_wins_over_the_environment_and_a_different_storage_option_is_refused(monkeypatch, capsys):
+    import typer
+
+    from secoctl.cli import _on_storage
+    from secoctl.errors import UserError
+
+    own = load_documents(MINIMAL + "spec: {storage: 's3://team/seco'}\n", "x.yaml")[0]
+    bare = load_documents(MINIMAL, "x.yaml")[0]
+    monkeypatch.setenv("SECOCTL_STORAGE", "s3://elsewhere/seco")
+    assert _on_storage(own, None).spec.storage == "s3://team/seco"
+    assert _on_storage(own, "s3://team/seco").spec.storage == "s3://team/seco"
+    assert _on_storage(bare, None).spec.storage == "s3://elsewhere/seco"
+    assert _on_storage(bare, "file:///data/seco").spec.storage == "file:///data/seco"
+    with pytest.raises(UserError, match="--storage s3://other/x differs from demo's spec.storage s3://team/seco"):
+        _on_storage(own, "s3://other/x")
+    monkeypatch.setenv("SECOCTL_STORAGE", "file://relative")
+    with pytest.raises(typer.Exit):
+        _on_storage(bare, None)
+    assert capsys.readouterr().err.startswith("$SECOCTL_STORAGE: spec.storage: 'file://relative' is not an absolute")

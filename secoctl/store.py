@@ -20,9 +20,12 @@ ENV_STORAGE = "SECOCTL_STORAGE"
 
 
 def default_storage() -> str:
+    """$SECOCTL_STORAGE, else the embedded default."""
+    return os.environ.get(ENV_STORAGE) or home_storage()
+
+
+def home_storage() -> str:
     """The embedded default: a folder under the user's data directory, nothing to set up."""
-    if os.environ.get(ENV_STORAGE):
-        return os.environ[ENV_STORAGE]
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return (data_home / "secoctl").as_uri()
 
@@ -121,6 +124,14 @@ def list_names(uri: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+
+def is_missing_folder(uri: str) -> bool:
+    """Whether a file:// storage root is absent, as opposed to empty; object stores cannot tell cheaply."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = filesystem(uri)
+    return isinstance(fs, LocalFileSystem) and not fs.isdir(path)
 
 
 def remove(uri: str) -> None:

@@ -80,3 +80,15 @@ def test_the_sums_a_part_declares_are_what_status_reads(tmp_path):
         Part(experiment, "collect", index, 2, tree).progress(110, 200, "locations", force=True, accepted=110,
                                                              loss=0.5, counts=("accepted",))
     assert metric("collect", 2, "running", read_facts(tree)) == "accepted=220 loss=0.5"
+
+
+def test_a_storage_named_but_absent_is_an_error_and_an_empty_one_lists_nothing(tmp_path, storage):
+    from tests.conftest import run_cli
+
+    missing = run_cli("status", "--storage", (tmp_path / "typo").as_uri())
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr == f"error: storage {(tmp_path / 'typo').as_uri()} does not exist; check --storage or $SECOCTL_STORAGE\n"
+    empty = run_cli("status", "--storage", storage.as_uri())
+    assert (empty.returncode, empty.stdout) == (0, f"no experiments in {storage.as_uri()}\n")
+    first_run = run_cli("status")  # the embedded default is absent until a first apply makes it
+    assert first_run.returncode == 0 and first_run.stdout.startswith("no experiments in file://")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from secoctl import store
-from secoctl.errors import SpecError, UserError
+from secoctl.errors import SpecError, UserError, shown
 
 if TYPE_CHECKING:
     from secoctl.status import StageRow
@@ -157,7 +157,7 @@ def _on_storage(experiment, storage: Optional[str]):
     """
     own = experiment.spec.storage
     if storage and own and storage != own:
-        raise UserError(f"--storage {storage} differs from {experiment.name}'s spec.storage {own}; "
+        raise UserError(f"--storage {shown(storage)} differs from {experiment.name}'s spec.storage {shown(own)}; "
                         "drop --storage or change spec.storage")
     chosen = own or storage or os.environ.get(store.ENV_STORAGE)
     if not chosen or chosen == own:

@@ -245,7 +245,7 @@ def test_a_specs_own_storage_wins_over_the_environment_and_a_different_storage_o
     assert _on_storage(own, "s3://team/seco").spec.storage == "s3://team/seco"
     assert _on_storage(bare, None).spec.storage == "s3://elsewhere/seco"
     assert _on_storage(bare, "file:///data/seco").spec.storage == "file:///data/seco"
-    with pytest.raises(UserError, match="--storage s3://other/x differs from demo's spec.storage s3://team/seco"):
+    with pytest.raises(UserError, match="--storage 's3://other/x' differs from demo's spec.storage 's3://team/seco'"):
         _on_storage(own, "s3://other/x")
     monkeypatch.setenv("SECOCTL_STORAGE", "file://relative")
     with pytest.raises(typer.Exit):

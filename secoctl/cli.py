@@ -169,10 +169,13 @@ def _on_storage(experiment, storage: Optional[str]):
 
 
 def _experiments(storage: str, name: str | None) -> list[str]:
-    names = store.list_names(store.join(storage, "experiments"))
-    if not names and storage != store.home_storage() and store.is_missing_folder(storage):
+    try:
+        names = store.list_names(store.join(storage, "experiments"))
         # The embedded default is absent until a first apply; a storage someone named is a mistake.
-        raise UserError(f"storage {storage} does not exist; check --storage or ${store.ENV_STORAGE}")
+        if not names and storage != store.home_storage() and store.is_missing(storage):
+            raise UserError(f"storage {storage} does not exist; check --storage or ${store.ENV_STORAGE}")
+    except PermissionError as error:
+        raise UserError(f"storage {storage} refused access ({error}); check its credentials") from None
     if name is None:
         return names
     if name not in names:

@@ -126,12 +126,21 @@ def list_names(uri: str) -> list[str]:
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
 
-def is_missing_folder(uri: str) -> bool:
-    """Whether a file:// storage root is absent, as opposed to empty; object stores cannot tell cheaply."""
+def is_missing(uri: str) -> bool:
+    """Whether a storage root is absent rather than empty: its file:// folder, or its object store's bucket.
+
+    An object store has no empty folders, so below the bucket absent and empty are one and the same.
+    """
     from fsspec.implementations.local import LocalFileSystem
 
     fs, path = filesystem(uri)
-    return isinstance(fs, LocalFileSystem) and not fs.isdir(path)
+    if isinstance(fs, LocalFileSystem):
+        return not fs.isdir(path)
+    try:
+        fs.ls(path.split("/", 1)[0])
+    except FileNotFoundError:
+        return True
+    return False
 
 
 def remove(uri: str) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from secoctl import store
-from secoctl.errors import SpecError, UserError
+from secoctl.errors import SpecError, UserError, shown
 
 if TYPE_CHECKING:
     from secoctl.status import StageRow
@@ -31,8 +31,9 @@ app = typer.Typer(
 SpecFiles = Annotated[list[Path], typer.Argument(help="Experiment YAML files ('-' for stdin).", show_default=False)]
 StorageOption = Annotated[
     Optional[str],
-    typer.Option("--storage", envvar=store.ENV_STORAGE,
-                 help="Storage tree URI (file://, s3://); default: a folder under ~/.local/share/secoctl."),
+    typer.Option("--storage", show_default=False,
+                 help=f"Storage tree URI (file://, s3://); default: ${store.ENV_STORAGE}, else a folder under "
+                      "~/.local/share/secoctl. A spec's own spec.storage wins over both defaults."),
 ]
 ContextOption = Annotated[Optional[str], typer.Option("--context", help="kubeconfig context (cluster runs).")]
 NamespaceOption = Annotated[
@@ -124,12 +125,10 @@ def apply(
     With a kubeconfig (or inside a cluster) the spec's objects are applied to Kubernetes and its
     driver Job runs the stages there; otherwise, or with --local, they run on this machine.
     """
-    experiments = _load(files)
+    experiments = [_on_storage(experiment, storage) for experiment in _load(files)]
     if _on_cluster(local):
         from secoctl import cluster_commands
 
-        if storage:
-            experiments = [e.with_storage(storage) for e in experiments]
         cluster_commands.apply(experiments, context, namespace)
         return
     from secoctl.backends.local import LocalExecutor, StageFailed
@@ -138,7 +137,7 @@ def apply(
     with RichObserver() as observer:
         try:
             for experiment in experiments:
-                root = storage or experiment.spec.storage or store.default_storage()
+                root = experiment.spec.storage or store.default_storage()
                 observer.experiment(experiment.name, store.experiment_uri(root, experiment.name))
                 LocalExecutor(root, observer=observer).apply(experiment)
         except StageFailed as failure:
@@ -150,8 +149,33 @@ def apply(
             _fail(["interrupted; committed work is kept and `secoctl apply` resumes from it"], code=130)
 
 
+def _on_storage(experiment, storage: Optional[str]):
+    """The experiment on the storage it names, else on --storage or $SECOCTL_STORAGE, validated as spec.storage.
+
+    A spec's own storage is where its work already is; an explicit --storage naming another is refused
+    rather than either one silently winning.
+    """
+    own = experiment.spec.storage
+    if storage and own and storage != own:
+        raise UserError(f"--storage {shown(storage)} differs from {experiment.name}'s spec.storage {shown(own)}; "
+                        "drop --storage or change spec.storage")
+    chosen = own or storage or os.environ.get(store.ENV_STORAGE)
+    if not chosen or chosen == own:
+        return experiment
+    try:
+        return experiment.with_storage(chosen, "--storage" if storage else f"${store.ENV_STORAGE}")
+    except SpecError as error:
+        _fail([str(p) for p in error.problems])
+
+
 def _experiments(storage: str, name: str | None) -> list[str]:
-    names = store.list_names(store.join(storage, "experiments"))
+    try:
+        names = store.list_names(store.join(storage, "experiments"))
+        # The embedded default is absent until a first apply; a storage someone named is a mistake.
+        if not names and storage != store.home_storage() and store.is_missing(storage):
+            raise UserError(f"storage {storage} does not exist; check --storage or ${store.ENV_STORAGE}")
+    except PermissionError as error:
+        raise UserError(f"storage {storage} refused access ({error}); check its credentials") from None
     if name is None:
         return names
     if name not in names:

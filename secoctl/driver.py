@@ -21,10 +21,10 @@ from pathlib import Path
 from secoctl import plan, render, store
 from secoctl.backends.kubernetes import ApiError, Cluster, KubernetesExecutor
 from secoctl.backends.local import prepare_storage
-from secoctl.errors import UserError
+from secoctl.errors import SpecError, UserError
 from secoctl.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents
+from secoctl.specfile import load_documents, read_spec
 from secoctl.tree import StageTree, commit_stage, read_facts
 
 POLL_S = 2.0
@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between looks at a running Job")
     args = parser.parse_args(argv)
     try:
-        experiment = load_documents(args.spec.read_text(), str(args.spec))[0]
+        experiment = load_documents(read_spec(str(args.spec)), str(args.spec))[0]
         return Driver(experiment, Cluster(namespace=args.namespace), args.poll).run()
-    except (UserError, ApiError) as error:
+    except (UserError, SpecError, ApiError) as error:
         event("driver_error", message=str(error))
         return 2
 

@@ -7,6 +7,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# An error line echoes field paths and values from the spec, which may be of any length.
+MAX_PATH_CHARS = 120
+MAX_MESSAGE_CHARS = 300
+MAX_VALUE_CHARS = 60
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` within `limit` characters: its head, and how long it was when cut."""
+    if len(text) <= limit:
+        return text
+    note = f"… ({len(text)} characters)"
+    return text[: max(limit - len(note), 0)] + note
+
+
+def shown(value: object) -> str:
+    """A spec value as an error line quotes it: its repr, cut to MAX_VALUE_CHARS."""
+    return shorten(repr(value), MAX_VALUE_CHARS)
+
 
 class UserError(Exception):
     exit_code = 2
@@ -19,7 +37,8 @@ class SpecProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.path}: {self.message}" if self.path else f"{self.source}: {self.message}"
+        message = shorten(self.message, MAX_MESSAGE_CHARS)
+        return f"{self.source}: {shorten(self.path, MAX_PATH_CHARS)}: {message}" if self.path else f"{self.source}: {message}"
 
 
 class SpecError(Exception):

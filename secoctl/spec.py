@@ -6,8 +6,10 @@ field names are camelCase in YAML, as Kubernetes users expect.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from datetime import date
+from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,7 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from secoctl.errors import SpecError, SpecProblem
+from secoctl.errors import SpecError, SpecProblem, shown
 
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
@@ -40,11 +42,49 @@ LITERAL_SECRET_KEYS = re.compile(
     re.IGNORECASE,
 )
 
+# Label keys render sets on every object: `delete` and the rendezvous Service select by them, so a
+# user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
+RESERVED_LABEL_PREFIX = "seco.dev/"
+RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# An experiment's objects are named NAME-SUFFIX (render.names and render.job_name); none may be one
+# an admin installs from manifests/, which apply would take over and delete would remove.
+DERIVED_NAME_SUFFIXES = ("-spec", "-driver", "-isolated", "-pretrain", "-collect", "-evaluate", "-publish")
+ADMIN_OBJECT_NAMES = ("seco", "seco-batch", "secoctl-user", "gpu-queue")
+
+# Where a pod keeps its spec mount, scratch, shared memory (render's volumes), software and system: a
+# storage claim mounted at or above one would hide it, and one inside it would land on a read-only
+# or kernel file system, except under the writable /tmp scratch folder.
+POD_PATHS = ("/tmp", "/etc/secoctl", "/dev/shm", "/opt/secoctl", "/usr", "/bin", "/sbin", "/lib", "/lib64",
+             "/etc", "/dev", "/proc", "/sys", "/run", "/var/run", "/boot", "/root")
+SCRATCH = "/tmp"
+# Query parameters that sign a URL (Azure SAS, S3 presigned) are credentials too.
+SIGNATURE_PARAMETERS = re.compile(r"^(sig|signature|x-amz-signature|x-amz-credential)$", re.IGNORECASE)
+
+
+def _no_credentials_in_uri(value: str | None) -> str | None:
+    """A URI or path as the pods will see it, which reaches the ConfigMap: userinfo or signed queries never."""
+    if value is None or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        raise ValueError("credentials must not be written into the URI (user:password@); "
+                         "name a Secret (storageSecret) instead")
+    signed = [key for key, _ in parse_qsl(parts.query) if LITERAL_SECRET_KEYS.search(key) or SIGNATURE_PARAMETERS.match(key)]
+    if signed:
+        raise ValueError(f"the query parameter {shown(signed[0])} is a credential and must not be written into "
+                         "the URI; name a Secret (storageSecret) instead")
+    return value
+
+
+UriOrPath = Annotated[str, AfterValidator(_no_credentials_in_uri)]
+
 
 def _dns_label(value: str) -> str:
     if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(value):
         raise ValueError(
-            f"{value!r} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
+            f"{shown(value)} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
             "(lower-case letters, digits and '-', starting and ending with a letter or digit)"
         )
     return value
@@ -104,7 +144,7 @@ class Resources(Model):
     @classmethod
     def _quantity(cls, value: str) -> str:
         if not re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?", value):
-            raise ValueError(f"{value!r} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
+            raise ValueError(f"{shown(value)} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
         return value
 
 
@@ -112,9 +152,9 @@ class Collect(Model):
     """Seasonal Sentinel-2 collection (paper section 3.1; reference datasets/seco_downloader.py)."""
 
     source: Literal["planetary-computer", "stac", "seco-archive"] = "planetary-computer"
-    stac_url: str = "https://planetarycomputer.microsoft.com/api/stac/v1"
+    stac_url: UriOrPath = "https://planetarycomputer.microsoft.com/api/stac/v1"
     collection: str = "sentinel-2-l2a"
-    archive_path: str | None = Field(
+    archive_path: UriOrPath | None = Field(
         None, description="Folder or URI of an extracted SeCo-100K/1M release (source: seco-archive)."
     )
     locations: int = Field(200_000, ge=1, le=10_000_000)
@@ -218,7 +258,7 @@ class Evaluation(Model):
     )
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
-    data_path: str | None = Field(None, description="Where the dataset lives; downloaded if absent.")
+    data_path: UriOrPath | None = Field(None, description="Where the dataset lives; downloaded if absent.")
     baselines: list[str] = Field(
         default_factory=lambda: ["random", "imagenet"],
         description="'random', 'imagenet' or a published weights name NAME[:VERSION].",
@@ -277,17 +317,69 @@ class ExperimentSpec(Model):
     def _storage_uri(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        match = re.match(r"^([a-z][a-z0-9+.-]*)://([^/]*)", value)
-        if not match:
-            raise ValueError(f"{value!r} is not a URI such as file:///data/seco or s3://bucket/seco")
-        if "@" in match.group(2):
-            raise ValueError("credentials must not be written into the URI; use storageSecret")
+        if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
+            raise ValueError(f"{shown(value)} is not a URI such as file:///data/seco or s3://bucket/seco")
+        _no_credentials_in_uri(value)
+        path = value.split("://", 1)[1]
+        if ".." in path.split("/"):
+            raise ValueError(f"{shown(value)} climbs out of its folder with '..'; write the folder it means")
+        if value.startswith("file://") and not (path.startswith("/") and posixpath.normpath(path) == path):
+            raise ValueError(f"{shown(value)} is not an absolute, normalised path; write it as "
+                             f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
         return value
+
+    @model_validator(mode="after")
+    def _claim_mounts_a_folder_of_its_own(self) -> "ExperimentSpec":
+        """The claim is mounted at the file:// storage path in every pod (render._storage_volume)."""
+        if self.storage_claim is None:
+            return self
+        if not (self.storage or "").startswith("file://"):
+            raise ValueError("storageClaim is mounted at a file:// storage path; give storage: file:///PATH")
+        path = self.storage.removeprefix("file://")
+        clash = next((used for used in POD_PATHS if f"{used}/".startswith(f"{path}/")
+                      or (used != SCRATCH and path.startswith(f"{used}/"))), None)
+        if path == "/" or clash:
+            raise ValueError(f"storage {shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
+                             "which the pods use; choose a folder of its own such as file:///data/seco")
+        return self
+
+
+def _label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
+            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
+        raise ValueError("not a Kubernetes label key: [DNS-subdomain prefix/]name, the name up to 63 letters, "
+                         "digits, '-', '_' or '.'")
+    if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
+        raise ValueError("secoctl sets this label on every object it makes; choose a key of your own")
+    if LITERAL_SECRET_KEYS.search(name):
+        raise ValueError("this key names a credential, and labels are readable by anyone who can list pods; "
+                         "put credentials in a Secret")
+    return key
+
+
+def _label_value(value: str) -> str:
+    if len(value) > 63 or not LABEL_NAME.match(value):
+        raise ValueError(f"{shown(value)} is not a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.'")
+    return value
 
 
 class Metadata(Model):
     name: DnsLabel
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Annotated[str, AfterValidator(_label_key)], Annotated[str, AfterValidator(_label_value)]] = Field(
+        default_factory=dict,
+        description="Added to every object; not under seco.dev/ nor those secoctl sets (app.kubernetes.io/name, "
+        "app.kubernetes.io/managed-by, kueue.x-k8s.io/queue-name).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_an_admin_object(cls, name: str) -> str:
+        for suffix in DERIVED_NAME_SUFFIXES:
+            if f"{name}{suffix}" in ADMIN_OBJECT_NAMES:
+                raise ValueError(f"{name!r} would name its objects {name}{suffix}, the name of objects an admin "
+                                 "installs from manifests/; choose another name")
+        return name
 
 
 class Experiment(Model):
@@ -300,8 +392,11 @@ class Experiment(Model):
     def name(self) -> str:
         return self.metadata.name
 
-    def with_storage(self, storage: str) -> "Experiment":
-        return self.model_copy(update={"spec": self.spec.model_copy(update={"storage": storage})})
+    def with_storage(self, storage: str, source: str = "--storage") -> "Experiment":
+        """This experiment on another storage tree, validated as if the spec had named it."""
+        document = self.to_yaml_dict()
+        document.setdefault("spec", {})["storage"] = storage
+        return parse_experiment(document, source)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -310,6 +405,8 @@ class Experiment(Model):
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":  # pydantic's mark for a mapping's key, which the message names instead
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 
@@ -322,7 +419,7 @@ def _message(error: dict[str, Any]) -> str:
         return "required field is missing"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
-        return f"{message}; got {error['input']!r}"
+        return f"{message}; got {shown(error['input'])}"
     return message
 
 

@@ -9,13 +9,52 @@ import yaml
 
 from secoctl.errors import SpecError, SpecProblem
 from secoctl.spec import Experiment, parse_experiment
-from secoctl.yaml_documents import read_documents
+from secoctl.yaml_documents import LimitExceeded, read_documents
+
+# The spec travels to the cluster in a ConfigMap, whose data Kubernetes caps at 1 MiB: a larger spec
+# could never run there. Real specs are a few KB.
+MAX_SPEC_BYTES = 2**20
 
 
-def load_documents(text: str, source: str) -> list[Experiment]:
-    """Every experiment in one YAML text, or one SpecError listing every problem; both planes read specs so."""
+def read_spec(location: str) -> bytes:
+    """A spec file, stdin ('-') or a storage URI, read no further than one byte past MAX_SPEC_BYTES."""
+    if location == "-":
+        return sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+    if "://" in location:
+        from secoctl import store
+
+        fs, path = store.filesystem(location)
+        with fs.open(path, "rb") as handle:
+            return handle.read(MAX_SPEC_BYTES + 1)
+    with open(location, "rb") as handle:
+        return handle.read(MAX_SPEC_BYTES + 1)
+
+
+def _text(content: str | bytes, source: str) -> str:
+    size = len(content) if isinstance(content, bytes) else len(content.encode(errors="surrogatepass"))
+    if size > MAX_SPEC_BYTES:
+        raise SpecError([SpecProblem(source, "", f"larger than {MAX_SPEC_BYTES // 2**20} MiB, the most a "
+                                                 "Kubernetes ConfigMap holds; a spec is a few KB")])
+    if isinstance(content, str):
+        return content
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[:error.start].count(b"\n") + 1
+        raise SpecError([SpecProblem(source, "", f"not UTF-8 text: byte {content[error.start]:#04x} on line {line}; "
+                                                 "save the file as UTF-8")]) from None
+
+
+def load_documents(content: str | bytes, source: str) -> list[Experiment]:
+    """Every experiment in one YAML text, or one SpecError listing every problem; both planes read specs so.
+
+    Bytes are read as UTF-8; text or bytes beyond MAX_SPEC_BYTES are refused unread.
+    """
+    text = _text(content, source)
     try:
         documents = [d for d in read_documents(text) if d.data is not None]
+    except LimitExceeded as error:
+        raise SpecError([SpecProblem(source, error.path, f"line {error.line}: {error.message}")]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -43,12 +82,12 @@ def load_files(paths: list[Path]) -> list[Experiment]:
     problems: list[SpecProblem] = []
     for path in paths:
         try:
-            text = path.read_text() if str(path) != "-" else sys.stdin.read()
+            content = read_spec(str(path))
         except OSError as error:
             problems.append(SpecProblem(source=str(path), path="", message=f"cannot read: {error.strerror}"))
             continue
         try:
-            experiments.extend(load_documents(text, str(path)))
+            experiments.extend(load_documents(content, str(path)))
         except SpecError as error:
             problems.extend(error.problems)
     seen: set[str] = set()

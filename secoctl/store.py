@@ -25,9 +25,12 @@ ENV_STORAGE = "SECOCTL_STORAGE"
 
 
 def default_storage() -> str:
+    """$SECOCTL_STORAGE, else the embedded default."""
+    return os.environ.get(ENV_STORAGE) or home_storage()
+
+
+def home_storage() -> str:
     """The embedded default: a folder under the user's data directory, nothing to set up."""
-    if os.environ.get(ENV_STORAGE):
-        return os.environ[ENV_STORAGE]
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return (data_home / "secoctl").as_uri()
 
@@ -160,6 +163,23 @@ def list_names(uri: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+
+def is_missing(uri: str) -> bool:
+    """Whether a storage root is absent rather than empty: its file:// folder, or its object store's bucket.
+
+    An object store has no empty folders, so below the bucket absent and empty are one and the same.
+    """
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        return not fs.isdir(path)
+    try:
+        fs.ls(path.split("/", 1)[0])
+    except FileNotFoundError:
+        return True
+    return False
 
 
 def remove(uri: str) -> None:

@@ -166,3 +166,49 @@ def test_every_pod_requests_local_disk_and_its_tmp_is_bounded_by_it():
         pod = job["spec"]["template"]["spec"]
         assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == expected[stage]
         assert {"name": "tmp", "emptyDir": {"sizeLimit": expected[stage]}} in pod["volumes"]
+
+
+def test_no_label_render_sets_can_be_given_and_no_experiment_is_named_like_an_admin_object():
+    from unittest.mock import patch
+
+    from secoctl.errors import SpecError
+    from secoctl.jobstate import KUEUE_QUEUE_LABEL
+    from secoctl.spec import ADMIN_OBJECT_NAMES, DERIVED_NAME_SUFFIXES, parse_experiment
+    from tests.conftest import ROOT
+
+    def experiment(name: str, labels: dict[str, str]):
+        return parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
+                                 "metadata": {"name": name, "labels": labels}, "spec": {"queueName": "q"}})
+
+    objects = render(experiment("x", {"team": "a"}))
+    metadata = [o["metadata"] for o in objects] + [o["spec"]["template"]["metadata"] for o in objects if o["kind"] == "Job"]
+    # what render sets, and the queue label the driver adds in a stage's turn
+    ours = {key for m in metadata for key in m["labels"]} - {"team"} | {KUEUE_QUEUE_LABEL}
+    assert LABEL_EXPERIMENT in ours
+    for key in ours:
+        with pytest.raises(SpecError, match="secoctl sets this label"):
+            experiment("x", {key: "v"})
+    full = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    suffixes = {o["metadata"]["name"].removeprefix(full.name) for o in render(full)}
+    assert suffixes == set(DERIVED_NAME_SUFFIXES)
+    admin_names = {o["metadata"]["name"] for p in sorted((ROOT / "manifests").rglob("*.yaml"))
+                   if p.name != "kustomization.yaml" for o in yaml.safe_load_all(p.read_text())}
+    assert admin_names == set(ADMIN_OBJECT_NAMES)
+    # An admin name ending in a derived suffix ("team-driver") would make "team" refused; the names
+    # manifests/ holds today collide with none, so the made one stands in for them.
+    taken = [name.removesuffix(suffix) for name in {*admin_names, "team-driver"} for suffix in suffixes
+             if name.endswith(suffix)]
+    assert taken == ["team"]
+    for name in taken:
+        with pytest.raises(SpecError, match="the name of objects an admin installs"):
+            with patch("secoctl.spec.ADMIN_OBJECT_NAMES", (*ADMIN_OBJECT_NAMES, "team-driver")):
+                experiment(name, {})
+
+
+def test_a_storage_claim_is_kept_off_every_path_the_pods_mount():
+    from secoctl.spec import POD_PATHS
+
+    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-archive.yaml"))
+    mounts = {m["mountPath"] for o in render(experiment) if o["kind"] == "Job"
+              for m in o["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] != "storage"}
+    assert mounts and mounts <= set(POD_PATHS)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,25 @@ BAD_SPECS = {
     "bad band": (MINIMAL + "spec: {collect: {bands: [B02, B10]}}\n", "spec.collect.bands[1]:"),
     "bad YAML": (MINIMAL + "spec: {collect: [\n", "invalid YAML: line"),
     "wrong kind": (MINIMAL.replace("kind: Experiment", "kind: Pod"), "kind: Input should be 'Experiment'"),
+    "our label": (MINIMAL.replace("{name: demo}", "{name: demo, labels: {seco.dev/experiment: victim}}"),
+                  "metadata.labels.seco.dev/experiment: secoctl sets this label on every object it makes"),
+    "credential label": (MINIMAL.replace("{name: demo}", "{name: demo, labels: {api_key: abc}}"),
+                         "metadata.labels.api_key: this key names a credential"),
+    "credentials in stacUrl": (MINIMAL + "spec: {collect: {stacUrl: 'https://user:pass@stac.example/v1'}}\n",
+                               "spec.collect.stacUrl: credentials must not be written into the URI"),
+    "signed stacUrl": (MINIMAL + "spec: {collect: {stacUrl: 'https://stac.example/v1?se=2030&sig=abc'}}\n",
+                       "spec.collect.stacUrl: the query parameter 'sig' is a credential"),
+    "credentials in dataPath": (MINIMAL + "spec: {evaluate: [{task: eurosat, dataPath: 's3://AKIA:abc@b/eurosat'}]}\n",
+                                "spec.evaluate[0].dataPath: credentials must not be written into the URI"),
+    "relative storage": (MINIMAL + "spec: {storage: 'file://data/seco'}\n",
+                         "spec.storage: 'file://data/seco' is not an absolute, normalised path; write it as file:///data/seco"),
+    "'..' in storage": (MINIMAL + "spec: {storage: 's3://bucket/seco/../other'}\n", "climbs out of its folder with '..'"),
+    "claim over /etc": (MINIMAL + "spec: {storage: 'file:///etc', storageClaim: data}\n",
+                        "spec: storage 'file:///etc' would be mounted at, over or inside /etc/secoctl, which the pods use"),
+    "claim at /tmp": (MINIMAL + "spec: {storage: 'file:///tmp', storageClaim: data}\n",
+                      "would be mounted at, over or inside /tmp"),
+    "claim without a path": (MINIMAL + "spec: {storage: 's3://bucket/seco', storageClaim: data}\n",
+                             "spec: storageClaim is mounted at a file:// storage path"),
 }
 
 
@@ -136,3 +156,96 @@ def test_schema_comes_from_the_model_and_uses_yaml_field_names():
     assert '"batchSize"' in result.stdout and '"storageSecret"' in result.stdout
     assert json_schema()["title"] == "secoctl Experiment"
     assert Experiment.model_json_schema(by_alias=True)["additionalProperties"] is False
+
+
+def _nested_anchors(levels: int = 9) -> str:
+    """The classic "billion laughs": each level lists the one before nine times (9^9 values)."""
+    lines = ['  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return MINIMAL + "spec:\n" + "\n".join(lines) + "\n"
+
+
+UNBOUNDED_SPECS = {
+    "alias bomb": (_nested_anchors().encode(),
+                   "spec.l5[0]: line 10: more than 100000 values, an alias counting its anchor's again"),
+    "too many aliases": ((MINIMAL + "spec:\n  x: &x 1\n  y: [" + ", ".join(["*x"] * 101) + "]\n").encode(),
+                         "spec.y[100]: line 6: more than 100 aliases; write the values out instead"),
+    "recursive alias": ((MINIMAL + "spec: &self {collect: *self}\n").encode(),
+                        "spec.collect: line 4: alias *self repeats a node that contains it"),
+    "deep nesting": ((MINIMAL + "spec: {collect: " + "[" * 200_000 + "]" * 200_000 + "}\n").encode(),
+                     "nested deeper than 32 levels; a spec needs at most six"),
+    "not UTF-8": (MINIMAL.replace("demo", "d\xe9mo").encode("latin-1"),
+                  "not UTF-8 text: byte 0xe9 on line 3; save the file as UTF-8"),
+    "over 1 MiB": ((MINIMAL + "# " + "x" * 2**20 + "\n").encode(), "larger than 1 MiB, the most a Kubernetes ConfigMap"),
+}
+
+
+@pytest.mark.parametrize("name", UNBOUNDED_SPECS)
+def test_a_spec_beyond_the_bounds_is_refused_before_it_is_built(name, tmp_path):
+    content, expected = UNBOUNDED_SPECS[name]
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_bytes(content)
+    # The timeout only keeps a regression from hanging the suite; the refusal is what is asserted.
+    for argument in (str(spec_file), "-"):
+        with spec_file.open("rb") as stdin:
+            result = run_cli("validate", argument, stdin=stdin, timeout=20)
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr[-500:]
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.splitlines()) == 1 and len(result.stderr) < 400
+    with pytest.raises(SpecError, match=re.escape(expected.split(": ")[-1])):
+        load_documents(content, "bad.yaml")
+
+
+def test_stages_the_driver_and_status_read_a_stored_spec_within_the_same_bounds(tmp_path, storage):
+    from jobs.common.part import load_spec
+    from secoctl.driver import main as driver_main
+
+    stored = storage / "experiments" / "demo" / "spec.yaml"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(_nested_anchors())
+    result = run_cli("status", "--local", storage=storage, timeout=20)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr[-500:]
+    assert "more than 100000 values" in result.stderr and "Traceback" not in result.stderr
+    for location in (str(stored), stored.as_uri()):
+        with pytest.raises(SpecError, match="more than 100000 values"):
+            load_spec(location)
+    assert driver_main(["--spec", str(stored)]) == 2
+
+
+def test_an_error_line_quotes_a_long_value_cut_short():
+    with pytest.raises(SpecError) as error:
+        load_documents(MINIMAL + f"spec:\n  collect: {{source: {'x' * 100_000}}}\n  ? {'y' * 100_000}\n  : 1\n", "x.yaml")
+    lines = [str(p) for p in error.value.problems]
+    assert len(lines) == 2 and all(len(line) < 400 for line in lines), lines
+    assert any("(100002 characters)" in line for line in lines)
+
+
+def test_storage_from_the_command_line_is_validated_as_spec_storage_is(tmp_path, storage):
+    spec_file = tmp_path / "x.yaml"
+    spec_file.write_text(MINIMAL)
+    result = run_cli("apply", "--local", str(spec_file), "--storage", "s3://AKIA:abc@bucket/seco", storage=storage)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == "--storage: spec.storage: credentials must not be written into the URI (user:password@); " \
+                            "name a Secret (storageSecret) instead\n"
+    assert list(storage.iterdir()) == []
+
+
+def test_a_specs_own_storage_wins_over_the_environment_and_a_different_storage_option_is_refused(monkeypatch, capsys):
+    import typer
+
+    from secoctl.cli import _on_storage
+    from secoctl.errors import UserError
+
+    own = load_documents(MINIMAL + "spec: {storage: 's3://team/seco'}\n", "x.yaml")[0]
+    bare = load_documents(MINIMAL, "x.yaml")[0]
+    monkeypatch.setenv("SECOCTL_STORAGE", "s3://elsewhere/seco")
+    assert _on_storage(own, None).spec.storage == "s3://team/seco"
+    assert _on_storage(own, "s3://team/seco").spec.storage == "s3://team/seco"
+    assert _on_storage(bare, None).spec.storage == "s3://elsewhere/seco"
+    assert _on_storage(bare, "file:///data/seco").spec.storage == "file:///data/seco"
+    with pytest.raises(UserError, match="--storage 's3://other/x' differs from demo's spec.storage 's3://team/seco'"):
+        _on_storage(own, "s3://other/x")
+    monkeypatch.setenv("SECOCTL_STORAGE", "file://relative")
+    with pytest.raises(typer.Exit):
+        _on_storage(bare, None)
+    assert capsys.readouterr().err.startswith("$SECOCTL_STORAGE: spec.storage: 'file://relative' is not an absolute")

@@ -80,3 +80,38 @@ def test_the_sums_a_part_declares_are_what_status_reads(tmp_path):
         Part(experiment, "collect", index, 2, tree).progress(110, 200, "locations", force=True, accepted=110,
                                                              loss=0.5, counts=("accepted",))
     assert metric("collect", 2, "running", read_facts(tree)) == "accepted=220 loss=0.5"
+
+
+def test_a_storage_named_but_absent_is_an_error_and_an_empty_one_lists_nothing(tmp_path, storage):
+    from tests.conftest import run_cli
+
+    missing = run_cli("status", "--storage", (tmp_path / "typo").as_uri())
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr == f"error: storage {(tmp_path / 'typo').as_uri()} does not exist; check --storage or $SECOCTL_STORAGE\n"
+    empty = run_cli("status", "--storage", storage.as_uri())
+    assert (empty.returncode, empty.stdout) == (0, f"no experiments in {storage.as_uri()}\n")
+    first_run = run_cli("status")  # the embedded default is absent until a first apply makes it
+    assert first_run.returncode == 0 and first_run.stdout.startswith("no experiments in file://")
+
+
+def test_an_absent_bucket_is_an_error_and_wrong_credentials_are_one_line(monkeypatch, tmp_path):
+    import s3fs
+
+    from jobs.localcloud.servers import s3_server
+    from tests.conftest import run_cli
+
+    (tmp_path / "weed").mkdir()
+    with s3_server(tmp_path / "weed") as endpoint:
+        for key, value in endpoint.environment().items():
+            monkeypatch.setenv(key, value)
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("present")
+        empty = run_cli("status", "--local", "--storage", "s3://present/seco")
+        assert (empty.returncode, empty.stdout) == (0, "no experiments in s3://present/seco\n"), empty.stderr
+        missing = run_cli("status", "--local", "--storage", "s3://absent/seco")
+        assert (missing.returncode, missing.stdout) == (2, ""), missing.stderr
+        assert missing.stderr == "error: storage s3://absent/seco does not exist; check --storage or $SECOCTL_STORAGE\n"
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        denied = run_cli("status", "--local", "--storage", "s3://present/seco")
+        assert (denied.returncode, denied.stdout) == (2, ""), denied.stderr
+        assert denied.stderr.startswith("error: storage s3://present/seco refused access (")
+        assert len(denied.stderr.splitlines()) == 1

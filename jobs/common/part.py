@@ -19,7 +19,7 @@ from secoctl import store
 from secoctl.plan import stage as stage_of
 from secoctl.process import die_with_parent
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents
+from secoctl.specfile import load_documents, read_spec
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -67,8 +67,7 @@ class Part:
 
 
 def load_spec(location: str) -> Experiment:
-    text = open(location).read() if os.path.exists(location) else store.read_text(location)
-    return load_documents(text, location)[0]
+    return load_documents(read_spec(location), location)[0]
 
 
 def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | None = None) -> None:

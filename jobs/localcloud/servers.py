@@ -138,6 +138,8 @@ def s3_server(data_dir: Path | None = None) -> Iterator[S3Endpoint]:
                 # every gRPC port explicit: the default (HTTP port + 10000) can exceed 65535
                 *(f"-{role}.port={free_port()}" for role in ("master", "volume", "filer")),
                 *(f"-{role}.port.grpc={free_port()}" for role in ("master", "volume", "filer", "s3")),
-                f"-s3.port={s3_port}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64"]
+                f"-s3.port={s3_port}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
+                # the Iceberg and Lance catalogs listen on fixed ports, where a second server would fail
+                "-s3.port.iceberg=0", "-s3.port.lance=0"]
         stack.enter_context(running(argv, endpoint.url + "/", log=folder / "weed.log", grace_s=2.0))
         yield endpoint

@@ -212,6 +212,16 @@ def test_stages_the_driver_and_status_read_a_stored_spec_within_the_same_bounds(
     assert driver_main(["--spec", str(stored)]) == 2
 
 
+def test_status_refuses_a_stored_spec_that_is_not_utf8_in_one_line(storage):
+    stored = storage / "experiments" / "demo" / "spec.yaml"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(MINIMAL.encode() + b"# \xff\xfe\n")
+    result = run_cli("status", "--local", storage=storage, timeout=20)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr[-500:]
+    assert "UTF-8" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_an_error_line_quotes_a_long_value_cut_short():
     with pytest.raises(SpecError) as error:
         load_documents(MINIMAL + f"spec:\n  collect: {{source: {'x' * 100_000}}}\n  ? {'y' * 100_000}\n  : 1\n", "x.yaml")

@@ -23,7 +23,7 @@ from secoctl import plan, store
 from secoctl.errors import UserError
 from secoctl.process import die_with_parent
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents
+from secoctl.specfile import load_documents, read_spec
 from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
 
 ArgvFor = Callable[[plan.Stage, str], list[str]]
@@ -93,7 +93,7 @@ def stored_experiment(experiment_uri: str) -> Experiment | None:
     location = spec_uri(experiment_uri)
     if not store.exists(location):
         return None
-    return load_documents(store.read_text(location), location)[0]
+    return load_documents(read_spec(location), location)[0]
 
 
 def prepare_storage(root: str, experiment: Experiment, check_local_runs: bool = False) -> None:

@@ -169,13 +169,11 @@ def _on_storage(experiment, storage: Optional[str]):
 
 
 def _experiments(storage: str, name: str | None) -> list[str]:
-    try:
-        names = store.list_names(store.join(storage, "experiments"))
-        # The embedded default is absent until a first apply; a storage someone named is a mistake.
-        if not names and storage != store.home_storage() and store.is_missing(storage):
-            raise UserError(f"storage {storage} does not exist; check --storage or ${store.ENV_STORAGE}")
-    except PermissionError as error:
-        raise UserError(f"storage {storage} refused access ({error}); check its credentials") from None
+    """The stored experiments' names; storage failures are left to the caller's `store.reported`."""
+    names = store.list_names(store.join(storage, "experiments"))
+    # The embedded default is absent until a first apply; a storage someone named is a mistake.
+    if not names and storage != store.home_storage() and store.is_missing(storage):
+        raise UserError(f"storage {storage} does not exist; check --storage or ${store.ENV_STORAGE}")
     if name is None:
         return names
     if name not in names:
@@ -188,9 +186,10 @@ def _stored(storage: str | None, name: str):
     from secoctl.backends.local import stored_experiment
 
     root = storage or store.default_storage()
-    _experiments(root, name)
-    experiment_uri = store.experiment_uri(root, name)
-    return experiment_uri, stored_experiment(experiment_uri)
+    with store.reported(root):
+        _experiments(root, name)
+        experiment_uri = store.experiment_uri(root, name)
+        return experiment_uri, stored_experiment(experiment_uri)
 
 
 @app.command()

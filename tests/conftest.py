@@ -28,10 +28,11 @@ def storage(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(monkeypatch, tmp_path):
-    """No user's kubeconfig or data folder leaks into a test."""
+    """No user's kubeconfig, data or cache folder leaks into a test (XDG_CACHE_HOME would outrank HOME)."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))

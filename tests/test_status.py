@@ -113,5 +113,5 @@ def test_an_absent_bucket_is_an_error_and_wrong_credentials_are_one_line(monkeyp
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
         denied = run_cli("status", "--local", "--storage", "s3://present/seco")
         assert (denied.returncode, denied.stdout) == (2, ""), denied.stderr
-        assert denied.stderr.startswith("error: storage s3://present/seco refused access (")
+        assert denied.stderr.startswith("error: storage s3://present/seco: access denied (")
         assert len(denied.stderr.splitlines()) == 1

@@ -53,3 +53,5 @@ lock: $(UV)
 		--output-file requirements.lock --quiet
 	$(UV) pip compile pyproject.toml --extra data --python-version 3.11 \
 		--output-file images/secoctl/requirements.lock --quiet
+	$(UV) pip compile tests/checkov-requirements.in --python-version 3.11 \
+		--output-file tests/checkov-requirements.lock --quiet

@@ -167,6 +167,9 @@ def _pod_template(
     container: dict[str, Any] = {
         "name": stage,
         "image": image,
+        # Every pod start resolves the tag at the registry (layers stay cached): a moved tag reaches every
+        # node alike, and a pod cannot run a private image that another pod's credentials pulled.
+        "imagePullPolicy": "Always",
         "command": argv,
         "env": [
             {"name": "HOME", "value": "/tmp"},

@@ -53,6 +53,7 @@ def test_every_object_is_labelled_and_every_pod_is_restricted(example):
             assert security["allowPrivilegeEscalation"] is False
             assert security["readOnlyRootFilesystem"] is True
             assert security["capabilities"] == {"drop": ["ALL"]}
+            assert container["imagePullPolicy"] == "Always"
         assert {"secretRef"} >= {key for source in pod["containers"][0].get("envFrom", []) for key in source}
 
 

@@ -64,8 +64,12 @@ def _uv() -> str:
     return found
 
 
+@pytest.fixture(scope="session")
 def checkov() -> Path:
-    """checkov's entry point, installed once per version and lock into its own virtual environment."""
+    """checkov's entry point, installed once per version and lock into its own virtual environment.
+
+    Session-scoped, so it runs before the per-test isolated HOME and finds the machine's cache.
+    """
     digest = hashlib.sha256(REQUIREMENTS_LOCK.read_bytes()).hexdigest()[:12]
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "secoctl" / "tools"
     target = base / f"checkov-{checkov_version()}-{digest}"
@@ -84,10 +88,10 @@ def checkov() -> Path:
     return target / "bin" / "checkov"
 
 
-def failed_checks(directory: Path) -> dict[str, set[str]]:
+def failed_checks(checkov: Path, directory: Path) -> dict[str, set[str]]:
     """check id -> the resources ("Kind.namespace.name") it failed on, over every file in directory."""
     result = subprocess.run(
-        [str(checkov()), "--directory", str(directory), "--framework", "kubernetes", "--output", "json",
+        [str(checkov), "--directory", str(directory), "--framework", "kubernetes", "--output", "json",
          "--quiet", "--compact", "--skip-download"],
         capture_output=True, text=True, timeout=300, cwd=directory,
     )
@@ -114,12 +118,12 @@ def readme_checkov_section() -> str:
     return " ".join(match.group(1).split())
 
 
-def test_checkov_fails_no_check_on_the_rendered_examples_but_the_accepted_ones(tmp_path):
+def test_checkov_fails_no_check_on_the_rendered_examples_but_the_accepted_ones(checkov, tmp_path):
     for example in EXAMPLES:
         result = run_cli("render", str(example))
         assert result.returncode == 0, result.stderr
         (tmp_path / example.name).write_text(result.stdout)
-    failed = failed_checks(tmp_path)
+    failed = failed_checks(checkov, tmp_path)
     unexpected = {
         check: sorted(resource for resource in resources
                       if check not in ACCEPTED or not re.fullmatch(ACCEPTED[check][0], resource))

@@ -338,7 +338,7 @@ def delete(
         facts = read_experiment_facts(experiment_uri, experiment) if experiment is not None else {}
         running = alive_local_pids(facts)
     for pid in running:
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)
         typer.echo(f"stopped the local run of {name} (process {pid})")
     if purge:
         with store.reported(root):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from secoctl import plan, store
 from secoctl.errors import UserError
-from secoctl.process import die_with_parent
+from secoctl.process import die_with_parent, terminate_as_interrupt
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents, read_spec
 from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
@@ -164,11 +164,12 @@ class LocalExecutor:
         experiment = self.prepare(experiment)
         root = self.experiment_uri(experiment)
         facts = read_experiment_facts(root, experiment)
-        for status in plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True):
-            if status.state == "complete":
-                self.observer.stage_skipped(status.stage)
-                continue
-            self.run_stage(experiment, status.stage)
+        with terminate_as_interrupt():
+            for status in plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True):
+                if status.state == "complete":
+                    self.observer.stage_skipped(status.stage)
+                    continue
+                self.run_stage(experiment, status.stage)
 
     def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
         tree = StageTree(self.experiment_uri(experiment), stage.name)

@@ -158,12 +158,15 @@ def test_delete_never_signals_a_process_that_took_over_a_stale_records_pid(recor
         unrelated.wait()
 
 
-def test_delete_stops_a_running_apply(storage, tmp_path):
+# An apply started in the background by a script or CI inherits SIGINT ignored; delete must stop it too.
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["foreground", "sigint-ignored"])
+def test_delete_stops_a_running_apply(storage, tmp_path, sigint):
     spec_file = tmp_path / "contract.yaml"
     spec_file.write_text(SPEC)
     env = dict(os.environ, FAKE_SLEEP_S="1", PYTHONPATH=str(ROOT))
     apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
-                             cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+                             cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     try:
         running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
         deadline = time.monotonic() + 60

@@ -25,7 +25,7 @@ import torch
 from jobs.common.backbone import ReflectanceInput
 from jobs.evaluate.backbones import baseline
 from jobs.evaluate.classification import score, train_linear
-from jobs.evaluate.stage import transform_for
+from jobs.evaluate.reference_inputs import transform_for
 from jobs.localcloud import eurosat, landscape
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.seco import SeCo, subspaces_for
@@ -126,7 +126,7 @@ def main() -> None:
                         help="label budgets of the probe (train images per class)")
     parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args()
-    transform = transform_for("eurosat", SIZE, torch.device("cpu"))
+    transform = transform_for("eurosat", "modern", SIZE, torch.device("cpu"))
     data = made_eurosat(max(args.labels_per_class), args.test_per_class)
     random = probe_accuracies(random_init(), data, transform, args.labels_per_class, args.probe_epochs)
     for seed in args.seeds:

@@ -363,11 +363,13 @@ def report(
     report_rows = reporting.rows(reporting.read_metrics(experiment_uri))
     if not report_rows:
         raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")
-    table = Table("evaluation", "metric", "model", "value", "paper", title=f"{name}: downstream evaluation")
+    table = Table("evaluation", "metric", "model", "value", "paper (value − paper)",
+                  title=f"{name}: downstream evaluation")
     for row in report_rows:
-        table.add_row(row.evaluation, row.metric, row.model, f"{row.value:.4f}",
-                      f"{row.paper:.4f}" if row.paper is not None else "not recorded")
+        table.add_row(row.evaluation, row.metric, row.model, f"{row.value:.4f}", reporting.paper_cell(row))
     Console().print(table)
+    for note in reporting.notes(report_rows):
+        typer.echo(note)
     markdown_uri = store.join(experiment_uri, "evaluate", "report.md")
     store.write_text(markdown_uri, reporting.markdown(name, report_rows))
     store.write_bytes(store.join(experiment_uri, "evaluate", "report.png"), reporting.chart_png(name, report_rows))

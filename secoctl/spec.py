@@ -213,6 +213,10 @@ class Pretrain(Model):
     encoder_momentum: float = Field(0.999, ge=0, lt=1)
     embedding_dim: int = Field(128, ge=1)
     input_size: int = Field(224, ge=32)
+    augment_order: Literal["reference", "moco"] = Field(
+        "reference", description="reference: seco views are jittered, greyed, blurred and flipped whole, then "
+        "cropped (the reference's datasets/seco_dataset.py); moco: cropped first, as MoCo-v2 does.",
+    )
     bf16: bool = True
     compile: bool = False
     loader_workers: int = Field(8, ge=0, le=64)
@@ -256,6 +260,11 @@ class Evaluation(Model):
     protocol: Literal["linear", "finetune"] | None = Field(
         None, description="Default: linear for eurosat and bigearthnet, finetune for oscd."
     )
+    recipe: Literal["paper", "modern"] = Field(
+        "paper", description="paper: the reference code's inputs, head, training and per-batch metrics "
+        "(main_eurosat/main_bigearthnet/main_oscd); modern: the pretrain input's stretch and ImageNet "
+        "normalisation, standardised features, pixel-global metrics (see the README's Fidelity section).",
+    )
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
     data_path: UriOrPath | None = Field(None, description="Where the dataset lives; downloaded if absent.")
@@ -271,6 +280,9 @@ class Evaluation(Model):
                 "oscd trains a U-Net decoder on the backbone (paper section 4.3); "
                 "use protocol: finetune or leave protocol out"
             )
+        if self.task == "eurosat" and self.recipe == "paper" and self.protocol == "finetune":
+            raise ValueError("recipe paper only probes EuroSAT linearly (reference main_eurosat.py); "
+                             "use protocol: linear, or recipe: modern")
         return self
 
     @property
@@ -281,7 +293,8 @@ class Evaluation(Model):
     def key(self) -> str:
         """Folder name of this evaluation's results, unique within an experiment."""
         protocol = "finetune" if self.finetunes else "linear"
-        return f"{self.task}-{protocol}-{round(self.label_fraction * 100)}pct"
+        recipe = "-modern" if self.recipe == "modern" else ""
+        return f"{self.task}-{protocol}-{round(self.label_fraction * 100)}pct{recipe}"
 
 
 class Publish(Model):

@@ -357,8 +357,12 @@ IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
 
 
 def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
-                      force: bool = False) -> str:
-    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code."""
+                      force: bool = False, releases: dict[str, Any] | None = None) -> str:
+    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code.
+
+    A seco-ckpt file must be one of the reference's releases by its MD5 sum (`releases` replaces that
+    table only in tests); the release's name and pre-training set go into the published provenance.
+    """
     import argparse
 
     import torch
@@ -371,6 +375,13 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     check_version(version)
     if fmt not in IMPORT_FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(IMPORT_FORMATS)}")
+    provenance: dict[str, Any] = {"imported_from": path.name, "format": fmt}
+    release = None
+    if fmt == "seco-ckpt":
+        from secoctl import seco_releases
+
+        release, md5 = seco_releases.identify(path, seco_releases.RELEASES if releases is None else releases)
+        provenance.update({"release": release.name, "md5": md5, "pretraining": release.pretraining})
     try:
         # Lightning stores its hyper-parameters as an argparse.Namespace: a plain attribute bag.
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -390,9 +401,11 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
         build_backbone(backbone).load_state_dict(tensors, strict=True)
     except (ValueError, RuntimeError) as error:
         raise UserError(f"{path}: {str(error).splitlines()[0]}") from None
+    if release is not None and release.backbone != backbone:
+        raise UserError(f"{path.name} has the md5 of {release.name} but holds a {backbone}")
     with tempfile.TemporaryDirectory(prefix="secoctl-import-") as scratch:
         converted = Path(scratch, WEIGHTS_FILE)
         save_file(tensors, str(converted))
         return publish_backbone(storage, converted, name, version, backbone, input_size,
                                 sum(t.numel() for t in tensors.values()),
-                                {"imported_from": path.name, "format": fmt}, force=force)
+                                provenance, force=force)

@@ -86,10 +86,13 @@ def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
 def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
                    format: Annotated[str, typer.Option("--format", help="seco-ckpt or torchgeo")],  # noqa: A002
                    name: Name, version: Version, force: Force = False, storage: Storage = None) -> None:
-    """Convert the reference's SeCo .ckpt or torchgeo's SeCo weights and publish them (needs torch)."""
+    """Convert the reference's SeCo .ckpt (a release, checked by its MD5 sum) or torchgeo's SeCo weights and
+    publish them (needs torch)."""
     from secoctl import weights
 
     root = _storage(storage)
     with store.reported(root):
         uri = weights.import_checkpoint(root, file, format, name, version, force=force)
-    typer.echo(f"{name}:{version} imported from {file.name} and published to {uri}")
+        release = weights.show(root, f"{name}:{version}")["properties"]["secoctl:provenance"].get("release")
+    source = f"{file.name} (SeCo release {release}, md5 verified)" if release else file.name
+    typer.echo(f"{name}:{version} imported from {source} and published to {uri}")

@@ -35,7 +35,7 @@ def test_the_quickstart_ends_with_pulled_loadable_weights_and_a_report(tmp_path:
     # 0.573 (seed 0), and 0.668 with seed 1; 1000 test images, so one standard error is about 1.5 points
     # per model. Five points is over two standard errors of the difference below the smallest gain seen.
     metrics = json.loads((tmp_path / ".local/share/secoctl/experiments/quickstart/evaluate/"
-                          "eurosat-linear-100pct/metrics.json").read_text())["results"]
+                          "eurosat-linear-100pct-modern/metrics.json").read_text())["results"]
     assert set(metrics) == {"this-run", "random"}
     assert metrics["this-run"]["accuracy"] - metrics["random"]["accuracy"] >= 0.05, metrics
     pulled = run(str(BIN / "secoctl"), "weights", "pull", "seco-resnet18-quickstart", "-o", str(tmp_path / "w"))

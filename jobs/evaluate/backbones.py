@@ -41,3 +41,22 @@ def candidates(part: Part, labels: list[str]) -> dict[str, nn.Module]:
     storage = spec.storage or store.default_storage()
     return {THIS_RUN: this_run(part, spec.pretrain.backbone),
             **{label: baseline(label, spec.pretrain.backbone, storage) for label in labels}}
+
+
+# The paper's pre-training sets by size: SeCo-100K is 20,000 locations × 5 timestamps, SeCo-1M 200,000 × 5.
+SECO_SETS = {(20_000, 5): "seco-100k", (200_000, 5): "seco-1m"}
+
+
+def provenance(part: Part, label: str) -> dict[str, str | None]:
+    """The architecture of a compared model and which of the paper's pre-training sets it matches: this run
+    by its method and its collection's size, an imported release by its provenance; None for random,
+    ImageNet and anything else."""
+    spec = part.experiment.spec
+    if label == THIS_RUN:
+        matched = SECO_SETS.get((spec.collect.locations, spec.collect.timestamps))
+        return {"backbone": spec.pretrain.backbone, "pretraining": matched if spec.pretrain.method == "seco" else None}
+    if label in ("random", "imagenet"):
+        return {"backbone": spec.pretrain.backbone, "pretraining": None}
+    properties = weights.show(spec.storage or store.default_storage(), label)["properties"]
+    return {"backbone": properties["secoctl:backbone"],
+            "pretraining": properties.get("secoctl:provenance", {}).get("pretraining")}

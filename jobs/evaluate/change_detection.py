@@ -1,6 +1,13 @@
 """OSCD change detection (reference main_oscd): the backbone as the encoder of a U-Net over both dates.
 
-Both dates pass through the same encoder; at each of its five scales the two feature maps are
+recipe paper (`evaluate_paper`): main_oscd.py point by point. The encoder is left out of the
+optimizer (its BatchNorm still runs in train mode, as Lightning's model.train() leaves it); the head
+is the reference's own (reference_unet.py); inputs are OSCD's own quantile stretch to 8 bits, no
+ImageNet statistics; training and test tiles are the reference's 96 px grid (zero past the edge, as
+PIL's crop pads), training tiles flipped and rotated by multiples of 90 degrees, batch 32; precision,
+recall and F1 are averaged over test batches as the paper reports them, and also given pixel-global.
+
+recipe modern (`evaluate`): both dates pass through the same encoder; at each of its five scales the two feature maps are
 concatenated and a U-Net decoder (segmentation_models_pytorch's) turns them into a change logit per
 pixel. Trained on random 96×96 crops of the training cities with flips, Adam lr 1e-3, weight
 decay 1e-4, lr × 0.95 per epoch; tested on whole test cities, tiled. Metrics: precision, recall and
@@ -13,6 +20,7 @@ import torch
 from torch import nn
 
 from jobs.common.backbone import ReflectanceInput
+from jobs.evaluate.reference_unet import ReferenceUNet
 
 PATCH = 96
 BATCH = 32
@@ -98,3 +106,79 @@ def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform:
     truth = torch.cat([mask.bool().flatten() for _, mask in test])
     return {**scores(predicted, truth), "train_cities": len(train), "test_cities": len(test),
             "test_pixels": int(truth.numel())}
+
+
+def grid_tiles(scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's grid: PATCH-sized tiles from (0, 0) in steps of PATCH, zero past a city's edge."""
+    images, masks = [], []
+    for image, mask in scenes:
+        height, width = mask.shape
+        pad = (0, (-width) % PATCH, 0, (-height) % PATCH)
+        image, mask = nn.functional.pad(image, pad), nn.functional.pad(mask, pad)
+        rows, cols = mask.shape[0] // PATCH, mask.shape[1] // PATCH
+        for row in range(rows):
+            for col in range(cols):
+                window = (slice(row * PATCH, (row + 1) * PATCH), slice(col * PATCH, (col + 1) * PATCH))
+                images.append(image[(..., *window)])
+                masks.append(mask[window])
+    return torch.stack(images), torch.stack(masks)
+
+
+def flips_and_rotations(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
+    """Per tile: horizontal flip with p 0.5, then a rotation by 0, 90, 180 or 270 degrees (oscd_datamodule)."""
+    images, masks = images.clone(), masks.clone()
+    for index in range(len(images)):
+        if torch.rand((), generator=generator) < 0.5:
+            images[index], masks[index] = images[index].flip(-1), masks[index].flip(-1)
+        quarter_turns = int(torch.randint(4, (1,), generator=generator))
+        images[index] = torch.rot90(images[index], quarter_turns, (-2, -1))
+        masks[index] = torch.rot90(masks[index], quarter_turns, (-2, -1))
+    return images, masks
+
+
+def batches_of(count: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches of BATCH; the last partial one is dropped (drop_last) unless it is the only one."""
+    batches = list(torch.randperm(count, generator=generator).split(BATCH))
+    return batches[:-1] if len(batches) > 1 and len(batches[-1]) < BATCH else batches
+
+
+def per_batch_and_global(predictions: list[torch.Tensor], truths: list[torch.Tensor]) -> dict[str, float]:
+    """The paper's precision/recall/F1 (each the mean of per-batch values) and the pixel-global ones."""
+    per_batch = [scores(p, t) for p, t in zip(predictions, truths)]
+    result = {metric: sum(s[metric] for s in per_batch) / len(per_batch) for metric in ("precision", "recall", "f1")}
+    overall = scores(torch.cat([p.flatten() for p in predictions]), torch.cat([t.flatten() for t in truths]))
+    return {**result, **{f"{metric}_global": value for metric, value in overall.items()}}
+
+
+def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, transform: ReflectanceInput,
+                   device: torch.device, epochs: int, seed: int = 0) -> dict[str, float]:
+    torch.manual_seed(seed)
+    model = ReferenceUNet(backbone, name).to(device)
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(False)  # not in the optimizer either way; no gradient computed for it
+    optimizer = torch.optim.Adam(model.head_parameters(), lr=1e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.95)
+    generator = torch.Generator().manual_seed(seed)
+    train_images, train_masks = grid_tiles(train)
+    for _ in range(epochs):
+        model.train()
+        for batch in batches_of(len(train_images), generator):
+            images, masks = flips_and_rotations(train_images[batch], train_masks[batch], generator)
+            images = images.to(device)
+            logits = model(transform(images[:, 0]), transform(images[:, 1]))
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, masks.float().to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    test_images, test_masks = grid_tiles(test)
+    model.eval()
+    predictions, truths = [], []
+    with torch.no_grad():
+        for batch in torch.randperm(len(test_images), generator=generator).split(BATCH):
+            images = test_images[batch].to(device)
+            predictions.append((torch.sigmoid(model(transform(images[:, 0]), transform(images[:, 1]))) > 0.5).cpu())
+            truths.append(test_masks[batch].bool())
+    return {**per_batch_and_global(predictions, truths), "train_cities": len(train), "test_cities": len(test),
+            "train_tiles": len(train_images), "test_tiles": len(test_images),
+            "test_pixels": sum(int(mask.numel()) for _, mask in test)}

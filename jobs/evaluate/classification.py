@@ -1,6 +1,9 @@
 """Scene classification protocols: EuroSAT (single-label, top-1) and BigEarthNet (19 labels, micro mAP).
 
-Linear probe (reference main_eurosat / main_bigearthnet --freeze_backbone): pooled features of the
+recipe paper: `eurosat_paper` follows main_eurosat.py, `bigearthnet_paper` main_bigearthnet.py with
+models/ssl_finetuner.py (see their docstrings).
+
+recipe modern: linear probe (reference main_eurosat / main_bigearthnet --freeze_backbone): pooled features of the
 frozen backbone are extracted once, a linear layer is trained on them. Fine-tuning (BigEarthNet
 without --freeze_backbone): backbone and layer are trained together, with flips. Both use Adam with
 lr × 0.1 at 60% and 80% of the epochs, as the reference's EuroSAT schedule does: 1e-3 for a probe,
@@ -132,4 +135,118 @@ def finetune(backbone: nn.Module, task: str, splits: dict, transform: Reflectanc
     multi = MULTI_LABEL[task]
     result = score(*predict(model, task, splits["test"], transform, device), multi)
     result.update({f"val_{k}": v for k, v in score(*predict(model, task, splits["val"], transform, device), multi).items()})
+    return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}
+
+
+# --- recipe paper -------------------------------------------------------------------------------
+
+EUROSAT_BATCH = 32  # datasets/eurosat_datamodule.py
+REFERENCE_SEED = 42  # pl.seed_everything(42); BigearthnetDataModule(seed=42)
+# main_bigearthnet.py: the README's linear-probe command (batch 1024, lr 1e-3); fine-tuning takes the
+# script's defaults (batch 256, lr 1e-5). Milestones are epochs, not fractions: [60, 80].
+BIGEARTHNET = {"linear": {"batch": 1024, "lr": 1e-3}, "finetune": {"batch": 256, "lr": 1e-5}}
+BIGEARTHNET_MILESTONES = [60, 80]
+BIGEARTHNET_DROPOUT = 0.2
+
+
+def reference_subset(count: int, fraction: float, seed: int = REFERENCE_SEED) -> list[int]:
+    """utils/data.py random_subset: int(fraction × count) indices drawn *with replacement*."""
+    import numpy as np
+
+    return [int(i) for i in np.random.default_rng(seed).choice(range(count), int(fraction * count))]
+
+
+def full_batches(task: str, dataset, batch_size: int, seed: int):
+    """Shuffled training batches with drop_last, unless a single partial batch is all there is."""
+    for number, batch in enumerate(datasets.batches(task, dataset, batch_size, shuffle=True, seed=seed)):
+        if len(batch["target"]) < batch_size and number > 0:
+            return
+        yield batch
+
+
+def eurosat_paper(backbone: nn.Module, splits: dict, transform: ReflectanceInput, device: torch.device,
+                  epochs: int, label_fraction: float, features_dim: int, seed: int = 0) -> dict[str, float]:
+    """main_eurosat.py: Classifier(backbone, Linear) with the backbone under no_grad but in train mode, as
+    Lightning's model.train() leaves it: its BatchNorm normalises by batch statistics and keeps updating
+    its running ones during the probe. Adam (lr 1e-3) on the linear layer only, batch 32 with drop_last,
+    lr × 0.1 at 60% and 80% of the epochs; then accuracy in eval mode."""
+    torch.manual_seed(seed)
+    train = splits["train"]
+    keep = reference_subset(len(train), label_fraction) if label_fraction < 1 else list(range(len(train)))
+    subset = torch.utils.data.Subset(train, keep)
+    backbone = backbone.to(device)
+    head = nn.Linear(features_dim, len(train.classes)).to(device)
+    optimizer = torch.optim.Adam(head.parameters())
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.6 * epochs), int(0.8 * epochs)])
+    for epoch in range(epochs):
+        backbone.train()
+        for batch in full_batches("eurosat", subset, EUROSAT_BATCH, seed + epoch):
+            with torch.no_grad():
+                features = backbone(transform(batch["image"].to(device)))
+            loss = nn.functional.cross_entropy(head(features), batch["target"].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    classifier = nn.Sequential(backbone, head)
+    result = score(*predict(classifier, "eurosat", splits["test"], transform, device), False)
+    result.update({f"val_{k}": v for k, v in score(*predict(classifier, "eurosat", splits["val"], transform, device),
+                                                     False).items()})
+    return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}
+
+
+def micro_ap(logits: torch.Tensor, target: torch.Tensor) -> float:
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    return float(multilabel_average_precision(logits, target.long(), target.shape[1], average="micro"))
+
+
+def per_batch_map(model: nn.Module, dataset, transform: ReflectanceInput, device: torch.device,
+                  batch_size: int) -> dict[str, float]:
+    """The paper's mAP (micro-AP of each batch, averaged, as ssl_finetuner's shared_step logs it) beside the
+    global micro- and macro-AP over every sample."""
+    model.eval().to(device)
+    per_batch, outputs, targets = [], [], []
+    with torch.no_grad():
+        for batch in datasets.batches("bigearthnet", dataset, batch_size):
+            logits = model(transform(batch["image"].to(device))).float().cpu()
+            per_batch.append(micro_ap(logits, batch["target"]))
+            outputs.append(logits)
+            targets.append(batch["target"])
+    overall = score(torch.cat(outputs), torch.cat(targets), True)
+    return {"mAP": sum(per_batch) / len(per_batch), "mAP_global": overall["mAP"], "mAP_macro": overall["mAP_macro"]}
+
+
+def bigearthnet_paper(backbone: nn.Module, splits: dict, transform: ReflectanceInput, device: torch.device,
+                      epochs: int, label_fraction: float, features_dim: int, finetunes: bool,
+                      seed: int = 0) -> dict[str, float]:
+    """main_bigearthnet.py with SSLFineTuner: Dropout(0.2) then a linear layer (SSLEvaluator, n_hidden None),
+    MultiLabelSoftMarginLoss, Adam over the head (and the backbone when fine-tuning), lr × 0.1 at epochs
+    60 and 80, the backbone in eval mode every epoch (on_train_epoch_start), training batches with
+    drop_last, a label fraction drawn with replacement (seed 42)."""
+    torch.manual_seed(seed)
+    settings = BIGEARTHNET["finetune" if finetunes else "linear"]
+    train = splits["train"]
+    keep = reference_subset(len(train), label_fraction) if label_fraction < 1 else list(range(len(train)))
+    subset = torch.utils.data.Subset(train, keep)
+    head = nn.Sequential(nn.Dropout(BIGEARTHNET_DROPOUT), nn.Linear(features_dim, train.num_classes))
+    model = nn.Sequential(backbone, head).to(device)
+    parameters = list(head.parameters()) + (list(backbone.parameters()) if finetunes else [])
+    optimizer = torch.optim.Adam(parameters, lr=settings["lr"])
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, BIGEARTHNET_MILESTONES)
+    criterion = nn.MultiLabelSoftMarginLoss()
+    for epoch in range(epochs):
+        model.train()
+        backbone.eval()
+        for batch in full_batches("bigearthnet", subset, settings["batch"], seed + epoch):
+            with torch.set_grad_enabled(finetunes):
+                features = backbone(transform(batch["image"].to(device)))
+            loss = criterion(head(features), batch["target"].float().to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    result = per_batch_map(model, splits["test"], transform, device, settings["batch"])
+    result.update({f"val_{k}": v for k, v in per_batch_map(model, splits["val"], transform, device,
+                                                           settings["batch"]).items()})
     return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}

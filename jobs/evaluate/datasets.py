@@ -102,3 +102,20 @@ def batches(task: str, dataset: Dataset, batch_size: int, shuffle: bool = False,
 def scenes(task: str, dataset: Dataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every (image, target) in memory, one at a time: OSCD's 24 cities differ in size."""
     return [(batch["image"][0], batch["target"][0]) for batch in batches(task, dataset, 1)]
+
+
+# The reference drops the patches BigEarthNet's authors list as covered by seasonal snow, or by
+# clouds and their shadows (datasets/bigearthnet_dataset.py); the lists sit beside the data.
+BAD_PATCH_LISTS = ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv")
+
+
+def without_snow_and_cloud(dataset: Dataset, root: str) -> Dataset:
+    """torchgeo's BigEarthNet minus the listed patches, where the lists are in `root`; unchanged otherwise."""
+    bad: set[str] = set()
+    for name in BAD_PATCH_LISTS:
+        listed = Path(root) / name
+        if listed.exists():
+            bad.update(line.split(",")[0].strip() for line in listed.read_text().splitlines() if line.strip())
+    if bad:
+        dataset.folders = [f for f in dataset.folders if Path(f["s2"]).name not in bad]
+    return dataset

@@ -3,6 +3,8 @@
 Every view gets RandomResizedCrop(scale 0.2-1) and ImageNet normalisation; the views that the
 method marks as augmented also get MoCo-v2's colour jitter (p 0.8), grayscale (p 0.2), Gaussian
 blur σ ∈ [0.1, 2] (p 0.5) and a horizontal flip. Each sample draws its own parameters.
+`augment_first`: jitter, grey, blur and flip the whole image and crop afterwards, as the reference's
+SeasonalContrastMultiAug does (augment, then preprocess); otherwise crop first, as MoCo-v2 does.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ def _blur_kernel(size: int) -> int:
 
 
 class BatchAugment(nn.Module):
-    def __init__(self, size: int, augmented: tuple[bool, ...]):
+    def __init__(self, size: int, augmented: tuple[bool, ...], augment_first: bool = False):
         super().__init__()
         self.augmented = augmented
+        self.augment_first = augment_first
         self.crop = K.RandomResizedCrop((size, size), scale=(0.2, 1.0))
         self.artificial = K.AugmentationSequential(
             K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
@@ -38,8 +41,11 @@ class BatchAugment(nn.Module):
         out = []
         for index, augmented in enumerate(self.augmented):
             image = views[:, index].float().div_(255)
-            image = self.crop(image)
-            if augmented:
-                image = self.artificial(image)
+            if augmented and self.augment_first:
+                image = self.crop(self.artificial(image))
+            else:
+                image = self.crop(image)
+                if augmented:
+                    image = self.artificial(image)
             out.append(self.normalize(image).contiguous(memory_format=torch.channels_last))
         return out

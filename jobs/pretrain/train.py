@@ -22,7 +22,7 @@ from jobs.pretrain import checkpoints
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.data import SeasonalStream
 from jobs.pretrain.seco import SeCo, subspaces_for
-from jobs.pretrain.views import AUGMENTED
+from jobs.pretrain.views import AUGMENTED, augments_before_crop
 from secoctl import store
 
 LOG_EVERY_STEPS = 10
@@ -80,7 +80,8 @@ def work(part: Part) -> dict[str, Any]:
     loader = DataLoader(stream, batch_size=spec.batch_size // world_size, num_workers=spec.loader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=spec.loader_workers > 0,
                         prefetch_factor=4 if spec.loader_workers else None)
-    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method]).to(device)
+    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method],
+                           augments_before_crop(spec.method, spec.augment_order)).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
 
     def checkpoint() -> None:

@@ -21,6 +21,13 @@ STRETCH = {band: stretch(band) for band in RGB}
 AUGMENTED = {"seco": (False, True, False, True), "moco": (True, True), "moco-tp": (True, True)}
 
 
+def augments_before_crop(method: str, order: str) -> bool:
+    """order reference: as the reference does it per method: its seco dataset augments the whole image
+    and crops afterwards, its moco and moco-tp datamodules use MoCo-v2's crop-first transform.
+    order moco: crop first for every method."""
+    return order == "reference" and method == "seco"
+
+
 @dataclass(frozen=True)
 class ViewPlan:
     """Timestamps per view and which views get the artificial augmentation."""

@@ -27,6 +27,7 @@ spec:
   pretrain: {{backbone: resnet18, nodes: 1, gpusPerNode: 0, batchSize: 16, inputSize: 64, queueSize: 64}}
   evaluate:
     - {{task: eurosat, protocol: linear, epochs: 15, dataPath: "{data}", baselines: [random]}}
+    - {{task: eurosat, protocol: linear, recipe: modern, epochs: 5, dataPath: "{data}", baselines: [random]}}
     - {{task: bigearthnet, protocol: linear, labelFraction: 0.5, epochs: 10, dataPath: "{ben}", baselines: [random]}}
     - {{task: bigearthnet, protocol: finetune, epochs: 1, dataPath: "{ben}", baselines: [random]}}
     - {{task: oscd, epochs: 2, dataPath: "{oscd}", baselines: [random]}}
@@ -60,14 +61,19 @@ def test_the_report_compares_this_run_with_its_baseline(trained, storage: Path):
     record = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))
     assert set(record["results"]) == {"this-run", "random"}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["test_samples"] == 40 for r in record["results"].values())
+    modern = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct-modern", "metrics.json"))
+    assert modern["recipe"] == "modern" and all(r["test_samples"] == 40 for r in modern["results"].values())
     linear = store.read_json(store.join(root, "evaluate", "bigearthnet-linear-50pct", "metrics.json"))
     assert linear["metric"] == "mAP" and all(r["train_samples"] == 12 and r["test_samples"] == 10
                                                for r in linear["results"].values())
     finetuned = store.read_json(store.join(root, "evaluate", "bigearthnet-finetune-100pct", "metrics.json"))
     assert finetuned["protocol"] == "finetune" and all(0 < r["mAP"] <= 1 for r in finetuned["results"].values())
     changes = store.read_json(store.join(root, "evaluate", "oscd-finetune-100pct", "metrics.json"))
-    assert all(set(r) >= {"precision", "recall", "f1"} and r["test_pixels"] == 128 * 128
+    assert all(set(r) >= {"precision", "recall", "f1", "f1_global"} and r["test_pixels"] == 128 * 128
                for r in changes["results"].values())
+    assert changes["recipe"] == "paper" and "per batch" in changes["definitions"]["f1"]
+    assert "standard" in changes["definitions"]["f1_global"]
+    assert changes["results"]["this-run"]["pretraining"] is None  # 4 locations is no paper pre-training set
     result = run_cli("report", "eval-test", storage=storage)
     assert result.returncode == 0, result.stderr
     assert "this-run" in result.stdout and "random" in result.stdout

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks.learning import SIZE, made_eurosat, pretrain, probe_accuracies, random_init
-from jobs.evaluate.stage import transform_for
+from jobs.evaluate.reference_inputs import transform_for
 
 QUEUE = 1024
 # Three standard errors of an accuracy near 0.8 on the 1000 test images: a gain the noise does not make.
@@ -26,7 +26,7 @@ MARGIN = 3 * math.sqrt(0.8 * 0.2 / 1000)
 # A hang guard, not a speed check: 1200 CPU steps took 287 s on one 2-core machine and passed 600 s on another
 @pytest.mark.timeout(1800)
 def test_seco_pretraining_beats_random_init_in_a_ten_label_linear_probe():
-    transform = transform_for("eurosat", SIZE, torch.device("cpu"))
+    transform = transform_for("eurosat", "modern", SIZE, torch.device("cpu"))
     data = made_eurosat(train_per_class=10, test_per_class=100)
     random = probe_accuracies(random_init(), data, transform, [10], [100])["10/100"]
 

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from jobs.pretrain.augment import BatchAugment
-from jobs.pretrain.views import STRETCH, plan_views, rgb_uint8, select_views
+from jobs.pretrain.views import AUGMENTED, STRETCH, augments_before_crop, plan_views, rgb_uint8, select_views
 
 
 def test_seco_views_follow_the_paper():
@@ -45,3 +45,46 @@ def test_batch_augmentation_crops_every_view_and_alters_only_the_marked_ones():
     low = (0 - 0.485) / 0.229
     assert plain.min() >= low - 1e-4
     assert not torch.allclose(plain, augmented)
+
+
+class Recorded(torch.nn.Module):
+    """Stands in for one augmentation step: records its name and the size it saw, then does `apply`."""
+
+    def __init__(self, name: str, log: list, apply):
+        super().__init__()
+        self.name, self.log, self.apply = name, log, apply
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        self.log.append((self.name, tuple(image.shape[-2:])))
+        return self.apply(image)
+
+
+def steps(augment: BatchAugment) -> list:
+    log: list = []
+    augment.crop = Recorded("crop", log, lambda image: image[..., :32, :32])
+    augment.artificial = Recorded("artificial", log, lambda image: image)
+    augment(torch.zeros((2, len(augment.augmented), 3, 48, 48), dtype=torch.uint8))
+    return log
+
+
+def test_the_reference_order_augments_the_whole_image_before_the_crop():
+    assert augments_before_crop("seco", "reference")
+    reference = BatchAugment(32, AUGMENTED["seco"], augments_before_crop("seco", "reference"))
+    # q = t0 and k1 = t2 are only cropped; k0 and k2 are augmented whole (48 px), then cropped.
+    assert steps(reference) == [("crop", (48, 48)), ("artificial", (48, 48)), ("crop", (48, 48)),
+                                ("crop", (48, 48)), ("artificial", (48, 48)), ("crop", (48, 48))]
+
+
+def test_the_moco_order_and_the_reference_moco_baselines_crop_first():
+    assert not augments_before_crop("seco", "moco")
+    assert not augments_before_crop("moco", "reference") and not augments_before_crop("moco-tp", "reference")
+    moco = BatchAugment(32, AUGMENTED["moco"], augments_before_crop("moco", "reference"))
+    assert steps(moco) == [("crop", (48, 48)), ("artificial", (32, 32))] * 2
+
+
+def test_both_orders_give_normalised_crops_of_the_input_size():
+    batch = torch.randint(0, 256, (4, 4, 3, 48, 48), dtype=torch.uint8)
+    for first in (True, False):
+        torch.manual_seed(0)
+        views = BatchAugment(32, AUGMENTED["seco"], first)(batch)
+        assert [v.shape for v in views] == [(4, 3, 32, 32)] * 4

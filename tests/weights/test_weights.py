@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from secoctl import store, weights
+from secoctl import seco_releases, store, weights
 from secoctl.backbone_keys import ENCODER_INDEX
 from secoctl.errors import UserError
 from tests.conftest import run_cli
@@ -119,23 +119,56 @@ def test_a_large_upload_goes_in_parts_and_an_interrupted_one_never_shows(s3_stor
     assert not store.exists(store.join(s3_storage, "interrupted.bin"))
 
 
-def test_import_converts_reference_and_torchgeo_checkpoints(tmp_path: Path):
-    storage = (tmp_path / "store").as_uri()
-    state = backbone_state("resnet18", seed=3)
+def made_release(tmp_path: Path, state: dict, file: str = "seco_resnet18_1m.ckpt") -> Path:
+    """A Lightning checkpoint shaped as the reference's releases are (not one of them: its md5 differs)."""
     lightning = {"state_dict": {f"encoder_q.{INDEX_OF[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items()}
                  | {"queue0": torch.randn(128, 8), "encoder_k.0.weight": torch.randn(64, 3, 7, 7)},
                  "hyper_parameters": argparse.Namespace(arch="resnet18", base_lr=0.03), "epoch": 199}
-    torch.save(lightning, tmp_path / "seco_resnet18_1m.ckpt")
+    torch.save(lightning, tmp_path / file)
+    return tmp_path / file
+
+
+def test_import_converts_reference_and_torchgeo_checkpoints(tmp_path: Path):
+    storage = (tmp_path / "store").as_uri()
+    state = backbone_state("resnet18", seed=3)
+    ckpt = made_release(tmp_path, state)
     torchgeo = {**state, "fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)}
     torch.save(torchgeo, tmp_path / "resnet18_sentinel2_rgb_seco.pth")
-
-    for file, fmt, version in (("seco_resnet18_1m.ckpt", "seco-ckpt", "1"), ("resnet18_sentinel2_rgb_seco.pth", "torchgeo", "2")):
-        result = run_cli("weights", "import", str(tmp_path / file), "--format", fmt, "--name", "seco-rn18",
-                         "--version", version, "--storage", storage, timeout=300)
-        assert result.returncode == 0, result.stderr
+    # The made file stands in for the release by its own md5, injected in place of the shipped table.
+    releases = {seco_releases.md5_of(ckpt): seco_releases.Release("seco_resnet18_1m", "resnet18", "seco-1m")}
+    weights.import_checkpoint(storage, ckpt, "seco-ckpt", "seco-rn18", "1", releases=releases)
+    provenance = weights.show(storage, "seco-rn18:1")["properties"]["secoctl:provenance"]
+    assert provenance["release"] == "seco_resnet18_1m" and provenance["pretraining"] == "seco-1m"
+    result = run_cli("weights", "import", str(tmp_path / "resnet18_sentinel2_rgb_seco.pth"), "--format", "torchgeo",
+                     "--name", "seco-rn18", "--version", "2", "--storage", storage, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for version in ("1", "2"):
         model, _ = weights.load(f"seco-rn18:{version}", storage=storage)
         for key, value in state.items():
             torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_the_release_table_is_the_reference_readme_s():
+    assert {md5: r.name for md5, r in seco_releases.RELEASES.items()} == {
+        "dcf336be31f6c6b0e77dcb6cc958fca8": "seco_resnet18_100k", "53d5c41d0f479bdfd31d6746ad4126db": "seco_resnet18_1m",
+        "9672c303f6334ef816494c13b9d05753": "seco_resnet50_100k", "7b09c54aed33c0c988b425c54f4ef948": "seco_resnet50_1m"}
+    assert all(r.name == f"seco_{r.backbone}_{r.pretraining.removeprefix('seco-')}" for r in seco_releases.RELEASES.values())
+
+
+def test_import_refuses_a_checkpoint_that_is_no_release_in_one_line(tmp_path: Path):
+    ckpt = made_release(tmp_path, backbone_state("resnet18", seed=3), "seco_resnet50_1m.ckpt")
+    result = run_cli("weights", "import", str(ckpt), "--format", "seco-ckpt", "--name", "x", "--version", "1",
+                     "--storage", (tmp_path / "s").as_uri(), timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"md5 {seco_releases.md5_of(ckpt)}) is not a SeCo release checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s" / "weights").exists()
+
+
+def test_import_refuses_a_release_sum_over_another_architecture(tmp_path: Path):
+    ckpt = made_release(tmp_path, backbone_state("resnet18", seed=3))
+    releases = {seco_releases.md5_of(ckpt): seco_releases.Release("seco_resnet50_1m", "resnet50", "seco-1m")}
+    with pytest.raises(UserError, match="has the md5 of seco_resnet50_1m but holds a resnet18"):
+        weights.import_checkpoint((tmp_path / "s").as_uri(), ckpt, "seco-ckpt", "x", "1", releases=releases)
 
 
 class Payload:
@@ -143,8 +176,8 @@ class Payload:
 
 
 def test_import_refuses_pickled_code(tmp_path: Path):
-    torch.save({"state_dict": {"encoder_q.0.weight": torch.zeros(1)}, "evil": Payload()}, tmp_path / "evil.ckpt")
-    result = run_cli("weights", "import", str(tmp_path / "evil.ckpt"), "--format", "seco-ckpt", "--name", "x",
+    torch.save({"conv1.weight": torch.zeros(1), "evil": Payload()}, tmp_path / "evil.pth")
+    result = run_cli("weights", "import", str(tmp_path / "evil.pth"), "--format", "torchgeo", "--name", "x",
                      "--version", "1", "--storage", (tmp_path / "s").as_uri(), timeout=300)
     assert result.returncode == 2 and "weights_only" in result.stderr and "Traceback" not in result.stderr
 

@@ -155,10 +155,11 @@ def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it
         job = wait_for("the queue label on the collect Job", lambda: (lambda j: j if j["metadata"]["labels"].get(
             "kueue.x-k8s.io/queue-name") == "gpu-queue" else None)(kube_json(cluster, "get", "job", "queued-collect",
                                                                               "-n", NAMESPACE)))
-        # No Kueue runs in this cluster, so nothing admits it: it stays suspended, with no pods.
+        # No Kueue runs for these tests (tests/cluster/test_kueue.py starts one), so nothing admits
+        # it: it stays suspended, with no pods, and status says Kueue has not taken it.
         assert job["spec"]["suspend"] is True and not pods_of(cluster, "queued", "collect")
         rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "queued", "-n", NAMESPACE, "-o", "json").stdout)}
-        assert rows["collect"]["state"] == "suspended" and "Kueue" in rows["collect"]["reason"]
+        assert rows["collect"]["state"] == "queued" and "Kueue has not taken the Job" in rows["collect"]["reason"]
         assert rows["pretrain"]["state"] == "waiting"
     finally:
         driver.kill()

@@ -41,7 +41,8 @@ QUEUES = Path(__file__).parent / "kueue-queues.yaml"
 
 
 def cache_key() -> str:
-    return f"kueue-{KUEUE}"
+    """Kueue's version; and, for the version-stamped kube-apiserver built beside it, the Kubernetes key."""
+    return f"kueue-{KUEUE}-{binaries.cache_key()}"
 
 
 def cache_dir() -> Path:
@@ -50,7 +51,31 @@ def cache_dir() -> Path:
 
 
 def _complete(target: Path) -> bool:
-    return (target / "kueue").is_file() and (target / "webhooks.yaml").is_file() and any((target / "crds").glob("*.yaml"))
+    return all((target / n).is_file() for n in ("kueue", "kube-apiserver", "webhooks.yaml")) \
+        and any((target / "crds").glob("*.yaml"))
+
+
+def _stamped_apiserver(staging: Path, env: dict[str, str]) -> None:
+    """kube-apiserver linked again with its release in /version (the Go build cache holds its packages).
+
+    The cluster binaries are built without version stamps, so their apiserver reports
+    v0.0.0-master, which Kueue refuses to start against; only the link step runs again here.
+    """
+    stamp = " ".join(f"-X k8s.io/component-base/version.{name}={value}" for name, value in (
+        ("gitVersion", binaries.KUBERNETES), ("gitMajor", binaries.KUBERNETES.split(".")[0].removeprefix("v")),
+        ("gitMinor", binaries.KUBERNETES.split(".")[1]), ("gitTreeState", "clean")))
+    binaries._go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(staging / "kube-apiserver"),
+                  "k8s.io/kubernetes/cmd/kube-apiserver"], binaries.GOBUILD / "kubernetes", env)
+
+
+def control_plane_bin(folder: Path) -> Path:
+    """The cluster binaries, with the version-stamped kube-apiserver: what a control plane for Kueue runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in binaries.cached().iterdir():
+        (folder / entry.name).symlink_to(entry)
+    (folder / "kube-apiserver").unlink()
+    (folder / "kube-apiserver").symlink_to(cached() / "kube-apiserver")
+    return folder
 
 
 def build(target: Path, log=print) -> None:
@@ -68,6 +93,8 @@ def build(target: Path, log=print) -> None:
         for crd in sorted((source / "crd" / "bases").glob("*.yaml")):
             shutil.copy(crd, staging / "crds" / crd.name)
         shutil.copy(source / "webhook" / "manifests.yaml", staging / "webhooks.yaml")
+        log("kueue: linking kube-apiserver with its version stamped ...")
+        _stamped_apiserver(staging, env)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -102,10 +129,13 @@ def certificates(folder: Path) -> dict[str, bytes]:
     """A CA (named as Kueue's cert rotator expects) and a serving certificate for the Service name and 127.0.0.1."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt, key, csr, crt = (folder / n for n in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca_crt),
+    # PKCS#1 keys ("RSA PRIVATE KEY"): the only kind Kueue's cert rotator parses.
+    for path in (ca_key, key):
+        _openssl("genrsa", "-traditional", "-out", str(path), "2048")
+    _openssl("req", "-x509", "-key", str(ca_key), "-out", str(ca_crt),
              "-days", "3650", "-subj", "/O=kueue/CN=kueue-ca", "-addext", "subjectAltName=DNS:kueue-ca",
              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,digitalSignature")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+    _openssl("req", "-new", "-key", str(key), "-out", str(csr),
              "-subj", f"/CN={SERVICE}.{NAMESPACE}.svc")
     extensions = folder / "tls.ext"
     extensions.write_text(f"subjectAltName=DNS:{SERVICE}.{NAMESPACE}.svc,IP:127.0.0.1\n"
@@ -153,7 +183,6 @@ def configuration(webhook_port: int, health_port: int, cert_dir: Path) -> dict:
         "leaderElection": {"leaderElect": False},
         "internalCertManagement": {"enable": True, "webhookServiceName": SERVICE, "webhookSecretName": SECRET},
         "integrations": {"frameworks": ["batch/job"]},
-        "waitForPodsReady": {"enable": False},
     }
 
 

@@ -155,8 +155,8 @@ def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it
         job = wait_for("the queue label on the collect Job", lambda: (lambda j: j if j["metadata"]["labels"].get(
             "kueue.x-k8s.io/queue-name") == "gpu-queue" else None)(kube_json(cluster, "get", "job", "queued-collect",
                                                                               "-n", NAMESPACE)))
-        # No Kueue runs for these tests (tests/cluster/test_kueue.py starts one), so nothing admits
-        # it: it stays suspended, with no pods, and status says Kueue has not taken it.
+        # No Kueue runs in this cluster (tests/cluster/test_kueue.py runs one in its own), so nothing
+        # admits it: it stays suspended, with no pods, and status says Kueue has not taken it.
         assert job["spec"]["suspend"] is True and not pods_of(cluster, "queued", "collect")
         rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "queued", "-n", NAMESPACE, "-o", "json").stdout)}
         assert rows["collect"]["state"] == "queued" and "Kueue has not taken the Job" in rows["collect"]["reason"]
@@ -303,3 +303,41 @@ def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_pa
         driver.kill()
         driver.wait()
         secoctl(kube_env, "delete", "logged", "-n", NAMESPACE, "--purge")
+
+
+def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_path):
+    """kwok runs no code in a pod, so each part's log is written here by the same wrapper a pod runs
+    (`jobs.common.logged`, into the experiment's storage on the claimed volume); the pods are real
+    ones, made by the Job controller, and then deleted."""
+    import subprocess
+    import sys
+
+    cluster.pod_log.write_text("2026-11-24T10:00:00.000000000Z stdout F from the container log\n")
+    spec = spec_file(tmp_path / "e.yaml", "outlived", cluster.storage)
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    # Started as the driver would start it; kwok runs its pods to completion.
+    cluster.kubectl("patch", "job", "outlived-collect", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    try:
+        wait_for("collect to complete", lambda: any(c["type"] == "Complete" for c in kube_json(
+            cluster, "get", "job", "outlived-collect", "-n", NAMESPACE)["status"].get("conditions", [])), timeout=60)
+        for index in (0, 1):
+            wrapped = subprocess.run(
+                [sys.executable, "-m", "jobs.common.logged", "--spec", str(spec), "--stage", "collect", "--",
+                 sys.executable, "-c", f"print('part {index}: 4 locations committed')"],
+                capture_output=True, text=True, cwd=ROOT, timeout=60,
+                env=dict(os.environ, JOB_COMPLETION_INDEX=str(index), PYTHONPATH=str(ROOT)))
+            assert wrapped.returncode == 0, wrapped.stderr
+        live = secoctl(kube_env, "logs", "outlived", "--stage", "collect", "--index", "1", "-n", NAMESPACE)
+        assert live.returncode == 0 and "from the container log" in live.stdout, live.stderr
+        assert "logs from pod outlived-collect-1-" in live.stderr
+        cluster.kubectl("delete", "pods", "-n", NAMESPACE, "-l", "seco.dev/experiment=outlived,seco.dev/stage=collect")
+        wait_for("the pods to be gone", lambda: not pods_of(cluster, "outlived", "collect"))
+        one = secoctl(kube_env, "logs", "outlived", "--stage", "collect", "--index", "1", "-n", NAMESPACE)
+        assert one.returncode == 0, one.stderr
+        assert one.stdout == "part 1: 4 locations committed\n"
+        assert "logs from storage" in one.stderr and "its pods are gone" in one.stderr
+        every = secoctl(kube_env, "logs", "outlived", "-n", NAMESPACE)  # the latest stage with a log: collect
+        assert every.stdout.splitlines() == ["[collect/0] part 0: 4 locations committed",
+                                             "[collect/1] part 1: 4 locations committed"], every.stderr
+    finally:
+        secoctl(kube_env, "delete", "outlived", "-n", NAMESPACE, "--purge")

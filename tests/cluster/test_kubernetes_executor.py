@@ -341,3 +341,31 @@ def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_pat
                                              "[collect/1] part 1: 4 locations committed"], every.stderr
     finally:
         secoctl(kube_env, "delete", "outlived", "-n", NAMESPACE, "--purge")
+
+
+def test_a_stage_whose_pods_a_resource_quota_refuses_says_so(kube_env, cluster, tmp_path):
+    """No pod exists to carry the reason: it is the Job controller's FailedCreate warning."""
+    scope = {"scopeSelector": {"matchExpressions": [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["seco-quota-test"]}]}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "seco-quota-test"},
+         "value": 500},
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-gpus-for-tests", "namespace": NAMESPACE},
+         "spec": {"hard": {"requests.nvidia.com/gpu": "0"}, **scope}}]}))
+    spec = spec_file(tmp_path / "e.yaml", "over-quota", cluster.storage, priorityClassName="seco-quota-test")
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    cluster.kubectl("patch", "job", "over-quota-pretrain", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    try:
+        def pretrain_row():
+            rows = json.loads(secoctl(kube_env, "status", "over-quota", "-n", NAMESPACE, "-o", "json").stdout)
+            row = next(r for r in rows if r["stage"] == "pretrain")
+            return row if "FailedCreate" in row["reason"] else None
+        row = wait_for("the quota refusal in status", pretrain_row, timeout=60)
+        assert row["state"] == "pending" and "exceeded quota: no-gpus-for-tests" in row["reason"], row
+        assert not pods_of(cluster, "over-quota", "pretrain")
+        waiting = json.loads(secoctl(kube_env, "status", "over-quota", "-n", NAMESPACE, "-o", "json").stdout)
+        assert all(r["reason"] for r in waiting if r["state"] in ("waiting", "pending", "queued")), waiting
+    finally:
+        secoctl(kube_env, "delete", "over-quota", "-n", NAMESPACE, "--purge")
+        cluster.kubectl("delete", "resourcequota", "no-gpus-for-tests", "-n", NAMESPACE, check=False)
+        cluster.kubectl("delete", "priorityclass", "seco-quota-test", check=False)

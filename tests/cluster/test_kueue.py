@@ -139,6 +139,7 @@ def running_pods(cluster, experiment: str, stage: str) -> list[dict]:
             if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
 
+@pytest.mark.slow  # over half a minute on two cores, with its own control plane when run alone
 def test_a_preempted_pretrain_is_suspended_then_resumed_without_charging_its_backoff_limit(
         kueue, kube_env, cluster, tmp_path):
     gpu_quota(cluster, 2)

@@ -37,12 +37,10 @@ SECRET = "kueue-webhook-server-cert"
 # Webhooks for these API groups are installed; the others belong to integrations left off.
 WEBHOOK_GROUPS = {"batch", "kueue.x-k8s.io"}
 CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
-QUEUES = Path(__file__).parent / "kueue-queues.yaml"
 
 
 def cache_key() -> str:
-    """Kueue's version; and, for the version-stamped kube-apiserver built beside it, the Kubernetes key."""
-    return f"kueue-{KUEUE}-{binaries.cache_key()}"
+    return f"kueue-{KUEUE}"
 
 
 def cache_dir() -> Path:
@@ -50,12 +48,16 @@ def cache_dir() -> Path:
     return base / "secoctl" / "kueue" / cache_key()
 
 
+def apiserver_dir() -> Path:
+    """The version-stamped kube-apiserver, beside Kueue, keyed as the cluster binaries it is linked from."""
+    return cache_dir() / f"apiserver-{binaries.cache_key()}"
+
+
 def _complete(target: Path) -> bool:
-    return all((target / n).is_file() for n in ("kueue", "kube-apiserver", "webhooks.yaml")) \
-        and any((target / "crds").glob("*.yaml"))
+    return all((target / n).is_file() for n in ("kueue", "webhooks.yaml")) and any((target / "crds").glob("*.yaml"))
 
 
-def _stamped_apiserver(staging: Path, env: dict[str, str]) -> None:
+def _stamped_apiserver(target: Path, log=print) -> None:
     """kube-apiserver linked again with its release in /version (the Go build cache holds its packages).
 
     The cluster binaries are built without version stamps, so their apiserver reports
@@ -64,17 +66,26 @@ def _stamped_apiserver(staging: Path, env: dict[str, str]) -> None:
     stamp = " ".join(f"-X k8s.io/component-base/version.{name}={value}" for name, value in (
         ("gitVersion", binaries.KUBERNETES), ("gitMajor", binaries.KUBERNETES.split(".")[0].removeprefix("v")),
         ("gitMinor", binaries.KUBERNETES.split(".")[1]), ("gitTreeState", "clean")))
-    binaries._go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(staging / "kube-apiserver"),
-                  "k8s.io/kubernetes/cmd/kube-apiserver"], binaries.GOBUILD / "kubernetes", env)
+    started = time.monotonic()
+    log("kueue: linking kube-apiserver with its version stamped ...")
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / "kube-apiserver.partial"
+    binaries._go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(staging),
+                  "k8s.io/kubernetes/cmd/kube-apiserver"], binaries.GOBUILD / "kubernetes", binaries._environment(target))
+    staging.rename(target / "kube-apiserver")
+    log(f"kueue: kube-apiserver linked in {time.monotonic() - started:.0f} s into {target}")
 
 
 def control_plane_bin(folder: Path) -> Path:
     """The cluster binaries, with the version-stamped kube-apiserver: what a control plane for Kueue runs."""
+    stamped = apiserver_dir() / "kube-apiserver"
+    if not stamped.is_file():
+        raise FileNotFoundError(f"{stamped} is missing: run `{binaries.BUILD_COMMAND}` (`make test` runs it before pytest)")
     folder.mkdir(parents=True, exist_ok=True)
     for entry in binaries.cached().iterdir():
         (folder / entry.name).symlink_to(entry)
     (folder / "kube-apiserver").unlink()
-    (folder / "kube-apiserver").symlink_to(cached() / "kube-apiserver")
+    (folder / "kube-apiserver").symlink_to(stamped)
     return folder
 
 
@@ -93,8 +104,6 @@ def build(target: Path, log=print) -> None:
         for crd in sorted((source / "crd" / "bases").glob("*.yaml")):
             shutil.copy(crd, staging / "crds" / crd.name)
         shutil.copy(source / "webhook" / "manifests.yaml", staging / "webhooks.yaml")
-        log("kueue: linking kube-apiserver with its version stamped ...")
-        _stamped_apiserver(staging, env)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -105,11 +114,14 @@ def build(target: Path, log=print) -> None:
 
 
 def ensure(log=print) -> Path:
+    """Kueue (built once per Kueue version) and the stamped kube-apiserver (once per cluster build)."""
     target = cache_dir()
     if _complete(target):
         log(f"kueue: cached in {target}")
-        return target
-    build(target, log)
+    else:
+        build(target, log)
+    if not (apiserver_dir() / "kube-apiserver").is_file():
+        _stamped_apiserver(apiserver_dir(), log)
     return target
 
 

@@ -257,7 +257,7 @@ def logs(
 
         cluster_commands.logs(name, stage, index, follow, context, namespace)
         return
-    from secoctl import plan
+    from secoctl import partlog, plan
     from secoctl.backends.local import alive_local_pids, read_experiment_facts
     from secoctl.tree import StageTree
 
@@ -269,17 +269,15 @@ def logs(
     chosen = stage or (with_logs[-1] if with_logs else None)
     if chosen is None:
         raise UserError(f"{name} has no logs yet; `secoctl apply` writes them as stages run")
-    tree = StageTree(experiment_uri, chosen)
-    files = [n for n in store.list_names(tree.path("logs")) if n.endswith(".log")]
-    if index is not None:
-        files = [n for n in files if int(n.split(".")[0]) == index]
-    offsets = {n: 0 for n in files}
+    stage_uri = StageTree(experiment_uri, chosen).path()
+    parts = [i for i in partlog.indexes(stage_uri) if index is None or i == index]
+    offsets = dict.fromkeys(parts, 0)
     while True:
-        for log_name in files:
-            text = store.read_text(tree.path("logs", log_name))
-            chunk = text[offsets[log_name]:]
-            offsets[log_name] = len(text)
-            prefix = f"[{chosen}/{int(log_name.split('.')[0])}] " if len(files) > 1 else ""
+        for part in parts:
+            text = partlog.read(stage_uri, part)
+            chunk = text[offsets[part]:]
+            offsets[part] = len(text)
+            prefix = f"[{chosen}/{part}] " if len(parts) > 1 else ""
             for line in chunk.splitlines():
                 typer.echo(prefix + line)
         if not follow:

@@ -10,14 +10,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from secoctl import plan, store
+from secoctl import partlog, plan, store
 from secoctl.backends.kubernetes import Cluster, KubernetesExecutor
 from secoctl.backends.local import read_experiment_facts
 from secoctl.errors import UserError
+from secoctl.jobstate import INDEX_LABEL
 from secoctl.status import ClusterRow, cluster_rows
 
 STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "pending": "yellow",
-               "suspended": "yellow", "waiting": "dim"}
+               "queued": "yellow", "waiting": "dim"}
 FINISHED = ("complete", "failed")
 
 
@@ -81,8 +82,33 @@ def status(name: str | None, context: str | None, namespace: str | None, watch: 
             live.update(_table(rows, target.cluster.namespace))
 
 
+def _stage_uri(experiment, stage: str) -> str:
+    return store.join(store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name), stage)
+
+
+def _storage_parts(experiment, stage: str, index: int | None) -> list[int]:
+    """The parts of a stage whose log is in storage; none when this machine cannot read the storage."""
+    if stage == "driver":
+        return []
+    try:
+        return [i for i in partlog.indexes(_stage_uri(experiment, stage)) if index is None or i == index]
+    except Exception:  # noqa: BLE001 - storage this machine cannot reach leaves the pods as the only source
+        return []
+
+
+def _echo_storage(experiment, stage: str, parts: list[int], why: str) -> None:
+    stage_uri = _stage_uri(experiment, stage)
+    typer.echo(f"secoctl: {stage} logs from storage ({stage_uri}/logs): {why}", err=True)
+    for part in parts:
+        prefix = f"[{stage}/{part}] " if len(parts) > 1 else ""
+        for line in partlog.read(stage_uri, part).splitlines():
+            typer.echo(prefix + line)
+
+
 def logs(name: str, stage: str | None, index: int | None, follow: bool, context: str | None,
          namespace: str | None) -> None:
+    """From the pods through the apiserver while they exist; from storage (each part keeps its log
+    there) once they are gone or their node cannot serve it. Which one is said on stderr."""
     target = executor(context, namespace)
     experiment = next((e for e in target.experiments() if e.name == name), None)
     if experiment is None:
@@ -90,20 +116,32 @@ def logs(name: str, stage: str | None, index: int | None, follow: bool, context:
     names = ["driver", *(s.name for s in plan.stages(experiment))]
     if stage is not None and stage not in names:
         raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(names)}")
-    chosen = stage or next((s for s in reversed(names) if target.stage_pods(experiment, s, None)), "driver")
+    chosen = stage or next((s for s in reversed(names) if target.stage_pods(experiment, s, None)
+                            or _storage_parts(experiment, s, None)), "driver")
     pods = target.stage_pods(experiment, chosen, index)
     if not pods:
-        raise UserError(f"{name} has no pods for stage {chosen}{'' if index is None else f' index {index}'} yet")
+        stored = _storage_parts(experiment, chosen, index)
+        if stored:
+            _echo_storage(experiment, chosen, stored, "its pods are gone")
+            return
+        raise UserError(f"{name} has no pods for stage {chosen}{'' if index is None else f' index {index}'} "
+                        "and no log of it in storage yet")
     if follow:
         pods = pods[-1:]
     for pod in pods:
         pod_name = pod["metadata"]["name"]
         prefix = f"[{pod_name}] " if len(pods) > 1 else ""
+        typer.echo(f"secoctl: {chosen} logs from pod {pod_name}", err=True)
         try:
             for line in target.cluster.log(pod_name, follow=follow):
                 typer.echo(prefix + line)
         except Exception as error:  # noqa: BLE001 - the apiserver's word on why a log is unavailable
-            raise UserError(f"cannot read the log of pod {pod_name}: {getattr(error, 'body', {}).get('message', error)}") from None
+            message = getattr(error, "body", {}).get("message", error)
+            part = (pod["metadata"].get("labels") or {}).get(INDEX_LABEL)
+            stored = _storage_parts(experiment, chosen, int(part)) if part is not None else []
+            if not stored:
+                raise UserError(f"cannot read the log of pod {pod_name}: {message}") from None
+            _echo_storage(experiment, chosen, stored, f"pod {pod_name} cannot serve it ({message})")
 
 
 def delete(name: str, purge: bool, storage: str | None, context: str | None, namespace: str | None) -> None:

@@ -213,6 +213,8 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
          extra: dict[str, Any] | None = None) -> dict[str, Any]:
     metadata = _metadata(experiment, job_name(experiment, stage.name), namespace, stage.name)
     template["metadata"]["annotations"] = {ANNOTATION_FINGERPRINT: stage.fingerprint}
+    container = template["spec"]["containers"][0]
+    container["command"] = logged(stage.name, container["command"])
     parts = stage.parts
     job_spec: dict[str, Any] = {
         # Created by `apply`, started by the driver in its turn. With a Kueue queue the driver adds
@@ -230,6 +232,12 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
     }
     job_spec.update(extra or {})
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def logged(stage: str, argv: list[str]) -> list[str]:
+    """A part's command run under `jobs.common.logged`, which also keeps its log in storage
+    (`<stage>/logs/<index>.log`), so the log outlives the pod."""
+    return ["python", "-m", "jobs.common.logged", "--spec", SPEC_PATH, "--stage", stage, "--", *argv]
 
 
 def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict[str, Any]:

@@ -28,7 +28,9 @@ def commands(example: Path) -> list[list[str]]:
     found = []
     for obj in render.render(experiment, "seco"):
         if obj["kind"] == "Job":
-            found.extend(c["command"] for c in obj["spec"]["template"]["spec"]["containers"])
+            for argv in (c["command"] for c in obj["spec"]["template"]["spec"]["containers"]):
+                # A stage part runs under jobs.common.logged: both commands must resolve in the image.
+                found.extend([argv[:argv.index("--")], argv[argv.index("--") + 1:]] if "--" in argv else [argv])
     return found
 
 

@@ -115,3 +115,36 @@ def test_an_absent_bucket_is_an_error_and_wrong_credentials_are_one_line(monkeyp
         assert (denied.returncode, denied.stdout) == (2, ""), denied.stderr
         assert denied.stderr.startswith("error: storage s3://present/seco: access denied (")
         assert len(denied.stderr.splitlines()) == 1
+
+
+def _workload(name: str, priority: int, created: str, reserved: bool = False, queue: str = "gpu-queue") -> dict:
+    conditions = [{"type": "QuotaReserved", "status": "True" if reserved else "False", "reason": "Pending",
+                   "message": "couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu"}]
+    return {"metadata": {"name": name, "creationTimestamp": created}, "spec": {"queueName": queue, "priority": priority},
+            "status": {"conditions": conditions}}
+
+
+def test_the_place_in_line_follows_kueues_order_priority_then_arrival():
+    from secoctl.jobstate import pending_in_queue
+
+    early, late, urgent = (_workload("early", 1000, "2026-11-25T10:00:00Z"), _workload("late", 1000, "2026-11-25T11:00:00Z"),
+                           _workload("urgent", 2000, "2026-11-25T12:00:00Z"))
+    running, elsewhere = (_workload("running", 5000, "2026-11-25T09:00:00Z", reserved=True),
+                          _workload("other", 5000, "2026-11-25T09:00:00Z", queue="cpu-queue"))
+    every = [late, running, early, elsewhere, urgent]
+    assert [pending_in_queue(w, every) for w in (urgent, early, late)] == [(1, 3), (2, 3), (3, 3)]
+    assert pending_in_queue(running, every) is None  # holding quota: no longer in line
+
+
+def test_a_queued_job_says_where_it_waits_and_kueues_reason():
+    from secoctl.jobstate import job_facts
+
+    job = {"metadata": {"uid": "u1", "labels": {"kueue.x-k8s.io/queue-name": "gpu-queue"}}, "spec": {"suspend": True}}
+    workload = _workload("job-x", 1000, "2026-11-25T10:00:00Z")
+    facts = job_facts(job, [], workload, (2, 3))
+    assert facts.state == "queued"
+    assert facts.reasons == ("queued in LocalQueue gpu-queue, position 2 of 3: couldn't assign flavors to pod set main: "
+                             "insufficient quota for nvidia.com/gpu",)
+    # The driver cannot read Workloads: it says what it knows, not that Kueue is missing.
+    assert job_facts(job, []).reasons == ("queued for LocalQueue gpu-queue: waiting for Kueue to admit the Job",)
+    assert "no Workload" in job_facts(job, [], None).reasons[0]

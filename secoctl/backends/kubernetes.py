@@ -17,7 +17,7 @@ from typing import Any
 
 from secoctl import plan, render
 from secoctl.errors import UserError
-from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by
+from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
 from secoctl.spec import Experiment
 
 FIELD_MANAGER = "secoctl"
@@ -109,6 +109,15 @@ class Cluster:
         query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
         return self.request("GET", path, query=query).get("items", [])
 
+    def optional_items(self, path: str, query: list | None = None) -> list[dict[str, Any]] | None:
+        """A listing that may be absent (Kueue not installed: empty) or not ours to read (403: None)."""
+        try:
+            return self.request("GET", path, query=query).get("items", [])
+        except ApiError as error:
+            if error.status in (403, 404):
+                return None if error.status == 403 else []
+            raise
+
     def delete(self, kind: str, name: str) -> bool:
         try:
             self.request("DELETE", self.path(kind, name), body={"propagationPolicy": "Background"})
@@ -193,11 +202,20 @@ class KubernetesExecutor:
         jobs = {j["metadata"]["labels"].get(render.LABEL_STAGE): j
                 for j in self.cluster.list("Job", {render.LABEL_EXPERIMENT: experiment.name})}
         pods = self.cluster.pods({render.LABEL_EXPERIMENT: experiment.name})
+        namespace = self.cluster.namespace
+        # The Job controller's warnings (FailedCreate: a ResourceQuota, an admission webhook) and, with
+        # a queue, Kueue's Workloads: the objects that know why a stage waits.
+        events = self.cluster.optional_items(f"/api/v1/namespaces/{namespace}/events",
+                                             [("fieldSelector", "involvedObject.kind=Job,type=Warning")]) or []
+        workloads = self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads") \
+            if experiment.spec.queue_name else None
         facts = {}
         for stage in ["driver", *(s.name for s in plan.stages(experiment))]:
             job = jobs.get(stage)
             of_stage = [p for p in pods if (p["metadata"].get("labels") or {}).get(render.LABEL_STAGE) == stage]
-            facts[stage] = job_facts(job, owned_by(job, of_stage))
+            workload = workload_of(job, workloads) if workloads is not None else False
+            place = pending_in_queue(workload, workloads) if workload else None
+            facts[stage] = job_facts(job, owned_by(job, of_stage), workload, place, events)
         return facts
 
     def stage_pods(self, experiment: Experiment, stage: str, index: int | None) -> list[dict[str, Any]]:

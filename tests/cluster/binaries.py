@@ -139,8 +139,11 @@ def cached() -> Path:
 
 
 def main() -> int:
+    from tests.cluster import kueue  # its own cache and key: a Kueue upgrade rebuilds only Kueue
+
     try:
         ensure(lambda line: print(line, file=sys.stderr, flush=True))
+        kueue.ensure(lambda line: print(line, file=sys.stderr, flush=True))
     except BuildFailed as error:
         print(f"cluster binaries: build failed: {error}", file=sys.stderr)
         return 1

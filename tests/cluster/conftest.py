@@ -24,6 +24,13 @@ def cluster(tmp_path_factory):
     started = time.monotonic()
     plane = controlplane.started(tmp_path_factory.mktemp("cluster"))
     print(f"control plane up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    prepare(plane, tmp_path_factory)
+    yield plane
+    plane.stop()
+
+
+def prepare(plane, tmp_path_factory) -> None:
+    """What an admin installs (`manifests/`), and the storage volume and claim, as `plane.storage`."""
     applied = plane.kubectl("apply", "-k", str(ROOT / "manifests"))
     assert "namespace/seco" in applied.stdout, applied.stdout
     storage = tmp_path_factory.mktemp("storage")
@@ -37,8 +44,6 @@ def cluster(tmp_path_factory):
                   "resources": {"requests": {"storage": "10Gi"}}}},
     ]}))
     plane.storage = storage
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture

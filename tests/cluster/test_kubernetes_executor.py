@@ -155,10 +155,11 @@ def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it
         job = wait_for("the queue label on the collect Job", lambda: (lambda j: j if j["metadata"]["labels"].get(
             "kueue.x-k8s.io/queue-name") == "gpu-queue" else None)(kube_json(cluster, "get", "job", "queued-collect",
                                                                               "-n", NAMESPACE)))
-        # No Kueue runs in this cluster, so nothing admits it: it stays suspended, with no pods.
+        # No Kueue runs in this cluster (tests/cluster/test_kueue.py runs one in its own), so nothing
+        # admits it: it stays suspended, with no pods, and status says Kueue has not taken it.
         assert job["spec"]["suspend"] is True and not pods_of(cluster, "queued", "collect")
         rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "queued", "-n", NAMESPACE, "-o", "json").stdout)}
-        assert rows["collect"]["state"] == "suspended" and "Kueue" in rows["collect"]["reason"]
+        assert rows["collect"]["state"] == "queued" and "Kueue has not taken the Job" in rows["collect"]["reason"]
         assert rows["pretrain"]["state"] == "waiting"
     finally:
         driver.kill()
@@ -302,3 +303,69 @@ def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_pa
         driver.kill()
         driver.wait()
         secoctl(kube_env, "delete", "logged", "-n", NAMESPACE, "--purge")
+
+
+def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_path):
+    """kwok runs no code in a pod, so each part's log is written here by the same wrapper a pod runs
+    (`jobs.common.logged`, into the experiment's storage on the claimed volume); the pods are real
+    ones, made by the Job controller, and then deleted."""
+    import subprocess
+    import sys
+
+    cluster.pod_log.write_text("2026-11-24T10:00:00.000000000Z stdout F from the container log\n")
+    spec = spec_file(tmp_path / "e.yaml", "outlived", cluster.storage)
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    # Started as the driver would start it; kwok runs its pods to completion.
+    cluster.kubectl("patch", "job", "outlived-collect", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    try:
+        wait_for("collect to complete", lambda: any(c["type"] == "Complete" for c in kube_json(
+            cluster, "get", "job", "outlived-collect", "-n", NAMESPACE)["status"].get("conditions", [])), timeout=60)
+        for index in (0, 1):
+            wrapped = subprocess.run(
+                [sys.executable, "-m", "jobs.common.logged", "--spec", str(spec), "--stage", "collect", "--",
+                 sys.executable, "-c", f"print('part {index}: 4 locations committed')"],
+                capture_output=True, text=True, cwd=ROOT, timeout=60,
+                env=dict(os.environ, JOB_COMPLETION_INDEX=str(index), PYTHONPATH=str(ROOT)))
+            assert wrapped.returncode == 0, wrapped.stderr
+        live = secoctl(kube_env, "logs", "outlived", "--stage", "collect", "--index", "1", "-n", NAMESPACE)
+        assert live.returncode == 0 and "from the container log" in live.stdout, live.stderr
+        assert "logs from pod outlived-collect-1-" in live.stderr
+        cluster.kubectl("delete", "pods", "-n", NAMESPACE, "-l", "seco.dev/experiment=outlived,seco.dev/stage=collect")
+        wait_for("the pods to be gone", lambda: not pods_of(cluster, "outlived", "collect"))
+        one = secoctl(kube_env, "logs", "outlived", "--stage", "collect", "--index", "1", "-n", NAMESPACE)
+        assert one.returncode == 0, one.stderr
+        assert one.stdout == "part 1: 4 locations committed\n"
+        assert "logs from storage" in one.stderr and "its pods are gone" in one.stderr
+        every = secoctl(kube_env, "logs", "outlived", "-n", NAMESPACE)  # the latest stage with a log: collect
+        assert every.stdout.splitlines() == ["[collect/0] part 0: 4 locations committed",
+                                             "[collect/1] part 1: 4 locations committed"], every.stderr
+    finally:
+        secoctl(kube_env, "delete", "outlived", "-n", NAMESPACE, "--purge")
+
+
+def test_a_stage_whose_pods_a_resource_quota_refuses_says_so(kube_env, cluster, tmp_path):
+    """No pod exists to carry the reason: it is the Job controller's FailedCreate warning."""
+    scope = {"scopeSelector": {"matchExpressions": [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["seco-quota-test"]}]}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "seco-quota-test"},
+         "value": 500},
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-gpus-for-tests", "namespace": NAMESPACE},
+         "spec": {"hard": {"requests.nvidia.com/gpu": "0"}, **scope}}]}))
+    spec = spec_file(tmp_path / "e.yaml", "over-quota", cluster.storage, priorityClassName="seco-quota-test")
+    assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
+    cluster.kubectl("patch", "job", "over-quota-pretrain", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    try:
+        def pretrain_row():
+            rows = json.loads(secoctl(kube_env, "status", "over-quota", "-n", NAMESPACE, "-o", "json").stdout)
+            row = next(r for r in rows if r["stage"] == "pretrain")
+            return row if "FailedCreate" in row["reason"] else None
+        row = wait_for("the quota refusal in status", pretrain_row, timeout=60)
+        assert row["state"] == "pending" and "exceeded quota: no-gpus-for-tests" in row["reason"], row
+        assert not pods_of(cluster, "over-quota", "pretrain")
+        waiting = json.loads(secoctl(kube_env, "status", "over-quota", "-n", NAMESPACE, "-o", "json").stdout)
+        assert all(r["reason"] for r in waiting if r["state"] in ("waiting", "pending", "queued")), waiting
+    finally:
+        secoctl(kube_env, "delete", "over-quota", "-n", NAMESPACE, "--purge")
+        cluster.kubectl("delete", "resourcequota", "no-gpus-for-tests", "-n", NAMESPACE, check=False)
+        cluster.kubectl("delete", "priorityclass", "seco-quota-test", check=False)

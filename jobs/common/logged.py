@@ -1,0 +1,112 @@
+"""`python -m jobs.common.logged --spec FILE --stage NAME -- ARGV...`: run a stage part, its log also in storage.
+
+In a pod, a part's output otherwise lives only in the container log, which goes with the pod. This
+wrapper runs the part's command (torchrun and every worker included), passes each line through to
+its own stdout, so `kubectl logs` still works, and keeps the log in storage as the embedded
+executor does: `<stage>/logs/<index>.log`, rewritten every few seconds. A long run's log is sealed
+in chunks of CHUNK_BYTES, `<index>.<n>.log` (n = 00001, 00002, ...), that are written once, so an
+upload never grows past a chunk; the live tail stays in `<index>.log`. `secoctl.partlog` reads
+them back in order.
+
+SIGTERM and SIGINT (the pod being stopped) go to the part; the wrapper exits with its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from secoctl import store
+from secoctl.partlog import chunk_uri, live_uri
+
+FLUSH_S = 5.0
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class StorageLog:
+    """The part's log in storage: sealed chunks, and the live tail rewritten on every flush."""
+
+    def __init__(self, stage_uri: str, index: int, chunk_bytes: int = CHUNK_BYTES):
+        self.stage_uri, self.index, self.chunk_bytes = stage_uri, index, chunk_bytes
+        self.sealed = 0
+        self.tail = bytearray()
+        self.dirty = False
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.tail += data
+            self.dirty = True
+            while len(self.tail) >= self.chunk_bytes:
+                cut = self.tail.rfind(b"\n", 0, self.chunk_bytes) + 1 or self.chunk_bytes
+                self.sealed += 1
+                store.write_bytes(chunk_uri(self.stage_uri, self.index, self.sealed), bytes(self.tail[:cut]))
+                del self.tail[:cut]
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.dirty:
+                store.write_bytes(live_uri(self.stage_uri, self.index), bytes(self.tail))
+                self.dirty = False
+
+
+def _flusher(log: StorageLog, stop: threading.Event) -> None:
+    while not stop.wait(FLUSH_S):
+        try:
+            log.flush()
+        except Exception as error:  # noqa: BLE001 - storage hiccups must not kill the part
+            print(f"logged: cannot write the log to storage yet: {error}", file=sys.stderr, flush=True)
+
+
+def run(stage_uri: str, index: int, argv: list[str]) -> int:
+    log = StorageLog(stage_uri, index)
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    stop = threading.Event()
+    flusher = threading.Thread(target=_flusher, args=(log, stop), daemon=True)
+    flusher.start()
+    out = sys.stdout.buffer
+    for line in iter(child.stdout.readline, b""):
+        out.write(line)
+        out.flush()
+        log.write(line)
+    code = child.wait()
+    stop.set()
+    flusher.join()
+    try:
+        log.flush()
+    except Exception as error:  # noqa: BLE001 - the part's own exit code is what the Job must see
+        print(f"logged: cannot write the log to storage: {error}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" not in argv:
+        print("usage: python -m jobs.common.logged --spec FILE --stage NAME -- COMMAND...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="python -m jobs.common.logged")
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--stage", required=True)
+    args = parser.parse_args(argv[:split])
+    from jobs.common.part import load_spec
+
+    experiment = load_spec(args.spec)
+    root = store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name)
+    index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    return run(store.join(root, args.stage), index, argv[split + 1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

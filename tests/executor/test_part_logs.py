@@ -1,0 +1,77 @@
+"""A stage part's log kept in storage by `jobs.common.logged`, as a pod runs it, on a real S3 server (SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.common.logged import StorageLog
+from jobs.localcloud.servers import s3_server
+from secoctl import partlog, store
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "seco-logs"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with s3_server(tmp_path_factory.mktemp("weed")) as endpoint:
+        saved = {k: os.environ.get(k) for k in endpoint.environment()}
+        os.environ.update(endpoint.environment())
+        import s3fs
+
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
+        try:
+            yield endpoint
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def spec(path: Path, name: str, storage: str) -> Path:
+    path.write_text(yaml.safe_dump({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name},
+                                    "spec": {"storage": storage, "image": "registry.example/secoctl:test",
+                                             "collect": {"source": "stac", "stacUrl": "http://stac.example",
+                                                         "locations": 8, "workers": 2},
+                                             "pretrain": {"backbone": "resnet18", "batchSize": 16, "maxSteps": 10}}}))
+    return path
+
+
+def test_a_part_run_as_a_pod_runs_it_keeps_its_output_and_exit_code_and_leaves_its_log_in_storage(s3, tmp_path):
+    storage = f"s3://{BUCKET}/wrapped"
+    part = "import sys; print('shard 0 committed'); print('oops', file=sys.stderr); sys.exit(3)"
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.common.logged", "--spec", str(spec(tmp_path / "s.yaml", "wrapped", storage)),
+         "--stage", "collect", "--", sys.executable, "-c", part],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env=dict(os.environ, JOB_COMPLETION_INDEX="1", PYTHONPATH=str(ROOT)))
+    assert result.returncode == 3, result.stderr  # the Job must see the part's own exit code
+    assert result.stdout.splitlines() == ["shard 0 committed", "oops"]  # still the container's log
+    stage_uri = store.join(store.experiment_uri(storage, "wrapped"), "collect")
+    assert partlog.indexes(stage_uri) == [1]
+    assert partlog.read(stage_uri, 1) == "shard 0 committed\noops\n"
+
+
+def test_a_long_log_is_sealed_in_chunks_read_back_in_order(s3):
+    stage_uri = f"s3://{BUCKET}/chunked/pretrain"
+    log = StorageLog(stage_uri, 2, chunk_bytes=64)
+    lines = [f"step {i:04d} loss {1 / (i + 1):.6f}\n".encode() for i in range(40)]
+    for line in lines:
+        log.write(line)
+    log.flush()
+    names = store.list_names(store.join(stage_uri, "logs"))
+    chunks = [n for n in names if n.count(".") == 2]
+    assert len(chunks) >= 10 and "00002.log" in names
+    # Every chunk is whole lines and at most a chunk long; no upload grew with the run.
+    for name in chunks:
+        data = store.read_bytes(store.join(stage_uri, "logs", name))
+        assert data.endswith(b"\n") and len(data) <= 64
+    assert partlog.read(stage_uri, 2) == b"".join(lines).decode()

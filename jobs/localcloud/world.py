@@ -198,18 +198,20 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
         width = pixels * 10 // size
         centres = (np.arange(width) + 0.5) * size
         x, y = np.meshgrid(left + centres, top - centres)
-        has_data = _data_side(scene, collect.patch_size, x, y) if scene.coverage != "full" else True
-        if to_home:
-            x, y = to_home.transform(x, y)
+        has_data = _data_side(scene, collect.patch_size, x, y) if scene.coverage != "full" else np.ones_like(x, bool)
         mask = landscape.cloud_mask((width, width), scene.cloud_cover,
                                     np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal(), 5]))
+        array = np.zeros((width, width), np.uint8 if band == "SCL" else np.uint16)  # 0: nodata in every band
         if band == "SCL":
-            array = np.where(mask, 9, 4).astype(np.uint8)  # 9: cloud high probability, 4: vegetation
+            array[has_data] = np.where(mask[has_data], 9, 4)  # 9: cloud high probability, 4: vegetation
         else:
-            values = layout.reflectance(scene.day, scene.location.lat, x, y, (band,), rng)[0]
-            values = np.where(mask, 0.7, values)
-            array = landscape.to_digital_numbers(values, scene.offset)
-        array = np.where(has_data, array, 0).astype(array.dtype)  # 0: nodata in every band and in SCL
+            # only pixels with data are made: a partial scene costs its share of a full one
+            x_data, y_data = x[None, has_data], y[None, has_data]
+            if to_home:
+                x_data, y_data = to_home.transform(x_data, y_data)
+            values = layout.reflectance(scene.day, scene.location.lat, x_data, y_data, (band,), rng)[0, 0]
+            values = np.where(mask[has_data], 0.7, values)
+            array[has_data] = landscape.to_digital_numbers(values, scene.offset)
         transform = from_origin(left, top, size, size)
         _write_cog(folder / f"{band}.tif", array, scene.epsg, transform)
         fields[band] = {"proj:bbox": [left, top - width * size, left + width * size, top],

@@ -1,6 +1,7 @@
 """Collect throughput against real local servers with 50 ms added to every HTTP request.
 
     python -m benchmarks.collect [--locations N] [--latency-ms 50] [--in-flight 4] [--bands B02 B03 B04 B08]
+                                 [--curve 1 4 16] [--curve-locations 32] [--throttle-rate 100]
 
 Both sides run in this one process against the same synthetic world, served by rustac (STAC API)
 and RangeHTTPServer (COGs), each behind the latency proxy:
@@ -11,6 +12,13 @@ and RangeHTTPServer (COGs), each behind the latency proxy:
 A patch is one location at one date. `bound_patches_per_s` is what latency allows at this
 concurrency: in_flight locations, each needing at least three round trips one after the other
 (a STAC search, then GDAL's size probe and ranged read of each COG, files read in parallel).
+(c) the curve: this stage over `--curve-locations` at each `--curve` locations in flight, with the
+    share of the machine's CPU that was busy meanwhile (/proc/stat, every process on it), so it shows
+    where the CPU rather than latency becomes the limit;
+(d) throttled: the stage at the curve's largest concurrency against a COG server that admits
+    `--throttle-rate` requests/s (a token bucket, 429 with Retry-After 1 beyond it), with how often
+    the worker was refused, how low it paced itself, and the rate's own bound (the admitted rate
+    over the requests one patch took).
 The last line is JSON.
 """
 
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -30,6 +39,7 @@ from jobs.collect.pixels import patch_bounds, utm_epsg
 from jobs.collect.scenes import choose, open_catalog
 from jobs.common.part import Part
 from jobs.localcloud.cloud import built_world, serve
+from jobs.localcloud.servers import fault_report
 from secoctl import store
 from secoctl.specfile import load_documents
 from secoctl.tree import StageTree
@@ -58,14 +68,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of every core since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def run_stage(spec) -> tuple[int, float]:
-    """Patches collected and seconds taken by one worker of this stage."""
+    patches, seconds, _ = run_stage_measured(spec)
+    return patches, seconds
+
+
+def run_stage_measured(spec) -> tuple[int, float, dict]:
+    """Patches collected, seconds taken and the summary of one worker of this stage."""
     tree = StageTree(store.experiment_uri(spec.spec.storage, spec.name), "collect")
     part = Part(spec, "collect", 0, 1, tree)
     started = time.perf_counter()
     summary = stage.work(part)
     seconds = time.perf_counter() - started
-    return summary["locations"]["accepted"] * spec.spec.collect.timestamps, seconds
+    return summary["locations"]["accepted"] * spec.spec.collect.timestamps, seconds, summary
+
+
+def latency_bound(in_flight: int, timestamps: int, latency_ms: float) -> float:
+    return in_flight * timestamps / (ROUND_TRIPS_PER_LOCATION * latency_ms / 1000)
 
 
 def run_baseline(spec) -> tuple[int, float]:
@@ -100,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--bands", nargs="+", default=["B02", "B03", "B04", "B08"])
+    parser.add_argument("--curve", type=int, nargs="+", default=[1, 4, 16], help="locations in flight")
+    parser.add_argument("--curve-locations", type=int, default=32)
+    parser.add_argument("--throttle-rate", type=float, default=100.0, help="COG requests/s the throttled server admits")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "secoctl-benchmark-worlds")
     args = parser.parse_args(argv)
 
@@ -122,14 +152,45 @@ def main(argv: list[str] | None = None) -> None:
             baseline_rate = baseline_patches / baseline_seconds
             print(f"baseline: {baseline_patches} patches in {baseline_seconds:.2f} s "
                   f"({baseline_rate:.1f} patches/s)", flush=True)
-    timestamps = base.spec.collect.timestamps
-    bound = args.in_flight * timestamps / (ROUND_TRIPS_PER_LOCATION * args.latency_ms / 1000)
+            timestamps = base.spec.collect.timestamps
+            curve = []
+            for in_flight in args.curve:
+                spec = experiment(cloud.stac_url, args.curve_locations, args.bands, in_flight,
+                                  Path(scratch, f"curve-{in_flight}").as_uri())
+                busy_before, total_before = cpu_ticks()
+                patches, seconds = run_stage(spec)
+                busy_after, total_after = cpu_ticks()
+                bound_here = latency_bound(in_flight, timestamps, args.latency_ms)
+                point = {"in_flight": in_flight, "patches_per_s": round(patches / seconds, 2),
+                         "bound_patches_per_s": round(bound_here, 2),
+                         "fraction_of_bound": round(patches / seconds / bound_here, 3),
+                         "machine_cpu_busy": round((busy_after - busy_before) / max(total_after - total_before, 1), 3)}
+                curve.append(point)
+                print(f"curve: {point}", flush=True)
+        throttle = [{"path": r"\.tif", "action": "throttle", "rate_per_s": args.throttle_rate,
+                     "burst": int(args.throttle_rate // 2), "status": 429, "retry_after": 1}]
+        with serve(folder, latency_ms=args.latency_ms, cog_faults=throttle) as throttled_cloud:
+            in_flight = max(args.curve)
+            spec = experiment(throttled_cloud.stac_url, args.curve_locations, args.bands, in_flight,
+                              Path(scratch, "throttled").as_uri())
+            patches, seconds, summary = run_stage_measured(spec)
+            refused = fault_report(throttled_cloud.cog_proxy)
+        admitted_per_patch = (refused["requests"] - refused["rules"][0]["fired"]) / max(patches, 1)
+        throttled = {"in_flight_ceiling": in_flight, "rate_per_s": args.throttle_rate,
+                     "patches_per_s": round(patches / seconds, 2), "failed": summary["locations"]["failed"],
+                     "rate_bound_patches_per_s": round(args.throttle_rate / admitted_per_patch, 2),
+                     "cog_requests": refused["requests"], "refused_429": refused["rules"][0]["fired"],
+                     "throttle_signals": summary["pacing"]["throttled"],
+                     "lowest_in_flight": summary["pacing"]["lowest_in_flight"]}
+        print(f"throttled: {throttled}", flush=True)
+    bound = latency_bound(args.in_flight, timestamps, args.latency_ms)
     print(json.dumps({
         "locations": args.locations, "bands": args.bands, "latency_ms": args.latency_ms, "in_flight": args.in_flight,
         "patches_per_s": round(stage_rate, 2), "baseline_patches_per_s": round(baseline_rate, 2),
         "speedup": round(stage_rate / baseline_rate, 2), "bound_patches_per_s": round(bound, 2),
         "fraction_of_bound": round(stage_rate / bound, 3), "peak_rss_mb": rss_by_locations[args.locations],
-        "peak_rss_mb_by_locations": rss_by_locations,
+        "peak_rss_mb_by_locations": rss_by_locations, "cores": len(os.sched_getaffinity(0)),
+        "curve": curve, "throttled": throttled,
     }))
 
 

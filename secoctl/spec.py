@@ -177,7 +177,8 @@ class Collect(Model):
         description="Locations per shard (12 bands × 5 dates × 264² uint16 is ~8 MB a location).",
     )
     workers: int = Field(32, ge=1, le=10_000, description="Parallel pods (Indexed Job completions).")
-    in_flight: int = Field(16, ge=1, le=256, description="Locations one worker reads concurrently.")
+    in_flight: int = Field(16, ge=1, le=256, description="Most locations one worker reads at once; it paces itself "
+                           "down while the API answers 429, 503 or 504, and back up after.")
     resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
 
     @field_validator("bands")

@@ -18,15 +18,18 @@ from secoctl.spec import Collect
 
 # GDAL settings for many small windowed reads of remote COGs: read the header in one request,
 # never list directories, merge neighbouring ranges, retry 429/5xx with backoff, cache per file.
+# Multi-range reads go one range after another: GDAL 3.10's parallel ReadMultiRange does not retry
+# a 429 (OSGeo/gdal#12933; fixed later by #13898), and the serial path does.
 GDAL_ALWAYS = {
-    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MULTIRANGE": "SERIAL",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
     "CPL_VSIL_CURL_USE_HEAD": "NO",  # the first ranged GET tells the size: one round trip saved per file
     "GDAL_HTTP_MAX_RETRY": "5",
-    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_RETRY_DELAY": "1",  # doubled at each retry; GDAL 3.10 does not read Retry-After
+    "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_CONNECTTIMEOUT": "10",
     "CPL_VSIL_CURL_CHUNK_SIZE": "65536",

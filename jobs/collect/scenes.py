@@ -11,33 +11,33 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timezone
 
 import pystac
-from urllib3.util.retry import Retry
 
+from jobs.collect.pacing import AdaptiveLimit, ReportingRetry
 from jobs.collect.sampling import Location, search_window
 from secoctl.spec import Collect
 
 # Connection and read timeouts (s) of a STAC request; 429 and 5xx are retried with backoff,
 # honouring Retry-After.
 STAC_TIMEOUT = (10.0, 60.0)
-STAC_RETRY = Retry(total=6, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                   allowed_methods=None, respect_retry_after_header=True, raise_on_status=True)
 
 
 SEARCH_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="stac-search")
 
 
-def open_catalog(collect: Collect):
-    """A pystac-client Client; Planetary Computer's items come back signed (tokens cached, renewed)."""
+def open_catalog(collect: Collect, limit: AdaptiveLimit | None = None):
+    """A pystac-client Client whose throttled searches slow `limit` down.
+
+    Items come back unsigned: Planetary Computer's hrefs are signed just before they are read
+    (jobs.collect.signing), so a token cannot expire between search and read.
+    """
     import pystac_client
     from pystac_client.stac_api_io import StacApiIO
 
-    modifier = None
-    if collect.source == "planetary-computer":
-        import planetary_computer
-
-        modifier = planetary_computer.sign_inplace
-    stac_io = StacApiIO(timeout=STAC_TIMEOUT, max_retries=STAC_RETRY)
-    return pystac_client.Client.open(collect.stac_url, modifier=modifier, stac_io=stac_io)
+    retry = ReportingRetry(total=6, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                           allowed_methods=None, respect_retry_after_header=True, raise_on_status=True,
+                           on_throttle=limit.throttled if limit else None)
+    stac_io = StacApiIO(timeout=STAC_TIMEOUT, max_retries=retry)
+    return pystac_client.Client.open(collect.stac_url, stac_io=stac_io)
 
 
 def _contains_patch(item: pystac.Item, location: Location, half_lon: float, half_lat: float) -> bool:

@@ -3,8 +3,9 @@
 The slice is cut into chunks of `samplesPerShard` candidates. A chunk is done when its record
 (`chunks/<worker>-<chunk>.json`) exists; the record is written after the chunk's shard, so a
 killed worker loses at most the chunks in flight, and a re-run rewrites exactly those, with the
-same content. Locations are read `inFlight` at a time across chunk boundaries, so the pipeline
-never drains at the end of a shard, and memory holds at most one chunk plus what is in flight.
+same content. Locations are read up to `inFlight` at a time across chunk boundaries, so the
+pipeline never drains at the end of a shard, and memory holds at most one chunk plus what is in
+flight; fewer while the API throttles (jobs.collect.pacing).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.collect import sampling
+from jobs.collect.pacing import AdaptiveLimit, throttling_error, watching_gdal
 from jobs.common.part import Part
 from jobs.common.shards import Sample, write_shard
 from secoctl import store
@@ -25,6 +27,10 @@ from secoctl.spec import Collect
 
 ATTEMPTS = 4  # reads of one location before it counts as failed
 MAX_LISTED_FAILURES = 100
+
+
+class StopPart(RuntimeError):
+    """A failure every location would share (the token service is unreachable): the part stops, not the location."""
 
 
 @dataclass(frozen=True)
@@ -51,27 +57,35 @@ def chunk_uri(part: Part, chunk: Chunk, kind: str) -> str:
     return part.tree.path(kind, f"{part.index:05d}-{chunk.number:05d}.{'tar' if kind == 'shards' else 'json'}")
 
 
-def with_retries(fetch: Callable[[int], Outcome], index: int, backoff_s: float = 0.5) -> Outcome:
+def with_retries(fetch: Callable[[int], Outcome], index: int, limit: AdaptiveLimit,
+                 backoff_s: float = 0.5) -> Outcome:
     """Transient faults (cut connections, throttling beyond GDAL's own retries) get a few more tries."""
+    from jobs.collect.signing import redact
+
     for attempt in range(ATTEMPTS):
         try:
-            return fetch(index)
+            with limit.slot():
+                return fetch(index)
+        except StopPart:
+            raise
         except Exception as error:  # noqa: BLE001 - every failure of one location is counted, not fatal
+            if throttling_error(error):
+                limit.throttled()
             if attempt == ATTEMPTS - 1:
                 detail = "".join(traceback.format_exception_only(error)).strip().splitlines()[-1]
-                return Outcome(index, "failed", error=detail[:500])
+                return Outcome(index, "failed", error=redact(detail)[:500])
             time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
 
 
-def ordered_outcomes(fetch: Callable[[int], Outcome], indices: list[int], in_flight: int) -> Iterator[Outcome]:
-    """Outcomes in candidate order, with at most `in_flight` locations being read at once."""
-    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="location") as pool:
+def ordered_outcomes(fetch: Callable[[int], Outcome], indices: list[int], limit: AdaptiveLimit) -> Iterator[Outcome]:
+    """Outcomes in candidate order; at most `limit.ceiling` locations are queued, `limit` of them read at once."""
+    with ThreadPoolExecutor(max_workers=limit.ceiling, thread_name_prefix="location") as pool:
         pending: deque[Future[Outcome]] = deque()
         upcoming = iter(indices)
         for index in upcoming:
-            pending.append(pool.submit(with_retries, fetch, index))
-            if len(pending) >= in_flight:
+            pending.append(pool.submit(with_retries, fetch, index, limit))
+            if len(pending) >= limit.ceiling:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -93,7 +107,7 @@ def read_record(uri: str) -> dict[str, Any] | None:
 
 
 def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range, collect: Collect,
-                  patches_per_location: int) -> dict[str, Any]:
+                  patches_per_location: int, limit: AdaptiveLimit) -> dict[str, Any]:
     chunks = chunks_of(candidates, collect.samples_per_shard)
     records = {chunk.number: read_record(chunk_uri(part, chunk, "chunks")) for chunk in chunks}
     todo = [chunk for chunk in chunks if records[chunk.number] is None]
@@ -109,10 +123,10 @@ def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range
         part.progress(sum(totals.values()), len(candidates), "locations", force=force,
                       accepted=totals["accepted"], dropped=totals["dropped_overlap"] + totals["dropped_no_scene"],
                       failed=totals["failed"], patches_per_s=round(fresh * patches_per_location / elapsed, 2),
-                      counts=("accepted", "dropped", "failed"), rates=("patches_per_s",))
+                      in_flight=limit.allowed(), counts=("accepted", "dropped", "failed"), rates=("patches_per_s",))
 
     report(force=True)
-    for outcome in ordered_outcomes(fetch, [i for chunk in todo for i in chunk.candidates], collect.in_flight):
+    for outcome in ordered_outcomes(fetch, [i for chunk in todo for i in chunk.candidates], limit):
         chunk = owner[outcome.index]
         chunk.outcomes.append(outcome)
         totals[outcome.status] += 1
@@ -129,15 +143,18 @@ def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range
                       "dropped_overlap": totals["dropped_overlap"], "dropped_no_scene": totals["dropped_no_scene"],
                       "failed": totals["failed"]},
         "failures": failures[:MAX_LISTED_FAILURES],
+        "pacing": limit.summary(),
     }
 
 
-def stac_fetcher(collect: Collect, stop: int) -> Callable[[int], Outcome]:
+def stac_fetcher(collect: Collect, stop: int, limit: AdaptiveLimit) -> Callable[[int], Outcome]:
     from jobs.collect.pixels import read_patch
     from jobs.collect.scenes import find_scenes, open_catalog
+    from jobs.collect.signing import Signer, signed_read
 
     kept = sampling.kept_candidates(collect, stop)
-    catalog = open_catalog(collect)
+    catalog = open_catalog(collect, limit)
+    signer = Signer.from_settings() if collect.source == "planetary-computer" else None
 
     def fetch(index: int) -> Outcome:
         if not kept[index]:
@@ -147,7 +164,11 @@ def stac_fetcher(collect: Collect, stop: int) -> Callable[[int], Outcome]:
         items = find_scenes(catalog, collect, location, half_lon, half_lat)
         if items is None:
             return Outcome(index, "dropped_no_scene")
-        pixels, metadata = read_patch(items, location, collect)
+        if signer:
+            pixels, metadata = signed_read(signer, items, list(collect.bands),
+                                           lambda signed: read_patch(signed, location, collect))
+        else:
+            pixels, metadata = read_patch(items, location, collect)
         return Outcome(index, "accepted", Sample(location.key, pixels, metadata))
 
     return fetch
@@ -155,6 +176,7 @@ def stac_fetcher(collect: Collect, stop: int) -> Callable[[int], Outcome]:
 
 def work(part: Part) -> dict[str, Any]:
     collect = part.experiment.spec.collect
+    limit = AdaptiveLimit(collect.in_flight)
     if collect.source == "seco-archive":
         from jobs.collect.archive import archive_fetcher, location_folders
 
@@ -163,5 +185,9 @@ def work(part: Part) -> dict[str, Any]:
         fetch = archive_fetcher(collect, folders)
     else:
         candidates = sampling.worker_slice(collect.locations, part.parts, part.index)
-        fetch = stac_fetcher(collect, candidates.stop)
-    return collect_slice(part, fetch, candidates, collect, collect.timestamps)
+        fetch = stac_fetcher(collect, candidates.stop, limit)
+    try:
+        with watching_gdal(limit):
+            return collect_slice(part, fetch, candidates, collect, collect.timestamps, limit)
+    except StopPart as error:
+        raise SystemExit(f"collect part {part.index}: {error}") from None

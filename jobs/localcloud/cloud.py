@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ class LocalCloud:
     cog_url: str
     stac_proxy: str | None
     cog_proxy: str | None
+    sas_url: str | None = None  # the token service, when reads need SAS tokens (PC_SDK_SAS_URL)
 
 
 def world_key(collect: Collect, missing_every: int, corrupt: frozenset[int], bands: tuple[str, ...] | None) -> str:
-    facts = {"collect": collect.model_dump(mode="json", exclude={"stac_url", "workers", "in_flight", "resources"}),
-             "missing_every": missing_every, "corrupt": sorted(corrupt), "bands": bands, "landscape": landscape.VERSION}
+    facts = {"collect": collect.model_dump(mode="json", exclude={"source", "stac_url", "workers", "in_flight", "resources"}),
+             "missing_every": missing_every, "corrupt": sorted(corrupt), "bands": bands, "landscape": landscape.VERSION,
+             "world": world.VERSION}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -42,11 +45,16 @@ def built_world(collect: Collect, cache: Path, missing_every: int = 7, corrupt: 
 
 @contextlib.contextmanager
 def serve(folder: Path, stac_port: int | None = None, latency_ms: float = 0.0,
-          stac_faults: list[dict[str, Any]] | None = None, cog_faults: list[dict[str, Any]] | None = None
+          stac_faults: list[dict[str, Any]] | None = None, cog_faults: list[dict[str, Any]] | None = None,
+          signed: bool = False, token_lifetime_s: float = 2700.0, token_stated_lifetime_s: float | None = None
           ) -> Iterator[LocalCloud]:
+    """The world's STAC API and COGs; `signed` puts the COGs behind SAS tokens from a local token service."""
     proxied = bool(latency_ms or stac_faults or cog_faults)
     with contextlib.ExitStack() as stack:
-        cogs = stack.enter_context(servers.cog_server(folder / "cogs"))
+        sas_key = secrets.token_hex(16) if signed else None
+        sas_url = stack.enter_context(servers.token_server(sas_key, token_lifetime_s, token_stated_lifetime_s)
+                                      ) if sas_key else None
+        cogs = stack.enter_context(servers.cog_server(folder / "cogs", sas_key=sas_key))
         cog_front = stack.enter_context(servers.fault_proxy(cogs, latency_ms, cog_faults)) if proxied else cogs
         served = folder / f"served-{servers.free_port()}"
         served.mkdir()
@@ -61,4 +69,5 @@ def serve(folder: Path, stac_port: int | None = None, latency_ms: float = 0.0,
             stack.enter_context(servers.stac_server(served, api_port, public_url=stac_front))
         else:
             stac_front = stack.enter_context(servers.stac_server(served, stac_port))
-        yield LocalCloud(stac_front, cog_front, stac_front if proxied else None, cog_front if proxied else None)
+        yield LocalCloud(stac_front, cog_front, stac_front if proxied else None, cog_front if proxied else None,
+                         sas_url)

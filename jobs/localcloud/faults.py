@@ -5,7 +5,11 @@
 Rules are tried in order; a rule fires on requests whose path matches `path` (a regex) until it
 has fired `times` times: `{"path": "B04", "action": "status", "status": 429, "retry_after": 1}`
 answers 429 with Retry-After, `"action": "cut"` sends the upstream's headers and half its body,
-then drops the connection. `GET /__faults__` tells how many requests passed and what fired.
+then drops the connection. `"after": N` lets the first N matching requests through, so a burst
+can come mid-run. `"action": "throttle"` is a rate limit rather than a fault: a token bucket of
+`burst` requests refilled at `rate_per_s`; a request finding it empty gets `status` (and
+Retry-After), as an API protecting itself from many clients does; it never stops firing.
+`GET /__faults__` tells how many requests passed and what fired.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 
 class FaultState:
     def __init__(self, rules: list[dict[str, Any]]) -> None:
-        self.rules = [{**rule, "pattern": re.compile(rule["path"]), "fired": 0} for rule in rules]
+        self.rules = [{**rule, "pattern": re.compile(rule["path"]), "fired": 0, "seen": 0,
+                       "tokens": float(rule.get("burst", 1)), "filled_at": time.monotonic()} for rule in rules]
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -35,10 +40,28 @@ class FaultState:
             for rule in self.rules:
                 if method == "HEAD" and rule["action"] == "cut":
                     continue  # a HEAD has no body to cut
-                if rule["fired"] < rule.get("times", 1) and rule["pattern"].search(path):
+                if not rule["pattern"].search(path):
+                    continue
+                if rule["action"] == "throttle":
+                    if self._bucket_empty(rule):
+                        rule["fired"] += 1
+                        return rule
+                    continue
+                rule["seen"] += 1
+                if rule["seen"] > rule.get("after", 0) and rule["fired"] < rule.get("times", 1):
                     rule["fired"] += 1
                     return rule
         return None
+
+    @staticmethod
+    def _bucket_empty(rule: dict[str, Any]) -> bool:
+        now = time.monotonic()
+        rule["tokens"] = min(float(rule["burst"]), rule["tokens"] + (now - rule["filled_at"]) * rule["rate_per_s"])
+        rule["filled_at"] = now
+        if rule["tokens"] >= 1:
+            rule["tokens"] -= 1
+            return False
+        return True
 
     def report(self) -> dict[str, Any]:
         with self.lock:
@@ -76,7 +99,7 @@ def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState)
                 return
             time.sleep(latency_s)
             rule = state.take(self.command, self.path)
-            if rule and rule["action"] == "status":
+            if rule and rule["action"] in ("status", "throttle"):
                 if "Content-Length" in self.headers:
                     self.rfile.read(int(self.headers["Content-Length"]))
                 extra = [("Retry-After", str(rule["retry_after"]))] if "retry_after" in rule else []

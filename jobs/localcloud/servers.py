@@ -1,7 +1,8 @@
 """Real servers on 127.0.0.1 standing in for the cloud: a STAC API, a COG server, an S3 store.
 
 - STAC API: rustac's `serve` (its memory backend implements core, features and item search).
-- COGs: RangeHTTPServer's handler (Python's file server with HTTP Range requests).
+- COGs: RangeHTTPServer's handler (Python's file server with HTTP Range requests), optionally
+  behind SAS tokens from a token service shaped like Planetary Computer's (tokens.py).
 - S3: SeaweedFS (`weed server -s3`), which ignores SIGTERM for a while: it gets SIGKILL after a grace.
 Each can sit behind the fault proxy (jobs/localcloud/faults.py) for latency and injected faults.
 Every process dies with the one that started it.
@@ -73,12 +74,31 @@ def running(argv: list[str], ready_url: str, cwd: Path | None = None, log: Path 
 
 
 @contextlib.contextmanager
-def cog_server(folder: Path, port: int | None = None) -> Iterator[str]:
+def cog_server(folder: Path, port: int | None = None, sas_key: str | None = None) -> Iterator[str]:
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "jobs.localcloud.cogserver", "--port", str(port), "--directory", str(folder)],
-                 url + "/"):
+    argv = [sys.executable, "-m", "jobs.localcloud.cogserver", "--port", str(port), "--directory", str(folder)]
+    with running(argv + (["--sas-key", sas_key] if sas_key else []), url + "/"):
         yield url
+
+
+@contextlib.contextmanager
+def token_server(key: str, lifetime_s: float = 2700.0, stated_lifetime_s: float | None = None,
+                 port: int | None = None) -> Iterator[str]:
+    """The SAS token service; yields the URL to set as PC_SDK_SAS_URL."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "jobs.localcloud.tokens", "--port", str(port), "--key", key,
+            "--lifetime-s", str(lifetime_s)]
+    if stated_lifetime_s is not None:
+        argv += ["--stated-lifetime-s", str(stated_lifetime_s)]
+    with running(argv, url + "/__tokens__"):
+        yield url + "/api/sas/v1/token"
+
+
+def tokens_issued(sas_url: str) -> int:
+    with urllib.request.urlopen(sas_url.split("/api/", 1)[0] + "/__tokens__", timeout=5) as response:
+        return json.load(response)["issued"]
 
 
 @contextlib.contextmanager

@@ -6,6 +6,13 @@ exactly on it, so scene choice is exercised) as per-band COGs in the location's 
 STAC Item with Planetary Computer's asset keys and `eo:`, `s2:`, `sat:` and `proj:` properties.
 Locations with `index % missing_every == missing_every - 1` lack their last date, so the stage
 has something to drop. The scenes are synthetic; nothing here pretends otherwise.
+
+The shapes real items come in are there too: a third of the locations see one date through a
+tile of the neighbouring UTM zone (real tiles overlap zones); at the third date a clearer scene
+whose footprint is a partial polygon with nodata over the location must be passed over, and the
+fourth date's scene is partial too but covers it; old acquisitions are in part reprocessed to
+baseline 05.00, so the baseline, not the date, decides the +1000 offset; and hrefs are blob paths
+(`{account}/{container}/...`) that the COG server can put behind SAS tokens.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from jobs.localcloud import landscape
 from secoctl.spec import Collect
 
 COLLECTION = "sentinel-2-l2a"
-BASELINE_04_START = date(2022, 1, 25)  # from here on L2A DNs carry a +1000 offset
+VERSION = 2  # bump when the scenes or items change: cached worlds are keyed by it
+STORAGE_ACCOUNT, STORAGE_CONTAINER = "sentinel2l2a01", "sentinel2-l2"  # Planetary Computer's, for sentinel-2-l2a
+BASELINE_04_START = date(2022, 1, 25)  # processed from here on with baseline 04.00 or later: DNs carry +1000
+PARTIAL_MARGIN_M = 50.0  # how far a partial scene's swath edge passes from the patch
 RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
               "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20}
 EO_BANDS = {  # name: (common name, description, centre wavelength µm, FWHM µm), as Planetary Computer lists them
@@ -57,20 +67,28 @@ class Scene:
     day: date
     cloud_cover: float
     position: int  # which of the location's dates
-    alternative: int  # 0: the clear scene; 1, 2: the distractors at the first date
+    alternative: int  # 0: the clear scene; 1, 2: the distractors at the first date; 3: one missing the patch
+    zone_shift: int = 0  # -1 or 1: a tile of the neighbouring UTM zone
+    coverage: str = "full"  # "covers": nodata beyond the patch; "misses": nodata over the patch
 
     @property
     def baseline(self) -> str:
-        return "05.09" if self.day >= BASELINE_04_START else "03.01"
+        if self.day >= BASELINE_04_START:
+            return "05.09"
+        reprocessed = (self.location.index + self.position) % 3 == 0  # ESA's reprocessing to 05.00
+        return "05.00" if reprocessed else "03.01"
 
     @property
     def offset(self) -> int:
-        return 1000 if self.day >= BASELINE_04_START else 0
+        return 1000 if tuple(int(p) for p in self.baseline.split(".")) >= (4, 0) else 0
+
+    @property
+    def home_epsg(self) -> int:
+        return utm_epsg(self.location, 0)
 
     @property
     def epsg(self) -> int:
-        zone = int((self.location.lon + 180) // 6) % 60 + 1
-        return (32600 if self.location.lat >= 0 else 32700) + zone
+        return utm_epsg(self.location, self.zone_shift)
 
     @property
     def item_id(self) -> str:
@@ -84,6 +102,16 @@ class Scene:
         return f"{self.epsg % 100:02d}{band}{square[self.location.index % 24]}{square[(self.location.index // 24) % 20]}"
 
 
+def utm_epsg(location: Location, zone_shift: int) -> int:
+    zone = (int((location.lon + 180) // 6) + zone_shift) % 60 + 1
+    return (32600 if location.lat >= 0 else 32700) + zone
+
+
+def neighbouring_zone(location: Location) -> int:
+    """-1 or 1: the zone whose edge is nearer."""
+    return 1 if (location.lon + 180) % 6 >= 3 else -1
+
+
 def scenes_of(collect: Collect, location: Location, missing_every: int) -> list[Scene]:
     rng = np.random.default_rng([collect.seed, location.index, 1])
     last_missing = missing_every > 0 and location.index % missing_every == missing_every - 1
@@ -93,7 +121,11 @@ def scenes_of(collect: Collect, location: Location, missing_every: int) -> list[
             continue
         jitter = int(rng.integers(-int(collect.window_days / 2) + 1, int(collect.window_days / 2)))
         clear = float(rng.uniform(0, collect.max_cloud * 0.4))
-        scenes.append(Scene(location, target + timedelta(days=jitter), round(clear, 3), position, 0))
+        shift = neighbouring_zone(location) if position == 1 and location.index % 3 == 1 else 0
+        coverage = "covers" if position == 3 else "full"
+        scenes.append(Scene(location, target + timedelta(days=jitter), round(clear, 3), position, 0, shift, coverage))
+        if position == 2:  # clearer, but its data polygon leaves the location in nodata
+            scenes.append(Scene(location, target, 0.0, position, 3, coverage="misses"))
         if position == 0:
             scenes.append(Scene(location, target, round(min(collect.max_cloud, clear + 5.0), 3), position, 1))
             scenes.append(Scene(location, target, round(min(100.0, collect.max_cloud + 25.0), 3), position, 2))
@@ -111,6 +143,31 @@ def _grid(scene: Scene, patch_size: int) -> tuple[float, float, int]:
     return float(left), float(top), pixels
 
 
+def _data_side(scene: Scene, patch_size: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Where a partial scene has data: one side of a slanted swath edge passing PARTIAL_MARGIN_M beyond the patch."""
+    east, north = from_lonlat(scene.epsg).transform(scene.location.lon, scene.location.lat)
+    half = patch_size * 5.0
+    across = (x - east) + 0.3 * (y - north)
+    edge = 1.3 * half + PARTIAL_MARGIN_M  # the patch's farthest corner is at 1.3 × half
+    return across < edge if scene.coverage == "covers" else across > edge
+
+
+def footprint(scene: Scene, patch_size: int, bounds: tuple[float, float, float, float]):
+    """The scene's data polygon in its own CRS: its square, cut along the swath edge when partial."""
+    from shapely.geometry import Polygon, box
+
+    square = box(*bounds)
+    if scene.coverage == "full":
+        return square
+    east, north = from_lonlat(scene.epsg).transform(scene.location.lon, scene.location.lat)
+    far = 1e6
+    edge = 1.3 * patch_size * 5.0 + PARTIAL_MARGIN_M
+    on_edge = [(east + edge - 0.3 * (dy), north + dy) for dy in (-far, far)]
+    side = -far if scene.coverage == "covers" else far
+    half_plane = Polygon([*on_edge, (east + side, north + far), (east + side, north - far)])
+    return square.intersection(half_plane)
+
+
 def _write_cog(path: Path, array: np.ndarray, epsg: int, transform: Any) -> None:
     import rasterio
 
@@ -124,8 +181,12 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
     """Write one COG per band (and SCL); returns each asset's proj: fields."""
     from rasterio.transform import from_origin
 
+    from pyproj import Transformer
+
     left, top, pixels = _grid(scene, collect.patch_size)
-    east, north = from_lonlat(scene.epsg).transform(scene.location.lon, scene.location.lat)
+    # the ground is laid out in the location's own zone, whichever zone's tile sees it
+    east, north = from_lonlat(scene.home_epsg).transform(scene.location.lon, scene.location.lat)
+    to_home = Transformer.from_crs(scene.epsg, scene.home_epsg, always_xy=True) if scene.zone_shift else None
     extent = collect.patch_size * 10.0  # the parcels fill the patch the collect stage will cut
     layout = landscape.parcels(np.random.default_rng([collect.seed, scene.location.index, 2]), east - extent / 2,
                                north + extent / 2, extent, landscape.PARCELS_PER_LOCATION)
@@ -137,14 +198,20 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
         width = pixels * 10 // size
         centres = (np.arange(width) + 0.5) * size
         x, y = np.meshgrid(left + centres, top - centres)
+        has_data = _data_side(scene, collect.patch_size, x, y) if scene.coverage != "full" else np.ones_like(x, bool)
         mask = landscape.cloud_mask((width, width), scene.cloud_cover,
                                     np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal(), 5]))
+        array = np.zeros((width, width), np.uint8 if band == "SCL" else np.uint16)  # 0: nodata in every band
         if band == "SCL":
-            array = np.where(mask, 9, 4).astype(np.uint8)  # 9: cloud high probability, 4: vegetation
+            array[has_data] = np.where(mask[has_data], 9, 4)  # 9: cloud high probability, 4: vegetation
         else:
-            values = layout.reflectance(scene.day, scene.location.lat, x, y, (band,), rng)[0]
-            values = np.where(mask, 0.7, values)
-            array = landscape.to_digital_numbers(values, scene.offset)
+            # only pixels with data are made: a partial scene costs its share of a full one
+            x_data, y_data = x[None, has_data], y[None, has_data]
+            if to_home:
+                x_data, y_data = to_home.transform(x_data, y_data)
+            values = layout.reflectance(scene.day, scene.location.lat, x_data, y_data, (band,), rng)[0, 0]
+            values = np.where(mask[has_data], 0.7, values)
+            array[has_data] = landscape.to_digital_numbers(values, scene.offset)
         transform = from_origin(left, top, size, size)
         _write_cog(folder / f"{band}.tif", array, scene.epsg, transform)
         fields[band] = {"proj:bbox": [left, top - width * size, left + width * size, top],
@@ -152,18 +219,20 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
     return fields
 
 
-def stac_item(scene: Scene, fields: dict[str, dict[str, Any]], href_base: str) -> dict[str, Any]:
+def stac_item(scene: Scene, fields: dict[str, dict[str, Any]], href_base: str, patch_size: int) -> dict[str, Any]:
     from pyproj import Transformer
 
-    left, bottom, right, top = fields["SCL"]["proj:bbox"]
+    square = fields["SCL"]["proj:bbox"]
+    data = footprint(scene, patch_size, tuple(square))
+    nodata_percent = round(100 * (1 - data.area / ((square[2] - square[0]) * (square[3] - square[1]))), 2)
     to_lonlat = Transformer.from_crs(scene.epsg, 4326, always_xy=True)
-    ring = [to_lonlat.transform(x, y) for x, y in ((left, bottom), (right, bottom), (right, top), (left, top), (left, bottom))]
+    ring = [to_lonlat.transform(x, y) for x, y in data.exterior.coords]
     lons, lats = [p[0] for p in ring], [p[1] for p in ring]
     acquired = datetime.combine(scene.day, time(10, 30, 21), tzinfo=timezone.utc)
     product = f"S2{'AB'[scene.location.index % 2]}_MSIL2A_{acquired:%Y%m%dT%H%M%S}_N{scene.baseline.replace('.', '')}_R{scene.location.index % 143 + 1:03d}_T{scene.mgrs_tile}_{acquired:%Y%m%dT%H%M%S}.SAFE"
     assets = {}
     for band, proj in fields.items():
-        asset = {"href": f"{href_base}/{scene.item_id}/{band}.tif", "type": COG_TYPE, "roles": ["data"], **proj}
+        asset = {"href": f"{href_base}/{STORAGE_ACCOUNT}/{STORAGE_CONTAINER}/{scene.item_id}/{band}.tif", "type": COG_TYPE, "roles": ["data"], **proj}
         if band == "SCL":
             asset["title"] = "Scene classfication map (SCL)"
         else:
@@ -182,7 +251,7 @@ def stac_item(scene: Scene, fields: dict[str, dict[str, Any]], href_base: str) -
             "constellation": "Sentinel 2", "eo:cloud_cover": scene.cloud_cover, "s2:product_uri": product,
             "s2:product_type": "S2MSI2A", "s2:processing_baseline": scene.baseline,
             "sat:orbit_state": "descending", "sat:relative_orbit": scene.location.index % 143 + 1,
-            "s2:datatake_type": "INS-NOBS", "s2:nodata_pixel_percentage": 0.0,
+            "s2:datatake_type": "INS-NOBS", "s2:nodata_pixel_percentage": nodata_percent,
             "s2:high_proba_clouds_percentage": scene.cloud_cover,
             "s2:generation_time": (acquired + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },
@@ -204,15 +273,20 @@ def collection_json() -> dict[str, Any]:
 HREF_BASE = "{cog_server}"  # the COG server's address, filled in when the items are served
 
 
+def scene_folder(root: Path, item_id: str) -> Path:
+    """Where a scene's COGs lie: the COG server serves `root/cogs` as blob paths `/{account}/{container}/...`."""
+    return root / "cogs" / STORAGE_ACCOUNT / STORAGE_CONTAINER / item_id
+
+
 def location_items(collect: Collect, index: int, root: Path, missing_every: int, corrupt: frozenset[int],
                    bands: tuple[str, ...]) -> list[dict[str, Any]]:
     """Render one candidate location's scenes under `root/cogs`; returns their STAC items."""
     features = []
     for scene in scenes_of(collect, candidate(collect, index), missing_every):
-        fields = render_scene(scene, collect, bands, root / "cogs" / scene.item_id)
-        features.append(stac_item(scene, fields, HREF_BASE))
+        fields = render_scene(scene, collect, bands, scene_folder(root, scene.item_id))
+        features.append(stac_item(scene, fields, HREF_BASE, collect.patch_size))
         if index in corrupt and scene.position == 0 and scene.alternative == 0:
-            damaged = root / "cogs" / scene.item_id / "B04.tif"
+            damaged = scene_folder(root, scene.item_id) / "B04.tif"
             payload = damaged.read_bytes()
             damaged.write_bytes(payload[: len(payload) // 3] + os.urandom(len(payload) // 3))
     return features

@@ -18,7 +18,7 @@ kind: Experiment
 metadata: {{name: collect-test}}
 spec:
   collect:
-    source: stac
+    source: {source}
     stacUrl: "{stac_url}"
     locations: 12
     cities: 30
@@ -34,8 +34,9 @@ MISSING_EVERY = 5  # locations 4 and 9 lack their last date
 CORRUPT = frozenset({6})  # location 6's newest clear scene has a damaged red band
 
 
-def experiment_for(stac_url: str, per_shard: int = 3, workers: int = 2, in_flight: int = 4):
-    text = SPEC.format(stac_url=stac_url, per_shard=per_shard, workers=workers, in_flight=in_flight)
+def experiment_for(stac_url: str, per_shard: int = 3, workers: int = 2, in_flight: int = 4, source: str = "stac"):
+    """`source: planetary-computer` signs every read through the token service at PC_SDK_SAS_URL."""
+    text = SPEC.format(stac_url=stac_url, per_shard=per_shard, workers=workers, in_flight=in_flight, source=source)
     return load_documents(text, "collect-test.yaml")[0]
 
 

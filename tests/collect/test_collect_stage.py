@@ -10,12 +10,19 @@ import sys
 import time
 from pathlib import Path
 
+import json
+
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import from_bounds
+from shapely.geometry import Point, shape
 
 from jobs.common.shards import read_shard, shard_entries
 from jobs.localcloud.cloud import serve
+from jobs.localcloud.world import scene_folder
 from jobs.localcloud.servers import fault_report
 from secoctl import store
 from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
@@ -56,25 +63,41 @@ def test_every_good_location_once_bad_ones_counted_under_faults(world_folder: Pa
     assert "B04" in failures[0]["error"]
 
 
-def test_shards_hold_the_scenes_pixels_with_the_offset_removed(world_folder: Path, storage: Path):
+def _scene_red(world_folder: Path, scene: str, crs: str, transform: list[float]) -> np.ndarray:
+    """The scene's red band on the patch's grid: its own pixels, or reprojected (nearest) from the next UTM zone."""
+    with rasterio.open(scene_folder(world_folder, scene) / "B04.tif") as source:
+        if source.crs.to_string() == crs:
+            left, top = transform[2], transform[5]
+            return source.read(1, window=from_bounds(left, top - 320, left + 320, top, transform=source.transform))
+        with WarpedVRT(source, crs=crs, transform=Affine(*transform), width=32, height=32,
+                       resampling=Resampling.nearest) as warped:
+            return warped.read(1)
+
+
+def test_shards_hold_the_scenes_pixels_as_real_items_shape_them(world_folder: Path, storage: Path):
+    items = {f["id"]: f for f in json.loads((world_folder / "stac" / "items.json").read_text())["features"]}
     with serve(world_folder) as cloud:
         index = run_collect(experiment_for(cloud.stac_url), storage)
-    baselines = set()
+    seen = {"offsets": set(), "other_zone": 0, "partial": 0}
     for entry in shard_entries(index):
         for sample in read_shard(entry["uri"]):
             meta = sample.metadata
             assert sample.pixels.dtype == np.uint16 and sample.pixels.shape == (5, 4, 32, 32)
-            left, top = meta["transform"][2], meta["transform"][5]
             for t, scene in enumerate(meta["scene_ids"]):
-                baselines.add(meta["processing_baselines"][t])
-                with rasterio.open(world_folder / "cogs" / scene / "B04.tif") as source:
-                    assert source.crs.to_string() == meta["crs"]
-                    window = from_bounds(left, top - 320, left + 320, top, transform=source.transform)
-                    digital = source.read(1, window=window).astype(np.int32)
+                properties = items[scene]["properties"]
+                # the chosen scene's data polygon holds the location, though a clearer partial one was on offer
+                assert shape(items[scene]["geometry"]).contains(Point(meta["lon"], meta["lat"]))
+                seen["partial"] += properties["s2:nodata_pixel_percentage"] > 0
+                seen["other_zone"] += f"EPSG:{properties['proj:epsg']}" != meta["crs"]
+                old = meta["dates"][t] < "2022-01-25"
+                seen["offsets"].add((old, meta["processing_baselines"][t], meta["offsets_removed"][t]))
+                digital = _scene_red(world_folder, scene, meta["crs"], meta["transform"]).astype(np.int32)
                 expected = np.where(digital > meta["offsets_removed"][t], digital - meta["offsets_removed"][t], 0)
                 np.testing.assert_array_equal(sample.pixels[t, meta["bands"].index("B04")], expected)
             assert max(meta["cloud_cover"]) <= 10.0
-    assert baselines == {"03.01", "05.09"}  # both sides of 2022-01-25 were read and harmonised
+    # the baseline, not the date, decides the offset: old scenes reprocessed to 05.00 carry it too
+    assert seen["offsets"] == {(True, "03.01", 0), (True, "05.00", 1000), (False, "05.09", 1000)}
+    assert seen["other_zone"] > 0 and seen["partial"] > 0
 
 
 def _shard_digests(index: dict, storage: Path) -> dict[str, str]:

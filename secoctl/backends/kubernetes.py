@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from secoctl import plan, render
-from secoctl.errors import UserError
+from secoctl.errors import UserError, shown
 from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by
 from secoctl.spec import Experiment
 
@@ -153,6 +153,12 @@ class KubernetesExecutor:
             raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://, gs://, az://) or a "
                             "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
                             "so every pod sees the same tree")
+        unpublished = experiment.spec.unpublished_image()
+        if unpublished:
+            field, image = unpublished
+            raise UserError(f"{experiment.name}: {field} {shown(image)} is a placeholder, not a published image; "
+                            "build images/secoctl/Dockerfile (or `python -m images.build` without a registry), "
+                            f"push it where the cluster pulls from and set {field} (images/README.md)")
         results = []
         for obj in render.render(experiment, self.cluster.namespace):
             before = self.cluster.get(obj["kind"], obj["metadata"]["name"])

@@ -44,7 +44,10 @@ class Cluster:
         from kubernetes import client, config
 
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-            config.load_incluster_config()
+            try:
+                config.load_incluster_config()
+            except config.ConfigException as error:  # e.g. the token volume's ca.crt empty: no root CA published
+                raise UserError(f"cannot use the pod's service account: {error}") from None
             default_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
         else:
             try:

@@ -75,6 +75,7 @@ def _missing_tools() -> list[str]:
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(1800),  # the first test builds and unpacks the image: minutes when cold
     pytest.mark.skipif(os.geteuid() != 0 or bool(_missing_tools()),
                        reason=f"needs root and {', '.join(_missing_tools()) or 'nothing more'} (apt-get install debootstrap runc umoci)"),
 ]
@@ -109,7 +110,6 @@ def test_the_image_config_runs_as_the_pods_user_with_home_in_tmp(image_rootfs):
     assert (rootfs / "opt/secoctl/bin/torchrun").is_file() and (rootfs / "opt/secoctl/bin/secoctl").is_file()
 
 
-@pytest.mark.timeout(3600)  # a cold image build takes minutes on its own
 def test_every_rendered_pod_runs_in_the_image_to_published_weights(image_rootfs, tmp_path: Path):
     image, rootfs = image_rootfs
     storage = tmp_path / "storage"

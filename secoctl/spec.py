@@ -306,6 +306,11 @@ class Publish(Model):
     force: bool = Field(False, description="Replace this version if another run already published it.")
 
 
+# No image is published under this name yet: the default spec.image and the examples' images are
+# placeholders that `apply` to a cluster refuses, naming how to build one (images/README.md).
+UNPUBLISHED_REGISTRY = "ghcr.io/secoctl/"
+
+
 class ExperimentSpec(Model):
     storage: str | None = Field(
         None, description="fsspec URI of the storage tree (file://, s3://); default: local."
@@ -316,7 +321,7 @@ class ExperimentSpec(Model):
     storage_claim: DnsLabel | None = Field(
         None, description="PersistentVolumeClaim mounted at a file:// storage path in every pod."
     )
-    image: str = "ghcr.io/secoctl/secoctl:0.1.0"
+    image: str = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
     driver_image: str | None = Field(None, description="Image of collect and driver pods; default: image.")
     priority_class_name: DnsLabel | None = None
     queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")
@@ -325,6 +330,13 @@ class ExperimentSpec(Model):
     evaluate: list[Evaluation] = Field(default_factory=list)
     evaluate_resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi", gpus=1))
     publish: Publish | None = None
+
+    def unpublished_image(self) -> tuple[str, str] | None:
+        """(field, image) of the first image that is still the unpublished placeholder."""
+        for field, image in (("spec.image", self.image), ("spec.driverImage", self.driver_image)):
+            if image and image.startswith(UNPUBLISHED_REGISTRY):
+                return field, image
+        return None
 
     @field_validator("storage")
     @classmethod

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from secoctl import plan, render
-from secoctl.errors import UserError
+from secoctl.errors import UserError, shown
 from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
 from secoctl.spec import Experiment
 
@@ -44,7 +44,10 @@ class Cluster:
         from kubernetes import client, config
 
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-            config.load_incluster_config()
+            try:
+                config.load_incluster_config()
+            except config.ConfigException as error:  # e.g. the token volume's ca.crt empty: no root CA published
+                raise UserError(f"cannot use the pod's service account: {error}") from None
             default_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
         else:
             try:
@@ -162,6 +165,12 @@ class KubernetesExecutor:
             raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://, gs://, az://) or a "
                             "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
                             "so every pod sees the same tree")
+        unpublished = experiment.spec.unpublished_image()
+        if unpublished:
+            field, image = unpublished
+            raise UserError(f"{experiment.name}: {field} {shown(image)} is a placeholder, not a published image; "
+                            "build images/secoctl/Dockerfile (or `python -m images.build` without a registry), "
+                            f"push it where the cluster pulls from and set {field} (images/README.md)")
         results = []
         for obj in render.render(experiment, self.cluster.namespace):
             before = self.cluster.get(obj["kind"], obj["metadata"]["name"])

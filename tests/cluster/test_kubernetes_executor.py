@@ -42,9 +42,29 @@ def test_manifests_enforce_restricted_pods(cluster):
     assert refused.returncode != 0 and 'violates PodSecurity "restricted' in refused.stderr
 
 
+def with_image(example: Path, folder: Path) -> Path:
+    """The example with an image of the user's own in place of the unpublished placeholder."""
+    document = yaml.safe_load(example.read_text())
+    document["spec"]["image"] = "registry.example/secoctl:test"
+    if "driverImage" in document["spec"]:
+        document["spec"]["driverImage"] = "registry.example/secoctl-collect:test"
+    path = folder / example.name
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_apply_refuses_the_placeholder_image_before_anything_is_sent(kube_env, cluster):
+    result = secoctl(kube_env, "apply", "examples/seco-100k.yaml", "-n", NAMESPACE)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "spec.image 'ghcr.io/secoctl/secoctl:0.1.0' is a placeholder" in result.stderr
+    assert "python -m images.build" in result.stderr
+    assert not objects_of(cluster, "seco-rn50-100k")
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
-def test_every_example_applies_reapplies_unchanged_shows_status_and_deletes(example, kube_env, cluster):
+def test_every_example_applies_reapplies_unchanged_shows_status_and_deletes(example, kube_env, cluster, tmp_path):
     name = yaml.safe_load(example.read_text())["metadata"]["name"]
+    example = with_image(example, tmp_path)
     extra = ["--storage", "s3://secoctl-test/experiments"] if "quickstart" in example.name else []
     first = secoctl(kube_env, "apply", str(example), "-n", NAMESPACE, *extra)
     assert first.returncode == 0, first.stderr

@@ -180,3 +180,15 @@ def test_delete_stops_a_running_apply(storage, tmp_path, sigint):
     finally:
         apply.kill()
         apply.wait()
+
+
+def test_a_pod_whose_service_account_is_unusable_gets_one_line_not_a_traceback(monkeypatch):
+    """What the driver pod met on a real kubelet whose cluster published no root CA (ca.crt empty)."""
+    from secoctl.backends.kubernetes import Cluster
+    from secoctl.errors import UserError
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(UserError, match="cannot use the pod's service account: "):
+        Cluster()

@@ -25,7 +25,8 @@ def test_the_runtime_config_is_the_pods_security_context_command_and_volumes(tmp
     config = runpod.runtime_config(pod_spec, tmp_path / "rootfs", "quickstart-pretrain-0", volumes, tmp_path / "etc", [], 0)
     process = config["process"]
     assert process["user"] == {"uid": 65532, "gid": 65532, "additionalGids": [65532]}
-    assert process["args"] == pod_spec["containers"][0]["command"] and process["args"][0] == "torchrun"
+    command = pod_spec["containers"][0]["command"]
+    assert process["args"] == command and command[command.index("--") + 1] == "torchrun"  # behind the log keeper
     assert process["noNewPrivileges"] and not any(process["capabilities"].values())
     assert "HOME=/tmp" in process["env"] and "JOB_COMPLETION_INDEX=0" in process["env"]
     assert config["root"]["readonly"] is True

@@ -83,18 +83,15 @@ def scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform: ReflectanceInput,
-             device: torch.device, epochs: int, seed: int = 0) -> dict[str, float]:
-    torch.manual_seed(seed)
-    model = SiameseUNet(backbone, name).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+def fit(model: nn.Module, parameters, epoch_batches, transform: ReflectanceInput, device: torch.device,
+        epochs: int) -> None:
+    """Both recipes' training: Adam 1e-3, weight decay 1e-4, lr x 0.95 per epoch (main_oscd.py), binary
+    cross-entropy on the change mask; `epoch_batches()` yields one epoch's (image pairs, masks)."""
+    optimizer = torch.optim.Adam(parameters, lr=1e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.95)
-    generator = torch.Generator().manual_seed(seed)
-    per_epoch = epoch_size(train)
     for _ in range(epochs):
         model.train()
-        for start in range(0, per_epoch, BATCH):
-            images, masks = crops(train, min(BATCH, per_epoch - start), generator)
+        for images, masks in epoch_batches():
             images = images.to(device)
             logits = model(transform(images[:, 0]), transform(images[:, 1]))
             loss = nn.functional.binary_cross_entropy_with_logits(logits, masks.float().to(device))
@@ -102,6 +99,16 @@ def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform:
             loss.backward()
             optimizer.step()
         schedule.step()
+
+
+def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform: ReflectanceInput,
+             device: torch.device, epochs: int, seed: int = 0) -> dict[str, float]:
+    torch.manual_seed(seed)
+    model = SiameseUNet(backbone, name).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    per_epoch = epoch_size(train)
+    fit(model, model.parameters(), lambda: (crops(train, min(BATCH, per_epoch - start), generator)
+                                            for start in range(0, per_epoch, BATCH)), transform, device, epochs)
     predicted = torch.cat([(predict(model, image, transform, device) > 0.5).flatten() for image, _ in test])
     truth = torch.cat([mask.bool().flatten() for _, mask in test])
     return {**scores(predicted, truth), "train_cities": len(train), "test_cities": len(test),
@@ -156,21 +163,11 @@ def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, tran
     model = ReferenceUNet(backbone, name).to(device)
     for parameter in model.encoder.parameters():
         parameter.requires_grad_(False)  # not in the optimizer either way; no gradient computed for it
-    optimizer = torch.optim.Adam(model.head_parameters(), lr=1e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.95)
     generator = torch.Generator().manual_seed(seed)
     train_images, train_masks = grid_tiles(train)
-    for _ in range(epochs):
-        model.train()
-        for batch in batches_of(len(train_images), generator):
-            images, masks = flips_and_rotations(train_images[batch], train_masks[batch], generator)
-            images = images.to(device)
-            logits = model(transform(images[:, 0]), transform(images[:, 1]))
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, masks.float().to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
+    fit(model, model.head_parameters(), lambda: (flips_and_rotations(train_images[batch], train_masks[batch], generator)
+                                                 for batch in batches_of(len(train_images), generator)),
+        transform, device, epochs)
     test_images, test_masks = grid_tiles(test)
     model.eval()
     predictions, truths = [], []

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from jobs.common.logged import StorageLog
-from jobs.localcloud.servers import s3_server
+from tests.s3 import s3_bucket
 from secoctl import partlog, store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,20 +20,8 @@ BUCKET = "seco-logs"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with s3_server(tmp_path_factory.mktemp("weed")) as endpoint:
-        saved = {k: os.environ.get(k) for k in endpoint.environment()}
-        os.environ.update(endpoint.environment())
-        import s3fs
-
-        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
-        try:
-            yield endpoint
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with s3_bucket(tmp_path_factory.mktemp("weed"), BUCKET) as endpoint:
+        yield endpoint
 
 
 def spec(path: Path, name: str, storage: str) -> Path:

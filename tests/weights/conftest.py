@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from jobs.localcloud.servers import s3_server
+from tests.s3 import s3_bucket
 
 BUCKET = "seco-weights"
 
@@ -16,20 +15,8 @@ BUCKET = "seco-weights"
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """A real S3 server (SeaweedFS) on 127.0.0.1 with one bucket, for the whole session."""
-    with s3_server(tmp_path_factory.mktemp("weed")) as endpoint:
-        previous = {k: os.environ.get(k) for k in endpoint.environment()}
-        os.environ.update(endpoint.environment())
-        import s3fs
-
-        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
-        try:
-            yield endpoint
-        finally:
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with s3_bucket(tmp_path_factory.mktemp("weed"), BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def run(stage_uri: str, index: int, argv: list[str]) -> int:
         log.flush()
     except Exception as error:  # noqa: BLE001 - the part's own exit code is what the Job must see
         print(f"logged: cannot write the log to storage: {error}", file=sys.stderr, flush=True)
-    return code
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell and the kubelet report it
 
 
 def main(argv: list[str] | None = None) -> int:

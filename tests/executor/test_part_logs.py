@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,15 @@ def test_a_part_run_as_a_pod_runs_it_keeps_its_output_and_exit_code_and_leaves_i
     stage_uri = store.join(store.experiment_uri(storage, "wrapped"), "collect")
     assert partlog.indexes(stage_uri) == [1]
     assert partlog.read(stage_uri, 1) == "shard 0 committed\noops\n"
+
+
+def test_a_part_killed_by_a_signal_exits_128_plus_the_signal(tmp_path):
+    from jobs.common.logged import run
+
+    killed = "import os, signal; print('stopping', flush=True); os.kill(os.getpid(), signal.SIGTERM)"
+    stage_uri = (tmp_path / "collect").as_uri()
+    assert run(stage_uri, 0, [sys.executable, "-c", killed]) == 128 + signal.SIGTERM
+    assert partlog.read(stage_uri, 0) == "stopping\n"
 
 
 def test_a_long_log_is_sealed_in_chunks_read_back_in_order(s3):

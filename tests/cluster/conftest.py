@@ -59,6 +59,13 @@ def secoctl(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.
                           cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def status_rows(kube_env, experiment: str) -> dict[str, dict]:
+    """`secoctl status EXPERIMENT -o json`, one row per stage (and the driver), by stage name."""
+    result = secoctl(kube_env, "status", experiment, "-n", NAMESPACE, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return {row["stage"]: row for row in json.loads(result.stdout)}
+
+
 def spec_file(path: Path, name: str, storage: Path, **changes) -> Path:
     """A small experiment whose storage is the claimed volume; `changes` are merged into spec."""
     spec = {

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from secoctl import render, store
-from tests.cluster.conftest import NAMESPACE, kube_json, secoctl, spec_file, start_driver, wait_for
+from tests.cluster.conftest import NAMESPACE, kube_json, secoctl, spec_file, start_driver, status_rows, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -74,9 +74,7 @@ def test_every_example_applies_reapplies_unchanged_shows_status_and_deletes(exam
     assert again.returncode == 0, again.stderr
     assert again.stdout.count(" unchanged") == first.stdout.count(" created") and " configured" not in again.stdout, again.stdout
     assert versions == versions_of(cluster, name)
-    status = secoctl(kube_env, "status", name, "-n", NAMESPACE, "-o", "json")
-    assert status.returncode == 0, status.stderr
-    rows = {row["stage"]: row for row in json.loads(status.stdout)}
+    rows = status_rows(kube_env, name)
     assert set(rows) >= {"driver", "collect"} and rows["collect"]["state"] == "waiting"
     deleted = secoctl(kube_env, "delete", name, "-n", NAMESPACE)
     assert deleted.returncode == 0, deleted.stderr
@@ -178,7 +176,7 @@ def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it
         # No Kueue runs in this cluster (tests/cluster/test_kueue.py runs one in its own), so nothing
         # admits it: it stays suspended, with no pods, and status says Kueue has not taken it.
         assert job["spec"]["suspend"] is True and not pods_of(cluster, "queued", "collect")
-        rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "queued", "-n", NAMESPACE, "-o", "json").stdout)}
+        rows = status_rows(kube_env, "queued")
         assert rows["collect"]["state"] == "queued" and "Kueue has not taken the Job" in rows["collect"]["reason"]
         assert rows["pretrain"]["state"] == "waiting"
     finally:
@@ -203,8 +201,8 @@ def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kub
             for j in kube_json(cluster, "get", "jobs", "-n", NAMESPACE, "-l", "seco.dev/experiment=advancing")["items"]}
     pretrain = kube_json(cluster, "get", "job", "advancing-pretrain", "-n", NAMESPACE)
     assert pretrain["spec"]["completions"] == 2 and pretrain["status"]["succeeded"] == 2
-    status = json.loads(secoctl(kube_env, "status", "advancing", "-n", NAMESPACE, "-o", "json").stdout)
-    assert {row["stage"]: row["state"] for row in status if row["stage"] != "driver"} == dict.fromkeys(STAGES, "complete")
+    status = status_rows(kube_env, "advancing")
+    assert {stage: row["state"] for stage, row in status.items() if stage != "driver"} == dict.fromkeys(STAGES, "complete")
     # A second driver (a restarted pod) finds every stage complete and creates nothing.
     again = start_driver(cluster, spec, "advancing", tmp_path)
     output, _ = again.communicate(timeout=60)
@@ -225,7 +223,7 @@ def test_a_failing_part_fails_the_stage_with_its_exit_code(kube_env, cluster, tm
     assert driver.returncode == 1, output
     failed = store.read_json(store.join(store.experiment_uri(cluster.storage.as_uri(), "failing"), "collect", "_FAILED"))
     assert "exited with code 1" in failed["reason"] and "FailedIndexes" in failed["reason"]
-    rows = {r["stage"]: r for r in json.loads(secoctl(kube_env, "status", "failing", "-n", NAMESPACE, "-o", "json").stdout)}
+    rows = status_rows(kube_env, "failing")
     assert rows["collect"]["state"] == "failed" and "exited with code 1" in rows["collect"]["reason"]
     assert rows["pretrain"]["state"] == "waiting"
     secoctl(kube_env, "delete", "failing", "-n", NAMESPACE, "--purge")
@@ -238,8 +236,7 @@ def test_an_unschedulable_gpu_request_is_shown_as_such(kube_env, cluster, tmp_pa
     driver = start_driver(cluster, spec, "too-many-gpus", tmp_path)
     try:
         def pretrain_row():
-            rows = json.loads(secoctl(kube_env, "status", "too-many-gpus", "-n", NAMESPACE, "-o", "json").stdout)
-            row = next(r for r in rows if r["stage"] == "pretrain")
+            row = status_rows(kube_env, "too-many-gpus")["pretrain"]
             return row if "Unschedulable" in row["reason"] else None
         row = wait_for("pretrain to be reported unschedulable", pretrain_row, timeout=90)
         assert row["state"] == "pending" and "Insufficient nvidia.com/gpu" in row["reason"]
@@ -377,14 +374,13 @@ def test_a_stage_whose_pods_a_resource_quota_refuses_says_so(kube_env, cluster, 
     cluster.kubectl("patch", "job", "over-quota-pretrain", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
     try:
         def pretrain_row():
-            rows = json.loads(secoctl(kube_env, "status", "over-quota", "-n", NAMESPACE, "-o", "json").stdout)
-            row = next(r for r in rows if r["stage"] == "pretrain")
+            row = status_rows(kube_env, "over-quota")["pretrain"]
             return row if "FailedCreate" in row["reason"] else None
         row = wait_for("the quota refusal in status", pretrain_row, timeout=60)
         assert row["state"] == "pending" and "exceeded quota: no-gpus-for-tests" in row["reason"], row
         assert not pods_of(cluster, "over-quota", "pretrain")
-        waiting = json.loads(secoctl(kube_env, "status", "over-quota", "-n", NAMESPACE, "-o", "json").stdout)
-        assert all(r["reason"] for r in waiting if r["state"] in ("waiting", "pending", "queued")), waiting
+        waiting = status_rows(kube_env, "over-quota")
+        assert all(r["reason"] for r in waiting.values() if r["state"] in ("waiting", "pending", "queued")), waiting
     finally:
         secoctl(kube_env, "delete", "over-quota", "-n", NAMESPACE, "--purge")
         cluster.kubectl("delete", "resourcequota", "no-gpus-for-tests", "-n", NAMESPACE, check=False)

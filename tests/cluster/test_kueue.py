@@ -17,7 +17,8 @@ import pytest
 from secoctl import render
 from tests.cluster import controlplane
 from tests.cluster import kueue as kueue_build
-from tests.cluster.conftest import NAMESPACE, kube_json, prepare, secoctl, spec_file, start_driver, wait_for
+from tests.cluster.conftest import (NAMESPACE, kube_json, prepare, secoctl, spec_file, start_driver, status_rows,
+                                    wait_for)
 from tests.cluster.kueue import Kueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,12 +73,6 @@ def workload_of(cluster, job_name: str) -> dict | None:
 def has_condition(obj: dict | None, kind: str, status: str = "True") -> dict | None:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions", [])
                  if c["type"] == kind and c["status"] == status), None)
-
-
-def status_rows(kube_env, experiment: str) -> dict[str, dict]:
-    result = secoctl(kube_env, "status", experiment, "-n", NAMESPACE, "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return {row["stage"]: row for row in json.loads(result.stdout)}
 
 
 def test_a_pretrain_is_admitted_whole_or_not_at_all_and_status_names_its_place_and_kueues_reason(

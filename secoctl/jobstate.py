@@ -67,12 +67,8 @@ def pod_reasons(pod: dict[str, Any]) -> list[str]:
 
 
 def workload_of(job: dict[str, Any] | None, workloads: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The Kueue Workload made for this Job (Kueue owns it by the Job's uid)."""
-    if job is None:
-        return None
-    uid = job["metadata"]["uid"]
-    return next((w for w in workloads if any(o.get("uid") == uid for o in w["metadata"].get("ownerReferences") or [])),
-                None)
+    """The Kueue Workload made for this Job (Kueue owns it by the Job's uid, as the Job owns its pods)."""
+    return None if job is None else next(iter(owned_by(job, workloads)), None)  # owned_by(None) keeps them all
 
 
 def _any_condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:

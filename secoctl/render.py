@@ -167,9 +167,10 @@ def _pod_template(
     container: dict[str, Any] = {
         "name": stage,
         "image": image,
-        # Every pod start resolves the tag at the registry (layers stay cached): a moved tag reaches every
-        # node alike, and a pod cannot run a private image that another pod's credentials pulled.
-        "imagePullPolicy": "Always",
+        # Always by default (checkov CKV_K8S_15): every pod start resolves the tag at the registry (layers
+        # stay cached), so a moved tag reaches every node alike and a pod cannot run a private image that
+        # another pod's credentials pulled. An image loaded without a registry needs IfNotPresent or Never.
+        "imagePullPolicy": experiment.spec.image_pull_policy,
         "command": argv,
         "env": [
             {"name": "HOME", "value": "/tmp"},

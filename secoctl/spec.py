@@ -322,6 +322,11 @@ class ExperimentSpec(Model):
         None, description="PersistentVolumeClaim mounted at a file:// storage path in every pod."
     )
     image: str = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "Always", description="Of every container. Always resolves the tag at the registry at each pod start; "
+        "an image loaded into the nodes' container runtime without a registry (a local build, an air-gapped "
+        "cluster) fails to pull that way (ErrImagePull): give IfNotPresent, or Never to run only what the node holds.",
+    )
     driver_image: str | None = Field(None, description="Image of collect and driver pods; default: image.")
     priority_class_name: DnsLabel | None = None
     queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")

@@ -218,3 +218,27 @@ def test_a_storage_claim_is_kept_off_every_path_the_pods_mount():
     mounts = {m["mountPath"] for o in render(experiment) if o["kind"] == "Job"
               for m in o["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] != "storage"}
     assert mounts and mounts <= set(POD_PATHS)
+
+
+@pytest.mark.parametrize("policy", ["IfNotPresent", "Never"])
+def test_the_specs_image_pull_policy_reaches_every_container_of_the_driver_and_every_stage(policy):
+    from secoctl.spec import parse_experiment
+
+    document = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml")).to_yaml_dict()
+    document["spec"]["imagePullPolicy"] = policy
+    jobs = [o for o in render(parse_experiment(document), "seco") if o["kind"] == "Job"]
+    assert {job["metadata"]["labels"][LABEL_STAGE] for job in jobs} == {"driver", "collect", "pretrain", "evaluate", "publish"}
+    for job in jobs:
+        for container in job["spec"]["template"]["spec"]["containers"]:
+            assert container["imagePullPolicy"] == policy, job["metadata"]["name"]
+
+
+def test_an_image_pull_policy_kubernetes_does_not_know_is_refused_naming_the_field(tmp_path):
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n"
+                         "spec: {imagePullPolicy: Sometimes}\n")
+    result = run_cli("render", str(spec_file))
+    assert result.returncode == 2, result.stderr
+    assert ("spec.imagePullPolicy: Input should be 'Always', 'IfNotPresent' or 'Never'; got 'Sometimes'"
+            in result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

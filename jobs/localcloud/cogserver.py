@@ -1,4 +1,4 @@
-"""`python -m jobs.localcloud.cogserver --port P --directory D [--sas-key K]`: RangeHTTPServer's handler, wide backlog.
+"""`python -m jobs.localcloud.cogserver [--host H] --port P --directory D [--sas-key K]`: RangeHTTPServer's handler, wide backlog.
 
 RangeHTTPServer's own `__main__` uses http.server's listen backlog of 5, and GDAL opening many
 COGs at once overflows it (dropped SYNs cost a 1 s retransmit each): the handler is the same.
@@ -50,13 +50,14 @@ class QuietRangeRequestHandler(RangeRequestHandler):
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m jobs.localcloud.cogserver")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--directory", required=True)
     parser.add_argument("--sas-key", help="refuse reads without a valid SAS token signed with this key")
     args = parser.parse_args()
     handler_class = type("Handler", (QuietRangeRequestHandler,), {"sas_key": args.sas_key})
     handler = functools.partial(handler_class, directory=args.directory)
-    WideBacklogServer(("127.0.0.1", args.port), handler).serve_forever()
+    WideBacklogServer((args.host, args.port), handler).serve_forever()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A forwarding HTTP proxy that adds latency and injects faults in front of a real server.
 
-`python -m jobs.localcloud.faults --upstream 127.0.0.1:8081 --port 9081 --latency-ms 50 --rules JSON`
+`python -m jobs.localcloud.faults --upstream 127.0.0.1:8081 [--host H] --port 9081 --latency-ms 50 --rules JSON`
 
 Rules are tried in order; a rule fires on requests whose path matches `path` (a regex) until it
 has fired `times` times: `{"path": "B04", "action": "status", "status": 429, "retry_after": 1}`
@@ -136,13 +136,14 @@ def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState)
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m jobs.localcloud.faults")
     parser.add_argument("--upstream", required=True, help="host:port of the real server")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rules", default="[]", help="JSON list of fault rules")
     args = parser.parse_args()
     host, port = args.upstream.rsplit(":", 1)
     handler = make_handler((host, int(port)), args.latency_ms / 1000, FaultState(json.loads(args.rules)))
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler, bind_and_activate=False)
+    server = ThreadingHTTPServer((args.host, args.port), handler, bind_and_activate=False)
     server.daemon_threads = True
     server.request_queue_size = 256  # http.server's backlog of 5 drops SYNs when GDAL opens many files at once
     server.server_bind()

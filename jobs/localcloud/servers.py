@@ -1,4 +1,8 @@
-"""Real servers on 127.0.0.1 standing in for the cloud: a STAC API, a COG server, an S3 store.
+"""Real servers standing in for the cloud: a STAC API, a COG server, an S3 store.
+
+The STAC API, COG, token and fault proxy servers listen on, and name themselves by, `host`:
+127.0.0.1 unless pods must reach them (a node's pods reach the host at its CNI bridge address,
+never at its loopback); the S3 store listens on 127.0.0.1 only.
 
 - STAC API: rustac's `serve` (its memory backend implements core, features and item search).
 - COGs: RangeHTTPServer's handler (Python's file server with HTTP Range requests), optionally
@@ -32,9 +36,9 @@ from secoctl.process import die_with_parent
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
@@ -74,21 +78,23 @@ def running(argv: list[str], ready_url: str, cwd: Path | None = None, log: Path 
 
 
 @contextlib.contextmanager
-def cog_server(folder: Path, port: int | None = None, sas_key: str | None = None) -> Iterator[str]:
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "jobs.localcloud.cogserver", "--port", str(port), "--directory", str(folder)]
+def cog_server(folder: Path, port: int | None = None, sas_key: str | None = None,
+               host: str = "127.0.0.1") -> Iterator[str]:
+    port = port or free_port(host)
+    url = f"http://{host}:{port}"
+    argv = [sys.executable, "-m", "jobs.localcloud.cogserver", "--host", host, "--port", str(port),
+            "--directory", str(folder)]
     with running(argv + (["--sas-key", sas_key] if sas_key else []), url + "/"):
         yield url
 
 
 @contextlib.contextmanager
 def token_server(key: str, lifetime_s: float = 2700.0, stated_lifetime_s: float | None = None,
-                 port: int | None = None) -> Iterator[str]:
+                 port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     """The SAS token service; yields the URL to set as PC_SDK_SAS_URL."""
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "jobs.localcloud.tokens", "--port", str(port), "--key", key,
+    port = port or free_port(host)
+    url = f"http://{host}:{port}"
+    argv = [sys.executable, "-m", "jobs.localcloud.tokens", "--host", host, "--port", str(port), "--key", key,
             "--lifetime-s", str(lifetime_s)]
     if stated_lifetime_s is not None:
         argv += ["--stated-lifetime-s", str(stated_lifetime_s)]
@@ -102,11 +108,12 @@ def tokens_issued(sas_url: str) -> int:
 
 
 @contextlib.contextmanager
-def stac_server(stac_folder: Path, port: int | None = None, public_url: str | None = None) -> Iterator[str]:
+def stac_server(stac_folder: Path, port: int | None = None, public_url: str | None = None,
+                host: str = "127.0.0.1") -> Iterator[str]:
     """`public_url` is what the API writes into its links (a proxy in front of it)."""
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [str(BIN / "rustac"), "serve", "--addr", public_url or f"127.0.0.1:{port}", "--bind", f"127.0.0.1:{port}",
+    port = port or free_port(host)
+    url = f"http://{host}:{port}"
+    argv = [str(BIN / "rustac"), "serve", "--addr", public_url or f"{host}:{port}", "--bind", f"{host}:{port}",
             str(stac_folder / "collection.json"), str(stac_folder / "items.json")]
     with running(argv, url + "/"):
         yield url
@@ -114,11 +121,11 @@ def stac_server(stac_folder: Path, port: int | None = None, public_url: str | No
 
 @contextlib.contextmanager
 def fault_proxy(upstream_url: str, latency_ms: float = 0.0, rules: list[dict[str, Any]] | None = None,
-                port: int | None = None) -> Iterator[str]:
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
+                port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    port = port or free_port(host)
+    url = f"http://{host}:{port}"
     argv = [sys.executable, "-m", "jobs.localcloud.faults", "--upstream", upstream_url.removeprefix("http://"),
-            "--port", str(port), "--latency-ms", str(latency_ms), "--rules", json.dumps(rules or [])]
+            "--host", host, "--port", str(port), "--latency-ms", str(latency_ms), "--rules", json.dumps(rules or [])]
     with running(argv, url + "/__faults__"):
         yield url
 

@@ -1,4 +1,4 @@
-"""`python -m jobs.localcloud.tokens --port P --key K`: a SAS token service shaped like Planetary Computer's.
+"""`python -m jobs.localcloud.tokens [--host H] --port P --key K`: a SAS token service shaped like Planetary Computer's.
 
 `GET /api/sas/v1/token/{account}/{container}` answers `{"msft:expiry": ..., "token": ...}` with a
 container SAS token (`st`, `se`, `sp`, `sv`, `sr`, `sig`) that the COG server (cogserver.py, same
@@ -95,13 +95,14 @@ def make_handler(key: str, lifetime_s: float, stated_lifetime_s: float) -> type[
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m jobs.localcloud.tokens")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key", required=True, help="the secret the COG server checks signatures with")
     parser.add_argument("--lifetime-s", type=float, default=2700.0, help="how long storage honours a token")
     parser.add_argument("--stated-lifetime-s", type=float, help="what msft:expiry claims (default: the lifetime)")
     args = parser.parse_args()
     stated = args.lifetime_s if args.stated_lifetime_s is None else args.stated_lifetime_s
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.key, args.lifetime_s, stated))
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(args.key, args.lifetime_s, stated))
     server.daemon_threads = True
     server.serve_forever()
 

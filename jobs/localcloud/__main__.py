@@ -1,14 +1,18 @@
 """`python -m jobs.localcloud run --spec FILE -- COMMAND...`: serve the spec's synthetic world, run COMMAND.
 
-The STAC API listens where the spec's `collect.stacUrl` points (127.0.0.1), the COGs on a free
-port; both stop when COMMAND ends, and its exit status is returned. A synthetic EuroSAT-layout set
+The STAC API listens where the spec's `collect.stacUrl` points, the COGs on a free port of the same
+host; both stop when COMMAND ends, and its exit status is returned. The host is 127.0.0.1 (or
+localhost) for commands on this machine, or an IPv4 address of this machine that pods reach (a
+node's CNI bridge, such as 10.88.0.1): the items' COG hrefs name it too. A synthetic EuroSAT-layout set
 is made beside the worlds, and COMMAND gets SECOCTL_DATASETS pointing at it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +29,20 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 EUROSAT_PER_CLASS = {"train": 10, "val": 10, "test": 100}
 
 
+def serving_host(hostname: str | None) -> str | None:
+    """The address to serve a stacUrl's host on: 127.0.0.1 for loopback names, else an IPv4 address this
+    machine can bind; None when it is neither (a name, or another machine's address)."""
+    if hostname in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    try:
+        address = ipaddress.IPv4Address(hostname or "")
+        with socket.socket() as probe:
+            probe.bind((str(address), 0))
+    except (ValueError, OSError):
+        return None
+    return None if address.is_unspecified else str(address)  # 0.0.0.0 binds, but no href can name it
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.localcloud")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     collect = load_spec(args.spec).spec.collect
     endpoint = urlparse(collect.stac_url)
-    if endpoint.hostname not in ("127.0.0.1", "localhost") or not endpoint.port:
-        parser.error(f"collect.stacUrl {collect.stac_url} is not a 127.0.0.1 address with a port")
+    host = serving_host(endpoint.hostname)
+    if host is None or not endpoint.port:
+        parser.error(f"collect.stacUrl {collect.stac_url} must be an address of this machine with a port "
+                     "(127.0.0.1, or an IPv4 address of this machine that pods reach)")
     started = time.monotonic()
     folder = built_world(collect, args.cache, log=lambda line: print(f"localcloud: {line}", flush=True))
     print(f"localcloud: synthetic Sentinel-2 scenes for {collect.locations} locations ready in "
@@ -48,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (datasets / "eurosat" / "eurosat-test.txt").exists():
         eurosat.make(datasets / "eurosat", EUROSAT_PER_CLASS)
     print(f"localcloud: a synthetic EuroSAT-layout set in {datasets / 'eurosat'}", flush=True)
-    with serve(folder, stac_port=endpoint.port) as cloud:
+    with serve(folder, stac_port=endpoint.port, host=host) as cloud:
         print(f"localcloud: STAC API {cloud.stac_url}, COGs {cloud.cog_url}", flush=True)
         environment = {**os.environ, "SECOCTL_DATASETS": str(datasets)}
         return subprocess.call(command, env=environment) if command else 0

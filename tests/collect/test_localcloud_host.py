@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from jobs.collect.signing import Signer
+from jobs.localcloud.__main__ import main, serving_host
 from jobs.localcloud.cloud import serve
+from tests.collect.conftest import SPEC
 
 
 def non_loopback_address() -> str | None:
@@ -62,3 +64,19 @@ def test_the_world_is_served_on_and_names_a_non_loopback_address(world_folder: P
         assert (status, len(head), headers["Content-Range"].split("/")[0]) == (206, 16, "bytes 0-15")
         assert head[:4] in (b"II*\x00", b"II+\x00")  # a little-endian TIFF (or BigTIFF)
 
+
+def test_only_an_address_of_this_machine_is_served_and_loopback_names_stay_127_0_0_1(host: str, tmp_path, capsys):
+    assert serving_host("127.0.0.1") == serving_host("localhost") == "127.0.0.1"
+    assert serving_host(host) == host
+    # TEST-NET-3 (RFC 5737) is no machine's address; a name is not an address; 0.0.0.0 names no machine
+    for refused in ("203.0.113.9", "stac.example", "0.0.0.0", None):
+        assert serving_host(refused) is None
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(source="stac", stac_url="http://203.0.113.9:8080/", per_shard=3, workers=1,
+                                in_flight=1))
+    with pytest.raises(SystemExit) as refused:
+        main(["run", "--spec", str(spec), "--cache", str(tmp_path / "cache"), "--", "true"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert refused.value.code == 2
+    assert "collect.stacUrl http://203.0.113.9:8080/ must be an address of this machine with a port" in error
+    assert not (tmp_path / "cache").exists(), "nothing is built for a refused spec"

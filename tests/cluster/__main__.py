@@ -1,32 +1,55 @@
-"""`python -m tests.cluster up`: build the binaries if need be, start the test control plane, stop on Ctrl-C."""
+"""`python -m tests.cluster up [--nodes kwok|real]`: build the binaries if need be, start a test cluster, stop on Ctrl-C.
+
+`--nodes kwok` (the default): kwok's simulated GPU and CPU nodes, where no container runs.
+`--nodes real`: one real node instead (tests/cluster/realnode: kubelet, containerd, CNI bridge,
+kube-proxy, CoreDNS) with the pod image built and loaded; needs root and Debian's containerd, runc,
+iptables and containernetworking-plugins.
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 from tests.cluster import binaries, controlplane
+from tests.cluster.realnode import binaries as node_binaries
+from tests.cluster.realnode import node as realnode
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster")
     parser.add_argument("command", choices=["up", "build"])
+    parser.add_argument("--nodes", choices=["kwok", "real"], default="kwok")
     args = parser.parse_args()
     if args.command == "build":
         raise SystemExit(binaries.main())
     binaries.ensure()
+    if args.nodes == "real":
+        node_binaries.ensure()
+        with realnode.cluster(Path(tempfile.mkdtemp(prefix="secoctl-realnode-"))) as real:
+            print(f"cluster up: {', '.join(f'{k} {v:.1f} s' for k, v in real.timings.items())}; image {real.image} "
+                  f"(a spec runs it with imagePullPolicy: IfNotPresent); API server, DNS and pods on {realnode.ADDRESS}")
+            wait(real.plane)
+        return
     started = time.monotonic()
     plane = controlplane.started()
     print(f"control plane up in {time.monotonic() - started:.1f} s (Kubernetes {binaries.KUBERNETES}, "
           f"etcd {binaries.ETCD}, kwok {binaries.KWOK})")
+    try:
+        wait(plane)
+    finally:
+        plane.stop()
+
+
+def wait(plane) -> None:
     print(f"export KUBECONFIG={plane.admin_kubeconfig}   # logs in {plane.workdir}; Ctrl-C stops it")
     try:
         signal.pause()
     except KeyboardInterrupt:
         pass
-    finally:
-        plane.stop()
 
 
 if __name__ == "__main__":

@@ -140,10 +140,18 @@ def cached() -> Path:
 
 def main() -> int:
     from tests.cluster import kueue  # its own cache and key: a Kueue upgrade rebuilds only Kueue
+    from tests.cluster.realnode import binaries as node_binaries  # likewise
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
     try:
-        ensure(lambda line: print(line, file=sys.stderr, flush=True))
-        kueue.ensure(lambda line: print(line, file=sys.stderr, flush=True))
+        ensure(log)
+        kueue.ensure(log)
+        if os.geteuid() == 0:
+            node_binaries.ensure(log)
+        else:
+            log("node binaries: not built: the real-node test (tests/cluster/test_real_node.py) runs as root only")
     except BuildFailed as error:
         print(f"cluster binaries: build failed: {error}", file=sys.stderr)
         return 1

@@ -71,6 +71,10 @@ class ControlPlane:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     server: str = ""
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Where the API server listens and what it advertises: 127.0.0.1 for kwok's nodes; a real node's
+    # pods need an address they reach, which the `kubernetes` Service's endpoint then names.
+    address: str = "127.0.0.1"
+    simulated_nodes: bool = True  # kwok and its GPU and CPU nodes; off when a real node joins
 
     @property
     def certificate_authority(self) -> Path:
@@ -125,6 +129,7 @@ class ControlPlane:
         (pki / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        loopback = self.address == "127.0.0.1"
         self._spawn("etcd", ["etcd", "--data-dir", str(self.workdir / "etcd"), "--unsafe-no-fsync",
                              "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
                              "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -133,15 +138,17 @@ class ControlPlane:
                              "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
                              "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}"])
         self._wait("etcd", lambda: self._healthy(f"http://127.0.0.1:{etcd_port}/health"))
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{self.address}:{api_port}"
         self._spawn("kube-apiserver", [
-            "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--secure-port={api_port}", f"--cert-dir={pki}",
+            "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--bind-address={self.address}",
+            f"--advertise-address={self.address}", f"--secure-port={api_port}", f"--cert-dir={pki}",
             f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=RBAC",
             "--service-cluster-ip-range=10.96.0.0/16", f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--allow-privileged=false", "--enable-priority-and-fairness=false", "--endpoint-reconciler-type=none",
+            "--allow-privileged=false", "--enable-priority-and-fairness=false",
+            # A loopback address cannot be the `kubernetes` Service's endpoint: then no endpoint at all.
+            *(["--endpoint-reconciler-type=none"] if loopback else []),
             "--kubelet-preferred-address-types=InternalIP",  # kwok's nodes: logs are served on 127.0.0.1
         ])
         self._wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
@@ -150,9 +157,17 @@ class ControlPlane:
         self._spawn("kube-controller-manager", [
             "kube-controller-manager", *common, f"--secure-port={free_port()}",
             f"--service-account-private-key-file={pki / 'sa.key'}", "--controllers=*",
+            f"--root-ca-file={self.certificate_authority}",  # kube-root-ca.crt: how a pod trusts the API server
             "--use-service-account-credentials=false", "--node-monitor-grace-period=20s",
         ])
         self._spawn("kube-scheduler", ["kube-scheduler", *common, f"--secure-port={free_port()}"])
+        if self.simulated_nodes:
+            self._start_kwok(pki)
+        self._wait("the default ServiceAccount", lambda: self.kubectl(
+            "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout=60)
+        return self
+
+    def _start_kwok(self, pki: Path) -> None:
         config = self.workdir / "kwok.yaml"
         documents = [yaml.safe_load(p.read_text()) for p in sorted((self.bin / "stages").glob("*.yaml"))]
         documents += list(yaml.safe_load_all((HERE / "stages.yaml").read_text()))
@@ -173,9 +188,6 @@ class ControlPlane:
         for name, gpus in [*GPU_NODES.items(), *((n, 0) for n in CPU_NODES)]:
             self.kubectl("apply", "-f", "-", stdin=json.dumps(node(name, gpus)))
         self._wait("nodes", self._nodes_ready, timeout=60)
-        self._wait("the default ServiceAccount", lambda: self.kubectl(
-            "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout=60)
-        return self
 
     def _nodes_ready(self) -> bool:
         listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
@@ -211,5 +223,5 @@ class ControlPlane:
         self.processes.clear()
 
 
-def started(workdir: Path | None = None) -> ControlPlane:
-    return ControlPlane(workdir or Path(tempfile.mkdtemp(prefix="secoctl-cluster-"))).start()
+def started(workdir: Path | None = None, **options) -> ControlPlane:
+    return ControlPlane(workdir or Path(tempfile.mkdtemp(prefix="secoctl-cluster-")), **options).start()

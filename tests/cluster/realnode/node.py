@@ -1,0 +1,260 @@
+"""A real node beside the test control plane: kubelet, containerd with runc, a CNI bridge, kube-proxy, CoreDNS.
+
+Everything the pods reach lives on the pods' own bridge, `cni-realpods`, 10.88.0.1/24, made before
+anything starts: the API server (bound there, so the `kubernetes` Service's endpoint is that
+address and kube-proxy's rules take a pod from 10.96.0.1:443 to it), CoreDNS (the kubelet's
+`clusterDNS`), and whatever a test serves to its pods (the local cloud). The node's IP is the same
+address: a kubelet refuses a loopback one. Nothing listens on the machine's own network.
+
+The kubelet and kube-proxy authenticate as the admin and the kubelet allows anonymous calls on
+10.88.0.1 only: this is a throwaway test node, never a way to run one.
+
+containerd keeps its content and snapshots under ~/.cache/secoctl/realnode/containerd, so the pod
+image (several GB) is imported once per image tag, not once per run. Every container is removed
+and every mount under the node's folder undone at stop, and kube-proxy clears its rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tests.cluster import controlplane
+from tests.cluster.realnode import binaries as node_binaries
+
+HERE = Path(__file__).parent
+BRIDGE = "cni-realpods"
+ADDRESS = "10.88.0.1"  # the bridge's, the node's, the API server's and CoreDNS's
+SUBNET = "10.88.0.0/24"
+NAME = "realnode"
+NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
+CNI_BIN = "/usr/lib/cni"
+
+
+class NodeFailed(RuntimeError):
+    """A node component did not start; the message ends with its log."""
+
+
+def containerd_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "secoctl" / "realnode" / "containerd"
+
+
+def bridge_up() -> None:
+    """The pods' bridge with the node's address, made now so the API server and CoreDNS can bind it."""
+    links = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True)
+    present = {link["ifname"]: [a["local"] for a in link.get("addr_info", [])] for link in json.loads(links.stdout)}
+    if BRIDGE not in present:
+        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True, capture_output=True)
+    if ADDRESS not in present.get(BRIDGE, []):
+        subprocess.run(["ip", "addr", "add", f"{ADDRESS}/24", "dev", BRIDGE], check=True, capture_output=True)
+    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True, capture_output=True)
+
+
+def _render(name: str, **values: str) -> str:
+    text = (HERE / name).read_text()
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+class RealNode:
+    def __init__(self, plane: controlplane.ControlPlane, workdir: Path):
+        self.plane = plane
+        self.workdir = workdir
+        self.bin = node_binaries.cached()
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "containerd.sock"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def _wait(self, what: str, ready, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise NodeFailed(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            if ready():
+                return
+            time.sleep(0.5)
+        raise NodeFailed(f"{what} not ready after {timeout:.0f} s; logs in {self.workdir}")
+
+    def ctr(self, *args: str, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["ctr", "--address", str(self.socket), "-n", NAMESPACE, *args], stdin=stdin,
+                                capture_output=True, text=stdin is None, timeout=1800)
+        if check and result.returncode != 0:
+            raise NodeFailed(f"ctr {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def images(self) -> set[str]:
+        return set(self.ctr("images", "ls", "-q").stdout.split())
+
+    def load_image(self, layout: Path, base_name: str, reference: str) -> str:
+        """An OCI image layout into the node's runtime, unless it holds `reference` already."""
+        if reference in self.images():
+            return reference
+        tar = subprocess.Popen(["tar", "-C", str(layout), "-cf", "-", "."], stdout=subprocess.PIPE)
+        try:
+            self.ctr("images", "import", "--base-name", base_name, "-", stdin=tar.stdout)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+        if reference not in self.images():
+            raise NodeFailed(f"importing {layout} did not give {reference}; the runtime holds {sorted(self.images())}")
+        return reference
+
+    def start(self) -> "RealNode":
+        missing = node_binaries.missing_packages()
+        if os.geteuid() != 0 or missing:
+            raise NodeFailed(f"a real node needs root and the packages {', '.join(missing) or '(all present)'}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        bridge_up()
+        state = self.workdir
+        root = containerd_root()
+        root.mkdir(parents=True, exist_ok=True)
+        (state / "net.d").mkdir(exist_ok=True)
+        (state / "net.d" / "10-realpods.conflist").write_text(_render("bridge.conflist", STATE=str(state)))
+        (state / "containerd.toml").write_text(_render("containerd.toml", STATE=str(state), ROOT=str(root)))
+        self._spawn("containerd", ["containerd", "--config", str(state / "containerd.toml")])
+        self._wait("containerd", lambda: self.socket.exists()
+                   and self.ctr("version", check=False).returncode == 0, timeout=60)
+        self.remove_containers()  # a run stopped hard leaves its containers in the cached root
+        tarball = self.bin / "pause-image.tar"
+        if node_binaries.PAUSE_IMAGE not in self.images():
+            with open(tarball, "rb") as handle:
+                self.ctr("images", "import", "--base-name", node_binaries.PAUSE_IMAGE.rsplit(":", 1)[0], "-",
+                         stdin=handle)
+
+        kubelet_config = yaml.safe_load(_render("kubelet.yaml", STATE=str(state), NODE_IP=ADDRESS))
+        (state / "kubelet.yaml").write_text(yaml.safe_dump(kubelet_config))
+        self._spawn("kubelet", [str(self.bin / "kubelet"), "--config", str(state / "kubelet.yaml"),
+                                f"--kubeconfig={self.plane.admin_kubeconfig}", f"--hostname-override={NAME}",
+                                f"--node-ip={ADDRESS}", f"--root-dir={state / 'kubelet'}",
+                                f"--cert-dir={state / 'kubelet-pki'}"])
+        self._wait("the node", self._ready, timeout=120)
+
+        proxy_health, proxy_metrics = controlplane.free_port(), controlplane.free_port()
+        self._spawn("kube-proxy", [str(self.bin / "kube-proxy"), f"--kubeconfig={self.plane.admin_kubeconfig}",
+                                   f"--hostname-override={NAME}", f"--cluster-cidr={SUBNET}", "--proxy-mode=iptables",
+                                   "--conntrack-max-per-core=0", "--iptables-localhost-nodeports=false",
+                                   f"--bind-address={ADDRESS}", f"--healthz-bind-address=127.0.0.1:{proxy_health}",
+                                   f"--metrics-bind-address=127.0.0.1:{proxy_metrics}"])
+        self._wait("kube-proxy", lambda: _http_ok(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60)
+
+        ready_port = controlplane.free_port()
+        (state / "Corefile").write_text(_render("Corefile", ADMIN_KUBECONFIG=str(self.plane.admin_kubeconfig),
+                                                BIND=ADDRESS, READY=f"127.0.0.1:{ready_port}"))
+        self._spawn("coredns", [str(self.bin / "coredns"), "-conf", str(state / "Corefile")])
+        self._wait("CoreDNS", lambda: _http_ok(f"http://127.0.0.1:{ready_port}/ready"), timeout=60)
+        return self
+
+    def _ready(self) -> bool:
+        listing = self.plane.kubectl("get", "node", NAME, "-o", "json", check=False)
+        if listing.returncode != 0:
+            return False
+        conditions = json.loads(listing.stdout).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def remove_containers(self) -> None:
+        for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+            self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
+        deadline = time.monotonic() + 20
+        while self.ctr("tasks", "ls", "-q", check=False).stdout.split() and time.monotonic() < deadline:
+            for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+                self.ctr("tasks", "delete", task, check=False)
+            time.sleep(0.5)
+        for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("containers", "rm", container, check=False)
+
+    def _unmount(self) -> None:
+        """The kubelet's volume mounts (projected tokens, memory emptyDirs) under the node's folder."""
+        prefix = str(self.workdir.resolve()) + "/"
+        with open("/proc/self/mounts") as mounts:
+            points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+    def stop(self) -> None:
+        for name in ("coredns", "kube-proxy", "kubelet"):
+            _terminate(self.processes.pop(name, None))
+        if "containerd" in self.processes:
+            self.remove_containers()
+            _terminate(self.processes.pop("containerd"))
+        subprocess.run([str(self.bin / "kube-proxy"), "--cleanup"], capture_output=True)
+        self._unmount()
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+
+
+def _terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Cluster:
+    plane: controlplane.ControlPlane
+    node: RealNode
+    image: str  # the pod image's reference in the node's runtime
+    timings: dict[str, float]  # seconds: control plane, node, image build, image import
+
+
+@contextlib.contextmanager
+def cluster(workdir: Path, log=print) -> Iterator[Cluster]:
+    """The control plane on the pods' bridge, the real node, the pod image loaded; all stopped after."""
+    bridge_up()  # before the API server binds its address
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    plane = controlplane.started(workdir / "control-plane", address=ADDRESS, simulated_nodes=False)
+    timings["control plane"] = time.monotonic() - started
+    node = RealNode(plane, workdir / "node")
+    try:
+        started = time.monotonic()
+        node.start()
+        timings["node"] = time.monotonic() - started
+        from images import build
+
+        started = time.monotonic()
+        image = build.build(log)
+        timings["image build"] = time.monotonic() - started
+        started = time.monotonic()
+        reference = node.load_image(image.layout, "localhost/secoctl", f"localhost/secoctl:{image.tag}")
+        timings["image import"] = time.monotonic() - started
+        yield Cluster(plane, node, reference, timings)
+    finally:
+        node.stop()
+        plane.stop()

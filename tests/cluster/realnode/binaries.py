@@ -115,7 +115,9 @@ def build(target: Path, log=print) -> None:
             log(f"node binaries: {component} built in {time.monotonic() - step_started:.0f} s "
                 f"({time.monotonic() - started:.0f} s so far)")
         if (module / "go.sum").read_bytes() != (HERE / "gobuild" / "go.sum").read_bytes():
-            log(f"node binaries: note: the build added lines to go.sum; copy {module / 'go.sum'} to {HERE / 'gobuild'}")
+            shutil.copy(module / "go.sum", staging / "go.sum.built")
+            log(f"node binaries: note: the build added lines to go.sum; {target / 'go.sum.built'} holds them "
+                f"for {HERE / 'gobuild'}")
         shutil.rmtree(module)
         pause_image(staging / "pause", staging / "pause-image.tar")
     except BaseException:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import time
@@ -195,15 +196,41 @@ class RealNode:
         for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
 
+    def _drain(self, timeout: float = 60.0) -> None:
+        """Every pod deleted while the kubelet runs, so it stops their sandboxes the CRI way (CNI DEL too)."""
+        self.plane.kubectl("delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0",
+                           "--wait=false", check=False)
+        deadline = time.monotonic() + timeout
+        while self.ctr("tasks", "ls", "-q", check=False).stdout.split() and time.monotonic() < deadline:
+            time.sleep(1)
+
     def stop(self) -> None:
+        kubelet = self.processes.get("kubelet")
+        if kubelet and kubelet.poll() is None and "containerd" in self.processes:
+            self._drain()
         for name in ("coredns", "kube-proxy", "kubelet"):
             _terminate(self.processes.pop(name, None))
         if "containerd" in self.processes:
             self.remove_containers()
             _terminate(self.processes.pop("containerd"))
         subprocess.run([str(self.bin / "kube-proxy"), "--cleanup"], capture_output=True)
+        _forget_cni_rules()
         self._unmount()
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+
+
+def _forget_cni_rules() -> None:
+    """The bridge plugin's NAT rules of sandboxes that were not torn down the CNI way (a hard stop)."""
+    saved = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    chains = set()
+    for line in saved.splitlines():
+        if line.startswith("-A ") and '"name: \\"realpods\\"' in line:
+            rule = shlex.split(line)
+            subprocess.run(["iptables", "-t", "nat", "-D", *rule[1:]], capture_output=True)
+            chains.update(rule[i + 1] for i, word in enumerate(rule) if word == "-j" and rule[i + 1].startswith("CNI-"))
+    for chain in chains:
+        subprocess.run(["iptables", "-t", "nat", "-F", chain], capture_output=True)
+        subprocess.run(["iptables", "-t", "nat", "-X", chain], capture_output=True)
 
 
 def _terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:

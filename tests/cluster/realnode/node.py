@@ -123,6 +123,9 @@ class RealNode:
             tar.wait()
         if reference not in self.images():
             raise NodeFailed(f"importing {layout} did not give {reference}; the runtime holds {sorted(self.images())}")
+        stale = [image for image in self.images() if image.startswith(f"{base_name}:") and image != reference]
+        if stale:  # the cached root keeps one build of each image: their layers are several GB
+            self.ctr("images", "rm", "--sync", *stale)
         return reference
 
     def start(self) -> "RealNode":

@@ -34,7 +34,8 @@ quickstart: $(VENV)/.installed
 	$(BIN)/python -c "from secoctl.weights import load; model, transform = load('seco-resnet18-quickstart'); \
 		print('loaded', type(model).__name__, sum(p.numel() for p in model.parameters()), 'parameters')"
 
-# The real Kubernetes, etcd and kwok binaries (and Kueue: tests/cluster/kueue.py) the cluster tests run: built from source once
+# The real Kubernetes, etcd and kwok binaries (and Kueue: tests/cluster/kueue.py; as root, the real node's:
+# tests/cluster/realnode) the cluster tests run: built from source once
 # (over ten minutes on two cores), then reused from ~/.cache/secoctl/cluster/<versions>.
 cluster-binaries: $(VENV)/.installed
 	@SECONDS=0; $(BIN)/python -m tests.cluster.binaries; rc=$$?; echo "phase cluster-binaries: $$SECONDS s"; exit $$rc

@@ -12,6 +12,7 @@ timeout, so the tests only look the binaries up in the cache and fail with the c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 KUBERNETES = "v1.36.3"
@@ -80,15 +82,36 @@ def _environment(staging: Path) -> dict[str, str]:
     return {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOBIN": str(staging)}
 
 
+@contextlib.contextmanager
+def staged(target: Path) -> Iterator[Path]:
+    """A staging folder beside `target`, renamed to it only when the block completes, removed if it fails:
+    nothing that looks built is ever half built."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+
+
+def required(target: Path, complete: bool, what: str) -> Path:
+    """`target` for a test, or the command that builds it: the tests never build (a build outlasts them)."""
+    if not complete:
+        raise FileNotFoundError(f"{what} not built in {target}: run `{BUILD_COMMAND}` (`make test` runs it before pytest)")
+    return target
+
+
 def build(target: Path, log=print) -> None:
     """Build every component into a staging folder and rename it to `target` only when all succeeded."""
     if shutil.which("go") is None:
         raise BuildFailed("the cluster tests build Kubernetes from source and need the Go tool on PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
-    env = _environment(staging)
     started = time.monotonic()
-    try:
+    with staged(target) as staging:
+        env = _environment(staging)
         for component, args, folder in _steps(staging):
             step_started = time.monotonic()
             log(f"cluster binaries: building {component} ...")
@@ -96,12 +119,6 @@ def build(target: Path, log=print) -> None:
             log(f"cluster binaries: {component} built in {time.monotonic() - step_started:.0f} s "
                 f"({time.monotonic() - started:.0f} s so far)")
         copy_stages(staging, env)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
     log(f"cluster binaries: all built in {time.monotonic() - started:.0f} s into {target}")
 
 
@@ -132,10 +149,7 @@ def ensure(log=print) -> Path:
 def cached() -> Path:
     """The cached binaries, for the tests: never builds, since a build outlasts any test's timeout."""
     target = cache_dir()
-    if not _complete(target):
-        raise FileNotFoundError(f"the cluster binaries are not built in {target}: run `{BUILD_COMMAND}` "
-                                "(`make test` runs it before pytest)")
-    return target
+    return required(target, _complete(target), "the cluster binaries are")
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -91,11 +90,9 @@ def control_plane_bin(folder: Path) -> Path:
 
 def build(target: Path, log=print) -> None:
     """`go install` Kueue and copy its CRDs and webhooks; renamed into `target` only when all succeeded."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
-    env = binaries._environment(staging)
     started = time.monotonic()
-    try:
+    with binaries.staged(target) as staging:
+        env = binaries._environment(staging)
         log(f"kueue: building {MODULE}/cmd/kueue@{KUEUE} ...")
         binaries._go(["install", "-trimpath", "-ldflags=-s -w", f"{MODULE}/cmd/kueue@{KUEUE}"], staging, env)
         modules = Path(binaries._go(["env", "GOMODCACHE"], staging, env).strip())
@@ -104,12 +101,6 @@ def build(target: Path, log=print) -> None:
         for crd in sorted((source / "crd" / "bases").glob("*.yaml")):
             shutil.copy(crd, staging / "crds" / crd.name)
         shutil.copy(source / "webhook" / "manifests.yaml", staging / "webhooks.yaml")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
     log(f"kueue: built in {time.monotonic() - started:.0f} s into {target}")
 
 
@@ -127,10 +118,7 @@ def ensure(log=print) -> Path:
 
 def cached() -> Path:
     target = cache_dir()
-    if not _complete(target):
-        raise FileNotFoundError(f"Kueue is not built in {target}: run `{binaries.BUILD_COMMAND}` "
-                                "(`make test` runs it before pytest)")
-    return target
+    return binaries.required(target, _complete(target), "Kueue is")
 
 
 def _openssl(*args: str) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -94,12 +93,10 @@ def pause_image(pause: Path, tarball: Path) -> None:
 
 def build(target: Path, log=print) -> None:
     """Every node component into a staging folder, renamed to `target` only when all were built."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
-    env = binaries._environment(staging)
     started = time.monotonic()
     flags = ["-trimpath", "-ldflags=-s -w"]
-    try:
+    with binaries.staged(target) as staging:
+        env = binaries._environment(staging)
         module = staging / "module"
         module.mkdir()
         for name in ("go.mod", "go.sum"):
@@ -120,12 +117,6 @@ def build(target: Path, log=print) -> None:
                 f"for {HERE / 'gobuild'}")
         shutil.rmtree(module)
         pause_image(staging / "pause", staging / "pause-image.tar")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
     log(f"node binaries: all built in {time.monotonic() - started:.0f} s into {target}")
 
 
@@ -141,7 +132,4 @@ def ensure(log=print) -> Path:
 def cached() -> Path:
     """The cached node binaries, for the tests: never builds."""
     target = cache_dir()
-    if not _complete(target):
-        raise FileNotFoundError(f"the node binaries are not built in {target}: run `{binaries.BUILD_COMMAND}` "
-                                "(`make test` runs it before pytest)")
-    return target
+    return binaries.required(target, _complete(target), "the node binaries are")

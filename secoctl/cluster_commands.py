@@ -49,7 +49,7 @@ def _rows(target: KubernetesExecutor, name: str | None) -> list[ClusterRow]:
         try:
             root = store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name)
             facts = read_experiment_facts(root, experiment)
-            statuses = plan.assess(experiment, facts, single_machine=True)
+            statuses = plan.assess(experiment, facts)  # on a cluster, pretrain is one part per node
         except Exception:  # noqa: BLE001 - storage this machine cannot read only hides progress columns
             pass
         rows.extend(cluster_rows(experiment.name, jobs, statuses, facts))

@@ -34,8 +34,10 @@ def progress_text(status: plan.StageStatus, facts: StageFacts) -> str:
     parts = f"{status.parts_done}/{status.stage.parts} parts"
     if status.state == "complete" or not records:
         return parts
-    done = sum(r.get("done", 0) for r in records)
-    total = sum(r.get("total", 0) for r in records)
+    if status.stage.distributed:  # every node reports the same global steps: the slowest one speaks for all
+        done, total = min(r.get("done", 0) for r in records), max(r.get("total", 0) for r in records)
+    else:
+        done, total = sum(r.get("done", 0) for r in records), sum(r.get("total", 0) for r in records)
     unit = records[0].get("unit", "")
     percent = f" ({100 * done / total:.0f}%)" if total else ""
     return f"{done:g}/{total:g} {unit}{percent}, {parts}"

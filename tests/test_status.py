@@ -58,6 +58,17 @@ def test_a_global_rate_every_pretrain_node_reports_is_not_doubled():
     assert metric("pretrain", 2, "running", facts) == "loss=4.25 samples_per_s=800"
 
 
+def test_a_distributed_stages_steps_are_its_nodes_shared_steps_not_their_sum():
+    facts = StageFacts(running={"pid": 1},
+                       progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)})
+    status = StageStatus(Stage("pretrain", 2, (), "fingerprint", distributed=True), "running", 0)
+    assert rows("demo", [status], {"pretrain": facts}, now=1000.0)[0].progress == "10/100 steps (10%), 0/2 parts"
+    collect = StageFacts(running={"pid": 1}, progress={0: collect_record(110, 20.0, 100.0),
+                                                        1: collect_record(60, 30.0, 101.0)})
+    status = StageStatus(Stage("collect", 2, (), "fingerprint"), "running", 0)
+    assert rows("demo", [status], {"collect": collect}, now=1000.0)[0].progress == "170/400 locations (42%), 0/2 parts"
+
+
 def test_records_written_before_parts_declared_sums_show_the_latest_part():
     old = [{key: value for key, value in collect_record(accepted, 10.0, at).items() if key != "summed"}
            for accepted, at in ((110, 100.0), (90, 101.0))]

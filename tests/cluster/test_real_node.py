@@ -123,6 +123,7 @@ def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp
 
     rows = status_rows(env, EXPERIMENT)
     assert {stage: rows[stage]["state"] for stage in STAGES} == dict.fromkeys(STAGES, "complete")
+    assert rows["pretrain"]["progress"] == "2/2 parts"  # one part per node
     logs = secoctl(env, "logs", EXPERIMENT, "--stage", "pretrain", "--index", "1", "-n", NAMESPACE)
     assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
     metrics = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct-modern", "metrics.json"))["results"]

@@ -28,18 +28,16 @@ from jobs.localcloud.servers import free_port
 from secoctl import render, store
 from secoctl.specfile import load_documents
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
-from tests.cluster.realnode import binaries as node_binaries
 from tests.cluster.realnode import node as realnode
 
 STAGES = ("collect", "pretrain", "evaluate", "publish")
 EXPERIMENT = "realpods"
+UNAVAILABLE = realnode.unavailable()
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(3600),  # a cold image build and import, then every stage on two cores
-    pytest.mark.skipif(os.geteuid() != 0 or bool(node_binaries.missing_packages()),
-                       reason="a real node needs root and Debian's "
-                              f"{', '.join(node_binaries.missing_packages()) or 'packages'} (.ci/run installs them)"),
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE)),
 ]
 
 

@@ -28,7 +28,7 @@ NODE_COMMANDS = ("kubelet", "kube-proxy")
 ALL = (*NODE_COMMANDS, "coredns", "pause", "pause-image.tar")
 # Debian packages the node runs; checked before a start, installed by .ci/run.
 HOST_PACKAGES = {"containerd": "containerd", "ctr": "containerd", "runc": "runc", "iptables": "iptables",
-                 "/usr/lib/cni/bridge": "containernetworking-plugins"}
+                 "ip": "iproute2", "/usr/lib/cni/bridge": "containernetworking-plugins"}
 
 
 def cache_key() -> str:

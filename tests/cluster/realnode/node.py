@@ -51,6 +51,18 @@ def containerd_root() -> Path:
     return base / "secoctl" / "realnode" / "containerd"
 
 
+def unavailable() -> str | None:
+    """Why no real node can run on this machine, or None: root, the Debian packages, and a bridge it may make."""
+    missing = node_binaries.missing_packages()
+    if os.geteuid() != 0 or missing:
+        return f"a real node needs root and Debian's {', '.join(missing) or 'packages'} (.ci/run installs them)"
+    probe = subprocess.run(["ip", "link", "add", "secoctl-probe", "type", "bridge"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"this machine lets no bridge be made for the pods: {probe.stderr.strip()}"
+    subprocess.run(["ip", "link", "del", "secoctl-probe"], capture_output=True)
+    return None
+
+
 def bridge_up() -> None:
     """The pods' bridge with the node's address, made now so the API server and CoreDNS can bind it."""
     links = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True)
@@ -128,9 +140,9 @@ class RealNode:
         return reference
 
     def start(self) -> "RealNode":
-        missing = node_binaries.missing_packages()
-        if os.geteuid() != 0 or missing:
-            raise NodeFailed(f"a real node needs root and the packages {', '.join(missing) or '(all present)'}")
+        reason = unavailable()
+        if reason:
+            raise NodeFailed(reason)
         self.workdir.mkdir(parents=True, exist_ok=True)
         bridge_up()
         state = self.workdir

@@ -35,13 +35,13 @@ class Stage:
 
 
 def _stage_config(experiment: Experiment, name: str) -> Any:
-    # What a pod asks the scheduler for never changes a stage's result, so it is left out.
+    # What a pod asks the scheduler for, and the credentials it signs with, never change a stage's result.
     section = getattr(experiment.spec, name)
     if isinstance(section, list):
         return [item.model_dump(mode="json", by_alias=True) for item in section]
     if section is None:
         return None
-    return section.model_dump(mode="json", by_alias=True, exclude={"resources"})
+    return section.model_dump(mode="json", by_alias=True, exclude={"resources", "subscription_key_secret"})
 
 
 def _digest(value: Any) -> str:

@@ -29,6 +29,7 @@ RUN_AS_USER = 65532  # "nonroot" in distroless and our images
 GPU_RESOURCE = "nvidia.com/gpu"
 DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi", ephemeral_storage="1Gi")
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
+SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
 
 
 def names(experiment: Experiment) -> dict[str, str]:
@@ -121,6 +122,13 @@ def _resources(resources: Resources, gpus: int) -> dict[str, Any]:
 def _storage_env(experiment: Experiment) -> list[dict[str, Any]]:
     secret = experiment.spec.storage_secret
     return [{"secretRef": {"name": secret.secret_name}}] if secret else []
+
+
+def _subscription_key_env(experiment: Experiment) -> list[dict[str, Any]]:
+    """That one key, not the whole Secret, and for the collect pods only: the rest never sign a URL."""
+    secret = experiment.spec.collect.subscription_key_secret
+    return [{"name": SUBSCRIPTION_KEY, "valueFrom": {"secretKeyRef": {"name": secret.secret_name,
+                                                                     "key": SUBSCRIPTION_KEY}}}] if secret else []
 
 
 def _storage_volume(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -246,7 +254,7 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
     if stage.name == "collect":
         template = _pod_template(
             experiment, "collect", plan.stage_argv(stage, SPEC_PATH), spec.collect.resources,
-            image=spec.driver_image or spec.image,
+            image=spec.driver_image or spec.image, extra_env=_subscription_key_env(experiment),
         )
         # One failing shard retries on its own instead of failing its siblings.
         return _job(experiment, namespace, stage, template,

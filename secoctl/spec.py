@@ -179,6 +179,10 @@ class Collect(Model):
     workers: int = Field(32, ge=1, le=10_000, description="Parallel pods (Indexed Job completions).")
     in_flight: int = Field(16, ge=1, le=256, description="Most locations one worker reads at once; it paces itself "
                            "down while the API answers 429, 503 or 504, and back up after.")
+    subscription_key_secret: SecretRef | None = Field(
+        None, description="Secret whose PC_SDK_SUBSCRIPTION_KEY the collect pods (and only they) sign with: "
+        "Planetary Computer's higher rate limits. Locally the environment's PC_SDK_SUBSCRIPTION_KEY is used.",
+    )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
 
     @field_validator("bands")
@@ -192,6 +196,9 @@ class Collect(Model):
     def _archive_needs_path(self) -> "Collect":
         if self.source == "seco-archive" and not self.archive_path:
             raise ValueError("source 'seco-archive' needs archivePath: the extracted release's folder")
+        if self.subscription_key_secret and self.source != "planetary-computer":
+            raise ValueError("subscriptionKeySecret signs Planetary Computer's assets; "
+                             "leave it out, or use source: planetary-computer")
         return self
 
 

@@ -242,3 +242,35 @@ def test_an_image_pull_policy_kubernetes_does_not_know_is_refused_naming_the_fie
     assert ("spec.imagePullPolicy: Input should be 'Always', 'IfNotPresent' or 'Never'; got 'Sometimes'"
             in result.stderr), result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_only_the_collect_pods_get_the_subscription_key_and_only_that_key_of_its_secret():
+    from secoctl import plan
+    from secoctl.spec import parse_experiment
+
+    document = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml")).to_yaml_dict()
+    assert document["spec"]["collect"].get("source", "planetary-computer") == "planetary-computer"
+    before = [stage.fingerprint for stage in plan.stages(parse_experiment(document))]
+    document["spec"]["collect"]["subscriptionKeySecret"] = {"secretName": "pc-key"}
+    experiment = parse_experiment(document)
+    for job in (o for o in render(experiment, "seco") if o["kind"] == "Job"):
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        keyed = [e for e in container["env"] if e["name"] == "PC_SDK_SUBSCRIPTION_KEY"]
+        if job["metadata"]["labels"][LABEL_STAGE] == "collect":
+            assert keyed == [{"name": "PC_SDK_SUBSCRIPTION_KEY",
+                              "valueFrom": {"secretKeyRef": {"name": "pc-key", "key": "PC_SDK_SUBSCRIPTION_KEY"}}}]
+        else:
+            assert keyed == [] and "pc-key" not in json.dumps(job), job["metadata"]["name"]
+    # a credential is not part of what a stage computes: adding one re-runs nothing
+    assert [stage.fingerprint for stage in plan.stages(experiment)] == before
+
+
+def test_a_subscription_key_for_another_source_than_planetary_computer_is_refused(tmp_path):
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n"
+                         "spec: {collect: {source: stac, stacUrl: 'http://127.0.0.1:8081', "
+                         "subscriptionKeySecret: {secretName: pc-key}}}\n")
+    result = run_cli("validate", str(spec_file))
+    assert result.returncode == 2 and "spec.collect" in result.stderr, result.stderr
+    assert "subscriptionKeySecret signs Planetary Computer's assets" in result.stderr
+    assert "Traceback" not in result.stderr

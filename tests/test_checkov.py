@@ -39,7 +39,8 @@ ACCEPTED: dict[str, tuple[str, str]] = {
                    "`-n`; `apply` uses `-n` or the context's namespace."),
     "CKV_K8S_35": (r"Job\..*",
                    "Secrets as environment variables: the spec's storage Secret reaches pods through "
-                   "`envFrom`, as s3fs (botocore) reads its credentials from the environment; the spec "
+                   "`envFrom`, as s3fs (botocore) reads its credentials from the environment, and the collect "
+                   "pods get `PC_SDK_SUBSCRIPTION_KEY` from its Secret as planetary_computer reads it; the spec "
                    "names the Secret, never its values."),
     "CKV_K8S_38": (r"Job\.[^.]+\.[^.]+-driver",
                    "service account token mounted: only the driver's, which it needs to get and patch "

@@ -28,8 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tests.cluster import controlplane
 from tests.cluster.realnode import binaries as node_binaries
 
@@ -161,8 +159,7 @@ class RealNode:
                 self.ctr("images", "import", "--base-name", node_binaries.PAUSE_IMAGE.rsplit(":", 1)[0], "-",
                          stdin=handle)
 
-        kubelet_config = yaml.safe_load(_render("kubelet.yaml", STATE=str(state), NODE_IP=ADDRESS))
-        (state / "kubelet.yaml").write_text(yaml.safe_dump(kubelet_config))
+        (state / "kubelet.yaml").write_text(_render("kubelet.yaml", STATE=str(state), NODE_IP=ADDRESS))
         self._spawn("kubelet", [str(self.bin / "kubelet"), "--config", str(state / "kubelet.yaml"),
                                 f"--kubeconfig={self.plane.admin_kubeconfig}", f"--hostname-override={NAME}",
                                 f"--node-ip={ADDRESS}", f"--root-dir={state / 'kubelet'}",

@@ -124,7 +124,10 @@ class RealNode:
         """An OCI image layout into the node's runtime, unless it holds `reference` already."""
         if reference in self.images():
             return reference
-        tar = subprocess.Popen(["tar", "-C", str(layout), "-cf", "-", "."], stdout=subprocess.PIPE)
+        # Blobs the runtime holds stay out of the stream: ctr would write each again (the dependencies
+        # layer is 6.9 GB) only to find it present; the import reads them from the content store.
+        held = [f"--exclude=blobs/{digest.replace(':', '/')}" for digest in self.ctr("content", "ls", "-q").stdout.split()]
+        tar = subprocess.Popen(["tar", "-C", str(layout), *held, "-cf", "-", "."], stdout=subprocess.PIPE)
         try:
             self.ctr("images", "import", "--base-name", base_name, "-", stdin=tar.stdout)
         finally:
@@ -132,10 +135,23 @@ class RealNode:
             tar.wait()
         if reference not in self.images():
             raise NodeFailed(f"importing {layout} did not give {reference}; the runtime holds {sorted(self.images())}")
-        stale = [image for image in self.images() if image.startswith(f"{base_name}:") and image != reference]
-        if stale:  # the cached root keeps one build of each image: their layers are several GB
-            self.ctr("images", "rm", "--sync", *stale)
+        # The cached root keeps one build of each image (their layers are several GB): older tags go, and
+        # so do the references the CRI plugin keeps by config digest for images no kept tag names.
+        configs = self._configs()
+        stale = {name for name in configs if name.startswith(f"{base_name}:") and name != reference}
+        kept = {config for name, config in configs.items() if not name.startswith("sha256:") and name not in stale}
+        stale |= {name for name, config in configs.items() if name.startswith("sha256:") and config not in kept}
+        if stale:
+            self.ctr("images", "rm", "--sync", *sorted(stale))
         return reference
+
+    def _configs(self) -> dict[str, str]:
+        """Every image reference in the runtime, with its config's digest."""
+        configs = {}
+        for line in self.ctr("images", "ls").stdout.splitlines()[1:]:
+            name, _kind, manifest = line.split()[:3]
+            configs[name] = json.loads(self.ctr("content", "get", manifest).stdout).get("config", {}).get("digest", "")
+        return configs
 
     def start(self) -> "RealNode":
         reason = unavailable()

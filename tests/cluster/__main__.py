@@ -26,13 +26,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "build":
         raise SystemExit(binaries.main())
+    if args.nodes == "real" and realnode.unavailable():
+        raise SystemExit(f"real node: {realnode.unavailable()}")
     binaries.ensure()
     if args.nodes == "real":
         node_binaries.ensure()
-        with realnode.cluster(Path(tempfile.mkdtemp(prefix="secoctl-realnode-"))) as real:
-            print(f"cluster up: {', '.join(f'{k} {v:.1f} s' for k, v in real.timings.items())}; image {real.image} "
-                  f"(a spec runs it with imagePullPolicy: IfNotPresent); API server, DNS and pods on {realnode.ADDRESS}")
-            wait(real.plane)
+        try:
+            with realnode.cluster(Path(tempfile.mkdtemp(prefix="secoctl-realnode-"))) as real:
+                print(f"cluster up: {', '.join(f'{k} {v:.1f} s' for k, v in real.timings.items())}; image "
+                      f"{real.image} (a spec runs it with imagePullPolicy: IfNotPresent); API server, DNS and pods "
+                      f"on {realnode.ADDRESS}")
+                wait(real.plane)
+        except realnode.NodeFailed as error:
+            raise SystemExit(f"real node: {error}") from None
         return
     started = time.monotonic()
     plane = controlplane.started()

@@ -1,5 +1,7 @@
 """A real Kubernetes control plane on 127.0.0.1 for the cluster tests, and for a person to poke at.
 
+(On another address of this machine, without kwok, when a real node joins: tests/cluster/realnode.)
+
 etcd, kube-apiserver (RBAC authorization; PodSecurity admission is on by default),
 kube-controller-manager (the real Job, pod GC and service-account controllers) and kube-scheduler,
 plus kwok simulating nodes and pod life cycles: CPU nodes and GPU nodes with `nvidia.com/gpu`

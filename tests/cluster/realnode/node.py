@@ -290,6 +290,9 @@ class Cluster:
 @contextlib.contextmanager
 def cluster(workdir: Path, log=print) -> Iterator[Cluster]:
     """The control plane on the pods' bridge, the real node, the pod image loaded; all stopped after."""
+    reason = unavailable()
+    if reason:
+        raise NodeFailed(reason)
     bridge_up()  # before the API server binds its address
     timings: dict[str, float] = {}
     started = time.monotonic()

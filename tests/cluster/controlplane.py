@@ -12,13 +12,10 @@ driver) gets ServiceAccount tokens from the TokenRequest API, so RBAC is the api
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 import ssl
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from tests.cluster import binaries
+from tests.cluster.processes import ProcessGroup
 
 HERE = Path(__file__).parent
 GPU_NODES = {"gpu-node-0": 8, "gpu-node-1": 8}
@@ -70,13 +68,15 @@ def node(name: str, gpus: int) -> dict:
 class ControlPlane:
     workdir: Path
     bin: Path = field(default_factory=binaries.cached)
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     server: str = ""
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     # Where the API server listens and what it advertises: 127.0.0.1 for kwok's nodes; a real node's
     # pods need an address they reach, which the `kubernetes` Service's endpoint then names.
     address: str = "127.0.0.1"
     simulated_nodes: bool = True  # kwok and its GPU and CPU nodes; off when a real node joins
+
+    def __post_init__(self) -> None:
+        self.processes = ProcessGroup(self.workdir)
 
     @property
     def certificate_authority(self) -> Path:
@@ -92,26 +92,7 @@ class ControlPlane:
         return self.workdir / "admin.kubeconfig"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen([str(self.bin / argv[0]), *argv[1:]], stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
-
-    def _wait(self, what: str, ready, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}; its log: {self.workdir / name}.log\n"
-                                       + self.log_tail(name))
-            if ready():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s; logs in {self.workdir}")
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.workdir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        self.processes.spawn(name, [str(self.bin / argv[0]), *argv[1:]])
 
     def _healthy(self, url: str, token: str | None = None) -> bool:
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -139,7 +120,7 @@ class ControlPlane:
                              "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
                              "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
                              "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}"])
-        self._wait("etcd", lambda: self._healthy(f"http://127.0.0.1:{etcd_port}/health"))
+        self.processes.wait("etcd", lambda: self._healthy(f"http://127.0.0.1:{etcd_port}/health"))
         self.server = f"https://{self.address}:{api_port}"
         self._spawn("kube-apiserver", [
             "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--bind-address={self.address}",
@@ -153,7 +134,7 @@ class ControlPlane:
             *(["--endpoint-reconciler-type=none"] if loopback else []),
             "--kubelet-preferred-address-types=InternalIP",  # kwok's nodes: logs are served on 127.0.0.1
         ])
-        self._wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
+        self.processes.wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
         self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, self.token, self.certificate_authority)))
         common = [f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
         self._spawn("kube-controller-manager", [
@@ -165,7 +146,7 @@ class ControlPlane:
         self._spawn("kube-scheduler", ["kube-scheduler", *common, f"--secure-port={free_port()}"])
         if self.simulated_nodes:
             self._start_kwok(pki)
-        self._wait("the default ServiceAccount", lambda: self.kubectl(
+        self.processes.wait("the default ServiceAccount", lambda: self.kubectl(
             "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout=60)
         return self
 
@@ -189,7 +170,7 @@ class ControlPlane:
                              f"--tls-private-key-file={pki / 'apiserver.key'}"])
         for name, gpus in [*GPU_NODES.items(), *((n, 0) for n in CPU_NODES)]:
             self.kubectl("apply", "-f", "-", stdin=json.dumps(node(name, gpus)))
-        self._wait("nodes", self._nodes_ready, timeout=60)
+        self.processes.wait("nodes", self._nodes_ready, timeout=60)
 
     def _nodes_ready(self) -> bool:
         listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
@@ -212,18 +193,7 @@ class ControlPlane:
         return path
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        self.processes.clear()
-
+        self.processes.stop()
 
 def started(workdir: Path | None = None, **options) -> ControlPlane:
     return ControlPlane(workdir or Path(tempfile.mkdtemp(prefix="secoctl-cluster-")), **options).start()

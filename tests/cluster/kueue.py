@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from tests.cluster import binaries
+from tests.cluster.processes import ProcessGroup
 
 KUEUE = "v0.17.0"
 MODULE = "sigs.k8s.io/kueue"
@@ -192,8 +193,7 @@ class Kueue:
     def __init__(self, plane, folder: Path | None = None):
         self.plane, self.bin = plane, cached()
         self.folder = folder or plane.workdir / "kueue"
-        self.process: subprocess.Popen | None = None
-        self.health = ""
+        self.processes = ProcessGroup(self.folder)
 
     def start(self) -> "Kueue":
         from tests.cluster.controlplane import free_port
@@ -211,36 +211,17 @@ class Kueue:
         plane.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
         plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         (folder / "config.yaml").write_text(yaml.safe_dump(configuration(webhook_port, health_port, cert_dir)))
-        log = open(folder / "kueue.log", "ab")
-        env = dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig))
-        self.process = subprocess.Popen(
-            [str(self.bin / "kueue"), f"--config={folder / 'config.yaml'}", "--feature-gates=VisibilityOnDemand=false",
-             "--zap-log-level=2"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env)
-        self.health = f"http://127.0.0.1:{health_port}/readyz"
-        self._wait_ready(timeout=90)
+        self.processes.spawn("kueue", [str(self.bin / "kueue"), f"--config={folder / 'config.yaml'}",
+                                       "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=2"],
+                             env=dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig)))
+        self.processes.wait("kueue", lambda: plane._healthy(f"http://127.0.0.1:{health_port}/readyz"),
+                            timeout=90, interval=0.3)
         # The webhooks only once Kueue serves them: with failurePolicy Fail an unserved webhook
         # would refuse every Job.
         plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items":
                                                             webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)}))
         self._wait_for_webhook()
         return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kueue exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.health, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"kueue was not ready in {timeout:.0f} s:\n{self.log_tail()}")
 
     def _wait_for_webhook(self, timeout: float = 30) -> None:
         """A dry-run ResourceFlavor goes through Kueue's admission: it answers once the CA is in place."""
@@ -256,18 +237,10 @@ class Kueue:
             time.sleep(0.5)
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.folder / "kueue.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return self.processes.log_tail("kueue", lines)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
-
+        self.processes.terminate("kueue")
 
 def main() -> int:
     try:

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.cluster import controlplane
+from tests.cluster.processes import ProcessGroup
 from tests.cluster.realnode import binaries as node_binaries
 
 HERE = Path(__file__).parent
@@ -82,31 +82,11 @@ class RealNode:
         self.plane = plane
         self.workdir = workdir
         self.bin = node_binaries.cached()
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes = ProcessGroup(workdir, failure=NodeFailed)
 
     @property
     def socket(self) -> Path:
         return self.workdir / "containerd.sock"
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
-
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.workdir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def _wait(self, what: str, ready, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise NodeFailed(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
-            if ready():
-                return
-            time.sleep(0.5)
-        raise NodeFailed(f"{what} not ready after {timeout:.0f} s; logs in {self.workdir}")
 
     def ctr(self, *args: str, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(["ctr", "--address", str(self.socket), "-n", NAMESPACE, *args], stdin=stdin,
@@ -163,8 +143,8 @@ class RealNode:
         (state / "net.d").mkdir(exist_ok=True)
         (state / "net.d" / "10-realpods.conflist").write_text(_render("bridge.conflist", STATE=str(state)))
         (state / "containerd.toml").write_text(_render("containerd.toml", STATE=str(state), ROOT=str(root)))
-        self._spawn("containerd", ["containerd", "--config", str(state / "containerd.toml")])
-        self._wait("containerd", lambda: self.socket.exists()
+        self.processes.spawn("containerd", ["containerd", "--config", str(state / "containerd.toml")])
+        self.processes.wait("containerd", lambda: self.socket.exists()
                    and self.ctr("version", check=False).returncode == 0, timeout=60)
         self.remove_containers()  # a run stopped hard leaves its containers in the cached root
         tarball = self.bin / "pause-image.tar"
@@ -174,25 +154,25 @@ class RealNode:
                          stdin=handle)
 
         (state / "kubelet.yaml").write_text(_render("kubelet.yaml", STATE=str(state), NODE_IP=ADDRESS))
-        self._spawn("kubelet", [str(self.bin / "kubelet"), "--config", str(state / "kubelet.yaml"),
+        self.processes.spawn("kubelet", [str(self.bin / "kubelet"), "--config", str(state / "kubelet.yaml"),
                                 f"--kubeconfig={self.plane.admin_kubeconfig}", f"--hostname-override={NAME}",
                                 f"--node-ip={ADDRESS}", f"--root-dir={state / 'kubelet'}",
                                 f"--cert-dir={state / 'kubelet-pki'}"])
-        self._wait("the node", self._ready, timeout=120)
+        self.processes.wait("the node", self._ready, timeout=120)
 
         proxy_health, proxy_metrics = controlplane.free_port(), controlplane.free_port()
-        self._spawn("kube-proxy", [str(self.bin / "kube-proxy"), f"--kubeconfig={self.plane.admin_kubeconfig}",
+        self.processes.spawn("kube-proxy", [str(self.bin / "kube-proxy"), f"--kubeconfig={self.plane.admin_kubeconfig}",
                                    f"--hostname-override={NAME}", f"--cluster-cidr={SUBNET}", "--proxy-mode=iptables",
                                    "--conntrack-max-per-core=0", "--iptables-localhost-nodeports=false",
                                    f"--bind-address={ADDRESS}", f"--healthz-bind-address=127.0.0.1:{proxy_health}",
                                    f"--metrics-bind-address=127.0.0.1:{proxy_metrics}"])
-        self._wait("kube-proxy", lambda: self.plane._healthy(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60)
+        self.processes.wait("kube-proxy", lambda: self.plane._healthy(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60)
 
         ready_port = controlplane.free_port()
         (state / "Corefile").write_text(_render("Corefile", ADMIN_KUBECONFIG=str(self.plane.admin_kubeconfig),
                                                 BIND=ADDRESS, READY=f"127.0.0.1:{ready_port}"))
-        self._spawn("coredns", [str(self.bin / "coredns"), "-conf", str(state / "Corefile")])
-        self._wait("CoreDNS", lambda: self.plane._healthy(f"http://127.0.0.1:{ready_port}/ready"), timeout=60)
+        self.processes.spawn("coredns", [str(self.bin / "coredns"), "-conf", str(state / "Corefile")])
+        self.processes.wait("CoreDNS", lambda: self.plane._healthy(f"http://127.0.0.1:{ready_port}/ready"), timeout=60)
         return self
 
     def _ready(self) -> bool:
@@ -230,14 +210,13 @@ class RealNode:
             time.sleep(1)
 
     def stop(self) -> None:
-        kubelet = self.processes.get("kubelet")
-        if kubelet and kubelet.poll() is None and "containerd" in self.processes:
+        if self.processes.alive("kubelet") and self.processes.alive("containerd"):
             self._drain()
         for name in ("coredns", "kube-proxy", "kubelet"):
-            _terminate(self.processes.pop(name, None))
-        if "containerd" in self.processes:
+            self.processes.terminate(name)
+        if self.processes.alive("containerd"):
             self.remove_containers()
-            _terminate(self.processes.pop("containerd"))
+        self.processes.terminate("containerd")
         subprocess.run([str(self.bin / "kube-proxy"), "--cleanup"], capture_output=True)
         _forget_cni_rules()
         self._unmount()
@@ -256,17 +235,6 @@ def _forget_cni_rules() -> None:
     for chain in chains:
         subprocess.run(["iptables", "-t", "nat", "-F", chain], capture_output=True)
         subprocess.run(["iptables", "-t", "nat", "-X", chain], capture_output=True)
-
-
-def _terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @dataclass

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from secoctl import render
 from tests.cluster import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +107,30 @@ def wait_for(what: str, predicate, timeout: float = 60, every: float = 0.5):
 
 def kube_json(cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+
+
+def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
+    selector = f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}"
+    return kube_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
+
+
+def release(cluster, experiment: str, stage: str) -> None:
+    """Lets kwok finish a stage's pods that `secoctl.test/hold: "true"` keeps running (tests/cluster/stages.yaml)."""
+    cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
+                    f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
+                    "secoctl.test/hold=false", "--overwrite")
+
+
+@contextlib.contextmanager
+def cleaned_up(kube_env: dict, *experiments: str) -> Iterator[list[subprocess.Popen]]:
+    """However the test ends, the drivers it appends are killed and its experiments purged,
+    so the next test on the shared cluster starts from nothing of theirs."""
+    drivers: list[subprocess.Popen] = []
+    try:
+        yield drivers
+    finally:
+        for driver in drivers:
+            driver.kill()
+            driver.wait()
+        for name in experiments:
+            secoctl(kube_env, "delete", name, "-n", NAMESPACE, "--purge")

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from secoctl import render, store
-from tests.cluster.conftest import NAMESPACE, kube_json, secoctl, spec_file, start_driver, status_rows, wait_for
+from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, release, secoctl, spec_file, start_driver,
+                                    status_rows, wait_for)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -168,8 +169,8 @@ def test_the_driver_account_can_start_its_own_jobs_and_nothing_else(kube_env, cl
 def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it(kube_env, cluster, tmp_path):
     spec = spec_file(tmp_path / "e.yaml", "queued", cluster.storage, queueName="gpu-queue")
     assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
-    driver = start_driver(cluster, spec, "queued", tmp_path)
-    try:
+    with cleaned_up(kube_env, "queued") as drivers:
+        drivers.append(start_driver(cluster, spec, "queued", tmp_path))
         job = wait_for("the queue label on the collect Job", lambda: (lambda j: j if j["metadata"]["labels"].get(
             "kueue.x-k8s.io/queue-name") == "gpu-queue" else None)(kube_json(cluster, "get", "job", "queued-collect",
                                                                               "-n", NAMESPACE)))
@@ -179,10 +180,6 @@ def test_with_a_queue_the_driver_hands_each_job_to_kueue_and_never_unsuspends_it
         rows = status_rows(kube_env, "queued")
         assert rows["collect"]["state"] == "queued" and "Kueue has not taken the Job" in rows["collect"]["reason"]
         assert rows["pretrain"]["state"] == "waiting"
-    finally:
-        driver.kill()
-        driver.wait()
-    secoctl(kube_env, "delete", "queued", "-n", NAMESPACE, "--purge")
 
 
 def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kube_env, cluster, tmp_path):
@@ -233,8 +230,8 @@ def test_an_unschedulable_gpu_request_is_shown_as_such(kube_env, cluster, tmp_pa
     spec = spec_file(tmp_path / "e.yaml", "too-many-gpus", cluster.storage,
                      pretrain={"nodes": 1, "gpusPerNode": 16, "batchSize": 32})
     assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
-    driver = start_driver(cluster, spec, "too-many-gpus", tmp_path)
-    try:
+    with cleaned_up(kube_env, "too-many-gpus") as drivers:
+        drivers.append(start_driver(cluster, spec, "too-many-gpus", tmp_path))
         def pretrain_row():
             row = status_rows(kube_env, "too-many-gpus")["pretrain"]
             return row if "Unschedulable" in row["reason"] else None
@@ -242,21 +239,6 @@ def test_an_unschedulable_gpu_request_is_shown_as_such(kube_env, cluster, tmp_pa
         assert row["state"] == "pending" and "Insufficient nvidia.com/gpu" in row["reason"]
         table = secoctl(kube_env, "status", "too-many-gpus", "-n", NAMESPACE)
         assert "Unschedulable" in table.stdout
-    finally:
-        driver.kill()
-        driver.wait()
-    secoctl(kube_env, "delete", "too-many-gpus", "-n", NAMESPACE, "--purge")
-
-
-def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
-    selector = f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}"
-    return kube_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
-
-
-def release(cluster, experiment: str, stage: str) -> None:
-    cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
-                    f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
-                    "secoctl.test/hold=false", "--overwrite")
 
 
 @pytest.mark.slow
@@ -266,39 +248,36 @@ def test_a_node_deleted_under_a_pretrain_pod_is_a_disruption_not_a_failure(kube_
     spec = spec_file(tmp_path / "e.yaml", "disrupted", cluster.storage,
                      metadata={"labels": {"secoctl.test/hold": "true"}})
     assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
-    driver = start_driver(cluster, spec, "disrupted", tmp_path)
     try:
-        wait_for("collect pods", lambda: len(pods_of(cluster, "disrupted", "collect")) == 2)
-        release(cluster, "disrupted", "collect")
-        running = wait_for("two running pretrain pods", lambda: [
-            p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"
-        ] if len([p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"]) == 2
-            else None)
-        victim = next(p for p in running if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
-        node_name = victim["spec"]["nodeName"]
-        cluster.kubectl("delete", "node", node_name)
-        # The pod GC controller fails the orphaned pod with a DisruptionTarget condition; the Job replaces it.
-        replaced = wait_for("a replacement for pretrain pod 0", lambda: [
-            p for p in pods_of(cluster, "disrupted", "pretrain")
-            if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0"
-            and p["metadata"]["uid"] != victim["metadata"]["uid"]], timeout=120)
-        job = kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)
-        assert job["status"].get("failed", 0) == 0 and not any(
-            c["type"] == "Failed" for c in job["status"].get("conditions", []))
-        assert replaced[0]["spec"].get("nodeName") != node_name or replaced[0]["status"].get("phase") == "Pending"
-        release(cluster, "disrupted", "pretrain")
-        wait_for("pretrain to complete", lambda: any(
-            c["type"] == "Complete" for c in kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)
-            ["status"].get("conditions", [])), timeout=60)
-        assert kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)["status"].get("failed", 0) == 0
-    finally:
-        driver.kill()
-        driver.wait()
-        if cluster.kubectl("get", "node", "gpu-node-0", check=False).returncode != 0:
-            cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node("gpu-node-0", GPU_NODES["gpu-node-0"])))
-        if cluster.kubectl("get", "node", "gpu-node-1", check=False).returncode != 0:
-            cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node("gpu-node-1", GPU_NODES["gpu-node-1"])))
-        secoctl(kube_env, "delete", "disrupted", "-n", NAMESPACE, "--purge")
+        with cleaned_up(kube_env, "disrupted") as drivers:
+            drivers.append(start_driver(cluster, spec, "disrupted", tmp_path))
+            wait_for("collect pods", lambda: len(pods_of(cluster, "disrupted", "collect")) == 2)
+            release(cluster, "disrupted", "collect")
+            running = wait_for("two running pretrain pods", lambda: [
+                p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"
+            ] if len([p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"]) == 2
+                else None)
+            victim = next(p for p in running if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
+            node_name = victim["spec"]["nodeName"]
+            cluster.kubectl("delete", "node", node_name)
+            # The pod GC controller fails the orphaned pod with a DisruptionTarget condition; the Job replaces it.
+            replaced = wait_for("a replacement for pretrain pod 0", lambda: [
+                p for p in pods_of(cluster, "disrupted", "pretrain")
+                if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0"
+                and p["metadata"]["uid"] != victim["metadata"]["uid"]], timeout=120)
+            job = kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)
+            assert job["status"].get("failed", 0) == 0 and not any(
+                c["type"] == "Failed" for c in job["status"].get("conditions", []))
+            assert replaced[0]["spec"].get("nodeName") != node_name or replaced[0]["status"].get("phase") == "Pending"
+            release(cluster, "disrupted", "pretrain")
+            wait_for("pretrain to complete", lambda: any(
+                c["type"] == "Complete" for c in kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)
+                ["status"].get("conditions", [])), timeout=60)
+            assert kube_json(cluster, "get", "job", "disrupted-pretrain", "-n", NAMESPACE)["status"].get("failed", 0) == 0
+    finally:  # the deleted node back for the tests after this one
+        for name, gpus in GPU_NODES.items():
+            if cluster.kubectl("get", "node", name, check=False).returncode != 0:
+                cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node(name, gpus)))
 
 
 def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_path):
@@ -307,8 +286,8 @@ def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_pa
                                '2026-11-24T10:00:01.000000000Z stdout F shard 0 committed\n')
     spec = spec_file(tmp_path / "e.yaml", "logged", cluster.storage, metadata={"labels": {"secoctl.test/hold": "true"}})
     assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
-    driver = start_driver(cluster, spec, "logged", tmp_path)
-    try:
+    with cleaned_up(kube_env, "logged") as drivers:
+        drivers.append(start_driver(cluster, spec, "logged", tmp_path))
         wait_for("collect pods to run", lambda: [p for p in pods_of(cluster, "logged", "collect")
                                                  if p["status"].get("phase") == "Running"])
         result = secoctl(kube_env, "logs", "logged", "--stage", "collect", "--index", "1", "-n", NAMESPACE)
@@ -316,10 +295,6 @@ def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_pa
         assert "shard 0 committed" in result.stdout
         wrong = secoctl(kube_env, "logs", "logged", "--stage", "train", "-n", NAMESPACE)
         assert wrong.returncode == 2 and "choose one of driver, collect, pretrain" in wrong.stderr
-    finally:
-        driver.kill()
-        driver.wait()
-        secoctl(kube_env, "delete", "logged", "-n", NAMESPACE, "--purge")
 
 
 def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_path):
@@ -334,7 +309,7 @@ def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_pat
     assert secoctl(kube_env, "apply", str(spec), "-n", NAMESPACE).returncode == 0
     # Started as the driver would start it; kwok runs its pods to completion.
     cluster.kubectl("patch", "job", "outlived-collect", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
-    try:
+    with cleaned_up(kube_env, "outlived"):
         wait_for("collect to complete", lambda: any(c["type"] == "Complete" for c in kube_json(
             cluster, "get", "job", "outlived-collect", "-n", NAMESPACE)["status"].get("conditions", [])), timeout=60)
         for index in (0, 1):
@@ -356,8 +331,6 @@ def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_pat
         every = secoctl(kube_env, "logs", "outlived", "-n", NAMESPACE)  # the latest stage with a log: collect
         assert every.stdout.splitlines() == ["[collect/0] part 0: 4 locations committed",
                                              "[collect/1] part 1: 4 locations committed"], every.stderr
-    finally:
-        secoctl(kube_env, "delete", "outlived", "-n", NAMESPACE, "--purge")
 
 
 def test_a_stage_whose_pods_a_resource_quota_refuses_says_so(kube_env, cluster, tmp_path):

@@ -17,8 +17,8 @@ import pytest
 from secoctl import render
 from tests.cluster import controlplane
 from tests.cluster import kueue as kueue_build
-from tests.cluster.conftest import (NAMESPACE, kube_json, prepare, secoctl, spec_file, start_driver, status_rows,
-                                    wait_for)
+from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, prepare, release, secoctl, spec_file,
+                                    start_driver, status_rows, wait_for)
 from tests.cluster.kueue import Kueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,11 +57,6 @@ def gpu_quota(cluster, gpus: int) -> None:
         {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{index}/nominalQuota", "value": str(gpus)}]))
 
 
-def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
-    selector = f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}"
-    return kube_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
-
-
 def workload_of(cluster, job_name: str) -> dict | None:
     job = kube_json(cluster, "get", "job", job_name, "-n", NAMESPACE)
     for workload in kube_json(cluster, "get", "workloads.kueue.x-k8s.io", "-n", NAMESPACE)["items"]:
@@ -78,8 +73,7 @@ def has_condition(obj: dict | None, kind: str, status: str = "True") -> dict | N
 def test_a_pretrain_is_admitted_whole_or_not_at_all_and_status_names_its_place_and_kueues_reason(
         kueue, kube_env, cluster, tmp_path):
     gpu_quota(cluster, 3)  # each pretrain below needs 4 GPUs: 4 nodes of 1
-    drivers = []
-    try:
+    with cleaned_up(kube_env, "gang-first", "gang-second") as drivers:
         for name in ("gang-first", "gang-second"):
             spec = spec_file(tmp_path / f"{name}.yaml", name, cluster.storage, queueName="gpu-queue",
                              pretrain={"nodes": 4, "gpusPerNode": 1})
@@ -115,18 +109,6 @@ def test_a_pretrain_is_admitted_whole_or_not_at_all_and_status_names_its_place_a
             kube_json(cluster, "get", "job", "gang-second-pretrain", "-n", NAMESPACE), "Complete"), timeout=90)
         second = kube_json(cluster, "get", "job", "gang-second-pretrain", "-n", NAMESPACE)["status"]
         assert second["succeeded"] == 4 and second.get("failed", 0) == 0
-    finally:
-        for driver in drivers:
-            driver.kill()
-            driver.wait()
-        for name in ("gang-first", "gang-second"):
-            secoctl(kube_env, "delete", name, "-n", NAMESPACE, "--purge")
-
-
-def release(cluster, experiment: str, stage: str) -> None:
-    cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
-                    f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
-                    "secoctl.test/hold=false", "--overwrite")
 
 
 def running_pods(cluster, experiment: str, stage: str) -> list[dict]:
@@ -143,8 +125,7 @@ def test_a_preempted_pretrain_is_suspended_then_resumed_without_charging_its_bac
     low = spec_file(tmp_path / "low.yaml", "preempted", cluster.storage, queueName="gpu-queue",
                     priorityClassName="seco-batch", metadata={"labels": {"secoctl.test/hold": "true"}})
     high = spec_file(tmp_path / "high.yaml", "urgent", cluster.storage, queueName="gpu-queue", priorityClassName=URGENT)
-    drivers = []
-    try:
+    with cleaned_up(kube_env, "preempted", "urgent") as drivers:
         assert secoctl(kube_env, "apply", str(low), "-n", NAMESPACE).returncode == 0
         drivers.append(start_driver(cluster, low, "preempted", tmp_path / "low"))
         wait_for("the low-priority collect pods", lambda: len(running_pods(cluster, "preempted", "collect")) == 2, timeout=60)
@@ -179,9 +160,3 @@ def test_a_preempted_pretrain_is_suspended_then_resumed_without_charging_its_bac
             kube_json(cluster, "get", "job", "preempted-pretrain", "-n", NAMESPACE), "Complete"), timeout=60)
         status = kube_json(cluster, "get", "job", "preempted-pretrain", "-n", NAMESPACE)["status"]
         assert status["succeeded"] == 2 and status.get("failed", 0) == 0
-    finally:
-        for driver in drivers:
-            driver.kill()
-            driver.wait()
-        for name in ("preempted", "urgent"):
-            secoctl(kube_env, "delete", name, "-n", NAMESPACE, "--purge")

@@ -35,13 +35,19 @@ class Stage:
 
 
 def _stage_config(experiment: Experiment, name: str) -> Any:
-    # What a pod asks the scheduler for, and the credentials it signs with, never change a stage's result.
+    """What a stage computes from: the fields the spec sets away from their defaults.
+
+    A field at its default is left out, so a release that adds a field (whose default keeps the old
+    behaviour) leaves every finished stage finished instead of refusing it as changed. What a pod
+    asks the scheduler for, and the credentials it signs with, never change a stage's result.
+    """
     section = getattr(experiment.spec, name)
     if isinstance(section, list):
-        return [item.model_dump(mode="json", by_alias=True) for item in section]
+        return [item.model_dump(mode="json", by_alias=True, exclude_defaults=True) for item in section]
     if section is None:
         return None
-    return section.model_dump(mode="json", by_alias=True, exclude={"resources", "subscription_key_secret"})
+    return section.model_dump(mode="json", by_alias=True, exclude_defaults=True,
+                              exclude={"resources", "subscription_key_secret"})
 
 
 def _digest(value: Any) -> str:

@@ -10,6 +10,9 @@ def experiment(**spec):
 
 FULL = {"evaluate": [{"task": "eurosat"}], "publish": {"name": "demo-weights"},
         "pretrain": {"nodes": 2, "gpusPerNode": 8}}
+# FULL's fingerprints since fields at their defaults were left out of them (2026-11-30)
+PINNED = {"collect": "f9d6d7632cb836f9", "pretrain": "01198e5eba465f9e", "evaluate": "e2b1f26cbef80e36",
+          "publish": "3286dd790be0da2d"}
 
 
 def test_stages_run_in_the_papers_order_and_only_those_asked_for():
@@ -27,6 +30,22 @@ def test_a_change_invalidates_its_stage_and_everything_downstream_but_not_upstre
     assert plan.changed_stages(before, after) == ["pretrain", "evaluate", "publish"]
     resources_only = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "resources": {"cpu": "8"}}})
     assert plan.changed_stages(before, resources_only) == []
+
+
+def test_a_field_at_its_default_is_not_part_of_the_fingerprint():
+    """A release adding a field whose default keeps the old behaviour must leave finished stages finished."""
+    written_out = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "augmentOrder": "reference",
+                                                     "method": "seco"},
+                                "evaluate": [{"task": "eurosat", "recipe": "paper"}]})
+    assert plan.changed_stages(experiment(**FULL), written_out) == []
+    assert plan._stage_config(written_out, "pretrain") == {"nodes": 2}  # 8 GPUs a node is the default
+    assert plan._stage_config(written_out, "evaluate") == [{"task": "eurosat"}]
+
+
+def test_the_fingerprints_of_a_fixed_spec_do_not_move():
+    """Each finished stage of every experiment holds its fingerprint: a change to how they are computed
+    makes every user's finished stages "changed". Change these only with a reason in the release notes."""
+    assert {s.name: s.fingerprint for s in plan.stages(experiment(**FULL))} == PINNED
 
 
 def _facts(exp, complete=(), **extra):

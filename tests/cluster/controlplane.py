@@ -195,5 +195,6 @@ class ControlPlane:
     def stop(self) -> None:
         self.processes.stop()
 
+
 def started(workdir: Path | None = None, **options) -> ControlPlane:
     return ControlPlane(workdir or Path(tempfile.mkdtemp(prefix="secoctl-cluster-")), **options).start()

@@ -13,10 +13,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from secoctl.model_card import RGB_BANDS
 from secoctl.spec import Experiment
 from secoctl.tree import StageFacts
 
-STAGE_ORDER = ("collect", "pretrain", "evaluate", "publish")
+STAGE_ORDER = ("collect", "shards", "pretrain", "evaluate", "publish")
 RENDEZVOUS_PORT = 29400
 
 State = Literal["complete", "changed", "failed", "running", "interrupted", "ready", "waiting"]
@@ -41,6 +42,8 @@ def _stage_config(experiment: Experiment, name: str) -> Any:
     behaviour) leaves every finished stage finished instead of refusing it as changed. What a pod
     asks the scheduler for, and the credentials it signs with, never change a stage's result.
     """
+    if name == "shards":
+        return training_input(experiment)
     section = getattr(experiment.spec, name)
     if isinstance(section, list):
         return [item.model_dump(mode="json", by_alias=True, exclude_defaults=True) for item in section]
@@ -48,6 +51,11 @@ def _stage_config(experiment: Experiment, name: str) -> Any:
         return None
     return section.model_dump(mode="json", by_alias=True, exclude_defaults=True,
                               exclude={"resources", "subscription_key_secret"})
+
+
+def training_input(experiment: Experiment) -> dict[str, Any]:
+    """What the training-shards stage derives from the record: the model's bands, stretched to uint8."""
+    return {"bands": list(RGB_BANDS), "encoding": "uint8"}
 
 
 def _digest(value: Any) -> str:
@@ -62,6 +70,7 @@ def stages(experiment: Experiment, single_machine: bool = False) -> list[Stage]:
     spec = experiment.spec
     present = {
         "collect": spec.collect.workers,
+        "shards": spec.collect.workers,
         "pretrain": 1 if single_machine else spec.pretrain.nodes,
         "evaluate": len(spec.evaluate),
         "publish": 1 if spec.publish else 0,

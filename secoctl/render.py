@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from secoctl import plan
+from secoctl.quantity import cache_budget
 from secoctl.spec import Experiment, Resources
 
 LABEL_EXPERIMENT = "seco.dev/experiment"
@@ -29,6 +30,7 @@ RUN_AS_USER = 65532  # "nonroot" in distroless and our images
 GPU_RESOURCE = "nvidia.com/gpu"
 DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi", ephemeral_storage="1Gi")
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
+SHARD_CACHE = "/tmp/training-shards"  # on the pod's /tmp emptyDir: its local disk
 SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
 
 
@@ -129,6 +131,12 @@ def _subscription_key_env(experiment: Experiment) -> list[dict[str, Any]]:
     secret = experiment.spec.collect.subscription_key_secret
     return [{"name": SUBSCRIPTION_KEY, "valueFrom": {"secretKeyRef": {"name": secret.secret_name,
                                                                      "key": SUBSCRIPTION_KEY}}}] if secret else []
+
+
+def _shard_cache_env(resources: Resources) -> list[dict[str, Any]]:
+    """The node's training-shard cache lives on the pod's /tmp volume, sized by ephemeralStorage."""
+    return [{"name": "SECOCTL_SHARD_CACHE", "value": SHARD_CACHE},
+            {"name": "SECOCTL_SHARD_CACHE_BYTES", "value": str(cache_budget(resources.ephemeral_storage))}]
 
 
 def _storage_volume(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -259,6 +267,13 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
         # One failing shard retries on its own instead of failing its siblings.
         return _job(experiment, namespace, stage, template,
                     extra={"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0})
+    if stage.name == "shards":
+        template = _pod_template(
+            experiment, "shards", plan.stage_argv(stage, SPEC_PATH), spec.collect.resources,
+            image=spec.driver_image or spec.image,
+        )
+        return _job(experiment, namespace, stage, template,
+                    extra={"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0})
     if stage.name == "pretrain":
         rendezvous = f"{job_name(experiment, 'pretrain')}-0.{names(experiment)['rendezvous']}:{plan.RENDEZVOUS_PORT}"
         argv = plan.stage_argv(
@@ -268,6 +283,7 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
         template = _pod_template(
             experiment, "pretrain", argv, spec.pretrain.resources, gpus=spec.pretrain.gpus_per_node,
             image=spec.image, shared_memory=True, subdomain=names(experiment)["rendezvous"],
+            extra_env=_shard_cache_env(spec.pretrain.resources),
         )
         return _job(experiment, namespace, stage, template)
     if stage.name == "evaluate":

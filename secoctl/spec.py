@@ -50,7 +50,7 @@ LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # An experiment's objects are named NAME-SUFFIX (render.names and render.job_name); none may be one
 # an admin installs from manifests/, which apply would take over and delete would remove.
-DERIVED_NAME_SUFFIXES = ("-spec", "-driver", "-isolated", "-pretrain", "-collect", "-evaluate", "-publish")
+DERIVED_NAME_SUFFIXES = ("-spec", "-driver", "-isolated", "-pretrain", "-collect", "-shards", "-evaluate", "-publish")
 ADMIN_OBJECT_NAMES = ("seco", "seco-batch", "secoctl-user", "gpu-queue", "gpu-cluster-queue", "default-flavor")
 
 # Where a pod keeps its spec mount, scratch, shared memory (render's volumes), software and system: a

@@ -22,8 +22,9 @@ def _blur_kernel(size: int) -> int:
 
 
 class BatchAugment(nn.Module):
-    def __init__(self, size: int, augmented: tuple[bool, ...], augment_first: bool = False):
+    def __init__(self, size: int, augmented: tuple[bool, ...], augment_first: bool, view_slots: tuple[int, ...]):
         super().__init__()
+        self.view_slots = view_slots
         self.augmented = augmented
         self.augment_first = augment_first
         self.crop = K.RandomResizedCrop((size, size), scale=(0.2, 1.0))
@@ -36,8 +37,9 @@ class BatchAugment(nn.Module):
         self.normalize = K.Normalize(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
 
     @torch.no_grad()
-    def forward(self, views: torch.Tensor) -> list[torch.Tensor]:
-        """uint8 (batch, views, 3, H, W) -> one normalised float batch per view, channels_last."""
+    def forward(self, slots: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 (batch, slots, 3, H, W) -> one normalised float batch per view, channels_last."""
+        views = slots[:, list(self.view_slots)]
         out = []
         for index, augmented in enumerate(self.augmented):
             image = views[:, index].float().div_(255)

@@ -126,9 +126,10 @@ class SeCo(nn.Module):
         batch = keys.shape[1]
         if self.queue_size % batch:
             raise ValueError(f"queue size {self.queue_size} is not a multiple of the global batch {batch}")
-        pointer = int(self.queue_ptr)
-        self.queue[:, :, pointer:pointer + batch] = keys.transpose(1, 2)
-        self.queue_ptr[0] = (pointer + batch) % self.queue_size
+        # The pointer stays on the device: reading it back would stall the host every step.
+        columns = (self.queue_ptr + torch.arange(batch, device=keys.device)) % self.queue_size
+        self.queue.index_copy_(2, columns, keys.transpose(1, 2).to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + batch) % self.queue_size)
 
 
 def subspaces_for(method: str) -> int:

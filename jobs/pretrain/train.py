@@ -1,7 +1,10 @@
-"""The pretrain stage: SeCo or MoCo-v2 on the collect stage's shards, one process per GPU under torchrun.
+"""The pretrain stage: SeCo or MoCo-v2 on the training shards, one process per GPU under torchrun.
 
 The same code runs on CPU (gloo, fp32) for tests and the embedded executor, and on GPUs (NCCL,
-bf16 autocast, channels_last, batched GPU augmentation) in pods.
+bf16 autocast, channels_last, batched GPU augmentation) in pods. The input path: training shards
+through the node's cache (jobs.pretrain.shard_cache), a loader thread that only copies bytes
+(jobs.pretrain.loader), a side-stream copy to the device (jobs.pretrain.feed), then one
+`train_step` (jobs.pretrain.step); the loss is read back every LOG_EVERY_STEPS, not every step.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from jobs.common.part import Part
 from jobs.common.shards import shard_entries
 from jobs.pretrain import checkpoints
 from jobs.pretrain.augment import BatchAugment
-from jobs.pretrain.data import SeasonalStream
+from jobs.pretrain.feed import DeviceFeed
+from jobs.pretrain.loader import SeasonalBatches, ShardRef
 from jobs.pretrain.seco import SeCo, subspaces_for
-from jobs.pretrain.views import AUGMENTED, augments_before_crop
+from jobs.pretrain.shard_cache import ShardCache
+from jobs.pretrain.step import train_step
+from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop
 from secoctl import store
+from secoctl.quantity import cache_budget
 
 LOG_EVERY_STEPS = 10
 
@@ -32,6 +38,11 @@ def _setup() -> tuple[int, int, torch.device]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if torch.cuda.is_available():
+        ranks_here, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if ranks_here > gpus:
+            # NCCL cannot put two ranks on one device; say so instead of failing deep inside it.
+            raise SystemExit(f"pretrain: {ranks_here} ranks on this node but {gpus} GPU(s) visible: "
+                             "set spec.pretrain.gpusPerNode to at most the node's GPUs")
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     else:
@@ -46,8 +57,8 @@ def work(part: Part) -> dict[str, Any]:
     rank, world_size, device = _setup()
     if spec.batch_size % world_size:
         raise SystemExit(f"spec.pretrain.batchSize {spec.batch_size} is not divisible by {world_size} processes")
-    entries = shard_entries(store.read_json(part.stage_tree("collect").index))
-    shards = [entry["uri"] for entry in entries]
+    entries = shard_entries(store.read_json(part.stage_tree("shards").index))
+    shards = [ShardRef(entry["uri"], entry["samples"]) for entry in entries]
     total_samples = sum(entry["samples"] for entry in entries)
     steps_per_epoch = max(total_samples // spec.batch_size, 1)
     total_steps = spec.max_steps or spec.epochs * steps_per_epoch
@@ -75,13 +86,13 @@ def work(part: Part) -> dict[str, Any]:
     if spec.compile:
         model.encoder_q.compile()
 
-    stream = SeasonalStream(shards, spec.method, spec.seed, rank, world_size,
-                            first_epoch=step // steps_per_epoch)
-    loader = DataLoader(stream, batch_size=spec.batch_size // world_size, num_workers=spec.loader_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=spec.loader_workers > 0,
-                        prefetch_factor=4 if spec.loader_workers else None)
-    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method],
-                           augments_before_crop(spec.method, spec.augment_order)).to(device)
+    cache = ShardCache.from_environment(part.experiment.name,
+                                        default_bytes=cache_budget(spec.resources.ephemeral_storage))
+    batches = SeasonalBatches(shards, spec.method, spec.batch_size // world_size, spec.seed, rank, world_size,
+                              cache, first_epoch=step // steps_per_epoch, fetch_ahead=spec.loader_workers)
+    feed = DeviceFeed(batches, device)
+    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method], augments_before_crop(spec.method, spec.augment_order),
+                           VIEW_SLOTS[spec.method]).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
 
     def checkpoint() -> None:
@@ -98,32 +109,33 @@ def work(part: Part) -> dict[str, Any]:
             })
 
     window_start, window_samples = time.perf_counter(), 0
-    batches = iter(loader)
+    window_loss = torch.zeros(1 + subspaces_for(spec.method), device=device)
+    window_steps = 0
     while step < total_steps:
-        views = next(batches).to(device, non_blocking=True)
-        query, *keys = augment(views)
-        with autocast:
-            loss, losses = trained(query, keys)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        slots = feed.next()
+        loss, losses = train_step(trained, optimizer, augment, slots, autocast)
         scheduler.step()
+        window_loss += torch.stack([loss, *losses]).float()
         step += 1
-        window_samples += views.shape[0] * world_size
+        window_steps += 1
+        window_samples += slots.shape[0] * world_size
         if step % LOG_EVERY_STEPS == 0 or step == total_steps:
+            means = (window_loss / window_steps).tolist()  # the one host sync of a logging window
             elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": round(loss.item(), 5),
-                      **{f"loss_{i}": round(x.item(), 5) for i, x in enumerate(losses)},
+            record = {"step": step, "loss": round(means[0], 5),
+                      **{f"loss_{i}": round(x, 5) for i, x in enumerate(means[1:])},
                       "lr": scheduler.get_last_lr()[0], "samples_per_s": round(window_samples / elapsed, 2)}
-            window_start, window_samples = time.perf_counter(), 0
+            window_start, window_samples, window_steps = time.perf_counter(), 0, 0
+            window_loss.zero_()
             if rank == 0:
                 metrics_history.append(record)
                 store.write_text(part.tree.path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in metrics_history))
             # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
             part.progress(step, total_steps, "steps", force=True, loss=record["loss"],
-                          samples_per_s=record["samples_per_s"])
+                          samples_per_s=record["samples_per_s"], shard_fetches=len(cache.fetches))
         if step % spec.checkpoint_every_steps == 0 or step == total_steps:
             checkpoint()
+    feed.close()
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()

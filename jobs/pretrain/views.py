@@ -6,8 +6,6 @@ GPU in batches (jobs/pretrain/augment.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from secoctl.model_card import RGB_BANDS as RGB
@@ -28,27 +26,18 @@ def augments_before_crop(method: str, order: str) -> bool:
     return order == "reference" and method == "seco"
 
 
-@dataclass(frozen=True)
-class ViewPlan:
-    """Timestamps per view and which views get the artificial augmentation."""
-
-    timestamps: tuple[int, ...]
-    augmented: tuple[bool, ...]
+# Which drawn timestamp (slot) each view is made from. The loader sends each drawn timestamp once:
+# seco's query and its third key are both t0, so a sample moves 3 timestamps for 4 views.
+VIEW_SLOTS = {"seco": (0, 1, 2, 0), "moco": (0, 0), "moco-tp": (0, 1)}
 
 
-def plan_views(method: str, timestamps: int, rng: np.random.Generator) -> ViewPlan:
-    """seco: q = t0, k0 = aug(t1), k1 = t2, k2 = aug(t0), with t0, t1, t2 drawn with replacement.
+def draw_slots(method: str, timestamps: int, rng: np.random.Generator) -> list[int]:
+    """The timestamps one sample draws, with replacement, as the reference's np.random.choice does.
 
-    moco: two augmentations of one timestamp; moco-tp: two timestamps, both augmented (MoCo-v2+TP).
+    seco: t0, t1, t2, for q = t0, k0 = aug(t1), k1 = t2, k2 = aug(t0). moco: one timestamp, two
+    augmentations of it. moco-tp: two timestamps, both augmented (MoCo-v2+TP).
     """
-    if method == "seco":
-        t0, t1, t2 = (int(t) for t in rng.integers(0, timestamps, 3))
-        return ViewPlan((t0, t1, t2, t0), AUGMENTED[method])
-    if method == "moco":
-        t0 = int(rng.integers(0, timestamps))
-        return ViewPlan((t0, t0), AUGMENTED[method])
-    t0, t1 = (int(t) for t in rng.integers(0, timestamps, 2))
-    return ViewPlan((t0, t1), AUGMENTED[method])
+    return [int(t) for t in rng.integers(0, timestamps, max(VIEW_SLOTS[method]) + 1)]
 
 
 def rgb_uint8(pixels: np.ndarray, bands: list[str]) -> np.ndarray:
@@ -58,8 +47,3 @@ def rgb_uint8(pixels: np.ndarray, bands: list[str]) -> np.ndarray:
     high = np.array([STRETCH[b][1] for b in RGB], dtype=np.float32)[None, :, None, None]
     scaled = (pixels[:, order].astype(np.float32) - low) / (high - low)
     return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
-
-
-def select_views(rgb: np.ndarray, plan: ViewPlan) -> np.ndarray:
-    """(T, 3, H, W) -> (views, 3, H, W)."""
-    return rgb[list(plan.timestamps)]

@@ -1,7 +1,9 @@
-"""A collected experiment made in the tests: seasonal uint16 cubes in the collect stage's shards."""
+"""A collected experiment made in the tests: seasonal uint16 cubes in the collect stage's shards,
+and where a test starts pretrain itself, the training shards derived from them by the real stage."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -10,7 +12,7 @@ from jobs.common.shards import Sample, write_shard
 from secoctl import plan, store
 from secoctl.render import spec_document
 from secoctl.specfile import load_documents
-from secoctl.tree import StageTree, spec_uri
+from secoctl.tree import StageTree, commit_stage, spec_uri
 
 
 def seasonal_cube(rng: np.random.Generator, timestamps: int, size: int) -> np.ndarray:
@@ -24,8 +26,22 @@ def seasonal_cube(rng: np.random.Generator, timestamps: int, size: int) -> np.nd
     return cube
 
 
+def derived_training_shards(experiment, root: str) -> None:
+    """Run the training-shards stage's one part in this process and commit it, as the executor would."""
+    from jobs.common.part import run
+    from jobs.shards.stage import work
+
+    previous = os.environ.get("SECOCTL_PARTS")
+    os.environ["SECOCTL_PARTS"] = "1"
+    try:
+        run("shards", work, ["--spec", spec_uri(root)])
+    finally:
+        os.environ.pop("SECOCTL_PARTS") if previous is None else os.environ.update(SECOCTL_PARTS=previous)
+    commit_stage(StageTree(root, "shards"), plan.stage(experiment, "shards", single_machine=True).fingerprint, 1)
+
+
 def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, per_shard: int = 6,
-                         size: int = 40):
+                         size: int = 40, training_shards: bool = False):
     experiment = load_documents(spec_text, "made.yaml")[0].with_storage(storage_uri)
     root = store.experiment_uri(storage_uri, experiment.name)
     store.write_text(spec_uri(root), spec_document(experiment))
@@ -39,4 +55,6 @@ def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, 
     store.write_json(tree.index, {"stage": "collect", "parts": [{"index": 0, "summary": {"shards": shards}}]})
     store.write_json(tree.success, {"fingerprint": plan.stage(experiment, "collect", single_machine=True).fingerprint,
                                     "completed_at": time.time(), "parts": 1})
+    if training_shards:
+        derived_training_shards(experiment, root)
     return experiment, root

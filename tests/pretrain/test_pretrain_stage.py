@@ -43,11 +43,12 @@ def _free_port() -> int:
 
 
 def test_two_torchrun_agents_meet_by_c10d_rendezvous_as_two_nodes(storage):
-    _, root = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "2"))
+    _, root = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "2"), training_shards=True)
     endpoint = f"127.0.0.1:{_free_port()}"
     agents = []
     for node in range(2):
-        env = dict(os.environ, JOB_COMPLETION_INDEX=str(node), PYTHONPATH=str(ROOT))
+        # gloo on the CPU wherever it runs: on a one-GPU machine two NCCL ranks would share a device.
+        env = dict(os.environ, JOB_COMPLETION_INDEX=str(node), PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
         agents.append(subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
              "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=tiny",
@@ -62,11 +63,12 @@ def test_two_torchrun_agents_meet_by_c10d_rendezvous_as_two_nodes(storage):
 
 
 def test_a_killed_worker_resumes_from_its_last_checkpoint_and_completes(storage):
-    experiment, root = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 30"))
+    experiment, root = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 30"),
+                                           training_shards=True)
     checkpoint_dir = StageTree(root, "pretrain").path("checkpoints")
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
             "-m", "jobs.pretrain", "--spec", spec_uri(root)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
     first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 240

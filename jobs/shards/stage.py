@@ -1,0 +1,41 @@
+"""The training-shards stage: each collected shard becomes one training shard, once.
+
+A stage of its own, not a step inside collect: collect keeps the record (every band, uint16) and
+can take hours of API calls, while what the model reads (which bands, which stretch) belongs to
+pre-training and may change (issue 30 adds input bands) without collecting again. CPU pods, one
+per collect worker; part i converts every parts-th collected shard. A training shard is written
+whole and committed by its name, so a re-run converts only what is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.common.part import Part
+from jobs.common.shards import Sample, read_shard, shard_entries
+from jobs.common.training_shards import Location, encode
+from jobs.pretrain.views import STRETCH, rgb_uint8
+from secoctl import store
+from secoctl.model_card import RGB_BANDS
+
+
+def training_location(sample: Sample) -> Location:
+    """The reference's stretch of the input bands to uint8; the record's metadata travels along."""
+    pixels = rgb_uint8(sample.pixels, sample.metadata["bands"])
+    metadata = {"bands": list(RGB_BANDS), "stretch": {band: list(STRETCH[band]) for band in RGB_BANDS},
+                "source": {key: sample.metadata[key] for key in ("dates", "scene_ids", "location")
+                           if key in sample.metadata}}
+    return Location(sample.key, pixels, metadata)
+
+
+def work(part: Part) -> dict[str, Any]:
+    collected = shard_entries(store.read_json(part.stage_tree("collect").index))
+    mine = collected[part.index::part.parts]
+    shards = []
+    for done, entry in enumerate(mine):
+        uri = part.tree.path("data", entry["uri"].rsplit("/", 1)[-1])
+        if not store.exists(uri):
+            store.write_bytes(uri, encode([training_location(sample) for sample in read_shard(entry["uri"])]))
+        shards.append({"uri": uri, "samples": entry["samples"], "keys": entry["keys"]})
+        part.progress(done + 1, len(mine), "shards", counts=("shards",), shards=done + 1)
+    return {"shards": shards}

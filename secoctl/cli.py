@@ -69,12 +69,19 @@ def _fail(lines: list[str], code: int = 2) -> None:
 
 
 def _load(files: list[Path]):
+    """The experiments of the files, each one's warnings on stderr (a valid spec that will cost more than
+    it needs to)."""
+    from secoctl.advice import warnings
     from secoctl.specfile import load_files
 
     try:
-        return load_files(files)
+        experiments = load_files(files)
     except SpecError as error:
         _fail([str(p) for p in error.problems])
+    for experiment in experiments:
+        for line in warnings(experiment):
+            typer.echo(f"{experiment.name}: warning: {line}", err=True)
+    return experiments
 
 
 @app.command()

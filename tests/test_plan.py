@@ -10,16 +10,19 @@ def experiment(**spec):
 
 FULL = {"evaluate": [{"task": "eurosat"}], "publish": {"name": "demo-weights"},
         "pretrain": {"nodes": 2, "gpusPerNode": 8}}
-# FULL's fingerprints since fields at their defaults were left out of them (2026-11-30)
-PINNED = {"collect": "f9d6d7632cb836f9", "pretrain": "01198e5eba465f9e", "evaluate": "e2b1f26cbef80e36",
-          "publish": "3286dd790be0da2d"}
+# FULL's fingerprints since fields at their defaults were left out of them (2026-11-30), and since the
+# training-shards stage came between collect and pretrain (2026-12-02, issue 26): collect's is unchanged,
+# every stage after it reads the training shards now, so theirs moved.
+PINNED = {"collect": "f9d6d7632cb836f9", "shards": "935565a429e02ea0", "pretrain": "1b491c05284b27d8",
+          "evaluate": "8d4e83c9f76c0ab6", "publish": "ab5b29d425f4d194"}
 
 
 def test_stages_run_in_the_papers_order_and_only_those_asked_for():
-    assert [s.name for s in plan.stages(experiment(**FULL))] == ["collect", "pretrain", "evaluate", "publish"]
-    assert [s.name for s in plan.stages(experiment())] == ["collect", "pretrain"]
+    assert [s.name for s in plan.stages(experiment(**FULL))] == ["collect", "shards", "pretrain", "evaluate", "publish"]
+    assert [s.name for s in plan.stages(experiment())] == ["collect", "shards", "pretrain"]
     stages = {s.name: s for s in plan.stages(experiment(**FULL))}
-    assert stages["evaluate"].reads == ("collect", "pretrain")
+    assert stages["evaluate"].reads == ("collect", "shards", "pretrain")
+    assert stages["shards"].parts == 32 and not stages["shards"].distributed  # one part per collect worker
     assert stages["pretrain"].parts == 2 and stages["pretrain"].distributed
     assert plan.stage(experiment(**FULL), "pretrain", single_machine=True).parts == 1
 
@@ -61,21 +64,21 @@ def _facts(exp, complete=(), **extra):
 def test_assess_skips_complete_stages_and_names_the_next_one():
     exp = experiment(**FULL)
     states = [s.state for s in plan.assess(exp, _facts(exp, complete=("collect",)))]
-    assert states == ["complete", "ready", "waiting", "waiting"]
+    assert states == ["complete", "ready", "waiting", "waiting", "waiting"]
 
 
 def test_assess_tells_running_from_interrupted_by_the_executors_pid():
     exp = experiment(**FULL)
-    facts = _facts(exp, complete=("collect",), pretrain=StageFacts(running={"pid": 4242}, parts_done={0}))
-    assert plan.assess(exp, facts, alive={4242})[1].state == "running"
-    interrupted = plan.assess(exp, facts, alive=set())[1]
+    facts = _facts(exp, complete=("collect", "shards"), pretrain=StageFacts(running={"pid": 4242}, parts_done={0}))
+    assert plan.assess(exp, facts, alive={4242})[2].state == "running"
+    interrupted = plan.assess(exp, facts, alive=set())[2]
     assert (interrupted.state, interrupted.parts_done) == ("interrupted", 1)
 
 
 def test_assess_reports_a_failure_and_a_stage_completed_under_another_spec():
     exp = experiment(**FULL)
-    facts = _facts(exp, complete=("collect",), pretrain=StageFacts(failed={"reason": "part 1 exited with code 3"}))
-    failed = plan.assess(exp, facts)[1]
+    facts = _facts(exp, complete=("collect", "shards"), pretrain=StageFacts(failed={"reason": "part 1 exited with code 3"}))
+    failed = plan.assess(exp, facts)[2]
     assert (failed.state, failed.detail) == ("failed", "part 1 exited with code 3")
     stale = _facts(exp, collect=StageFacts(success={"fingerprint": "from-another-spec"}))
-    assert [s.state for s in plan.assess(exp, stale)] == ["changed", "waiting", "waiting", "waiting"]
+    assert [s.state for s in plan.assess(exp, stale)] == ["changed", "waiting", "waiting", "waiting", "waiting"]

@@ -58,7 +58,12 @@ def test_every_object_is_labelled_and_every_pod_is_restricted(example):
 
 
 def test_pretrain_is_an_indexed_job_with_c10d_rendezvous_on_pod_zero():
-    experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
+    from secoctl.spec import parse_experiment
+
+    document = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml")).to_yaml_dict()
+    document["spec"]["pretrain"].update(nodes=4, gpusPerNode=8)
+    document["spec"]["pretrain"]["resources"]["memory"] = "400Gi"
+    experiment = parse_experiment(document)
     objects = {(o["kind"], o["metadata"]["name"]): o for o in render(experiment, "seco")}
     job = objects[("Job", "seco-rn50-1m-pretrain")]
     service = objects[("Service", "seco-rn50-1m-pretrain")]
@@ -78,6 +83,10 @@ def test_pretrain_is_an_indexed_job_with_c10d_rendezvous_on_pod_zero():
     assert command[-4:] == ["-m", "jobs.pretrain", "--spec", "/etc/secoctl/spec.yaml"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "400Gi"}} in pod["volumes"]
+    # The node's training-shard cache: on its /tmp volume, 80% of ephemeralStorage (300Gi).
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["SECOCTL_SHARD_CACHE"] == "/tmp/training-shards"
+    assert env["SECOCTL_SHARD_CACHE_BYTES"] == str(int(0.8 * 300 * 2**30))
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -166,7 +175,8 @@ def test_only_pretrain_pods_accept_connections_and_only_from_each_other():
 
 def test_every_pod_requests_local_disk_and_its_tmp_is_bounded_by_it():
     experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
-    expected = {"driver": "1Gi", "collect": "20Gi", "pretrain": "20Gi", "evaluate": "200Gi", "publish": "20Gi"}
+    expected = {"driver": "1Gi", "collect": "20Gi", "shards": "20Gi", "pretrain": "300Gi", "evaluate": "200Gi",
+                "publish": "20Gi"}
     for job in (o for o in render(experiment, "seco") if o["kind"] == "Job"):
         stage = job["metadata"]["labels"][LABEL_STAGE]
         pod = job["spec"]["template"]["spec"]
@@ -227,7 +237,7 @@ def test_the_specs_image_pull_policy_reaches_every_container_of_the_driver_and_e
     document = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml")).to_yaml_dict()
     document["spec"]["imagePullPolicy"] = policy
     jobs = [o for o in render(parse_experiment(document), "seco") if o["kind"] == "Job"]
-    assert {job["metadata"]["labels"][LABEL_STAGE] for job in jobs} == {"driver", "collect", "pretrain", "evaluate", "publish"}
+    assert {job["metadata"]["labels"][LABEL_STAGE] for job in jobs} == {"driver", "collect", "shards", "pretrain", "evaluate", "publish"}
     for job in jobs:
         for container in job["spec"]["template"]["spec"]["containers"]:
             assert container["imagePullPolicy"] == policy, job["metadata"]["name"]

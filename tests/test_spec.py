@@ -259,3 +259,18 @@ def test_a_specs_own_storage_wins_over_the_environment_and_a_different_storage_o
     with pytest.raises(typer.Exit):
         _on_storage(bare, None)
     assert capsys.readouterr().err.startswith("$SECOCTL_STORAGE: spec.storage: 'file://relative' is not an absolute")
+
+
+def test_a_pretrain_node_whose_disk_cannot_cache_an_epoch_is_warned_about_not_refused(tmp_path):
+    """The shard cache lives on the pod's /tmp (ephemeralStorage); too small, every epoch reads storage again."""
+    from tests.conftest import run_cli
+
+    spec = tmp_path / "small-disk.yaml"
+    spec.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: small-disk}\nspec:\n"
+                    "  collect: {locations: 100000}\n  pretrain: {resources: {ephemeralStorage: 50Gi}}\n")
+    result = run_cli("validate", str(spec))
+    assert result.returncode == 0 and result.stdout == "small-disk: valid\n"
+    assert result.stderr.count("\n") == 1 and "spec.pretrain.resources.ephemeralStorage: 50Gi leaves 40.0 GiB" in result.stderr
+    assert "a node reads 98.0 GiB an epoch" in result.stderr and "at least 123Gi" in result.stderr
+    spec.write_text(spec.read_text().replace("50Gi", "123Gi"))
+    assert run_cli("validate", str(spec)).stderr == ""

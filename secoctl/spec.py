@@ -231,7 +231,8 @@ class Pretrain(Model):
     checkpoint_every_steps: int = Field(1000, ge=1)
     nodes: int = Field(1, ge=1, le=1024)
     gpus_per_node: int = Field(8, ge=0, le=16)
-    resources: Resources = Field(default_factory=lambda: Resources(cpu="32", memory="200Gi"))
+    # The default run (200,000 locations) caches its epoch of training shards, 196 GiB, on the node's disk.
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="32", memory="200Gi", ephemeral_storage="300Gi"))
 
     @field_validator("resources")
     @classmethod

@@ -15,10 +15,9 @@ from secoctl.backends.kubernetes import Cluster, KubernetesExecutor
 from secoctl.backends.local import read_experiment_facts
 from secoctl.errors import UserError
 from secoctl.jobstate import INDEX_LABEL
+from secoctl.states import styled
 from secoctl.status import ClusterRow, cluster_rows
 
-STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "pending": "yellow",
-               "queued": "yellow", "waiting": "dim"}
 FINISHED = ("complete", "failed")
 
 
@@ -60,9 +59,8 @@ def _table(rows: list[ClusterRow], namespace: str) -> Table:
     table = Table("EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "METRIC", "REASON", box=None,
                   title=f"namespace {namespace}" if rows else f"no experiments in namespace {namespace}")
     for row in rows:
-        style = STATE_STYLE.get(row.state, "")
-        table.add_row(row.experiment, row.stage, f"[{style}]{row.state}[/{style}]" if style else row.state,
-                      row.pods, str(row.restarts), row.progress, row.metric, row.reason)
+        table.add_row(row.experiment, row.stage, styled(row.state), row.pods, str(row.restarts), row.progress,
+                      row.metric, row.reason)
     return table
 
 

@@ -13,15 +13,14 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from secoctl import stages as records
 from secoctl.spec import Experiment
+from secoctl.states import State
 from secoctl.tree import StageFacts
 
 RENDEZVOUS_PORT = 29400
-
-State = Literal["complete", "changed", "failed", "running", "interrupted", "ready", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def assess(
     blocked = False
     for item in stages(experiment, single_machine):
         fact = facts.get(item.name, StageFacts())
-        done = len({i for i in fact.parts_done if i < item.parts})
+        done = item.parts - len(fact.missing_parts(item.parts))
         if fact.success is not None:
             if fact.success.get("fingerprint") == item.fingerprint:
                 statuses.append(StageStatus(item, "complete", item.parts))

@@ -39,13 +39,13 @@ def names(experiment: Experiment) -> dict[str, str]:
     }
 
 
+def job_name(experiment: Experiment, stage: str) -> str:
+    return f"{experiment.name}-{stage}"
+
+
 def rendezvous_name(experiment: Experiment, stage: str) -> str:
     """A distributed stage's headless Service, named as its Job: part 0's DNS name is the rendezvous."""
     return job_name(experiment, stage)
-
-
-def job_name(experiment: Experiment, stage: str) -> str:
-    return f"{experiment.name}-{stage}"
 
 
 def stage_job_names(experiment: Experiment) -> list[str]:
@@ -270,10 +270,6 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
     return _job(experiment, namespace, stage, template, extra=per_part if record.retry_per_part else None)
 
 
-def _distributed(experiment: Experiment) -> list[str]:
-    return [stage.name for stage in plan.stages(experiment) if stage.distributed]
-
-
 def rendezvous_service(experiment: Experiment, stage: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Service",
@@ -288,7 +284,7 @@ def rendezvous_service(experiment: Experiment, stage: str, namespace: str) -> di
     }
 
 
-def network_policies(experiment: Experiment, namespace: str) -> list[dict[str, Any]]:
+def network_policies(experiment: Experiment, namespace: str, distributed: list[str]) -> list[dict[str, Any]]:
     """No pod of the experiment accepts a connection, except a distributed stage's pods from each other.
 
     torchrun's c10d rendezvous listens on RENDEZVOUS_PORT on pod 0, and NCCL and gloo connect
@@ -300,7 +296,7 @@ def network_policies(experiment: Experiment, namespace: str) -> list[dict[str, A
                 "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}},
                          "policyTypes": ["Ingress"]}}
     peers = []
-    for stage in _distributed(experiment):
+    for stage in distributed:
         ranks = {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: stage}
         peers.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                       "metadata": _metadata(experiment, rendezvous_name(experiment, stage), namespace, stage),
@@ -327,6 +323,8 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
         DRIVER_RESOURCES, image=experiment.spec.driver_image or experiment.spec.image,
         service_account=driver,
     )
+    planned = plan.stages(experiment)
+    distributed = [stage.name for stage in planned if stage.distributed]
     document = spec_document(experiment)  # emitted once: pure-Python YAML is most of render's time
     # A changed spec changes the driver's template, which a Job never lets change: apply then says so.
     driver_template["metadata"]["annotations"] = {ANNOTATION_SPEC: hashlib.sha256(document.encode()).hexdigest()}
@@ -346,9 +344,9 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": driver},
             "subjects": [{"kind": "ServiceAccount", "name": driver, "namespace": namespace}],
         },
-        *(rendezvous_service(experiment, stage, namespace) for stage in _distributed(experiment)),
-        *network_policies(experiment, namespace),
-        *(stage_job(experiment, item, namespace) for item in plan.stages(experiment)),
+        *(rendezvous_service(experiment, stage, namespace) for stage in distributed),
+        *network_policies(experiment, namespace, distributed),
+        *(stage_job(experiment, item, namespace) for item in planned),
         {
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": _metadata(experiment, driver, namespace, stages.DRIVER),

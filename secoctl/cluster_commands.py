@@ -10,15 +10,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from secoctl import partlog, plan, store
+from secoctl import partlog, plan, stages, store
 from secoctl.backends.kubernetes import Cluster, KubernetesExecutor
 from secoctl.backends.local import read_experiment_facts
 from secoctl.errors import UserError
 from secoctl.jobstate import INDEX_LABEL
+from secoctl.states import styled
 from secoctl.status import ClusterRow, cluster_rows
 
-STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "pending": "yellow",
-               "queued": "yellow", "waiting": "dim"}
 FINISHED = ("complete", "failed")
 
 
@@ -60,9 +59,8 @@ def _table(rows: list[ClusterRow], namespace: str) -> Table:
     table = Table("EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "METRIC", "REASON", box=None,
                   title=f"namespace {namespace}" if rows else f"no experiments in namespace {namespace}")
     for row in rows:
-        style = STATE_STYLE.get(row.state, "")
-        table.add_row(row.experiment, row.stage, f"[{style}]{row.state}[/{style}]" if style else row.state,
-                      row.pods, str(row.restarts), row.progress, row.metric, row.reason)
+        table.add_row(row.experiment, row.stage, styled(row.state), row.pods, str(row.restarts), row.progress,
+                      row.metric, row.reason)
     return table
 
 
@@ -76,7 +74,7 @@ def status(name: str | None, context: str | None, namespace: str | None, watch: 
         Console(width=200).print(_table(rows, target.cluster.namespace))
         return
     with Live(_table(rows, target.cluster.namespace), refresh_per_second=1) as live:
-        while not all(r.state in FINISHED for r in rows if r.stage == "driver"):
+        while not all(r.state in FINISHED for r in rows if r.stage == stages.DRIVER):
             time.sleep(2)
             rows = _rows(target, name)
             live.update(_table(rows, target.cluster.namespace))
@@ -88,7 +86,7 @@ def _stage_uri(experiment, stage: str) -> str:
 
 def _storage_parts(experiment, stage: str, index: int | None) -> list[int]:
     """The parts of a stage whose log is in storage; none when this machine cannot read the storage."""
-    if stage == "driver":
+    if stage == stages.DRIVER:
         return []
     try:
         return [i for i in partlog.indexes(_stage_uri(experiment, stage)) if index is None or i == index]
@@ -113,11 +111,11 @@ def logs(name: str, stage: str | None, index: int | None, follow: bool, context:
     experiment = next((e for e in target.experiments() if e.name == name), None)
     if experiment is None:
         raise UserError(f"no experiment {name!r} in namespace {target.cluster.namespace}")
-    names = ["driver", *(s.name for s in plan.stages(experiment))]
+    names = [stages.DRIVER, *(s.name for s in plan.stages(experiment))]
     if stage is not None and stage not in names:
         raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(names)}")
     chosen = stage or next((s for s in reversed(names) if target.stage_pods(experiment, s, None)
-                            or _storage_parts(experiment, s, None)), "driver")
+                            or _storage_parts(experiment, s, None)), stages.DRIVER)
     pods = target.stage_pods(experiment, chosen, index)
     if not pods:
         stored = _storage_parts(experiment, chosen, index)

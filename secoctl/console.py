@@ -10,11 +10,9 @@ from rich.table import Table
 
 from secoctl import plan
 from secoctl.backends.local import Observer
-from secoctl.status import StageRow, metric_text
+from secoctl.states import styled
+from secoctl.status import StageRow, metric_text, stage_progress
 from secoctl.tree import StageFacts
-
-STATE_STYLE = {"complete": "green", "running": "cyan", "failed": "red", "changed": "yellow",
-               "interrupted": "yellow", "ready": "white", "waiting": "dim"}
 
 
 class RichObserver(Observer):
@@ -50,14 +48,13 @@ class RichObserver(Observer):
         self.tasks[stage.name] = self.progress.add_task(stage.name, total=None, detail="starting")
 
     def stage_progress(self, stage: plan.Stage, facts: StageFacts) -> None:
-        records = list(facts.progress.values())
-        if not records:
+        progress = stage_progress(stage, facts)
+        if progress is None:
             return
-        done = sum(r.get("done", 0) for r in records)
-        total = sum(r.get("total", 0) for r in records) or None
         metrics = metric_text(facts, stage.parts, running=True)
-        detail = f"{done:g}/{total or 0:g} {records[0].get('unit', '')} {metrics}"
-        self.progress.update(self.tasks[stage.name], completed=done, total=total, detail=detail)
+        detail = f"{progress.done:g}/{progress.total:g} {progress.unit} {metrics}"
+        self.progress.update(self.tasks[stage.name], completed=progress.done, total=progress.total or None,
+                             detail=detail)
         if self.progress.disable and self.printed.get(stage.name) != detail:
             self.printed[stage.name] = detail
             self.console.print(f"  {stage.name}: {detail}", highlight=False)
@@ -73,7 +70,6 @@ class RichObserver(Observer):
 def status_table(rows: list[StageRow]) -> None:
     table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "METRIC", "AGE", "DETAIL", box=None)
     for row in rows:
-        style = STATE_STYLE.get(row.state, "")
-        table.add_row(row.experiment, row.stage, f"[{style}]{row.state}[/{style}]", row.progress,
+        table.add_row(row.experiment, row.stage, styled(row.state), row.progress,
                       row.metric, row.age, row.detail)
     Console().print(table)

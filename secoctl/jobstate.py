@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from secoctl.states import State
+
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WAITING_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
@@ -25,7 +27,7 @@ WORKLOAD_OWNER_KIND = "Job"
 
 @dataclass(frozen=True)
 class JobFacts:
-    state: str  # waiting (no Job, or not started yet) | queued (in Kueue) | pending | running | complete | failed
+    state: State  # waiting (no Job, or not started yet) | queued (in Kueue) | pending | running | complete | failed
     active: int = 0
     ready: int = 0
     succeeded: int = 0
@@ -176,6 +178,7 @@ def job_facts(job: dict[str, Any] | None, pods: list[dict[str, Any]], workload: 
                 reasons.append(reason)
     restarts = sum(c.get("restartCount", 0) for p in pods for c in (p.get("status") or {}).get("containerStatuses") or [])
     pending = any((p.get("status") or {}).get("phase") == "Pending" for p in pods)
+    state: State
     if condition(job, "Complete"):
         state = "complete"
     elif failed_condition:

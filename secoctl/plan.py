@@ -1,8 +1,10 @@
 """The stage graph of an experiment and where each stage stands. Pure: facts in, decisions out.
 
-Both executors use this: the local one to run stages as processes, the in-cluster driver to
-create the next Job. A stage is complete when its `_SUCCESS` marker carries the fingerprint of
-the spec that produced it; a completed stage is never run again.
+Both executors use this: the local one to run stages as processes, the in-cluster driver to start
+each stage's Job (which `apply` made suspended; the driver creates none) in its turn. The stages
+there can be, in order, are the records of `secoctl.stages`; this says which of them a spec asks
+for, with how many parts and what fingerprint. A stage is complete when its `_SUCCESS` marker
+carries the fingerprint of the spec that produced it; a completed stage is never run again.
 """
 
 from __future__ import annotations
@@ -11,16 +13,14 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from secoctl.model_card import RGB_BANDS
+from secoctl import stages as records
 from secoctl.spec import Experiment
+from secoctl.states import State
 from secoctl.tree import StageFacts
 
-STAGE_ORDER = ("collect", "shards", "pretrain", "evaluate", "publish")
 RENDEZVOUS_PORT = 29400
-
-State = Literal["complete", "changed", "failed", "running", "interrupted", "ready", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,6 @@ class Stage:
     fingerprint: str
     distributed: bool = False
 
-    def module(self) -> str:
-        return f"jobs.{self.name}"
-
 
 def _stage_config(experiment: Experiment, name: str) -> Any:
     """What a stage computes from: the fields the spec sets away from their defaults.
@@ -42,20 +39,15 @@ def _stage_config(experiment: Experiment, name: str) -> Any:
     behaviour) leaves every finished stage finished instead of refusing it as changed. What a pod
     asks the scheduler for, and the credentials it signs with, never change a stage's result.
     """
-    if name == "shards":
-        return training_input(experiment)
-    section = getattr(experiment.spec, name)
+    section = records.named(name).section(experiment.spec)
+    if isinstance(section, dict):  # a stage's own derived settings, already plain
+        return section
     if isinstance(section, list):
         return [item.model_dump(mode="json", by_alias=True, exclude_defaults=True) for item in section]
     if section is None:
         return None
     return section.model_dump(mode="json", by_alias=True, exclude_defaults=True,
                               exclude={"resources", "subscription_key_secret"})
-
-
-def training_input(experiment: Experiment) -> dict[str, Any]:
-    """What the training-shards stage derives from the record: the model's bands, stretched to uint8."""
-    return {"bands": list(RGB_BANDS), "encoding": "uint8"}
 
 
 def _digest(value: Any) -> str:
@@ -67,27 +59,20 @@ def stages(experiment: Experiment, single_machine: bool = False) -> list[Stage]:
 
     On a single machine a distributed stage is one part (one torchrun agent), whatever `nodes` says.
     """
-    spec = experiment.spec
-    present = {
-        "collect": spec.collect.workers,
-        "shards": spec.collect.workers,
-        "pretrain": 1 if single_machine else spec.pretrain.nodes,
-        "evaluate": len(spec.evaluate),
-        "publish": 1 if spec.publish else 0,
-    }
     result: list[Stage] = []
     upstream = ""
-    for name in STAGE_ORDER:
-        if not present[name]:
+    for record in records.STAGES:
+        parts = record.parts(experiment.spec)
+        if not parts:
             continue
-        fingerprint = _digest([upstream, name, _stage_config(experiment, name)])
+        fingerprint = _digest([upstream, record.name, _stage_config(experiment, record.name)])
         result.append(
             Stage(
-                name=name,
-                parts=present[name],
+                name=record.name,
+                parts=1 if single_machine and record.distributed else parts,
                 reads=tuple(s.name for s in result),
                 fingerprint=fingerprint,
-                distributed=name == "pretrain",
+                distributed=record.distributed,
             )
         )
         upstream = fingerprint
@@ -120,7 +105,7 @@ def assess(
     blocked = False
     for item in stages(experiment, single_machine):
         fact = facts.get(item.name, StageFacts())
-        done = len({i for i in fact.parts_done if i < item.parts})
+        done = item.parts - len(fact.missing_parts(item.parts))
         if fact.success is not None:
             if fact.success.get("fingerprint") == item.fingerprint:
                 statuses.append(StageStatus(item, "complete", item.parts))
@@ -154,13 +139,14 @@ def changed_stages(previous: Experiment, current: Experiment) -> list[str]:
 def stage_argv(item: Stage, spec_location: str, *, nproc_per_node: int = 1, rendezvous: str | None = None,
                nodes: int = 1, run_id: str = "") -> list[str]:
     """The command a pod or a local process runs for a stage: the same entry point in both."""
+    module = records.named(item.name).module
     if not item.distributed:
-        return ["python", "-m", item.module(), "--spec", spec_location]
+        return ["python", "-m", module, "--spec", spec_location]
     if rendezvous is None:
         launch = ["--standalone", f"--nnodes={nodes}"]
     else:
         launch = [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous}", f"--rdzv-id={run_id}"]
-    return ["torchrun", *launch, f"--nproc-per-node={nproc_per_node}", "-m", item.module(), "--spec", spec_location]
+    return ["torchrun", *launch, f"--nproc-per-node={nproc_per_node}", "-m", module, "--spec", spec_location]
 
 
 def local_argv(item: Stage, spec_location: str, nproc_per_node: int) -> list[str]:

@@ -12,8 +12,7 @@ from typing import Any
 
 import yaml
 
-from secoctl import plan
-from secoctl.quantity import cache_budget
+from secoctl import plan, stages
 from secoctl.spec import Experiment, Resources
 
 LABEL_EXPERIMENT = "seco.dev/experiment"
@@ -29,9 +28,6 @@ STORAGE_MOUNT_NAME = "storage"
 RUN_AS_USER = 65532  # "nonroot" in distroless and our images
 GPU_RESOURCE = "nvidia.com/gpu"
 DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi", ephemeral_storage="1Gi")
-PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
-SHARD_CACHE = "/tmp/training-shards"  # on the pod's /tmp emptyDir: its local disk
-SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
 
 
 def names(experiment: Experiment) -> dict[str, str]:
@@ -39,13 +35,17 @@ def names(experiment: Experiment) -> dict[str, str]:
     return {
         "spec": f"{base}-spec",
         "driver": f"{base}-driver",
-        "rendezvous": f"{base}-pretrain",
         "isolated": f"{base}-isolated",
     }
 
 
 def job_name(experiment: Experiment, stage: str) -> str:
     return f"{experiment.name}-{stage}"
+
+
+def rendezvous_name(experiment: Experiment, stage: str) -> str:
+    """A distributed stage's headless Service, named as its Job: part 0's DNS name is the rendezvous."""
+    return job_name(experiment, stage)
 
 
 def stage_job_names(experiment: Experiment) -> list[str]:
@@ -126,19 +126,6 @@ def _storage_env(experiment: Experiment) -> list[dict[str, Any]]:
     return [{"secretRef": {"name": secret.secret_name}}] if secret else []
 
 
-def _subscription_key_env(experiment: Experiment) -> list[dict[str, Any]]:
-    """That one key, not the whole Secret, and for the collect pods only: the rest never sign a URL."""
-    secret = experiment.spec.collect.subscription_key_secret
-    return [{"name": SUBSCRIPTION_KEY, "valueFrom": {"secretKeyRef": {"name": secret.secret_name,
-                                                                     "key": SUBSCRIPTION_KEY}}}] if secret else []
-
-
-def _shard_cache_env(resources: Resources) -> list[dict[str, Any]]:
-    """The node's training-shard cache lives on the pod's /tmp volume, sized by ephemeralStorage."""
-    return [{"name": "SECOCTL_SHARD_CACHE", "value": SHARD_CACHE},
-            {"name": "SECOCTL_SHARD_CACHE_BYTES", "value": str(cache_budget(resources.ephemeral_storage))}]
-
-
 def _storage_volume(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A file:// storage tree is shared through a PersistentVolumeClaim mounted at the same path."""
     claim = experiment.spec.storage_claim
@@ -162,7 +149,8 @@ def _pod_template(
     image: str,
     shared_memory: bool = False,
     service_account: str | None = None,
-    extra_env: list[dict[str, Any]] | None = None,
+    extra_env: tuple[dict[str, Any], ...] = (),
+    extra_volumes: tuple[stages.Volume, ...] = (),
     subdomain: str | None = None,
 ) -> dict[str, Any]:
     storage_volumes, storage_mounts = _storage_volume(experiment)
@@ -180,6 +168,9 @@ def _pod_template(
         # DataLoader workers pass batches through /dev/shm; the container default is 64 MiB.
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": resources.memory}})
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    for volume in extra_volumes:
+        volumes.append({"name": volume.name, **volume.source})
+        mounts.append({"name": volume.name, "mountPath": volume.mount_path})
     container: dict[str, Any] = {
         "name": stage,
         "image": image,
@@ -191,7 +182,7 @@ def _pod_template(
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
-            *(extra_env or []),
+            *extra_env,
         ],
         "resources": _resources(resources, gpus),
         "securityContext": _container_security(),
@@ -258,65 +249,60 @@ def logged(stage: str, argv: list[str]) -> list[str]:
 
 
 def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict[str, Any]:
+    """A stage's Job, from its record: every stage is an Indexed Job of its parts."""
     spec = experiment.spec
-    if stage.name == "collect":
-        template = _pod_template(
-            experiment, "collect", plan.stage_argv(stage, SPEC_PATH), spec.collect.resources,
-            image=spec.driver_image or spec.image, extra_env=_subscription_key_env(experiment),
-        )
-        # One failing shard retries on its own instead of failing its siblings.
-        return _job(experiment, namespace, stage, template,
-                    extra={"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0})
-    if stage.name == "shards":
-        template = _pod_template(
-            experiment, "shards", plan.stage_argv(stage, SPEC_PATH), spec.collect.resources,
-            image=spec.driver_image or spec.image,
-        )
-        return _job(experiment, namespace, stage, template,
-                    extra={"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0})
-    if stage.name == "pretrain":
-        rendezvous = f"{job_name(experiment, 'pretrain')}-0.{names(experiment)['rendezvous']}:{plan.RENDEZVOUS_PORT}"
-        argv = plan.stage_argv(
-            stage, SPEC_PATH, nproc_per_node=max(spec.pretrain.gpus_per_node, 1), rendezvous=rendezvous,
-            nodes=spec.pretrain.nodes, run_id=experiment.name,
-        )
-        template = _pod_template(
-            experiment, "pretrain", argv, spec.pretrain.resources, gpus=spec.pretrain.gpus_per_node,
-            image=spec.image, shared_memory=True, subdomain=names(experiment)["rendezvous"],
-            extra_env=_shard_cache_env(spec.pretrain.resources),
-        )
-        return _job(experiment, namespace, stage, template)
-    if stage.name == "evaluate":
-        template = _pod_template(
-            experiment, "evaluate", plan.stage_argv(stage, SPEC_PATH), spec.evaluate_resources,
-            gpus=spec.evaluate_resources.gpus, image=spec.image, shared_memory=True,
-        )
-        return _job(experiment, namespace, stage, template)
+    record = stages.named(stage.name)
+    gpus = record.gpus(spec)
+    subdomain = None
+    if record.distributed:
+        subdomain = rendezvous_name(experiment, stage.name)
+        rendezvous = f"{job_name(experiment, stage.name)}-0.{subdomain}:{plan.RENDEZVOUS_PORT}"
+        argv = plan.stage_argv(stage, SPEC_PATH, nproc_per_node=max(gpus, 1), rendezvous=rendezvous,
+                               nodes=stage.parts, run_id=experiment.name)
+    else:
+        argv = plan.stage_argv(stage, SPEC_PATH)
     template = _pod_template(
-        experiment, "publish", plan.stage_argv(stage, SPEC_PATH), PUBLISH_RESOURCES,
-        image=spec.driver_image or spec.image,
+        experiment, stage.name, argv, record.resources(spec), gpus=gpus, image=record.image(spec),
+        shared_memory=record.shared_memory, extra_env=record.env(spec), extra_volumes=record.volumes(spec),
+        subdomain=subdomain,
     )
-    return _job(experiment, namespace, stage, template)
+    per_part = {"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0}
+    return _job(experiment, namespace, stage, template, extra=per_part if record.retry_per_part else None)
 
 
-def network_policies(experiment: Experiment, namespace: str) -> list[dict[str, Any]]:
-    """No pod of the experiment accepts a connection, except pretrain pods from each other.
+def rendezvous_service(experiment: Experiment, stage: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(experiment, rendezvous_name(experiment, stage), namespace, stage),
+        "spec": {
+            "clusterIP": "None",
+            # torchrun agents must find pod 0 before any pod is Ready.
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: stage},
+            "ports": [{"name": "rendezvous", "port": plan.RENDEZVOUS_PORT, "targetPort": plan.RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def network_policies(experiment: Experiment, namespace: str, distributed: list[str]) -> list[dict[str, Any]]:
+    """No pod of the experiment accepts a connection, except a distributed stage's pods from each other.
 
     torchrun's c10d rendezvous listens on RENDEZVOUS_PORT on pod 0, and NCCL and gloo connect
-    between ranks on ephemeral ports, so pretrain peers get every port; ranks exchange pickled
-    objects, so nothing else may reach them. Egress stays open: storage, STAC and the apiserver.
+    between ranks on ephemeral ports, so peers get every port; ranks exchange pickled objects, so
+    nothing else may reach them. Egress stays open: storage, STAC and the apiserver.
     """
-    object_names = names(experiment)
-    pretrain = {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: "pretrain"}
-    return [
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": _metadata(experiment, object_names["isolated"], namespace),
-         "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}}, "policyTypes": ["Ingress"]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": _metadata(experiment, object_names["rendezvous"], namespace, "pretrain"),
-         "spec": {"podSelector": {"matchLabels": pretrain}, "policyTypes": ["Ingress"],
-                  "ingress": [{"from": [{"podSelector": {"matchLabels": pretrain}}]}]}},
-    ]
+    isolated = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": _metadata(experiment, names(experiment)["isolated"], namespace),
+                "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}},
+                         "policyTypes": ["Ingress"]}}
+    peers = []
+    for stage in distributed:
+        ranks = {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: stage}
+        peers.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                      "metadata": _metadata(experiment, rendezvous_name(experiment, stage), namespace, stage),
+                      "spec": {"podSelector": {"matchLabels": ranks}, "policyTypes": ["Ingress"],
+                               "ingress": [{"from": [{"podSelector": {"matchLabels": ranks}}]}]}})
+    return [isolated, *peers]
 
 
 def _without_none(value: Any) -> Any:
@@ -332,11 +318,13 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
     object_names = names(experiment)
     driver = object_names["driver"]
     driver_template = _pod_template(
-        experiment, "driver",
+        experiment, stages.DRIVER,
         ["python", "-m", "secoctl.driver", "--spec", SPEC_PATH, "--namespace", namespace],
         DRIVER_RESOURCES, image=experiment.spec.driver_image or experiment.spec.image,
         service_account=driver,
     )
+    planned = plan.stages(experiment)
+    distributed = [stage.name for stage in planned if stage.distributed]
     document = spec_document(experiment)  # emitted once: pure-Python YAML is most of render's time
     # A changed spec changes the driver's template, which a Job never lets change: apply then says so.
     driver_template["metadata"]["annotations"] = {ANNOTATION_SPEC: hashlib.sha256(document.encode()).hexdigest()}
@@ -356,22 +344,12 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": driver},
             "subjects": [{"kind": "ServiceAccount", "name": driver, "namespace": namespace}],
         },
-        {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": _metadata(experiment, object_names["rendezvous"], namespace, "pretrain"),
-            "spec": {
-                "clusterIP": "None",
-                # torchrun agents must find pod 0 before any pod is Ready.
-                "publishNotReadyAddresses": True,
-                "selector": {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: "pretrain"},
-                "ports": [{"name": "rendezvous", "port": plan.RENDEZVOUS_PORT, "targetPort": plan.RENDEZVOUS_PORT}],
-            },
-        },
-        *network_policies(experiment, namespace),
-        *(stage_job(experiment, item, namespace) for item in plan.stages(experiment)),
+        *(rendezvous_service(experiment, stage, namespace) for stage in distributed),
+        *network_policies(experiment, namespace, distributed),
+        *(stage_job(experiment, item, namespace) for item in planned),
         {
             "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": _metadata(experiment, driver, namespace, "driver"),
+            "metadata": _metadata(experiment, driver, namespace, stages.DRIVER),
             "spec": {"backoffLimit": 6, "template": driver_template},
         },
     ]

@@ -48,9 +48,10 @@ RESERVED_LABEL_PREFIX = "seco.dev/"
 RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# An experiment's objects are named NAME-SUFFIX (render.names and render.job_name); none may be one
-# an admin installs from manifests/, which apply would take over and delete would remove.
-DERIVED_NAME_SUFFIXES = ("-spec", "-driver", "-isolated", "-pretrain", "-collect", "-shards", "-evaluate", "-publish")
+# An experiment's objects are named NAME-SUFFIX: its control objects (render.names) and each stage's
+# Job (render.job_name; a distributed stage's Service shares it); none may be one an admin installs
+# from manifests/, which apply would take over and delete would remove.
+CONTROL_NAME_SUFFIXES = ("-spec", "-driver", "-isolated")
 ADMIN_OBJECT_NAMES = ("seco", "seco-batch", "secoctl-user", "gpu-queue", "gpu-cluster-queue", "default-flavor")
 
 # Where a pod keeps its spec mount, scratch, shared memory (render's volumes), software and system: a
@@ -414,11 +415,17 @@ class Metadata(Model):
     @field_validator("name")
     @classmethod
     def _not_an_admin_object(cls, name: str) -> str:
-        for suffix in DERIVED_NAME_SUFFIXES:
+        for suffix in derived_name_suffixes():
             if f"{name}{suffix}" in ADMIN_OBJECT_NAMES:
                 raise ValueError(f"{name!r} would name its objects {name}{suffix}, the name of objects an admin "
                                  "installs from manifests/; choose another name")
         return name
+
+
+def derived_name_suffixes() -> tuple[str, ...]:
+    from secoctl import stages  # the stage records are made of this module's models, so they load after it
+
+    return (*CONTROL_NAME_SUFFIXES, *(f"-{record.name}" for record in stages.STAGES))
 
 
 class Experiment(Model):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secoctl import plan
+from secoctl.states import State
 from secoctl.tree import StageFacts
 
 
@@ -14,7 +15,7 @@ from secoctl.tree import StageFacts
 class StageRow:
     experiment: str
     stage: str
-    state: str
+    state: State
     progress: str
     metric: str
     age: str
@@ -29,18 +30,36 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def progress_text(status: plan.StageStatus, facts: StageFacts) -> str:
+@dataclass(frozen=True)
+class StageProgress:
+    done: float
+    total: float
+    unit: str
+
+
+def stage_progress(stage: plan.Stage, facts: StageFacts) -> StageProgress | None:
+    """How far a stage's parts have come together, from their progress records; None before any reports.
+
+    The parts of a stage split its work, so their counts add up; the nodes of a distributed stage
+    share it, each reporting the same global steps, so the slowest one speaks for all.
+    """
     records = list(facts.progress.values())
-    parts = f"{status.parts_done}/{status.stage.parts} parts"
-    if status.state == "complete" or not records:
-        return parts
-    if status.stage.distributed:  # every node reports the same global steps: the slowest one speaks for all
+    if not records:
+        return None
+    if stage.distributed:
         done, total = min(r.get("done", 0) for r in records), max(r.get("total", 0) for r in records)
     else:
         done, total = sum(r.get("done", 0) for r in records), sum(r.get("total", 0) for r in records)
-    unit = records[0].get("unit", "")
-    percent = f" ({100 * done / total:.0f}%)" if total else ""
-    return f"{done:g}/{total:g} {unit}{percent}, {parts}"
+    return StageProgress(done, total, records[0].get("unit", ""))
+
+
+def progress_text(status: plan.StageStatus, facts: StageFacts) -> str:
+    parts = f"{status.parts_done}/{status.stage.parts} parts"
+    progress = stage_progress(status.stage, facts)
+    if status.state == "complete" or progress is None:
+        return parts
+    percent = f" ({100 * progress.done / progress.total:.0f}%)" if progress.total else ""
+    return f"{progress.done:g}/{progress.total:g} {progress.unit}{percent}, {parts}"
 
 
 def stage_metrics(facts: StageFacts, running: bool) -> dict[str, Any]:
@@ -102,7 +121,7 @@ def rows(name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFact
 class ClusterRow:
     experiment: str
     stage: str
-    state: str
+    state: State
     pods: str
     restarts: int
     progress: str

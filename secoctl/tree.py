@@ -1,4 +1,4 @@
-"""Where each stage keeps its markers, parts, progress and logs in the storage tree.
+"""Where each stage keeps its markers, parts and progress in the storage tree (its logs: `partlog`).
 
 Both planes use these names: a job writes them, the executors and `status` read them.
 One progress file per part, not one per stage, because object stores have no safe
@@ -54,9 +54,6 @@ class StageTree:
     def progress(self, index: int) -> str:
         return self.path("progress", f"{index:05d}.json")
 
-    def log(self, index: int) -> str:
-        return self.path("logs", f"{index:05d}.log")
-
 
 @dataclass
 class StageFacts:
@@ -67,6 +64,10 @@ class StageFacts:
     running: dict[str, Any] | None = None
     parts_done: set[int] = field(default_factory=set)
     progress: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def missing_parts(self, parts: int) -> list[int]:
+        """The parts of a stage of `parts` that have not committed."""
+        return sorted(set(range(parts)) - self.parts_done)
 
 
 def spec_uri(experiment_uri: str) -> str:
@@ -99,9 +100,8 @@ def commit_stage(tree: StageTree, fingerprint: str, parts: int) -> list[int]:
     The local executor refuses to commit with parts missing; the cluster driver commits when the Job
     completed (the Job is the authority there) and records which parts left no summary.
     """
-    done = read_facts(tree).parts_done
-    missing = sorted(set(range(parts)) - done)
-    summaries = [store.read_json(tree.part_done(i)) for i in range(parts) if i in done]
+    missing = read_facts(tree).missing_parts(parts)
+    summaries = [store.read_json(tree.part_done(i)) for i in range(parts) if i not in missing]
     store.write_json(tree.index, {"stage": tree.stage, "parts": summaries, "missing_parts": missing})
     store.write_json(tree.success, {"fingerprint": fingerprint, "completed_at": time.time(), "parts": parts})
     return missing

@@ -189,7 +189,7 @@ def test_no_label_render_sets_can_be_given_and_no_experiment_is_named_like_an_ad
 
     from secoctl.errors import SpecError
     from secoctl.jobstate import KUEUE_QUEUE_LABEL
-    from secoctl.spec import ADMIN_OBJECT_NAMES, DERIVED_NAME_SUFFIXES, parse_experiment
+    from secoctl.spec import ADMIN_OBJECT_NAMES, derived_name_suffixes, parse_experiment
     from tests.conftest import ROOT
 
     def experiment(name: str, labels: dict[str, str]):
@@ -206,7 +206,7 @@ def test_no_label_render_sets_can_be_given_and_no_experiment_is_named_like_an_ad
             experiment("x", {key: "v"})
     full = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml"))
     suffixes = {o["metadata"]["name"].removeprefix(full.name) for o in render(full)}
-    assert suffixes == set(DERIVED_NAME_SUFFIXES)
+    assert suffixes == set(derived_name_suffixes())
     admin_names = {o["metadata"]["name"] for p in sorted((ROOT / "manifests").rglob("*.yaml"))
                    if p.name != "kustomization.yaml" for o in yaml.safe_load_all(p.read_text())}
     assert admin_names == set(ADMIN_OBJECT_NAMES)

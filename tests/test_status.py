@@ -69,6 +69,35 @@ def test_a_distributed_stages_steps_are_its_nodes_shared_steps_not_their_sum():
     assert rows("demo", [status], {"collect": collect}, now=1000.0)[0].progress == "170/400 locations (42%), 0/2 parts"
 
 
+def test_the_progress_bar_of_apply_counts_a_distributed_stage_as_status_does():
+    from secoctl.console import RichObserver
+
+    facts = StageFacts(running={"pid": 1},
+                       progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)})
+    stage = Stage("pretrain", 2, (), "fingerprint", distributed=True)
+    observer = RichObserver()
+    observer.stage_started(stage, 0)
+    observer.stage_progress(stage, facts)
+    task = observer.progress.tasks[0]
+    assert (task.completed, task.total) == (10, 100)
+    assert task.fields["detail"].startswith("10/100 steps")
+
+
+def test_both_executors_speak_one_state_vocabulary_and_every_state_has_a_colour():
+    from typing import get_args
+
+    from secoctl.jobstate import job_facts
+    from secoctl.plan import assess
+    from secoctl.states import STYLE, State
+
+    assert set(STYLE) == set(get_args(State))
+    job = {"metadata": {"uid": "u", "labels": {}}, "spec": {"suspend": True}, "status": {}}
+    experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
+                                "demo.yaml")[0]
+    seen = {job_facts(None, []).state, job_facts(job, []).state, *(s.state for s in assess(experiment, {}))}
+    assert seen <= set(STYLE)
+
+
 def test_records_written_before_parts_declared_sums_show_the_latest_part():
     old = [{key: value for key, value in collect_record(accepted, 10.0, at).items() if key != "summed"}
            for accepted, at in ((110, 100.0), (90, 101.0))]

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from secoctl import plan, render
+from secoctl import plan, render, stages
 from secoctl.errors import UserError, shown
 from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
 from secoctl.spec import Experiment
@@ -219,7 +219,7 @@ class KubernetesExecutor:
         workloads = self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads") \
             if experiment.spec.queue_name else None
         facts = {}
-        for stage in ["driver", *(s.name for s in plan.stages(experiment))]:
+        for stage in [stages.DRIVER, *(s.name for s in plan.stages(experiment))]:
             job = jobs.get(stage)
             of_stage = [p for p in pods if (p["metadata"].get("labels") or {}).get(render.LABEL_STAGE) == stage]
             workload = workload_of(job, workloads) if workloads is not None else False

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from secoctl import plan, store
+from secoctl import partlog, plan, store
 from secoctl.errors import UserError
 from secoctl.process import die_with_parent, terminate_as_interrupt
 from secoctl.spec import Experiment
@@ -177,9 +177,9 @@ class LocalExecutor:
         store.write_json(tree.running, running_record(os.getpid()))
         started = time.monotonic()
         try:
-            done = read_facts(tree).parts_done
-            self.observer.stage_started(stage, len(done))
-            self._run_parts(experiment, stage, tree, [i for i in range(stage.parts) if i not in done])
+            missing = read_facts(tree).missing_parts(stage.parts)
+            self.observer.stage_started(stage, stage.parts - len(missing))
+            self._run_parts(experiment, stage, tree, missing)
             self._commit(stage, tree)
         except StageFailed as failure:
             store.write_json(tree.failed, {
@@ -193,15 +193,15 @@ class LocalExecutor:
         self.observer.stage_finished(stage, time.monotonic() - started)
 
     def _commit(self, stage: plan.Stage, tree: StageTree) -> None:
-        missing = sorted(set(range(stage.parts)) - read_facts(tree).parts_done)
+        missing = read_facts(tree).missing_parts(stage.parts)
         if missing:
             raise StageFailed(stage.name, missing[0], 0, "the process exited 0 without committing its part",
-                              tree.log(missing[0]))
+                              partlog.live_uri(tree.uri, missing[0]))
         commit_stage(tree, stage.fingerprint, stage.parts)
 
     def _start_part(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, index: int,
                     log_dir: Path) -> RunningPart:
-        log_uri = tree.log(index)
+        log_uri = partlog.live_uri(tree.uri, index)
         local_log = _local_path(log_uri) or log_dir / f"{index:05d}.log"
         local_log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SECOCTL_PARTS=str(stage.parts),

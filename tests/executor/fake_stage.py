@@ -1,7 +1,8 @@
 """A small real stage process for the executor tests: it keeps the part contract of jobs/.
 
 It appends to a ledger each time a part does its work (so a test can count executions),
-reports progress, and obeys FAKE_SLEEP_S (seconds per step) and FAKE_FAIL_STAGE.
+reports progress, checks that the stages the plan says it reads (its second argument) are complete,
+and obeys FAKE_SLEEP_S (seconds per step) and FAKE_FAIL_STAGE.
 """
 
 import os
@@ -20,9 +21,7 @@ def work(part: Part) -> dict:
     if os.environ.get("FAKE_FAIL_STAGE") == part.stage:
         print(f"{part.stage}: simulated failure in part {part.index}", flush=True)
         sys.exit(3)
-    for upstream in ("collect", "pretrain", "evaluate"):
-        if upstream == part.stage:
-            break
+    for upstream in READS:
         assert store.exists(part.stage_tree(upstream).success), f"{part.stage} ran before {upstream} completed"
     ledger = part.stage_tree(part.stage).path("ledger", f"{part.index:05d}-{time.time_ns()}")
     store.write_text(ledger, "done")
@@ -31,4 +30,5 @@ def work(part: Part) -> dict:
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], work, sys.argv[2:])
+    READS = [name for name in sys.argv[2].split(",") if name]  # the stages the plan says this one reads
+    run(sys.argv[1], work, sys.argv[3:])

@@ -7,4 +7,5 @@ FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
 
 
 def fake_argv(stage: Stage, spec_location: str) -> list[str]:
-    return [sys.executable, str(FAKE_STAGE), stage.name, "--spec", spec_location]
+    """The fake stage, told which stages the plan says it reads (they must be complete when it runs)."""
+    return [sys.executable, str(FAKE_STAGE), stage.name, ",".join(stage.reads), "--spec", spec_location]

@@ -26,7 +26,7 @@ spec:
   evaluate: [{task: eurosat}]
   publish: {name: contract-weights}
 """
-STAGES = ("collect", "pretrain", "evaluate", "publish")
+STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
 
 
 def ledger(storage: Path, stage: str) -> list[int]:
@@ -45,7 +45,7 @@ def experiment():
 def test_stages_run_in_order_each_part_once_and_commit(storage):
     executor(storage).apply(experiment())
     assert ledger(storage, "collect") == [0, 1, 2, 3]
-    assert [ledger(storage, s) for s in STAGES[1:]] == [[0], [0], [0]]  # one node on this machine
+    assert [ledger(storage, s) for s in STAGES[2:]] == [[0], [0], [0]]  # one node on this machine
     for stage in STAGES:
         tree = storage / "experiments" / "contract" / stage
         assert (tree / "_SUCCESS").exists() and not (tree / "_RUNNING").exists()
@@ -69,7 +69,8 @@ def test_a_failure_is_surfaced_with_the_parts_last_log_lines_and_recorded(storag
     assert ledger(storage, "evaluate") == []
     status = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
     assert [(r["stage"], r["state"]) for r in status] == [
-        ("collect", "complete"), ("pretrain", "failed"), ("evaluate", "waiting"), ("publish", "waiting")]
+        ("collect", "complete"), ("shards", "complete"), ("pretrain", "failed"), ("evaluate", "waiting"),
+        ("publish", "waiting")]
     monkeypatch.delenv("FAKE_FAIL_STAGE")
     executor(storage).apply(experiment())
     assert ledger(storage, "collect") == [0, 1, 2, 3] and ledger(storage, "publish") == [0]
@@ -113,11 +114,11 @@ def test_status_logs_and_delete_tell_the_story(storage):
     assert table.returncode == 0
     for stage in STAGES:
         assert stage in table.stdout
-    assert table.stdout.count("complete") == 4
+    assert table.stdout.count("complete") == 5
     logs = run_cli("logs", "contract", "--stage", "collect", "--index", "2", storage=storage)
     assert '"index": 2' in logs.stdout and '"index": 1' not in logs.stdout
     bad = run_cli("logs", "contract", "--stage", "train", storage=storage)
-    assert bad.returncode == 2 and "choose one of collect, pretrain, evaluate, publish" in bad.stderr
+    assert bad.returncode == 2 and "choose one of collect, shards, pretrain, evaluate, publish" in bad.stderr
     missing = run_cli("status", "nope", storage=storage)
     assert missing.returncode == 2 and "no experiment 'nope'" in missing.stderr
     assert run_cli("delete", "contract", "--purge", storage=storage).returncode == 0

@@ -15,6 +15,7 @@ JSON line; a seed repeats itself on the same machine and thread count."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from datetime import date, timedelta
@@ -28,8 +29,9 @@ from jobs.evaluate.classification import score, train_linear
 from jobs.evaluate.reference_inputs import transform_for
 from jobs.localcloud import eurosat, landscape
 from jobs.pretrain.augment import BatchAugment
+from jobs.pretrain.step import train_step
 from jobs.pretrain.seco import SeCo, subspaces_for
-from jobs.pretrain.views import AUGMENTED, plan_views, rgb_uint8, select_views
+from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, rgb_uint8
 
 SIZE, TIMESTAMPS, BANDS = 64, 5, ["B04", "B03", "B02"]
 RELEASE_RGB = [3, 2, 1]  # B04, B03, B02 in the EuroSAT release's band order
@@ -54,16 +56,13 @@ def pretrain(seed: int, steps: int, count: int, parcel_count: int, batch: int, q
     model = SeCo("resnet18", subspaces_for(method), 128, queue, 0.999, 0.07).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03,
                                 momentum=0.9, weight_decay=1e-4)
-    augment = BatchAugment(SIZE, AUGMENTED[method])
+    augment = BatchAugment(SIZE, AUGMENTED[method], augments_before_crop(method, "reference"), VIEW_SLOTS[method])
+    no_autocast = contextlib.nullcontext()
     losses = []
     for _ in range(steps):
         chosen = rng.choice(len(rgb), batch, replace=False)
-        views = torch.from_numpy(np.stack([select_views(rgb[i], plan_views(method, TIMESTAMPS, rng)) for i in chosen]))
-        query, *keys = augment(views)
-        loss, _ = model(query, keys)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        slots = torch.from_numpy(np.stack([rgb[i][draw_slots(method, TIMESTAMPS, rng)] for i in chosen]))
+        loss, _ = train_step(model, optimizer, augment, slots, no_autocast)
         losses.append(loss.item())
     return model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1):]))
 

@@ -1,73 +1,136 @@
-"""SeCo training-step throughput: this stage's step against the reference code's way of training.
+"""The pretrain stage's input path and step, timed on the path the default spec takes.
 
-    python -m benchmarks.pretrain [--device cuda] [--batch N] [--steps N]
+    python -m benchmarks.pretrain [--device cuda] [--batch N ...] [--steps N] [--backbones resnet18 resnet50]
 
-(a) this stage: uint8 view stacks moved to the device, batched augmentation there (kornia),
-    channels_last, bf16 autocast on CUDA.
-(b) baseline, as the reference trains: per-sample torchvision augmentation on the CPU in
-    DataLoader workers, fp32, NCHW.
-Both run the same SeCo model (three sub-spaces, four views) at the paper's 224 px input from
-264 px patches. The last line is JSON; on CUDA it adds the fraction of the device's measured bf16
-matrix-multiply rate that the step achieves (FLOPs counted by torch, not assumed).
+One run measures, on shards shaped like seco-1m.yaml's (5 dates x 12 bands x 264 px uint16 in the
+record; the training shards the real stage derives from them, 5 x 3 x 264 px uint8):
+- the loader alone, in samples per CPU-second of this process (every thread counted) and bytes per
+  sample: the path before training shards (the collected record streamed out of its tar, `np.load`,
+  the RGB stretch, the views picked) beside the stage's (jobs.pretrain.loader: drawn timestamps
+  copied out of a memory-mapped training shard);
+- the encodings considered for training shards: raw uint8 (the format) and JPEG q95 4:4:4, its bytes,
+  CPU decode cost and pixel error;
+- the stage's real path (training shards on local disk -> loader thread -> side-stream copy ->
+  BatchAugment -> train_step, exactly what jobs/pretrain/train.py runs) against the model-only
+  ceiling (train_step's model part on views already on the device), eager and, with --compile,
+  compiled; on CUDA also peak memory and the GPU's idle time between steps.
+The last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import tempfile
 import time
+from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
-from torchvision.transforms import v2 as T
 
-from jobs.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
-from jobs.pretrain.seco import SeCo
-from jobs.pretrain.views import AUGMENTED as SECO_VIEWS
+from jobs.common.shards import Sample, encode_shard, read_shard
+from jobs.common.training_shards import TrainingShard, encode
+from jobs.localcloud import landscape
+from jobs.pretrain.augment import BatchAugment
+from jobs.pretrain.feed import DeviceFeed
+from jobs.pretrain.loader import SeasonalBatches, ShardRef
+from jobs.pretrain.seco import SeCo, subspaces_for
+from jobs.pretrain.shard_cache import ShardCache
+from jobs.pretrain.step import train_step
+from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, rgb_uint8
+from jobs.shards.stage import training_location
+from secoctl.spec import SENTINEL2_BANDS
 
-PATCH, INPUT = 264, 224
-AUGMENTED = SECO_VIEWS["seco"]
-VIEWS = len(AUGMENTED)
-
-
-class UInt8Views(Dataset):
-    def __init__(self, samples: int):
-        self.data = np.random.default_rng(0).integers(0, 256, (samples, VIEWS, 3, PATCH, PATCH), dtype=np.uint8)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.data[index])
+PATCH, INPUT, DATES = 264, 224, 5
+METHOD = "seco"  # the default spec's method and augmentation order
+AUGMENT_FIRST = augments_before_crop(METHOD, "reference")
 
 
-class PerSampleCPUAugment(UInt8Views):
-    """The reference's pipeline: every view of every sample transformed on its own on the CPU."""
-
-    def __init__(self, samples: int):
-        super().__init__(samples)
-        crop = [T.RandomResizedCrop(INPUT, scale=(0.2, 1.0), antialias=True)]
-        artificial = [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
-                      T.RandomApply([T.GaussianBlur(23, (0.1, 2.0))], p=0.5), T.RandomHorizontalFlip()]
-        finish = [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        self.plain = T.Compose(crop + finish)
-        self.augmented = T.Compose(crop + artificial + finish)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        views = torch.from_numpy(self.data[index])
-        return torch.stack([(self.augmented if a else self.plain)(v) for v, a in zip(views, AUGMENTED)])
+def made_record(locations: int, seed: int = 0) -> list[Sample]:
+    """Collected samples shaped like seco-1m's: every band, uint16 reflectance x 10000, from the made
+    world's landscape (parcels of land cover through the seasons), so an encoding's size and error are
+    those of scene-like images, not of noise."""
+    rng = np.random.default_rng(seed)
+    days = [date(2020, 1, 1) + timedelta(days=84 * t) for t in range(DATES)]
+    return [Sample(f"{i:06d}", landscape.location_series(rng, days, PATCH, tuple(SENTINEL2_BANDS))[1],
+                   {"bands": list(SENTINEL2_BANDS), "dates": [d.isoformat() for d in days]})
+            for i in range(locations)]
 
 
-def _model(backbone: str, device: torch.device, channels_last: bool, batch: int) -> SeCo:
-    model = SeCo(backbone, 3, queue_size=batch * 8).to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+def _cpu_seconds() -> float:
+    return time.process_time()
+
+
+def record_loader(path: Path, samples: int) -> dict:
+    """Before training shards: each sample streams its location's whole record and stretches it."""
+    rng = np.random.default_rng(0)
+    started, done = _cpu_seconds(), 0
+    while done < samples:
+        for sample in read_shard(str(path)):
+            rgb = rgb_uint8(sample.pixels, sample.metadata["bands"])
+            np.ascontiguousarray(rgb[draw_slots(METHOD, rgb.shape[0], rng)])
+            done += 1
+            if done == samples:
+                break
+    seconds = _cpu_seconds() - started
+    return {"samples_per_cpu_s": round(samples / seconds, 1),
+            "bytes_read_per_sample": path.stat().st_size // len(list(read_shard(str(path))))}
+
+
+def stage_loader(refs: list[ShardRef], samples: int, batch: int) -> dict:
+    """The stage's loader: drawn timestamps copied from memory-mapped training shards into a batch."""
+    cache = ShardCache(Path(tempfile.gettempdir()), 10**12, in_place=True)
+    batches = SeasonalBatches(refs, METHOD, batch, seed=0, rank=0, world_size=1, cache=cache)
+    out = np.empty(batches.batch_shape, np.uint8)
+    locations, rng = iter(batches), batches.rng()
+    batches.fill(out, locations, rng)  # the first shards mapped
+    started = _cpu_seconds()
+    for _ in range(samples // batch):
+        batches.fill(out, locations, rng)
+    seconds = _cpu_seconds() - started
+    stored = sum(Path(r.uri.removeprefix("file://")).stat().st_size for r in refs) / sum(r.samples for r in refs)
+    return {"samples_per_cpu_s": round(samples // batch * batch / seconds, 1),
+            "bytes_read_per_sample": int(np.prod(out.shape[1:])), "bytes_stored_per_location": int(stored)}
+
+
+def jpeg_encoding(shard: TrainingShard, locations: int) -> dict:
+    """JPEG q95 4:4:4 of every timestamp: bytes, CPU decode time, pixel error against raw uint8."""
+    from PIL import Image
+    from torchvision.io import decode_jpeg
+
+    encoded, errors, originals = [], [], []
+    for location in range(min(locations, len(shard))):
+        for t in range(shard.timestamps(location)):
+            pixels = shard.timestamp(location, t)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.transpose(1, 2, 0)).save(buffer, format="JPEG", quality=95, subsampling=0)
+            encoded.append(torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8))
+            originals.append(pixels)
+    started = _cpu_seconds()
+    decoded = [decode_jpeg(data) for data in encoded]
+    seconds = _cpu_seconds() - started
+    for original, image in zip(originals, decoded):
+        errors.append(np.abs(image.numpy().astype(np.int16) - original.astype(np.int16)))
+    error = np.stack(errors)
+    mse = float((error.astype(np.float64) ** 2).mean())
+    per_location = DATES * sum(len(e) for e in encoded) / len(encoded)
+    return {"bytes_per_location": int(per_location), "cpu_decode_ms_per_timestamp": round(1000 * seconds / len(encoded), 3),
+            "samples_per_cpu_s_decode_only": round(len(encoded) / seconds / (max(VIEW_SLOTS[METHOD]) + 1), 1),
+            "max_abs_error": int(error.max()), "mean_abs_error": round(float(error.mean()), 3),
+            "psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else None}
+
+
+def _model(backbone: str, device: torch.device, batch: int) -> SeCo:
+    return SeCo(backbone, subspaces_for(METHOD), queue_size=batch * 8).to(device, memory_format=torch.channels_last)
 
 
 def _optimizer(model: SeCo) -> torch.optim.Optimizer:
-    return torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03, momentum=0.9)
+    return torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03, momentum=0.9,
+                           weight_decay=1e-4)
 
 
 def _sync(device: torch.device) -> None:
@@ -75,100 +138,143 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train(model, optimizer, batches, device, steps, warmup, prepare, bf16) -> float:
-    """Samples per second over `steps` after `warmup` steps."""
-    iterator = iter(batches)
-    started, samples = 0.0, 0
-    for step in range(warmup + steps):
-        if step == warmup:
+class Views(torch.nn.Module):
+    """The model-only ceiling's 'augmentation': the same normalised views every step, already on the device."""
+
+    def __init__(self, views: list[torch.Tensor]):
+        super().__init__()
+        self.views = views
+
+    def forward(self, slots: torch.Tensor) -> list[torch.Tensor]:
+        return self.views
+
+
+def _timed(step, steps: int, warmup: int, device: torch.device) -> dict:
+    """samples/s over `steps` after `warmup`; on CUDA the stream's idle time between steps (events)."""
+    cuda = device.type == "cuda"
+    marks = []
+    for number in range(warmup + steps):
+        if number == warmup:
             _sync(device)
-            started, samples = time.perf_counter(), 0
-        query, *keys = prepare(next(iterator))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = model(query, keys)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        samples += query.shape[0]
+            started = time.perf_counter()
+        begin = torch.cuda.Event(enable_timing=True) if cuda else None
+        end = torch.cuda.Event(enable_timing=True) if cuda else None
+        samples = step(begin)
+        if cuda:
+            end.record()
+            if number >= warmup:
+                marks.append((begin, end))
     _sync(device)
-    return samples / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    result = {"samples_per_s": round(samples * steps / seconds, 2)}
+    if cuda:
+        idle = sum(marks[i - 1][1].elapsed_time(marks[i][0]) for i in range(1, len(marks)))  # ms: end -> next begin
+        result["gpu_idle_fraction"] = round(idle / 1000 / seconds, 4)
+    return result
 
 
-def _cycle(loader):
-    while True:
-        yield from loader
+def model_only(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, compiled: bool) -> dict:
+    model = _model(backbone, device, batch)
+    if compiled:
+        model.encoder_q.compile()
+    optimizer = _optimizer(model)
+    views = [torch.randn(batch, 3, INPUT, INPUT, device=device).contiguous(memory_format=torch.channels_last)
+             for _ in AUGMENTED[METHOD]]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    ready = Views(views)
+
+    def step(begin):
+        if begin is not None:
+            begin.record()
+        train_step(model, optimizer, ready, views[0], autocast)
+        return batch
+
+    return _timed(step, steps, warmup, device)
 
 
-def stage_step(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, workers: int) -> float:
-    model = _model(backbone, device, True, batch)
-    augment = BatchAugment(INPUT, AUGMENTED).to(device)
-    loader = DataLoader(UInt8Views(batch * 4), batch_size=batch, num_workers=workers, shuffle=True,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=True)
-    return _train(model, _optimizer(model), _cycle(loader), device, steps, warmup,
-                  lambda views: augment(views.to(device, non_blocking=True)), device.type == "cuda")
+def real_path(backbone: str, device: torch.device, refs: list[ShardRef], batch: int, steps: int, warmup: int,
+              compiled: bool) -> dict:
+    """What jobs/pretrain/train.py runs per step, from training shards on local disk."""
+    model = _model(backbone, device, batch)
+    if compiled:
+        model.encoder_q.compile()
+    optimizer = _optimizer(model)
+    cache = ShardCache(Path(tempfile.gettempdir()), 10**12, in_place=True)
+    batches = SeasonalBatches(refs, METHOD, batch, seed=0, rank=0, world_size=1, cache=cache)
+    feed = DeviceFeed(batches, device)
+    augment = BatchAugment(INPUT, AUGMENTED[METHOD], AUGMENT_FIRST, VIEW_SLOTS[METHOD]).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(begin):
+        slots = feed.next()
+        if begin is not None:
+            begin.record()
+        train_step(model, optimizer, augment, slots, autocast)
+        return batch
+
+    try:
+        return _timed(step, steps, warmup, device)
+    finally:
+        feed.close()
 
 
-def baseline_step(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, workers: int) -> float:
-    model = _model(backbone, device, False, batch)
-    loader = DataLoader(PerSampleCPUAugment(batch * 4), batch_size=batch, num_workers=workers, shuffle=True,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=True)
-    return _train(model, _optimizer(model), _cycle(loader), device, steps, warmup,
-                  lambda views: [v.to(device, non_blocking=True) for v in views.unbind(1)], False)
-
-
-def flops_per_sample(backbone: str, device: torch.device) -> float:
-    """Forward and backward FLOPs of one SeCo step, counted by torch on a batch of 2."""
-    model = _model(backbone, device, False, 2)
-    views = [torch.randn(2, 3, INPUT, INPUT, device=device) for _ in range(VIEWS)]
-    with FlopCounterMode(display=False) as counter:
-        loss, _ = model(views[0], views[1:])
-        loss.backward()
-    return counter.get_total_flops() / 2
-
-
-def bf16_matmul_rate(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+def made_shards(folder: Path, locations: int, shards: int) -> tuple[Path, list[ShardRef]]:
+    """A collected shard of `locations`, and `shards` training shards derived by the real stage's conversion."""
+    record = made_record(locations)
+    record_path = folder / "record.tar"
+    record_path.write_bytes(encode_shard(record))
+    converted = [training_location(sample) for sample in read_shard(str(record_path))]
+    refs = []
+    for number in range(shards):
+        part = converted[number::shards]
+        path = folder / f"train-{number:03d}.tar"
+        path.write_bytes(encode(part))
+        refs.append(ShardRef(path.as_uri(), len(part)))
+    return record_path, refs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrain")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=None, help="per step; default 128 on CUDA, 4 on CPU")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps; default 20 on CUDA, 2 on CPU")
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 16))
+    parser.add_argument("--batch", type=int, nargs="+", default=None, help="per step; default 128 256 on CUDA, 4 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps; default 30 on CUDA, 2 on CPU")
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--locations", type=int, default=32, help="locations in the made shards")
+    parser.add_argument("--loader-samples", type=int, default=2048)
+    parser.add_argument("--compile", action="store_true", help="also time the compiled step (default on CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    batch = args.batch or (128 if cuda else 4)
-    steps = args.steps or (20 if cuda else 2)
-    warmup = 3 if cuda else 1
-    result: dict = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "batch": batch,
-                    "steps": steps, "workers": args.workers, "input": INPUT, "torch": torch.__version__}
-    rate = bf16_matmul_rate(device) if cuda else None
-    if rate:
-        result["bf16_matmul_tflops"] = round(rate / 1e12, 1)
-    for backbone in args.backbones:
-        torch.manual_seed(0)
-        fast = stage_step(backbone, device, batch, steps, warmup, args.workers)
-        slow = baseline_step(backbone, device, batch, steps, warmup, args.workers)
-        entry = {"samples_per_s": round(fast, 2), "baseline_samples_per_s": round(slow, 2),
-                 "speedup": round(fast / slow, 2)}
-        if rate:
-            entry["fraction_of_bf16_matmul_rate"] = round(fast * flops_per_sample(backbone, device) / rate, 3)
-        result[backbone] = entry
-        print(f"{backbone}: {entry}", flush=True)
+    batches = args.batch or ([128, 256] if cuda else [4])
+    steps, warmup = args.steps or (30 if cuda else 2), 5 if cuda else 1
+    result: dict = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
+                    "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "input": INPUT, "steps": steps,
+                    "shape": f"{DATES} dates x {len(SENTINEL2_BANDS)} bands x {PATCH} px"}
+    with tempfile.TemporaryDirectory() as folder:
+        record_path, refs = made_shards(Path(folder), args.locations, max(args.locations // 8, 1))
+        record_samples = min(args.loader_samples, 4 * args.locations)
+        result["loader"] = {"record (before)": record_loader(record_path, record_samples),
+                            "training shards (stage)": stage_loader(refs, args.loader_samples, 64)}
+        result["encodings"] = {"jpeg q95 4:4:4": jpeg_encoding(TrainingShard(Path(refs[0].uri.removeprefix("file://"))), 8)}
+        print(json.dumps(result["loader"]), json.dumps(result["encodings"]), flush=True)
+        for backbone in args.backbones:
+            for batch in batches:
+                torch.manual_seed(0)
+                entry = {"model only, eager": model_only(backbone, device, batch, steps, warmup, False)}
+                if args.compile or cuda:
+                    entry["model only, compiled"] = model_only(backbone, device, batch, steps, warmup, True)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                entry["stage path"] = real_path(backbone, device, refs, batch, steps, warmup, args.compile or cuda)
+                if cuda:
+                    entry["stage path"]["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                ceiling = entry.get("model only, compiled", entry["model only, eager"])["samples_per_s"]
+                entry["stage / model-only"] = round(entry["stage path"]["samples_per_s"] / ceiling, 3)
+                result[f"{backbone} batch {batch}"] = entry
+                print(f"{backbone} batch {batch}: {json.dumps(entry)}", flush=True)
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

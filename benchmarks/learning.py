@@ -54,7 +54,7 @@ def pretrain(seed: int, steps: int, count: int, parcel_count: int, batch: int, q
     model = SeCo("resnet18", subspaces_for(method), 128, queue, 0.999, 0.07).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03,
                                 momentum=0.9, weight_decay=1e-4)
-    augment = BatchAugment(SIZE, AUGMENTED[method])
+    augment = BatchAugment(SIZE, AUGMENTED[method], False, tuple(range(len(AUGMENTED[method]))))
     losses = []
     for _ in range(steps):
         chosen = rng.choice(len(rgb), batch, replace=False)

@@ -101,7 +101,7 @@ def _cycle(loader):
 
 def stage_step(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, workers: int) -> float:
     model = _model(backbone, device, True, batch)
-    augment = BatchAugment(INPUT, AUGMENTED).to(device)
+    augment = BatchAugment(INPUT, AUGMENTED, False, tuple(range(VIEWS))).to(device)
     loader = DataLoader(UInt8Views(batch * 4), batch_size=batch, num_workers=workers, shuffle=True,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=True)
     return _train(model, _optimizer(model), _cycle(loader), device, steps, warmup,

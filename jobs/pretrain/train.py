@@ -81,7 +81,8 @@ def work(part: Part) -> dict[str, Any]:
                         pin_memory=device.type == "cuda", persistent_workers=spec.loader_workers > 0,
                         prefetch_factor=4 if spec.loader_workers else None)
     augment = BatchAugment(spec.input_size, AUGMENTED[spec.method],
-                           augments_before_crop(spec.method, spec.augment_order)).to(device)
+                           augments_before_crop(spec.method, spec.augment_order),
+                           tuple(range(len(AUGMENTED[spec.method])))).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
 
     def checkpoint() -> None:

@@ -17,6 +17,8 @@ STRETCH = {band: stretch(band) for band in RGB}
 
 # Which views get the artificial augmentation, per method; the first view is the query.
 AUGMENTED = {"seco": (False, True, False, True), "moco": (True, True), "moco-tp": (True, True)}
+# Which drawn timestamp (slot) each view is made from: the loader sends each drawn timestamp once.
+VIEW_SLOTS = {"seco": (0, 1, 2, 0), "moco": (0, 0), "moco-tp": (0, 1)}
 
 
 def augments_before_crop(method: str, order: str) -> bool:

@@ -30,11 +30,17 @@ def test_reflectance_is_stretched_like_the_reference_uint8_quantiles():
     np.testing.assert_array_equal(rgb[0, :, 0, 2], 255)
 
 
+def test_every_slot_a_view_names_is_drawn():
+    rng = np.random.default_rng(0)
+    for method, slots in VIEW_SLOTS.items():
+        assert len(slots) == len(AUGMENTED[method])
+        assert sorted(set(slots)) == list(range(len(draw_slots(method, 5, rng))))
+
+
 def test_batch_augmentation_crops_every_view_and_alters_only_the_marked_ones():
     torch.manual_seed(0)
-    augment = BatchAugment(32, (False, True), False, (0, 1))
-    batch = torch.randint(0, 256, (8, 2, 3, 48, 48), dtype=torch.uint8)
-    batch[:, 1] = batch[:, 0]
+    augment = BatchAugment(32, (False, True), False, (0, 0))
+    batch = torch.randint(0, 256, (8, 1, 3, 48, 48), dtype=torch.uint8)  # both views from the one slot
     plain, augmented = augment(batch)
     assert plain.shape == augmented.shape == (8, 3, 32, 32)
     assert plain.is_contiguous(memory_format=torch.channels_last)
@@ -45,43 +51,43 @@ def test_batch_augmentation_crops_every_view_and_alters_only_the_marked_ones():
 
 
 class Recorded(torch.nn.Module):
-    """Stands in for one augmentation step: records its name and the size it saw, then does `apply`."""
+    """Stands in for one augmentation step: records its name and the images it saw, then does `apply`."""
 
     def __init__(self, name: str, log: list, apply):
         super().__init__()
         self.name, self.log, self.apply = name, log, apply
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        self.log.append((self.name, tuple(image.shape[-2:])))
-        return self.apply(image)
+    def forward(self, images: torch.Tensor, *rest) -> torch.Tensor:
+        self.log.append((self.name, tuple(images.shape[:1]) + tuple(images.shape[-2:])))
+        return self.apply(images, *rest)
 
 
 def steps(augment: BatchAugment) -> list:
     log: list = []
-    augment.crop = Recorded("crop", log, lambda image: image[..., :32, :32])
-    augment.artificial = Recorded("artificial", log, lambda image: image)
-    augment(torch.zeros((2, len(augment.augmented), 3, 48, 48), dtype=torch.uint8))
+    augment.crop = Recorded("crop", log, lambda images, rows: images[rows][..., :32, :32])
+    augment.artificial = Recorded("artificial", log, lambda images: images)
+    augment(torch.zeros((2, max(augment.view_slots) + 1, 3, 48, 48), dtype=torch.uint8))
     return log
 
 
 def test_the_reference_order_augments_the_whole_image_before_the_crop():
     assert augments_before_crop("seco", "reference")
-    reference = BatchAugment(32, AUGMENTED["seco"], augments_before_crop("seco", "reference"), (0, 1, 2, 3))
-    # q = t0 and k1 = t2 are only cropped; k0 and k2 are augmented whole (48 px), then cropped.
-    assert steps(reference) == [("crop", (48, 48)), ("artificial", (48, 48)), ("crop", (48, 48)),
-                                ("crop", (48, 48)), ("artificial", (48, 48)), ("crop", (48, 48))]
+    reference = BatchAugment(32, AUGMENTED["seco"], augments_before_crop("seco", "reference"), VIEW_SLOTS["seco"])
+    # k0 = aug(t1) and k2 = aug(t0) are augmented whole (48 px), 2 per sample; then every view's crop
+    # is cut in one call from the 3 slots and the 2 augmented images of each of the 2 samples.
+    assert steps(reference) == [("artificial", (4, 48, 48)), ("crop", (10, 48, 48))]
 
 
 def test_the_moco_order_and_the_reference_moco_baselines_crop_first():
     assert not augments_before_crop("seco", "moco")
     assert not augments_before_crop("moco", "reference") and not augments_before_crop("moco-tp", "reference")
-    moco = BatchAugment(32, AUGMENTED["moco"], augments_before_crop("moco", "reference"), (0, 1))
-    assert steps(moco) == [("crop", (48, 48)), ("artificial", (32, 32))] * 2
+    moco = BatchAugment(32, AUGMENTED["moco"], augments_before_crop("moco", "reference"), VIEW_SLOTS["moco"])
+    assert steps(moco) == [("crop", (2, 48, 48)), ("artificial", (4, 32, 32))]
 
 
 def test_both_orders_give_normalised_crops_of_the_input_size():
-    batch = torch.randint(0, 256, (4, 4, 3, 48, 48), dtype=torch.uint8)
+    batch = torch.randint(0, 256, (4, 3, 3, 48, 48), dtype=torch.uint8)
     for first in (True, False):
         torch.manual_seed(0)
-        views = BatchAugment(32, AUGMENTED["seco"], first, (0, 1, 2, 3))(batch)
+        views = BatchAugment(32, AUGMENTED["seco"], first, VIEW_SLOTS["seco"])(batch)
         assert [v.shape for v in views] == [(4, 3, 32, 32)] * 4

@@ -28,7 +28,7 @@ from secoctl.errors import SpecError, SpecProblem, shown
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # Experiment names become Job names plus a stage suffix ("-pretrain") and pod hostnames with an
 # index suffix, which must stay within the 63-character DNS label limit.
 MAX_NAME_LENGTH = 40
@@ -46,8 +46,8 @@ LITERAL_SECRET_KEYS = re.compile(
 # user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
 RESERVED_LABEL_PREFIX = "seco.dev/"
 RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # An experiment's objects are named NAME-SUFFIX: its control objects (render.names) and each stage's
 # Job (render.job_name; a distributed stage's Service shares it); none may be one an admin installs
 # from manifests/, which apply would take over and delete would remove.
@@ -83,7 +83,7 @@ UriOrPath = Annotated[str, AfterValidator(_no_credentials_in_uri)]
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(value):
+    if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"{shown(value)} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
             "(lower-case letters, digits and '-', starting and ending with a letter or digit)"
@@ -386,8 +386,8 @@ class ExperimentSpec(Model):
 
 def _label_key(key: str) -> str:
     prefix, _, name = key.rpartition("/")
-    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
-            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
+    if not name or len(name) > 63 or not LABEL_NAME.fullmatch(name) or (
+            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix))):
         raise ValueError("not a Kubernetes label key: [DNS-subdomain prefix/]name, the name up to 63 letters, "
                          "digits, '-', '_' or '.'")
     if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
@@ -399,7 +399,7 @@ def _label_key(key: str) -> str:
 
 
 def _label_value(value: str) -> str:
-    if len(value) > 63 or not LABEL_NAME.match(value):
+    if len(value) > 63 or not LABEL_NAME.fullmatch(value):
         raise ValueError(f"{shown(value)} is not a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.'")
     return value
 

@@ -31,8 +31,8 @@ from secoctl.errors import UserError
 WEIGHTS_FILE = "model.safetensors"
 ITEM_FILE = "item.json"
 SUMS_FILE = "SHA256SUMS"
-NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
-VERSION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?$")
+NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?")
+VERSION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?")
 READ_CHUNK = 4 * 2**20
 
 
@@ -54,14 +54,14 @@ class WeightsRef:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name) or ".." in name:
+    if not NAME.fullmatch(name) or ".." in name:
         raise UserError(f"weights name {name!r} is invalid: use lower-case letters, digits, '.', '_' and '-' "
                         "(at most 64, starting and ending with a letter or digit)")
     return name
 
 
 def check_version(version: str) -> str:
-    if not VERSION.match(version) or ".." in version:
+    if not VERSION.fullmatch(version) or ".." in version:
         raise UserError(f"weights version {version!r} is invalid: use letters, digits, '.', '_' and '-' "
                         "(at most 32, starting and ending with a letter or digit)")
     return version
@@ -76,13 +76,13 @@ def _natural(version: str) -> list[Any]:
 
 
 def names(storage: str) -> list[str]:
-    return sorted(n for n in store.list_names(store.join(storage, "weights")) if NAME.match(n))
+    return sorted(n for n in store.list_names(store.join(storage, "weights")) if NAME.fullmatch(n))
 
 
 def versions(storage: str, name: str) -> list[str]:
     """Committed versions (those with SHA256SUMS), oldest to newest."""
     root = store.join(storage, "weights", check_name(name))
-    found = [v for v in store.list_names(root) if VERSION.match(v) and store.exists(store.join(root, v, SUMS_FILE))]
+    found = [v for v in store.list_names(root) if VERSION.fullmatch(v) and store.exists(store.join(root, v, SUMS_FILE))]
     return sorted(found, key=_natural)
 
 

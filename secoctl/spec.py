@@ -6,7 +6,6 @@ field names are camelCase in YAML, as Kubernetes users expect.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from datetime import date
 from urllib.parse import parse_qsl, urlsplit
@@ -24,6 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from secoctl.errors import SpecError, SpecProblem, shown
+from secoctl.store import CREDENTIALS_IN_URI, storage_problem
 
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
@@ -70,8 +70,7 @@ def _no_credentials_in_uri(value: str | None) -> str | None:
         return value
     parts = urlsplit(value)
     if "@" in parts.netloc:
-        raise ValueError("credentials must not be written into the URI (user:password@); "
-                         "name a Secret (storageSecret) instead")
+        raise ValueError(CREDENTIALS_IN_URI)
     signed = [key for key, _ in parse_qsl(parts.query) if LITERAL_SECRET_KEYS.search(key) or SIGNATURE_PARAMETERS.match(key)]
     if signed:
         raise ValueError(f"the query parameter {shown(signed[0])} is a credential and must not be written into "
@@ -357,15 +356,9 @@ class ExperimentSpec(Model):
     def _storage_uri(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
-            raise ValueError(f"{shown(value)} is not a URI such as file:///data/seco or s3://bucket/seco")
-        _no_credentials_in_uri(value)
-        path = value.split("://", 1)[1]
-        if ".." in path.split("/"):
-            raise ValueError(f"{shown(value)} climbs out of its folder with '..'; write the folder it means")
-        if value.startswith("file://") and not (path.startswith("/") and posixpath.normpath(path) == path):
-            raise ValueError(f"{shown(value)} is not an absolute, normalised path; write it as "
-                             f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
+        problem = storage_problem(value)  # the one rule, for --storage and $SECOCTL_STORAGE too
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

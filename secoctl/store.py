@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,18 +17,83 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secoctl.errors import UserError
+from secoctl.errors import UserError, shown
 
 if TYPE_CHECKING:
     import fsspec
 
 
 ENV_STORAGE = "SECOCTL_STORAGE"
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
+CREDENTIALS_IN_URI = ("credentials must not be written into the URI (user:password@); "
+                      "name a Secret (storageSecret) instead")
 
 
-def default_storage() -> str:
-    """$SECOCTL_STORAGE, else the embedded default."""
-    return os.environ.get(ENV_STORAGE) or home_storage()
+def storage_problem(uri: str) -> str | None:
+    """Why `uri` cannot be a storage tree, or None: only file:// with an absolute, normalised path and
+    s3://BUCKET[/PREFIX] are storage; anything else would write somewhere else (a relative folder, the
+    file system's root) or nowhere (memory://), or fail later with a traceback."""
+    scheme, separator, path = uri.partition("://")
+    if not separator or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        return f"{shown(uri)} is not a URI such as file:///data/seco or s3://bucket/seco"
+    if "@" in path.split("/", 1)[0]:
+        return CREDENTIALS_IN_URI
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        return f"{shown(uri)} holds a control character (a newline, tab or NUL); write the URI alone"
+    if scheme not in ("file", "s3"):
+        return f"{shown(uri)}: storage is file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]; {scheme}:// is not supported"
+    if "?" in path or "#" in path:
+        return "a storage URI has no query or fragment ('?', '#'); name a Secret (storageSecret) for credentials"
+    if ".." in path.split("/"):
+        return f"{shown(uri)} climbs out of its folder with '..'; write the folder it means"
+    if scheme == "file":
+        if not (path.startswith("/") and posixpath.normpath(path) == path):
+            return (f"{shown(uri)} is not an absolute, normalised path; write it as "
+                    f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
+        return None
+    bucket, _, prefix = path.partition("/")
+    if not S3_BUCKET.fullmatch(bucket):
+        return (f"{shown(uri)} names no S3 bucket (3 to 63 lower-case letters, digits, '.' and '-'); "
+                "write s3://BUCKET[/PREFIX]")
+    segments = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    if any(segment in ("", ".") for segment in segments):
+        return f"{shown(uri)} is not a normalised prefix (an empty or '.' segment); write s3://{bucket}/PREFIX"
+    return None
+
+
+def checked_storage(uri: str, source: str) -> str:
+    problem = storage_problem(uri)
+    if problem:
+        raise UserError(f"{source}: {problem}")
+    return uri
+
+
+def resolve(option: str | None = None, own: str | None = None, experiment: str = "") -> tuple[str, str]:
+    """(storage URI, where it came from) by the one precedence every command and stage follows: the spec's
+    own spec.storage, then --storage, then $SECOCTL_STORAGE, then the embedded default.
+
+    A spec's storage is where its work already is: a --storage naming another tree is refused rather than
+    either silently winning. The caller validates the choice: `storage` below, or the spec model.
+    """
+    if option and own and option != own:
+        raise UserError(f"--storage {shown(option)} differs from {experiment}'s spec.storage {shown(own)}; "
+                        "drop --storage or change spec.storage")
+    if own:
+        return own, "spec.storage"
+    if option:
+        return option, "--storage"
+    return default_storage()
+
+
+def default_storage() -> tuple[str, str]:
+    """Where a command works when neither a spec nor --storage names a tree: $SECOCTL_STORAGE, else the embedded default."""
+    configured = os.environ.get(ENV_STORAGE)
+    return (configured, f"${ENV_STORAGE}") if configured else (home_storage(), "the embedded default")
+
+
+def storage(option: str | None = None, own: str | None = None, experiment: str = "") -> str:
+    """The storage tree a command or stage works on (`resolve`), validated: exit 2 and nothing written otherwise."""
+    return checked_storage(*resolve(option, own, experiment))
 
 
 def home_storage() -> str:

@@ -346,7 +346,7 @@ def load(text: str, storage: str | None = None):
     """(torchvision ResNet backbone with the published weights, its input transform)."""
     from jobs.common.backbone import build_backbone
 
-    storage = storage or store.default_storage()
+    storage = store.storage(storage)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
     model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from secoctl import weights
+from secoctl import store, weights
 from secoctl.errors import SpecError, UserError
 from secoctl.spec import parse_experiment
 
@@ -49,3 +49,10 @@ def test_a_weights_name_or_version_with_a_trailing_control_character_is_refused(
         weights.check_version(f"1{ending}")
     with pytest.raises(UserError, match="weights name"):
         weights.WeightsRef.parse(f"fake{ending}:1")
+
+
+@pytest.mark.parametrize("ending", ENDINGS, ids=repr)
+def test_a_storage_uri_with_a_trailing_control_character_is_refused(ending):
+    assert refused_by_the_spec(experiment(spec={"storage": f"file:///x{ending}"}))
+    with pytest.raises(UserError, match="--storage: .* holds a control character"):
+        store.storage(f"s3://bucket/seco{ending}")

@@ -20,6 +20,7 @@ from secoctl.plan import stage as stage_of
 from secoctl.process import die_with_parent
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents, read_spec
+from secoctl.stored import experiment_uri
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -36,7 +37,7 @@ class Part:
 
     @property
     def experiment_uri(self) -> str:
-        return store.experiment_uri(self.experiment.spec.storage or store.default_storage(), self.experiment.name)
+        return self.tree.experiment_uri
 
     def stage_tree(self, stage: str) -> StageTree:
         return StageTree(self.experiment_uri, stage)
@@ -80,8 +81,7 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     experiment = load_spec(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
-    storage = experiment.spec.storage or store.default_storage()
-    part = Part(experiment, stage, index, parts, StageTree(store.experiment_uri(storage, experiment.name), stage))
+    part = Part(experiment, stage, index, parts, StageTree(experiment_uri(experiment), stage))
     if store.exists(part.tree.part_done(index)):
         print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
         return

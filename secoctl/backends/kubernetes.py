@@ -162,7 +162,7 @@ class KubernetesExecutor:
         """Server-side apply of the control objects; returns (kind, name, created|configured|unchanged)."""
         if not experiment.spec.storage or (experiment.spec.storage.startswith("file://")
                                            and not experiment.spec.storage_claim):
-            raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://, gs://, az://) or a "
+            raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://BUCKET[/PREFIX]) or a "
                             "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
                             "so every pod sees the same tree")
         unpublished = experiment.spec.unpublished_image()

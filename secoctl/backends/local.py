@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secoctl import partlog, plan, store
-from secoctl.errors import UserError
 from secoctl.process import die_with_parent, terminate_as_interrupt
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents, read_spec
+from secoctl.stored import prepare_storage, read_experiment_facts
 from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
 
 ArgvFor = Callable[[plan.Stage, str], list[str]]
@@ -85,40 +84,6 @@ def alive_local_pids(facts: dict) -> set[int]:
     return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running)}
 
 
-def read_experiment_facts(experiment_uri: str, experiment: Experiment) -> dict:
-    return {s.name: read_facts(StageTree(experiment_uri, s.name)) for s in plan.stages(experiment, single_machine=True)}
-
-
-def stored_experiment(experiment_uri: str) -> Experiment | None:
-    location = spec_uri(experiment_uri)
-    if not store.exists(location):
-        return None
-    return load_documents(read_spec(location), location)[0]
-
-
-def prepare_storage(root: str, experiment: Experiment, check_local_runs: bool = False) -> None:
-    """Store the spec under `root`, refusing a change that would contradict work already done."""
-    previous = stored_experiment(root)
-    if previous is not None:
-        facts = read_experiment_facts(root, previous)
-        touched = [name for name in plan.changed_stages(previous, experiment)
-                   if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)]
-        if touched:
-            first = touched[0]
-            raise UserError(
-                f"spec.{first} changed after stage {first} of experiment {experiment.name} did work; "
-                f"give the changed spec a new metadata.name, or run `secoctl delete {experiment.name} --purge` "
-                "to start over"
-            )
-        running = alive_local_pids(facts) if check_local_runs else set()
-        if running:
-            raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
-                            f"wait for it or `secoctl delete {experiment.name}` to stop it")
-    from secoctl.render import spec_document
-
-    store.write_text(spec_uri(root), spec_document(experiment))
-
-
 class StageFailed(Exception):
     def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str):
         self.stage, self.index, self.exit_code = stage, index, exit_code
@@ -157,7 +122,7 @@ class LocalExecutor:
     def prepare(self, experiment: Experiment) -> Experiment:
         """Store the spec, refusing a change that would contradict work already done."""
         experiment = experiment.with_storage(self.storage)
-        prepare_storage(self.experiment_uri(experiment), experiment, check_local_runs=True)
+        prepare_storage(self.experiment_uri(experiment), experiment, alive=alive_local_pids)
         return experiment
 
     def apply(self, experiment: Experiment) -> None:

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default=None)
     parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between looks at a running Job")
     args = parser.parse_args(argv)
+    store.use_timeouts(store.DATA_PLANE)  # a long-running watcher rides out a slow store, as the stages do
     try:
         experiment = load_documents(read_spec(str(args.spec)), str(args.spec))[0]
         return Driver(experiment, Cluster(namespace=args.namespace), args.poll).run()

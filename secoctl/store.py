@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,19 +111,60 @@ def experiment_uri(storage: str, name: str) -> str:
     return join(storage, "experiments", name)
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one object-store request may take: to connect, between bytes read, how many times it is
+    tried (s3fs's own retry loop; botocore's is turned off so the two do not multiply), and the whole call
+    at most (fsspec's deadline, for the calls in this module)."""
+
+    connect_s: float
+    read_s: float
+    attempts: int
+    deadline_s: float
+
+
+# A command a person waits for answers within half a minute; a stage rides out a slow store for longer.
+CONTROL_PLANE = Timeouts(connect_s=5, read_s=10, attempts=2, deadline_s=30)
+DATA_PLANE = Timeouts(connect_s=10, read_s=60, attempts=5, deadline_s=600)
+_timeouts = CONTROL_PLANE
+
+
+def use_timeouts(timeouts: Timeouts) -> None:
+    """Set this process's object-store timeouts: the stages and the driver call it with DATA_PLANE."""
+    global _timeouts
+    _timeouts = timeouts
+
+
 def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
     import fsspec  # imported on first use: `render` and `validate` never touch storage
 
     scheme, _, path = uri.rpartition("://")
     if scheme not in ("", "file") and ".." in path.split("/"):
         raise UserError(f"{uri}: '..' is not allowed in an object store path (keys are not folders)")
-    # Listings are never cached: a marker another process wrote must be seen at once.
-    options = {"use_listings_cache": False} if uri.startswith("s3://") else {}
+    options = {}
+    if uri.startswith("s3://"):
+        # Listings are never cached: a marker another process wrote must be seen at once.
+        options = {"use_listings_cache": False, "config_kwargs": {
+            "connect_timeout": _timeouts.connect_s, "read_timeout": _timeouts.read_s,
+            "retries": {"total_max_attempts": 1}}}
     try:
         fs, path = fsspec.core.url_to_fs(uri, **options)
     except (ImportError, ValueError) as error:  # a backend that is not installed, a protocol fsspec does not know
         raise UserError(f"{uri}: {one_line(error)}") from None
+    if options:
+        fs.retries = _timeouts.attempts
     return fs, path
+
+
+def _deadline(fs: "fsspec.AbstractFileSystem") -> dict[str, float]:
+    """The keyword that bounds one whole call of an object store (fsspec's sync); a local call takes none."""
+    from fsspec.asyn import AsyncFileSystem
+
+    return {"timeout": _timeouts.deadline_s} if isinstance(fs, AsyncFileSystem) else {}
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the S3 endpoint"
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -146,6 +188,9 @@ def reported(storage: str) -> Iterator[None]:
     except Exception as error:
         if not _is_storage_failure(error):
             raise
+        if isinstance(error, TimeoutError):  # fsspec's deadline for a whole call
+            raise UserError(f"storage {storage}: no answer from {_endpoint()} within {_timeouts.deadline_s:g} s; "
+                            "check the endpoint and the network") from None
         if isinstance(error, OSError) and error.filename:  # a local file: the message names it
             raise UserError(one_line(error)) from None
         if isinstance(error, PermissionError):
@@ -173,18 +218,16 @@ def upload_file(local: str | Path, uri: str) -> None:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return fs.exists(path)
+    return fs.exists(path, **_deadline(fs))
 
 
 def read_text(uri: str) -> str:
-    fs, path = filesystem(uri)
-    with fs.open(path, "r") as handle:
-        return handle.read()
+    return read_bytes(uri).decode()
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    return fs.cat_file(path)
+    return fs.cat_file(path, **_deadline(fs))
 
 
 def read_json(uri: str) -> Any:
@@ -211,7 +254,7 @@ def write_bytes(uri: str, data: bytes) -> None:
             handle.write(data)
         os.replace(temporary, path)
     else:
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data, **_deadline(fs))
 
 
 def write_text(uri: str, text: str) -> None:
@@ -226,7 +269,7 @@ def list_names(uri: str) -> list[str]:
     """Names directly under a prefix; empty when the prefix does not exist."""
     fs, path = filesystem(uri)
     try:
-        entries = fs.ls(path, detail=False)
+        entries = fs.ls(path, detail=False, **_deadline(fs))
     except FileNotFoundError:
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
@@ -243,7 +286,7 @@ def is_missing(uri: str) -> bool:
     if isinstance(fs, LocalFileSystem):
         return not fs.isdir(path)
     try:
-        fs.ls(path.split("/", 1)[0])
+        fs.ls(path.split("/", 1)[0], **_deadline(fs))
     except FileNotFoundError:
         return True
     return False
@@ -251,5 +294,5 @@ def is_missing(uri: str) -> bool:
 
 def remove(uri: str) -> None:
     fs, path = filesystem(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    if fs.exists(path, **_deadline(fs)):
+        fs.rm(path, recursive=True, **_deadline(fs))

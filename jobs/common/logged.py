@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.common.part import load_spec
     from secoctl.stored import experiment_uri
 
+    store.use_timeouts(store.DATA_PLANE)
     experiment = load_spec(args.spec)
     root = experiment_uri(experiment)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))

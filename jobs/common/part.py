@@ -78,6 +78,7 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     if "TORCHELASTIC_RUN_ID" in os.environ:
         # torchrun starts workers in sessions of their own: tie each to its agent's life.
         die_with_parent()
+    store.use_timeouts(store.DATA_PLANE)
     experiment = load_spec(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)

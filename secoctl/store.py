@@ -266,11 +266,11 @@ def write_json(uri: str, value: Any) -> None:
 
 
 def list_names(uri: str) -> list[str]:
-    """Names directly under a prefix; empty when the prefix does not exist."""
+    """Names directly under a prefix; empty when the prefix does not exist or is a file."""
     fs, path = filesystem(uri)
     try:
         entries = fs.ls(path, detail=False, **_deadline(fs))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 

@@ -221,22 +221,33 @@ def status(
 
 
 def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
-    """The stored experiments' rows: the part of `status` that reads specs and needs the plan."""
+    """The stored experiments' rows: the part of `status` that reads specs and needs the plan.
+
+    A stored spec that cannot be read is that experiment's one "unreadable" row, not every experiment's
+    failure; only when nothing else can be shown is it the command's one-line error.
+    """
     from secoctl import plan
     from secoctl.backends.local import alive_local_pids
-    from secoctl.status import rows
+    from secoctl.status import StageRow, rows
     from secoctl.stored import read_experiment_facts, stored_experiment
 
-    table = []
+    table, unreadable = [], []
     for experiment_name in names:
         experiment_uri = store.experiment_uri(root, experiment_name)
-        experiment = stored_experiment(experiment_uri)
+        try:
+            experiment = stored_experiment(experiment_uri)
+        except (SpecError, UserError) as error:
+            unreadable.append((experiment_name, error))
+            continue
         if experiment is None:
             continue
         facts = read_experiment_facts(experiment_uri, experiment)
         statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True)
         table.extend(rows(experiment_name, statuses, facts))
-    return table
+    if unreadable and not table:
+        raise unreadable[0][1]
+    return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", str(error).splitlines()[0])
+                    for experiment_name, error in unreadable]
 
 
 @app.command()

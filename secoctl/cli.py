@@ -70,15 +70,19 @@ def _fail(lines: list[str], code: int = 2) -> None:
 
 
 def _load(files: list[Path]):
-    """The experiments of the files, each one's warnings on stderr (a valid spec that will cost more than
-    it needs to)."""
+    """Every experiment in the files, refused whole if one is invalid or renders more than the cluster accepts;
+    each one's warnings on stderr (a valid spec that will cost more than it needs to)."""
     from secoctl.advice import warnings
+    from secoctl.backends.kubernetes import oversized
     from secoctl.specfile import load_files
 
     try:
         experiments = load_files(files)
     except SpecError as error:
         _fail([str(p) for p in error.problems])
+    problems = [problem for experiment in experiments for problem in oversized(experiment)]
+    if problems:
+        _fail([str(p) for p in problems])
     for experiment in experiments:
         for line in warnings(experiment):
             typer.echo(f"{experiment.name}: warning: {line}", err=True)

@@ -246,7 +246,7 @@ def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
         if experiment is None:
             continue
         facts = read_experiment_facts(experiment_uri, experiment)
-        statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True)
+        statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name), single_machine=True)
         table.extend(rows(experiment_name, statuses, facts))
     if unreadable and not table:
         raise unreadable[0][1]
@@ -298,7 +298,7 @@ def logs(
         if not follow:
             return
         facts = read_experiment_facts(experiment_uri, experiment)
-        if not alive_local_pids(facts):
+        if not alive_local_pids(facts, name):
             return
         time.sleep(1)
 
@@ -350,7 +350,7 @@ def delete(
     with store.reported(root):
         experiment_uri, experiment = _stored(root, name)
         facts = read_experiment_facts(experiment_uri, experiment) if experiment is not None else {}
-        running = alive_local_pids(facts)
+        running = alive_local_pids(facts, name)
     for pid in running:
         os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)
         typer.echo(f"stopped the local run of {name} (process {pid})")

@@ -24,7 +24,7 @@ def stored_experiment(experiment_uri: str) -> Experiment | None:
 
 
 def prepare_storage(experiment_uri: str, experiment: Experiment,
-                    alive: Callable[[dict[str, StageFacts]], set[int]] | None = None) -> None:
+                    alive: Callable[[dict[str, StageFacts], str], set[int]] | None = None) -> None:
     """Store the spec at `experiment_uri`, refusing a change that would contradict work already done, and,
     given `alive` (the processes still applying it), a second apply while one runs."""
     previous = stored_experiment(experiment_uri)
@@ -39,7 +39,7 @@ def prepare_storage(experiment_uri: str, experiment: Experiment,
                 f"give the changed spec a new metadata.name, or run `secoctl delete {experiment.name} --purge` "
                 "to start over"
             )
-        running = alive(facts) if alive else set()
+        running = alive(facts, experiment.name) if alive else set()
         if running:
             raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
                             f"wait for it or `secoctl delete {experiment.name}` to stop it")

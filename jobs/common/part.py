@@ -8,6 +8,7 @@ last, so a killed part leaves nothing that looks finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 from secoctl import store
 from secoctl.plan import stage as stage_of
-from secoctl.process import die_with_parent
+from secoctl.process import sole
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents, read_spec
 from secoctl.stored import experiment_uri
@@ -75,9 +76,6 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{stage}")
     parser.add_argument("--spec", required=True, help="spec.yaml path or URI")
     args = parser.parse_args(argv)
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        # torchrun starts workers in sessions of their own: tie each to its agent's life.
-        die_with_parent()
     store.use_timeouts(store.DATA_PLANE)
     experiment = load_spec(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
@@ -87,7 +85,10 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
         print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
         return
     started = time.time()
-    summary = work(part)
+    with sole(part.tree.path("parts", str(index)), f"part {index} of stage {stage} of {experiment.name} is already "
+              f"running in another process on this machine; `secoctl delete {experiment.name}` stops it") \
+            if part.is_leader else contextlib.nullcontext():
+        summary = work(part)
     if part.is_leader:
         store.write_json(part.tree.part_done(index), {"index": index, "started_at": started,
                                                         "finished_at": time.time(), "summary": summary})

@@ -8,7 +8,9 @@ a Ctrl-C or kill leaves committed parts in place and nothing half-written, so th
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secoctl import partlog, plan, store
-from secoctl.process import die_with_parent, terminate_as_interrupt
+from secoctl.process import EXECUTOR_PID, die_with_parent, terminate_as_interrupt
 from secoctl.spec import Experiment
 from secoctl.stored import prepare_storage, read_experiment_facts
 from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
@@ -29,6 +31,7 @@ ArgvFor = Callable[[plan.Stage, str], list[str]]
 POLL_S = 0.25
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 20
+TOKEN_PREFIX = "secoctl-run-"
 
 
 def local_gpu_count() -> int:
@@ -70,18 +73,56 @@ def running_record(pid: int) -> dict:
             "started_at": time.time(), "executor": "local"}
 
 
-def is_alive_here(record: dict) -> bool:
-    """Whether the process a `_RUNNING` record names still runs on this machine: a PID alone is not enough,
-    since a killed apply leaves its record behind and the PID may since belong to another process."""
+class RunToken:
+    """What only the apply of one experiment holds: an open file of random content, named for the experiment.
+
+    Its `_RUNNING` records carry the file's path and content hash. Anyone who can write the storage tree can
+    copy a record's pid, host, boot id and start time from /proc, but cannot make another process hold this
+    file open; so `delete` signals only a process that holds it (seen in /proc/PID/fd, which the kernel
+    shows only to that process's own user).
+    """
+
+    def __init__(self, experiment: str):
+        handle, self.path = tempfile.mkstemp(prefix=f"{TOKEN_PREFIX}{experiment}-")
+        self.handle = os.fdopen(handle, "w")
+        token = secrets.token_hex(32)
+        self.handle.write(token)
+        self.handle.flush()
+        self.record = {"token_file": self.path, "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+
+    def close(self) -> None:
+        self.handle.close()
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _holds_token(pid: int, record: dict, experiment: str) -> bool:
+    path = record.get("token_file")
+    if not isinstance(path, str) or not Path(path).name.startswith(f"{TOKEN_PREFIX}{experiment}-"):
+        return False
+    try:
+        held = any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd"))
+        content = Path(path).read_bytes() if held else b""
+    except OSError:  # another user's process, or one that just exited
+        return False
+    return held and hashlib.sha256(content).hexdigest() == record.get("token_sha256")
+
+
+def is_alive_here(record: dict, experiment: str) -> bool:
+    """Whether the process a `_RUNNING` record names is this experiment's apply, running on this machine.
+
+    A PID alone is not enough: a killed apply leaves its record behind and the PID may since belong to
+    another process (the identity tells them apart), and a forged record names one on purpose (the token).
+    """
     pid = record.get("pid")
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False
     identity = process_identity(pid)
-    return identity is not None and all(record.get(key) == value for key, value in identity.items())
+    return (identity is not None and all(record.get(key) == value for key, value in identity.items())
+            and _holds_token(pid, record, experiment))
 
 
-def alive_local_pids(facts: dict) -> set[int]:
-    return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running)}
+def alive_local_pids(facts: dict, experiment: str) -> set[int]:
+    return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running, experiment)}
 
 
 class StageFailed(Exception):
@@ -130,7 +171,8 @@ class LocalExecutor:
         root = self.experiment_uri(experiment)
         facts = read_experiment_facts(root, experiment)
         with terminate_as_interrupt():
-            for status in plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True):
+            for status in plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment.name),
+                                      single_machine=True):
                 if status.state == "complete":
                     self.observer.stage_skipped(status.stage)
                     continue
@@ -139,9 +181,10 @@ class LocalExecutor:
     def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
         tree = StageTree(self.experiment_uri(experiment), stage.name)
         store.remove(tree.failed)
-        store.write_json(tree.running, running_record(os.getpid()))
+        token = RunToken(experiment.name)
         started = time.monotonic()
         try:
+            store.write_json(tree.running, {**running_record(os.getpid()), **token.record})
             missing = read_facts(tree).missing_parts(stage.parts)
             self.observer.stage_started(stage, stage.parts - len(missing))
             self._run_parts(experiment, stage, tree, missing)
@@ -155,6 +198,7 @@ class LocalExecutor:
             raise
         finally:
             store.remove(tree.running)
+            token.close()
         self.observer.stage_finished(stage, time.monotonic() - started)
 
     def _commit(self, stage: plan.Stage, tree: StageTree) -> None:
@@ -170,7 +214,7 @@ class LocalExecutor:
         local_log = _local_path(log_uri) or log_dir / f"{index:05d}.log"
         local_log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SECOCTL_PARTS=str(stage.parts),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **{EXECUTOR_PID: str(os.getpid())})
         with open(local_log, "ab") as log:
             process = subprocess.Popen(
                 self.argv_for(stage, spec_uri(self.experiment_uri(experiment))),

@@ -87,7 +87,8 @@ def resolve(option: str | None = None, own: str | None = None, experiment: str =
 
 
 def default_storage() -> tuple[str, str]:
-    """Where a command works when neither a spec nor --storage names a tree: $SECOCTL_STORAGE, else the embedded default."""
+    """Where a command works when neither a spec nor --storage names a tree: $SECOCTL_STORAGE, else the
+    embedded default."""
     configured = os.environ.get(ENV_STORAGE)
     return (configured, f"${ENV_STORAGE}") if configured else (home_storage(), "the embedded default")
 

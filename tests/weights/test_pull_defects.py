@@ -20,7 +20,8 @@ def partial_folder(storage: str) -> Path:
     return weights._cache_dir(storage, weights.WeightsRef("w", "1")).parent / ".1.partial"
 
 
-@pytest.mark.parametrize("sums", [b"\xff\xfe\x00garbage\n", b"not sums at all\n", b"\n\n"], ids=["utf8", "garbage", "empty"])
+@pytest.mark.parametrize("sums", [b"\xff\xfe\x00garbage\n", b"not sums at all\n", b"\n\n"],
+                         ids=["utf8", "garbage", "empty"])
 def test_a_damaged_sums_file_is_one_line_asking_for_a_new_publish(sums: bytes, safetensors_file: Path, tmp_path: Path):
     storage = (tmp_path / "store").as_uri()
     weights.push(storage, safetensors_file, "w", "1")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from secoctl import store
-from secoctl.errors import SpecError, UserError, shown
+from secoctl.errors import SpecError, UserError
 
 if TYPE_CHECKING:
     from secoctl.status import StageRow
@@ -32,8 +32,9 @@ SpecFiles = Annotated[list[Path], typer.Argument(help="Experiment YAML files ('-
 StorageOption = Annotated[
     Optional[str],
     typer.Option("--storage", show_default=False,
-                 help=f"Storage tree URI (file://, s3://); default: ${store.ENV_STORAGE}, else a folder under "
-                      "~/.local/share/secoctl. A spec's own spec.storage wins over both defaults."),
+                 help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]; default: ${store.ENV_STORAGE}, "
+                      "else a folder under ~/.local/share/secoctl. A spec's own spec.storage wins; a different "
+                      "--storage is refused."),
 ]
 ContextOption = Annotated[Optional[str], typer.Option("--context", help="kubeconfig context (cluster runs).")]
 NamespaceOption = Annotated[
@@ -69,15 +70,19 @@ def _fail(lines: list[str], code: int = 2) -> None:
 
 
 def _load(files: list[Path]):
-    """The experiments of the files, each one's warnings on stderr (a valid spec that will cost more than
-    it needs to)."""
+    """Every experiment in the files, refused whole if one is invalid or renders more than the cluster accepts;
+    each one's warnings on stderr (a valid spec that will cost more than it needs to)."""
     from secoctl.advice import warnings
+    from secoctl.backends.kubernetes import oversized
     from secoctl.specfile import load_files
 
     try:
         experiments = load_files(files)
     except SpecError as error:
         _fail([str(p) for p in error.problems])
+    problems = [problem for experiment in experiments for problem in oversized(experiment)]
+    if problems:
+        _fail([str(p) for p in problems])
     for experiment in experiments:
         for line in warnings(experiment):
             typer.echo(f"{experiment.name}: warning: {line}", err=True)
@@ -144,9 +149,8 @@ def apply(
     with RichObserver() as observer:
         try:
             for experiment in experiments:
-                root = experiment.spec.storage or store.default_storage()
-                observer.experiment(experiment.name, store.experiment_uri(root, experiment.name))
-                LocalExecutor(root, observer=observer).apply(experiment)
+                observer.experiment(experiment.name, store.experiment_uri(experiment.spec.storage, experiment.name))
+                LocalExecutor(experiment.spec.storage, observer=observer).apply(experiment)
         except StageFailed as failure:
             observer.stop()
             _fail([f"stage {failure.stage} failed: part {failure.index} exited with code {failure.exit_code}",
@@ -157,20 +161,12 @@ def apply(
 
 
 def _on_storage(experiment, storage: Optional[str]):
-    """The experiment on the storage it names, else on --storage or $SECOCTL_STORAGE, validated as spec.storage.
-
-    A spec's own storage is where its work already is; an explicit --storage naming another is refused
-    rather than either one silently winning.
-    """
-    own = experiment.spec.storage
-    if storage and own and storage != own:
-        raise UserError(f"--storage {shown(storage)} differs from {experiment.name}'s spec.storage {shown(own)}; "
-                        "drop --storage or change spec.storage")
-    chosen = own or storage or os.environ.get(store.ENV_STORAGE)
-    if not chosen or chosen == own:
+    """The experiment on the storage `store.resolve` chooses for it, validated as spec.storage is."""
+    chosen, source = store.resolve(storage, experiment.spec.storage, experiment.name)
+    if chosen == experiment.spec.storage:
         return experiment
     try:
-        return experiment.with_storage(chosen, "--storage" if storage else f"${store.ENV_STORAGE}")
+        return experiment.with_storage(chosen, source)
     except SpecError as error:
         _fail([str(p) for p in error.problems])
 
@@ -188,11 +184,10 @@ def _experiments(storage: str, name: str | None) -> list[str]:
     return [name]
 
 
-def _stored(storage: str | None, name: str):
+def _stored(root: str, name: str):
     """The experiment URI and the spec stored there, or a user error naming what exists."""
-    from secoctl.backends.local import stored_experiment
+    from secoctl.stored import stored_experiment
 
-    root = storage or store.default_storage()
     with store.reported(root):
         _experiments(root, name)
         experiment_uri = store.experiment_uri(root, name)
@@ -215,7 +210,7 @@ def status(
 
         cluster_commands.status(name, context, namespace, watch, output)
         return
-    root = storage or store.default_storage()
+    root = store.storage(storage)
     with store.reported(root):
         names = _experiments(root, name)
         table = _local_status_rows(root, names) if names else []
@@ -230,21 +225,33 @@ def status(
 
 
 def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
-    """The stored experiments' rows: the part of `status` that reads specs and needs the plan."""
-    from secoctl import plan
-    from secoctl.backends.local import alive_local_pids, read_experiment_facts, stored_experiment
-    from secoctl.status import rows
+    """The stored experiments' rows: the part of `status` that reads specs and needs the plan.
 
-    table = []
+    A stored spec that cannot be read is that experiment's one "unreadable" row, not every experiment's
+    failure; only when nothing else can be shown is it the command's one-line error.
+    """
+    from secoctl import plan
+    from secoctl.backends.local import alive_local_pids
+    from secoctl.status import StageRow, rows
+    from secoctl.stored import read_experiment_facts, stored_experiment
+
+    table, unreadable = [], []
     for experiment_name in names:
         experiment_uri = store.experiment_uri(root, experiment_name)
-        experiment = stored_experiment(experiment_uri)
+        try:
+            experiment = stored_experiment(experiment_uri)
+        except (SpecError, UserError) as error:
+            unreadable.append((experiment_name, error))
+            continue
         if experiment is None:
             continue
         facts = read_experiment_facts(experiment_uri, experiment)
-        statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True)
+        statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name), single_machine=True)
         table.extend(rows(experiment_name, statuses, facts))
-    return table
+    if unreadable and not table:
+        raise unreadable[0][1]
+    return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", str(error).splitlines()[0])
+                    for experiment_name, error in unreadable]
 
 
 @app.command()
@@ -265,10 +272,11 @@ def logs(
         cluster_commands.logs(name, stage, index, follow, context, namespace)
         return
     from secoctl import partlog, plan
-    from secoctl.backends.local import alive_local_pids, read_experiment_facts
+    from secoctl.backends.local import alive_local_pids
+    from secoctl.stored import read_experiment_facts
     from secoctl.tree import StageTree
 
-    experiment_uri, experiment = _stored(storage, name)
+    experiment_uri, experiment = _stored(store.storage(storage), name)
     stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
     if stage is not None and stage not in stage_names:
         raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(stage_names)}")
@@ -290,7 +298,7 @@ def logs(
         if not follow:
             return
         facts = read_experiment_facts(experiment_uri, experiment)
-        if not alive_local_pids(facts):
+        if not alive_local_pids(facts, name):
             return
         time.sleep(1)
 
@@ -305,7 +313,7 @@ def plot(
     from secoctl.plots import loss_curves, parse_metrics
     from secoctl.tree import StageTree
 
-    experiment_uri, _ = _stored(storage, name)
+    experiment_uri, _ = _stored(store.storage(storage), name)
     metrics = StageTree(experiment_uri, "pretrain").path("metrics.jsonl")
     try:
         records = parse_metrics(store.read_text(metrics))
@@ -335,13 +343,14 @@ def delete(
 
         cluster_commands.delete(name, purge, storage, context, namespace)
         return
-    from secoctl.backends.local import alive_local_pids, read_experiment_facts
+    from secoctl.backends.local import alive_local_pids
+    from secoctl.stored import read_experiment_facts
 
-    root = storage or store.default_storage()
+    root = store.storage(storage)
     with store.reported(root):
         experiment_uri, experiment = _stored(root, name)
         facts = read_experiment_facts(experiment_uri, experiment) if experiment is not None else {}
-        running = alive_local_pids(facts)
+        running = alive_local_pids(facts, name)
     for pid in running:
         os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)
         typer.echo(f"stopped the local run of {name} (process {pid})")
@@ -364,7 +373,7 @@ def report(
 
     from secoctl import report as reporting
 
-    experiment_uri, _ = _stored(storage, name)
+    experiment_uri, _ = _stored(store.storage(storage), name)
     report_rows = reporting.rows(reporting.read_metrics(experiment_uri))
     if not report_rows:
         raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")

@@ -10,9 +10,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from secoctl import partlog, plan, stages, store
+from secoctl import partlog, plan, stages, store, stored
 from secoctl.backends.kubernetes import Cluster, KubernetesExecutor
-from secoctl.backends.local import read_experiment_facts
 from secoctl.errors import UserError
 from secoctl.jobstate import INDEX_LABEL
 from secoctl.states import styled
@@ -46,8 +45,7 @@ def _rows(target: KubernetesExecutor, name: str | None) -> list[ClusterRow]:
         jobs = target.stage_facts(experiment)
         statuses = facts = None
         try:
-            root = store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name)
-            facts = read_experiment_facts(root, experiment)
+            facts = stored.read_experiment_facts(stored.experiment_uri(experiment), experiment)
             statuses = plan.assess(experiment, facts)  # on a cluster, pretrain is one part per node
         except Exception:  # noqa: BLE001 - storage this machine cannot read only hides progress columns
             pass
@@ -81,7 +79,7 @@ def status(name: str | None, context: str | None, namespace: str | None, watch: 
 
 
 def _stage_uri(experiment, stage: str) -> str:
-    return store.join(store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name), stage)
+    return store.join(stored.experiment_uri(experiment), stage)
 
 
 def _storage_parts(experiment, stage: str, index: int | None) -> list[int]:
@@ -149,7 +147,7 @@ def delete(name: str, purge: bool, storage: str | None, context: str | None, nam
     if purge:
         found = {e.name: e for e in target.experiments()}
         if name in found:
-            experiment_uri = store.experiment_uri(storage or found[name].spec.storage or store.default_storage(), name)
+            experiment_uri = store.experiment_uri(store.storage(storage, found[name].spec.storage, name), name)
     removed = target.delete(name)
     if not removed:
         raise UserError(f"nothing labelled seco.dev/experiment={name} in the namespace")

@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from secoctl import plan, render, store
+from secoctl import plan, render, store, stored
 from secoctl.backends.kubernetes import ApiError, Cluster, KubernetesExecutor
-from secoctl.backends.local import prepare_storage
 from secoctl.errors import SpecError, UserError
 from secoctl.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
 from secoctl.spec import Experiment
@@ -38,10 +37,10 @@ class Driver:
     def __init__(self, experiment: Experiment, cluster: Cluster, poll_s: float = POLL_S):
         self.experiment, self.cluster, self.poll_s = experiment, cluster, poll_s
         self.executor = KubernetesExecutor(cluster)
-        self.root = store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name)
+        self.root = stored.experiment_uri(experiment)
 
     def run(self) -> int:
-        prepare_storage(self.root, self.experiment)
+        stored.prepare_storage(self.root, self.experiment)
         for stage in plan.stages(self.experiment):
             tree = StageTree(self.root, stage.name)
             success = read_facts(tree).success
@@ -109,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default=None)
     parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between looks at a running Job")
     args = parser.parse_args(argv)
+    store.use_timeouts(store.DATA_PLANE)  # a long-running watcher rides out a slow store, as the stages do
     try:
         experiment = load_documents(read_spec(str(args.spec)), str(args.spec))[0]
         return Driver(experiment, Cluster(namespace=args.namespace), args.poll).run()

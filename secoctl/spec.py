@@ -6,7 +6,6 @@ field names are camelCase in YAML, as Kubernetes users expect.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from datetime import date
 from urllib.parse import parse_qsl, urlsplit
@@ -24,11 +23,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from secoctl.errors import SpecError, SpecProblem, shown
+from secoctl.store import CREDENTIALS_IN_URI, storage_problem
 
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # Experiment names become Job names plus a stage suffix ("-pretrain") and pod hostnames with an
 # index suffix, which must stay within the 63-character DNS label limit.
 MAX_NAME_LENGTH = 40
@@ -46,8 +46,8 @@ LITERAL_SECRET_KEYS = re.compile(
 # user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
 RESERVED_LABEL_PREFIX = "seco.dev/"
 RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # An experiment's objects are named NAME-SUFFIX: its control objects (render.names) and each stage's
 # Job (render.job_name; a distributed stage's Service shares it); none may be one an admin installs
 # from manifests/, which apply would take over and delete would remove.
@@ -70,8 +70,7 @@ def _no_credentials_in_uri(value: str | None) -> str | None:
         return value
     parts = urlsplit(value)
     if "@" in parts.netloc:
-        raise ValueError("credentials must not be written into the URI (user:password@); "
-                         "name a Secret (storageSecret) instead")
+        raise ValueError(CREDENTIALS_IN_URI)
     signed = [key for key, _ in parse_qsl(parts.query) if LITERAL_SECRET_KEYS.search(key) or SIGNATURE_PARAMETERS.match(key)]
     if signed:
         raise ValueError(f"the query parameter {shown(signed[0])} is a credential and must not be written into "
@@ -83,7 +82,7 @@ UriOrPath = Annotated[str, AfterValidator(_no_credentials_in_uri)]
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.match(value):
+    if len(value) > MAX_NAME_LENGTH or not DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"{shown(value)} is not a DNS-1123 label of at most {MAX_NAME_LENGTH} characters "
             "(lower-case letters, digits and '-', starting and ending with a letter or digit)"
@@ -357,15 +356,9 @@ class ExperimentSpec(Model):
     def _storage_uri(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
-            raise ValueError(f"{shown(value)} is not a URI such as file:///data/seco or s3://bucket/seco")
-        _no_credentials_in_uri(value)
-        path = value.split("://", 1)[1]
-        if ".." in path.split("/"):
-            raise ValueError(f"{shown(value)} climbs out of its folder with '..'; write the folder it means")
-        if value.startswith("file://") and not (path.startswith("/") and posixpath.normpath(path) == path):
-            raise ValueError(f"{shown(value)} is not an absolute, normalised path; write it as "
-                             f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
+        problem = storage_problem(value)  # the one rule, for --storage and $SECOCTL_STORAGE too
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -386,8 +379,8 @@ class ExperimentSpec(Model):
 
 def _label_key(key: str) -> str:
     prefix, _, name = key.rpartition("/")
-    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
-            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
+    if not name or len(name) > 63 or not LABEL_NAME.fullmatch(name) or (
+            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix))):
         raise ValueError("not a Kubernetes label key: [DNS-subdomain prefix/]name, the name up to 63 letters, "
                          "digits, '-', '_' or '.'")
     if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
@@ -399,7 +392,7 @@ def _label_key(key: str) -> str:
 
 
 def _label_value(value: str) -> str:
-    if len(value) > 63 or not LABEL_NAME.match(value):
+    if len(value) > 63 or not LABEL_NAME.fullmatch(value):
         raise ValueError(f"{shown(value)} is not a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.'")
     return value
 

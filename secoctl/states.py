@@ -3,17 +3,19 @@
 The storage tree says complete, changed, failed, running, interrupted, ready or waiting
 (`plan.assess`); a cluster's Job also says pending (started, its pods not all running yet) and
 queued (handed to Kueue), and waiting for a Job `apply` made that the driver has not started yet.
+An experiment whose stored spec cannot be read is one unreadable row in `status`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-State = Literal["complete", "changed", "failed", "running", "interrupted", "pending", "queued", "ready", "waiting"]
+State = Literal["complete", "changed", "failed", "running", "interrupted", "pending", "queued", "ready", "waiting",
+                "unreadable"]
 
 STYLE: dict[State, str] = {
     "complete": "green", "running": "cyan", "failed": "red", "changed": "yellow", "interrupted": "yellow",
-    "pending": "yellow", "queued": "yellow", "ready": "white", "waiting": "dim",
+    "pending": "yellow", "queued": "yellow", "ready": "white", "waiting": "dim", "unreadable": "red",
 }
 
 

@@ -8,25 +8,94 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import re
 import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secoctl.errors import UserError
+from secoctl.errors import UserError, shown
 
 if TYPE_CHECKING:
     import fsspec
 
 
 ENV_STORAGE = "SECOCTL_STORAGE"
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
+CREDENTIALS_IN_URI = ("credentials must not be written into the URI (user:password@); "
+                      "name a Secret (storageSecret) instead")
 
 
-def default_storage() -> str:
-    """$SECOCTL_STORAGE, else the embedded default."""
-    return os.environ.get(ENV_STORAGE) or home_storage()
+def storage_problem(uri: str) -> str | None:
+    """Why `uri` cannot be a storage tree, or None: only file:// with an absolute, normalised path and
+    s3://BUCKET[/PREFIX] are storage; anything else would write somewhere else (a relative folder, the
+    file system's root) or nowhere (memory://), or fail later with a traceback."""
+    scheme, separator, path = uri.partition("://")
+    if not separator or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        return f"{shown(uri)} is not a URI such as file:///data/seco or s3://bucket/seco"
+    if "@" in path.split("/", 1)[0]:
+        return CREDENTIALS_IN_URI
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        return f"{shown(uri)} holds a control character (a newline, tab or NUL); write the URI alone"
+    if scheme not in ("file", "s3"):
+        return f"{shown(uri)}: storage is file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]; {scheme}:// is not supported"
+    if "?" in path or "#" in path:
+        return "a storage URI has no query or fragment ('?', '#'); name a Secret (storageSecret) for credentials"
+    if ".." in path.split("/"):
+        return f"{shown(uri)} climbs out of its folder with '..'; write the folder it means"
+    if scheme == "file":
+        if not (path.startswith("/") and posixpath.normpath(path) == path):
+            return (f"{shown(uri)} is not an absolute, normalised path; write it as "
+                    f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
+        return None
+    bucket, _, prefix = path.partition("/")
+    if not S3_BUCKET.fullmatch(bucket):
+        return (f"{shown(uri)} names no S3 bucket (3 to 63 lower-case letters, digits, '.' and '-'); "
+                "write s3://BUCKET[/PREFIX]")
+    segments = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    if any(segment in ("", ".") for segment in segments):
+        return f"{shown(uri)} is not a normalised prefix (an empty or '.' segment); write s3://{bucket}/PREFIX"
+    return None
+
+
+def checked_storage(uri: str, source: str) -> str:
+    problem = storage_problem(uri)
+    if problem:
+        raise UserError(f"{source}: {problem}")
+    return uri
+
+
+def resolve(option: str | None = None, own: str | None = None, experiment: str = "") -> tuple[str, str]:
+    """(storage URI, where it came from) by the one precedence every command and stage follows: the spec's
+    own spec.storage, then --storage, then $SECOCTL_STORAGE, then the embedded default.
+
+    A spec's storage is where its work already is: a --storage naming another tree is refused rather than
+    either silently winning. The caller validates the choice: `storage` below, or the spec model.
+    """
+    if option and own and option != own:
+        raise UserError(f"--storage {shown(option)} differs from {experiment}'s spec.storage {shown(own)}; "
+                        "drop --storage or change spec.storage")
+    if own:
+        return own, "spec.storage"
+    if option:
+        return option, "--storage"
+    return default_storage()
+
+
+def default_storage() -> tuple[str, str]:
+    """Where a command works when neither a spec nor --storage names a tree: $SECOCTL_STORAGE, else the
+    embedded default."""
+    configured = os.environ.get(ENV_STORAGE)
+    return (configured, f"${ENV_STORAGE}") if configured else (home_storage(), "the embedded default")
+
+
+def storage(option: str | None = None, own: str | None = None, experiment: str = "") -> str:
+    """The storage tree a command or stage works on (`resolve`), validated: exit 2 and nothing written otherwise."""
+    return checked_storage(*resolve(option, own, experiment))
 
 
 def home_storage() -> str:
@@ -43,19 +112,60 @@ def experiment_uri(storage: str, name: str) -> str:
     return join(storage, "experiments", name)
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one object-store request may take: to connect, between bytes read, how many times it is
+    tried (s3fs's own retry loop; botocore's is turned off so the two do not multiply), and the whole call
+    at most (fsspec's deadline, for the calls in this module)."""
+
+    connect_s: float
+    read_s: float
+    attempts: int
+    deadline_s: float
+
+
+# A command a person waits for answers within half a minute; a stage rides out a slow store for longer.
+CONTROL_PLANE = Timeouts(connect_s=5, read_s=10, attempts=2, deadline_s=30)
+DATA_PLANE = Timeouts(connect_s=10, read_s=60, attempts=5, deadline_s=600)
+_timeouts = CONTROL_PLANE
+
+
+def use_timeouts(timeouts: Timeouts) -> None:
+    """Set this process's object-store timeouts: the stages and the driver call it with DATA_PLANE."""
+    global _timeouts
+    _timeouts = timeouts
+
+
 def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
     import fsspec  # imported on first use: `render` and `validate` never touch storage
 
     scheme, _, path = uri.rpartition("://")
     if scheme not in ("", "file") and ".." in path.split("/"):
         raise UserError(f"{uri}: '..' is not allowed in an object store path (keys are not folders)")
-    # Listings are never cached: a marker another process wrote must be seen at once.
-    options = {"use_listings_cache": False} if uri.startswith("s3://") else {}
+    options = {}
+    if uri.startswith("s3://"):
+        # Listings are never cached: a marker another process wrote must be seen at once.
+        options = {"use_listings_cache": False, "config_kwargs": {
+            "connect_timeout": _timeouts.connect_s, "read_timeout": _timeouts.read_s,
+            "retries": {"total_max_attempts": 1}}}
     try:
         fs, path = fsspec.core.url_to_fs(uri, **options)
     except (ImportError, ValueError) as error:  # a backend that is not installed, a protocol fsspec does not know
         raise UserError(f"{uri}: {one_line(error)}") from None
+    if options:
+        fs.retries = _timeouts.attempts
     return fs, path
+
+
+def _deadline(fs: "fsspec.AbstractFileSystem") -> dict[str, float]:
+    """The keyword that bounds one whole call of an object store (fsspec's sync); a local call takes none."""
+    from fsspec.asyn import AsyncFileSystem
+
+    return {"timeout": _timeouts.deadline_s} if isinstance(fs, AsyncFileSystem) else {}
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the S3 endpoint"
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -79,6 +189,9 @@ def reported(storage: str) -> Iterator[None]:
     except Exception as error:
         if not _is_storage_failure(error):
             raise
+        if isinstance(error, TimeoutError):  # fsspec's deadline for a whole call
+            raise UserError(f"storage {storage}: no answer from {_endpoint()} within {_timeouts.deadline_s:g} s; "
+                            "check the endpoint and the network") from None
         if isinstance(error, OSError) and error.filename:  # a local file: the message names it
             raise UserError(one_line(error)) from None
         if isinstance(error, PermissionError):
@@ -106,18 +219,16 @@ def upload_file(local: str | Path, uri: str) -> None:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return fs.exists(path)
+    return fs.exists(path, **_deadline(fs))
 
 
 def read_text(uri: str) -> str:
-    fs, path = filesystem(uri)
-    with fs.open(path, "r") as handle:
-        return handle.read()
+    return read_bytes(uri).decode()
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    return fs.cat_file(path)
+    return fs.cat_file(path, **_deadline(fs))
 
 
 def read_json(uri: str) -> Any:
@@ -144,7 +255,7 @@ def write_bytes(uri: str, data: bytes) -> None:
             handle.write(data)
         os.replace(temporary, path)
     else:
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data, **_deadline(fs))
 
 
 def write_text(uri: str, text: str) -> None:
@@ -156,11 +267,11 @@ def write_json(uri: str, value: Any) -> None:
 
 
 def list_names(uri: str) -> list[str]:
-    """Names directly under a prefix; empty when the prefix does not exist."""
+    """Names directly under a prefix; empty when the prefix does not exist or is a file."""
     fs, path = filesystem(uri)
     try:
-        entries = fs.ls(path, detail=False)
-    except FileNotFoundError:
+        entries = fs.ls(path, detail=False, **_deadline(fs))
+    except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
@@ -176,7 +287,7 @@ def is_missing(uri: str) -> bool:
     if isinstance(fs, LocalFileSystem):
         return not fs.isdir(path)
     try:
-        fs.ls(path.split("/", 1)[0])
+        fs.ls(path.split("/", 1)[0], **_deadline(fs))
     except FileNotFoundError:
         return True
     return False
@@ -184,5 +295,5 @@ def is_missing(uri: str) -> bool:
 
 def remove(uri: str) -> None:
     fs, path = filesystem(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    if fs.exists(path, **_deadline(fs)):
+        fs.rm(path, recursive=True, **_deadline(fs))

@@ -31,9 +31,10 @@ from secoctl.errors import UserError
 WEIGHTS_FILE = "model.safetensors"
 ITEM_FILE = "item.json"
 SUMS_FILE = "SHA256SUMS"
-NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
-VERSION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?$")
+NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?")
+VERSION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?")
 READ_CHUNK = 4 * 2**20
+MAX_INPUT_SIZE = 8192  # pixels per side of a model's input: a published item claiming more is not a model card
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,14 @@ class WeightsRef:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name) or ".." in name:
+    if not NAME.fullmatch(name) or ".." in name:
         raise UserError(f"weights name {name!r} is invalid: use lower-case letters, digits, '.', '_' and '-' "
                         "(at most 64, starting and ending with a letter or digit)")
     return name
 
 
 def check_version(version: str) -> str:
-    if not VERSION.match(version) or ".." in version:
+    if not VERSION.fullmatch(version) or ".." in version:
         raise UserError(f"weights version {version!r} is invalid: use letters, digits, '.', '_' and '-' "
                         "(at most 32, starting and ending with a letter or digit)")
     return version
@@ -76,13 +77,13 @@ def _natural(version: str) -> list[Any]:
 
 
 def names(storage: str) -> list[str]:
-    return sorted(n for n in store.list_names(store.join(storage, "weights")) if NAME.match(n))
+    return sorted(n for n in store.list_names(store.join(storage, "weights")) if NAME.fullmatch(n))
 
 
 def versions(storage: str, name: str) -> list[str]:
     """Committed versions (those with SHA256SUMS), oldest to newest."""
     root = store.join(storage, "weights", check_name(name))
-    found = [v for v in store.list_names(root) if VERSION.match(v) and store.exists(store.join(root, v, SUMS_FILE))]
+    found = [v for v in store.list_names(root) if VERSION.fullmatch(v) and store.exists(store.join(root, v, SUMS_FILE))]
     return sorted(found, key=_natural)
 
 
@@ -99,13 +100,17 @@ def resolve(storage: str, ref: WeightsRef) -> WeightsRef:
     return ref
 
 
-def parse_sums(text: str) -> dict[str, str]:
-    sums = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, _, filename = line.strip().partition("  ")
-            sums[filename] = digest
-    return sums
+SUMS_LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9._-]+)")
+
+
+def parse_sums(text: str, where: str = SUMS_FILE) -> dict[str, str]:
+    """{file: sha256} from a SHA256SUMS file, each line `<64 hex digits>  <file name>` as sha256sum writes."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    matches = [SUMS_LINE.fullmatch(line) for line in lines]
+    if not lines or not all(matches):
+        raise UserError(f"{where} is not a list of '<sha256>  <file>' lines; the version cannot be verified: "
+                        "ask the publisher to publish it again")
+    return {match[2]: match[1] for match in matches}
 
 
 def show(storage: str, text: str) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def parse_item(text: str, where: str) -> dict[str, Any]:
         well_formed = (properties["secoctl:backbone"] in FEATURES and len(spec["bands"]) == 3
                        and len(spec["mean"]) == len(spec["std"]) == 3 and len(numbers) == 12
                        and all(type(n) in (int, float) for n in numbers)
-                       and (spec["size"] is None or type(spec["size"]) is int and spec["size"] > 0))
+                       and (spec["size"] is None or type(spec["size"]) is int and 0 < spec["size"] <= MAX_INPUT_SIZE))
     except (ValueError, KeyError, TypeError, RecursionError):
         well_formed = False
     if not well_formed:
@@ -205,16 +210,19 @@ def _fill_cache(ref: WeightsRef, source: str, sums: dict[str, str], cached: Path
     if cached.exists():
         return
     partial = cached.parent / f".{ref.version}.partial"
+    listed = "".join(f"{d}  {f}\n" for f, d in sorted(sums.items()))
+    recorded = partial / SUMS_FILE
+    if recorded.exists() and recorded.read_text(errors="replace") != listed:
+        shutil.rmtree(partial)  # begun for files since republished (--force): its bytes are another version's
     partial.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(listed)
     for filename in sums:
         _download(store.join(source, filename), partial / filename, on_bytes)
     bad = verify(partial, sums)
     if bad:
-        for filename in bad:
-            (partial / filename).unlink(missing_ok=True)
+        shutil.rmtree(partial)
         raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
                         "altered or truncated. Nothing was cached; ask the publisher to publish it again")
-    (partial / SUMS_FILE).write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
     os.replace(partial, cached)
 
 
@@ -223,7 +231,7 @@ def pull(storage: str, text: str, output: Path | None = None,
     """Fetch a version into the cache (verified), copy it to `output` if given; returns the folder."""
     ref = resolve(storage, WeightsRef.parse(text))
     source = version_uri(storage, ref.name, ref.version)
-    sums = parse_sums(store.read_text(store.join(source, SUMS_FILE)))
+    sums = parse_sums(store.read_bytes(store.join(source, SUMS_FILE)).decode(errors="replace"), f"{ref}: {SUMS_FILE}")
     unexpected = [f for f in sums if f not in (WEIGHTS_FILE, ITEM_FILE)]
     if unexpected:
         raise UserError(f"{ref}: SHA256SUMS names unexpected files {unexpected}; the version is not secoctl's layout")
@@ -249,6 +257,8 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
 
     check_name(name)
     check_version(version)
+    if not 1 <= input_size <= MAX_INPUT_SIZE:
+        raise UserError(f"--input-size {input_size} is not between 1 and {MAX_INPUT_SIZE} pixels")
     tensors = safetensors_header(weights_file)
     try:
         backbone = architecture(tensors)
@@ -346,7 +356,7 @@ def load(text: str, storage: str | None = None):
     """(torchvision ResNet backbone with the published weights, its input transform)."""
     from jobs.common.backbone import build_backbone
 
-    storage = storage or store.default_storage()
+    storage = store.storage(storage)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
     model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)

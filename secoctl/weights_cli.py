@@ -11,16 +11,14 @@ from secoctl import store
 app = typer.Typer(help="Published weights: list, show, pull (verified, cached), push, import.",
                   no_args_is_help=True)
 
-Storage = Annotated[Optional[str], typer.Option("--storage", envvar=store.ENV_STORAGE,
-                                                help="Storage tree URI (file://, s3://); default: the configured one.")]
+Storage = Annotated[Optional[str], typer.Option(
+    "--storage", show_default=False,
+    help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]; default: ${store.ENV_STORAGE}, "
+         "else a folder under ~/.local/share/secoctl.")]
 Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (newest version when omitted).")]
 Name = Annotated[str, typer.Option("--name", help="Weights name, e.g. seco-resnet50-1m.")]
 Version = Annotated[str, typer.Option("--version", help="Version; published versions are immutable.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")]
-
-
-def _storage(storage: str | None) -> str:
-    return storage or store.default_storage()
 
 
 @app.command("list")
@@ -31,7 +29,7 @@ def list_weights(storage: Storage = None) -> None:
 
     from secoctl import weights
 
-    root = _storage(storage)
+    root = store.storage(storage)
     table = Table("name", "versions", "latest", title=f"weights in {root}")
     with store.reported(root):
         for name in weights.names(root):
@@ -46,7 +44,7 @@ def show(ref: Ref, storage: Storage = None) -> None:
     """The STAC item (MLM) describing a version: architecture, bands, normalisation, training spec."""
     from secoctl import weights
 
-    root = _storage(storage)
+    root = store.storage(storage)
     with store.reported(root):
         item = weights.show(root, ref)
     typer.echo(json.dumps(item, indent=2))
@@ -60,7 +58,7 @@ def pull(ref: Ref, output: Annotated[Optional[Path], typer.Option("-o", "--outpu
 
     from secoctl import weights
 
-    root = _storage(storage)
+    root = store.storage(storage)
     with store.reported(root), Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
                                         transient=True) as bar:
         task = bar.add_task("pulling", total=None)
@@ -76,7 +74,7 @@ def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
     """Publish a backbone trained elsewhere (safetensors, torchvision ResNet-18/50 key names)."""
     from secoctl import weights
 
-    root = _storage(storage)
+    root = store.storage(storage)
     with store.reported(root):
         uri = weights.push(root, file, name, version, input_size, force=force)
     typer.echo(f"{name}:{version} published to {uri}")
@@ -90,7 +88,7 @@ def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fa
     publish them (needs torch)."""
     from secoctl import weights
 
-    root = _storage(storage)
+    root = store.storage(storage)
     with store.reported(root):
         uri = weights.import_checkpoint(root, file, format, name, version, force=force)
         release = weights.show(root, f"{name}:{version}")["properties"]["secoctl:provenance"].get("release")

@@ -274,3 +274,18 @@ def test_a_pretrain_node_whose_disk_cannot_cache_an_epoch_is_warned_about_not_re
     assert "a node reads 98.0 GiB an epoch" in result.stderr and "at least 123Gi" in result.stderr
     spec.write_text(spec.read_text().replace("50Gi", "123Gi"))
     assert run_cli("validate", str(spec)).stderr == ""
+
+
+def test_a_spec_that_renders_past_what_the_api_server_stores_is_refused_by_validate(tmp_path, storage):
+    labels = "".join(f"    k{i:05d}: {'v' * 40}\n" for i in range(10_000))
+    spec_file = tmp_path / "labelled.yaml"
+    spec_file.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata:\n  name: demo\n  labels:\n"
+                         + labels)
+    assert spec_file.stat().st_size < 2**20  # within the spec's own limit
+    for command in ("validate", "render", "apply"):
+        result = run_cli(command, str(spec_file), storage=storage)
+        assert (result.returncode, result.stdout) == (2, ""), (command, result.stderr[-500:])
+        assert result.stderr.startswith("demo: metadata: renders ConfigMap demo-spec of ") and \
+            "more than the 1048576 bytes one Kubernetes object may hold" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert list(storage.iterdir()) == []

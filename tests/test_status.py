@@ -188,3 +188,26 @@ def test_a_queued_job_says_where_it_waits_and_kueues_reason():
     # The driver cannot read Workloads: it says what it knows, not that Kueue is missing.
     assert job_facts(job, []).reasons == ("queued for LocalQueue gpu-queue: waiting for Kueue to admit the Job",)
     assert "no Workload" in job_facts(job, [], None).reasons[0]
+
+
+def test_one_unreadable_stored_spec_is_its_own_row_and_every_other_experiment_shows(storage):
+    import json
+
+    from secoctl.stored import prepare_storage
+    from tests.conftest import run_cli
+
+    good = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: good}\n",
+                          "good.yaml")[0].with_storage(storage.as_uri())
+    prepare_storage(store.experiment_uri(storage.as_uri(), "good"), good)
+    corrupt = storage / "experiments" / "corrupt" / "spec.yaml"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text("apiVersion: [\n")
+    result = run_cli("status", "--local", "-o", "json", storage=storage)
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)
+    assert [(r["experiment"], r["state"]) for r in table if r["experiment"] == "good"][0] == ("good", "ready")
+    unreadable = [r for r in table if r["experiment"] == "corrupt"]
+    assert [(r["stage"], r["state"]) for r in unreadable] == [("-", "unreadable")]
+    assert "invalid YAML" in unreadable[0]["detail"]
+    drawn = run_cli("status", "--local", storage=storage)
+    assert drawn.returncode == 0 and "unreadable" in drawn.stdout and "good" in drawn.stdout, drawn.stderr

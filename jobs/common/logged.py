@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True)
     args = parser.parse_args(argv[:split])
     from jobs.common.part import load_spec
+    from secoctl.stored import experiment_uri
 
+    store.use_timeouts(store.DATA_PLANE)
     experiment = load_spec(args.spec)
-    root = store.experiment_uri(experiment.spec.storage or store.default_storage(), experiment.name)
+    root = experiment_uri(experiment)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     return run(store.join(root, args.stage), index, argv[split + 1:])
 

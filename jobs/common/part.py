@@ -8,6 +8,7 @@ last, so a killed part leaves nothing that looks finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -17,9 +18,10 @@ from typing import Any
 
 from secoctl import store
 from secoctl.plan import stage as stage_of
-from secoctl.process import die_with_parent
+from secoctl.process import sole
 from secoctl.spec import Experiment
 from secoctl.specfile import load_documents, read_spec
+from secoctl.stored import experiment_uri
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -36,7 +38,7 @@ class Part:
 
     @property
     def experiment_uri(self) -> str:
-        return store.experiment_uri(self.experiment.spec.storage or store.default_storage(), self.experiment.name)
+        return self.tree.experiment_uri
 
     def stage_tree(self, stage: str) -> StageTree:
         return StageTree(self.experiment_uri, stage)
@@ -74,19 +76,19 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{stage}")
     parser.add_argument("--spec", required=True, help="spec.yaml path or URI")
     args = parser.parse_args(argv)
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        # torchrun starts workers in sessions of their own: tie each to its agent's life.
-        die_with_parent()
+    store.use_timeouts(store.DATA_PLANE)
     experiment = load_spec(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
-    storage = experiment.spec.storage or store.default_storage()
-    part = Part(experiment, stage, index, parts, StageTree(store.experiment_uri(storage, experiment.name), stage))
+    part = Part(experiment, stage, index, parts, StageTree(experiment_uri(experiment), stage))
     if store.exists(part.tree.part_done(index)):
         print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
         return
     started = time.time()
-    summary = work(part)
+    with sole(part.tree.path("parts", str(index)), f"part {index} of stage {stage} of {experiment.name} is already "
+              f"running in another process on this machine; `secoctl delete {experiment.name}` stops it") \
+            if part.is_leader else contextlib.nullcontext():
+        summary = work(part)
     if part.is_leader:
         store.write_json(part.tree.part_done(index), {"index": index, "started_at": started,
                                                         "finished_at": time.time(), "summary": summary})

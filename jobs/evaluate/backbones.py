@@ -38,7 +38,7 @@ def baseline(label: str, name: str, storage: str) -> nn.Module:
 
 def candidates(part: Part, labels: list[str]) -> dict[str, nn.Module]:
     spec = part.experiment.spec
-    storage = spec.storage or store.default_storage()
+    storage = store.storage(own=spec.storage)
     return {THIS_RUN: this_run(part, spec.pretrain.backbone),
             **{label: baseline(label, spec.pretrain.backbone, storage) for label in labels}}
 
@@ -57,6 +57,6 @@ def provenance(part: Part, label: str) -> dict[str, str | None]:
         return {"backbone": spec.pretrain.backbone, "pretraining": matched if spec.pretrain.method == "seco" else None}
     if label in ("random", "imagenet"):
         return {"backbone": spec.pretrain.backbone, "pretraining": None}
-    properties = weights.show(spec.storage or store.default_storage(), label)["properties"]
+    properties = weights.show(store.storage(own=spec.storage), label)["properties"]
     return {"backbone": properties["secoctl:backbone"],
             "pretraining": properties.get("secoctl:provenance", {}).get("pretraining")}

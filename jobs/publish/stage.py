@@ -28,7 +28,7 @@ def already_published_by_us(storage: str, name: str, version: str, provenance: d
 def work(part: Part) -> dict[str, Any]:
     experiment = part.experiment
     publish, pretrain = experiment.spec.publish, experiment.spec.pretrain
-    storage = experiment.spec.storage or store.default_storage()
+    storage = store.storage(own=experiment.spec.storage)
     tensors, checkpoint = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"),
                                                      pretrain.backbone)
     provenance = {"experiment": experiment.name, "checkpoint_step": int(checkpoint["step"]),

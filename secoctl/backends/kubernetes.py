@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from secoctl import plan, render, stages
-from secoctl.errors import UserError, shown
+from secoctl.errors import SpecProblem, UserError, shown
 from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
 from secoctl.spec import Experiment
 
@@ -29,6 +29,20 @@ PATHS = {
     "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"), "Job": ("apis/batch/v1", "jobs"),
 }
 DELETE_ORDER = ("Job", "NetworkPolicy", "Service", "RoleBinding", "Role", "ServiceAccount", "ConfigMap")
+# etcd keeps one object of at most 1.5 MiB and a ConfigMap holds at most 1 MiB of data: a rendered object
+# larger than 1 MiB is one the API server may refuse, so validate refuses its spec first.
+MAX_OBJECT_BYTES = 2**20
+
+
+def oversized(experiment: Experiment) -> list[SpecProblem]:
+    """The first rendered object too large to send, as the spec's problem (every label is on every object)."""
+    for obj in render.render(experiment):
+        size = len(json.dumps(obj, separators=(",", ":")).encode())
+        if size > MAX_OBJECT_BYTES:
+            return [SpecProblem(experiment.name, "metadata", f"renders {obj['kind']} {obj['metadata']['name']} of "
+                                f"{size} bytes, more than the {MAX_OBJECT_BYTES} bytes one Kubernetes object may "
+                                "hold; use fewer or shorter metadata.labels")]
+    return []
 
 
 class ApiError(Exception):
@@ -162,7 +176,7 @@ class KubernetesExecutor:
         """Server-side apply of the control objects; returns (kind, name, created|configured|unchanged)."""
         if not experiment.spec.storage or (experiment.spec.storage.startswith("file://")
                                            and not experiment.spec.storage_claim):
-            raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://, gs://, az://) or a "
+            raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://BUCKET[/PREFIX]) or a "
                             "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
                             "so every pod sees the same tree")
         unpublished = experiment.spec.unpublished_image()

@@ -8,7 +8,9 @@ a Ctrl-C or kill leaves committed parts in place and nothing half-written, so th
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secoctl import partlog, plan, store
-from secoctl.errors import UserError
-from secoctl.process import die_with_parent, terminate_as_interrupt
+from secoctl.process import EXECUTOR_PID, die_with_parent, terminate_as_interrupt
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents, read_spec
+from secoctl.stored import prepare_storage, read_experiment_facts
 from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
 
 ArgvFor = Callable[[plan.Stage, str], list[str]]
 POLL_S = 0.25
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 20
+TOKEN_PREFIX = "secoctl-run-"
 
 
 def local_gpu_count() -> int:
@@ -71,52 +73,56 @@ def running_record(pid: int) -> dict:
             "started_at": time.time(), "executor": "local"}
 
 
-def is_alive_here(record: dict) -> bool:
-    """Whether the process a `_RUNNING` record names still runs on this machine: a PID alone is not enough,
-    since a killed apply leaves its record behind and the PID may since belong to another process."""
+class RunToken:
+    """What only the apply of one experiment holds: an open file of random content, named for the experiment.
+
+    Its `_RUNNING` records carry the file's path and content hash. Anyone who can write the storage tree can
+    copy a record's pid, host, boot id and start time from /proc, but cannot make another process hold this
+    file open; so `delete` signals only a process that holds it (seen in /proc/PID/fd, which the kernel
+    shows only to that process's own user).
+    """
+
+    def __init__(self, experiment: str):
+        handle, self.path = tempfile.mkstemp(prefix=f"{TOKEN_PREFIX}{experiment}-")
+        self.handle = os.fdopen(handle, "w")
+        token = secrets.token_hex(32)
+        self.handle.write(token)
+        self.handle.flush()
+        self.record = {"token_file": self.path, "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+
+    def close(self) -> None:
+        self.handle.close()
+        Path(self.path).unlink(missing_ok=True)
+
+
+def _holds_token(pid: int, record: dict, experiment: str) -> bool:
+    path = record.get("token_file")
+    if not isinstance(path, str) or not Path(path).name.startswith(f"{TOKEN_PREFIX}{experiment}-"):
+        return False
+    try:
+        held = any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd"))
+        content = Path(path).read_bytes() if held else b""
+    except OSError:  # another user's process, or one that just exited
+        return False
+    return held and hashlib.sha256(content).hexdigest() == record.get("token_sha256")
+
+
+def is_alive_here(record: dict, experiment: str) -> bool:
+    """Whether the process a `_RUNNING` record names is this experiment's apply, running on this machine.
+
+    A PID alone is not enough: a killed apply leaves its record behind and the PID may since belong to
+    another process (the identity tells them apart), and a forged record names one on purpose (the token).
+    """
     pid = record.get("pid")
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False
     identity = process_identity(pid)
-    return identity is not None and all(record.get(key) == value for key, value in identity.items())
+    return (identity is not None and all(record.get(key) == value for key, value in identity.items())
+            and _holds_token(pid, record, experiment))
 
 
-def alive_local_pids(facts: dict) -> set[int]:
-    return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running)}
-
-
-def read_experiment_facts(experiment_uri: str, experiment: Experiment) -> dict:
-    return {s.name: read_facts(StageTree(experiment_uri, s.name)) for s in plan.stages(experiment, single_machine=True)}
-
-
-def stored_experiment(experiment_uri: str) -> Experiment | None:
-    location = spec_uri(experiment_uri)
-    if not store.exists(location):
-        return None
-    return load_documents(read_spec(location), location)[0]
-
-
-def prepare_storage(root: str, experiment: Experiment, check_local_runs: bool = False) -> None:
-    """Store the spec under `root`, refusing a change that would contradict work already done."""
-    previous = stored_experiment(root)
-    if previous is not None:
-        facts = read_experiment_facts(root, previous)
-        touched = [name for name in plan.changed_stages(previous, experiment)
-                   if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)]
-        if touched:
-            first = touched[0]
-            raise UserError(
-                f"spec.{first} changed after stage {first} of experiment {experiment.name} did work; "
-                f"give the changed spec a new metadata.name, or run `secoctl delete {experiment.name} --purge` "
-                "to start over"
-            )
-        running = alive_local_pids(facts) if check_local_runs else set()
-        if running:
-            raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
-                            f"wait for it or `secoctl delete {experiment.name}` to stop it")
-    from secoctl.render import spec_document
-
-    store.write_text(spec_uri(root), spec_document(experiment))
+def alive_local_pids(facts: dict, experiment: str) -> set[int]:
+    return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running, experiment)}
 
 
 class StageFailed(Exception):
@@ -157,7 +163,7 @@ class LocalExecutor:
     def prepare(self, experiment: Experiment) -> Experiment:
         """Store the spec, refusing a change that would contradict work already done."""
         experiment = experiment.with_storage(self.storage)
-        prepare_storage(self.experiment_uri(experiment), experiment, check_local_runs=True)
+        prepare_storage(self.experiment_uri(experiment), experiment, alive=alive_local_pids)
         return experiment
 
     def apply(self, experiment: Experiment) -> None:
@@ -165,7 +171,8 @@ class LocalExecutor:
         root = self.experiment_uri(experiment)
         facts = read_experiment_facts(root, experiment)
         with terminate_as_interrupt():
-            for status in plan.assess(experiment, facts, alive=alive_local_pids(facts), single_machine=True):
+            for status in plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment.name),
+                                      single_machine=True):
                 if status.state == "complete":
                     self.observer.stage_skipped(status.stage)
                     continue
@@ -174,9 +181,10 @@ class LocalExecutor:
     def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
         tree = StageTree(self.experiment_uri(experiment), stage.name)
         store.remove(tree.failed)
-        store.write_json(tree.running, running_record(os.getpid()))
+        token = RunToken(experiment.name)
         started = time.monotonic()
         try:
+            store.write_json(tree.running, {**running_record(os.getpid()), **token.record})
             missing = read_facts(tree).missing_parts(stage.parts)
             self.observer.stage_started(stage, stage.parts - len(missing))
             self._run_parts(experiment, stage, tree, missing)
@@ -190,6 +198,7 @@ class LocalExecutor:
             raise
         finally:
             store.remove(tree.running)
+            token.close()
         self.observer.stage_finished(stage, time.monotonic() - started)
 
     def _commit(self, stage: plan.Stage, tree: StageTree) -> None:
@@ -205,7 +214,7 @@ class LocalExecutor:
         local_log = _local_path(log_uri) or log_dir / f"{index:05d}.log"
         local_log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SECOCTL_PARTS=str(stage.parts),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **{EXECUTOR_PID: str(os.getpid())})
         with open(local_log, "ab") as log:
             process = subprocess.Popen(
                 self.argv_for(stage, spec_uri(self.experiment_uri(experiment))),

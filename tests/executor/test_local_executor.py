@@ -139,7 +139,8 @@ def test_a_configured_cluster_takes_apply_and_local_keeps_it_on_this_machine(sto
 @pytest.mark.parametrize("record", [
     lambda pid: {"pid": pid, "host": socket.gethostname(), "started_at": time.time(), "executor": "local"},
     lambda pid: {**running_record(pid), "pid_started": running_record(pid)["pid_started"] - 1},
-], ids=["without-start-time", "other-start-time"])
+    running_record,  # forged: every field /proc shows copied, but the process holds no apply's token
+], ids=["without-start-time", "other-start-time", "forged"])
 def test_delete_never_signals_a_process_that_took_over_a_stale_records_pid(record, storage):
     """A SIGKILLed apply leaves `_RUNNING` behind; its PID may since name an unrelated process."""
     executor(storage).prepare(experiment())

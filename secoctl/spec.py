@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from datetime import date
 from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
@@ -23,7 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from secoctl.errors import SpecError, SpecProblem, shown
+from secoctl import k8s_rules, weights
+from secoctl.errors import SpecError, SpecProblem, UserError, shown
 
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
@@ -46,8 +48,6 @@ LITERAL_SECRET_KEYS = re.compile(
 # user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
 RESERVED_LABEL_PREFIX = "seco.dev/"
 RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # An experiment's objects are named NAME-SUFFIX: its control objects (render.names) and each stage's
 # Job (render.job_name; a distributed stage's Service shares it); none may be one an admin installs
 # from manifests/, which apply would take over and delete would remove.
@@ -94,6 +94,33 @@ def _dns_label(value: str) -> str:
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 
 
+def _kubernetes_rule(rule: Callable[[str], list[str]], value: str, what: str | None = None) -> str:
+    """`value` if the API server's own rule (secoctl.k8s_rules) takes it; else its problems, as one line."""
+    problems = rule(value)
+    if problems:
+        raise ValueError(f"{what or shown(value)} {'; '.join(problems)}")
+    return value
+
+
+# Names of objects the spec refers to (Secrets, claims, PriorityClasses), by the server's rule for them.
+ObjectName = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.dns1123_subdomain, value))]
+ImageReference = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.image_reference, value))]
+NodeLabelKey = Annotated[str, AfterValidator(lambda key: _kubernetes_rule(k8s_rules.label_key, key, "label key"))]
+LabelValue = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value,
+                                                                              f"label value {shown(value)}"))]
+# A LocalQueue's name, which the driver also writes as the Jobs' kueue.x-k8s.io/queue-name label value.
+QueueName = Annotated[ObjectName, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value))]
+
+
+def _resolvable(check: Callable[[str], Any], value: str) -> str:
+    """`value` checked by the rule of the stage that will resolve it (secoctl.weights), failing here instead."""
+    try:
+        check(value)
+    except UserError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
 class Model(BaseModel):
     """Strict camelCase model: unknown fields are errors, never silently dropped."""
 
@@ -105,7 +132,7 @@ class Model(BaseModel):
 class SecretRef(Model):
     """A Kubernetes Secret by name; locally its keys are read from the environment instead."""
 
-    secret_name: DnsLabel
+    secret_name: ObjectName
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +154,13 @@ class Toleration(Model):
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
+    @model_validator(mode="after")
+    def _as_the_server_checks_it(self) -> "Toleration":
+        problems = k8s_rules.toleration(self.key, self.operator, self.value)
+        if problems:
+            raise ValueError("; ".join(f"{field}: {problem}" for field, problem in problems))
+        return self
+
 
 class Resources(Model):
     """What one pod of a stage asks the scheduler for."""
@@ -138,15 +172,13 @@ class Resources(Model):
         "20Gi", description="Local disk of one pod: requested from the scheduler and the size of its /tmp "
         "(downloads, caches; evaluate downloads its datasets there unless dataPath is set); a pod that "
         "writes more is evicted.")
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[NodeLabelKey, LabelValue] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
 
     @field_validator("cpu", "memory", "ephemeral_storage")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?", value):
-            raise ValueError(f"{shown(value)} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
-        return value
+        return _kubernetes_rule(k8s_rules.request_quantity, value)
 
 
 class Collect(Model):
@@ -263,6 +295,9 @@ class Pretrain(Model):
         return self
 
 
+BUILTIN_BASELINES = ("random", "imagenet")  # jobs/evaluate/backbones.baseline; anything else is published weights
+
+
 class Evaluation(Model):
     """One downstream protocol of the paper (section 4)."""
 
@@ -278,7 +313,8 @@ class Evaluation(Model):
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
     data_path: UriOrPath | None = Field(None, description="Where the dataset lives; downloaded if absent.")
-    baselines: list[str] = Field(
+    baselines: list[Annotated[str, AfterValidator(lambda value: value if value in BUILTIN_BASELINES else
+                                                 _resolvable(weights.WeightsRef.parse, value))]] = Field(
         default_factory=lambda: ["random", "imagenet"],
         description="'random', 'imagenet' or a published weights name NAME[:VERSION].",
     )
@@ -310,8 +346,8 @@ class Evaluation(Model):
 class Publish(Model):
     """Weights to `<storage>/weights/<name>/<version>/`; a published version is immutable."""
 
-    name: DnsLabel
-    version: str = Field("1", pattern=r"^[0-9A-Za-z]([0-9A-Za-z._-]{0,30}[0-9A-Za-z])?$")
+    name: Annotated[str, AfterValidator(lambda value: _resolvable(weights.check_name, value))]
+    version: Annotated[str, AfterValidator(lambda value: _resolvable(weights.check_version, value))] = "1"
     force: bool = Field(False, description="Replace this version if another run already published it.")
 
 
@@ -327,18 +363,18 @@ class ExperimentSpec(Model):
     storage_secret: SecretRef | None = Field(
         None, description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3:// storage."
     )
-    storage_claim: DnsLabel | None = Field(
+    storage_claim: ObjectName | None = Field(
         None, description="PersistentVolumeClaim mounted at a file:// storage path in every pod."
     )
-    image: str = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
+    image: ImageReference = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "Always", description="Of every container. Always resolves the tag at the registry at each pod start; "
         "an image loaded into the nodes' container runtime without a registry (a local build, an air-gapped "
         "cluster) fails to pull that way (ErrImagePull): give IfNotPresent, or Never to run only what the node holds.",
     )
-    driver_image: str | None = Field(None, description="Image of collect and driver pods; default: image.")
-    priority_class_name: DnsLabel | None = None
-    queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")
+    driver_image: ImageReference | None = Field(None, description="Image of collect and driver pods; default: image.")
+    priority_class_name: ObjectName | None = None
+    queue_name: QueueName | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")
     collect: Collect = Field(default_factory=Collect)
     pretrain: Pretrain = Field(default_factory=Pretrain)
     evaluate: list[Evaluation] = Field(default_factory=list)
@@ -385,11 +421,8 @@ class ExperimentSpec(Model):
 
 
 def _label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
-            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
-        raise ValueError("not a Kubernetes label key: [DNS-subdomain prefix/]name, the name up to 63 letters, "
-                         "digits, '-', '_' or '.'")
+    _kubernetes_rule(k8s_rules.label_key, key, "not a Kubernetes label key [DNS-subdomain prefix/]name:")
+    name = key.rpartition("/")[2]
     if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
         raise ValueError("secoctl sets this label on every object it makes; choose a key of your own")
     if LITERAL_SECRET_KEYS.search(name):
@@ -398,19 +431,22 @@ def _label_key(key: str) -> str:
     return key
 
 
-def _label_value(value: str) -> str:
-    if len(value) > 63 or not LABEL_NAME.match(value):
-        raise ValueError(f"{shown(value)} is not a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.'")
-    return value
-
-
 class Metadata(Model):
     name: DnsLabel
-    labels: dict[Annotated[str, AfterValidator(_label_key)], Annotated[str, AfterValidator(_label_value)]] = Field(
+    labels: dict[Annotated[str, AfterValidator(_label_key)], LabelValue] = Field(
         default_factory=dict,
         description="Added to every object; not under seco.dev/ nor those secoctl sets (app.kubernetes.io/name, "
         "app.kubernetes.io/managed-by, kueue.x-k8s.io/queue-name).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _names_a_service(cls, name: str) -> str:
+        """NAME-pretrain names the rendezvous Service, and a Service's name is a DNS-1035 label."""
+        if not k8s_rules.DNS1035_LABEL.fullmatch(name):
+            raise ValueError(f"{shown(name)} must start with a letter: it names the Service {name}-pretrain, "
+                             "and Service names start with a letter")
+        return name
 
     @field_validator("name")
     @classmethod

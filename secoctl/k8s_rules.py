@@ -159,8 +159,10 @@ def _docker_domain(image: str) -> tuple[str, str]:
     if not slash:
         return "docker.io", f"library/{image}"
     if first == "localhost" or "." in first or ":" in first or first.lower() != first:
-        return ("docker.io" if first == "index.docker.io" else first), rest
-    return "docker.io", image
+        domain, rest = ("docker.io" if first == "index.docker.io" else first), rest
+    else:
+        domain, rest = "docker.io", image
+    return domain, (f"library/{rest}" if domain == "docker.io" and "/" not in rest else rest)
 
 
 def image_reference(image: str) -> list[str]:

@@ -112,6 +112,14 @@ LabelValue = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_ru
 QueueName = Annotated[ObjectName, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value))]
 
 
+class FieldProblem(ValueError):
+    """A model validator's problem that belongs to one of the model's fields: its path names that field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
 def _resolvable(check: Callable[[str], Any], value: str) -> str:
     """`value` checked by the rule of the stage that will resolve it (secoctl.weights), failing here instead."""
     try:
@@ -158,7 +166,9 @@ class Toleration(Model):
     def _as_the_server_checks_it(self) -> "Toleration":
         problems = k8s_rules.toleration(self.key, self.operator, self.value)
         if problems:
-            raise ValueError("; ".join(f"{field}: {problem}" for field, problem in problems))
+            first = problems[0][0]
+            raise FieldProblem(first, "; ".join(problem if field == first else f"{field}: {problem}"
+                                                for field, problem in problems))
         return self
 
 
@@ -415,7 +425,7 @@ class ExperimentSpec(Model):
         clash = next((used for used in POD_PATHS if f"{used}/".startswith(f"{path}/")
                       or (used != SCRATCH and path.startswith(f"{used}/"))), None)
         if path == "/" or clash:
-            raise ValueError(f"storage {shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
+            raise FieldProblem("storage", f"{shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
                              "which the pods use; choose a folder of its own such as file:///data/seco")
         return self
 
@@ -514,6 +524,8 @@ def parse_experiment(document: Any, source: str = "<spec>") -> Experiment:
         problems = []
         for item in error.errors():
             loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if isinstance(item.get("ctx", {}).get("error"), FieldProblem):
+                loc += (item["ctx"]["error"].field,)
             problems.append(SpecProblem(source=source, path=_field_path(loc), message=_message(item)))
         raise SpecError(problems) from None
 

@@ -141,8 +141,7 @@ def _server_refusals(cluster: Cluster, objects: list[dict[str, Any]]) -> list[st
         try:
             cluster.request("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
                             query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")])
-        except ApiError as error:
-            assert error.status < 500, error.body
+        except ApiError as error:  # server-side apply answers 500 for a quantity it cannot parse
             refusals.append(f"{obj['kind']} {obj['metadata']['name']!r}: {error}")
     return refusals
 

@@ -335,8 +335,10 @@ def test_a_toleration_is_checked_field_by_field_as_the_server_does():
     assert [field for field, _ in k8s_rules.toleration("a b", "Equal", "c d")] == ["key", "value"]
 
 
-def test_what_the_server_takes_is_no_longer_refused():
-    spec = parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "demo"},
+def test_what_the_server_takes_is_no_longer_refused_and_renders():
+    from secoctl import render
+
+    experiment = parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "demo"},
                              "spec": {"image": f"localhost:5000/seco/secoctl@sha256:{'a' * 64}",
                                       "storageSecret": {"secretName": "s3.credentials"},
                                       "priorityClassName": "batch.low",
@@ -344,8 +346,11 @@ def test_what_the_server_takes_is_no_longer_refused():
                                                                 "nodeSelector": {"kubernetes.io/hostname": "n-1"},
                                                                 "tolerations": [{"operator": "Exists"}]}},
                                       "evaluate": [{"task": "eurosat", "baselines": ["imagenet", "seco.r18_v2:1"]}],
-                                      "publish": {"name": "seco_resnet18.v2", "version": "2026.12.rc1"}}}).spec
-    assert (spec.collect.resources.cpu, spec.publish.name) == ("1.5e3", "seco_resnet18.v2")
+                                      "pretrain": {"resources": {"ephemeralStorage": "2.5e11"}},
+                                      "publish": {"name": "seco_resnet18.v2", "version": "2026.12.rc1"}}})
+    pretrain = next(o for o in render.render(experiment) if (o["kind"], o["metadata"]["name"]) == ("Job", "demo-pretrain"))
+    env = {e["name"]: e.get("value") for e in pretrain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SECOCTL_SHARD_CACHE_BYTES"] == str(int(0.8 * 2.5e11))
 
 
 def test_every_derived_name_of_the_longest_name_and_the_most_parts_is_one_the_server_takes():

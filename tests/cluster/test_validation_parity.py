@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from secoctl import k8s_rules, quantity, render
 from secoctl.backends.kubernetes import FIELD_MANAGER, ApiError, Cluster
 from secoctl.cli import app
+from secoctl.jobstate import KUEUE_QUEUE_LABEL
 from secoctl.spec import Experiment, Toleration, parse_experiment
 
 NAMESPACE = "validation-parity"  # of its own: no quota or limit of manifests/ judges a request
@@ -91,8 +92,8 @@ FIELDS = st.one_of(
     st.tuples(st.just("metadata.name"), near(k8s_rules.DNS1035_LABEL) | names),
     st.tuples(st.just("metadata.labels"), st.dictionaries(label_keys, label_values, min_size=1, max_size=2)),
     st.tuples(st.sampled_from(["spec.image", "spec.driverImage"]), images),
-    st.tuples(st.sampled_from(["spec.priorityClassName", "spec.storageClaim", "spec.storageSecret.secretName"]),
-              names),
+    st.tuples(st.sampled_from(["spec.priorityClassName", "spec.storageClaim", "spec.storageSecret.secretName",
+                               "spec.queueName"]), names),
     st.tuples(st.just("spec.storage"), st.builds("file://{}".format, near(re.compile(r"(/[a-z0-9._:-]{1,8}){1,3}"),
                                                                        "/abz.:_ -", 24)
                                                  | st.sampled_from(["/tmp", "/etc/secoctl", "/dev/shm", "/"]))),
@@ -143,6 +144,16 @@ def _any_cache_budget(ephemeral_storage: str) -> int:
         return 0
 
 
+def _as_sent(experiment: Experiment) -> list[dict[str, Any]]:
+    """What the server gets of an experiment: the rendered objects, each stage Job with the queue label
+    the driver adds in its turn (secoctl.driver) when the spec names a Kueue queue."""
+    objects, stage_jobs = render.render(experiment, NAMESPACE), render.stage_job_names(experiment)
+    for obj in objects:
+        if experiment.spec.queue_name and obj["kind"] == "Job" and obj["metadata"]["name"] in stage_jobs:
+            obj["metadata"]["labels"][KUEUE_QUEUE_LABEL] = experiment.spec.queue_name
+    return objects
+
+
 def _server_refusals(cluster: Cluster, objects: list[dict[str, Any]]) -> list[str]:
     refusals = []
     for obj in objects:
@@ -163,7 +174,7 @@ def test_validate_refuses_first_whatever_the_server_refuses(cluster, tmp_path, m
     cluster.kubectl("create", "namespace", NAMESPACE)
     server = Cluster(namespace=NAMESPACE)
     base = parse_experiment(BASE)
-    assert _server_refusals(server, render.render(base, NAMESPACE)) == []
+    assert _server_refusals(server, _as_sent(base)) == []
     spec_file, runner = tmp_path / "spec.yaml", CliRunner()
     judged: Counter[str] = Counter()
     disagreements: list[str] = []
@@ -177,7 +188,7 @@ def test_validate_refuses_first_whatever_the_server_refuses(cluster, tmp_path, m
         result = runner.invoke(app, ["validate", str(spec_file)])
         accepted = result.exit_code == 0
         experiment = parse_experiment(_document(path, value)) if accepted else _unvalidated(base, path, value)
-        refusals = _server_refusals(server, render.render(experiment, NAMESPACE))
+        refusals = _server_refusals(server, _as_sent(experiment))
         field = ".".join(_camel(part) for part in path.split("."))
         judged[f"{field} {'accepted' if accepted else 'refused'} by validate, "
                f"{'refused' if refusals else 'accepted'} by the server"] += 1

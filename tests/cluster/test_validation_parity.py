@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from secoctl import k8s_rules, quantity, render
+from secoctl import k8s_rules, quantity, render, stages
 from secoctl.backends.kubernetes import FIELD_MANAGER, ApiError, Cluster
 from secoctl.cli import app
 from secoctl.jobstate import KUEUE_QUEUE_LABEL
@@ -170,7 +170,7 @@ def _server_refusals(cluster: Cluster, objects: list[dict[str, Any]]) -> list[st
 @pytest.mark.timeout(3600)
 def test_validate_refuses_first_whatever_the_server_refuses(cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(cluster.admin_kubeconfig))
-    monkeypatch.setattr(render, "cache_budget", _any_cache_budget)
+    monkeypatch.setattr(stages, "cache_budget", _any_cache_budget)
     cluster.kubectl("create", "namespace", NAMESPACE)
     server = Cluster(namespace=NAMESPACE)
     base = parse_experiment(BASE)

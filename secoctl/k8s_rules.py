@@ -46,7 +46,7 @@ def dns1123_subdomain(value: str) -> list[str]:
 
 
 def dns1035_label(value: str) -> list[str]:
-    """Names of Services."""
+    """Names of Services, up to 1.35 (1.36's RelaxedServiceNameValidation, on by default, takes DNS-1123 labels)."""
     problems = _too_long(value, DNS1123_LABEL_MAX)
     if not DNS1035_LABEL.fullmatch(value):
         problems.append("must consist of lower case letters, digits or '-', start with a letter and end with a "

@@ -452,10 +452,11 @@ class Metadata(Model):
     @field_validator("name")
     @classmethod
     def _names_a_service(cls, name: str) -> str:
-        """NAME-pretrain names the rendezvous Service, and a Service's name is a DNS-1035 label."""
+        """NAME-pretrain names the rendezvous Service, whose name is a DNS-1035 label on every server before
+        1.36 (RelaxedServiceNameValidation, beta there, lets it start with a digit)."""
         if not k8s_rules.DNS1035_LABEL.fullmatch(name):
-            raise ValueError(f"{shown(name)} must start with a letter: it names the Service {name}-pretrain, "
-                             "and Service names start with a letter")
+            raise ValueError(f"{shown(name)} must start with a letter: it names the Service {name}-pretrain, and "
+                             "Kubernetes before 1.36 refuses a Service name that starts with a digit")
         return name
 
     @field_validator("name")

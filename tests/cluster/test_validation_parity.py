@@ -89,7 +89,7 @@ def _resources_field(field: str, values: st.SearchStrategy) -> st.SearchStrategy
 
 # One strategy per spec field that becomes a Kubernetes field: (the field's path, a value for it).
 FIELDS = st.one_of(
-    st.tuples(st.just("metadata.name"), near(k8s_rules.DNS1035_LABEL) | names),
+    st.tuples(st.just("metadata.name"), near(k8s_rules.DNS1035_LABEL) | near(k8s_rules.DNS1123_LABEL) | names),
     st.tuples(st.just("metadata.labels"), st.dictionaries(label_keys, label_values, min_size=1, max_size=2)),
     st.tuples(st.sampled_from(["spec.image", "spec.driverImage"]), images),
     st.tuples(st.sampled_from(["spec.priorityClassName", "spec.storageClaim", "spec.storageSecret.secretName",

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
-_SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+from secoctl import k8s_rules
 
 
 def to_bytes(quantity: str) -> int:
-    """'20Gi' -> 21474836480; the spec's Resources validator has already admitted the form."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?", quantity)
-    if not match:
+    """'20Gi' -> 21474836480, by the API server's grammar; the spec's Resources validator has admitted the form."""
+    amount = k8s_rules.quantity(quantity)
+    if amount is None:
         raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
-    return int(float(match.group(1)) * _SUFFIX[match.group(2) or ""])
+    return int(amount)
 
 
 def gibibytes(count: int) -> str:

@@ -7,6 +7,7 @@ field names are camelCase in YAML, as Kubernetes users expect.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
@@ -22,7 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from secoctl.errors import SpecError, SpecProblem, shown
+from secoctl import k8s_rules, weights
+from secoctl.errors import SpecError, SpecProblem, UserError, shown
 from secoctl.store import CREDENTIALS_IN_URI, storage_problem
 
 API_VERSION = "seco.dev/v1alpha1"
@@ -46,8 +48,6 @@ LITERAL_SECRET_KEYS = re.compile(
 # user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
 RESERVED_LABEL_PREFIX = "seco.dev/"
 RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
-LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # An experiment's objects are named NAME-SUFFIX: its control objects (render.names) and each stage's
 # Job (render.job_name; a distributed stage's Service shares it); none may be one an admin installs
 # from manifests/, which apply would take over and delete would remove.
@@ -93,6 +93,41 @@ def _dns_label(value: str) -> str:
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 
 
+def _kubernetes_rule(rule: Callable[[str], list[str]], value: str, what: str | None = None) -> str:
+    """`value` if the API server's own rule (secoctl.k8s_rules) takes it; else its problems, as one line."""
+    problems = rule(value)
+    if problems:
+        raise ValueError(f"{what or shown(value)} {'; '.join(problems)}")
+    return value
+
+
+# Names of objects the spec refers to (Secrets, claims, PriorityClasses), by the server's rule for them.
+ObjectName = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.dns1123_subdomain, value))]
+ImageReference = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.image_reference, value))]
+NodeLabelKey = Annotated[str, AfterValidator(lambda key: _kubernetes_rule(k8s_rules.label_key, key, "label key"))]
+LabelValue = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value,
+                                                                              f"label value {shown(value)}"))]
+# A LocalQueue's name, which the driver also writes as the Jobs' kueue.x-k8s.io/queue-name label value.
+QueueName = Annotated[ObjectName, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value))]
+
+
+class FieldProblem(ValueError):
+    """A model validator's problem that belongs to one of the model's fields: its path names that field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+def _resolvable(check: Callable[[str], Any], value: str) -> str:
+    """`value` checked by the rule of the stage that will resolve it (secoctl.weights), failing here instead."""
+    try:
+        check(value)
+    except UserError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
 class Model(BaseModel):
     """Strict camelCase model: unknown fields are errors, never silently dropped."""
 
@@ -104,7 +139,7 @@ class Model(BaseModel):
 class SecretRef(Model):
     """A Kubernetes Secret by name; locally its keys are read from the environment instead."""
 
-    secret_name: DnsLabel
+    secret_name: ObjectName
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +161,15 @@ class Toleration(Model):
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
+    @model_validator(mode="after")
+    def _as_the_server_checks_it(self) -> "Toleration":
+        problems = k8s_rules.toleration(self.key, self.operator, self.value)
+        if problems:
+            first = problems[0][0]
+            raise FieldProblem(first, "; ".join(problem if field == first else f"{field}: {problem}"
+                                                for field, problem in problems))
+        return self
+
 
 class Resources(Model):
     """What one pod of a stage asks the scheduler for."""
@@ -137,15 +181,13 @@ class Resources(Model):
         "20Gi", description="Local disk of one pod: requested from the scheduler and the size of its /tmp "
         "(downloads, caches; evaluate downloads its datasets there unless dataPath is set); a pod that "
         "writes more is evicted.")
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[NodeLabelKey, LabelValue] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
 
     @field_validator("cpu", "memory", "ephemeral_storage")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not re.fullmatch(r"\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?", value):
-            raise ValueError(f"{shown(value)} is not a Kubernetes quantity such as '4', '500m' or '16Gi'")
-        return value
+        return _kubernetes_rule(k8s_rules.request_quantity, value)
 
 
 class Collect(Model):
@@ -262,6 +304,9 @@ class Pretrain(Model):
         return self
 
 
+BUILTIN_BASELINES = ("random", "imagenet")  # jobs/evaluate/backbones.baseline; anything else is published weights
+
+
 class Evaluation(Model):
     """One downstream protocol of the paper (section 4)."""
 
@@ -277,7 +322,8 @@ class Evaluation(Model):
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
     data_path: UriOrPath | None = Field(None, description="Where the dataset lives; downloaded if absent.")
-    baselines: list[str] = Field(
+    baselines: list[Annotated[str, AfterValidator(lambda value: value if value in BUILTIN_BASELINES else
+                                                 _resolvable(weights.WeightsRef.parse, value))]] = Field(
         default_factory=lambda: ["random", "imagenet"],
         description="'random', 'imagenet' or a published weights name NAME[:VERSION].",
     )
@@ -309,8 +355,8 @@ class Evaluation(Model):
 class Publish(Model):
     """Weights to `<storage>/weights/<name>/<version>/`; a published version is immutable."""
 
-    name: DnsLabel
-    version: str = Field("1", pattern=r"^[0-9A-Za-z]([0-9A-Za-z._-]{0,30}[0-9A-Za-z])?$")
+    name: Annotated[str, AfterValidator(lambda value: _resolvable(weights.check_name, value))]
+    version: Annotated[str, AfterValidator(lambda value: _resolvable(weights.check_version, value))] = "1"
     force: bool = Field(False, description="Replace this version if another run already published it.")
 
 
@@ -326,18 +372,18 @@ class ExperimentSpec(Model):
     storage_secret: SecretRef | None = Field(
         None, description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3:// storage."
     )
-    storage_claim: DnsLabel | None = Field(
+    storage_claim: ObjectName | None = Field(
         None, description="PersistentVolumeClaim mounted at a file:// storage path in every pod."
     )
-    image: str = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
+    image: ImageReference = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "Always", description="Of every container. Always resolves the tag at the registry at each pod start; "
         "an image loaded into the nodes' container runtime without a registry (a local build, an air-gapped "
         "cluster) fails to pull that way (ErrImagePull): give IfNotPresent, or Never to run only what the node holds.",
     )
-    driver_image: str | None = Field(None, description="Image of collect and driver pods; default: image.")
-    priority_class_name: DnsLabel | None = None
-    queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")
+    driver_image: ImageReference | None = Field(None, description="Image of collect and driver pods; default: image.")
+    priority_class_name: ObjectName | None = None
+    queue_name: QueueName | None = Field(None, description="Kueue LocalQueue: Jobs are created suspended.")
     collect: Collect = Field(default_factory=Collect)
     pretrain: Pretrain = Field(default_factory=Pretrain)
     evaluate: list[Evaluation] = Field(default_factory=list)
@@ -372,17 +418,14 @@ class ExperimentSpec(Model):
         clash = next((used for used in POD_PATHS if f"{used}/".startswith(f"{path}/")
                       or (used != SCRATCH and path.startswith(f"{used}/"))), None)
         if path == "/" or clash:
-            raise ValueError(f"storage {shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
+            raise FieldProblem("storage", f"{shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
                              "which the pods use; choose a folder of its own such as file:///data/seco")
         return self
 
 
 def _label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if not name or len(name) > 63 or not LABEL_NAME.fullmatch(name) or (
-            "/" in key and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix))):
-        raise ValueError("not a Kubernetes label key: [DNS-subdomain prefix/]name, the name up to 63 letters, "
-                         "digits, '-', '_' or '.'")
+    _kubernetes_rule(k8s_rules.label_key, key, "not a Kubernetes label key [DNS-subdomain prefix/]name:")
+    name = key.rpartition("/")[2]
     if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
         raise ValueError("secoctl sets this label on every object it makes; choose a key of your own")
     if LITERAL_SECRET_KEYS.search(name):
@@ -391,19 +434,23 @@ def _label_key(key: str) -> str:
     return key
 
 
-def _label_value(value: str) -> str:
-    if len(value) > 63 or not LABEL_NAME.fullmatch(value):
-        raise ValueError(f"{shown(value)} is not a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.'")
-    return value
-
-
 class Metadata(Model):
     name: DnsLabel
-    labels: dict[Annotated[str, AfterValidator(_label_key)], Annotated[str, AfterValidator(_label_value)]] = Field(
+    labels: dict[Annotated[str, AfterValidator(_label_key)], LabelValue] = Field(
         default_factory=dict,
         description="Added to every object; not under seco.dev/ nor those secoctl sets (app.kubernetes.io/name, "
         "app.kubernetes.io/managed-by, kueue.x-k8s.io/queue-name).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _names_a_service(cls, name: str) -> str:
+        """NAME-pretrain names the rendezvous Service, whose name is a DNS-1035 label on every server before
+        1.36 (RelaxedServiceNameValidation, beta there, lets it start with a digit)."""
+        if not k8s_rules.DNS1035_LABEL.fullmatch(name):
+            raise ValueError(f"{shown(name)} must start with a letter: it names the Service {name}-pretrain, and "
+                             "Kubernetes before 1.36 refuses a Service name that starts with a digit")
+        return name
 
     @field_validator("name")
     @classmethod
@@ -471,6 +518,8 @@ def parse_experiment(document: Any, source: str = "<spec>") -> Experiment:
         problems = []
         for item in error.errors():
             loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if isinstance(item.get("ctx", {}).get("error"), FieldProblem):
+                loc += (item["ctx"]["error"].field,)
             problems.append(SpecProblem(source=source, path=_field_path(loc), message=_message(item)))
         raise SpecError(problems) from None
 

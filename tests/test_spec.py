@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from secoctl import k8s_rules
 from secoctl.errors import SpecError
-from secoctl.spec import SENTINEL2_BANDS, Experiment, json_schema, parse_experiment
+from secoctl.spec import MAX_NAME_LENGTH, SENTINEL2_BANDS, Experiment, json_schema, parse_experiment
 from secoctl.specfile import load_documents
 from tests.conftest import EXAMPLES, run_cli
 
@@ -57,11 +58,34 @@ BAD_SPECS = {
                          "spec.storage: 'file://data/seco' is not an absolute, normalised path; write it as file:///data/seco"),
     "'..' in storage": (MINIMAL + "spec: {storage: 's3://bucket/seco/../other'}\n", "climbs out of its folder with '..'"),
     "claim over /etc": (MINIMAL + "spec: {storage: 'file:///etc', storageClaim: data}\n",
-                        "spec: storage 'file:///etc' would be mounted at, over or inside /etc/secoctl, which the pods use"),
+                        "spec.storage: 'file:///etc' would be mounted at, over or inside /etc/secoctl, which the pods use"),
     "claim at /tmp": (MINIMAL + "spec: {storage: 'file:///tmp', storageClaim: data}\n",
                       "would be mounted at, over or inside /tmp"),
     "claim without a path": (MINIMAL + "spec: {storage: 's3://bucket/seco', storageClaim: data}\n",
                              "spec: storageClaim is mounted at a file:// storage path"),
+    # What the API server, the kubelet or a later stage refuses (issue 28): refused by validate first.
+    "no image reference": (MINIMAL + "spec: {image: 'registry.example/Team/secoctl:1'}\n",
+                           "spec.image: 'registry.example/Team/secoctl:1' repository name 'Team/secoctl' must be lower case"),
+    "image tag too long": (MINIMAL + f"spec: {{image: 'registry.example/secoctl:{'1' * 129}'}}\n",
+                           "spec.image: 'registry.example/secoctl:1111"),
+    "Exists with a value": (MINIMAL + "spec: {collect: {resources: {tolerations: [{key: gpu, operator: Exists, value: a}]}}}\n",
+                            "spec.collect.resources.tolerations[0].value: must be empty when operator is Exists"),
+    "toleration without key": (MINIMAL + "spec: {evaluateResources: {tolerations: [{effect: NoSchedule}]}}\n",
+                               "spec.evaluateResources.tolerations[0].operator: must be Exists when key is empty"),
+    "node selector key": (MINIMAL + "spec: {pretrain: {resources: {nodeSelector: {'gpu type': a100}}}}\n",
+                          "spec.pretrain.resources.nodeSelector.gpu type: label key name part must consist of"),
+    "node selector value": (MINIMAL + "spec: {pretrain: {resources: {nodeSelector: {gpu: 'a100 80g'}}}}\n",
+                            "spec.pretrain.resources.nodeSelector.gpu: label value 'a100 80g' must be empty or"),
+    "baseline no weights name": (MINIMAL + "spec: {evaluate: [{task: eurosat, baselines: [random, 'My Weights:1']}]}\n",
+                                 "spec.evaluate[0].baselines[1]: weights name 'My Weights' is invalid"),
+    "publish version publish refuses": (MINIMAL + "spec: {publish: {name: w, version: '1..2'}}\n",
+                                        "spec.publish.version: weights version '1..2' is invalid"),
+    "negative quantity": (MINIMAL + "spec: {collect: {resources: {memory: '-8Gi'}}}\n",
+                          "spec.collect.resources.memory: '-8Gi' must not be negative"),
+    "name no Service takes": (MINIMAL.replace("demo", "0demo"), "metadata.name: '0demo' must start with a letter"),
+    "label key with a newline": (MINIMAL.replace("{name: demo}", '{name: demo, labels: {"team\\n": a}}'),
+                                 "not a Kubernetes label key"),
+    "queue name no label value": (MINIMAL + f"spec: {{queueName: {'q' * 64}}}\n", "spec.queueName: 'qqqq"),
 }
 
 
@@ -289,3 +313,78 @@ def test_a_spec_that_renders_past_what_the_api_server_stores_is_refused_by_valid
             "more than the 1048576 bytes one Kubernetes object may hold" in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1
     assert list(storage.iterdir()) == []
+
+
+# Cases from the sources k8s_rules ports: apimachinery's content/*_test.go, distribution/reference's
+# reference_test.go and normalize_test.go, resource's quantity_test.go.
+RULE_CASES = {
+    k8s_rules.label_key: (["a", "A.b_c-9", "example.com/MyName", "k8s.io/a", "a" * 63, f"{'a' * 253}/b"],
+                          ["", "/a", "a/", "a/b/c", "-a", "a_", "a" * 64, "Example.com/a", f"{'a' * 254}/b", "a\n"]),
+    k8s_rules.label_value: (["", "a", "a-b_c.d", "0" * 63], ["-", "a b", "a" * 64, "a\n", "é"]),
+    k8s_rules.dns1123_subdomain: (["a", "a.b-c", "1.2.3", "a" * 253], ["", "A", "a.", ".a", "a_b", "a" * 254, "a\n"]),
+    k8s_rules.dns1035_label: (["a", "a-1"], ["1a", "a.b", "-a", "a" * 64]),
+    k8s_rules.request_quantity: (["0", "4", "500m", "16Gi", "1.5Gi", ".5", "1.", "1e3", "1E-3", "1k", "1M", "+1", "-0"],
+                                 ["", "1K", "1 Gi", " 1", "1Gb", "Gi", "1e", "0x10", "-1", "-1m", "1e400", "1.2.3"]),
+    k8s_rules.image_reference: (
+        ["ubuntu", "ubuntu:22.04", "library/ubuntu", "docker.io/library/ubuntu:latest", "localhost:5000/a/b:c",
+         "registry.example/secoctl:0.1.0", "REGISTRY.example/a", "[::1]:5000/a", "a__b/c--d", f"a@sha256:{'0' * 64}",
+         f"a:b@sha512:{'f' * 128}", "a:" + "t" * 128],
+        ["", "Ubuntu", "a/B", "registry.example/A", "a:", "a:-b", "a:" + "t" * 129, ":a", "a//b", "a/", "-a", "a b",
+         " a", "a\n", f"a@sha256:{'0' * 63}", f"a@sha256:{'A' * 64}", f"a@md5:{'0' * 32}", "0" * 64,
+         "a/" + "b" * 255, "http://registry.example/a"]),
+}
+
+
+@pytest.mark.parametrize("rule", RULE_CASES, ids=lambda rule: rule.__name__)
+def test_the_servers_rules_as_ported_take_and_refuse_what_the_server_does(rule):
+    valid, invalid = RULE_CASES[rule]
+    assert {value: rule(value) for value in valid} == {value: [] for value in valid}
+    assert [value for value in invalid if not rule(value)] == []
+
+
+def test_a_toleration_is_checked_field_by_field_as_the_server_does():
+    assert k8s_rules.toleration(None, "Exists", None) == []  # tolerates every taint
+    assert k8s_rules.toleration("gpu", "Equal", "") == []
+    assert [field for field, _ in k8s_rules.toleration("gpu", "Exists", "a")] == ["value"]
+    assert [field for field, _ in k8s_rules.toleration("", "Equal", "a")] == ["operator"]
+    assert [field for field, _ in k8s_rules.toleration("a b", "Equal", "c d")] == ["key", "value"]
+
+
+def test_what_the_server_takes_is_no_longer_refused_and_renders():
+    from secoctl import render
+
+    experiment = parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "demo"},
+                             "spec": {"image": f"localhost:5000/seco/secoctl@sha256:{'a' * 64}",
+                                      "storageSecret": {"secretName": "s3.credentials"},
+                                      "priorityClassName": "batch.low",
+                                      "collect": {"resources": {"cpu": "1.5e3", "memory": "0.5Ti",
+                                                                "nodeSelector": {"kubernetes.io/hostname": "n-1"},
+                                                                "tolerations": [{"operator": "Exists"}]}},
+                                      "evaluate": [{"task": "eurosat", "baselines": ["imagenet", "seco.r18_v2:1"]}],
+                                      "pretrain": {"resources": {"ephemeralStorage": "2.5e11"}},
+                                      "publish": {"name": "seco_resnet18.v2", "version": "2026.12.rc1"}}})
+    pretrain = next(o for o in render.render(experiment) if (o["kind"], o["metadata"]["name"]) == ("Job", "demo-pretrain"))
+    env = {e["name"]: e.get("value") for e in pretrain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SECOCTL_SHARD_CACHE_BYTES"] == str(int(0.8 * 2.5e11))
+
+
+def test_every_derived_name_of_the_longest_name_and_the_most_parts_is_one_the_server_takes():
+    """Names render derives (NAME-SUFFIX, Indexed Job pods NAME-STAGE-INDEX, label values) stay within the
+    server's limits whatever the spec, since metadata.name has at most MAX_NAME_LENGTH characters."""
+    from secoctl import render
+
+    name = "a" * MAX_NAME_LENGTH
+    experiment = parse_experiment({
+        "apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name},
+        "spec": {"collect": {"workers": 10_000, "locations": 10_000},
+                 "pretrain": {"nodes": 1024, "gpusPerNode": 16, "batchSize": 16384, "queueSize": 16384},
+                 "evaluate": [{"task": "eurosat"}, {"task": "oscd"}], "publish": {"name": "w"}}})
+    for obj in render.render(experiment, namespace="n" * 63):
+        metadata, spec = obj["metadata"], obj.get("spec", {})
+        rule = k8s_rules.dns1035_label if obj["kind"] == "Service" else k8s_rules.dns1123_subdomain
+        assert rule(metadata["name"]) == [], metadata["name"]
+        assert [v for v in metadata["labels"].values() if k8s_rules.label_value(v)] == []
+        if spec.get("completionMode") == "Indexed":
+            hostname = f"{metadata['name']}-{spec['completions'] - 1}"
+            assert k8s_rules.dns1123_label(hostname) == [], hostname
+            assert k8s_rules.dns1123_label(spec["template"]["spec"].get("subdomain", "a")) == []

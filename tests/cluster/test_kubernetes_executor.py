@@ -15,7 +15,7 @@ from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, r
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-STAGES = ("collect", "pretrain", "evaluate", "publish")
+STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
 
 
 def objects_of(cluster, experiment: str) -> list[str]:
@@ -204,7 +204,7 @@ def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kub
     again = start_driver(cluster, spec, "advancing", tmp_path)
     output, _ = again.communicate(timeout=60)
     assert again.returncode == 0, output
-    assert output.count('"stage_skipped"') == 4 and "stage_started" not in output
+    assert output.count('"stage_skipped"') == len(STAGES) and "stage_started" not in output
     assert jobs == {j["metadata"]["name"]: j["metadata"]["uid"] for j in
                     kube_json(cluster, "get", "jobs", "-n", NAMESPACE, "-l", "seco.dev/experiment=advancing")["items"]}
     secoctl(kube_env, "delete", "advancing", "-n", NAMESPACE, "--purge")
@@ -253,6 +253,8 @@ def test_a_node_deleted_under_a_pretrain_pod_is_a_disruption_not_a_failure(kube_
             drivers.append(start_driver(cluster, spec, "disrupted", tmp_path))
             wait_for("collect pods", lambda: len(pods_of(cluster, "disrupted", "collect")) == 2)
             release(cluster, "disrupted", "collect")
+            wait_for("shards pods", lambda: len(pods_of(cluster, "disrupted", "shards")) == 2)
+            release(cluster, "disrupted", "shards")
             running = wait_for("two running pretrain pods", lambda: [
                 p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"
             ] if len([p for p in pods_of(cluster, "disrupted", "pretrain") if p["status"].get("phase") == "Running"]) == 2
@@ -294,7 +296,7 @@ def test_logs_come_from_the_pods_through_the_apiserver(kube_env, cluster, tmp_pa
         assert result.returncode == 0, result.stderr
         assert "shard 0 committed" in result.stdout
         wrong = secoctl(kube_env, "logs", "logged", "--stage", "train", "-n", NAMESPACE)
-        assert wrong.returncode == 2 and "choose one of driver, collect, pretrain" in wrong.stderr
+        assert wrong.returncode == 2 and "choose one of driver, collect, shards, pretrain" in wrong.stderr
 
 
 def test_logs_outlive_the_pods_read_back_from_storage(kube_env, cluster, tmp_path):

@@ -130,6 +130,8 @@ def test_a_preempted_pretrain_is_suspended_then_resumed_without_charging_its_bac
         drivers.append(start_driver(cluster, low, "preempted", tmp_path / "low"))
         wait_for("the low-priority collect pods", lambda: len(running_pods(cluster, "preempted", "collect")) == 2, timeout=60)
         release(cluster, "preempted", "collect")
+        wait_for("the low-priority shards pods", lambda: len(running_pods(cluster, "preempted", "shards")) == 2, timeout=60)
+        release(cluster, "preempted", "shards")
         first = wait_for("the low-priority pretrain to run on both GPUs", lambda: (
             lambda pods: pods if len(pods) == 2 else None)(running_pods(cluster, "preempted", "pretrain")), timeout=60)
         job_uid = kube_json(cluster, "get", "job", "preempted-pretrain", "-n", NAMESPACE)["metadata"]["uid"]

@@ -30,7 +30,7 @@ from secoctl.specfile import load_documents
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
 from tests.cluster.realnode import node as realnode
 
-STAGES = ("collect", "pretrain", "evaluate", "publish")
+STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
 EXPERIMENT = "realpods"
 UNAVAILABLE = realnode.unavailable()
 

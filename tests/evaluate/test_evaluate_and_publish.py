@@ -49,7 +49,7 @@ def trained(tmp_path: Path, storage: Path):
     model = SeCo("resnet18", queue_size=64)
     checkpoints.save(store.join(root, "pretrain", "checkpoints"), 7,
                      {"model": model.state_dict(), "step": 7, "method": "seco", "backbone": "resnet18"})
-    for name in ("collect", "pretrain"):
+    for name in ("collect", "shards", "pretrain"):
         stage = plan.stage(experiment, name, single_machine=True)
         store.write_json(store.join(root, name, "_SUCCESS"), {"fingerprint": stage.fingerprint, "completed_at": 0})
     return executor, experiment, root, model, data

@@ -7,8 +7,8 @@ through the node's cache (jobs.pretrain.shard_cache), a loader thread that only 
 `train_step` (jobs.pretrain.step); the loss is read back every LOG_EVERY_STEPS, not every step.
 
 SIGTERM (Kueue preemption, a node drain, a spot reclaim; torchrun passes it on to every worker) only
-sets a flag on the host. The ranks agree on it where the window's loss is read back anyway: one
-one-element all_reduce folded into that read, so stopping costs no host sync of its own, at the price
+sets a flag on the host. The ranks agree on it where the window's loss is read back anyway: a
+single-element all_reduce folded into that read, so stopping costs no host sync of its own, at the price
 of finishing the window (at most LOG_EVERY_STEPS steps; the pod's grace allows for them, see
 secoctl.stages.pretrain_stop_s). Every rank then stops at the same step, rank 0 checkpoints it, all
 meet at a barrier and exit 143: the resumed run starts from the very step this one reached.

@@ -53,8 +53,8 @@ def test_sigterm_to_the_pod_checkpoints_the_step_reached_exits_143_and_the_next_
     assert signalled_at < stopped["step"] <= signalled_at + stages.PRETRAIN_WINDOW_STEPS < 40
     assert progress[-1] == stopped["step"] == checkpoints.list_steps(checkpoint_dir)[-1]
     assert not store.exists(StageTree(root, "pretrain").part_done(0)), "a stopped part is not committed"
-    written = store.filesystem(store.join(checkpoint_dir, checkpoints.name(stopped["step"])))
-    size = written[0].size(written[1])
+    fs, path = store.filesystem(store.join(checkpoint_dir, checkpoints.name(stopped["step"])))
+    size = fs.size(path)
     # The control plane's estimate behind the pod's grace: the checkpoint it sizes, within 2 %.
     assert size <= stages.pretrain_checkpoint_bytes(experiment.spec.pretrain) <= 1.02 * size
 

@@ -152,6 +152,7 @@ def _pod_template(
     extra_env: tuple[dict[str, Any], ...] = (),
     extra_volumes: tuple[stages.Volume, ...] = (),
     subdomain: str | None = None,
+    stop_grace_s: int | None = None,
 ) -> dict[str, Any]:
     storage_volumes, storage_mounts = _storage_volume(experiment)
     volumes: list[dict[str, Any]] = [
@@ -208,6 +209,8 @@ def _pod_template(
         pod_spec["serviceAccountName"] = service_account
     if subdomain:
         pod_spec["subdomain"] = subdomain
+    if stop_grace_s is not None:
+        pod_spec["terminationGracePeriodSeconds"] = stop_grace_s
     if resources.node_selector:
         pod_spec["nodeSelector"] = dict(sorted(resources.node_selector.items()))
     if resources.tolerations:
@@ -264,7 +267,7 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
     template = _pod_template(
         experiment, stage.name, argv, record.resources(spec), gpus=gpus, image=record.image(spec),
         shared_memory=record.shared_memory, extra_env=record.env(spec), extra_volumes=record.volumes(spec),
-        subdomain=subdomain,
+        subdomain=subdomain, stop_grace_s=record.stop_grace_s(spec),
     )
     per_part = {"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0}
     return _job(experiment, namespace, stage, template, extra=per_part if record.retry_per_part else None)

@@ -8,18 +8,36 @@ turns a record into a pod template, the local executor into processes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from secoctl.model_card import RGB_BANDS
+from secoctl.model_card import FEATURES, RGB_BANDS
 from secoctl.quantity import cache_budget
-from secoctl.spec import ExperimentSpec, Resources
+from secoctl.spec import ExperimentSpec, Pretrain, Resources
 
 DRIVER = "driver"  # the driver Job's stage label: status and logs show it beside the stages
 SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
 SHARD_CACHE = "/tmp/training-shards"  # on the pod's /tmp emptyDir (its local disk), read by jobs/pretrain/shard_cache.py
+
+# Stopping a pretrain pod (SIGTERM: Kueue preemption, a node drain, a spot reclaim). jobs/pretrain/train.py
+# reads the loss back once per window of PRETRAIN_WINDOW_STEPS steps, and there its ranks agree whether to
+# stop; a stopping run finishes the window, writes one checkpoint and exits 143.
+PRETRAIN_WINDOW_STEPS = 10
+# torchvision's ResNets without fc: parameters plus BatchNorm buffers, and multiply-accumulates at 224 px
+# (its weights' meta "_ops"). tests/pretrain/test_stop_on_sigterm.py checks both against torchvision.
+BACKBONE_TENSOR_ELEMENTS = {"resnet18": 11_176_512 + 9_620, "resnet50": 23_508_032 + 53_173}
+BACKBONE_GMACS_224 = {"resnet18": 1.814, "resnet50": 4.089}
+# Conservative rates, so the estimate errs long: a slow GPU's effective fp32 training rate, a CPU pod's,
+# and one stream writing to object storage or a network volume.
+GPU_FLOP_PER_S = 5e12
+CPU_FLOP_PER_S = 5e10
+CHECKPOINT_WRITE_BYTES_PER_S = 50e6
+ARCHIVE_BYTES = 2**20
+STOP_SLACK_S = 20  # the estimate's own error, the ranks' gather of RNG states, torch.save's copy
+EXIT_S = 10  # after the workers: torchrun's exit and the log wrapper's last flush to storage
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,10 @@ def _no_gpus(spec: ExperimentSpec) -> int:
     return 0
 
 
+def _kubernetes_default(spec: ExperimentSpec) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class StageRecord:
     name: str
@@ -57,6 +79,8 @@ class StageRecord:
     retry_per_part: bool = False  # a failing part retries on its own instead of failing its siblings
     volumes: Callable[[ExperimentSpec], tuple[Volume, ...]] = _none
     env: Callable[[ExperimentSpec], tuple[dict[str, Any], ...]] = _none  # container env, as Kubernetes spells it
+    # The pod's terminationGracePeriodSeconds: how long its part may take to stop on SIGTERM; None: 30 s.
+    stop_grace_s: Callable[[ExperimentSpec], int | None] = _kubernetes_default
 
     @property
     def module(self) -> str:
@@ -86,6 +110,41 @@ def _shard_cache_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
             {"name": "SECOCTL_SHARD_CACHE_BYTES", "value": str(cache_budget(spec.pretrain.resources.ephemeral_storage))})
 
 
+def _subspaces(pretrain: Pretrain) -> int:
+    """SeCo contrasts three key views, each in its own embedding sub-space; MoCo one (jobs/pretrain/seco.py)."""
+    return 3 if pretrain.method == "seco" else 1
+
+
+def pretrain_checkpoint_bytes(pretrain: Pretrain) -> int:
+    """fp32 query and key encoders with their heads, SGD's momentum for the query side, the queues, and
+    ARCHIVE_BYTES of torch.save's records, the ranks' RNG states and the metrics (whose growth over a
+    long run STOP_SLACK_S covers)."""
+    features = FEATURES[pretrain.backbone]
+    heads = _subspaces(pretrain) * (features * features + features + features * pretrain.embedding_dim
+                                    + pretrain.embedding_dim)
+    encoder = BACKBONE_TENSOR_ELEMENTS[pretrain.backbone] + heads
+    return 4 * (3 * encoder + _subspaces(pretrain) * pretrain.embedding_dim * pretrain.queue_size) + ARCHIVE_BYTES
+
+
+def pretrain_step_s(pretrain: Pretrain) -> float:
+    """One rank's step at a conservative rate: the query's forward and backward (3 passes), each key's forward."""
+    flop_per_sample = 2e9 * BACKBONE_GMACS_224[pretrain.backbone] * (pretrain.input_size / 224) ** 2
+    flop = flop_per_sample * (3 + _subspaces(pretrain)) * pretrain.batch_size / pretrain.world_size
+    return flop / (GPU_FLOP_PER_S if pretrain.gpus_per_node else CPU_FLOP_PER_S)
+
+
+def pretrain_stop_s(spec: ExperimentSpec) -> int:
+    """How long a pretrain worker may take from SIGTERM to its exit: the rest of its window, one checkpoint, slack."""
+    pretrain = spec.pretrain
+    return math.ceil(PRETRAIN_WINDOW_STEPS * pretrain_step_s(pretrain)
+                     + pretrain_checkpoint_bytes(pretrain) / CHECKPOINT_WRITE_BYTES_PER_S) + STOP_SLACK_S
+
+
+def _pretrain_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
+    """The shard cache, and torchrun's wait for its stopping workers before it kills them (30 s by default)."""
+    return (*_shard_cache_env(spec), {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(pretrain_stop_s(spec))})
+
+
 STAGES: tuple[StageRecord, ...] = (
     StageRecord(
         "collect", parts=lambda spec: spec.collect.workers, section=lambda spec: spec.collect,
@@ -101,7 +160,7 @@ STAGES: tuple[StageRecord, ...] = (
         "pretrain", parts=lambda spec: spec.pretrain.nodes, section=lambda spec: spec.pretrain,
         image=lambda spec: spec.image, resources=lambda spec: spec.pretrain.resources,
         gpus=lambda spec: spec.pretrain.gpus_per_node, distributed=True, shared_memory=True,
-        env=_shard_cache_env,
+        env=_pretrain_env, stop_grace_s=lambda spec: pretrain_stop_s(spec) + EXIT_S,
     ),
     StageRecord(
         "evaluate", parts=lambda spec: len(spec.evaluate), section=lambda spec: spec.evaluate,

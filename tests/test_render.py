@@ -284,3 +284,30 @@ def test_a_subscription_key_for_another_source_than_planetary_computer_is_refuse
     assert result.returncode == 2 and "spec.collect" in result.stderr, result.stderr
     assert "subscriptionKeySecret signs Planetary Computer's assets" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_pretrain_pods_get_the_grace_to_checkpoint_and_it_grows_with_the_model_and_the_step():
+    from secoctl import stages
+    from secoctl.spec import parse_experiment
+
+    def stopping(**pretrain):
+        document = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml")).to_yaml_dict()
+        document["spec"]["pretrain"].update(pretrain)
+        experiment = parse_experiment(document)
+        pods = {o["metadata"]["labels"][LABEL_STAGE]: o["spec"]["template"]["spec"]
+                for o in render(experiment, "seco") if o["kind"] == "Job"}
+        assert all("terminationGracePeriodSeconds" not in pod for stage, pod in pods.items() if stage != "pretrain")
+        env = {e["name"]: e.get("value") for e in pods["pretrain"]["containers"][0]["env"]}
+        # torchrun waits for its stopping workers as long as they may take, then the pod has EXIT_S more.
+        shutdown = int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"])
+        assert shutdown == stages.pretrain_stop_s(experiment.spec)
+        assert pods["pretrain"]["terminationGracePeriodSeconds"] == shutdown + stages.EXIT_S
+        return shutdown
+
+    resnet50 = stopping()
+    # seco-1m: 10 steps of 128 samples at 5 TFLOP/s (12.6 s), a 468 MB checkpoint at 50 MB/s (9.4 s), 20 s slack.
+    assert resnet50 == 22 + 20
+    assert stopping(backbone="resnet18") < resnet50  # a smaller checkpoint and a shorter step
+    assert stopping(queueSize=65536) > resnet50  # the queues are in the checkpoint
+    assert stopping(gpusPerNode=1, batchSize=128) == resnet50  # the same samples per rank
+    assert stopping(gpusPerNode=0) > resnet50  # a CPU pod's step

@@ -8,7 +8,10 @@ in chunks of CHUNK_BYTES, `<index>.<n>.log` (n = 00001, 00002, ...), that are wr
 upload never grows past a chunk; the live tail stays in `<index>.log`. `secoctl.partlog` reads
 them back in order.
 
-SIGTERM and SIGINT (the pod being stopped) go to the part; the wrapper exits with its code.
+SIGTERM and SIGINT (the pod being stopped) go to the part; the wrapper exits with its code, except
+that a part that fails after being sent signal N ends with 128 + N, as a process stopped by N reports
+itself: torchrun passes SIGTERM on to its workers, waits for them (pretrain checkpoints and exits 143)
+and then exits 1 with a traceback of its own.
 """
 
 from __future__ import annotations
@@ -66,9 +69,12 @@ def run(stage_uri: str, index: int, argv: list[str]) -> int:
     log = StorageLog(stage_uri, index)
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    forwarded: list[int] = []
+
     def forward(signum, _frame):
         if child.poll() is None:
             child.send_signal(signum)
+            forwarded.append(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
@@ -87,6 +93,8 @@ def run(stage_uri: str, index: int, argv: list[str]) -> int:
         log.flush()
     except Exception as error:  # noqa: BLE001 - the part's own exit code is what the Job must see
         print(f"logged: cannot write the log to storage: {error}", file=sys.stderr, flush=True)
+    if code and forwarded:
+        return 128 + forwarded[0]  # stopped as asked, whatever a launcher in between says of it
     return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell and the kubelet report it
 
 

@@ -5,12 +5,20 @@ bf16 autocast, channels_last, batched GPU augmentation) in pods. The input path:
 through the node's cache (jobs.pretrain.shard_cache), a loader thread that only copies bytes
 (jobs.pretrain.loader), a side-stream copy to the device (jobs.pretrain.feed), then one
 `train_step` (jobs.pretrain.step); the loss is read back every LOG_EVERY_STEPS, not every step.
+
+SIGTERM (Kueue preemption, a node drain, a spot reclaim; torchrun passes it on to every worker) only
+sets a flag on the host. The ranks agree on it where the window's loss is read back anyway: a
+single-element all_reduce folded into that read, so stopping costs no host sync of its own, at the price
+of finishing the window (at most LOG_EVERY_STEPS steps; the pod's grace allows for them, see
+secoctl.stages.pretrain_stop_s). Every rank then stops at the same step, rank 0 checkpoints it, all
+meet at a barrier and exit 143: the resumed run starts from the very step this one reached.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -30,8 +38,20 @@ from jobs.pretrain.step import train_step
 from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop
 from secoctl import store
 from secoctl.quantity import cache_budget
+from secoctl.stages import PRETRAIN_WINDOW_STEPS as LOG_EVERY_STEPS
 
-LOG_EVERY_STEPS = 10
+STOPPED_EXIT_CODE = 128 + signal.SIGTERM  # as a process ended by SIGTERM reports itself
+
+
+class StopRequest:
+    """Whether SIGTERM has arrived; the handler only sets the flag, the loop decides when to act on it."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
 
 
 def _setup() -> tuple[int, int, torch.device]:
@@ -53,6 +73,7 @@ def _setup() -> tuple[int, int, torch.device]:
 
 
 def work(part: Part) -> dict[str, Any]:
+    stop = StopRequest()  # first: a SIGTERM during set-up stops the run at its first window
     spec = part.experiment.spec.pretrain
     rank, world_size, device = _setup()
     if spec.batch_size % world_size:
@@ -110,8 +131,8 @@ def work(part: Part) -> dict[str, Any]:
 
     window_start, window_samples = time.perf_counter(), 0
     window_loss = torch.zeros(1 + subspaces_for(spec.method), device=device)
-    window_steps = 0
-    while step < total_steps:
+    window_steps, stopping = 0, False
+    while step < total_steps and not stopping:
         slots = feed.next()
         loss, losses = train_step(trained, optimizer, augment, slots, autocast)
         scheduler.step()
@@ -120,7 +141,12 @@ def work(part: Part) -> dict[str, Any]:
         window_steps += 1
         window_samples += slots.shape[0] * world_size
         if step % LOG_EVERY_STEPS == 0 or step == total_steps:
-            means = (window_loss / window_steps).tolist()  # the one host sync of a logging window
+            stop_votes = torch.tensor([float(stop.requested)], device=device)
+            if world_size > 1:
+                dist.all_reduce(stop_votes, op=dist.ReduceOp.MAX)  # any rank signalled: all stop here
+            # The one host sync of a logging window, which also reads the ranks' agreement on stopping.
+            *means, stop_vote = torch.cat([window_loss / window_steps, stop_votes]).tolist()
+            stopping = stop_vote > 0 and step < total_steps
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "loss": round(means[0], 5),
                       **{f"loss_{i}": round(x, 5) for i, x in enumerate(means[1:])},
@@ -133,11 +159,14 @@ def work(part: Part) -> dict[str, Any]:
             # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
             part.progress(step, total_steps, "steps", force=True, loss=record["loss"],
                           samples_per_s=record["samples_per_s"], shard_fetches=len(cache.fetches))
-        if step % spec.checkpoint_every_steps == 0 or step == total_steps:
+        if stopping or step % spec.checkpoint_every_steps == 0 or step == total_steps:
             checkpoint()
     feed.close()
     if world_size > 1:
-        dist.barrier()
+        dist.barrier()  # no rank leaves before rank 0's checkpoint is written
         dist.destroy_process_group()
+    if stopping:
+        print(json.dumps({"event": "stopped", "signal": "SIGTERM", "step": step}), flush=True)
+        raise SystemExit(STOPPED_EXIT_CODE)  # not committed: the part resumes from this checkpoint
     return {"steps": step, "checkpoint": store.join(checkpoint_dir, checkpoints.name(step)),
             "final_loss": metrics_history[-1]["loss"] if metrics_history else None}

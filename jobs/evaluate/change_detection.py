@@ -1,5 +1,7 @@
 """OSCD change detection (reference main_oscd): the backbone as the encoder of a U-Net over both dates.
 
+`paper(backbone, setting)` and `modern(backbone, setting)` are the recipes' entries (jobs.evaluate.stage.RECIPES).
+
 recipe paper (`evaluate_paper`): main_oscd.py point by point. The encoder is left out of the
 optimizer (its BatchNorm still runs in train mode, as Lightning's model.train() leaves it); the head
 is the reference's own (reference_unet.py); inputs are OSCD's own quantile stretch to 8 bits, no
@@ -21,7 +23,7 @@ from torch import nn
 
 from jobs.common.backbone import ReflectanceInput
 from jobs.evaluate.reference_unet import ReferenceUNet
-from jobs.evaluate.training import Training, decay_by, fit
+from jobs.evaluate.training import Setting, Training, decay_by, fit
 
 PATCH = 96
 BATCH = 32
@@ -113,6 +115,11 @@ def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform:
             "test_pixels": int(truth.numel())}
 
 
+def modern(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    return evaluate(backbone, setting.architecture, setting.splits["train"], setting.splits["test"], setting.transform,
+                    setting.device, setting.evaluation.epochs)
+
+
 def grid_tiles(scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's grid: PATCH-sized tiles from (0, 0) in steps of PATCH, zero past a city's edge."""
     images, masks = [], []
@@ -177,3 +184,8 @@ def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, tran
     return {**per_batch_and_global(predictions, truths), "train_cities": len(train), "test_cities": len(test),
             "train_tiles": len(train_images), "test_tiles": len(test_images),
             "test_pixels": sum(int(mask.numel()) for _, mask in test)}
+
+
+def paper(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    return evaluate_paper(backbone, setting.architecture, setting.splits["train"], setting.splits["test"],
+                          setting.transform, setting.device, setting.evaluation.epochs)

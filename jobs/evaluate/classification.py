@@ -1,5 +1,8 @@
 """Scene classification protocols: EuroSAT (single-label, top-1) and BigEarthNet (19 labels, micro mAP).
 
+`paper(backbone, setting)` and `modern(backbone, setting)` are the recipes' entries (jobs.evaluate.stage.RECIPES);
+both train with jobs.evaluate.training's loop.
+
 recipe paper: `eurosat_paper` follows main_eurosat.py, `bigearthnet_paper` main_bigearthnet.py with
 models/ssl_finetuner.py (see their docstrings).
 
@@ -19,7 +22,7 @@ from torch import nn
 
 from jobs.common.backbone import ReflectanceInput
 from jobs.evaluate import datasets
-from jobs.evaluate.training import Training, at_60_and_80_percent, fit, record, steps_at
+from jobs.evaluate.training import Setting, Training, at_60_and_80_percent, fit, record, steps_at
 
 BATCH = 256
 FINETUNE_BATCH = 64
@@ -128,6 +131,15 @@ def finetune(backbone: nn.Module, task: str, splits: dict, transform: Reflectanc
                   len(keep), len(splits["test"]))
 
 
+def modern(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    evaluation = setting.evaluation
+    if evaluation.finetunes:
+        return finetune(backbone, evaluation.task, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                        evaluation.label_fraction, setting.features)
+    return linear(backbone, evaluation.task, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                  evaluation.label_fraction)
+
+
 # --- recipe paper -------------------------------------------------------------------------------
 
 EUROSAT_BATCH = 32  # datasets/eurosat_datamodule.py
@@ -232,3 +244,12 @@ def bigearthnet_paper(backbone: nn.Module, splits: dict, transform: ReflectanceI
                  train_mode=head_trains), epochs)
     return record(lambda split: per_batch_map(model, splits[split], transform, device, settings["batch"]),
                   len(keep), len(splits["test"]))
+
+
+def paper(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    evaluation = setting.evaluation
+    if evaluation.task == "eurosat":
+        return eurosat_paper(backbone, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                             evaluation.label_fraction, setting.features)
+    return bigearthnet_paper(backbone, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                             evaluation.label_fraction, setting.features, evaluation.finetunes)

@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from jobs.common.backbone import ReflectanceInput
 from jobs.common.part import Part
 from jobs.evaluate import backbones, change_detection, classification, datasets, reference_inputs
+from jobs.evaluate.training import Setting
 from secoctl import store
-from secoctl.model_card import FEATURES
 from secoctl.spec import Evaluation
 
 DATASET_CACHE = Path(os.environ.get("SECOCTL_DATASETS", Path.home() / ".cache" / "secoctl" / "datasets"))
@@ -39,53 +37,14 @@ DEFINITIONS = {
 SPLITS = {"eurosat": ("train", "val", "test"), "bigearthnet": ("train", "val", "test"), "oscd": ("train", "test")}
 
 
-@dataclass(frozen=True)
-class Setting:
-    """What every recipe is given: one evaluation, its data splits (OSCD's as scenes), input transform and device."""
-
-    evaluation: Evaluation
-    architecture: str
-    splits: dict
-    transform: ReflectanceInput
-    device: torch.device
-
-    @property
-    def features(self) -> int:
-        return FEATURES[self.architecture]
-
-
-Recipe = Callable[[nn.Module, Setting], dict[str, float]]
-
-
-def _paper_classification(backbone: nn.Module, s: Setting) -> dict[str, float]:
-    if s.evaluation.task == "eurosat":
-        return classification.eurosat_paper(backbone, s.splits, s.transform, s.device, s.evaluation.epochs,
-                                            s.evaluation.label_fraction, s.features)
-    return classification.bigearthnet_paper(backbone, s.splits, s.transform, s.device, s.evaluation.epochs,
-                                            s.evaluation.label_fraction, s.features, s.evaluation.finetunes)
-
-
-def _modern_classification(backbone: nn.Module, s: Setting) -> dict[str, float]:
-    if s.evaluation.finetunes:
-        return classification.finetune(backbone, s.evaluation.task, s.splits, s.transform, s.device,
-                                       s.evaluation.epochs, s.evaluation.label_fraction, s.features)
-    return classification.linear(backbone, s.evaluation.task, s.splits, s.transform, s.device, s.evaluation.epochs,
-                                 s.evaluation.label_fraction)
-
-
-def _change_detection(evaluate: Callable[..., dict[str, float]]) -> Recipe:
-    return lambda backbone, s: evaluate(backbone, s.architecture, s.splits["train"], s.splits["test"], s.transform,
-                                        s.device, s.evaluation.epochs)
-
-
-# (recipe, task) -> how one backbone is evaluated there; every one is called as recipe(backbone, setting).
-RECIPES: dict[tuple[str, str], Recipe] = {
-    ("paper", "eurosat"): _paper_classification,
-    ("paper", "bigearthnet"): _paper_classification,
-    ("paper", "oscd"): _change_detection(change_detection.evaluate_paper),
-    ("modern", "eurosat"): _modern_classification,
-    ("modern", "bigearthnet"): _modern_classification,
-    ("modern", "oscd"): _change_detection(change_detection.evaluate),
+# (recipe, task) -> how one backbone is evaluated there.
+RECIPES: dict[tuple[str, str], Callable[[nn.Module, Setting], dict[str, float]]] = {
+    ("paper", "eurosat"): classification.paper,
+    ("paper", "bigearthnet"): classification.paper,
+    ("paper", "oscd"): change_detection.paper,
+    ("modern", "eurosat"): classification.modern,
+    ("modern", "bigearthnet"): classification.modern,
+    ("modern", "oscd"): change_detection.modern,
 }
 
 

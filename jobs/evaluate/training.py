@@ -1,6 +1,7 @@
-"""The one training loop of every evaluation recipe, and the record its scores end in.
+"""The one training loop of every evaluation recipe, what each recipe is given, and the record its scores end in.
 
-A recipe (jobs.evaluate.classification, jobs.evaluate.change_detection) says what trains and how:
+Every recipe is called the same way, `recipe(backbone, setting)` (jobs.evaluate.stage.RECIPES). It
+says what trains and how:
 the model and its parameters, Adam's learning rate and weight decay, the schedule stepped once an
 epoch, one epoch's batches, the loss of a batch, and which modules train (the reference's recipes
 keep a backbone in eval or train mode on purpose). The loop itself is the same for all of them.
@@ -14,6 +15,25 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from jobs.common.backbone import ReflectanceInput
+from secoctl.model_card import FEATURES
+from secoctl.spec import Evaluation
+
+@dataclass(frozen=True)
+class Setting:
+    """What every recipe is given: one evaluation, its data splits (OSCD's as scenes), input transform and device."""
+
+    evaluation: Evaluation
+    architecture: str
+    splits: dict
+    transform: ReflectanceInput
+    device: torch.device
+
+    @property
+    def features(self) -> int:
+        return FEATURES[self.architecture]
+
 
 Schedule = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 

@@ -1,10 +1,10 @@
 """The one training loop of every evaluation recipe, what each recipe is given, and the record its scores end in.
 
-Every recipe is called the same way, `recipe(backbone, setting)` (jobs.evaluate.stage.RECIPES). It
-says what trains and how:
-the model and its parameters, Adam's learning rate and weight decay, the schedule stepped once an
-epoch, one epoch's batches, the loss of a batch, and which modules train (the reference's recipes
-keep a backbone in eval or train mode on purpose). The loop itself is the same for all of them.
+Every recipe is called the same way, `recipe(backbone, setting)` (jobs.evaluate.stage.RECIPES), and
+says in a `Training` what trains and how: the model and its parameters, Adam's learning rate and
+weight decay, the schedule stepped once an epoch, one epoch's batches, the loss of a batch, and which
+modules train (the reference's recipes keep a backbone in eval or train mode on purpose). The loop
+itself is the same for all of them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 from jobs.common.backbone import ReflectanceInput
 from secoctl.model_card import FEATURES
 from secoctl.spec import Evaluation
+
 
 @dataclass(frozen=True)
 class Setting:

@@ -1,7 +1,10 @@
-"""The README's spec reference, generated from the Experiment JSON Schema so the two cannot drift.
+"""The README's spec reference, generated from the Experiment model so the two cannot drift.
 
-`python -m secoctl.spec_reference --write README.md` replaces the text between the reference
-markers; a test fails when the README is out of date.
+Types and descriptions come from the JSON Schema; defaults from the models themselves, because the
+schema leaves out every `default_factory` default, and a nested object's fields take their default
+from the object's own default (collect.resources is `Resources(cpu="2", memory="8Gi")`, not
+`Resources()`). `python -m secoctl.spec_reference --write README.md` replaces the text between the
+reference markers; a test fails when the README is out of date.
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from secoctl.spec import json_schema
+from pydantic import BaseModel, TypeAdapter
+from pydantic.fields import FieldInfo
+
+from secoctl.spec import Experiment, json_schema
 
 PIPE = "\\|"  # a literal | inside a Markdown table cell
 START, END = "<!-- spec-reference:start -->", "<!-- spec-reference:end -->"
@@ -51,22 +57,46 @@ def _object(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any] | None
     return None
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (directly, optionally, or as list items), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, get_args(annotation))), None)
+
+
+def _default(field: FieldInfo, enclosing: Any) -> Any:
+    """The field's default as JSON: from the enclosing object's own default when it has one."""
+    if isinstance(enclosing, dict):
+        return enclosing[field.alias]
+    value = field.get_default(call_default_factory=True)
+    return TypeAdapter(field.annotation).dump_python(value, mode="json", by_alias=True)
+
+
 def rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     defs = schema.get("$defs", {})
     found: list[tuple[str, str, str, str]] = []
 
-    def walk(node: dict[str, Any], prefix: str) -> None:
+    def walk(node: dict[str, Any], prefix: str, model: type[BaseModel], enclosing: Any) -> None:
+        fields = {field.alias: field for field in model.model_fields.values()}
         for name, field in node.get("properties", {}).items():
             path = f"{prefix}{name}"
             is_list = field.get("type") == "array" or any(o.get("type") == "array" for o in field.get("anyOf", []))
-            default = json.dumps(field["default"]) if "default" in field else ("required" if name in node.get("required", []) else "")
+            info, inner = fields[name], _object(field, defs)
+            required = info.is_required() and enclosing is None
+            value = None if required else _default(info, enclosing)
+            if required:
+                default = "required"
+            elif inner is not None and isinstance(value, dict):
+                default = ""  # the rows of its fields below give it
+            else:
+                default = json.dumps(value)
             description = " ".join((field.get("description") or _resolve(field, defs).get("description") or "").split())
             found.append((path, _type(field, defs), default, description))
-            inner = _object(field, defs)
             if inner is not None:
-                walk(inner, f"{path}[]." if is_list else f"{path}.")
+                walk(inner, f"{path}[]." if is_list else f"{path}.", _model_in(info.annotation),
+                     value if isinstance(value, dict) else None)
 
-    walk(schema, "")
+    walk(schema, "", Experiment, None)
     return found
 
 

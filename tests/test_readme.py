@@ -1,8 +1,10 @@
 """The README's spec reference is generated from the schema; it must match the code it describes."""
 
+import json
 from pathlib import Path
 
 from secoctl import spec_reference
+from secoctl.spec import API_VERSION, KIND, Experiment, Toleration, json_schema
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -16,3 +18,39 @@ def test_the_reference_lists_nested_fields_with_defaults():
     table = spec_reference.markdown()
     assert "| `spec.collect.locations` | integer | 200000 |" in table
     assert "| `spec.evaluate[].task` |" in table and "`spec.pretrain.resources.tolerations[].effect`" in table
+
+
+def _at(document, path: str):
+    """The value at a reference path; `[]` is a list's first item."""
+    for name in path.replace("[]", ".[]").split("."):
+        document = document[0] if name == "[]" else document[name]
+    return document
+
+
+def test_every_documented_default_is_the_experiments_own():
+    """Against the model, not the schema: the schema has no default_factory defaults (collect.resources).
+
+    Fields inside an empty list or an absent object by default (evaluate[], publish) are checked in
+    an experiment that gives those with only their required fields."""
+    minimal = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "defaults"}}
+    plain = Experiment.model_validate(minimal).model_dump(mode="json", by_alias=True)
+    filled = Experiment.model_validate({**minimal, "spec": {
+        "evaluate": [{"task": "eurosat"}], "evaluateResources": {"tolerations": [{"key": "k"}]},
+        "publish": {"name": "defaults"}, "collect": {"resources": {"tolerations": [{"key": "k"}]}},
+        "pretrain": {"resources": {"tolerations": [{"key": "k"}]}},  # an empty key needs operator Exists
+    }}).model_dump(mode="json", by_alias=True)
+    documented = {path: default for path, _, default, _ in spec_reference.rows(json_schema())}
+    for path, default in documented.items():
+        if default == "required":
+            continue
+        if default == "":  # an object whose fields' rows follow
+            assert any(other.startswith(f"{path}.") for other in documented), path
+            continue
+        try:
+            actual = _at(plain, path)
+        except (TypeError, IndexError):
+            actual = Toleration.model_fields["key"].default if path.endswith("tolerations[].key") else _at(filled, path)
+        assert json.loads(default) == actual, path
+    assert json.loads(documented["spec.collect.resources.cpu"]) == "2"
+    assert json.loads(documented["spec.evaluateResources.gpus"]) == 1
+    assert json.loads(documented["spec.pretrain.lrMilestones"]) == [120, 160]

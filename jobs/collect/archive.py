@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.collect.stage import Outcome
+from jobs.collect.outcomes import Outcome
 from jobs.common.shards import Sample
 from secoctl import store
 from secoctl.spec import Collect

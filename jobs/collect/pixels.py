@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,6 @@ GDAL_ALWAYS = {
     "CPL_VSIL_CURL_CHUNK_SIZE": "65536",
     "VSI_CACHE": "TRUE",
 }
-
-
-# Reads are waits on the network, not CPU: far more threads than cores, shared by every location.
-READ_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cog-read")
 
 
 @functools.cache
@@ -102,8 +98,9 @@ def harmonise(pixels: np.ndarray, offsets: list[int]) -> np.ndarray:
     return out
 
 
-def read_patch(items: list[pystac.Item], location: Location, collect: Collect) -> tuple[np.ndarray, dict[str, Any]]:
-    """(dates, bands, patch, patch) uint16 reflectance × 10000 and the sample's metadata."""
+def read_patch(items: list[pystac.Item], location: Location, collect: Collect,
+               reads: Executor) -> tuple[np.ndarray, dict[str, Any]]:
+    """(dates, bands, patch, patch) uint16 reflectance × 10000 and the sample's metadata; the COG reads run on `reads`."""
     import dask
     import stackstac
     from rasterio.enums import Resampling
@@ -117,7 +114,7 @@ def read_patch(items: list[pystac.Item], location: Location, collect: Collect) -
         gdal_env=gdal_env(), errors_as_nodata=(),
     )
     try:
-        with dask.config.set(scheduler="threads", pool=READ_POOL):
+        with dask.config.set(scheduler="threads", pool=reads):
             raw = np.asarray(stack.data.compute())
     except Exception:
         forget_cached([item.assets[band].href for item in items for band in collect.bands])

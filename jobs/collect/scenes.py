@@ -7,7 +7,7 @@ offers those extensions and the rule must not change with the server.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from datetime import date, datetime, time, timezone
 
 import pystac
@@ -19,9 +19,6 @@ from secoctl.spec import Collect
 # Connection and read timeouts (s) of a STAC request; 429 and 5xx are retried with backoff,
 # honouring Retry-After.
 STAC_TIMEOUT = (10.0, 60.0)
-
-
-SEARCH_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="stac-search")
 
 
 def open_catalog(collect: Collect, limit: AdaptiveLimit | None = None):
@@ -58,11 +55,11 @@ def choose(items: Sequence[pystac.Item], target: date, max_cloud: float, covers)
                                              abs((item.datetime - noon).total_seconds()), item.id))
 
 
-def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, half_lat: float
-                ) -> list[pystac.Item] | None:
+def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, half_lat: float,
+                searches: Executor) -> list[pystac.Item] | None:
     """One scene per date of the location (newest first), or None when a date has none.
 
-    The dates' searches run at once: a location costs one search round trip, not `timestamps`.
+    The dates' searches run at once on `searches`: a location costs one search round trip, not `timestamps`.
     """
     point = {"type": "Point", "coordinates": [location.lon, location.lat]}
 
@@ -75,5 +72,5 @@ def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, 
         return choose(list(search.items()), target, collect.max_cloud,
                       lambda candidate: _contains_patch(candidate, location, half_lon, half_lat))
 
-    chosen = list(SEARCH_POOL.map(scene_near, location.dates))
+    chosen = list(searches.map(scene_near, location.dates))
     return None if any(item is None for item in chosen) else chosen

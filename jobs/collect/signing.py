@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pystac
 import requests
 
-from jobs.collect.stage import StopPart
+from jobs.collect.outcomes import StopPart
 
 TOKEN_TIMEOUT_S = (3.0, 5.0)  # connect, read: one request to the token service
 TOKEN_DEADLINE_S = 15.0  # all attempts together

@@ -10,6 +10,7 @@ flight; fewer while the API throttles (jobs.collect.pacing).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections import Counter, deque
@@ -19,7 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.collect import sampling
+from jobs.collect.archive import archive_fetcher, location_folders
+from jobs.collect.outcomes import Outcome, StopPart
 from jobs.collect.pacing import AdaptiveLimit, throttling_error, watching_gdal
+from jobs.collect.pixels import read_patch
+from jobs.collect.scenes import find_scenes, open_catalog
+from jobs.collect.signing import Signer, redact, signed_read
 from jobs.common.part import Part
 from jobs.common.shards import Sample, write_shard
 from secoctl import store
@@ -27,18 +33,6 @@ from secoctl.spec import Collect
 
 ATTEMPTS = 4  # reads of one location before it counts as failed
 MAX_LISTED_FAILURES = 100
-
-
-class StopPart(RuntimeError):
-    """A failure every location would share (the token service is unreachable): the part stops, not the location."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    index: int
-    status: str  # accepted | dropped_overlap | dropped_no_scene | failed
-    sample: Sample | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -60,8 +54,6 @@ def chunk_uri(part: Part, chunk: Chunk, kind: str) -> str:
 def with_retries(fetch: Callable[[int], Outcome], index: int, limit: AdaptiveLimit,
                  backoff_s: float = 0.5) -> Outcome:
     """Transient faults (cut connections, throttling beyond GDAL's own retries) get a few more tries."""
-    from jobs.collect.signing import redact
-
     for attempt in range(ATTEMPTS):
         try:
             with limit.slot():
@@ -147,47 +139,55 @@ def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range
     }
 
 
-def stac_fetcher(collect: Collect, stop: int, limit: AdaptiveLimit) -> Callable[[int], Outcome]:
-    from jobs.collect.pixels import read_patch
-    from jobs.collect.scenes import find_scenes, open_catalog
-    from jobs.collect.signing import Signer, signed_read
+def request_threads(collect: Collect) -> int:
+    """Threads of each request pool (STAC searches, COG reads): every date of every location in flight at once.
 
+    Both are waits on the network, not CPU, so far more threads than cores; fewer run while the
+    API throttles, as fewer locations are in flight then.
+    """
+    return collect.in_flight * collect.timestamps
+
+
+@contextlib.contextmanager
+def stac_fetcher(collect: Collect, stop: int, limit: AdaptiveLimit) -> Iterator[Callable[[int], Outcome]]:
+    """A location reader whose search and read pools, sized by `request_threads`, live as long as the part reads."""
     kept = sampling.kept_candidates(collect, stop)
     catalog = open_catalog(collect, limit)
     signer = Signer.from_settings() if collect.source == "planetary-computer" else None
+    threads = request_threads(collect)
+    with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stac-search") as searches,
+          ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cog-read") as reads):
 
-    def fetch(index: int) -> Outcome:
-        if not kept[index]:
-            return Outcome(index, "dropped_overlap")
-        location = sampling.candidate(collect, index)
-        half_lon, half_lat = sampling.patch_half_extent_degrees(collect, location.lat)
-        items = find_scenes(catalog, collect, location, half_lon, half_lat)
-        if items is None:
-            return Outcome(index, "dropped_no_scene")
-        if signer:
-            pixels, metadata = signed_read(signer, items, list(collect.bands),
-                                           lambda signed: read_patch(signed, location, collect))
-        else:
-            pixels, metadata = read_patch(items, location, collect)
-        return Outcome(index, "accepted", Sample(location.key, pixels, metadata))
+        def fetch(index: int) -> Outcome:
+            if not kept[index]:
+                return Outcome(index, "dropped_overlap")
+            location = sampling.candidate(collect, index)
+            half_lon, half_lat = sampling.patch_half_extent_degrees(collect, location.lat)
+            items = find_scenes(catalog, collect, location, half_lon, half_lat, searches)
+            if items is None:
+                return Outcome(index, "dropped_no_scene")
+            if signer:
+                pixels, metadata = signed_read(signer, items, list(collect.bands),
+                                               lambda signed: read_patch(signed, location, collect, reads))
+            else:
+                pixels, metadata = read_patch(items, location, collect, reads)
+            return Outcome(index, "accepted", Sample(location.key, pixels, metadata))
 
-    return fetch
+        yield fetch
 
 
 def work(part: Part) -> dict[str, Any]:
     collect = part.experiment.spec.collect
     limit = AdaptiveLimit(collect.in_flight)
     if collect.source == "seco-archive":
-        from jobs.collect.archive import archive_fetcher, location_folders
-
         folders = location_folders(collect.archive_path)
         candidates = sampling.worker_slice(len(folders), part.parts, part.index)
-        fetch = archive_fetcher(collect, folders)
+        fetcher = contextlib.nullcontext(archive_fetcher(collect, folders))
     else:
         candidates = sampling.worker_slice(collect.locations, part.parts, part.index)
-        fetch = stac_fetcher(collect, candidates.stop, limit)
+        fetcher = stac_fetcher(collect, candidates.stop, limit)
     try:
-        with watching_gdal(limit):
+        with fetcher as fetch, watching_gdal(limit):
             return collect_slice(part, fetch, candidates, collect, collect.timestamps, limit)
     except StopPart as error:
         raise SystemExit(f"collect part {part.index}: {error}") from None

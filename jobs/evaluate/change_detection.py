@@ -1,5 +1,7 @@
 """OSCD change detection (reference main_oscd): the backbone as the encoder of a U-Net over both dates.
 
+`paper(backbone, setting)` and `modern(backbone, setting)` are the recipes' entries (jobs.evaluate.stage.RECIPES).
+
 recipe paper (`evaluate_paper`): main_oscd.py point by point. The encoder is left out of the
 optimizer (its BatchNorm still runs in train mode, as Lightning's model.train() leaves it); the head
 is the reference's own (reference_unet.py); inputs are OSCD's own quantile stretch to 8 bits, no
@@ -21,6 +23,7 @@ from torch import nn
 
 from jobs.common.backbone import ReflectanceInput
 from jobs.evaluate.reference_unet import ReferenceUNet
+from jobs.evaluate.training import Setting, Training, decay_by, fit
 
 PATCH = 96
 BATCH = 32
@@ -83,22 +86,18 @@ def scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def fit(model: nn.Module, parameters, epoch_batches, transform: ReflectanceInput, device: torch.device,
-        epochs: int) -> None:
+def training(model: nn.Module, parameters, batches, transform: ReflectanceInput, device: torch.device) -> Training:
     """Both recipes' training: Adam 1e-3, weight decay 1e-4, lr x 0.95 per epoch (main_oscd.py), binary
-    cross-entropy on the change mask; `epoch_batches()` yields one epoch's (image pairs, masks)."""
-    optimizer = torch.optim.Adam(parameters, lr=1e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.95)
-    for _ in range(epochs):
-        model.train()
-        for images, masks in epoch_batches():
-            images = images.to(device)
-            logits = model(transform(images[:, 0]), transform(images[:, 1]))
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, masks.float().to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
+    cross-entropy on the change mask; `batches(epoch)` yields one epoch's (image pairs, masks)."""
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, masks = batch
+        images = images.to(device)
+        logits = model(transform(images[:, 0]), transform(images[:, 1]))
+        return nn.functional.binary_cross_entropy_with_logits(logits, masks.float().to(device))
+
+    return Training(model, parameters, batches=batches, loss=loss, schedule=decay_by(0.95),
+                    lr=1e-3, weight_decay=1e-4)
 
 
 def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform: ReflectanceInput,
@@ -107,12 +106,18 @@ def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform:
     model = SiameseUNet(backbone, name).to(device)
     generator = torch.Generator().manual_seed(seed)
     per_epoch = epoch_size(train)
-    fit(model, model.parameters(), lambda: (crops(train, min(BATCH, per_epoch - start), generator)
-                                            for start in range(0, per_epoch, BATCH)), transform, device, epochs)
+    fit(training(model, model.parameters(), lambda epoch: (crops(train, min(BATCH, per_epoch - start), generator)
+                                                           for start in range(0, per_epoch, BATCH)), transform, device),
+        epochs)
     predicted = torch.cat([(predict(model, image, transform, device) > 0.5).flatten() for image, _ in test])
     truth = torch.cat([mask.bool().flatten() for _, mask in test])
     return {**scores(predicted, truth), "train_cities": len(train), "test_cities": len(test),
             "test_pixels": int(truth.numel())}
+
+
+def modern(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    return evaluate(backbone, setting.architecture, setting.splits["train"], setting.splits["test"], setting.transform,
+                    setting.device, setting.evaluation.epochs)
 
 
 def grid_tiles(scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,9 +170,9 @@ def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, tran
         parameter.requires_grad_(False)  # not in the optimizer either way; no gradient computed for it
     generator = torch.Generator().manual_seed(seed)
     train_images, train_masks = grid_tiles(train)
-    fit(model, model.head_parameters(), lambda: (flips_and_rotations(train_images[batch], train_masks[batch], generator)
-                                                 for batch in batches_of(len(train_images), generator)),
-        transform, device, epochs)
+    fit(training(model, model.head_parameters(),
+                 lambda epoch: (flips_and_rotations(train_images[batch], train_masks[batch], generator)
+                                for batch in batches_of(len(train_images), generator)), transform, device), epochs)
     test_images, test_masks = grid_tiles(test)
     model.eval()
     predictions, truths = [], []
@@ -179,3 +184,8 @@ def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, tran
     return {**per_batch_and_global(predictions, truths), "train_cities": len(train), "test_cities": len(test),
             "train_tiles": len(train_images), "test_tiles": len(test_images),
             "test_pixels": sum(int(mask.numel()) for _, mask in test)}
+
+
+def paper(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    return evaluate_paper(backbone, setting.architecture, setting.splits["train"], setting.splits["test"],
+                          setting.transform, setting.device, setting.evaluation.epochs)

@@ -1,5 +1,8 @@
 """Scene classification protocols: EuroSAT (single-label, top-1) and BigEarthNet (19 labels, micro mAP).
 
+`paper(backbone, setting)` and `modern(backbone, setting)` are the recipes' entries (jobs.evaluate.stage.RECIPES);
+both train with jobs.evaluate.training's loop.
+
 recipe paper: `eurosat_paper` follows main_eurosat.py, `bigearthnet_paper` main_bigearthnet.py with
 models/ssl_finetuner.py (see their docstrings).
 
@@ -19,6 +22,7 @@ from torch import nn
 
 from jobs.common.backbone import ReflectanceInput
 from jobs.evaluate import datasets
+from jobs.evaluate.training import Setting, Training, at_60_and_80_percent, fit, record, steps_at
 
 BATCH = 256
 FINETUNE_BATCH = 64
@@ -73,17 +77,11 @@ def train_linear(train: tuple[torch.Tensor, torch.Tensor], outputs: int, epochs:
     x, y = train
     mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
     head = nn.Linear(x.shape[1], outputs)
-    optimizer = torch.optim.Adam(head.parameters(), lr=PROBE_LR)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.6 * epochs), int(0.8 * epochs)], 0.1)
     generator = torch.Generator().manual_seed(seed)
     criterion = loss_fn(multi_label)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(BATCH):
-            loss = criterion(head((x[batch] - mean) / std), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
+    fit(Training(head, head.parameters(), lr=PROBE_LR, schedule=at_60_and_80_percent(epochs),
+                 batches=lambda epoch: torch.randperm(len(x), generator=generator).split(BATCH),
+                 loss=lambda batch: criterion(head((x[batch] - mean) / std), y[batch])), epochs)
     return LinearProbe(head, mean, std)
 
 
@@ -103,9 +101,17 @@ def linear(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceI
     keep = label_subset(len(x), label_fraction)
     multi = MULTI_LABEL[task]
     probe = train_linear((x[keep], y[keep]), outputs_of(task, y), epochs, multi)
-    result = score(probe.logits(extracted["test"][0]), extracted["test"][1], multi)
-    result.update({f"val_{k}": v for k, v in score(probe.logits(extracted["val"][0]), extracted["val"][1], multi).items()})
-    return {**result, "train_samples": len(keep), "test_samples": len(extracted["test"][1])}
+    return record(lambda split: score(probe.logits(extracted[split][0]), extracted[split][1], multi),
+                  len(keep), len(extracted["test"][1]))
+
+
+def flipped(images: torch.Tensor) -> torch.Tensor:
+    """Horizontally, then vertically, each with p 0.5, the whole batch alike."""
+    if torch.rand(()) < 0.5:
+        images = images.flip(-1)
+    if torch.rand(()) < 0.5:
+        images = images.flip(-2)
+    return images
 
 
 def finetune(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,
@@ -116,26 +122,22 @@ def finetune(backbone: nn.Module, task: str, splits: dict, transform: Reflectanc
     subset = torch.utils.data.Subset(train, keep.tolist())
     outputs = train.num_classes if MULTI_LABEL[task] else len(train.classes)
     model = nn.Sequential(backbone, nn.Linear(features_dim, outputs)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=FINETUNE_LR)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.6 * epochs), int(0.8 * epochs)], 0.1)
     criterion = loss_fn(MULTI_LABEL[task])
-    for epoch in range(epochs):
-        model.train()
-        for batch in datasets.batches(task, subset, FINETUNE_BATCH, shuffle=True, seed=seed + epoch):
-            images = transform(batch["image"].to(device))
-            if torch.rand(()) < 0.5:
-                images = images.flip(-1)
-            if torch.rand(()) < 0.5:
-                images = images.flip(-2)
-            loss = criterion(model(images), batch["target"].to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
-    multi = MULTI_LABEL[task]
-    result = score(*predict(model, task, splits["test"], transform, device), multi)
-    result.update({f"val_{k}": v for k, v in score(*predict(model, task, splits["val"], transform, device), multi).items()})
-    return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}
+    fit(Training(model, model.parameters(), lr=FINETUNE_LR, schedule=at_60_and_80_percent(epochs),
+                 batches=lambda epoch: datasets.batches(task, subset, FINETUNE_BATCH, shuffle=True, seed=seed + epoch),
+                 loss=lambda batch: criterion(model(flipped(transform(batch["image"].to(device)))),
+                                              batch["target"].to(device))), epochs)
+    return record(lambda split: score(*predict(model, task, splits[split], transform, device), MULTI_LABEL[task]),
+                  len(keep), len(splits["test"]))
+
+
+def modern(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    evaluation = setting.evaluation
+    if evaluation.finetunes:
+        return finetune(backbone, evaluation.task, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                        evaluation.label_fraction, setting.features)
+    return linear(backbone, evaluation.task, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                  evaluation.label_fraction)
 
 
 # --- recipe paper -------------------------------------------------------------------------------
@@ -176,23 +178,17 @@ def eurosat_paper(backbone: nn.Module, splits: dict, transform: ReflectanceInput
     subset = torch.utils.data.Subset(train, keep)
     backbone = backbone.to(device)
     head = nn.Linear(features_dim, len(train.classes)).to(device)
-    optimizer = torch.optim.Adam(head.parameters())
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(0.6 * epochs), int(0.8 * epochs)])
-    for epoch in range(epochs):
-        backbone.train()
-        for batch in full_batches("eurosat", subset, EUROSAT_BATCH, seed + epoch):
-            with torch.no_grad():
-                features = backbone(transform(batch["image"].to(device)))
-            loss = nn.functional.cross_entropy(head(features), batch["target"].to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
+
+    def loss(batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            features = backbone(transform(batch["image"].to(device)))
+        return nn.functional.cross_entropy(head(features), batch["target"].to(device))
+
+    fit(Training(backbone, head.parameters(), schedule=at_60_and_80_percent(epochs), loss=loss,
+                 batches=lambda epoch: full_batches("eurosat", subset, EUROSAT_BATCH, seed + epoch)), epochs)
     classifier = nn.Sequential(backbone, head)
-    result = score(*predict(classifier, "eurosat", splits["test"], transform, device), False)
-    result.update({f"val_{k}": v for k, v in score(*predict(classifier, "eurosat", splits["val"], transform, device),
-                                                     False).items()})
-    return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}
+    return record(lambda split: score(*predict(classifier, "eurosat", splits[split], transform, device), False),
+                  len(keep), len(splits["test"]))
 
 
 def micro_ap(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -231,22 +227,29 @@ def bigearthnet_paper(backbone: nn.Module, splits: dict, transform: ReflectanceI
     subset = torch.utils.data.Subset(train, keep)
     head = nn.Sequential(nn.Dropout(BIGEARTHNET_DROPOUT), nn.Linear(features_dim, train.num_classes))
     model = nn.Sequential(backbone, head).to(device)
-    parameters = list(head.parameters()) + (list(backbone.parameters()) if finetunes else [])
-    optimizer = torch.optim.Adam(parameters, lr=settings["lr"])
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, BIGEARTHNET_MILESTONES)
     criterion = nn.MultiLabelSoftMarginLoss()
-    for epoch in range(epochs):
+
+    def loss(batch: dict) -> torch.Tensor:
+        with torch.set_grad_enabled(finetunes):
+            features = backbone(transform(batch["image"].to(device)))
+        return criterion(head(features), batch["target"].float().to(device))
+
+    def head_trains(model: nn.Module) -> None:
         model.train()
         backbone.eval()
-        for batch in full_batches("bigearthnet", subset, settings["batch"], seed + epoch):
-            with torch.set_grad_enabled(finetunes):
-                features = backbone(transform(batch["image"].to(device)))
-            loss = criterion(head(features), batch["target"].float().to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
-    result = per_batch_map(model, splits["test"], transform, device, settings["batch"])
-    result.update({f"val_{k}": v for k, v in per_batch_map(model, splits["val"], transform, device,
-                                                           settings["batch"]).items()})
-    return {**result, "train_samples": len(keep), "test_samples": len(splits["test"])}
+
+    fit(Training(model, list(head.parameters()) + (list(backbone.parameters()) if finetunes else []),
+                 lr=settings["lr"], schedule=steps_at(BIGEARTHNET_MILESTONES), loss=loss,
+                 batches=lambda epoch: full_batches("bigearthnet", subset, settings["batch"], seed + epoch),
+                 train_mode=head_trains), epochs)
+    return record(lambda split: per_batch_map(model, splits[split], transform, device, settings["batch"]),
+                  len(keep), len(splits["test"]))
+
+
+def paper(backbone: nn.Module, setting: Setting) -> dict[str, float]:
+    evaluation = setting.evaluation
+    if evaluation.task == "eurosat":
+        return eurosat_paper(backbone, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                             evaluation.label_fraction, setting.features)
+    return bigearthnet_paper(backbone, setting.splits, setting.transform, setting.device, evaluation.epochs,
+                             evaluation.label_fraction, setting.features, evaluation.finetunes)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from jobs.common.backbone import ReflectanceInput
 from jobs.common.part import Part
 from jobs.evaluate import backbones, change_detection, classification, datasets, reference_inputs
+from jobs.evaluate.training import Setting
 from secoctl import store
-from secoctl.model_card import FEATURES
 from secoctl.spec import Evaluation
 
 DATASET_CACHE = Path(os.environ.get("SECOCTL_DATASETS", Path.home() / ".cache" / "secoctl" / "datasets"))
@@ -36,27 +37,25 @@ DEFINITIONS = {
 SPLITS = {"eurosat": ("train", "val", "test"), "bigearthnet": ("train", "val", "test"), "oscd": ("train", "test")}
 
 
-def protocol(evaluation: Evaluation, backbone_name: str, splits: dict, transform: ReflectanceInput,
-             device: torch.device):
-    """A function of one backbone returning this evaluation's metrics."""
-    paper = evaluation.recipe == "paper"
-    features = FEATURES[backbone_name]
+# (recipe, task) -> how one backbone is evaluated there.
+RECIPES: dict[tuple[str, str], Callable[[nn.Module, Setting], dict[str, float]]] = {
+    ("paper", "eurosat"): classification.paper,
+    ("paper", "bigearthnet"): classification.paper,
+    ("paper", "oscd"): change_detection.paper,
+    ("modern", "eurosat"): classification.modern,
+    ("modern", "bigearthnet"): classification.modern,
+    ("modern", "oscd"): change_detection.modern,
+}
+
+
+def splits_of(evaluation: Evaluation, root: str, download: bool) -> dict:
+    """The task's splits as its recipe reads them: BigEarthNet's paper recipe without snow and cloud, OSCD as scenes."""
+    splits = {split: datasets.open_split(evaluation.task, root, split, download) for split in SPLITS[evaluation.task]}
+    if evaluation.recipe == "paper" and evaluation.task == "bigearthnet":
+        splits = {name: datasets.without_snow_and_cloud(split, root) for name, split in splits.items()}
     if evaluation.task == "oscd":
-        train, test = (datasets.scenes("oscd", splits[s]) for s in ("train", "test"))
-        run = change_detection.evaluate_paper if paper else change_detection.evaluate
-        return lambda backbone: run(backbone, backbone_name, train, test, transform, device, evaluation.epochs)
-    if paper and evaluation.task == "eurosat":
-        return lambda backbone: classification.eurosat_paper(backbone, splits, transform, device, evaluation.epochs,
-                                                             evaluation.label_fraction, features)
-    if paper:
-        return lambda backbone: classification.bigearthnet_paper(backbone, splits, transform, device,
-                                                                 evaluation.epochs, evaluation.label_fraction,
-                                                                 features, evaluation.finetunes)
-    if evaluation.finetunes:
-        return lambda backbone: classification.finetune(backbone, evaluation.task, splits, transform, device,
-                                                        evaluation.epochs, evaluation.label_fraction, features)
-    return lambda backbone: classification.linear(backbone, evaluation.task, splits, transform, device,
-                                                  evaluation.epochs, evaluation.label_fraction)
+        splits = {name: datasets.scenes("oscd", split) for name, split in splits.items()}
+    return splits
 
 
 def work(part: Part) -> dict[str, Any]:
@@ -64,11 +63,9 @@ def work(part: Part) -> dict[str, Any]:
     evaluation = spec.evaluate[part.index]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root, download = datasets.dataset_root(evaluation.task, evaluation.data_path, DATASET_CACHE)
-    splits = {split: datasets.open_split(evaluation.task, root, split, download) for split in SPLITS[evaluation.task]}
-    if evaluation.recipe == "paper" and evaluation.task == "bigearthnet":
-        splits = {name: datasets.without_snow_and_cloud(split, root) for name, split in splits.items()}
     transform = reference_inputs.transform_for(evaluation.task, evaluation.recipe, spec.pretrain.input_size, device)
-    run = protocol(evaluation, spec.pretrain.backbone, splits, transform, device)
+    setting = Setting(evaluation, spec.pretrain.backbone, splits_of(evaluation, root, download), transform, device)
+    recipe = RECIPES[(evaluation.recipe, evaluation.task)]
     models = backbones.candidates(part, evaluation.baselines)
     metrics = METRICS[evaluation.recipe][evaluation.task]
     metric = metrics[0]
@@ -76,7 +73,7 @@ def work(part: Part) -> dict[str, Any]:
     for number, (label, backbone) in enumerate(models.items()):
         part.progress(number, len(models), "models", force=True)
         started = time.perf_counter()
-        results[label] = run(backbone)
+        results[label] = recipe(backbone, setting)
         results[label]["seconds"] = round(time.perf_counter() - started, 1)
         results[label].update(backbones.provenance(part, label))
     part.progress(len(models), len(models), "models", force=True,

@@ -56,3 +56,16 @@ def test_a_storage_uri_with_a_trailing_control_character_is_refused(ending):
     assert refused_by_the_spec(experiment(spec={"storage": f"file:///x{ending}"}))
     with pytest.raises(UserError, match="--storage: .* holds a control character"):
         store.storage(f"s3://bucket/seco{ending}")
+
+
+@pytest.mark.parametrize(("name", "valid"), [("w" * 64, True), ("seco.resnet18-v2", True), ("w" * 65, False),
+                                             ("w..v2", False), ("w.", False), ("W", False)])
+def test_publish_and_pull_share_one_weights_name_rule(name, valid):
+    """spec.publish.name is the name pull resolves: the spec takes exactly what secoctl.weights.NAME takes."""
+    try:
+        weights.WeightsRef.parse(f"{name}:1")
+        pullable = True
+    except UserError:
+        pullable = False
+    assert pullable is valid
+    assert refused_by_the_spec(experiment(spec={"publish": {"name": name}})) is not valid

@@ -11,13 +11,14 @@ from safetensors.torch import save_file
 
 from secoctl import store, weights
 from secoctl.errors import UserError
+from secoctl.weights import published
 from tests.conftest import run_cli
 from tests.weights.conftest import backbone_state
 from tests.weights.test_weights import cli
 
 
 def partial_folder(storage: str) -> Path:
-    return weights._cache_dir(storage, weights.WeightsRef("w", "1")).parent / ".1.partial"
+    return published._cache_dir(storage, weights.WeightsRef("w", "1")).parent / ".1.partial"
 
 
 @pytest.mark.parametrize("sums", [b"\xff\xfe\x00garbage\n", b"not sums at all\n", b"\n\n"],
@@ -37,7 +38,7 @@ def test_a_pull_interrupted_before_a_forced_republish_fetches_the_new_files(safe
     storage = (tmp_path / "store").as_uri()
     weights.push(storage, safetensors_file, "w", "1")
     weights.pull(storage, "w:1")
-    cached = weights._cache_dir(storage, weights.WeightsRef("w", "1"))
+    cached = published._cache_dir(storage, weights.WeightsRef("w", "1"))
     partial = partial_folder(storage)
     cached.rename(partial)  # as a pull killed after its downloads, before its commit, leaves it
     (partial / "model.safetensors").write_bytes(safetensors_file.read_bytes()[: safetensors_file.stat().st_size // 2])

@@ -16,6 +16,7 @@ import torchvision
 from secoctl import seco_releases, store, weights
 from secoctl.backbone_keys import ENCODER_INDEX
 from secoctl.errors import UserError
+from secoctl.weights import published
 from tests.conftest import run_cli
 from tests.weights.conftest import backbone_state
 
@@ -81,7 +82,7 @@ def test_an_interrupted_pull_resumes_from_its_bytes(safetensors_file: Path, tmp_
     storage = (tmp_path / "store").as_uri()
     weights.push(storage, safetensors_file, "w", "1")
     ref = weights.WeightsRef("w", "1")
-    partial = weights._cache_dir(storage, ref).parent / ".1.partial"
+    partial = published._cache_dir(storage, ref).parent / ".1.partial"
     partial.mkdir(parents=True)
     full = safetensors_file.read_bytes()
     (partial / "model.safetensors").write_bytes(full[: len(full) // 3])  # what a killed pull left

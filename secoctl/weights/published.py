@@ -2,11 +2,8 @@
 
 A version is committed by its SHA256SUMS, written last, and never changes afterwards (a re-publish
 needs force). Pulls land in a local cache only once every checksum matches; an interrupted pull
-resumes from the bytes it has, and concurrent pulls of one version take turns (a file lock). Nothing here unpickles: weights are safetensors, and `load` builds
-the torchvision ResNet itself. Importing this module does not import torch.
-
-    from secoctl.weights import load
-    model, transform = load("seco-resnet18-quickstart:1")
+resumes from the bytes it has, and concurrent pulls of one version take turns (a file lock). The
+one name rule (`NAME`) serves publish, pull and the spec's `publish.name` alike. No torch here.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from typing import Any
 
 from secoctl import store
 from secoctl.errors import UserError
+from secoctl.weights.header import safetensors_header
 
 WEIGHTS_FILE = "model.safetensors"
 ITEM_FILE = "item.json"
@@ -279,143 +277,3 @@ def publish_backbone(storage: str, weights_file: Path, name: str, version: str, 
         item_path = Path(scratch, ITEM_FILE)
         item_path.write_text(json.dumps(item, indent=1))
         return publish(storage, name, version, {WEIGHTS_FILE: weights_file, ITEM_FILE: item_path}, force=force)
-
-
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
-
-
-def safetensors_header(path: Path) -> dict[str, list[int]]:
-    """{tensor name: shape} from a safetensors file's JSON header, checked against the file without loading it.
-
-    Each tensor's bytes must be exactly its shape times its dtype's size, and the tensors must tile
-    the data that follows the header with no gap, overlap or excess, as the format requires.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-        if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
-            raise UserError(f"{path} is not a safetensors file (convert .pt/.ckpt files with `secoctl weights import`)")
-        try:
-            header = json.loads(handle.read(length))
-        except (ValueError, RecursionError):
-            raise UserError(f"{path} is not a safetensors file: its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise UserError(f"{path} is not a safetensors file: its header is not a JSON object")
-    tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
-    data_bytes = size - 8 - length
-    ranges = sorted((_tensor_range(path, name, entry, data_bytes), name) for name, entry in tensors.items())
-    end = 0
-    for (begin, stop), name in ranges:
-        if begin != end:
-            raise UserError(f"{path}: tensor {_shown(name)} starts at byte {begin} of the data, not {end}: "
-                            "the tensors leave a gap or overlap")
-        end = stop
-    if end != data_bytes:
-        raise UserError(f"{path}: the header describes {end} bytes of tensor data, the file holds {data_bytes}")
-    return {name: entry["shape"] for name, entry in tensors.items()}
-
-
-def _tensor_range(path: Path, name: str, entry: Any, data_bytes: int) -> tuple[int, int]:
-    """(begin, end) of one tensor's bytes, once its dtype, shape and offsets agree with each other and the file."""
-    if not isinstance(entry, dict) or entry.get("dtype") not in DTYPE_BYTES:
-        raise UserError(f"{path}: tensor {_shown(name)} has no known dtype (one of {', '.join(DTYPE_BYTES)})")
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise UserError(f"{path}: tensor {_shown(name)} has shape {_shown(shape)}, not a list of sizes")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
-            or not 0 <= offsets[0] <= offsets[1] <= data_bytes:
-        raise UserError(f"{path}: tensor {_shown(name)} has data_offsets {_shown(offsets)}, "
-                        f"not [begin, end] within the file's {data_bytes} bytes of tensor data")
-    needed = math.prod(shape) * DTYPE_BYTES[entry["dtype"]]
-    if needed != offsets[1] - offsets[0]:
-        # an absurd shape's byte count can be too long to print
-        needs = f"{needed} bytes" if needed <= data_bytes else f"more than the file's {data_bytes} bytes"
-        raise UserError(f"{path}: tensor {_shown(name)} of shape {_shown(shape)} and dtype {entry['dtype']} "
-                        f"needs {needs}, its data_offsets hold {offsets[1] - offsets[0]}")
-    return offsets[0], offsets[1]
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """A header value for an error line: a hostile header must not make a megabyte of message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def input_transform(item: dict[str, Any]):
-    """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
-    from jobs.common.backbone import ReflectanceInput
-
-    spec = item["properties"]["secoctl:input"]
-    return ReflectanceInput([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"])
-
-
-def load(text: str, storage: str | None = None):
-    """(torchvision ResNet backbone with the published weights, its input transform)."""
-    from jobs.common.backbone import build_backbone
-
-    storage = store.storage(storage)
-    ref, folder = pull(storage, text)
-    item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
-    model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)
-    return model, input_transform(item)
-
-
-IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
-
-
-def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
-                      force: bool = False, releases: dict[str, Any] | None = None) -> str:
-    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code.
-
-    A seco-ckpt file must be one of the reference's releases by its MD5 sum (`releases` replaces that
-    table only in tests); the release's name and pre-training set go into the published provenance.
-    """
-    import argparse
-
-    import torch
-    from safetensors.torch import save_file
-
-    from jobs.common.backbone import build_backbone
-    from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
-
-    check_name(name)
-    check_version(version)
-    if fmt not in IMPORT_FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {', '.join(IMPORT_FORMATS)}")
-    provenance: dict[str, Any] = {"imported_from": path.name, "format": fmt}
-    release = None
-    if fmt == "seco-ckpt":
-        from secoctl import seco_releases
-
-        release, md5 = seco_releases.identify(path, seco_releases.RELEASES if releases is None else releases)
-        provenance.update({"release": release.name, "md5": md5, "pretraining": release.pretraining})
-    try:
-        # Lightning stores its hyper-parameters as an argparse.Namespace: a plain attribute bag.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means the file is not safely loadable
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} cannot be loaded as plain tensors (torch.load weights_only=True): {first}") from None
-    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
-    renamed = from_encoder_q(state) if fmt == "seco-ckpt" else from_torchvision_like(state)
-    if not renamed:
-        expected = "encoder_q.<i>.* keys (SeCo Lightning checkpoint)" if fmt == "seco-ckpt" else \
-            "conv1/bn1/layer1-4 keys (torchgeo/timm ResNet)"
-        raise UserError(f"{path} has no {expected}; is --format right?")
-    tensors = {new: state[old].contiguous() for new, old in renamed.items()}
-    try:
-        backbone = architecture(tensors)
-        build_backbone(backbone).load_state_dict(tensors, strict=True)
-    except (ValueError, RuntimeError) as error:
-        raise UserError(f"{path}: {str(error).splitlines()[0]}") from None
-    if release is not None and release.backbone != backbone:
-        raise UserError(f"{path.name} has the md5 of {release.name} but holds a {backbone}")
-    with tempfile.TemporaryDirectory(prefix="secoctl-import-") as scratch:
-        converted = Path(scratch, WEIGHTS_FILE)
-        save_file(tensors, str(converted))
-        return publish_backbone(storage, converted, name, version, backbone, input_size,
-                                sum(t.numel() for t in tensors.values()),
-                                provenance, force=force)

@@ -1,0 +1,49 @@
+"""Published weights, split by job: the store (`published`), the safetensors header check (`header`)
+and the torch side (`backbone`). Every name is importable from here; importing this package does not
+import torch, because the torch side is imported only when `load`, `input_transform` or
+`import_checkpoint` runs.
+
+    from secoctl.weights import load
+    model, transform = load("seco-resnet18-quickstart:1")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from secoctl.weights.header import DTYPE_BYTES, MAX_HEADER_BYTES, safetensors_header
+from secoctl.weights.published import (ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHUNK, SUMS_FILE, SUMS_LINE, VERSION,
+                                       WEIGHTS_FILE, WeightsRef, cache_root, check_name, check_version, names,
+                                       parse_item, parse_sums, publish, publish_backbone, pull, push, resolve,
+                                       sha256_file, show, verify, version_uri, versions)
+
+IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
+
+__all__ = ["DTYPE_BYTES", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE", "NAME", "READ_CHUNK",
+           "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "cache_root", "check_name",
+           "check_version", "import_checkpoint", "input_transform", "load", "names", "parse_item", "parse_sums",
+           "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header", "sha256_file", "show",
+           "verify", "version_uri", "versions"]
+
+
+def load(text: str, storage: str | None = None):
+    """(torchvision ResNet backbone with the published weights, its input transform)."""
+    from secoctl.weights import backbone
+
+    return backbone.load(text, storage)
+
+
+def input_transform(item: dict[str, Any]):
+    """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
+    from secoctl.weights import backbone
+
+    return backbone.input_transform(item)
+
+
+def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
+                      force: bool = False, releases: dict[str, Any] | None = None) -> str:
+    """Convert a reference or torchgeo checkpoint to safetensors and publish it (see `backbone.import_checkpoint`)."""
+    from secoctl.weights import backbone
+
+    return backbone.import_checkpoint(storage, path, fmt, name, version, input_size, force, releases)

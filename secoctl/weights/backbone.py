@@ -1,0 +1,124 @@
+"""The torch side of published weights: the backbone builder the jobs share, `load` and `import_checkpoint`.
+
+`secoctl.weights` imports this module only inside `load`, `input_transform` and `import_checkpoint`,
+so the CLI never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from secoctl import store
+from secoctl.errors import UserError
+from secoctl.weights import IMPORT_FORMATS
+from secoctl.weights.published import (ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item, publish_backbone,
+                                       pull)
+
+
+def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
+    """torchvision ResNet with fc = Identity (pooled features); weights loaded strictly when given."""
+    model = getattr(torchvision.models, name)(weights=None)
+    model.fc = nn.Identity()
+    if weights is not None:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    return model.eval()
+
+
+class ReflectanceInput(nn.Module):
+    """Reflectance × 10000 → the reference's per-band stretch to [0, 1] → ImageNet normalisation → size
+    (size None keeps the input's, as dense tasks need)."""
+
+    def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int | None,
+                 resize: str = "bilinear"):
+        super().__init__()
+        self.resize = resize
+        self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(3, 1, 1))
+        self.register_buffer("high", torch.tensor([s[1] for s in stretch]).view(3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(3, 1, 1))
+        self.size = size
+
+    def forward(self, reflectance: torch.Tensor) -> torch.Tensor:
+        # The reference quantised the stretched value to uint8 before normalising; so do we.
+        unit = ((reflectance.float() - self.low) / (self.high - self.low)).clamp(0, 1)
+        unit = torch.round(unit * 255) / 255
+        batched = unit if unit.dim() == 4 else unit.unsqueeze(0)
+        if self.size is not None and batched.shape[-2:] != (self.size, self.size):
+            batched = nn.functional.interpolate(batched, size=(self.size, self.size), mode=self.resize,
+                                                align_corners=False, antialias=self.resize == "bilinear")
+            batched = batched.clamp(0, 1)  # bicubic overshoots; PIL's clips to the 8-bit range
+        normalised = (batched - self.mean) / self.std
+        return normalised if unit.dim() == 4 else normalised[0]
+
+
+def input_transform(item: dict[str, Any]):
+    """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
+    spec = item["properties"]["secoctl:input"]
+    return ReflectanceInput([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"])
+
+
+def load(text: str, storage: str | None = None):
+    """(torchvision ResNet backbone with the published weights, its input transform)."""
+    storage = store.storage(storage)
+    ref, folder = pull(storage, text)
+    item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
+    model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)
+    return model, input_transform(item)
+
+
+
+def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
+                      force: bool = False, releases: dict[str, Any] | None = None) -> str:
+    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code.
+
+    A seco-ckpt file must be one of the reference's releases by its MD5 sum (`releases` replaces that
+    table only in tests); the release's name and pre-training set go into the published provenance.
+    """
+    from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
+
+    check_name(name)
+    check_version(version)
+    if fmt not in IMPORT_FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(IMPORT_FORMATS)}")
+    provenance: dict[str, Any] = {"imported_from": path.name, "format": fmt}
+    release = None
+    if fmt == "seco-ckpt":
+        from secoctl import seco_releases
+
+        release, md5 = seco_releases.identify(path, seco_releases.RELEASES if releases is None else releases)
+        provenance.update({"release": release.name, "md5": md5, "pretraining": release.pretraining})
+    try:
+        # Lightning stores its hyper-parameters as an argparse.Namespace: a plain attribute bag.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the file is not safely loadable
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} cannot be loaded as plain tensors (torch.load weights_only=True): {first}") from None
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
+    renamed = from_encoder_q(state) if fmt == "seco-ckpt" else from_torchvision_like(state)
+    if not renamed:
+        expected = "encoder_q.<i>.* keys (SeCo Lightning checkpoint)" if fmt == "seco-ckpt" else \
+            "conv1/bn1/layer1-4 keys (torchgeo/timm ResNet)"
+        raise UserError(f"{path} has no {expected}; is --format right?")
+    tensors = {new: state[old].contiguous() for new, old in renamed.items()}
+    try:
+        backbone = architecture(tensors)
+        build_backbone(backbone).load_state_dict(tensors, strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"{path}: {str(error).splitlines()[0]}") from None
+    if release is not None and release.backbone != backbone:
+        raise UserError(f"{path.name} has the md5 of {release.name} but holds a {backbone}")
+    with tempfile.TemporaryDirectory(prefix="secoctl-import-") as scratch:
+        converted = Path(scratch, WEIGHTS_FILE)
+        save_file(tensors, str(converted))
+        return publish_backbone(storage, converted, name, version, backbone, input_size,
+                                sum(t.numel() for t in tensors.values()),
+                                provenance, force=force)

@@ -269,7 +269,8 @@ class Pretrain(Model):
     )
     bf16: bool = True
     compile: bool = False
-    loader_workers: int = Field(8, ge=0, le=64)
+    loader_workers: int = Field(8, ge=0, le=64, description="Training shards each rank fetches ahead into the node's "
+                                "cache while the first epoch streams; the loader itself is one thread per GPU.")
     checkpoint_every_steps: int = Field(1000, ge=1)
     nodes: int = Field(1, ge=1, le=1024)
     gpus_per_node: int = Field(8, ge=0, le=16)

@@ -1,6 +1,6 @@
 """Published weights, split by job: the store (`published`), the safetensors header check (`header`)
-and the torch side (`backbone`). Every name is importable from here; importing this package does not
-import torch, because the torch side is imported only when `load`, `input_transform` or
+and the torch side (`backbone`). Every name is importable from here; importing this package leaves
+torch unloaded: the torch side is imported only when `load`, `input_transform` or
 `import_checkpoint` runs.
 
     from secoctl.weights import load

@@ -1,20 +1,16 @@
 """The torch side of published weights: the backbone builder the jobs share, `load` and `import_checkpoint`.
 
 `secoctl.weights` imports this module only inside `load`, `input_transform` and `import_checkpoint`,
-so the CLI never imports torch.
+and this module imports torch only inside its functions, so no control-plane import pulls torch in.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-import torchvision
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from secoctl import store
 from secoctl.errors import UserError
@@ -22,9 +18,16 @@ from secoctl.weights import IMPORT_FORMATS
 from secoctl.weights.published import (ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item, publish_backbone,
                                        pull)
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
     """torchvision ResNet with fc = Identity (pooled features); weights loaded strictly when given."""
+    import torchvision
+    from safetensors.torch import load_file
+    from torch import nn
+
     model = getattr(torchvision.models, name)(weights=None)
     model.fc = nn.Identity()
     if weights is not None:
@@ -32,37 +35,46 @@ def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
     return model.eval()
 
 
-class ReflectanceInput(nn.Module):
-    """Reflectance × 10000 → the reference's per-band stretch to [0, 1] → ImageNet normalisation → size
-    (size None keeps the input's, as dense tasks need)."""
+@functools.cache
+def reflectance_input_class() -> type:
+    """The transform's nn.Module class, made on first use so that importing this module needs no torch."""
+    import torch
+    from torch import nn
 
-    def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int | None,
-                 resize: str = "bilinear"):
-        super().__init__()
-        self.resize = resize
-        self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(3, 1, 1))
-        self.register_buffer("high", torch.tensor([s[1] for s in stretch]).view(3, 1, 1))
-        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(3, 1, 1))
-        self.size = size
+    class ReflectanceInput(nn.Module):
+        """Reflectance × 10000 → the reference's per-band stretch to [0, 1] → ImageNet normalisation → size
+        (size None keeps the input's, as dense tasks need)."""
 
-    def forward(self, reflectance: torch.Tensor) -> torch.Tensor:
-        # The reference quantised the stretched value to uint8 before normalising; so do we.
-        unit = ((reflectance.float() - self.low) / (self.high - self.low)).clamp(0, 1)
-        unit = torch.round(unit * 255) / 255
-        batched = unit if unit.dim() == 4 else unit.unsqueeze(0)
-        if self.size is not None and batched.shape[-2:] != (self.size, self.size):
-            batched = nn.functional.interpolate(batched, size=(self.size, self.size), mode=self.resize,
-                                                align_corners=False, antialias=self.resize == "bilinear")
-            batched = batched.clamp(0, 1)  # bicubic overshoots; PIL's clips to the 8-bit range
-        normalised = (batched - self.mean) / self.std
-        return normalised if unit.dim() == 4 else normalised[0]
+        def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int | None,
+                     resize: str = "bilinear"):
+            super().__init__()
+            self.resize = resize
+            self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(3, 1, 1))
+            self.register_buffer("high", torch.tensor([s[1] for s in stretch]).view(3, 1, 1))
+            self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1))
+            self.register_buffer("std", torch.tensor(std).view(3, 1, 1))
+            self.size = size
+
+        def forward(self, reflectance: torch.Tensor) -> torch.Tensor:
+            # The reference quantised the stretched value to uint8 before normalising; so do we.
+            unit = ((reflectance.float() - self.low) / (self.high - self.low)).clamp(0, 1)
+            unit = torch.round(unit * 255) / 255
+            batched = unit if unit.dim() == 4 else unit.unsqueeze(0)
+            if self.size is not None and batched.shape[-2:] != (self.size, self.size):
+                batched = nn.functional.interpolate(batched, size=(self.size, self.size), mode=self.resize,
+                                                    align_corners=False, antialias=self.resize == "bilinear")
+                batched = batched.clamp(0, 1)  # bicubic overshoots; PIL's clips to the 8-bit range
+            normalised = (batched - self.mean) / self.std
+            return normalised if unit.dim() == 4 else normalised[0]
+
+    return ReflectanceInput
 
 
 def input_transform(item: dict[str, Any]):
     """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
     spec = item["properties"]["secoctl:input"]
-    return ReflectanceInput([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"])
+    return reflectance_input_class()([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"],
+                                     spec["size"])
 
 
 def load(text: str, storage: str | None = None):
@@ -74,7 +86,6 @@ def load(text: str, storage: str | None = None):
     return model, input_transform(item)
 
 
-
 def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
                       force: bool = False, releases: dict[str, Any] | None = None) -> str:
     """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code.
@@ -82,6 +93,9 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     A seco-ckpt file must be one of the reference's releases by its MD5 sum (`releases` replaces that
     table only in tests); the release's name and pre-training set go into the published provenance.
     """
+    import torch
+    from safetensors.torch import save_file
+
     from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
 
     check_name(name)

@@ -27,31 +27,28 @@ def _too_long(value: str, limit: int) -> list[str]:
     return [f"must be no more than {limit} characters"] if len(value) > limit else []
 
 
+def _matching(value: str, limit: int, pattern: re.Pattern, message: str) -> list[str]:
+    return _too_long(value, limit) + ([] if pattern.fullmatch(value) else [message])
+
+
 def dns1123_label(value: str) -> list[str]:
     """Names of pods' hostnames and subdomains, Indexed Job pods (`NAME-INDEX`), containers."""
-    problems = _too_long(value, DNS1123_LABEL_MAX)
-    if not DNS1123_LABEL.fullmatch(value):
-        problems.append("must not contain dots" if DNS1123_SUBDOMAIN.fullmatch(value) else
-                        "must consist of lower case letters, digits or '-', and start and end with a letter or digit")
-    return problems
+    return _matching(value, DNS1123_LABEL_MAX, DNS1123_LABEL,
+                     "must not contain dots" if DNS1123_SUBDOMAIN.fullmatch(value) else
+                     "must consist of lower case letters, digits or '-', and start and end with a letter or digit")
 
 
 def dns1123_subdomain(value: str) -> list[str]:
     """Names of most objects: Jobs, ConfigMaps, Secrets, claims, PriorityClasses, Kueue LocalQueues."""
-    problems = _too_long(value, DNS1123_SUBDOMAIN_MAX)
-    if not DNS1123_SUBDOMAIN.fullmatch(value):
-        problems.append("must consist of lower case letters, digits, '-' or '.', and start and end with a "
-                        "letter or digit")
-    return problems
+    return _matching(value, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN,
+                     "must consist of lower case letters, digits, '-' or '.', and start and end with a letter or digit")
 
 
 def dns1035_label(value: str) -> list[str]:
     """Names of Services, up to 1.35 (1.36's RelaxedServiceNameValidation, on by default, takes DNS-1123 labels)."""
-    problems = _too_long(value, DNS1123_LABEL_MAX)
-    if not DNS1035_LABEL.fullmatch(value):
-        problems.append("must consist of lower case letters, digits or '-', start with a letter and end with a "
-                        "letter or digit")
-    return problems
+    return _matching(value, DNS1123_LABEL_MAX, DNS1035_LABEL,
+                     "must consist of lower case letters, digits or '-', start with a letter and end with a "
+                     "letter or digit")
 
 
 def label_key(value: str) -> list[str]:

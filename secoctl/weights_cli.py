@@ -1,4 +1,4 @@
-"""`secoctl weights ...`: list, show, pull, push and import published backbones."""
+"""`secoctl weights ...`: list, show, pull, push, import and export published backbones."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import typer
 
 from secoctl import store
 
-app = typer.Typer(help="Published weights: list, show, pull (verified, cached), push, import.",
+app = typer.Typer(help="Published weights: list, show, pull (verified, cached), push, import, export.",
                   no_args_is_help=True)
 
 Storage = Annotated[Optional[str], typer.Option(
@@ -94,3 +94,18 @@ def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fa
         release = weights.show(root, f"{name}:{version}")["properties"]["secoctl:provenance"].get("release")
     source = f"{file.name} (SeCo release {release}, md5 verified)" if release else file.name
     typer.echo(f"{name}:{version} imported from {source} and published to {uri}")
+
+
+@app.command()
+def export(ref: Ref,
+           format: Annotated[str, typer.Option("--format", help="timm, torchgeo or hf (a Hugging Face Hub folder)")],  # noqa: A002
+           output: Annotated[Path, typer.Option("-o", "--output", help="A new (or empty) folder to write.")],
+           storage: Storage = None) -> None:
+    """Write a version as timm (state dict + pretrained_cfg), torchgeo (state dict + meta and transform) or a
+    Hugging Face Hub folder (config.json, model.safetensors, model card) loads it (needs torch and timm)."""
+    from secoctl import weights
+
+    root = store.storage(storage)
+    with store.reported(root):
+        resolved = weights.export(root, ref, format, output)
+    typer.echo(f"{resolved} exported for {format} to {output}")

@@ -1,7 +1,7 @@
 """Published weights, split by job: the store (`published`), the safetensors header check (`header`)
 and the torch side (`backbone`). Every name is importable from here; importing this package leaves
-torch unloaded: the torch side is imported only when `load`, `input_transform` or
-`import_checkpoint` runs.
+torch unloaded: the torch side is imported only when `load`, `input_transform`, `import_checkpoint` or
+`export` runs.
 
     from secoctl.weights import load
     model, transform = load("seco-resnet18-quickstart:1")
@@ -19,10 +19,11 @@ from secoctl.weights.published import (ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHU
                                        sha256_file, show, verify, version_uri, versions)
 
 IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
+EXPORT_FORMATS = ("timm", "torchgeo", "hf")
 
-__all__ = ["DTYPE_BYTES", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE", "NAME", "READ_CHUNK",
+__all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE", "NAME", "READ_CHUNK",
            "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "cache_root", "check_name",
-           "check_version", "import_checkpoint", "input_transform", "load", "names", "parse_item", "parse_sums",
+           "check_version", "export", "import_checkpoint", "input_transform", "load", "names", "parse_item", "parse_sums",
            "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header", "sha256_file", "show",
            "verify", "version_uri", "versions"]
 
@@ -47,3 +48,10 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     from secoctl.weights import backbone
 
     return backbone.import_checkpoint(storage, path, fmt, name, version, input_size, force, releases)
+
+
+def export(storage: str, text: str, fmt: str, output: Path) -> str:
+    """Write published weights as timm, torchgeo or a Hugging Face Hub folder load them (see `exporting.export`)."""
+    from secoctl.weights import exporting
+
+    return exporting.export(storage, text, fmt, output)

@@ -1,0 +1,101 @@
+"""`secoctl weights export`: published weights as timm, torchgeo and a Hugging Face Hub folder load them.
+
+Each export is built by loading the weights into timm's own ResNet (strict keys, num_classes 0) and
+writing what that model holds, so a file that timm would refuse is never written. The folder appears
+whole or not at all: it is assembled beside `output` and renamed into place. torch, timm and torchgeo
+are imported inside the functions only: the control plane imports this module without them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from secoctl.errors import UserError
+from secoctl.weights import EXPORT_FORMATS
+from secoctl.weights.formats import (hub_config_extra, model_card, pretrained_cfg, torchgeo_meta,
+                                     torchgeo_transforms)
+from secoctl.weights.published import ITEM_FILE, WEIGHTS_FILE, parse_item, pull
+
+TIMM_CFG_FILE = "pretrained_cfg.json"
+TORCHGEO_WEIGHTS_FILE = "model.pth"
+TORCHGEO_META_FILE = "meta.json"
+
+
+def check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise UserError(f"-o {output} already exists and is not an empty folder; name a new folder")
+
+
+def export(storage: str, text: str, fmt: str, output: Path) -> str:
+    """Pull NAME[:VERSION] (verified) and write it to `output` in `fmt`; returns the resolved NAME:VERSION."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    check_output(output)
+    ref, folder = pull(storage, text)
+    item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
+    export_files(item, folder / WEIGHTS_FILE, fmt, output)
+    return str(ref)
+
+
+def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Path) -> None:
+    """Write the `fmt` export of one version (its item and safetensors file) to the new folder `output`."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights_file), "pt") as tensors:
+        in_chans = tensors.get_slice("conv1.weight").get_shape()[1]
+    output = output.resolve()
+    check_output(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}-", dir=output.parent) as scratch:
+        staged = Path(scratch, "export")
+        staged.mkdir()
+        cfg = pretrained_cfg(item, in_chans)
+        model = timm_backbone(cfg, weights_file)
+        WRITERS[fmt](model, item, in_chans, cfg, staged, output)
+        if output.exists():
+            output.rmdir()  # empty, checked above
+        staged.rename(output)
+
+
+def timm_backbone(cfg: dict[str, Any], weights_file: Path):
+    """timm's ResNet with the weights loaded by timm's own pretrained path (strict keys)."""
+    import timm
+
+    return timm.create_model(cfg["architecture"], pretrained=True,
+                             pretrained_cfg_overlay={**cfg, "file": str(weights_file)}).eval()
+
+
+def write_timm(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path, output: Path) -> None:
+    """model.safetensors and the pretrained_cfg overlay that points at it where the folder will be."""
+    from safetensors.torch import save_file
+
+    save_file(model.state_dict(), str(staged / WEIGHTS_FILE))
+    (staged / TIMM_CFG_FILE).write_text(json.dumps({**cfg, "file": str(output / WEIGHTS_FILE)}, indent=1))
+
+
+def write_torchgeo(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path,
+                   output: Path) -> None:
+    """A plain state dict (torch.load weights_only) as torchgeo's weight files are, and its meta and transform."""
+    import torch
+
+    torch.save(model.state_dict(), staged / TORCHGEO_WEIGHTS_FILE)
+    (staged / TORCHGEO_META_FILE).write_text(json.dumps(
+        {"meta": torchgeo_meta(item, in_chans), "transforms": torchgeo_transforms(item, in_chans)}, indent=1))
+
+
+def write_hf(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path, output: Path) -> None:
+    """timm's own hub layout (config.json, model.safetensors) and a model card from the STAC item."""
+    from timm.models import save_for_hf
+
+    from secoctl.report import rows
+
+    save_for_hf(model, str(staged), model_config=hub_config_extra(item, in_chans), safe_serialization=True)
+    metric_rows = rows(item["properties"].get("secoctl:metrics") or {})
+    (staged / "README.md").write_text(model_card(item, in_chans, metric_rows))
+
+
+WRITERS = {"timm": write_timm, "torchgeo": write_torchgeo, "hf": write_hf}

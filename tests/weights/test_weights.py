@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -14,13 +13,10 @@ import torch
 import torchvision
 
 from secoctl import seco_releases, store, weights
-from secoctl.backbone_keys import ENCODER_INDEX
 from secoctl.errors import UserError
 from secoctl.weights import published
 from tests.conftest import run_cli
-from tests.weights.conftest import backbone_state
-
-INDEX_OF = {name: index for index, name in ENCODER_INDEX.items()}
+from tests.weights.conftest import backbone_state, made_release
 
 
 def cli(*args: str, storage: str) -> "subprocess.CompletedProcess":  # noqa: F821
@@ -118,15 +114,6 @@ def test_a_large_upload_goes_in_parts_and_an_interrupted_one_never_shows(s3_stor
     monkeypatch.undo()
     assert calls["parts"] >= 2
     assert not store.exists(store.join(s3_storage, "interrupted.bin"))
-
-
-def made_release(tmp_path: Path, state: dict, file: str = "seco_resnet18_1m.ckpt") -> Path:
-    """A Lightning checkpoint shaped as the reference's releases are (not one of them: its md5 differs)."""
-    lightning = {"state_dict": {f"encoder_q.{INDEX_OF[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items()}
-                 | {"queue0": torch.randn(128, 8), "encoder_k.0.weight": torch.randn(64, 3, 7, 7)},
-                 "hyper_parameters": argparse.Namespace(arch="resnet18", base_lr=0.03), "epoch": 199}
-    torch.save(lightning, tmp_path / file)
-    return tmp_path / file
 
 
 def test_import_converts_reference_and_torchgeo_checkpoints(tmp_path: Path):

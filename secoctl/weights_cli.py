@@ -98,7 +98,8 @@ def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fa
 
 @app.command()
 def export(ref: Ref,
-           format: Annotated[str, typer.Option("--format", help="timm, torchgeo or hf (a Hugging Face Hub folder)")],  # noqa: A002
+           format: Annotated[str, typer.Option(  # noqa: A002
+               "--format", help="timm, torchgeo or hf (a Hugging Face Hub folder)")],
            output: Annotated[Path, typer.Option("-o", "--output", help="A new (or empty) folder to write.")],
            storage: Storage = None) -> None:
     """Write a version as timm (state dict + pretrained_cfg), torchgeo (state dict + meta and transform) or a

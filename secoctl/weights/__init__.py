@@ -21,11 +21,11 @@ from secoctl.weights.published import (ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHU
 IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
 EXPORT_FORMATS = ("timm", "torchgeo", "hf")
 
-__all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE", "NAME", "READ_CHUNK",
-           "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "cache_root", "check_name",
-           "check_version", "export", "import_checkpoint", "input_transform", "load", "names", "parse_item", "parse_sums",
-           "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header", "sha256_file", "show",
-           "verify", "version_uri", "versions"]
+__all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE",
+           "NAME", "READ_CHUNK", "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "cache_root",
+           "check_name", "check_version", "export", "import_checkpoint", "input_transform", "load", "names",
+           "parse_item", "parse_sums", "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header",
+           "sha256_file", "show", "verify", "version_uri", "versions"]
 
 
 def load(text: str, storage: str | None = None):

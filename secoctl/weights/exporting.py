@@ -9,7 +9,6 @@ are imported inside the functions only: the control plane imports this module wi
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Pat
     from safetensors import safe_open
 
     with safe_open(str(weights_file), "pt") as tensors:
+        if "conv1.weight" not in tensors.keys():
+            raise UserError(f"{item['id']}: {WEIGHTS_FILE} has no conv1.weight; it is no ResNet backbone")
         in_chans = tensors.get_slice("conv1.weight").get_shape()[1]
     output = output.resolve()
     check_output(output)
@@ -54,19 +55,24 @@ def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Pat
         staged = Path(scratch, "export")
         staged.mkdir()
         cfg = pretrained_cfg(item, in_chans)
-        model = timm_backbone(cfg, weights_file)
+        model = timm_backbone(cfg, weights_file, item["id"])
         WRITERS[fmt](model, item, in_chans, cfg, staged, output)
         if output.exists():
             output.rmdir()  # empty, checked above
         staged.rename(output)
 
 
-def timm_backbone(cfg: dict[str, Any], weights_file: Path):
+def timm_backbone(cfg: dict[str, Any], weights_file: Path, where: str):
     """timm's ResNet with the weights loaded by timm's own pretrained path (strict keys)."""
     import timm
 
-    return timm.create_model(cfg["architecture"], pretrained=True,
-                             pretrained_cfg_overlay={**cfg, "file": str(weights_file)}).eval()
+    try:
+        model = timm.create_model(cfg["architecture"], pretrained=True,
+                                  pretrained_cfg_overlay={**cfg, "file": str(weights_file)})
+    except RuntimeError as error:  # timm's strict load_state_dict: missing, unexpected or misshapen keys
+        raise UserError(f"{where}: timm's {cfg['architecture']} refuses "
+                        f"these weights: {str(error).strip().splitlines()[0]}") from None
+    return model.eval()
 
 
 def write_timm(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path, output: Path) -> None:

@@ -4,6 +4,7 @@ the features of `secoctl.weights.load`'s model, for pushed, imported (SeCo relea
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ ATOL = 1e-6
 
 
 def published(kind: str, tmp_path: Path) -> tuple[str, str]:
-    """(storage, NAME:VERSION) of a pushed ResNet-18 or of a made SeCo-release ResNet-50 that `weights import` converted."""
+    """(storage, NAME:VERSION) of a pushed ResNet-18, or of a made SeCo-release ResNet-50 that `weights import`
+    converted."""
     storage = (tmp_path / "store").as_uri()
     if kind == "pushed-resnet18":
         save_file(backbone_state("resnet18", seed=1), str(tmp_path / "backbone.safetensors"))
@@ -133,17 +135,28 @@ def test_a_12_band_backbone_exports_with_in_chans_12_and_each_band_s_normalisati
         assert meta["meta"]["dataset"] == "secoctl experiment ms (planetary-computer, 256 locations)"
     else:
         assert exported.pretrained_cfg["input_size"][0] == 12
-        assert list(exported.pretrained_cfg["mean"]) == spec["mean"] and list(exported.pretrained_cfg["std"]) == spec["std"]
+        assert list(exported.pretrained_cfg["mean"]) == spec["mean"]
+        assert list(exported.pretrained_cfg["std"]) == spec["std"]
     if fmt == "hf":
         card = (tmp_path / "out" / "README.md").read_text()
         assert "| B8A | 800 | 3800 | 0.18 | 0.28 |" in card and "| eurosat-linear | accuracy | seco | 0.7100 |" in card
 
 
-def test_bands_that_disagree_with_conv1_are_refused_and_nothing_is_written(tmp_path: Path):
+@pytest.mark.parametrize("dropped, bands, message", [
+    (None, 12, "conv1 takes 3 channels but item.json's secoctl:input lists 12 bands"),
+    ("layer4.1.bn2.weight", 3, "timm's resnet18 refuses these weights: Error(s) in loading state_dict"),
+    ("conv1.weight", 3, "model.safetensors has no conv1.weight")], ids=["bands", "missing-key", "no-conv1"])
+def test_weights_an_export_cannot_carry_are_refused_in_one_line_and_nothing_is_written(dropped, bands, message,
+                                                                                      tmp_path: Path):
     state = backbone_state("resnet18")
-    save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(UserError, match="conv1 takes 3 channels but item.json's secoctl:input lists 12 bands"):
-        exporting.export_files(twelve_band_item(state), tmp_path / "model.safetensors", "timm", tmp_path / "out")
+    item = twelve_band_item(state)
+    if bands == 3:
+        item = model_item("w", "1", "resnet18", 224, 1, {"pushed_from": "x"})
+    save_file({k: v for k, v in state.items() if k != dropped}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(UserError, match=re.escape(message)) as raised:
+        exporting.export_files(item, tmp_path / "model.safetensors", "timm", tmp_path / "out")
+    assert len(str(raised.value).splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-*"))
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-*"))
 
 

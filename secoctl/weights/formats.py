@@ -33,8 +33,7 @@ def input_spec(item: dict[str, Any], in_chans: int) -> dict[str, Any]:
 
 
 def description(item: dict[str, Any], spec: dict[str, Any]) -> str:
-    stretches = ", ".join(f"{band} {low:g}-{high:g}" for band, (low, high) in
-                          ((band, spec["stretch"][band]) for band in spec["bands"]))
+    stretches = ", ".join(f"{band} {spec['stretch'][band][0]:g}-{spec['stretch'][band][1]:g}" for band in spec["bands"])
     return (f"{item['properties']['secoctl:backbone']} backbone pre-trained on Sentinel-2 L2A "
             f"({', '.join(spec['bands'])}). Input: {STEPS}; stretch (low-high): {stretches}.")
 

@@ -126,10 +126,13 @@ def alive_local_pids(facts: dict, experiment: str) -> set[int]:
 
 
 class StageFailed(Exception):
+    """A part that failed: `message` is its own one line when it named the cause (partlog.failure_line)."""
+
     def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str):
         self.stage, self.index, self.exit_code = stage, index, exit_code
         self.log_tail, self.log_location = log_tail, log_location
-        super().__init__(f"stage {stage} part {index} exited with code {exit_code}")
+        self.message = partlog.last_failure(log_tail)
+        super().__init__(self.message or f"stage {stage} part {index} exited with code {exit_code}")
 
 
 @dataclass
@@ -191,7 +194,7 @@ class LocalExecutor:
             self._commit(stage, tree)
         except StageFailed as failure:
             store.write_json(tree.failed, {
-                "reason": f"part {failure.index} exited with code {failure.exit_code}",
+                "reason": failure.message or f"part {failure.index} exited with code {failure.exit_code}",
                 "index": failure.index, "exit_code": failure.exit_code, "log_tail": failure.log_tail,
                 "failed_at": time.time(),
             })

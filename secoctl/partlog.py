@@ -14,7 +14,7 @@ import json
 
 from secoctl import store
 
-FAILED_EVENT = "failed"
+FAILURE_PREFIX = '{"event": "failed"'  # how failure_line's JSON begins: any other line is not read as one
 PREDICTABLE_EXIT = 3  # a part's exit code for a failure it named; a bug exits 1 with its traceback
 # In a pod the failure line is also the container's termination message, which `status` reads from the pod.
 TERMINATION_LOG = "/dev/termination-log"
@@ -51,13 +51,13 @@ def read(stage_uri: str, index: int) -> str:
 def failure_line(stage: str, index: int, cause: str, field: str | None) -> str:
     """The one line a part prints last when it fails predictably: what went wrong and the spec field to fix."""
     message = f"{stage} part {index}: {cause}" + (f": check {field}" if field else "")
-    return json.dumps({"event": FAILED_EVENT, "stage": stage, "index": index, "cause": cause, "field": field,
+    return json.dumps({"event": "failed", "stage": stage, "index": index, "cause": cause, "field": field,
                        "message": message})
 
 
 def failure_message(line: str) -> str | None:
     """The message of a failure line, or None for any other line; bounded, as a pod's output is anyone's text."""
-    if len(line) > 4 * MAX_FAILURE_CHARS or not line.startswith('{"event": "failed"'):
+    if len(line) > 4 * MAX_FAILURE_CHARS or not line.startswith(FAILURE_PREFIX):
         return None
     try:
         record = json.loads(line)

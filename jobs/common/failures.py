@@ -9,7 +9,6 @@ sys.modules, as `secoctl.store` does, so classifying imports nothing a stage did
 
 from __future__ import annotations
 
-import errno
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,9 +86,6 @@ def _storage(errors: list[BaseException], where: Where) -> PartFailure | None:
     outer = errors[0]
     if isinstance(outer, PermissionError) and any(_is(e, "botocore.exceptions", "ClientError") for e in errors):
         return PartFailure(f"storage {storage} refused the credentials ({one_line(outer)})", "spec.storageSecret")
-    if isinstance(outer, OSError) and outer.errno in (errno.EACCES, errno.ENOSPC, errno.EROFS, errno.EDQUOT) \
-            and storage.startswith("file://") and str(outer.filename or "").startswith(storage.removeprefix("file://")):
-        return PartFailure(f"storage {storage}: {one_line(outer)}", "spec.storage")
     return None
 
 

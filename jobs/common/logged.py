@@ -1,12 +1,12 @@
-"""`python -m jobs.common.logged --spec FILE --stage NAME [--termination-log PATH] -- ARGV...`: run a stage part, its log also in storage.
+"""`python -m jobs.common.logged --spec FILE --stage NAME [--termination-log PATH] -- ARGV...`
 
-In a pod, a part's output otherwise lives only in the container log, which goes with the pod. This
-wrapper runs the part's command (torchrun and every worker included), passes each line through to
-its own stdout, so `kubectl logs` still works, and keeps the log in storage as the embedded
-executor does: `<stage>/logs/<index>.log`, rewritten every few seconds. A long run's log is sealed
-in chunks of CHUNK_BYTES, `<index>.<n>.log` (n = 00001, 00002, ...), that are written once, so an
-upload never grows past a chunk; the live tail stays in `<index>.log`. `secoctl.partlog` reads
-them back in order.
+Runs a stage part, its log also in storage. In a pod, a part's output otherwise lives only in the
+container log, which goes with the pod. This wrapper runs the part's command (torchrun and every
+worker included), passes each line through to its own stdout, so `kubectl logs` still works, and
+keeps the log in storage as the embedded executor does: `<stage>/logs/<index>.log`, rewritten
+every few seconds. A long run's log is sealed in chunks of CHUNK_BYTES, `<index>.<n>.log`
+(n = 00001, 00002, ...), that are written once, so an upload never grows past a chunk; the live
+tail stays in `<index>.log`. `secoctl.partlog` reads them back in order.
 
 The last failure line the part printed (partlog.failure_line) is written to --termination-log, the
 pod's terminationMessagePath, so `status` shows the cause from the pod without reading storage.
@@ -99,7 +99,7 @@ def run(stage_uri: str, index: int, argv: list[str], termination_log: str | None
         out.write(line)
         out.flush()
         log.write(line)
-        if line.startswith(b'{"event": "failed"') and failure_message(line.decode(errors="replace").strip()):
+        if failure_message(line.decode(errors="replace").strip()):
             failure = line.strip()
     code = child.wait()
     if code:

@@ -18,8 +18,10 @@ import yaml
 
 from jobs.common.logged import run as run_logged
 from jobs.localcloud.servers import free_port
-from secoctl import partlog
+from secoctl import partlog, plan
+from secoctl.backends.local import LocalExecutor, StageFailed
 from secoctl.jobstate import pod_reasons
+from secoctl.specfile import load_documents
 from tests.conftest import run_cli
 from tests.s3 import s3_bucket
 
@@ -88,6 +90,17 @@ def test_a_tree_without_the_earlier_stages_index(tmp_path: Path, stage: str, rea
     assert_one_line(result, f"{stage} part 0: no {reads} output to read: {index} is missing; run the {reads} stage "
                             "first (`secoctl apply` runs the stages in order), or point spec.storage at the tree "
                             "that holds it: check spec.storage")
+
+
+def test_under_torchrun_the_executor_still_finds_the_line_above_torchruns_own_report(tmp_path: Path):
+    storage = tmp_path / "storage"
+    executor = LocalExecutor(storage.as_uri())
+    experiment = executor.prepare(load_documents(spec_file(tmp_path / "s.yaml", storage.as_uri()).read_text(),
+                                                 "s.yaml")[0])
+    with pytest.raises(StageFailed) as failed:
+        executor.run_stage(experiment, plan.stage(experiment, "pretrain", single_machine=True))
+    assert failed.value.message.startswith("pretrain part 0: no shards output to read: ")
+    assert failed.value.message.endswith(": check spec.storage")
 
 
 def test_a_dataset_that_is_not_at_its_data_path(tmp_path: Path):

@@ -90,6 +90,8 @@ def test_a_corrupt_dataset_file_fails_naming_the_file(trained):
     with pytest.raises(StageFailed) as failure:
         executor.run_stage(experiment, plan.stage(experiment, "evaluate", single_machine=True))
     assert victim.name in failure.value.log_tail and "Re-extract" in failure.value.log_tail
+    assert victim.name in failure.value.message  # the one line names the file and the entry to fix
+    assert failure.value.message.endswith(f": check spec.evaluate[{failure.value.index}].dataPath")
     assert not store.exists(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))
 
 

@@ -198,13 +198,16 @@ def _stored(root: str, name: str):
 def status(
     name: Annotated[Optional[str], typer.Argument(help="One experiment; all when left out.")] = None,
     storage: StorageOption = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+    output: Annotated[str, typer.Option("-o", "--output", help="table (one line a stage), wide or json")] = "table",
     watch: Annotated[bool, typer.Option("-w", "--watch", help="Redraw until the drivers finish (cluster).")] = False,
     local: LocalOption = False,
     context: ContextOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
-    """Where every experiment and stage stands: state, pods, progress, last metric, and why it is stuck."""
+    """Where every experiment and stage stands: state, pods, progress, ETA, last metric, a collapse alarm,
+    and why it is stuck."""
+    if output not in ("table", "wide", "json"):
+        raise UserError(f"-o/--output: {output!r} is not one of table, wide, json")
     if _on_cluster(local):
         from secoctl import cluster_commands
 
@@ -219,9 +222,11 @@ def status(
     elif not table:
         typer.echo(f"no experiments in {root}")
     else:
+        from rich.console import Console
+
         from secoctl.console import status_table
 
-        status_table(table)
+        Console().print(status_table(table, wide=output == "wide"))
 
 
 def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
@@ -250,8 +255,8 @@ def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
         table.extend(rows(experiment_name, statuses, facts))
     if unreadable and not table:
         raise unreadable[0][1]
-    return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", str(error).splitlines()[0])
-                    for experiment_name, error in unreadable]
+    return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", str(error).splitlines()[0],
+                             summary=str(error).splitlines()[0]) for experiment_name, error in unreadable]
 
 
 @app.command()

@@ -222,11 +222,9 @@ def status(
     elif not table:
         typer.echo(f"no experiments in {root}")
     else:
-        from rich.console import Console
+        from secoctl.console import print_status
 
-        from secoctl.console import status_table
-
-        Console().print(status_table(table, wide=output == "wide"))
+        print_status(table, wide=output == "wide")
 
 
 def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
@@ -314,11 +312,11 @@ def plot(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG path; default NAME-loss.png")] = None,
     storage: StorageOption = None,
 ) -> None:
-    """Draw a pretrain stage's loss curves per sub-space and its throughput as a PNG."""
+    """Draw a pretrain stage's smoothed loss per sub-space, its embedding std (collapse) and throughput as a PNG."""
     from secoctl.plots import loss_curves, parse_metrics
     from secoctl.tree import StageTree
 
-    experiment_uri, _ = _stored(store.storage(storage), name)
+    experiment_uri, experiment = _stored(store.storage(storage), name)
     metrics = StageTree(experiment_uri, "pretrain").path("metrics.jsonl")
     try:
         records = parse_metrics(store.read_text(metrics))
@@ -326,7 +324,8 @@ def plot(
         records = []
     if not records:
         raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
-    path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"))
+    path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"),
+                       experiment.spec.pretrain.embedding_dim)
     typer.echo(str(path))
 
 

@@ -67,9 +67,20 @@ class RichObserver(Observer):
         self.console.print(f"  {stage.name}: complete in {seconds:.1f}s")
 
 
+def print_status(rows: list[StageRow], wide: bool = False) -> None:
+    """The table cut to the terminal's width; `wide` at its natural width, long lines left to the
+    terminal, as `kubectl get -o wide` prints them."""
+    console = Console()
+    table = status_table(rows, wide)
+    if wide:
+        natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+        console = Console(width=max(console.width, natural))
+    console.print(table)
+
+
 def status_table(rows: list[StageRow], wide: bool = False) -> Table:
-    """One line per stage, cut to the terminal's width (as kubectl's table); `wide` carries every
-    figure, metric and reason and wraps. The EXPERIMENT column only when there is more than one."""
+    """One line per stage, only its SUMMARY cut to fit (as kubectl's table); `wide` carries every
+    figure, metric and reason. The EXPERIMENT column only when there is more than one."""
     several = len({row.experiment for row in rows}) > 1
     if wide:
         table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "ETA", "AGE", "METRIC", "DETAIL", box=None)

@@ -17,7 +17,8 @@ from secoctl.tree import StageFacts
 
 
 SUMMARY_CHARS = 28  # what fits beside the other columns at 80
-PACING = ("in_flight",)  # settings a part reports, not results: left out of the summary
+HEADLINE = ("accepted", "dropped", "failed", "loss", "embed_std")  # first in the summary (records sort their keys)
+NOT_RESULTS = ("in_flight", "embed_std_low_logs")  # a pacing setting and the alarm's count: not in the summary
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,13 @@ def eta_fields(stage: plan.Stage, facts: StageFacts, now: float, running: bool) 
 
 
 def summary_text(metrics: dict[str, Any]) -> str:
-    """The first results that fit in SUMMARY_CHARS, pacing settings left out."""
+    """The first results that fit in SUMMARY_CHARS, the HEADLINE ones first."""
     text = ""
-    for name, value in metrics.items():
-        if name in PACING:
+    names = [*(n for n in HEADLINE if n in metrics), *(n for n in metrics if n not in HEADLINE)]
+    for name in names:
+        if name in NOT_RESULTS:
             continue
-        item = pair(name, value)
+        item = pair(name, metrics[name])
         if text and len(text) + 1 + len(item) > SUMMARY_CHARS:
             break
         text = f"{text} {item}".strip()

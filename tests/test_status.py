@@ -270,7 +270,7 @@ def test_a_stage_whose_embeddings_stay_collapsed_is_marked_with_the_figure():
     assert row.alert == row.summary == "collapsing? embed_std=0.00012"
     brief = running_pretrain(100, 2.0, 1000.0, embed_std=0.00012, embed_std_low_logs=collapse.ALARM_LOGS - 1)
     row = rows("demo", [status], {"pretrain": StageFacts(running={"pid": 1}, progress={0: brief})}, now=1000.0)[0]
-    assert row.alert == "" and row.summary == "loss=6.3 samples_per_s=105.2"
+    assert row.alert == "" and row.summary == "loss=6.3 embed_std=0.00012"
 
 
 def test_at_80_columns_every_stage_is_one_line_and_wide_carries_the_rest():
@@ -297,3 +297,47 @@ def test_at_80_columns_every_stage_is_one_line_and_wide_carries_the_rest():
     wide.print(status_table(table, wide=True))
     drawn = wide.export_text()
     assert "in_flight=16" in drawn and "patches_per_s" in drawn and "150/300 steps (50%), 0/1 parts" in drawn
+
+
+def test_status_of_a_finished_quickstart_at_80_columns_is_one_line_a_stage(storage):
+    import json
+    import time
+
+    from secoctl import plan
+    from secoctl.specfile import read_spec
+    from secoctl.stored import prepare_storage
+    from tests.conftest import ROOT, run_cli
+
+    experiment = load_documents(read_spec(str(ROOT / "examples/quickstart.yaml")), "quickstart.yaml")[0]
+    experiment = experiment.with_storage(storage.as_uri())
+    root = store.experiment_uri(storage.as_uri(), "quickstart")
+    prepare_storage(root, experiment)
+    reports = {"collect": (256, 256, "locations", QUICKSTART_COLLECT), "shards": (1, 1, "shards", {"shards": 1}),
+               "pretrain": (300, 300, "steps", {"loss": 6.31, "samples_per_s": 105.2, "shard_fetches": 32,
+                                                "embed_std": 0.061, "embed_std_low_logs": 0}),
+               "evaluate": (1, 2, "models", {})}
+    for stage in plan.stages(experiment, single_machine=True):
+        tree = StageTree(root, stage.name)
+        if stage.name in reports:
+            done, total, unit, metrics = reports[stage.name]
+            Part(experiment, stage.name, 0, 1, tree).progress(done, total, unit, force=True, **metrics)
+        if stage.name == "evaluate":  # an apply stopped half way through
+            store.write_json(tree.running, {"pid": 2**22 + 1, "host": "elsewhere", "started_at": time.time()})
+        elif stage.name != "publish":
+            store.write_json(tree.success, {"fingerprint": stage.fingerprint, "completed_at": time.time(), "parts": 1})
+    drawn = run_cli("status", "quickstart", storage=storage, environment={"COLUMNS": "80"})
+    assert drawn.returncode == 0, drawn.stderr
+    lines = drawn.stdout.splitlines()
+    assert len(lines) == 1 + len(plan.stages(experiment, single_machine=True)), drawn.stdout
+    assert max(map(len, lines)) <= 80 and "in_flight" not in drawn.stdout, drawn.stdout
+    assert "accepted=220 dropped=36" in drawn.stdout and "loss=6.31 embed_std=0.061" in drawn.stdout
+    assert "interrupted" in drawn.stdout
+    table = json.loads(run_cli("status", "quickstart", "-o", "json", storage=storage).stdout)
+    evaluate = next(row for row in table if row["stage"] == "evaluate")
+    assert evaluate["progress"] == "1/2 models (50%), 0/1 parts" and evaluate["eta_s"] is None
+    collect = next(row for row in table if row["stage"] == "collect")
+    assert collect["metrics"]["in_flight"] == 16 and collect["alert"] == ""
+    wide = run_cli("status", "quickstart", "-o", "wide", storage=storage, environment={"COLUMNS": "80"})
+    assert "in_flight=16" in wide.stdout and "patches_per_s=41.5" in wide.stdout
+    wrong = run_cli("status", "-o", "yaml", storage=storage)
+    assert (wrong.returncode, wrong.stderr) == (2, "error: -o/--output: 'yaml' is not one of table, wide, json\n")

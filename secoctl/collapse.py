@@ -7,7 +7,7 @@ over the sphere give about 1/sqrt(dim); every sample mapped to the same point gi
 The alarm: the lowest sub-space's std below THRESHOLD_FRACTION / sqrt(dim) (0.0088 at the default
 dim of 128) for ALARM_LOGS logs in a row (100 steps of 10-step windows). A run that stays there
 has stopped telling its samples apart; a dip early on is not that. Measured (dim 128, batch 32): a
-quickstart's checkpoints give 0.035-0.038 at initialisation and 0.021-0.036 at step 100; a
+quickstart's checkpoints give 0.035-0.038 at initialisation, 0.021-0.052 at steps 100-300; a
 quickstart-sized run on the tests' made cubes logged 0.016, 0.005, 0.004 (its lowest sub-space) over
 its first 30 steps (stopped there), so a few low windows alone do not raise the alarm.
 

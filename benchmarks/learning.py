@@ -62,7 +62,7 @@ def pretrain(seed: int, steps: int, count: int, parcel_count: int, batch: int, q
     for _ in range(steps):
         chosen = rng.choice(len(rgb), batch, replace=False)
         slots = torch.from_numpy(np.stack([rgb[i][draw_slots(method, TIMESTAMPS, rng)] for i in chosen]))
-        loss, _ = train_step(model, optimizer, augment, slots, no_autocast)
+        loss, _, _ = train_step(model, optimizer, augment, slots, no_autocast)
         losses.append(loss.item())
     return model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1):]))
 

@@ -201,13 +201,16 @@ def _stored(root: str, name: str):
 def status(
     name: Annotated[Optional[str], typer.Argument(help="One experiment; all when left out.")] = None,
     storage: StorageOption = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+    output: Annotated[str, typer.Option("-o", "--output", help="table (one line a stage), wide or json")] = "table",
     watch: Annotated[bool, typer.Option("-w", "--watch", help="Redraw until the drivers finish (cluster).")] = False,
     local: LocalOption = False,
     context: ContextOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
-    """Where every experiment and stage stands: state, pods, progress, last metric, and why it is stuck."""
+    """Where every experiment and stage stands: state, pods, progress, ETA, last metric, a collapse alarm,
+    and why it is stuck."""
+    if output not in ("table", "wide", "json"):
+        raise UserError(f"-o/--output: {output!r} is not one of table, wide, json")
     if _on_cluster(local):
         from secoctl import cluster_commands
 
@@ -222,9 +225,9 @@ def status(
     elif not table:
         typer.echo(f"no experiments in {root}")
     else:
-        from secoctl.console import status_table
+        from secoctl.console import print_status
 
-        status_table(table)
+        print_status(table, wide=output == "wide")
 
 
 def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
@@ -253,8 +256,8 @@ def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
         table.extend(rows(experiment_name, statuses, facts))
     if unreadable and not table:
         raise unreadable[0][1]
-    return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", str(error).splitlines()[0])
-                    for experiment_name, error in unreadable]
+    return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", str(error).splitlines()[0],
+                             summary=str(error).splitlines()[0]) for experiment_name, error in unreadable]
 
 
 @app.command()
@@ -312,11 +315,11 @@ def plot(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG path; default NAME-loss.png")] = None,
     storage: StorageOption = None,
 ) -> None:
-    """Draw a pretrain stage's loss curves per sub-space and its throughput as a PNG."""
+    """Draw a pretrain stage's smoothed loss per sub-space, its embedding std (collapse) and throughput as a PNG."""
     from secoctl.plots import loss_curves, parse_metrics
     from secoctl.tree import StageTree
 
-    experiment_uri, _ = _stored(store.storage(storage), name)
+    experiment_uri, experiment = _stored(store.storage(storage), name)
     metrics = StageTree(experiment_uri, "pretrain").path("metrics.jsonl")
     try:
         records = parse_metrics(store.read_text(metrics))
@@ -324,7 +327,8 @@ def plot(
         records = []
     if not records:
         raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
-    path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"))
+    path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"),
+                       experiment.spec.pretrain.embedding_dim)
     typer.echo(str(path))
 
 

@@ -54,11 +54,11 @@ def _rows(target: KubernetesExecutor, name: str | None) -> list[ClusterRow]:
 
 
 def _table(rows: list[ClusterRow], namespace: str) -> Table:
-    table = Table("EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "METRIC", "REASON", box=None,
+    table = Table("EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "ETA", "METRIC", "REASON", box=None,
                   title=f"namespace {namespace}" if rows else f"no experiments in namespace {namespace}")
     for row in rows:
         table.add_row(row.experiment, row.stage, styled(row.state), row.pods, str(row.restarts), row.progress,
-                      row.metric, row.reason)
+                      row.eta, " ".join(filter(None, (row.alert, row.metric))), row.reason)
     return table
 
 

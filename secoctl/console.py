@@ -11,7 +11,7 @@ from rich.table import Table
 from secoctl import plan
 from secoctl.backends.local import Observer
 from secoctl.states import styled
-from secoctl.status import StageRow, metric_text, stage_progress
+from secoctl.status import StageRow, metric_text, pair, stage_progress
 from secoctl.tree import StageFacts
 
 
@@ -67,9 +67,38 @@ class RichObserver(Observer):
         self.console.print(f"  {stage.name}: complete in {seconds:.1f}s")
 
 
-def status_table(rows: list[StageRow]) -> None:
-    table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "METRIC", "AGE", "DETAIL", box=None)
-    for row in rows:
-        table.add_row(row.experiment, row.stage, styled(row.state), row.progress,
-                      row.metric, row.age, row.detail)
-    Console().print(table)
+def print_status(rows: list[StageRow], wide: bool = False) -> None:
+    """The table cut to the terminal's width; `wide` at its natural width, long lines left to the
+    terminal, as `kubectl get -o wide` prints them."""
+    console = Console()
+    table = status_table(rows, wide)
+    if wide:
+        natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+        console = Console(width=max(console.width, natural))
+    console.print(table)
+
+
+def status_table(rows: list[StageRow], wide: bool = False) -> Table:
+    """One line per stage, only its SUMMARY cut to fit (as kubectl's table); `wide` carries every
+    figure, metric and reason. The EXPERIMENT column only when there is more than one."""
+    several = len({row.experiment for row in rows}) > 1
+    if wide:
+        table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "ETA", "AGE", "METRIC", "DETAIL", box=None)
+        for row in rows:
+            table.add_row(row.experiment, row.stage, styled(row.state), row.progress, row.eta, row.age,
+                          " ".join([row.alert, *(pair(k, v) for k, v in row.metrics.items())]).strip(), row.detail)
+        return table
+    headers = ("EXPERIMENT",) * several + ("STAGE", "STATE", "PROGRESS", "ETA", "AGE", "SUMMARY")
+    lines = [(row.experiment,) * several + (row.stage, row.state, row.brief, row.eta, row.age, row.summary)
+             for row in rows]
+    table = Table(box=None)
+    for number, header in enumerate(headers[:-1]):  # these keep their width: only SUMMARY is cut
+        table.add_column(header, no_wrap=True, min_width=max(len(header), *(len(line[number]) for line in lines)))
+    table.add_column(headers[-1], no_wrap=True, overflow="ellipsis")
+    state, summary = headers.index("STATE"), headers.index("SUMMARY")
+    for row, line in zip(rows, lines):
+        cells = list(line)
+        cells[state] = styled(row.state)
+        cells[summary] = f"[red]{row.summary}[/red]" if row.alert else row.summary
+        table.add_row(*cells)
+    return table

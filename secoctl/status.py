@@ -1,14 +1,24 @@
-"""Rows of `secoctl status`: where each stage stands, read from the storage tree."""
+"""Rows of `secoctl status`: where each stage stands, read from the storage tree.
+
+A row carries everything (`-o json`, `-o wide`) and, for the 80-column table, one short phrase each
+of progress (`brief`) and of what to read (`summary`: the collapse alarm, why it is not done, or
+its first results).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from secoctl import plan
+from secoctl import collapse, plan
 from secoctl.states import State
 from secoctl.tree import StageFacts
+
+
+SUMMARY_CHARS = 28  # what fits beside the other columns at 80
+HEADLINE = ("accepted", "dropped", "failed", "loss", "embed_std")  # first in the summary (records sort their keys)
+NOT_RESULTS = ("in_flight", "embed_std_low_logs")  # a pacing setting and the alarm's count: not in the summary
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,12 @@ class StageRow:
     metric: str
     age: str
     detail: str
+    eta: str = ""
+    eta_s: float | None = None
+    alert: str = ""
+    brief: str = ""
+    summary: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def _age(seconds: float) -> str:
@@ -62,6 +78,48 @@ def progress_text(status: plan.StageStatus, facts: StageFacts) -> str:
     return f"{progress.done:g}/{progress.total:g} {progress.unit}{percent}, {parts}"
 
 
+def progress_brief(status: plan.StageStatus, facts: StageFacts) -> str:
+    """Progress in one short phrase: units and percent while running, parts otherwise."""
+    progress = stage_progress(status.stage, facts)
+    if status.state == "complete" or progress is None or not progress.total:
+        return f"{status.parts_done}/{status.stage.parts} parts"
+    return f"{progress.done:g}/{progress.total:g} {progress.unit} {100 * progress.done / progress.total:.0f}%"
+
+
+def eta_seconds(stage: plan.Stage, facts: StageFacts, now: float) -> float | None:
+    """Seconds left at the recent rate (each part's `per_s`), counted from the latest report; None
+    until a working part has a rate. Summed parts add their rates; the nodes of a distributed stage
+    share one count of steps, so the slowest one's rate holds for all."""
+    progress = stage_progress(stage, facts)
+    working = [r for i, r in facts.progress.items() if i not in facts.parts_done]
+    rates = [r["per_s"] for r in working if isinstance(r.get("per_s"), (int, float)) and r["per_s"] > 0]
+    if progress is None or not progress.total or not rates:
+        return None
+    rate = min(rates) if stage.distributed else sum(rates)
+    reported_at = max(r.get("updated_at", now) for r in working)
+    return max((progress.total - progress.done) / rate - (now - reported_at), 0.0)
+
+
+def eta_fields(stage: plan.Stage, facts: StageFacts, now: float, running: bool) -> dict[str, Any]:
+    """A row's `eta` (as `age` is written) and `eta_s`; empty unless the stage runs and has a rate."""
+    seconds = eta_seconds(stage, facts, now) if running else None
+    return {"eta": "" if seconds is None else _age(seconds), "eta_s": None if seconds is None else round(seconds, 1)}
+
+
+def summary_text(metrics: dict[str, Any]) -> str:
+    """The first results that fit in SUMMARY_CHARS, the HEADLINE ones first."""
+    text = ""
+    names = [*(n for n in HEADLINE if n in metrics), *(n for n in metrics if n not in HEADLINE)]
+    for name in names:
+        if name in NOT_RESULTS:
+            continue
+        item = pair(name, metrics[name])
+        if text and len(text) + 1 + len(item) > SUMMARY_CHARS:
+            break
+        text = f"{text} {item}".strip()
+    return text
+
+
 def stage_metrics(facts: StageFacts, running: bool) -> dict[str, Any]:
     """The latest part's metrics, with those it declares summed added up across the stage's parts.
 
@@ -81,12 +139,15 @@ def stage_metrics(facts: StageFacts, running: bool) -> dict[str, Any]:
     return metrics
 
 
+def pair(name: str, value: Any) -> str:
+    return f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+
+
 def metric_text(facts: StageFacts, parts: int, running: bool) -> str:
     """A stage's first four metrics, and while it runs how many of its parts they come from."""
     if not facts.progress:
         return ""
-    metrics = list(stage_metrics(facts, running).items())[:4]
-    text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics)
+    text = " ".join(pair(k, v) for k, v in list(stage_metrics(facts, running).items())[:4])
     if running and len(facts.progress) < parts:
         reporting = f"{len(facts.progress)} of {parts} parts reporting"
         return f"{text} ({reporting})" if text else reporting
@@ -108,11 +169,17 @@ def rows(name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFact
     for status in statuses:
         fact = facts.get(status.stage.name, StageFacts())
         stamp = _timestamp(fact)
+        running = status.state == "running"
+        metrics = stage_metrics(fact, running) if fact.progress else {}
+        alert = collapse.alarm(metrics)
+        waiting = status.detail if status.state != "complete" else ""
         result.append(StageRow(
             experiment=name, stage=status.stage.name, state=status.state,
             progress=progress_text(status, fact),
-            metric=metric_text(fact, status.stage.parts, status.state == "running"),
+            metric=metric_text(fact, status.stage.parts, running),
             age=_age(now - stamp) if stamp else "", detail=status.detail,
+            **eta_fields(status.stage, fact, now, running), alert=alert, brief=progress_brief(status, fact),
+            summary=alert or waiting or summary_text(metrics), metrics=metrics,
         ))
     return result
 
@@ -127,20 +194,27 @@ class ClusterRow:
     progress: str
     metric: str
     reason: str
+    eta: str = ""
+    eta_s: float | None = None
+    alert: str = ""
 
 
 def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | None,
-                 facts: dict[str, StageFacts] | None) -> list[ClusterRow]:
+                 facts: dict[str, StageFacts] | None, now: float | None = None) -> list[ClusterRow]:
     """One row per stage (and the driver): the Job's word, unless storage already holds the stage complete."""
+    now = time.time() if now is None else now
     by_stage = {s.stage.name: s for s in statuses or []}
     result = []
     for stage, job in job_facts.items():
         status, fact = by_stage.get(stage), (facts or {}).get(stage, StageFacts())
         state = "complete" if status is not None and status.state == "complete" else job.state
+        running = state == "running"
         result.append(ClusterRow(
             experiment=name, stage=stage, state=state, pods=job.pods_text if job.state != "waiting" else "",
             restarts=job.restarts, progress=progress_text(status, fact) if status else "",
-            metric=metric_text(fact, status.stage.parts, state == "running") if status else "",
+            metric=metric_text(fact, status.stage.parts, running) if status else "",
             reason="; ".join(job.reasons),
+            **(eta_fields(status.stage, fact, now, running) if status else {}),
+            alert=collapse.alarm(stage_metrics(fact, running)) if fact.progress else "",
         ))
     return result

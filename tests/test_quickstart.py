@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from secoctl import collapse
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -29,6 +31,11 @@ def test_the_quickstart_ends_with_pulled_loadable_weights_and_a_report(tmp_path:
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
     status = run(str(BIN / "secoctl"), "status", "quickstart", "-o", "json")
     assert status.returncode == 0 and status.stdout.count('"complete"') == 5, status.stdout  # collect, shards, pretrain, evaluate, publish
+    assert all(row["alert"] == "" for row in json.loads(status.stdout)), "the quickstart does not collapse"
+    history = [json.loads(line) for line in (tmp_path / ".local/share/secoctl/experiments/quickstart/pretrain/"
+                                             "metrics.jsonl").read_text().splitlines()]
+    runs = [collapse.low_logs(history[:end], 128) for end in range(1, len(history) + 1)]
+    assert max(runs) < collapse.ALARM_LOGS, [collapse.lowest_std(r) for r in history]  # at no log, not only the last
     report = run(str(BIN / "secoctl"), "report", "quickstart")
     assert report.returncode == 0 and "this-run" in report.stdout and "random" in report.stdout
     # Seeded (spec.pretrain.seed), so a machine repeats its run. Measured here: 0.697 against random's

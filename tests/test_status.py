@@ -211,3 +211,133 @@ def test_one_unreadable_stored_spec_is_its_own_row_and_every_other_experiment_sh
     assert "invalid YAML" in unreadable[0]["detail"]
     drawn = run_cli("status", "--local", storage=storage)
     assert drawn.returncode == 0 and "unreadable" in drawn.stdout and "good" in drawn.stdout, drawn.stderr
+
+
+QUICKSTART_COLLECT = {"accepted": 220, "dropped": 36, "failed": 0, "patches_per_s": 41.5, "in_flight": 16}
+
+
+def running_pretrain(done: int, per_s: float | None, updated_at: float, **metrics) -> dict:
+    record = {"done": done, "total": 300, "unit": "steps", "updated_at": updated_at,
+              "summed": {"counts": [], "rates": []},
+              "metrics": {"loss": 6.3, "samples_per_s": 105.2, "shard_fetches": 32, **metrics}}
+    return record if per_s is None else {**record, "per_s": per_s}
+
+
+def test_a_running_stage_has_an_eta_from_its_steps_left_and_recent_rate():
+    status = StageStatus(Stage("pretrain", 1, (), "fingerprint"), "running", 0)
+    facts = StageFacts(running={"pid": 1}, progress={0: running_pretrain(100, 2.0, 990.0)})
+    row = rows("demo", [status], {"pretrain": facts}, now=1000.0)[0]
+    assert (row.eta_s, row.eta) == (90.0, "1m")  # 200 steps at 2 a second, 10 s of them gone since the report
+    assert rows("demo", [status], {"pretrain": StageFacts(running={"pid": 1},
+                                                          progress={0: running_pretrain(100, None, 990.0)})},
+                now=1000.0)[0].eta_s is None, "no rate yet: no ETA rather than a guess"
+    done = StageStatus(Stage("pretrain", 1, (), "fingerprint"), "complete", 1)
+    assert rows("demo", [done], {"pretrain": facts}, now=1000.0)[0].eta == ""
+
+
+def test_summed_parts_add_their_rates_and_the_nodes_of_a_distributed_stage_go_at_the_slowest():
+    collect = StageFacts(running={"pid": 1}, progress={0: {**collect_record(100, 1.0, 1000.0), "per_s": 1.0},
+                                                       1: {**collect_record(100, 1.0, 1000.0), "per_s": 3.0}})
+    status = StageStatus(Stage("collect", 2, (), "fingerprint"), "running", 0)
+    assert rows("demo", [status], {"collect": collect}, now=1000.0)[0].eta_s == 50.0  # 200 left at 4 a second
+    nodes = StageFacts(running={"pid": 1}, progress={0: running_pretrain(100, 2.0, 1000.0),
+                                                     1: running_pretrain(100, 4.0, 1000.0)})
+    status = StageStatus(Stage("pretrain", 2, (), "fingerprint", distributed=True), "running", 0)
+    assert rows("demo", [status], {"pretrain": nodes}, now=1000.0)[0].eta_s == 100.0
+
+
+def test_a_part_reports_its_recent_rate_once_it_has_two_reports(tmp_path, monkeypatch):
+    import jobs.common.part as part_module
+
+    experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
+                                "demo.yaml")[0]
+    tree = StageTree(store.experiment_uri(tmp_path.as_uri(), "demo"), "pretrain")
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(part_module.time, "monotonic", lambda: next(clock))
+    part = Part(experiment, "pretrain", 0, 1, tree)
+    part.progress(10, 300, "steps", force=True)
+    assert "per_s" not in read_facts(tree).progress[0]
+    part.progress(30, 300, "steps", force=True)
+    assert read_facts(tree).progress[0]["per_s"] == 2.0
+
+
+def test_a_stage_whose_embeddings_stay_collapsed_is_marked_with_the_figure():
+    from secoctl import collapse
+
+    status = StageStatus(Stage("pretrain", 1, (), "fingerprint"), "running", 0)
+    low = running_pretrain(100, 2.0, 1000.0, embed_std=0.00012, embed_std_low_logs=collapse.ALARM_LOGS)
+    row = rows("demo", [status], {"pretrain": StageFacts(running={"pid": 1}, progress={0: low})}, now=1000.0)[0]
+    assert row.alert == row.summary == "collapsing? embed_std=0.00012"
+    brief = running_pretrain(100, 2.0, 1000.0, embed_std=0.00012, embed_std_low_logs=collapse.ALARM_LOGS - 1)
+    row = rows("demo", [status], {"pretrain": StageFacts(running={"pid": 1}, progress={0: brief})}, now=1000.0)[0]
+    assert row.alert == "" and row.summary == "loss=6.3 embed_std=0.00012"
+
+
+def test_at_80_columns_every_stage_is_one_line_and_wide_carries_the_rest():
+    from rich.console import Console
+
+    from secoctl.console import status_table
+
+    stages = [StageStatus(Stage("collect", 2, (), "f"), "complete", 2), StageStatus(Stage("shards", 1, (), "f"), "complete", 1),
+              StageStatus(Stage("pretrain", 1, (), "f"), "running", 0), StageStatus(Stage("evaluate", 1, (), "f"), "ready", 0)]
+    collect = {"done": 256, "total": 256, "unit": "locations", "updated_at": 900.0, "summed": COLLECT_SUMS,
+               "metrics": QUICKSTART_COLLECT}
+    facts = {"collect": StageFacts(success={"completed_at": 900.0}, parts_done={0, 1}, progress={0: collect, 1: collect}),
+             "pretrain": StageFacts(running={"pid": 1, "started_at": 950.0}, progress={0: running_pretrain(150, 2.0, 1000.0)})}
+    table = rows("quickstart", stages, facts, now=1000.0)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(status_table(table))
+    lines = [line.strip() for line in console.export_text().splitlines()]
+    assert len(lines) == 1 + len(stages) and max(map(len, lines)) <= 80, lines
+    assert "in_flight" not in "".join(lines) and "EXPERIMENT" not in lines[0]
+    pretrain = next(line for line in lines if line.startswith("pretrain"))
+    assert "150/300 steps 50%" in pretrain and "1m" in pretrain  # 150 steps left at 2 a second
+    assert "accepted=440 dropped=72" in next(line for line in lines if line.startswith("collect"))
+    wide = Console(width=200, record=True, color_system=None)
+    wide.print(status_table(table, wide=True))
+    drawn = wide.export_text()
+    assert "in_flight=16" in drawn and "patches_per_s" in drawn and "150/300 steps (50%), 0/1 parts" in drawn
+
+
+def test_status_of_a_finished_quickstart_at_80_columns_is_one_line_a_stage(storage):
+    import json
+    import time
+
+    from secoctl import plan
+    from secoctl.specfile import read_spec
+    from secoctl.stored import prepare_storage
+    from tests.conftest import ROOT, run_cli
+
+    experiment = load_documents(read_spec(str(ROOT / "examples/quickstart.yaml")), "quickstart.yaml")[0]
+    experiment = experiment.with_storage(storage.as_uri())
+    root = store.experiment_uri(storage.as_uri(), "quickstart")
+    prepare_storage(root, experiment)
+    reports = {"collect": (256, 256, "locations", QUICKSTART_COLLECT), "shards": (1, 1, "shards", {"shards": 1}),
+               "pretrain": (300, 300, "steps", {"loss": 6.31, "samples_per_s": 105.2, "shard_fetches": 32,
+                                                "embed_std": 0.061, "embed_std_low_logs": 0}),
+               "evaluate": (1, 2, "models", {})}
+    for stage in plan.stages(experiment, single_machine=True):
+        tree = StageTree(root, stage.name)
+        if stage.name in reports:
+            done, total, unit, metrics = reports[stage.name]
+            Part(experiment, stage.name, 0, 1, tree).progress(done, total, unit, force=True, **metrics)
+        if stage.name == "evaluate":  # an apply stopped half way through
+            store.write_json(tree.running, {"pid": 2**22 + 1, "host": "elsewhere", "started_at": time.time()})
+        elif stage.name != "publish":
+            store.write_json(tree.success, {"fingerprint": stage.fingerprint, "completed_at": time.time(), "parts": 1})
+    drawn = run_cli("status", "quickstart", storage=storage, environment={"COLUMNS": "80"})
+    assert drawn.returncode == 0, drawn.stderr
+    lines = drawn.stdout.splitlines()
+    assert len(lines) == 1 + len(plan.stages(experiment, single_machine=True)), drawn.stdout
+    assert max(map(len, lines)) <= 80 and "in_flight" not in drawn.stdout, drawn.stdout
+    assert "accepted=220 dropped=36" in drawn.stdout and "loss=6.31 embed_std=0.061" in drawn.stdout
+    assert "interrupted" in drawn.stdout
+    table = json.loads(run_cli("status", "quickstart", "-o", "json", storage=storage).stdout)
+    evaluate = next(row for row in table if row["stage"] == "evaluate")
+    assert evaluate["progress"] == "1/2 models (50%), 0/1 parts" and evaluate["eta_s"] is None
+    collect = next(row for row in table if row["stage"] == "collect")
+    assert collect["metrics"]["in_flight"] == 16 and collect["alert"] == ""
+    wide = run_cli("status", "quickstart", "-o", "wide", storage=storage, environment={"COLUMNS": "80"})
+    assert "in_flight=16" in wide.stdout and "patches_per_s=41.5" in wide.stdout
+    wrong = run_cli("status", "-o", "yaml", storage=storage)
+    assert (wrong.returncode, wrong.stderr) == (2, "error: -o/--output: 'yaml' is not one of table, wide, json\n")

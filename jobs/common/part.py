@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from secoctl.stored import experiment_uri
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
+RATE_REPORTS = 6  # the recent rate (and so `status`'s ETA) spans the last this many reports
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Part:
     parts: int
     tree: StageTree
     _last_report: float = field(default=0.0, repr=False)
+    _recent: deque = field(default_factory=lambda: deque(maxlen=RATE_REPORTS), repr=False)
 
     @property
     def experiment_uri(self) -> str:
@@ -67,15 +70,20 @@ class Part:
 
         The part declares it because only it knows: a count of this part's locations sums, a loss or a
         throughput every node already reports for all of them does not. `status` sums counts over every
-        part and rates over the parts still working.
+        part and rates over the parts still working. `per_s`, the units done per second over the last
+        reports of this process, is what `status` reckons the ETA with; absent until there are two.
         """
         now = time.monotonic()
         if not force and now - self._last_report < PROGRESS_INTERVAL_S:
             return
         self._last_report = now
+        self._recent.append((now, done))
         record = {"stage": self.stage, "index": self.index, "done": done, "total": total, "unit": unit,
                   "metrics": metrics, "summed": {"counts": list(counts), "rates": list(rates)},
                   "updated_at": time.time()}
+        (first_at, first_done), (last_at, last_done) = self._recent[0], self._recent[-1]
+        if last_at > first_at and last_done > first_done:
+            record["per_s"] = round((last_done - first_done) / (last_at - first_at), 6)
         print(json.dumps({"event": "progress", **record}), flush=True)
         if self.is_leader:
             store.write_json(self.tree.progress(self.index), record)

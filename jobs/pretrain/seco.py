@@ -10,6 +10,9 @@ k0 = aug(t1), k1 = t2, k2 = aug(t0) for a query t0:
 
 Every sub-space also contrasts with its queue of earlier positive keys.
 
+Besides the loss, each step returns the figures that show a collapse the loss can hide (every
+query embedding the same: its std across the batch near 0, where spread ones sit near 1/sqrt(dim)).
+
 With one sub-space and one key this is MoCo-v2 (`method: moco`, `moco-tp`).
 """
 
@@ -89,35 +92,51 @@ class SeCo(nn.Module):
         restore = torch.argsort(permutation).view(dist.get_world_size(), -1)[rank]
         return features[restore]
 
-    def logits(self, query_features: torch.Tensor, key_embeddings: list[torch.Tensor], subspace: int) -> torch.Tensor:
+    def query_embedding(self, query_features: torch.Tensor, subspace: int) -> torch.Tensor:
+        return F.normalize(self.heads_q[subspace](query_features), dim=1)
+
+    def logits(self, q: torch.Tensor, key_embeddings: list[torch.Tensor], subspace: int) -> torch.Tensor:
         """Column 0 is the positive, then the sub-space's queue; in sub-spaces > 0 the other views'
         keys of the whole batch follow as negatives (as the reference code does, where the paper's
         text reads as if only the same sample's other keys were meant)."""
-        q = F.normalize(self.heads_q[subspace](query_features), dim=1)
         negatives = [self.queue[subspace].clone().detach()]
         if subspace > 0:
             negatives += [k.T for j, k in enumerate(key_embeddings) if j != subspace]
         positive = (q * key_embeddings[subspace]).sum(1, keepdim=True)
         return torch.cat([positive, q @ torch.cat(negatives, dim=1)], dim=1) / self.temperature
 
-    def forward(self, query: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The summed loss and the per-sub-space losses."""
+    def forward(self, query: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The summed loss, the per-sub-space losses and their `health` (see `health`), all left on the device."""
         if len(keys) != self.subspaces:
             raise ValueError(f"expected {self.subspaces} key views, got {len(keys)}")
         query_features = self.encoder_q(query)
         with torch.no_grad():
             self._momentum_update()
             key_features = [self._key_features(k) for k in keys]
-        losses, positives = [], []
+        losses, positives, health = [], [], []
         for subspace in range(self.subspaces):
             with torch.no_grad():
                 key_embeddings = [F.normalize(self.heads_k[subspace](f), dim=1) for f in key_features]
-            logits = self.logits(query_features, key_embeddings, subspace)
+            q = self.query_embedding(query_features, subspace)
+            logits = self.logits(q, key_embeddings, subspace)
             targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
             losses.append(F.cross_entropy(logits.float(), targets))
             positives.append(key_embeddings[subspace])
+            health.append(self.health(q, logits))
         self._enqueue(positives)
-        return torch.stack(losses).sum(), losses
+        return torch.stack(losses).sum(), losses, torch.stack(health)
+
+    @torch.no_grad()
+    def health(self, q: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(embedding std, positive cosine, queue cosine) of one sub-space's step, on the device.
+
+        The std is each dimension's across the batch, averaged over dimensions (SimSiam's measure);
+        the cosines come back out of the logits, before the queue is updated: column 0 is the
+        positive, the next `queue_size` the queue.
+        """
+        cosines = logits.detach().float() * self.temperature
+        return torch.stack([q.detach().float().std(dim=0).mean(), cosines[:, 0].mean(),
+                            cosines[:, 1:1 + self.queue_size].mean()])
 
     @torch.no_grad()
     def _enqueue(self, positives: list[torch.Tensor]) -> None:

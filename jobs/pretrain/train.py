@@ -4,7 +4,8 @@ The same code runs on CPU (gloo, fp32) for tests and the embedded executor, and 
 bf16 autocast, channels_last, batched GPU augmentation) in pods. The input path: training shards
 through the node's cache (jobs.pretrain.shard_cache), a loader thread that only copies bytes
 (jobs.pretrain.loader), a side-stream copy to the device (jobs.pretrain.feed), then one
-`train_step` (jobs.pretrain.step); the loss is read back every LOG_EVERY_STEPS, not every step.
+`train_step` (jobs.pretrain.step); the loss is read back every LOG_EVERY_STEPS, not every step,
+and with it the window's collapse figures (secoctl.collapse), summed on the device the same way.
 
 SIGTERM (Kueue preemption, a node drain, a spot reclaim; torchrun passes it on to every worker) only
 sets a flag on the host. The ranks agree on it where the window's loss is read back anyway: a
@@ -36,7 +37,7 @@ from jobs.pretrain.seco import SeCo, subspaces_for
 from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.step import train_step
 from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop
-from secoctl import store
+from secoctl import collapse, store
 from secoctl.quantity import cache_budget
 from secoctl.stages import PRETRAIN_WINDOW_STEPS as LOG_EVERY_STEPS
 
@@ -130,13 +131,16 @@ def work(part: Part) -> dict[str, Any]:
             })
 
     window_start, window_samples = time.perf_counter(), 0
-    window_loss = torch.zeros(1 + subspaces_for(spec.method), device=device)
+    subspaces = subspaces_for(spec.method)
+    window_loss = torch.zeros(1 + subspaces, device=device)
+    window_health = torch.zeros(subspaces, 3, device=device)  # SeCo.health: std, positive and queue cosines
     window_steps, stopping = 0, False
     while step < total_steps and not stopping:
         slots = feed.next()
-        loss, losses = train_step(trained, optimizer, augment, slots, autocast)
+        loss, losses, health = train_step(trained, optimizer, augment, slots, autocast)
         scheduler.step()
         window_loss += torch.stack([loss, *losses]).float()
+        window_health += health
         step += 1
         window_steps += 1
         window_samples += slots.shape[0] * world_size
@@ -145,20 +149,27 @@ def work(part: Part) -> dict[str, Any]:
             if world_size > 1:
                 dist.all_reduce(stop_votes, op=dist.ReduceOp.MAX)  # any rank signalled: all stop here
             # The one host sync of a logging window, which also reads the ranks' agreement on stopping.
-            *means, stop_vote = torch.cat([window_loss / window_steps, stop_votes]).tolist()
+            health_means = window_health / window_steps
+            *means, stop_vote = torch.cat([window_loss / window_steps, health_means[:, 0],
+                                           health_means[:, 1:].mean(0), stop_votes]).tolist()
             stopping = stop_vote > 0 and step < total_steps
             elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": round(means[0], 5),
-                      **{f"loss_{i}": round(x, 5) for i, x in enumerate(means[1:])},
-                      "lr": scheduler.get_last_lr()[0], "samples_per_s": round(window_samples / elapsed, 2)}
+            losses_mean, stds, (pos_cos, neg_cos) = means[:1 + subspaces], means[1 + subspaces:-2], means[-2:]
+            record = {"step": step, "loss": round(losses_mean[0], 5),
+                      **{f"loss_{i}": round(x, 5) for i, x in enumerate(losses_mean[1:])},
+                      "lr": scheduler.get_last_lr()[0], "samples_per_s": round(window_samples / elapsed, 2),
+                      **{f"{collapse.PREFIX}{i}": round(x, 6) for i, x in enumerate(stds)},
+                      "pos_cos": round(pos_cos, 5), "neg_cos": round(neg_cos, 5)}
             window_start, window_samples, window_steps = time.perf_counter(), 0, 0
             window_loss.zero_()
+            window_health.zero_()
+            metrics_history.append(record)  # every rank: each node's progress counts its own collapse run
             if rank == 0:
-                metrics_history.append(record)
                 store.write_text(part.tree.path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in metrics_history))
             # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
             part.progress(step, total_steps, "steps", force=True, loss=record["loss"],
-                          samples_per_s=record["samples_per_s"], shard_fetches=len(cache.fetches))
+                          samples_per_s=record["samples_per_s"], shard_fetches=len(cache.fetches),
+                          embed_std=round(min(stds), 6), embed_std_low_logs=collapse.low_logs(metrics_history, spec.embedding_dim))
         if stopping or step % spec.checkpoint_every_steps == 0 or step == total_steps:
             checkpoint()
     feed.close()

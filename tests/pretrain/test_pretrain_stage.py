@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from jobs.pretrain import checkpoints
+from secoctl import collapse
 from secoctl.backends.local import LocalExecutor
 from secoctl.tree import StageTree, spec_uri
 from tests.conftest import ROOT
@@ -30,6 +31,12 @@ def test_the_stage_trains_through_torchrun_and_commits_metrics_and_a_checkpoint(
     metrics = [json.loads(line) for line in (storage / "experiments/tiny/pretrain/metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [10, 12]
     assert all(m["loss"] > 0 and {"loss_0", "loss_1", "loss_2", "lr", "samples_per_s"} <= m.keys() for m in metrics)
+    for m in metrics:  # the collapse figures (secoctl.collapse): a std per sub-space, cosines in [-1, 1]
+        assert all(0 < m[f"embed_std_{i}"] <= 1 for i in range(3)) and -1 <= m["neg_cos"] < m["pos_cos"] <= 1, m
+    progress = json.loads((storage / "experiments/tiny/pretrain/progress/00000.json").read_text())
+    assert progress["metrics"]["embed_std"] == min(metrics[-1][f"embed_std_{i}"] for i in range(3))
+    assert progress["metrics"]["embed_std_low_logs"] == collapse.low_logs(metrics, 128) and progress["per_s"] > 0
+    print("tiny run's embedding stds:", [[m[f"embed_std_{i}"] for i in range(3)] for m in metrics])
     assert checkpoints.list_steps(tree.path("checkpoints")) == [5, 10, 12]
     state = checkpoints.latest(tree.path("checkpoints"))
     assert state["step"] == 12 and "encoder_q.0.weight" in state["model"]

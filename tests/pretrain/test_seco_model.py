@@ -48,7 +48,7 @@ def test_loss_on_a_hand_built_batch_equals_the_direct_computation(model):
             # After the momentum update the key encoder equals m * key + (1 - m) * query; both start equal.
             k = [F.normalize(model.heads_k[subspace](model.encoder_k(v)), dim=1) for v in keys]
             expected.append(direct_loss(q, k, queue_before[subspace], subspace, 0.2))
-    total, per_subspace = model(query, keys)
+    total, per_subspace, _ = model(query, keys)
     assert [x.item() for x in torch.stack(per_subspace).detach()] == pytest.approx(expected, rel=1e-4)
     assert total.detach().item() == pytest.approx(sum(expected), rel=1e-4)
 
@@ -56,10 +56,11 @@ def test_loss_on_a_hand_built_batch_equals_the_direct_computation(model):
 def test_subspace_logits_hold_the_positive_the_queue_then_the_other_views_keys(model):
     query_features = torch.randn(BATCH, 512)
     keys = [F.normalize(torch.randn(BATCH, 16), dim=1) for _ in range(3)]
-    assert model.logits(query_features, keys, 0).shape == (BATCH, 1 + QUEUE)
+    assert model.logits(model.query_embedding(query_features, 0), keys, 0).shape == (BATCH, 1 + QUEUE)
     for subspace in (1, 2):
-        logits = model.logits(query_features, keys, subspace)
-        q = F.normalize(model.heads_q[subspace](query_features), dim=1)
+        q = model.query_embedding(query_features, subspace)
+        torch.testing.assert_close(q, F.normalize(model.heads_q[subspace](query_features), dim=1))
+        logits = model.logits(q, keys, subspace)
         assert logits.shape == (BATCH, 1 + QUEUE + 2 * BATCH)
         torch.testing.assert_close(logits[:, 0], (q * keys[subspace]).sum(1) / 0.2)
         torch.testing.assert_close(logits[:, 1:1 + QUEUE], q @ model.queue[subspace] / 0.2)
@@ -73,7 +74,7 @@ def test_subspace_logits_hold_the_positive_the_queue_then_the_other_views_keys(m
 def test_no_gradient_reaches_the_momentum_encoder_which_moves_only_by_ema(model):
     key_before = [p.clone() for p in model.encoder_k.parameters()]
     query, *keys = views()
-    total, _ = model(query, keys)
+    total, _, _ = model(query, keys)
     total.backward()
     assert all(p.grad is None and not p.requires_grad
                for p in [*model.encoder_k.parameters(), *model.heads_k.parameters()])
@@ -108,7 +109,38 @@ def test_each_queue_holds_the_last_k_positive_keys_of_its_own_subspace(model):
 def test_moco_is_one_subspace_with_one_key_and_no_extra_negatives():
     moco = SeCo("resnet18", subspaces=1, embedding_dim=16, queue_size=QUEUE)
     query, key, *_ = views()
-    total, losses = moco(query, [key])
-    assert len(losses) == 1 and torch.isfinite(total)
+    total, losses, health = moco(query, [key])
+    assert len(losses) == 1 and health.shape == (1, 3) and torch.isfinite(total)
     with pytest.raises(ValueError, match="expected 1 key views, got 2"):
         moco(query, [key, key])
+
+
+def test_health_is_the_query_embeddings_std_and_the_positive_and_queue_cosines(model):
+    model.eval()
+    query, *keys = views()
+    queue_before = model.queue.clone()
+    with torch.no_grad():
+        q = [F.normalize(model.heads_q[i](model.encoder_q(query)), dim=1) for i in range(3)]
+        k = [F.normalize(model.heads_k[i](model.encoder_k(keys[i])), dim=1) for i in range(3)]
+    _, _, health = model(query, keys)
+    for i in range(3):
+        expected = [q[i].std(dim=0).mean(), (q[i] * k[i]).sum(1).mean(), (q[i] @ queue_before[i]).mean()]
+        torch.testing.assert_close(health[i], torch.stack(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_a_model_forced_to_collapse_trips_the_alarm_after_enough_logs(model):
+    from secoctl import collapse
+
+    model.encoder_q.register_forward_hook(lambda module, inputs, features: torch.ones_like(features))  # collapsed
+    query, *keys = views()
+    history = []
+    for step in range(collapse.ALARM_LOGS):
+        _, _, health = model(query, keys)
+        history.append({"step": step, **{f"embed_std_{i}": float(std) for i, std in enumerate(health[:, 0])}})
+        assert max(history[-1][f"embed_std_{i}"] for i in range(3)) < 1e-6
+        low = collapse.low_logs(history, dim=16)
+        assert collapse.alarm({"embed_std": 0.0, "embed_std_low_logs": low}) == (
+            "collapsing? embed_std=0" if low >= collapse.ALARM_LOGS else "")
+    assert low == collapse.ALARM_LOGS
+    history.append({"step": 99, "embed_std_0": 1 / 4, "embed_std_1": 1 / 4, "embed_std_2": 1 / 4})
+    assert collapse.low_logs(history, dim=16) == 0, "a healthy log ends the run of low ones"

@@ -150,9 +150,12 @@ def apply(
         try:
             for experiment in experiments:
                 observer.experiment(experiment.name, store.experiment_uri(experiment.spec.storage, experiment.name))
-                LocalExecutor(experiment.spec.storage, observer=observer).apply(experiment)
+                with store.reported(experiment.spec.storage):  # the executor's own reads and writes of the tree
+                    LocalExecutor(experiment.spec.storage, observer=observer).apply(experiment)
         except StageFailed as failure:
             observer.stop()
+            if failure.message:  # a failure the part named: its cause and the field to fix, the traceback in its log
+                _fail([failure.message], code=1)
             _fail([f"stage {failure.stage} failed: part {failure.index} exited with code {failure.exit_code}",
                    f"last lines of {failure.log_location}:", failure.log_tail], code=1)
         except KeyboardInterrupt:

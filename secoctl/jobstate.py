@@ -2,7 +2,7 @@
 
 Reasons are the ones that send someone to fix something: a pod the scheduler cannot place
 (Unschedulable, with the scheduler's message), an image that cannot be pulled, a container killed
-for memory, a crash loop, a part that exited non-zero, and the Job's own failure reason
+for memory, a crash loop, a part's own one-line failure or its non-zero exit, and the Job's own failure reason
 (BackoffLimitExceeded, FailedIndexes, PodFailurePolicy, DeadlineExceeded).
 
 A stage never waits without saying why: a Job queued in Kueue says its place in the LocalQueue and
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from secoctl import partlog
 from secoctl.states import State
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
@@ -62,6 +63,8 @@ def pod_reasons(pod: dict[str, Any]) -> list[str]:
                 found.append(f"{waiting['reason']} ({where}): {waiting.get('message', '')}".rstrip(": "))
             if terminated.get("reason") == "OOMKilled":
                 found.append(f"OOMKilled ({where}): raise the stage's resources.memory")
+            elif named := partlog.failure_message(str(terminated.get("message") or "").strip()):
+                found.append(named)  # the cause the part named, from its termination message
             elif terminated.get("exitCode"):
                 found.append(f"{where} exited with code {terminated['exitCode']}"
                              + (f" ({terminated['reason']})" if terminated.get("reason") else ""))

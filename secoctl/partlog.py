@@ -3,11 +3,22 @@
 `<stage>/logs/<index>.log` holds a part's log (the embedded executor writes it so; in a pod,
 `jobs.common.logged` does); a long run's log is sealed in chunks `<index>.<n>.log` before it, the
 live tail staying in `<index>.log`. Names are zero-padded so that listing order is reading order.
+
+A part that fails predictably (jobs.common.failures) ends its log with one failure line, JSON like
+its progress lines: the control plane shows that line instead of the traceback above it.
 """
 
 from __future__ import annotations
 
+import json
+
 from secoctl import store
+
+FAILURE_PREFIX = '{"event": "failed"'  # how failure_line's JSON begins: any other line is not read as one
+PREDICTABLE_EXIT = 3  # a part's exit code for a failure it named; a bug exits 1 with its traceback
+# In a pod the failure line is also the container's termination message, which `status` reads from the pod.
+TERMINATION_LOG = "/dev/termination-log"
+MAX_FAILURE_CHARS = 1000  # a Kubernetes termination message holds 4096 bytes; a line a person reads, far less
 
 
 def live_uri(stage_uri: str, index: int) -> str:
@@ -35,3 +46,30 @@ def files(stage_uri: str, index: int) -> list[str]:
 
 def read(stage_uri: str, index: int) -> str:
     return "".join(store.read_text(uri) for uri in files(stage_uri, index))
+
+
+def failure_line(stage: str, index: int, cause: str, field: str | None) -> str:
+    """The one line a part prints last when it fails predictably: what went wrong and the spec field to fix."""
+    message = f"{stage} part {index}: {cause}" + (f": check {field}" if field else "")
+    return json.dumps({"event": "failed", "stage": stage, "index": index, "cause": cause, "field": field,
+                       "message": message})
+
+
+def failure_message(line: str) -> str | None:
+    """The message of a failure line, or None for any other line; bounded, as a pod's output is anyone's text."""
+    if len(line) > 4 * MAX_FAILURE_CHARS or not line.startswith(FAILURE_PREFIX):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    message = record.get("message") if isinstance(record, dict) else None
+    if not isinstance(message, str):
+        return None
+    printable = "".join(c if c.isprintable() else " " for c in message)
+    return printable[:MAX_FAILURE_CHARS]
+
+
+def last_failure(text: str) -> str | None:
+    """The message of the last failure line in a part's log (tail), or None when the part named none."""
+    return next((m for m in map(failure_message, reversed(text.splitlines())) if m), None)

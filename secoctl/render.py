@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from secoctl import plan, stages
+from secoctl import partlog, plan, stages
 from secoctl.spec import Experiment, Resources
 
 LABEL_EXPERIMENT = "seco.dev/experiment"
@@ -226,6 +226,9 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
     template["metadata"]["annotations"] = {ANNOTATION_FINGERPRINT: stage.fingerprint}
     container = template["spec"]["containers"][0]
     container["command"] = logged(stage.name, container["command"])
+    # where the wrapper writes a failure the part named; `status` reads it from the pod (jobstate)
+    container["terminationMessagePath"] = partlog.TERMINATION_LOG
+    container["terminationMessagePolicy"] = "File"
     parts = stage.parts
     job_spec: dict[str, Any] = {
         # Created by `apply`, started by the driver in its turn. With a Kueue queue the driver adds
@@ -248,7 +251,8 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
 def logged(stage: str, argv: list[str]) -> list[str]:
     """A part's command run under `jobs.common.logged`, which also keeps its log in storage
     (`<stage>/logs/<index>.log`), so the log outlives the pod."""
-    return ["python", "-m", "jobs.common.logged", "--spec", SPEC_PATH, "--stage", stage, "--", *argv]
+    return ["python", "-m", "jobs.common.logged", "--spec", SPEC_PATH, "--stage", stage,
+            "--termination-log", partlog.TERMINATION_LOG, "--", *argv]
 
 
 def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict[str, Any]:

@@ -187,7 +187,8 @@ def _deadline(fs: "fsspec.AbstractFileSystem") -> dict[str, float]:
     return {"timeout": _timeouts.deadline_s} if isinstance(fs, AsyncFileSystem) else {}
 
 
-def _endpoint() -> str:
+def endpoint() -> str:
+    """The S3 endpoint the AWS variables name, for messages."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the S3 endpoint"
 
 
@@ -213,7 +214,7 @@ def reported(storage: str) -> Iterator[None]:
         if not _is_storage_failure(error):
             raise
         if isinstance(error, TimeoutError):  # fsspec's deadline for a whole call
-            raise UserError(f"storage {storage}: no answer from {_endpoint()} within {_timeouts.deadline_s:g} s; "
+            raise UserError(f"storage {storage}: no answer from {endpoint()} within {_timeouts.deadline_s:g} s; "
                             "check the endpoint and the network") from None
         if isinstance(error, OSError) and error.filename:  # a local file: the message names it
             raise UserError(one_line(error)) from None

@@ -74,9 +74,10 @@ def test_pretrain_is_an_indexed_job_with_c10d_rendezvous_on_pod_zero():
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == service["metadata"]["name"]
     wrapped = pod["containers"][0]["command"]
-    # The part runs under the wrapper that keeps its log in storage.
+    # The part runs under the wrapper that keeps its log in storage and its failure line where status reads it.
     assert wrapped[:wrapped.index("--")] == ["python", "-m", "jobs.common.logged", "--spec", "/etc/secoctl/spec.yaml",
-                                             "--stage", "pretrain"]
+                                             "--stage", "pretrain", "--termination-log", "/dev/termination-log"]
+    assert pod["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
     command = wrapped[wrapped.index("--") + 1:]
     assert command[0] == "torchrun" and "--nnodes=4" in command and "--nproc-per-node=8" in command
     assert f"--rdzv-endpoint=seco-rn50-1m-pretrain-0.seco-rn50-1m-pretrain:{RENDEZVOUS_PORT}" in command
@@ -101,7 +102,8 @@ def test_collect_is_an_indexed_job_with_one_pod_per_worker_and_retries_per_index
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 16
     assert job["spec"]["backoffLimitPerIndex"] == 3 and "backoffLimit" not in job["spec"]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "python", "-m", "jobs.common.logged", "--spec", "/etc/secoctl/spec.yaml", "--stage", "collect", "--",
+        "python", "-m", "jobs.common.logged", "--spec", "/etc/secoctl/spec.yaml", "--stage", "collect",
+        "--termination-log", "/dev/termination-log", "--",
         "python", "-m", "jobs.collect", "--spec", "/etc/secoctl/spec.yaml"]
 
 

@@ -186,8 +186,5 @@ def work(part: Part) -> dict[str, Any]:
     else:
         candidates = sampling.worker_slice(collect.locations, part.parts, part.index)
         fetcher = stac_fetcher(collect, candidates.stop, limit)
-    try:
-        with fetcher as fetch, watching_gdal(limit):
-            return collect_slice(part, fetch, candidates, collect, collect.timestamps, limit)
-    except StopPart as error:
-        raise SystemExit(f"collect part {part.index}: {error}") from None
+    with fetcher as fetch, watching_gdal(limit):
+        return collect_slice(part, fetch, candidates, collect, collect.timestamps, limit)

@@ -1,12 +1,15 @@
-"""`python -m jobs.common.logged --spec FILE --stage NAME -- ARGV...`: run a stage part, its log also in storage.
+"""`python -m jobs.common.logged --spec FILE --stage NAME [--termination-log PATH] -- ARGV...`
 
-In a pod, a part's output otherwise lives only in the container log, which goes with the pod. This
-wrapper runs the part's command (torchrun and every worker included), passes each line through to
-its own stdout, so `kubectl logs` still works, and keeps the log in storage as the embedded
-executor does: `<stage>/logs/<index>.log`, rewritten every few seconds. A long run's log is sealed
-in chunks of CHUNK_BYTES, `<index>.<n>.log` (n = 00001, 00002, ...), that are written once, so an
-upload never grows past a chunk; the live tail stays in `<index>.log`. `secoctl.partlog` reads
-them back in order.
+Runs a stage part, its log also in storage. In a pod, a part's output otherwise lives only in the
+container log, which goes with the pod. This wrapper runs the part's command (torchrun and every
+worker included), passes each line through to its own stdout, so `kubectl logs` still works, and
+keeps the log in storage as the embedded executor does: `<stage>/logs/<index>.log`, rewritten
+every few seconds. A long run's log is sealed in chunks of CHUNK_BYTES, `<index>.<n>.log`
+(n = 00001, 00002, ...), that are written once, so an upload never grows past a chunk; the live
+tail stays in `<index>.log`. `secoctl.partlog` reads them back in order.
+
+The last failure line the part printed (partlog.failure_line) is written to --termination-log, the
+pod's terminationMessagePath, so `status` shows the cause from the pod without reading storage.
 
 SIGTERM and SIGINT (the pod being stopped) go to the part; the wrapper exits with its code, except
 that a part that fails after being sent signal N ends with 128 + N, as a process stopped by N reports
@@ -24,7 +27,7 @@ import sys
 import threading
 
 from secoctl import store
-from secoctl.partlog import chunk_uri, live_uri
+from secoctl.partlog import chunk_uri, failure_message, live_uri
 
 FLUSH_S = 5.0
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -65,7 +68,16 @@ def _flusher(log: StorageLog, stop: threading.Event) -> None:
             print(f"logged: cannot write the log to storage yet: {error}", file=sys.stderr, flush=True)
 
 
-def run(stage_uri: str, index: int, argv: list[str]) -> int:
+def _terminate_with(path: str | None, failure: bytes | None) -> None:
+    if path and failure:
+        try:
+            with open(path, "wb") as handle:
+                handle.write(failure)
+        except OSError as error:  # the exit code and the log still say it
+            print(f"logged: cannot write the termination message: {error}", file=sys.stderr, flush=True)
+
+
+def run(stage_uri: str, index: int, argv: list[str], termination_log: str | None = None) -> int:
     log = StorageLog(stage_uri, index)
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -82,11 +94,16 @@ def run(stage_uri: str, index: int, argv: list[str]) -> int:
     flusher = threading.Thread(target=_flusher, args=(log, stop), daemon=True)
     flusher.start()
     out = sys.stdout.buffer
+    failure = None
     for line in iter(child.stdout.readline, b""):
         out.write(line)
         out.flush()
         log.write(line)
+        if failure_message(line.decode(errors="replace").strip()):
+            failure = line.strip()
     code = child.wait()
+    if code:
+        _terminate_with(termination_log, failure)
     stop.set()
     flusher.join()
     try:
@@ -101,12 +118,14 @@ def run(stage_uri: str, index: int, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        print("usage: python -m jobs.common.logged --spec FILE --stage NAME -- COMMAND...", file=sys.stderr)
+        print("usage: python -m jobs.common.logged --spec FILE --stage NAME [--termination-log PATH] -- COMMAND...",
+              file=sys.stderr)
         return 2
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="python -m jobs.common.logged")
     parser.add_argument("--spec", required=True)
     parser.add_argument("--stage", required=True)
+    parser.add_argument("--termination-log", help="where the part's failure line goes (the pod's terminationMessagePath)")
     args = parser.parse_args(argv[:split])
     from jobs.common.part import load_spec
     from secoctl.stored import experiment_uri
@@ -115,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     experiment = load_spec(args.spec)
     root = experiment_uri(experiment)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
-    return run(store.join(root, args.stage), index, argv[split + 1:])
+    return run(store.join(root, args.stage), index, argv[split + 1:], args.termination_log)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A part is one completion index of a stage. It skips itself when its marker exists, reports
 progress as JSON lines on stdout and in its progress file, and commits by writing its marker
-last, so a killed part leaves nothing that looks finished.
+last, so a killed part leaves nothing that looks finished. A predictable failure (jobs.common.failures)
+ends the part with its traceback, then its one failure line, and exit code PREDICTABLE_EXIT.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from secoctl import store
+from jobs.common.failures import PartFailure, Where, classify
+from secoctl import partlog, store
 from secoctl.plan import stage as stage_of
 from secoctl.process import sole
 from secoctl.spec import Experiment
@@ -42,6 +46,15 @@ class Part:
 
     def stage_tree(self, stage: str) -> StageTree:
         return StageTree(self.experiment_uri, stage)
+
+    def input_index(self, stage: str) -> dict[str, Any]:
+        """An earlier stage's committed index: what this part reads, or a failure saying it is not there."""
+        uri = self.stage_tree(stage).index
+        if not store.exists(uri):
+            raise PartFailure(f"no {stage} output to read: {uri} is missing; run the {stage} stage first "
+                              "(`secoctl apply` runs the stages in order), or point spec.storage at the tree that "
+                              f"holds it", "spec.storage")
+        return store.read_json(uri)
 
     @property
     def is_leader(self) -> bool:
@@ -77,8 +90,22 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     parser.add_argument("--spec", required=True, help="spec.yaml path or URI")
     args = parser.parse_args(argv)
     store.use_timeouts(store.DATA_PLANE)
-    experiment = load_spec(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    where = Where(stage, index, args.spec)
+    try:
+        experiment = load_spec(args.spec)
+        where = Where(stage, index, store.storage(own=experiment.spec.storage), experiment.spec.collect.stac_url)
+        _run_part(stage, work, experiment, index)
+    except Exception as error:
+        failure = classify(error, where)
+        if failure is None:
+            raise  # a bug: its traceback is the report
+        traceback.print_exc()  # the whole story stays in the part's log
+        print(partlog.failure_line(stage, index, failure.cause, failure.field), flush=True)
+        sys.exit(partlog.PREDICTABLE_EXIT)
+
+
+def _run_part(stage: str, work: Callable[[Part], dict[str, Any]], experiment: Experiment, index: int) -> None:
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
     part = Part(experiment, stage, index, parts, StageTree(experiment_uri(experiment), stage))
     if store.exists(part.tree.part_done(index)):

@@ -78,7 +78,7 @@ def work(part: Part) -> dict[str, Any]:
     rank, world_size, device = _setup()
     if spec.batch_size % world_size:
         raise SystemExit(f"spec.pretrain.batchSize {spec.batch_size} is not divisible by {world_size} processes")
-    entries = shard_entries(store.read_json(part.stage_tree("shards").index))
+    entries = shard_entries(part.input_index("shards"))
     shards = [ShardRef(entry["uri"], entry["samples"]) for entry in entries]
     total_samples = sum(entry["samples"] for entry in entries)
     steps_per_epoch = max(total_samples // spec.batch_size, 1)

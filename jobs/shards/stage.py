@@ -29,7 +29,7 @@ def training_location(sample: Sample) -> Location:
 
 
 def work(part: Part) -> dict[str, Any]:
-    collected = shard_entries(store.read_json(part.stage_tree("collect").index))
+    collected = shard_entries(part.input_index("collect"))
     mine = collected[part.index::part.parts]
     shards = []
     for done, entry in enumerate(mine):

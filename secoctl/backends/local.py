@@ -31,6 +31,7 @@ ArgvFor = Callable[[plan.Stage, str], list[str]]
 POLL_S = 0.25
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 20
+FAILURE_WINDOW_BYTES = 64 * 1024
 TOKEN_PREFIX = "secoctl-run-"
 
 
@@ -126,10 +127,13 @@ def alive_local_pids(facts: dict, experiment: str) -> set[int]:
 
 
 class StageFailed(Exception):
-    def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str):
+    """A part that failed: `message` is its own one line when it named the cause (partlog.failure_line)."""
+
+    def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str,
+                 message: str | None = None):
         self.stage, self.index, self.exit_code = stage, index, exit_code
-        self.log_tail, self.log_location = log_tail, log_location
-        super().__init__(f"stage {stage} part {index} exited with code {exit_code}")
+        self.log_tail, self.log_location, self.message = log_tail, log_location, message
+        super().__init__(message or f"stage {stage} part {index} exited with code {exit_code}")
 
 
 @dataclass
@@ -191,7 +195,7 @@ class LocalExecutor:
             self._commit(stage, tree)
         except StageFailed as failure:
             store.write_json(tree.failed, {
-                "reason": f"part {failure.index} exited with code {failure.exit_code}",
+                "reason": failure.message or f"part {failure.index} exited with code {failure.exit_code}",
                 "index": failure.index, "exit_code": failure.exit_code, "log_tail": failure.log_tail,
                 "failed_at": time.time(),
             })
@@ -238,7 +242,7 @@ class LocalExecutor:
                         _upload_log(part)
                         if part.process.returncode != 0:
                             raise StageFailed(stage.name, part.index, part.process.returncode,
-                                              _tail(part.log_path), part.log_uri)
+                                              _tail(part.log_path), part.log_uri, _named_failure(part.log_path))
             finally:
                 _stop(running)
                 for part in running:
@@ -259,6 +263,16 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def _named_failure(path: Path, window: int = FAILURE_WINDOW_BYTES) -> str | None:
+    """The failure line the part printed, searched in its log's last bytes: torchrun's own report follows it."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - window, 0))
+            return partlog.last_failure(log.read().decode(errors="replace"))
+    except OSError:
+        return None
 
 
 def _stop(running: list[RunningPart]) -> None:

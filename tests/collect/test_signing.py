@@ -16,7 +16,9 @@ from jobs.collect.signing import Signer, TokenServiceUnreachable, redact, storag
 from jobs.common.shards import read_shard, shard_entries
 from jobs.localcloud.cloud import serve
 from jobs.localcloud.servers import free_port, token_server, tokens_issued
+from secoctl import store
 from secoctl.backends.local import StageFailed
+from secoctl.partlog import PREDICTABLE_EXIT
 from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
 
 HREF = "/sentinel2l2a01/sentinel2-l2/S2B_MSIL2A_20220601T100000/B04.tif"
@@ -86,9 +88,11 @@ def test_a_part_whose_token_service_is_down_fails_with_that_line(world_folder: P
     with serve(world_folder, signed=True) as cloud:
         with pytest.raises(StageFailed) as failed:
             run_collect(experiment_for(cloud.stac_url, workers=1, source="planetary-computer"), storage)
-    last_line = failed.value.log_tail.strip().splitlines()[-1]
-    assert last_line.startswith(f"collect part 0: no SAS token from {sas_url}/sentinel2l2a01/sentinel2-l2")
-    assert "PC_SDK_SAS_URL" in last_line and "Traceback" not in failed.value.log_tail
+    message = failed.value.message
+    assert message.startswith(f"collect part 0: no SAS token from {sas_url}/sentinel2l2a01/sentinel2-l2")
+    assert "PC_SDK_SAS_URL" in message and "\n" not in message
+    assert failed.value.exit_code == PREDICTABLE_EXIT
+    assert "Traceback" in store.read_text(failed.value.log_location)  # the story, for `secoctl logs`
 
 
 def test_tokens_that_expire_mid_run_are_renewed_and_no_location_fails_for_it(world_folder: Path, storage: Path,

@@ -66,6 +66,7 @@ def test_a_failure_is_surfaced_with_the_parts_last_log_lines_and_recorded(storag
         executor(storage).apply(experiment())
     assert (failure.value.stage, failure.value.exit_code) == ("pretrain", 3)
     assert "simulated failure in part 0" in failure.value.log_tail
+    assert failure.value.message is None  # a part that named no cause: the CLI shows the log's last lines
     assert ledger(storage, "evaluate") == []
     status = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
     assert [(r["stage"], r["state"]) for r in status] == [

@@ -234,9 +234,11 @@ def _replace_locally(path: str, write: Callable[[str], None]) -> None:
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with suppress(FileNotFoundError):
             os.remove(temporary)
+        if isinstance(error, OSError) and error.filename is None:  # write() names no file (ENOSPC): name the object
+            raise OSError(error.errno, error.strerror, path) from error
         raise
 
 

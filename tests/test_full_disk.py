@@ -1,5 +1,6 @@
-"""file:// storage on a disk that fills up while a stage writes: the stage fails, and nothing it half wrote
-is left where a reader looks (no partial training shard, no temporary, no part marker, no _SUCCESS)."""
+"""file:// storage on a disk that fills up while a stage writes: `apply --local` ends with one line naming
+the full tree, and nothing the stage half wrote is left where a reader looks (no partial training shard,
+no temporary, no part marker, no _SUCCESS)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pytest
 from jobs.common.shards import read_shard, shard_entries
 from jobs.common.training_shards import encode
 from jobs.shards.stage import training_location
-from secoctl import plan, store
-from secoctl.backends.local import LocalExecutor, StageFailed
+from secoctl import store
+from secoctl.render import spec_document
 from secoctl.tree import StageTree
+from tests.conftest import run_cli
 from tests.pretrain.made_data import collected_experiment
 
 SPEC = """apiVersion: seco.dev/v1alpha1
@@ -25,7 +27,6 @@ spec:
   collect: {source: stac, workers: 1, bands: [B04, B03, B02]}
   pretrain: {backbone: resnet18, nodes: 1, gpusPerNode: 0, batchSize: 8}
 """
-ROOM_BYTES = 160 * 1024  # about one training shard of the made run (6 locations of 5 × 3 × 40² bytes)
 
 
 @pytest.fixture
@@ -45,20 +46,26 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def test_a_full_disk_fails_the_stage_and_leaves_no_committed_partial_output(small_disk: Path):
+def test_a_full_disk_is_one_line_and_leaves_no_committed_partial_output(small_disk: Path, tmp_path: Path):
     storage = (small_disk / "seco").as_uri()
     experiment, root = collected_experiment(storage, SPEC)
     expected = {entry["uri"].rsplit("/", 1)[1]: encode([training_location(s) for s in read_shard(entry["uri"])])
                 for entry in shard_entries(store.read_json(StageTree(root, "collect").index))}
-    assert len(expected) > 2 and sum(map(len, expected.values())) > 2 * ROOM_BYTES  # the disk fills mid-stage
-    (small_disk / "ballast").write_bytes(bytes(shutil.disk_usage(small_disk).free - ROOM_BYTES))
+    sizes = [len(expected[name]) for name in sorted(expected)]
+    room = sizes[0] + sizes[1] // 2 + 64 * 1024  # the first shard, its log and progress fit; the second does not
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(spec_document(experiment))
+    (small_disk / "ballast").write_bytes(bytes(shutil.disk_usage(small_disk).free - room))
 
-    with pytest.raises((StageFailed, OSError)):
-        LocalExecutor(storage).run_stage(experiment, plan.stage(experiment, "shards", single_machine=True))
+    applied = run_cli("apply", "--local", str(spec), timeout=300)
+    assert applied.returncode == 1 and "Traceback" not in applied.stderr, applied.stderr
+    assert applied.stderr.strip().splitlines()[-1].startswith(  # after the experiment's heading and progress
+        f"shards part 0: storage {storage} is full: no space left on its disk for {small_disk}/seco/"), \
+        applied.stderr
 
     tree = small_disk / "seco/experiments/tiny/shards"
     assert not (tree / "_SUCCESS").exists() and not (tree / "parts" / "00000.json").exists()
     written = {path.name: path.read_bytes() for path in (tree / "data").iterdir()} if (tree / "data").exists() else {}
-    assert len(written) < len(expected)
+    assert 0 < len(written) < len(expected)
     assert all(written[name] == expected[name] for name in written)  # whole, or not there at all
     assert not [path for path in (small_disk / "seco").rglob("*.tmp")]

@@ -11,19 +11,13 @@ import torch
 
 from secoctl.backends.local import LocalExecutor
 from tests.pretrain.made_data import collected_experiment
+from tests.pretrain.test_pretrain_stage import SPEC as PRETRAIN_SPEC
 from tests.s3 import s3_bucket
 from tests.storage_faults import s3_behind_faults, write_faults
 
 BUCKET = "seco-stage-faults"
-SPEC = """apiVersion: seco.dev/v1alpha1
-kind: Experiment
-metadata: {name: tiny}
-spec:
-  collect: {source: stac, workers: 1, bands: [B04, B03, B02]}
-  pretrain: {backbone: resnet18, maxSteps: 4, batchSize: 8, queueSize: 16, inputSize: 32, lrMilestones: [],
-             loaderWorkers: 0, checkpointEverySteps: 4, bf16: false, nodes: 1, gpusPerNode: 0}
-  publish: {name: tiny-rn18, version: "1"}
-"""
+SPEC = PRETRAIN_SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 4").replace(
+    "checkpointEverySteps: 5", "checkpointEverySteps: 4") + '  publish: {name: tiny-rn18, version: "1"}\n'
 # what each stage writes: training shards, checkpoints (multipart uploads), the weights file (multipart too)
 FAULTS = [*write_faults(r"/shards/data/"), *write_faults(r"/pretrain/checkpoints/step-"),
           *write_faults(r"/weights/tiny-rn18/1/model\.safetensors")]

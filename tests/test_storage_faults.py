@@ -4,6 +4,8 @@ server, behind the fault proxy; what landed is read back from the server itself,
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import threading
 from pathlib import Path
 
@@ -114,3 +116,36 @@ def test_a_reader_never_sees_a_multipart_upload_before_it_completes(s3, tmp_path
         assert not upstream(s3).exists(f"{BUCKET}/partial/object")
         writer.join()
     assert upstream(s3).cat_file(f"{BUCKET}/partial/object") == large
+
+
+def test_the_proxy_passes_a_chunked_body_whole_and_the_host_the_client_named():
+    """What an upstream receives through the proxy: the client's Host (signed by SigV4), the body de-chunked."""
+    received = {}
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - http.server's name
+            received.update(host=self.headers["Host"], body=self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            pass
+
+    upstream_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=upstream_server.serve_forever, daemon=True).start()
+    try:
+        with fault_proxy(f"http://127.0.0.1:{upstream_server.server_port}") as proxy:
+            connection = http.client.HTTPConnection(proxy.removeprefix("http://"), timeout=30)
+            connection.putrequest("PUT", "/bucket/key", skip_host=True)
+            connection.putheader("Host", "bucket.s3.example:9000")
+            connection.putheader("Transfer-Encoding", "chunked")
+            connection.endheaders()
+            for chunk in (b"first,", b"second,", b"third"):
+                connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            connection.send(b"0\r\n\r\n")
+            assert connection.getresponse().status == 200
+            connection.close()
+    finally:
+        upstream_server.shutdown()
+    assert received == {"host": "bucket.s3.example:9000", "body": b"first,second,third"}

@@ -1,7 +1,8 @@
 """The storage tree behind every stage, through fsspec so file:// and s3:// read the same.
 
 Writers never leave a partial object where a reader looks: they write a temporary name and
-rename it (a local rename is atomic; an object store's put is atomic per object).
+rename it (a local rename is atomic; an object store's put, and a multipart upload's completion,
+is atomic per object). A local write that fails (a full disk) removes its temporary.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import posixpath
 import re
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,8 +116,11 @@ def experiment_uri(storage: str, name: str) -> str:
 @dataclass(frozen=True)
 class Timeouts:
     """How long one object-store request may take: to connect, between bytes read, how many times it is
-    tried (s3fs's own retry loop; botocore's is turned off so the two do not multiply), and the whole call
-    at most (fsspec's deadline, for the calls in this module)."""
+    tried (s3fs's own retry loop, `_transient` below; botocore's is turned off so the two do not
+    multiply), and the whole call at most (fsspec's deadline, for the calls in this module).
+
+    s3fs waits 0.1 s × 1.7^i after the i-th failed try (capped at 15 s): 2 tries wait 0.1 s in all,
+    8 tries about 10 s, so a stage rides out a burst of 5xx answers or resets that long."""
 
     connect_s: float
     read_s: float
@@ -126,7 +130,7 @@ class Timeouts:
 
 # A command a person waits for answers within half a minute; a stage rides out a slow store for longer.
 CONTROL_PLANE = Timeouts(connect_s=5, read_s=10, attempts=2, deadline_s=30)
-DATA_PLANE = Timeouts(connect_s=10, read_s=60, attempts=5, deadline_s=600)
+DATA_PLANE = Timeouts(connect_s=10, read_s=60, attempts=8, deadline_s=600)
 _timeouts = CONTROL_PLANE
 
 
@@ -134,6 +138,22 @@ def use_timeouts(timeouts: Timeouts) -> None:
     """Set this process's object-store timeouts: the stages and the driver call it with DATA_PLANE."""
     global _timeouts
     _timeouts = timeouts
+
+
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504})  # the object store's, or a proxy's, passing failures
+
+
+def _transient(error: Exception) -> bool:
+    """What s3fs's retry loop retries besides its own list (read timeouts, cut bodies, SlowDown): a 5xx
+    answer (InternalError, ServiceUnavailable) and a connection refused or reset, which it gives up on
+    at the first try. Every S3 call secoctl makes is idempotent, so each may be sent again."""
+    from botocore.exceptions import ClientError
+    from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+    if isinstance(error, EndpointUnreachable):
+        return True
+    return isinstance(error, ClientError) and \
+        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in TRANSIENT_STATUS
 
 
 def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
@@ -153,6 +173,9 @@ def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
     except (ImportError, ValueError) as error:  # a backend that is not installed, a protocol fsspec does not know
         raise UserError(f"{uri}: {one_line(error)}") from None
     if options:
+        import s3fs
+
+        s3fs.set_custom_error_handler(_transient)
         fs.retries = _timeouts.attempts
     return fs, path
 
@@ -203,17 +226,29 @@ def reported(storage: str) -> Iterator[None]:
 MULTIPART_CHUNK = 8 * 2**20  # object-store uploads above this go in parts
 
 
+def _replace_locally(path: str, write: Callable[[str], None]) -> None:
+    """`write` a temporary beside `path`, then rename it over `path`; a write that fails leaves neither."""
+    parent, _, name = path.rpartition("/")
+    os.makedirs(parent, exist_ok=True)
+    temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException as error:
+        with suppress(FileNotFoundError):
+            os.remove(temporary)
+        if isinstance(error, OSError) and error.filename is None:  # write() names no file (ENOSPC): name the object
+            raise OSError(error.errno, error.strerror, path) from error
+        raise
+
+
 def upload_file(local: str | Path, uri: str) -> None:
     """Copy a local file to `uri` whole: multipart above MULTIPART_CHUNK on S3, rename locally."""
     from fsspec.implementations.local import LocalFileSystem
 
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
-        parent = path.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
-        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-        fs.put_file(str(local), temporary)
-        os.replace(temporary, path)
+        _replace_locally(path, lambda temporary: fs.put_file(str(local), temporary))
     else:
         fs.put_file(str(local), path, chunksize=MULTIPART_CHUNK)
 
@@ -248,13 +283,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     from fsspec.implementations.local import LocalFileSystem
 
     fs, path = filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
     if isinstance(fs, LocalFileSystem):
-        fs.makedirs(parent, exist_ok=True)
-        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-        with fs.open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
+        _replace_locally(path, lambda temporary: Path(temporary).write_bytes(data))
     else:
         fs.pipe_file(path, data, **_deadline(fs))
 

@@ -1,7 +1,8 @@
 """Which failures of a part are predictable, and what their one line says: the cause and the spec field to fix.
 
 A part fails predictably when what it was given is wrong, not its code: a STAC API that cannot be
-reached or answers errors, storage that cannot be reached or refuses the credentials, a dataset that
+reached or answers errors, storage that cannot be reached or refuses the credentials, a file://
+tree whose disk is full, a dataset that
 is not at its dataPath, an earlier stage's output that is not there. `classify` is the one place that
 knows them; anything else is a bug and keeps its traceback alone. The libraries are looked up in
 sys.modules, as `secoctl.store` does, so classifying imports nothing a stage did not load.
@@ -9,6 +10,7 @@ sys.modules, as `secoctl.store` does, so classifying imports nothing a stage did
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +85,11 @@ def _storage(errors: list[BaseException], where: Where) -> PartFailure | None:
         problem = _connection_problem(errors) or "connection failed"
         return PartFailure(f"storage {storage} not reachable at {endpoint()} ({problem})",
                            "spec.storageSecret (its endpoint)")
+    full = next((e for e in errors if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)), None)
+    if full is not None and storage.startswith("file://") and \
+            str(full.filename or "").startswith(storage.removeprefix("file://").rstrip("/") + "/"):
+        return PartFailure(f"storage {storage} is full: no space left on its disk for {full.filename}",
+                           "spec.storage (free space on its disk, or choose another tree)")
     outer = errors[0]
     if isinstance(outer, PermissionError) and any(_is(e, "botocore.exceptions", "ClientError") for e in errors):
         return PartFailure(f"storage {storage} refused the credentials ({one_line(outer)})", "spec.storageSecret")

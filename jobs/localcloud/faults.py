@@ -2,10 +2,16 @@
 
 `python -m jobs.localcloud.faults --upstream 127.0.0.1:8081 [--host H] --port 9081 --latency-ms 50 --rules JSON`
 
-Rules are tried in order; a rule fires on requests whose path matches `path` (a regex) until it
-has fired `times` times: `{"path": "B04", "action": "status", "status": 429, "retry_after": 1}`
-answers 429 with Retry-After, `"action": "cut"` sends the upstream's headers and half its body,
-then drops the connection. `"after": N` lets the first N matching requests through, so a burst
+It forwards every request as the client sent it, the Host header included (S3's SigV4 signs it),
+bodies whole (Content-Length or chunked), Range and the answer's status, headers and body.
+
+Rules are tried in order; a rule fires on requests whose path matches `path` (a regex), and whose
+method is `method` when the rule names one, until it has fired `times` times:
+`{"path": "B04", "action": "status", "status": 429, "retry_after": 1}` answers 429 with
+Retry-After, `"action": "cut"` sends the upstream's headers and half its body, then drops the
+connection. `"action": "reset"` reads the request and resets the connection (TCP RST) without
+forwarding it; `"action": "stall"` holds the request `seconds` before forwarding it, as a store that
+stops answering for a while. `"after": N` lets the first N matching requests through, so a burst
 can come mid-run. `"action": "throttle"` is a rate limit rather than a fault: a token bucket of
 `burst` requests refilled at `rate_per_s`; a request finding it empty gets `status` (and
 Retry-After), as an API protecting itself from many clients does; it never stops firing.
@@ -18,6 +24,8 @@ import argparse
 import http.client
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +48,7 @@ class FaultState:
             for rule in self.rules:
                 if method == "HEAD" and rule["action"] == "cut":
                     continue  # a HEAD has no body to cut
-                if not rule["pattern"].search(path):
+                if not rule["pattern"].search(path) or rule.get("method", method) != method:
                     continue
                 if rule["action"] == "throttle":
                     if self._bucket_empty(rule):
@@ -66,7 +74,8 @@ class FaultState:
     def report(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests,
-                    "rules": [{"path": r["path"], "action": r["action"], "fired": r["fired"]} for r in self.rules]}
+                    "rules": [{"path": r["path"], "method": r.get("method"), "action": r["action"], "fired": r["fired"]}
+                              for r in self.rules]}
 
 
 def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState) -> type[BaseHTTPRequestHandler]:
@@ -76,10 +85,24 @@ def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState)
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             pass
 
-        def _forward(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        def _body(self) -> bytes | None:
+            """The request's body whole: by Content-Length, or de-chunked (forwarded with a Content-Length)."""
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                chunks = []
+                while size := int(self.rfile.readline().split(b";", 1)[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
+            return self.rfile.read(length) if length else None
+
+        def _forward(self, body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
+            # Host as the client sent it (SigV4 signs it); Expect was answered here already
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"expect"}}
+            if body is not None:
+                headers["Content-Length"] = str(len(body))
             connection = http.client.HTTPConnection(*upstream, timeout=60)
             try:
                 connection.request(self.command, self.path, body=body, headers=headers)
@@ -99,13 +122,20 @@ def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState)
                 return
             time.sleep(latency_s)
             rule = state.take(self.command, self.path)
+            body = self._body()
+            if rule and rule["action"] == "reset":
+                # closed at once with no linger: an RST, where a shutdown first would send a polite FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+                return
+            if rule and rule["action"] == "stall":
+                time.sleep(rule["seconds"])
             if rule and rule["action"] in ("status", "throttle"):
-                if "Content-Length" in self.headers:
-                    self.rfile.read(int(self.headers["Content-Length"]))
                 extra = [("Retry-After", str(rule["retry_after"]))] if "retry_after" in rule else []
                 self._send(rule["status"], [("Content-Type", "text/plain"), *extra], b"injected fault\n")
                 return
-            status, headers, payload = self._forward()
+            status, headers, payload = self._forward(body)
             if rule and rule["action"] == "cut":
                 self.send_response(status)
                 for key, value in headers:
@@ -128,7 +158,7 @@ def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState)
             if self.command != "HEAD":
                 self.wfile.write(payload)
 
-        do_GET = do_POST = do_HEAD = _answer
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _answer
 
     return Handler
 

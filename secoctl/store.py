@@ -202,15 +202,21 @@ def reported(storage: str) -> Iterator[None]:
 MULTIPART_CHUNK = 8 * 2**20  # object-store uploads above this go in parts
 
 
+def _temporary(fs: "fsspec.AbstractFileSystem", path: str) -> str:
+    """A hidden name beside `path` for the local write-then-rename. It carries none of the final name,
+    so a reader that picks files by name (TensorBoard takes any name containing "tfevents") skips it."""
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    return f"{parent}/.{uuid.uuid4().hex}.tmp"
+
+
 def upload_file(local: str | Path, uri: str) -> None:
     """Copy a local file to `uri` whole: multipart above MULTIPART_CHUNK on S3, rename locally."""
     from fsspec.implementations.local import LocalFileSystem
 
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
-        parent = path.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
-        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        temporary = _temporary(fs, path)
         fs.put_file(str(local), temporary)
         os.replace(temporary, path)
     else:
@@ -247,10 +253,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     from fsspec.implementations.local import LocalFileSystem
 
     fs, path = filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
     if isinstance(fs, LocalFileSystem):
-        fs.makedirs(parent, exist_ok=True)
-        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        temporary = _temporary(fs, path)
         with fs.open(temporary, "wb") as handle:
             handle.write(data)
         os.replace(temporary, path)

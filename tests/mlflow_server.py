@@ -26,7 +26,9 @@ def mlflow_server(folder: Path) -> Iterator[str]:
             "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
             "--default-artifact-root", (folder / "artifacts").as_uri()]
     with open(folder / "mlflow.log", "ab") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # No job runner: its worker pool serves features (scoring, trace archival) no test here uses.
+        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         try:
             wait_until_up(f"{url}/health", server, timeout_s=300)
             yield url

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -361,6 +362,42 @@ class Publish(Model):
     force: bool = Field(False, description="Replace this version if another run already published it.")
 
 
+def _tracking_uri(value: str) -> str:
+    """An MLflow server's http(s) address as the pods will see it: its token comes from tokenSecret, never the URI."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{shown(value)} is not an http:// or https:// address of an MLflow tracking server")
+    if "@" in parts.netloc:
+        raise ValueError("credentials must not be written into the URI (user:password@); name a Secret "
+                         "(tokenSecret) instead")
+    return _no_credentials_in_uri(value)
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{shown(value)} holds a control character (a newline, tab or NUL)")
+    return value
+
+
+class Mlflow(Model):
+    """An MLflow tracking server: pretrain, evaluate and publish log one run per experiment to it."""
+
+    uri: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_tracking_uri)] = Field(
+        description="The tracking server's http(s) address, e.g. https://mlflow.example.org.")
+    experiment: Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_printable)] = Field(
+        "secoctl", description="MLflow experiment the run goes into; the run is named and tagged "
+        "(secoctl.experiment) after metadata.name, its params are the spec, flattened.")
+    token_secret: SecretRef | None = Field(
+        None, description="Secret whose MLFLOW_TRACKING_TOKEN the pretrain, evaluate and publish pods (and only "
+        "they) send as a bearer token. Locally the environment's MLFLOW_TRACKING_TOKEN is used.")
+
+
+class Tracking(Model):
+    """Where runs are tracked besides the tree's metrics.jsonl and TensorBoard event files, which are always written."""
+
+    mlflow: Mlflow | None = None
+
+
 # No image is published under this name yet: the default spec.image and the examples' images are
 # placeholders that `apply` to a cluster refuses, naming how to build one (images/README.md).
 UNPUBLISHED_REGISTRY = "ghcr.io/secoctl/"
@@ -390,6 +427,7 @@ class ExperimentSpec(Model):
     evaluate: list[Evaluation] = Field(default_factory=list)
     evaluate_resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi", gpus=1))
     publish: Publish | None = None
+    tracking: Tracking | None = None
 
     def unpublished_image(self) -> tuple[str, str] | None:
         """(field, image) of the first image that is still the unpublished placeholder."""

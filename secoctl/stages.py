@@ -15,10 +15,11 @@ from typing import Any
 
 from secoctl.model_card import FEATURES, RGB_BANDS
 from secoctl.quantity import cache_budget
-from secoctl.spec import ExperimentSpec, Pretrain, Resources
+from secoctl.spec import ExperimentSpec, Pretrain, Resources, SecretRef
 
 DRIVER = "driver"  # the driver Job's stage label: status and logs show it beside the stages
 SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
+TRACKING_TOKEN = "MLFLOW_TRACKING_TOKEN"  # the MLflow client's bearer token, read by mlflow itself (jobs/common/tracking.py)
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
 SHARD_CACHE = "/tmp/training-shards"  # on the pod's /tmp emptyDir (its local disk), read by jobs/pretrain/shard_cache.py
 
@@ -92,11 +93,20 @@ def _driver_image(spec: ExperimentSpec) -> str:
     return spec.driver_image or spec.image
 
 
+def _secret_key_env(key: str, secret: SecretRef | None) -> tuple[dict[str, Any], ...]:
+    """That one key of the Secret as the variable of its name, not the whole Secret."""
+    return ({"name": key, "valueFrom": {"secretKeyRef": {"name": secret.secret_name, "key": key}}},) if secret else ()
+
+
 def _subscription_key_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
-    """That one key, not the whole Secret, and for the collect pods only: the rest never sign a URL."""
-    secret = spec.collect.subscription_key_secret
-    return ({"name": SUBSCRIPTION_KEY, "valueFrom": {"secretKeyRef": {"name": secret.secret_name,
-                                                                     "key": SUBSCRIPTION_KEY}}},) if secret else ()
+    """For the collect pods only: the rest never sign a URL."""
+    return _secret_key_env(SUBSCRIPTION_KEY, spec.collect.subscription_key_secret)
+
+
+def _tracking_token_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
+    """For the pods that log to MLflow only (pretrain, evaluate, publish)."""
+    mlflow = spec.tracking.mlflow if spec.tracking else None
+    return _secret_key_env(TRACKING_TOKEN, mlflow.token_secret if mlflow else None)
 
 
 def _training_input(spec: ExperimentSpec) -> dict[str, Any]:
@@ -141,8 +151,10 @@ def pretrain_stop_s(spec: ExperimentSpec) -> int:
 
 
 def _pretrain_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
-    """The shard cache, and torchrun's wait for its stopping workers before it kills them (30 s by default)."""
-    return (*_shard_cache_env(spec), {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(pretrain_stop_s(spec))})
+    """The shard cache, torchrun's wait for its stopping workers before it kills them (30 s by default), the
+    tracking token."""
+    return (*_shard_cache_env(spec), {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(pretrain_stop_s(spec))},
+            *_tracking_token_env(spec))
 
 
 STAGES: tuple[StageRecord, ...] = (
@@ -165,11 +177,11 @@ STAGES: tuple[StageRecord, ...] = (
     StageRecord(
         "evaluate", parts=lambda spec: len(spec.evaluate), section=lambda spec: spec.evaluate,
         image=lambda spec: spec.image, resources=lambda spec: spec.evaluate_resources,
-        gpus=lambda spec: spec.evaluate_resources.gpus, shared_memory=True,
+        gpus=lambda spec: spec.evaluate_resources.gpus, shared_memory=True, env=_tracking_token_env,
     ),
     StageRecord(
         "publish", parts=lambda spec: 1 if spec.publish else 0, section=lambda spec: spec.publish,
-        image=_driver_image, resources=lambda spec: PUBLISH_RESOURCES,
+        image=_driver_image, resources=lambda spec: PUBLISH_RESOURCES, env=_tracking_token_env,
     ),
 )
 

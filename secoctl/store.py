@@ -227,10 +227,13 @@ MULTIPART_CHUNK = 8 * 2**20  # object-store uploads above this go in parts
 
 
 def _replace_locally(path: str, write: Callable[[str], None]) -> None:
-    """`write` a temporary beside `path`, then rename it over `path`; a write that fails leaves neither."""
-    parent, _, name = path.rpartition("/")
+    """`write` a temporary beside `path`, then rename it over `path`; a write that fails leaves neither.
+
+    The temporary's name carries none of the final name, so a reader that picks files by name
+    (TensorBoard takes any name containing "tfevents") skips it."""
+    parent = path.rpartition("/")[0]
     os.makedirs(parent, exist_ok=True)
-    temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    temporary = f"{parent}/.{uuid.uuid4().hex}.tmp"
     try:
         write(temporary)
         os.replace(temporary, path)

@@ -13,7 +13,8 @@ from tests.conftest import ROOT, run_cli
 
 # Libraries none of these commands needs: the data plane, the cluster client, drawing, object
 # storage, and rich (render and validate print plain text; status prints no table for no rows).
-NEVER_IMPORTED = ("torch", "numpy", "kubernetes", "matplotlib", "PIL", "s3fs", "botocore", "rich")
+NEVER_IMPORTED = ("torch", "numpy", "kubernetes", "matplotlib", "PIL", "s3fs", "botocore", "rich", "mlflow",
+                  "tensorboard")
 
 # Modules each command imports, `python -c pass`'s 64 included, measured at 289, 286 and 334 on
 # 2026-11-25 (Python 3.11, typer 0.29.1, pydantic 2.14.2, fsspec 2026.9.0). Typer 0.29 builds a
@@ -46,9 +47,9 @@ def test_render_validate_and_status_import_only_what_they_need(command, monkeypa
         assert not {"secoctl.spec", "secoctl.render", "yaml"} & set(modules)
 
 
-def test_the_control_plane_never_imports_torch_or_the_kubernetes_client():
+def test_the_control_plane_never_imports_torch_mlflow_or_the_kubernetes_client():
     code = ("import sys, secoctl.cli, secoctl.render, secoctl.plan, secoctl.backends.local, secoctl.console; "
-            "print(sorted(m for m in ('torch', 'kubernetes', 'numpy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'kubernetes', 'numpy', 'mlflow', 'tensorboard') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "[]"
 

@@ -30,7 +30,7 @@ def _at(document, path: str):
 def test_every_documented_default_is_the_experiments_own():
     """Against the model, not the schema: the schema has no default_factory defaults (collect.resources).
 
-    Fields inside an empty list or an absent object by default (evaluate[], publish) are checked in
+    Fields inside an empty list or an absent object by default (evaluate[], publish, tracking) are checked in
     an experiment that gives those with only their required fields."""
     minimal = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "defaults"}}
     plain = Experiment.model_validate(minimal).model_dump(mode="json", by_alias=True)
@@ -38,7 +38,11 @@ def test_every_documented_default_is_the_experiments_own():
         "evaluate": [{"task": "eurosat"}], "evaluateResources": {"tolerations": [{"key": "k"}]},
         "publish": {"name": "defaults"}, "collect": {"resources": {"tolerations": [{"key": "k"}]}},
         "pretrain": {"resources": {"tolerations": [{"key": "k"}]}},  # an empty key needs operator Exists
+        "tracking": {},
     }}).model_dump(mode="json", by_alias=True)
+    # An object inside an object that is absent by default (tracking.mlflow): given in a third experiment.
+    tracked = Experiment.model_validate({**minimal, "spec": {"tracking": {"mlflow": {"uri": "https://mlflow.example.org"}}}}
+                                        ).model_dump(mode="json", by_alias=True)
     documented = {path: default for path, _, default, _ in spec_reference.rows(json_schema())}
     for path, default in documented.items():
         if default == "required":
@@ -49,7 +53,10 @@ def test_every_documented_default_is_the_experiments_own():
         try:
             actual = _at(plain, path)
         except (TypeError, IndexError):
-            actual = Toleration.model_fields["key"].default if path.endswith("tolerations[].key") else _at(filled, path)
+            try:
+                actual = Toleration.model_fields["key"].default if path.endswith("tolerations[].key") else _at(filled, path)
+            except TypeError:
+                actual = _at(tracked, path)
         assert json.loads(default) == actual, path
     assert json.loads(documented["spec.collect.resources.cpu"]) == "2"
     assert json.loads(documented["spec.evaluateResources.gpus"]) == 1

@@ -277,6 +277,43 @@ def test_only_the_collect_pods_get_the_subscription_key_and_only_that_key_of_its
     assert [stage.fingerprint for stage in plan.stages(experiment)] == before
 
 
+def test_only_the_pods_that_log_to_mlflow_get_its_token_and_only_that_key_of_its_secret():
+    from secoctl import plan
+    from secoctl.spec import parse_experiment
+
+    document = _experiment(next(p for p in EXAMPLES if p.name == "seco-1m.yaml")).to_yaml_dict()
+    before = [stage.fingerprint for stage in plan.stages(parse_experiment(document))]
+    document["spec"]["tracking"] = {"mlflow": {"uri": "https://mlflow.example.org", "tokenSecret": {"secretName": "mlflow-token"}}}
+    experiment = parse_experiment(document)
+    jobs = [o for o in render(experiment, "seco") if o["kind"] == "Job"]
+    logging = set()
+    for job in jobs:
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        keyed = [e for e in container["env"] if e["name"] == "MLFLOW_TRACKING_TOKEN"]
+        if keyed:
+            logging.add(job["metadata"]["labels"][LABEL_STAGE])
+            assert keyed == [{"name": "MLFLOW_TRACKING_TOKEN",
+                              "valueFrom": {"secretKeyRef": {"name": "mlflow-token", "key": "MLFLOW_TRACKING_TOKEN"}}}]
+        else:
+            assert "mlflow-token" not in json.dumps(job), job["metadata"]["name"]
+    assert logging == {"pretrain", "evaluate", "publish"}
+    assert [stage.fingerprint for stage in plan.stages(experiment)] == before  # tracking re-runs nothing
+
+
+@pytest.mark.parametrize(("mlflow", "problem"), [
+    ("{uri: 'https://user:secret@mlflow.example.org'}", "name a Secret (tokenSecret) instead"),
+    ("{uri: 'ftp://mlflow.example.org'}", "is not an http:// or https:// address of an MLflow tracking server"),
+    ("{uri: 'https://mlflow.example.org', tokenSecret: {token: abc}}", "credentials must not be written into the spec"),
+])
+def test_a_tracking_server_is_named_by_its_address_and_its_token_by_a_secret(tmp_path, mlflow, problem):
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n"
+                         f"spec: {{tracking: {{mlflow: {mlflow}}}}}\n")
+    result = run_cli("validate", str(spec_file))
+    assert result.returncode == 2 and "spec.tracking.mlflow" in result.stderr and problem in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "secret@" not in result.stderr and "abc" not in result.stderr
+
+
 def test_a_subscription_key_for_another_source_than_planetary_computer_is_refused(tmp_path):
     spec_file = tmp_path / "bad.yaml"
     spec_file.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n"

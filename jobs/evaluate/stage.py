@@ -11,7 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from jobs.common import tracking
 from jobs.common.part import Part
+from jobs.common.tensorboard_events import FOLDER, EventLog, numeric_fields
 from jobs.evaluate import backbones, change_detection, classification, datasets, reference_inputs
 from jobs.evaluate.training import Setting
 from secoctl import store
@@ -84,4 +86,16 @@ def work(part: Part) -> dict[str, Any]:
                                                   if m in DEFINITIONS[evaluation.recipe]},
               "dataset": root, "epochs": evaluation.epochs, "backbone": spec.pretrain.backbone, "results": results}
     store.write_json(part.tree.path(evaluation.key, "metrics.json"), record)
+    track(part, evaluation.key, numeric_fields({f"{m}/{label}": r.get(m) for label, r in results.items() for m in metrics}))
     return {"key": evaluation.key, metric: {label: r[metric] for label, r in results.items()}}
+
+
+def track(part: Part, key: str, values: dict[str, float]) -> None:
+    """The metrics as TensorBoard scalars `METRIC/MODEL` under `<key>/tensorboard`, and in MLflow as `<key>/METRIC/MODEL`."""
+    events = EventLog(part.tree.path(key, FOLDER))
+    events.scalars(0, values)
+    events.close()
+    run = tracking.run_of(part.experiment)
+    if run:
+        run.metrics(0, {f"{key}/{tag}": value for tag, value in values.items()})
+        run.finish()

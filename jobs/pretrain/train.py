@@ -27,8 +27,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from jobs.common import tracking
 from jobs.common.part import Part
 from jobs.common.shards import shard_entries
+from jobs.common.tensorboard_events import FOLDER, EventLog, numeric_fields
 from jobs.pretrain import checkpoints
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.feed import DeviceFeed
@@ -130,6 +132,10 @@ def work(part: Part) -> dict[str, Any]:
                 "metrics": json.dumps(metrics_history), "backbone": spec.backbone, "method": spec.method,
             })
 
+    # Rank 0 logs each record to metrics.jsonl, TensorBoard and (when the spec names one) MLflow; a resumed
+    # run's event file hides the old one's records after the checkpoint (purge_step).
+    events = EventLog(part.tree.path(FOLDER), purge_step=step + 1 if resumed else None) if rank == 0 else None
+    run = tracking.run_of(part.experiment) if rank == 0 else None
     window_start, window_samples = time.perf_counter(), 0
     subspaces = subspaces_for(spec.method)
     window_loss = torch.zeros(1 + subspaces, device=device)
@@ -166,6 +172,9 @@ def work(part: Part) -> dict[str, Any]:
             metrics_history.append(record)  # every rank: each node's progress counts its own collapse run
             if rank == 0:
                 store.write_text(part.tree.path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in metrics_history))
+                events.scalars(step, numeric_fields(record))
+                if run:
+                    run.metrics(step, numeric_fields(record))
             # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
             part.progress(step, total_steps, "steps", force=True, loss=record["loss"],
                           samples_per_s=record["samples_per_s"], shard_fetches=len(cache.fetches),
@@ -173,6 +182,10 @@ def work(part: Part) -> dict[str, Any]:
         if stopping or step % spec.checkpoint_every_steps == 0 or step == total_steps:
             checkpoint()
     feed.close()
+    if events:
+        events.close()
+    if run and not stopping:
+        run.finish()
     if world_size > 1:
         dist.barrier()  # no rank leaves before rank 0's checkpoint is written
         dist.destroy_process_group()

@@ -9,6 +9,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from jobs.common import tracking
 from jobs.common.part import Part
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
@@ -44,6 +45,11 @@ def work(part: Part) -> dict[str, Any]:
                                            pretrain.input_size, parameters, provenance,
                                            read_metrics(part.experiment_uri),
                                            force=publish.force)
+    run = tracking.run_of(experiment)
+    if run:
+        run.tag("weights", f"{publish.name}:{publish.version}")
+        run.tag("weights_uri", uri)
+        run.finish()
     part.progress(1, 1, "versions", force=True)
     print(json.dumps({"event": "published", "uri": uri, "weights": f"{publish.name}:{publish.version}"}), flush=True)
     return {"uri": uri, "name": publish.name, "version": publish.version, "checkpoint_step": provenance["checkpoint_step"]}

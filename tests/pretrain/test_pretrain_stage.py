@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from jobs.pretrain import checkpoints
 from secoctl import collapse
 from secoctl.backends.local import LocalExecutor
 from secoctl.tree import StageTree, spec_uri
 from tests.conftest import ROOT
 from tests.pretrain.made_data import collected_experiment
+from tests.tensorboard_events import scalars
 
 SPEC = """apiVersion: seco.dev/v1alpha1
 kind: Experiment
@@ -41,6 +44,9 @@ def test_the_stage_trains_through_torchrun_and_commits_metrics_and_a_checkpoint(
     state = checkpoints.latest(tree.path("checkpoints"))
     assert state["step"] == 12 and "encoder_q.0.weight" in state["model"]
     assert (storage / "experiments/tiny/pretrain/_SUCCESS").exists()
+    logged = scalars(storage / "experiments/tiny/pretrain/tensorboard")
+    assert set(logged) == set(metrics[0]) - {"step"}, "every numeric field of a record, whatever it holds"
+    assert all(logged[tag] == [(m["step"], pytest.approx(m[tag])) for m in metrics] for tag in logged)
 
 
 def _free_port() -> int:
@@ -94,6 +100,9 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_and_completes(storage)
     assert state["step"] == 30
     steps = [m["step"] for m in json.loads(state["metrics"])]
     assert steps == sorted(set(steps)) and steps[-1] == 30, "metrics continue from the checkpoint, once each"
+    folder = storage / "experiments/tiny/pretrain/tensorboard"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2  # one file per process
+    assert [step for step, _ in scalars(folder)["loss"]] == steps, "TensorBoard hides the steps the kill lost"
 
 
 def test_status_shows_the_last_loss_and_plot_draws_the_curves(storage, tmp_path):

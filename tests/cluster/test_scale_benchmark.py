@@ -7,9 +7,15 @@ import pytest
 from benchmarks import scale
 
 
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """Module-scoped, so it finds the cached cluster binaries before the tests' HOME is isolated."""
+    return scale.run(experiments=2, nodes=6, workers=3, poll_s=1.0, timeout_s=300,
+                     workdir=tmp_path_factory.mktemp("scale"))
+
+
 @pytest.mark.slow  # a control plane, Kueue and a few nodes of its own, about a minute on two cores
-def test_the_scale_benchmark_runs_every_experiment_to_the_end_and_counts_what_it_measured(tmp_path):
-    result = scale.run(experiments=2, nodes=6, workers=3, poll_s=1.0, timeout_s=300, workdir=tmp_path)
+def test_the_scale_benchmark_runs_every_experiment_to_the_end_and_counts_what_it_measured(result):
     assert not result["timed_out"] and result["experiments_complete"] == 2
     stages = 5  # collect, shards, pretrain, evaluate, publish
     assert result["stage_jobs"] == result["stage_jobs_complete"] == 2 * stages

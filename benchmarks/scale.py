@@ -55,7 +55,6 @@ EXAMPLE = ROOT / "examples" / "seco-100k.yaml"
 QUEUE = "gpu-queue"
 CLUSTER_QUEUE = "gpu-cluster-queue"
 GPU_EVERY, GPUS_PER_NODE = 8, 8
-CONTROLLER_QPS = 200  # the controllers' client rate for a thousand nodes (their default 20/s would be the limit)
 SAMPLE_S = 3.0
 METRIC = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
 LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -291,7 +290,7 @@ def outcome(api: Api, drivers: list[subprocess.Popen], names: list[str], folder:
 
 def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: float, workdir: Path) -> dict:
     bin_folder = kueue_build.control_plane_bin(workdir / "bin")
-    plane = controlplane.ControlPlane(workdir / "cluster", bin=bin_folder, controller_qps=CONTROLLER_QPS)
+    plane = controlplane.ControlPlane(workdir / "cluster", bin=bin_folder, many_nodes=True)
     started = time.monotonic()
     plane.start()
     controller = None
@@ -346,7 +345,7 @@ def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: fl
         rows = json.loads(status_all[-1][1])
         result = {
             "experiments": experiments, "nodes": nodes, "workers": workers, "driver_poll_s": poll_s,
-            "controller_qps": CONTROLLER_QPS, "timed_out": timed_out,
+            "timed_out": timed_out,
             "apply_s": {"min": round(min(apply_seconds), 2), "median": round(statistics.median(apply_seconds), 2),
                         "max": round(max(apply_seconds), 2),
                         "all_applied": round(applied_at - mark, 1)},

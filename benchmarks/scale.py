@@ -2,8 +2,8 @@
 
     python -m benchmarks.scale [--experiments 50] [--nodes 1000] [--workers 128] [--poll 2] [--timeout-s 3000]
 
-tests/cluster's control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok)
-with `--nodes` kwok nodes (every eighth a node of 8 GPUs, labelled as the example's pretrain
+tests/cluster's control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok;
+`many_nodes`: its settings for a thousand nodes) with `--nodes` kwok nodes (every eighth a node of 8 GPUs, labelled as the example's pretrain
 selects), Kueue with the `gpu-queue` of manifests/kueue sized to the nodes' capacity, and
 `--experiments` variations of examples/seco-100k.yaml with collect (and so shards) at `--workers`
 parts, all queued through Kueue. kwok runs no code: a stage pod completes 300 ms after it runs
@@ -15,9 +15,10 @@ token, as its driver pod runs it) until all exit. Measured:
 - each `apply`'s wall time;
 - the API requests of each phase, from the apiserver's own `apiserver_request_total` (/metrics
   before and after, per verb and resource; every client's: the controllers', kwok's node leases,
-  Kueue's and this benchmark's few samples too), and the drivers' share: single-Job GETs, pod
-  LISTs in the namespace and Job PATCHes, which no controller sends;
-- `secoctl status` (all experiments, and one) once every experiment has completed;
+  Kueue's and this benchmark's few samples too), and the drivers' own: single-Job GETs and pod
+  LISTs in the namespace, which no controller sends, and one Job PATCH per stage started;
+- `secoctl status` (all experiments, three times, with its requests; then one, three times) once
+  every experiment has completed;
 - the apiserver's resident memory (VmRSS from /proc, sampled; the peak is the kernel's VmHWM);
 - the 1-minute load average, sampled: the machine may be shared.
 Checked, and counted: how many stage Jobs handed to Kueue were seen admitted (a Workload with

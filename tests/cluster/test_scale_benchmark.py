@@ -17,6 +17,7 @@ def result(tmp_path_factory):
 @pytest.mark.slow  # a control plane, Kueue and a few nodes of its own, about a minute on two cores
 def test_the_scale_benchmark_runs_every_experiment_to_the_end_and_counts_what_it_measured(result):
     assert not result["timed_out"] and result["experiments_complete"] == 2
+    assert result["drivers_failed"] == 0 and result["status_failures"] == []
     stages = 5  # collect, shards, pretrain, evaluate, publish
     assert result["stage_jobs"] == result["stage_jobs_complete"] == 2 * stages
     assert result["stage_pods_succeeded"] == 2 * (3 + 3 + 1 + 6 + 1) and result["stage_pods_failed"] == 0

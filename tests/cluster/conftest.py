@@ -18,8 +18,7 @@ from secoctl import render
 from tests.cluster import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "seco"  # manifests/namespace.yaml
-CLAIM = "secoctl-storage"
+NAMESPACE, CLAIM = controlplane.NAMESPACE, controlplane.CLAIM
 
 
 @pytest.fixture(scope="session")
@@ -33,20 +32,7 @@ def cluster(tmp_path_factory):
 
 
 def prepare(plane, tmp_path_factory) -> None:
-    """What an admin installs (`manifests/`), and the storage volume and claim, as `plane.storage`."""
-    applied = plane.kubectl("apply", "-k", str(ROOT / "manifests"))
-    assert "namespace/seco" in applied.stdout, applied.stdout
-    storage = tmp_path_factory.mktemp("storage")
-    plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "secoctl-test-storage"},
-         "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "hostPath": {"path": str(storage)},
-                  "claimRef": {"namespace": NAMESPACE, "name": CLAIM}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": NAMESPACE},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": "secoctl-test-storage",
-                  "resources": {"requests": {"storage": "10Gi"}}}},
-    ]}))
-    plane.storage = storage
+    plane.prepare(tmp_path_factory.mktemp("storage"))
 
 
 @pytest.fixture

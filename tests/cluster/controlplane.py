@@ -27,6 +27,9 @@ from tests.cluster import binaries
 from tests.cluster.processes import ProcessGroup
 
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+NAMESPACE = "seco"  # manifests/namespace.yaml
+CLAIM = "secoctl-storage"
 GPU_NODES = {"gpu-node-0": 8, "gpu-node-1": 8}
 CPU_NODES = ("cpu-node-0", "cpu-node-1")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
@@ -74,6 +77,11 @@ class ControlPlane:
     # pods need an address they reach, which the `kubernetes` Service's endpoint then names.
     address: str = "127.0.0.1"
     simulated_nodes: bool = True  # kwok and its GPU and CPU nodes; off when a real node joins
+    # A thousand nodes on a shared machine (benchmarks/scale.py): the controllers' and scheduler's
+    # client rate 200/s (not 20 and 50), kwok's lease, node and pod workers 16 each (not 4: one
+    # kubelet renews one lease, kwok renews them all), and a node NotReady after 50 s without a lease
+    # renewal (upstream's default) rather than the tests' 20 s, which a starved kwok misses.
+    many_nodes: bool = False
 
     def __post_init__(self) -> None:
         self.processes = ProcessGroup(self.workdir)
@@ -137,11 +145,13 @@ class ControlPlane:
         self.processes.wait("kube-apiserver", lambda: self._healthy(f"{self.server}/readyz", self.token), timeout=90)
         self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, self.token, self.certificate_authority)))
         common = [f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
+        if self.many_nodes:
+            common += ["--kube-api-qps=200", "--kube-api-burst=400"]
         self._spawn("kube-controller-manager", [
             "kube-controller-manager", *common, f"--secure-port={free_port()}",
             f"--service-account-private-key-file={pki / 'sa.key'}", "--controllers=*",
             f"--root-ca-file={self.certificate_authority}",  # kube-root-ca.crt: how a pod trusts the API server
-            "--use-service-account-credentials=false", "--node-monitor-grace-period=20s",
+            "--use-service-account-credentials=false", f"--node-monitor-grace-period={50 if self.many_nodes else 20}s",
         ])
         self._spawn("kube-scheduler", ["kube-scheduler", *common, f"--secure-port={free_port()}"])
         if self.simulated_nodes:
@@ -161,6 +171,9 @@ class ControlPlane:
                           "metadata": {"name": "every-pod"},
                           "spec": {"selector": {}, "logs": [{"containers": [], "logsFile": str(self.pod_log),
                                                              "follow": True}]}})
+        if self.many_nodes:
+            documents.append({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": {
+                f"{kind}Parallelism": 16 for kind in ("nodeLease", "nodePlayStage", "podPlayStage")}})
         config.write_text(yaml.safe_dump_all(documents))
         kubelet_port = free_port()
         self._spawn("kwok", ["kwok", f"--kubeconfig={self.admin_kubeconfig}", f"--config={config}",
@@ -177,6 +190,22 @@ class ControlPlane:
         ready = [n for n in listing for c in n.get("status", {}).get("conditions", [])
                  if c["type"] == "Ready" and c["status"] == "True"]
         return len(ready) == len(GPU_NODES) + len(CPU_NODES)
+
+    def prepare(self, storage: Path) -> None:
+        """What an admin installs (`manifests/`), and a volume on `storage` with its claim, as `self.storage`."""
+        applied = self.kubectl("apply", "-k", str(ROOT / "manifests"))
+        if "namespace/seco" not in applied.stdout:
+            raise RuntimeError(f"manifests/ did not create namespace/seco: {applied.stdout}")
+        self.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "secoctl-test-storage"},
+             "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                      "hostPath": {"path": str(storage)},
+                      "claimRef": {"namespace": NAMESPACE, "name": CLAIM}}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": NAMESPACE},
+             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": "secoctl-test-storage",
+                      "resources": {"requests": {"storage": "10Gi"}}}},
+        ]}))
+        self.storage = storage
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
                 kubeconfig_path: Path | None = None) -> subprocess.CompletedProcess:

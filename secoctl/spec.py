@@ -330,10 +330,12 @@ class Evaluation(Model):
     protocol: Literal["linear", "finetune"] | None = Field(
         None, description="Default: linear for eurosat and bigearthnet, finetune for oscd."
     )
-    recipe: Literal["paper", "modern"] = Field(
+    recipe: Literal["paper", "modern", "multispectral"] = Field(
         "paper", description="paper: the reference code's inputs, head, training and per-batch metrics "
         "(main_eurosat/main_bigearthnet/main_oscd); modern: the pretrain input's stretch and ImageNet "
-        "normalisation, standardised features, pixel-global metrics (see the README's Fidelity section).",
+        "normalisation, standardised features, pixel-global metrics (see the README's Fidelity section); both "
+        "read RGB. multispectral: modern's heads, training and metrics, each model fed every band it was trained "
+        "on with its own stretch and normalisation (EuroSAT and OSCD are 13-band L1C, BigEarthNet 12-band L2A).",
     )
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
@@ -364,7 +366,7 @@ class Evaluation(Model):
     def key(self) -> str:
         """Folder name of this evaluation's results, unique within an experiment."""
         protocol = "finetune" if self.finetunes else "linear"
-        recipe = "-modern" if self.recipe == "modern" else ""
+        recipe = "" if self.recipe == "paper" else f"-{self.recipe}"
         return f"{self.task}-{protocol}-{round(self.label_fraction * 100)}pct{recipe}"
 
 
@@ -422,6 +424,15 @@ class ExperimentSpec(Model):
                                f"not collected (collect.bands: {', '.join(self.collect.bands)}); add "
                                f"{'it' if len(missing) == 1 else 'them'} to collect.bands or remove "
                                f"{'it' if len(missing) == 1 else 'them'} here")
+        return self
+
+    @model_validator(mode="after")
+    def _rgb_recipes_read_rgb(self) -> "ExperimentSpec":
+        bands = self.input_bands()
+        for index, evaluation in enumerate(self.evaluate):
+            if evaluation.recipe != "multispectral" and tuple(bands) != RGB_BANDS:
+                raise FieldProblem(f"evaluate.{index}.recipe", f"recipe {evaluation.recipe} feeds B04, B03, B02 but "
+                                   f"this run reads {len(bands)} bands (pretrain.inputBands); use recipe: multispectral")
         return self
 
     def unpublished_image(self) -> tuple[str, str] | None:

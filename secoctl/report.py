@@ -76,7 +76,7 @@ class ReportRow:
 
 
 def ssl4eo_figure(record: dict[str, Any], metric: str, result: dict[str, Any]) -> PaperFigure | None:
-    """SSL4EO-S12's figure for one multispectral model's result, if task, protocol, fraction, backbone and metric match."""
+    """SSL4EO-S12's figure for a model fed 12 bands or more, if task, protocol, fraction, backbone and metric match."""
     if len(result.get("bands", ())) < MULTISPECTRAL_BANDS:
         return None
     return next((f for f in SSL4EO_S12 if (f.task, f.protocol, f.backbone, f.metric) ==

@@ -431,8 +431,9 @@ class ExperimentSpec(Model):
         bands = self.input_bands()
         for index, evaluation in enumerate(self.evaluate):
             if evaluation.recipe != "multispectral" and tuple(bands) != RGB_BANDS:
-                raise FieldProblem(f"evaluate.{index}.recipe", f"recipe {evaluation.recipe} feeds B04, B03, B02 but "
-                                   f"this run reads {len(bands)} bands (pretrain.inputBands); use recipe: multispectral")
+                raise FieldProblem(f"evaluate[{index}].recipe", f"recipe {evaluation.recipe} feeds B04, B03, B02 "
+                                   f"but this run reads {len(bands)} bands (pretrain.inputBands); "
+                                   "use recipe: multispectral")
         return self
 
     def unpublished_image(self) -> tuple[str, str] | None:

@@ -56,7 +56,8 @@ def input_of(part: Part, label: str) -> dict[str, Any]:
         return input_description(spec.pretrain.input_size, spec.input_bands())
     if label == "imagenet":
         return input_description(spec.pretrain.input_size)
-    return {"bands": list(RGB_BANDS), **weights.show(store.storage(own=spec.storage), label)["properties"]["secoctl:input"]}
+    published = weights.show(store.storage(own=spec.storage), label)["properties"]["secoctl:input"]
+    return {"bands": list(RGB_BANDS), **published}
 
 
 # The paper's pre-training sets by size: SeCo-100K is 20,000 locations × 5 timestamps, SeCo-1M 200,000 × 5.

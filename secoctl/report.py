@@ -26,7 +26,7 @@ class PaperFigure:
     protocol: str  # linear or finetune
     label_fraction: float
     backbone: str
-    pretraining: str  # seco-100k or seco-1m
+    pretraining: str  # seco-100k or seco-1m; ssl4eo-s12 for SSL4EO_S12 (matched by bands, not by set)
     metric: str
     value: float  # as our metrics.json holds it: a fraction, not a percentage
     source: str

@@ -2,7 +2,9 @@
 
 Reads `evaluate/<task>/metrics.json`; writes the same table as Markdown and a bar chart next to
 them. A paper figure is shown for a row only when task, protocol, label fraction, recipe, backbone
-and pre-training set all match a figure in PAPER, each with the stored source it was read from.
+and pre-training set all match a figure in PAPER, each with the stored source it was read from. Under
+recipe multispectral, SSL4EO-S12's published figures (SSL4EO_S12) stand in the same column for a model
+fed 12 or more bands, where task, protocol, label fraction, backbone and metric match.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class PaperFigure:
     protocol: str  # linear or finetune
     label_fraction: float
     backbone: str
-    pretraining: str  # seco-100k or seco-1m
+    pretraining: str  # seco-100k or seco-1m; ssl4eo-s12 for SSL4EO_S12 (matched by bands, not by set)
     metric: str
     value: float  # as our metrics.json holds it: a fraction, not a percentage
     source: str
@@ -41,6 +43,22 @@ PAPER = (
 )
 
 
+# zhu-xlab/SSL4EO-S12@2156913c README.md line 26 (Pre-trained models, MoCo ResNet50: BigEarthNet 91.8%, EuroSAT
+# 99.1%). Each figure links its script, scripts/benchmark/srun_ft_moco_rn50_s2c_{BE,EU}.sh: every layer fine-tuned
+# (--linear commented out) on every label (--train_frac 1.0) for 100 epochs, from MoCo on SSL4EO-S12's 13 L1C bands.
+SSL4EO_README = "zhu-xlab/SSL4EO-S12@2156913c README.md line 26 (MoCo ResNet50, 13 L1C bands, fine-tuned, 100% labels)"
+SSL4EO_S12 = (
+    PaperFigure("eurosat", "finetune", 1.0, "resnet50", "ssl4eo-s12", "accuracy", 0.991,
+                f"{SSL4EO_README}; EuroSAT: srun_ft_moco_rn50_s2c_EU.sh, scored on its own stratified 80/20 split "
+                "(linear_EU_moco.py line 152), not torchgeo's test split; SGD lr 0.1, RandomResizedCrop 224"),
+    PaperFigure("bigearthnet", "finetune", 1.0, "resnet50", "ssl4eo-s12", "mAP", 0.918,
+                f"{SSL4EO_README}; BigEarthNet: srun_ft_moco_rn50_s2c_BE.sh, 12 bands with zeros for B10 "
+                "(linear_BE_moco.py lines 333-335), micro-AP per batch averaged on SeCo's val split "
+                "(lines 403-408); ours is micro-AP over every test sample"),
+)
+MULTISPECTRAL_BANDS = 12  # a model fed fewer bands than BigEarthNet's 12 is not the anchor's kind of input
+
+
 @dataclass(frozen=True)
 class ReportRow:
     evaluation: str
@@ -50,14 +68,27 @@ class ReportRow:
     paper: float | None
     source: str | None = None
     definition: str | None = None
+    anchor: str = "paper"
 
     @property
     def difference(self) -> float | None:
         return None if self.paper is None else self.value - self.paper
 
 
+def ssl4eo_figure(record: dict[str, Any], metric: str, result: dict[str, Any]) -> PaperFigure | None:
+    """SSL4EO-S12's figure for a model fed 12 bands or more, if task, protocol, fraction, backbone and metric match."""
+    if len(result.get("bands", ())) < MULTISPECTRAL_BANDS:
+        return None
+    return next((f for f in SSL4EO_S12 if (f.task, f.protocol, f.backbone, f.metric) ==
+                 (record.get("task"), record.get("protocol"), result.get("backbone", record.get("backbone")), metric)
+                 and f.label_fraction == record.get("label_fraction")), None)
+
+
 def paper_figure(record: dict[str, Any], metric: str, result: dict[str, Any]) -> PaperFigure | None:
-    """The paper's figure for one model's result, if the record and the model match one exactly."""
+    """The paper's figure for one model's result, if the record and the model match one exactly; under recipe
+    multispectral, SSL4EO-S12's."""
+    if record.get("recipe") == "multispectral":
+        return ssl4eo_figure(record, metric, result)
     if record.get("recipe") != "paper":
         return None
     return next((f for f in PAPER if (f.task, f.protocol, f.backbone, f.metric) ==
@@ -85,18 +116,20 @@ def rows(metrics: dict[str, dict[str, Any]]) -> list[ReportRow]:
                 figure = paper_figure(record, metric, values)
                 result.append(ReportRow(key, metric, model, float(values[metric]),
                                         figure.value if figure else None, figure.source if figure else None,
-                                        definitions.get(metric)))
+                                        definitions.get(metric), "SSL4EO-S12" if figure in SSL4EO_S12 else "paper"))
     return result
 
 
 def paper_cell(row: ReportRow) -> str:
-    return "not recorded" if row.paper is None else f"{row.paper:.4f} ({row.difference:+.4f})"
+    if row.paper is None:
+        return "not recorded"
+    return f"{row.paper:.4f} ({row.difference:+.4f})" + ("" if row.anchor == "paper" else f" {row.anchor}")
 
 
 def notes(report_rows: list[ReportRow]) -> list[str]:
     """One line per metric definition and per paper source the table uses."""
     definitions = dict.fromkeys(f"{r.evaluation} {r.metric}: {r.definition}" for r in report_rows if r.definition)
-    sources = dict.fromkeys(f"paper figures: {r.source}" for r in report_rows if r.source)
+    sources = dict.fromkeys(f"{r.anchor} figures: {r.source}" for r in report_rows if r.source)
     return [*definitions, *sources]
 
 

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from secoctl import k8s_rules, weights
 from secoctl.errors import SpecError, SpecProblem, UserError, shown
+from secoctl.model_card import RGB_BANDS
 from secoctl.store import CREDENTIALS_IN_URI, storage_problem
 
 API_VERSION = "seco.dev/v1alpha1"
@@ -264,6 +265,13 @@ class Pretrain(Model):
     encoder_momentum: float = Field(0.999, ge=0, lt=1)
     embedding_dim: int = Field(128, ge=1)
     input_size: int = Field(224, ge=32)
+    input_bands: list[Band] | Literal["all"] | None = Field(
+        None, min_length=1,
+        description="Collected bands the model reads, in this order; all: every collected band, in Sentinel-2's "
+        "order. Default: the paper's RGB, B04, B03, B02 (left out of the stored spec, so RGB specs keep their "
+        "fingerprints). Each band is stretched to uint8 as the reference does B04, B03, B02, and by SSL4EO-S12's "
+        "mean ± 2σ otherwise (see the README's Input bands).",
+    )
     augment_order: Literal["reference", "moco"] = Field(
         "reference", description="reference: seco views are jittered, greyed, blurred and flipped whole, then "
         "cropped (the reference's datasets/seco_dataset.py); moco: cropped first, as MoCo-v2 does.",
@@ -277,6 +285,13 @@ class Pretrain(Model):
     gpus_per_node: int = Field(8, ge=0, le=16)
     # The default run (200,000 locations) caches its epoch of training shards, 196 GiB, on the node's disk.
     resources: Resources = Field(default_factory=lambda: Resources(cpu="32", memory="200Gi", ephemeral_storage="300Gi"))
+
+    @field_validator("input_bands")
+    @classmethod
+    def _unique_input_bands(cls, bands: list[str] | str) -> list[str] | str:
+        if isinstance(bands, list) and len(set(bands)) != len(bands):
+            raise ValueError("inputBands must not repeat")
+        return bands
 
     @field_validator("resources")
     @classmethod
@@ -316,10 +331,12 @@ class Evaluation(Model):
     protocol: Literal["linear", "finetune"] | None = Field(
         None, description="Default: linear for eurosat and bigearthnet, finetune for oscd."
     )
-    recipe: Literal["paper", "modern"] = Field(
+    recipe: Literal["paper", "modern", "multispectral"] = Field(
         "paper", description="paper: the reference code's inputs, head, training and per-batch metrics "
         "(main_eurosat/main_bigearthnet/main_oscd); modern: the pretrain input's stretch and ImageNet "
-        "normalisation, standardised features, pixel-global metrics (see the README's Fidelity section).",
+        "normalisation, standardised features, pixel-global metrics (see the README's Fidelity section); both "
+        "read RGB. multispectral: modern's heads, training and metrics, each model fed every band it was trained "
+        "on with its own stretch and normalisation (EuroSAT and OSCD are 13-band L1C, BigEarthNet 12-band L2A).",
     )
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
@@ -350,7 +367,7 @@ class Evaluation(Model):
     def key(self) -> str:
         """Folder name of this evaluation's results, unique within an experiment."""
         protocol = "finetune" if self.finetunes else "linear"
-        recipe = "-modern" if self.recipe == "modern" else ""
+        recipe = "" if self.recipe == "paper" else f"-{self.recipe}"
         return f"{self.task}-{protocol}-{round(self.label_fraction * 100)}pct{recipe}"
 
 
@@ -428,6 +445,34 @@ class ExperimentSpec(Model):
     evaluate_resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi", gpus=1))
     publish: Publish | None = None
     tracking: Tracking | None = None
+
+    def input_bands(self) -> list[str]:
+        """The bands the model reads, `all` resolved against what collect holds."""
+        if self.pretrain.input_bands is None:
+            return list(RGB_BANDS)
+        if self.pretrain.input_bands == "all":
+            return [band for band in SENTINEL2_BANDS if band in self.collect.bands]
+        return list(self.pretrain.input_bands)
+
+    @model_validator(mode="after")
+    def _input_bands_are_collected(self) -> "ExperimentSpec":
+        missing = [band for band in self.input_bands() if band not in self.collect.bands]
+        if missing:
+            raise FieldProblem("pretrain.inputBands", f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                               f"not collected (collect.bands: {', '.join(self.collect.bands)}); add "
+                               f"{'it' if len(missing) == 1 else 'them'} to collect.bands or remove "
+                               f"{'it' if len(missing) == 1 else 'them'} here")
+        return self
+
+    @model_validator(mode="after")
+    def _rgb_recipes_read_rgb(self) -> "ExperimentSpec":
+        bands = self.input_bands()
+        for index, evaluation in enumerate(self.evaluate):
+            if evaluation.recipe != "multispectral" and tuple(bands) != RGB_BANDS:
+                raise FieldProblem(f"evaluate[{index}].recipe", f"recipe {evaluation.recipe} feeds B04, B03, B02 "
+                                   f"but this run reads {len(bands)} bands (pretrain.inputBands); "
+                                   "use recipe: multispectral")
+        return self
 
     def unpublished_image(self) -> tuple[str, str] | None:
         """(field, image) of the first image that is still the unpublished placeholder."""

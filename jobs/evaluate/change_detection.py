@@ -36,7 +36,7 @@ class SiameseUNet(nn.Module):
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
         from segmentation_models_pytorch.encoders import get_encoder
 
-        self.encoder = get_encoder(name, in_channels=3, depth=5, weights=None)
+        self.encoder = get_encoder(name, in_channels=backbone.conv1.in_channels, depth=5, weights=None)
         self.encoder.load_state_dict(backbone.state_dict())  # torchvision names, fc and avgpool dropped
         channels = [2 * c for c in self.encoder.out_channels]
         self.decoder = UnetDecoder(encoder_channels=channels, decoder_channels=DECODER_CHANNELS, n_blocks=5)

@@ -1,4 +1,5 @@
-"""The paper's downstream datasets through torchgeo's classes, as RGB reflectance, with errors that name the file.
+"""The paper's downstream datasets through torchgeo's classes, as reflectance of the bands asked for (RGB for
+recipes paper and modern, every band for multispectral), with errors that name the file.
 
 Every reader goes through `Readable`, which turns a failed read into a message naming the file and
 how to fetch the data again; the loader raises it in the main process as one `DatasetError`, so a
@@ -7,6 +8,7 @@ corrupt file stops the evaluation instead of shrinking it silently.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from secoctl.model_card import RGB_BANDS
 
-# BigEarthNet's S2 bands in torchgeo's order (B01 … B08, B8A, B09, B11, B12): B04, B03, B02.
-BIGEARTHNET_RGB = [3, 2, 1]
+# Each dataset's Sentinel-2 bands in the order torchgeo 0.8.1 returns them: EuroSAT.all_band_names (the
+# release's 13 L1C bands, B8A last), BigEarthNet's 12 L2A "s2" bands, OSCD.all_bands (13 L1C bands).
+DATASET_BANDS = {
+    "eurosat": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A"),
+    "bigearthnet": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    "oscd": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"),
+}
 HOW_TO_FETCH = {
     "eurosat": "torchgeo.datasets.EuroSAT(root, download=True)",
     "bigearthnet": "torchgeo.datasets.BigEarthNet(root, bands='s2', download=True)",
@@ -35,15 +42,31 @@ def dataset_root(task: str, data_path: str | None, cache: Path) -> tuple[str, bo
     return str(cache / task), True
 
 
-def open_split(task: str, root: str, split: str, download: bool) -> Dataset:
+def band_indices(task: str, bands: list[str] | tuple[str, ...]) -> list[int]:
+    """Where each of a model's bands sits in `task`'s images, matched by name. Weights trained on the 12 L2A
+    bands have no B10 (cirrus, L1C only), so EuroSAT's and OSCD's B10 is left out of their input: SSL4EO-S12
+    reads EuroSAT so for its 12-band L2A models (zhu-xlab/SSL4EO-S12@2156913c, src/benchmark/
+    transfer_classification/datasets/EuroSat/eurosat_dataset.py, S2A_BANDS on line 13 and
+    f.read((1, ..., 9, 11, 12, 13)) on line 97). Every L2A band is in all three datasets."""
+    return [DATASET_BANDS[task].index(band) for band in bands]
+
+
+def with_bands(indices: list[int], sample: dict[str, Any]) -> dict[str, Any]:
+    """A torchgeo sample with only the image channels at `indices`, in that order."""
+    return {**sample, "image": sample["image"][indices]}
+
+
+def open_split(task: str, root: str, split: str, download: bool,
+               bands: list[str] | tuple[str, ...] = RGB_BANDS) -> Dataset:
     from torchgeo.datasets import OSCD, BigEarthNet, DatasetNotFoundError, EuroSAT
 
     try:
         if task == "eurosat":
-            return EuroSAT(root, split=split, bands=RGB_BANDS, download=download)
+            return EuroSAT(root, split=split, bands=bands, download=download)
         if task == "bigearthnet":
-            return BigEarthNet(root, split=split, bands="s2", num_classes=19, download=download)
-        return OSCD(root, split=split, bands=RGB_BANDS, download=download)
+            return BigEarthNet(root, split=split, bands="s2", num_classes=19, download=download,
+                               transforms=partial(with_bands, band_indices(task, bands)))
+        return OSCD(root, split=split, bands=bands, download=download)
     except DatasetNotFoundError as error:
         raise DatasetError(f"{task} is not in {root}: {error} Set evaluate[].dataPath to an extracted copy, "
                            f"or fetch it with {HOW_TO_FETCH[task]} on a machine that can reach its host") from None
@@ -61,7 +84,7 @@ def describe(dataset: Any, index: int) -> str:
 
 
 class Readable(Dataset):
-    """RGB reflectance and target of `task`; a failed read becomes {"error": message}."""
+    """Reflectance and target of `task`; a failed read becomes {"error": message}."""
 
     def __init__(self, task: str, dataset: Dataset):
         self.task, self.dataset = task, dataset
@@ -77,8 +100,7 @@ class Readable(Dataset):
                              f"delete it and fetch it again with {HOW_TO_FETCH[self.task]}"}
         if self.task == "oscd":
             return {"image": sample["image"], "target": sample["mask"][0]}
-        image = sample["image"][BIGEARTHNET_RGB] if self.task == "bigearthnet" else sample["image"]
-        return {"image": image, "target": sample["label"]}
+        return {"image": sample["image"], "target": sample["label"]}
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,13 +6,20 @@ per band over mean ± 2σ of its own statistics to 8 bits, resized bicubic to 12
 by its own quantiles to 8 bits at 10 m. None of them ImageNet-normalised.
 modern: every task gets the pretrain input (SeCo stretch, ImageNet normalisation, the pretrain
 input size; OSCD at its native size).
+multispectral: each model gets its own input (`own_input`): the bands it was trained on, picked by
+name from the task's images (datasets.band_indices), stretched and normalised as its metadata says,
+at its input size (OSCD at its native size).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
 from jobs.common.backbone import ReflectanceInput
+from jobs.evaluate import datasets
 from secoctl.model_card import RGB_BANDS, input_description
 
 # datasets/oscd_dataset.py QUANTILES, reflectance × 10000.
@@ -41,3 +48,23 @@ def transform_for(task: str, recipe: str, input_size: int, device: torch.device)
     size = None if task == "oscd" else input_size
     return ReflectanceInput([described["stretch"][b] for b in RGB_BANDS], described["mean"], described["std"],
                             size).to(device)
+
+
+class SelectBands(nn.Module):
+    """The channels at `indices` of (…, C, H, W) images, in that order."""
+
+    def __init__(self, indices: list[int]):
+        super().__init__()
+        self.register_buffer("indices", torch.tensor(indices))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.index_select(-3, self.indices)
+
+
+def own_input(task: str, described: dict[str, Any], device: torch.device) -> nn.Module:
+    """What a model trained on `described` (a secoctl:input) sees of `task`'s images, every band of which is loaded."""
+    bands = described["bands"]
+    size = None if task == "oscd" else described["size"]
+    return nn.Sequential(SelectBands(datasets.band_indices(task, bands)),
+                         ReflectanceInput([described["stretch"][b] for b in bands], described["mean"],
+                                          described["std"], size)).to(device)

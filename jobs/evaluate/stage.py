@@ -17,6 +17,7 @@ from jobs.common.tensorboard_events import FOLDER, EventLog, numeric_fields
 from jobs.evaluate import backbones, change_detection, classification, datasets, reference_inputs
 from jobs.evaluate.training import Setting
 from secoctl import store
+from secoctl.model_card import RGB_BANDS
 from secoctl.spec import Evaluation
 
 DATASET_CACHE = Path(os.environ.get("SECOCTL_DATASETS", Path.home() / ".cache" / "secoctl" / "datasets"))
@@ -36,6 +37,8 @@ DEFINITIONS = {
     "modern": {"mAP": "micro-AP over every test sample", "mAP_macro": "macro-AP over every test sample",
                **{m: f"{m} over every test pixel" for m in ("f1", "precision", "recall")}},
 }
+# multispectral trains and scores as modern does; only what each model sees differs (reference_inputs.own_input).
+METRICS["multispectral"], DEFINITIONS["multispectral"] = METRICS["modern"], DEFINITIONS["modern"]
 SPLITS = {"eurosat": ("train", "val", "test"), "bigearthnet": ("train", "val", "test"), "oscd": ("train", "test")}
 
 
@@ -47,12 +50,21 @@ RECIPES: dict[tuple[str, str], Callable[[nn.Module, Setting], dict[str, float]]]
     ("modern", "eurosat"): classification.modern,
     ("modern", "bigearthnet"): classification.modern,
     ("modern", "oscd"): change_detection.modern,
+    ("multispectral", "eurosat"): classification.modern,
+    ("multispectral", "bigearthnet"): classification.modern,
+    ("multispectral", "oscd"): change_detection.modern,
 }
+
+
+def loaded_bands(evaluation: Evaluation) -> tuple[str, ...]:
+    """RGB for recipes paper and modern; every band of the dataset for multispectral, each model picking its own."""
+    return datasets.DATASET_BANDS[evaluation.task] if evaluation.recipe == "multispectral" else RGB_BANDS
 
 
 def splits_of(evaluation: Evaluation, root: str, download: bool) -> dict:
     """The task's splits as its recipe reads them: BigEarthNet's paper recipe without snow and cloud, OSCD as scenes."""
-    splits = {split: datasets.open_split(evaluation.task, root, split, download) for split in SPLITS[evaluation.task]}
+    splits = {split: datasets.open_split(evaluation.task, root, split, download, loaded_bands(evaluation))
+              for split in SPLITS[evaluation.task]}
     if evaluation.recipe == "paper" and evaluation.task == "bigearthnet":
         splits = {name: datasets.without_snow_and_cloud(split, root) for name, split in splits.items()}
     if evaluation.task == "oscd":
@@ -65,8 +77,10 @@ def work(part: Part) -> dict[str, Any]:
     evaluation = spec.evaluate[part.index]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root, download = datasets.dataset_root(evaluation.task, evaluation.data_path, DATASET_CACHE)
-    transform = reference_inputs.transform_for(evaluation.task, evaluation.recipe, spec.pretrain.input_size, device)
-    setting = Setting(evaluation, spec.pretrain.backbone, splits_of(evaluation, root, download), transform, device)
+    multispectral = evaluation.recipe == "multispectral"
+    shared = None if multispectral else reference_inputs.transform_for(evaluation.task, evaluation.recipe,
+                                                                       spec.pretrain.input_size, device)
+    splits = splits_of(evaluation, root, download)
     recipe = RECIPES[(evaluation.recipe, evaluation.task)]
     models = backbones.candidates(part, evaluation.baselines)
     metrics = METRICS[evaluation.recipe][evaluation.task]
@@ -75,7 +89,11 @@ def work(part: Part) -> dict[str, Any]:
     for number, (label, backbone) in enumerate(models.items()):
         part.progress(number, len(models), "models", force=True)
         started = time.perf_counter()
-        results[label] = recipe(backbone, setting)
+        described = backbones.input_of(part, label) if multispectral else None
+        transform = reference_inputs.own_input(evaluation.task, described, device) if described else shared
+        results[label] = recipe(backbone, Setting(evaluation, spec.pretrain.backbone, splits, transform, device))
+        if described:
+            results[label]["bands"] = described["bands"]
         results[label]["seconds"] = round(time.perf_counter() - started, 1)
         results[label].update(backbones.provenance(part, label))
     part.progress(len(models), len(models), "models", force=True,
@@ -85,6 +103,8 @@ def work(part: Part) -> dict[str, Any]:
               "metrics": metrics, "definitions": {m: DEFINITIONS[evaluation.recipe][m] for m in metrics
                                                   if m in DEFINITIONS[evaluation.recipe]},
               "dataset": root, "epochs": evaluation.epochs, "backbone": spec.pretrain.backbone, "results": results}
+    if multispectral:
+        record["dataset_bands"] = list(loaded_bands(evaluation))
     store.write_json(part.tree.path(evaluation.key, "metrics.json"), record)
     track(part, evaluation.key, numeric_fields({f"{m}/{label}": r.get(m) for label, r in results.items() for m in metrics}))
     return {"key": evaluation.key, metric: {label: r[metric] for label, r in results.items()}}

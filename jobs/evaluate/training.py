@@ -16,19 +16,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from jobs.common.backbone import ReflectanceInput
 from secoctl.model_card import FEATURES
 from secoctl.spec import Evaluation
 
 
 @dataclass(frozen=True)
 class Setting:
-    """What every recipe is given: one evaluation, its data splits (OSCD's as scenes), input transform and device."""
+    """What every recipe is given: one evaluation, its data splits (OSCD's as scenes), the input transform of the
+    model evaluated (a ReflectanceInput, behind a band selection under recipe multispectral) and device."""
 
     evaluation: Evaluation
     architecture: str
     splits: dict
-    transform: ReflectanceInput
+    transform: nn.Module
     device: torch.device
 
     @property

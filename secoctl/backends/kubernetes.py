@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,15 @@ DELETE_ORDER = ("Job", "NetworkPolicy", "Service", "RoleBinding", "Role", "Servi
 # etcd keeps one object of at most 1.5 MiB and a ConfigMap holds at most 1 MiB of data: a rendered object
 # larger than 1 MiB is one the API server may refuse, so validate refuses its spec first.
 MAX_OBJECT_BYTES = 2**20
+# Every request here is safe to repeat (GET, server-side apply, merge patch, DELETE), so an API server
+# that is busy (429, 5xx), resets or does not answer in REQUEST_TIMEOUT_S is asked again, REQUEST_TRIES
+# times in all with jittered exponential backoff (Retry-After honoured up to BACKOFF_CAP_S): about a
+# minute of an API server under load, as 50 experiments' drivers on one control plane met it
+# (benchmarks.scale), before the caller gets one line.
+REQUEST_TIMEOUT_S = 30
+REQUEST_TRIES = 6
+BACKOFF_CAP_S = 8.0
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def oversized(experiment: Experiment) -> list[SpecProblem]:
@@ -49,6 +60,14 @@ class ApiError(Exception):
     def __init__(self, status: int, body: dict[str, Any]):
         self.status, self.body = status, body
         super().__init__(body.get("message") or f"HTTP {status}")
+
+
+def _retry_after(headers: Any) -> float:
+    """The seconds a 429/503 asks for (its Retry-After in seconds), 0 when it names none or a date."""
+    try:
+        return max(0.0, float((headers or {}).get("Retry-After", 0)))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class Cluster:
@@ -71,26 +90,37 @@ class Cluster:
                 raise UserError(f"cannot use the kubeconfig{f' context {context}' if context else ''}: {error}") from None
             default_namespace = (active.get("context") or {}).get("namespace", "default")
         self.namespace = namespace or default_namespace
-        self.api = client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
+        configuration.retries = False  # request() retries, boundedly; urllib3's own 3 would multiply its tries
+        self.api = client.ApiClient(configuration)
 
     def request(self, method: str, path: str, body: Any = None, query: list | None = None,
                 content_type: str = "application/json", raw: bool = False) -> Any:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
-        try:
-            response = self.api.call_api(
-                path, method, query_params=query or [], body=body, auth_settings=["BearerToken"],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                _preload_content=False, _return_http_data_only=True, _request_timeout=30)
-        except ApiException as error:
+        for attempt in range(REQUEST_TRIES):
+            wait = min(BACKOFF_CAP_S, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
             try:
-                details = json.loads(error.body or "{}")
-            except ValueError:
-                details = {"message": str(error.body)}
-            raise ApiError(error.status, details) from None
-        except OSError as error:
-            raise UserError(f"cannot reach the cluster at {self.api.configuration.host}: {error}") from None
-        data = response.data.decode()
+                response = self.api.call_api(
+                    path, method, query_params=query or [], body=body, auth_settings=["BearerToken"],
+                    header_params={"Content-Type": content_type, "Accept": "application/json"},
+                    _preload_content=False, _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT_S)
+                data = response.data.decode()
+                break
+            except ApiException as error:
+                try:
+                    details = json.loads(error.body or "{}")
+                except ValueError:
+                    details = {"message": str(error.body)}
+                if error.status not in RETRIED_STATUSES or attempt == REQUEST_TRIES - 1:
+                    raise ApiError(error.status, details) from None
+                wait = max(wait, min(BACKOFF_CAP_S, _retry_after(error.headers)))
+            except (OSError, HTTPError) as error:  # refused, reset, timed out (urllib3's are no OSError)
+                if attempt == REQUEST_TRIES - 1:
+                    raise UserError(f"cannot reach the cluster at {self.api.configuration.host} "
+                                    f"({method} {path}, {REQUEST_TRIES} tries): {error}") from None
+            time.sleep(wait)
         if raw:
             return data
         return json.loads(data) if data else {}

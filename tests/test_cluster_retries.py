@@ -1,0 +1,92 @@
+"""The Kubernetes client's bounded retries, through the fault proxy (jobs.localcloud.faults) in front of a
+real HTTP server that serves the API's answers as files: a busy API server (429, 5xx), a reset and a
+stall are asked again; what is not the server's fault (404) is not; the last failure is one line.
+
+Fifty drivers on one control plane met exactly this: a pod listing that did not answer in 30 s ended
+every driver with a urllib3 traceback (benchmarks.scale, issue 28)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.localcloud.servers import fault_proxy, fault_report, free_port, running
+
+NAMESPACE = "exp"
+PODS = {"kind": "PodList", "items": [{"metadata": {"name": "exp-collect-0"}}]}
+
+
+@contextlib.contextmanager
+def api_behind_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rules: list[dict]) -> Iterator[str]:
+    """A kubeconfig that points at the proxy; the listing of pods served as a file behind it."""
+    served = tmp_path / "served"
+    listing = served / "api/v1/namespaces" / NAMESPACE / "pods"
+    listing.parent.mkdir(parents=True)
+    listing.write_text(json.dumps(PODS))
+    port = free_port()
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)]
+    with running(argv, f"http://127.0.0.1:{port}/"), fault_proxy(f"http://127.0.0.1:{port}", rules=rules) as proxy:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": proxy}}],
+            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}]}))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        from kubernetes.config import kube_config  # it reads KUBECONFIG once, when first imported
+
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield proxy
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch):
+    from secoctl.backends import kubernetes
+
+    monkeypatch.setattr(kubernetes, "REQUEST_TIMEOUT_S", 1)
+    monkeypatch.setattr(kubernetes, "BACKOFF_CAP_S", 0.2)
+    return kubernetes
+
+
+def test_a_busy_resetting_or_stalled_api_server_is_asked_again(tmp_path, monkeypatch, quick):
+    rules = [{"path": "pods", "action": "status", "status": 503, "times": 2},
+             {"path": "pods", "action": "status", "status": 429, "retry_after": 1, "times": 1},
+             {"path": "pods", "action": "reset", "times": 1},
+             {"path": "pods", "action": "stall", "seconds": 3, "times": 1}]
+    with api_behind_faults(tmp_path, monkeypatch, rules) as proxy:
+        assert quick.Cluster().pods({"secoctl.io/experiment": NAMESPACE}) == PODS["items"]
+        report = fault_report(proxy)
+    assert [rule["fired"] for rule in report["rules"]] == [2, 1, 1, 1]
+    assert quick.REQUEST_TRIES >= 6  # the five faults above and the answer
+
+
+def test_what_is_no_fault_of_the_server_is_not_repeated(tmp_path, monkeypatch, quick):
+    with api_behind_faults(tmp_path, monkeypatch, []) as proxy:
+        cluster = quick.Cluster()
+        assert cluster.get("Job", "absent") is None
+        assert fault_report(proxy)["requests"] == 1
+
+
+def test_the_last_failure_is_one_line(tmp_path, monkeypatch, quick):
+    from secoctl.errors import UserError
+
+    monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
+    with api_behind_faults(tmp_path, monkeypatch, [{"path": "pods", "action": "stall", "seconds": 3, "times": 2}]):
+        with pytest.raises(UserError) as raised:
+            quick.Cluster().pods({"secoctl.io/experiment": NAMESPACE})
+    assert "\n" not in str(raised.value)
+    assert str(raised.value).startswith("cannot reach the cluster at http://127.0.0.1:")
+    assert f"GET /api/v1/namespaces/{NAMESPACE}/pods, 2 tries" in str(raised.value)
+
+    monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
+    with api_behind_faults(tmp_path / "again", monkeypatch, [{"path": "pods", "action": "status", "status": 500,
+                                                              "times": 2}]):
+        with pytest.raises(quick.ApiError) as refused:
+            quick.Cluster().pods({"secoctl.io/experiment": NAMESPACE})
+    assert refused.value.status == 500

@@ -41,8 +41,9 @@ def _rows(target: KubernetesExecutor, name: str | None) -> list[ClusterRow]:
             raise UserError(f"no experiment {name!r} in namespace {target.cluster.namespace}; "
                             "`secoctl status` lists them")
     rows = []
+    events, workloads = target.waiting_reasons(any(e.spec.queue_name for e in experiments))
     for experiment in experiments:
-        jobs = target.stage_facts(experiment)
+        jobs = target.stage_facts(experiment, events, workloads)
         statuses = facts = None
         try:
             facts = stored.read_experiment_facts(stored.experiment_uri(experiment), experiment)

@@ -251,17 +251,24 @@ class KubernetesExecutor:
                 found.append(load_documents(document, f"configmap/{config_map['metadata']['name']}")[0])
         return sorted(found, key=lambda e: e.name)
 
-    def stage_facts(self, experiment: Experiment) -> dict[str, JobFacts]:
-        jobs = {j["metadata"]["labels"].get(render.LABEL_STAGE): j
-                for j in self.cluster.list("Job", {render.LABEL_EXPERIMENT: experiment.name})}
-        pods = self.cluster.pods({render.LABEL_EXPERIMENT: experiment.name})
+    def waiting_reasons(self, queued: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """The namespace's objects that know why a stage waits, read once for every experiment `status`
+        shows: the Job controller's warnings (FailedCreate: a ResourceQuota, an admission webhook) and,
+        with a queue, Kueue's Workloads (None without one)."""
         namespace = self.cluster.namespace
-        # The Job controller's warnings (FailedCreate: a ResourceQuota, an admission webhook) and, with
-        # a queue, Kueue's Workloads: the objects that know why a stage waits.
         events = self.cluster.optional_items(f"/api/v1/namespaces/{namespace}/events",
                                              [("fieldSelector", "involvedObject.kind=Job,type=Warning")]) or []
         workloads = self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads") \
-            if experiment.spec.queue_name else None
+            if queued else None
+        return events, workloads
+
+    def stage_facts(self, experiment: Experiment, events: list[dict[str, Any]],
+                    workloads: list[dict[str, Any]] | None) -> dict[str, JobFacts]:
+        jobs = {j["metadata"]["labels"].get(render.LABEL_STAGE): j
+                for j in self.cluster.list("Job", {render.LABEL_EXPERIMENT: experiment.name})}
+        pods = self.cluster.pods({render.LABEL_EXPERIMENT: experiment.name})
+        if not experiment.spec.queue_name:
+            workloads = None
         facts = {}
         for stage in [stages.DRIVER, *(s.name for s in plan.stages(experiment))]:
             job = jobs.get(stage)

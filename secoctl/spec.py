@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from secoctl import k8s_rules, weights
 from secoctl.errors import SpecError, SpecProblem, UserError, shown
+from secoctl.model_card import RGB_BANDS
 from secoctl.store import CREDENTIALS_IN_URI, storage_problem
 
 API_VERSION = "seco.dev/v1alpha1"
@@ -263,6 +264,13 @@ class Pretrain(Model):
     encoder_momentum: float = Field(0.999, ge=0, lt=1)
     embedding_dim: int = Field(128, ge=1)
     input_size: int = Field(224, ge=32)
+    input_bands: list[Band] | Literal["all"] | None = Field(
+        None, min_length=1,
+        description="Collected bands the model reads, in this order; all: every collected band, in Sentinel-2's "
+        "order. Default: the paper's RGB, B04, B03, B02 (left out of the stored spec, so RGB specs keep their "
+        "fingerprints). Each band is stretched to uint8 as the reference does B04, B03, B02, and by SSL4EO-S12's "
+        "mean ± 2σ otherwise (see the README's Input bands).",
+    )
     augment_order: Literal["reference", "moco"] = Field(
         "reference", description="reference: seco views are jittered, greyed, blurred and flipped whole, then "
         "cropped (the reference's datasets/seco_dataset.py); moco: cropped first, as MoCo-v2 does.",
@@ -276,6 +284,14 @@ class Pretrain(Model):
     gpus_per_node: int = Field(8, ge=0, le=16)
     # The default run (200,000 locations) caches its epoch of training shards, 196 GiB, on the node's disk.
     resources: Resources = Field(default_factory=lambda: Resources(cpu="32", memory="200Gi", ephemeral_storage="300Gi"))
+
+    @field_validator("input_bands")
+    @classmethod
+    def _unique_input_bands(cls, bands: list[str] | str | None) -> list[str] | str | None:
+        """The paper's RGB written out is the default itself: the same run, so the same fingerprint."""
+        if isinstance(bands, list) and len(set(bands)) != len(bands):
+            raise ValueError("inputBands must not repeat")
+        return None if bands == list(RGB_BANDS) else bands
 
     @field_validator("resources")
     @classmethod
@@ -390,6 +406,24 @@ class ExperimentSpec(Model):
     evaluate: list[Evaluation] = Field(default_factory=list)
     evaluate_resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi", gpus=1))
     publish: Publish | None = None
+
+    def input_bands(self) -> list[str]:
+        """The bands the model reads, `all` resolved against what collect holds."""
+        if self.pretrain.input_bands is None:
+            return list(RGB_BANDS)
+        if self.pretrain.input_bands == "all":
+            return [band for band in SENTINEL2_BANDS if band in self.collect.bands]
+        return list(self.pretrain.input_bands)
+
+    @model_validator(mode="after")
+    def _input_bands_are_collected(self) -> "ExperimentSpec":
+        missing = [band for band in self.input_bands() if band not in self.collect.bands]
+        if missing:
+            raise FieldProblem("pretrain.inputBands", f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                               f"not collected (collect.bands: {', '.join(self.collect.bands)}); add "
+                               f"{'it' if len(missing) == 1 else 'them'} to collect.bands or remove "
+                               f"{'it' if len(missing) == 1 else 'them'} here")
+        return self
 
     def unpublished_image(self) -> tuple[str, str] | None:
         """(field, image) of the first image that is still the unpublished placeholder."""

@@ -14,19 +14,20 @@ THIS_RUN = "this-run"
 
 def this_run(part: Part, name: str) -> nn.Module:
     tensors, _ = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"), name)
-    model = build_backbone(name)
+    model = build_backbone(name, in_chans=tensors["conv1.weight"].shape[1])
     model.load_state_dict(tensors, strict=True)
     return model
 
 
-def baseline(label: str, name: str, storage: str) -> nn.Module:
-    """'random' (seeded), 'imagenet' (torchvision's supervised weights) or a published NAME[:VERSION]."""
+def baseline(label: str, name: str, storage: str, in_chans: int = 3) -> nn.Module:
+    """'random' (seeded, over the run's `in_chans` input bands), 'imagenet' (torchvision's supervised
+    weights) or a published NAME[:VERSION]."""
     import torch
     import torchvision
 
     if label == "random":
         torch.manual_seed(0)
-        return build_backbone(name)
+        return build_backbone(name, in_chans=in_chans)
     if label == "imagenet":
         enum = {"resnet18": torchvision.models.ResNet18_Weights, "resnet50": torchvision.models.ResNet50_Weights}[name]
         model = getattr(torchvision.models, name)(weights=enum.IMAGENET1K_V1)  # downloads once into torch's cache
@@ -40,7 +41,7 @@ def candidates(part: Part, labels: list[str]) -> dict[str, nn.Module]:
     spec = part.experiment.spec
     storage = store.storage(own=spec.storage)
     return {THIS_RUN: this_run(part, spec.pretrain.backbone),
-            **{label: baseline(label, spec.pretrain.backbone, storage) for label in labels}}
+            **{label: baseline(label, spec.pretrain.backbone, storage, len(spec.input_bands())) for label in labels}}
 
 
 # The paper's pre-training sets by size: SeCo-100K is 20,000 locations × 5 timestamps, SeCo-1M 200,000 × 5.

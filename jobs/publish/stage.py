@@ -43,7 +43,7 @@ def work(part: Part) -> dict[str, Any]:
             uri = weights.publish_backbone(storage, path, publish.name, publish.version, pretrain.backbone,
                                            pretrain.input_size, parameters, provenance,
                                            read_metrics(part.experiment_uri),
-                                           force=publish.force)
+                                           force=publish.force, bands=experiment.spec.input_bands())
     part.progress(1, 1, "versions", force=True)
     print(json.dumps({"event": "published", "uri": uri, "weights": f"{publish.name}:{publish.version}"}), flush=True)
     return {"uri": uri, "name": publish.name, "version": publish.version, "checkpoint_step": provenance["checkpoint_step"]}

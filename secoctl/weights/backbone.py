@@ -22,13 +22,28 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
-    """torchvision ResNet with fc = Identity (pooled features); weights loaded strictly when given."""
+def resnet(name: str, in_chans: int = 3) -> nn.Module:
+    """torchvision's ResNet, its stem made for `in_chans` bands when they are not its 3: random init as
+    torchvision initialises every convolution (ImageNet weights have 3 channels, so there is nothing to
+    copy; SSL4EO-S12's MoCo builder replaces conv1 the same way for its 12 and 13 bands). With 3 bands
+    nothing is replaced, so an RGB model draws the same random numbers as before."""
     import torchvision
-    from safetensors.torch import load_file
     from torch import nn
 
     model = getattr(torchvision.models, name)(weights=None)
+    if in_chans != 3:
+        model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+def build_backbone(name: str, weights: Path | None = None, in_chans: int = 3) -> nn.Module:
+    """torchvision ResNet with fc = Identity (pooled features) over `in_chans` bands; weights loaded strictly
+    when given."""
+    from safetensors.torch import load_file
+    from torch import nn
+
+    model = resnet(name, in_chans)
     model.fc = nn.Identity()
     if weights is not None:
         model.load_state_dict(load_file(str(weights)), strict=True)
@@ -42,17 +57,17 @@ def reflectance_input_class() -> type:
     from torch import nn
 
     class ReflectanceInput(nn.Module):
-        """Reflectance × 10000 → the reference's per-band stretch to [0, 1] → ImageNet normalisation → size
+        """Reflectance × 10000 → each band's stretch to [0, 1] → the weights' normalisation → size
         (size None keeps the input's, as dense tasks need)."""
 
         def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int | None,
                      resize: str = "bilinear"):
             super().__init__()
             self.resize = resize
-            self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(3, 1, 1))
-            self.register_buffer("high", torch.tensor([s[1] for s in stretch]).view(3, 1, 1))
-            self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1))
-            self.register_buffer("std", torch.tensor(std).view(3, 1, 1))
+            self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(-1, 1, 1))
+            self.register_buffer("high", torch.tensor([s[1] for s in stretch]).view(-1, 1, 1))
+            self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
+            self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
             self.size = size
 
         def forward(self, reflectance: torch.Tensor) -> torch.Tensor:
@@ -71,7 +86,8 @@ def reflectance_input_class() -> type:
 
 
 def input_transform(item: dict[str, Any]):
-    """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
+    """The callable that turns (…, C, H, W) reflectance × 10000, in the item's bands order (B04, B03, B02 for
+    the paper's RGB), into the model's input."""
     spec = item["properties"]["secoctl:input"]
     return reflectance_input_class()([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"],
                                      spec["size"])
@@ -82,7 +98,8 @@ def load(text: str, storage: str | None = None):
     storage = store.storage(storage)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
-    model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE)
+    model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE,
+                           len(item["properties"]["secoctl:input"]["bands"]))
     return model, input_transform(item)
 
 

@@ -45,7 +45,7 @@ src/benchmark/pretrain_ssl/pretrain_moco_v2_s2c.py's train_transforms and models
 Where this differs from SSL4EO-S12: its uint8 casts after brightness and contrast wrap values past 255
 round to small ones (`astype(np.uint8)` without a clip) and truncate; here values are clamped to [0, 1]
 after each of the two steps, as torchvision's jitter clamps, and nothing is rounded to 8 bits in between.
-tests/pretrain/test_augment.py compares the output statistics with those transforms written out in numpy.
+tests/pretrain/test_augment_multispectral.py compares the output statistics with those transforms written out in numpy.
 """
 
 from __future__ import annotations

@@ -51,3 +51,10 @@ def test_the_rgb_item_keeps_its_values_and_an_n_band_item_names_each_band_with_i
     assert described["stretch_rule"]["B08"] == SSL4EO_RULE
     [model_input] = item["properties"]["mlm:input"]
     assert [band["name"] for band in model_input["bands"]] == bands and model_input["input"]["shape"] == [-1, 5, 224, 224]
+
+
+def test_evaluates_random_baseline_reads_the_runs_bands():
+    from jobs.evaluate.backbones import baseline
+
+    assert baseline("random", "resnet18", storage="", in_chans=12).conv1.weight.shape == (64, 12, 7, 7)
+    assert baseline("random", "resnet18", storage="").conv1.weight.shape == (64, 3, 7, 7)

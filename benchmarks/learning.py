@@ -31,7 +31,7 @@ from jobs.localcloud import eurosat, landscape
 from jobs.pretrain.augment import BatchAugment
 from jobs.pretrain.step import train_step
 from jobs.pretrain.seco import SeCo, subspaces_for
-from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, rgb_uint8
+from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, input_uint8
 
 SIZE, TIMESTAMPS, BANDS = 64, 5, ["B04", "B03", "B02"]
 RELEASE_RGB = [3, 2, 1]  # B04, B03, B02 in the EuroSAT release's band order
@@ -43,7 +43,7 @@ def locations(rng: np.random.Generator, count: int, parcel_count: int) -> np.nda
     for _ in range(count):
         latest = date(2023, 6, 1) - timedelta(days=int(rng.integers(0, 365)))
         days = [latest - timedelta(days=84 * t) for t in range(TIMESTAMPS)]
-        cubes.append(rgb_uint8(landscape.location_series(rng, days, SIZE, tuple(BANDS), parcel_count)[1], BANDS))
+        cubes.append(input_uint8(landscape.location_series(rng, days, SIZE, tuple(BANDS), parcel_count)[1], BANDS))
     return np.stack(cubes)
 
 

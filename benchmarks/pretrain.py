@@ -40,8 +40,9 @@ from jobs.pretrain.loader import SeasonalBatches, ShardRef
 from jobs.pretrain.seco import SeCo, subspaces_for
 from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.step import train_step
-from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, rgb_uint8
+from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, input_uint8
 from jobs.shards.stage import training_location
+from secoctl.model_card import RGB_BANDS
 from secoctl.spec import SENTINEL2_BANDS
 
 PATCH, INPUT, DATES = 264, 224, 5
@@ -66,7 +67,7 @@ def record_loader(path: Path, locations: int, samples: int) -> dict:
     started, done = time.process_time(), 0
     while done < samples:
         for sample in read_shard(str(path)):
-            rgb = rgb_uint8(sample.pixels, sample.metadata["bands"])
+            rgb = input_uint8(sample.pixels, sample.metadata["bands"])
             np.ascontiguousarray(rgb[draw_slots(METHOD, rgb.shape[0], rng)])
             done += 1
             if done == samples:
@@ -218,7 +219,7 @@ def made_shards(folder: Path, locations: int, shards: int) -> tuple[Path, list[S
     record = made_record(locations)
     record_path = folder / "record.tar"
     record_path.write_bytes(encode_shard(record))
-    converted = [training_location(sample) for sample in read_shard(str(record_path))]
+    converted = [training_location(sample, list(RGB_BANDS)) for sample in read_shard(str(record_path))]
     refs = []
     for number in range(shards):
         part = converted[number::shards]

@@ -15,7 +15,7 @@ def cache_warning(experiment: Experiment) -> str | None:
     touch storage; a smaller cache still trains, but fetches part of every epoch again."""
     spec = experiment.spec
     need = epoch_bytes_per_node(spec.collect.locations, spec.collect.timestamps, spec.collect.patch_size,
-                                spec.pretrain.nodes)
+                                spec.pretrain.nodes, len(spec.input_bands()))
     have = cache_budget(spec.pretrain.resources.ephemeral_storage)
     if need <= have:
         return None

@@ -288,10 +288,11 @@ class Pretrain(Model):
 
     @field_validator("input_bands")
     @classmethod
-    def _unique_input_bands(cls, bands: list[str] | str) -> list[str] | str:
+    def _unique_input_bands(cls, bands: list[str] | str | None) -> list[str] | str | None:
+        """The paper's RGB written out is the default itself: the same run, so the same fingerprint."""
         if isinstance(bands, list) and len(set(bands)) != len(bands):
             raise ValueError("inputBands must not repeat")
-        return bands
+        return None if bands == list(RGB_BANDS) else bands
 
     @field_validator("resources")
     @classmethod

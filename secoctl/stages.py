@@ -31,6 +31,10 @@ PRETRAIN_WINDOW_STEPS = 10
 # (its weights' meta "_ops"). tests/pretrain/test_stop_on_sigterm.py checks both against torchvision.
 BACKBONE_TENSOR_ELEMENTS = {"resnet18": 11_176_512 + 9_620, "resnet50": 23_508_032 + 53_173}
 BACKBONE_GMACS_224 = {"resnet18": 1.814, "resnet50": 4.089}
+# Both ResNets' stem: 64 filters of 7 × 7 over the input bands, 112² outputs at 224 px. Each band past
+# torchvision's 3 adds this many weights and multiply-accumulates.
+STEM_ELEMENTS_PER_BAND = 64 * 7 * 7
+STEM_GMACS_224_PER_BAND = 112 * 112 * STEM_ELEMENTS_PER_BAND / 1e9
 # Conservative rates, so the estimate errs long: a slow GPU's effective fp32 training rate, a CPU pod's,
 # and one stream writing to object storage or a network volume.
 GPU_FLOP_PER_S = 5e12
@@ -110,8 +114,9 @@ def _tracking_token_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
 
 
 def _training_input(spec: ExperimentSpec) -> dict[str, Any]:
-    """What the training-shards stage derives from the record: the model's bands, stretched to uint8."""
-    return {"bands": list(RGB_BANDS), "encoding": "uint8"}
+    """What the training-shards stage derives from the record: the model's bands, stretched to uint8 (each
+    band's stretch is fixed by its name, secoctl.model_card.stretch)."""
+    return {"bands": spec.input_bands(), "encoding": "uint8"}
 
 
 def _shard_cache_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
@@ -125,29 +130,31 @@ def _subspaces(pretrain: Pretrain) -> int:
     return 3 if pretrain.method == "seco" else 1
 
 
-def pretrain_checkpoint_bytes(pretrain: Pretrain) -> int:
+def pretrain_checkpoint_bytes(pretrain: Pretrain, bands: int = len(RGB_BANDS)) -> int:
     """fp32 query and key encoders with their heads, SGD's momentum for the query side, the queues, and
     ARCHIVE_BYTES of torch.save's records, the ranks' RNG states and the metrics (whose growth over a
     long run STOP_SLACK_S covers)."""
     features = FEATURES[pretrain.backbone]
     heads = _subspaces(pretrain) * (features * features + features + features * pretrain.embedding_dim
                                     + pretrain.embedding_dim)
-    encoder = BACKBONE_TENSOR_ELEMENTS[pretrain.backbone] + heads
+    stem = STEM_ELEMENTS_PER_BAND * (bands - len(RGB_BANDS))
+    encoder = BACKBONE_TENSOR_ELEMENTS[pretrain.backbone] + stem + heads
     return 4 * (3 * encoder + _subspaces(pretrain) * pretrain.embedding_dim * pretrain.queue_size) + ARCHIVE_BYTES
 
 
-def pretrain_step_s(pretrain: Pretrain) -> float:
+def pretrain_step_s(pretrain: Pretrain, bands: int = len(RGB_BANDS)) -> float:
     """One rank's step at a conservative rate: the query's forward and backward (3 passes), each key's forward."""
-    flop_per_sample = 2e9 * BACKBONE_GMACS_224[pretrain.backbone] * (pretrain.input_size / 224) ** 2
+    gmacs = BACKBONE_GMACS_224[pretrain.backbone] + STEM_GMACS_224_PER_BAND * (bands - len(RGB_BANDS))
+    flop_per_sample = 2e9 * gmacs * (pretrain.input_size / 224) ** 2
     flop = flop_per_sample * (3 + _subspaces(pretrain)) * pretrain.batch_size / pretrain.world_size
     return flop / (GPU_FLOP_PER_S if pretrain.gpus_per_node else CPU_FLOP_PER_S)
 
 
 def pretrain_stop_s(spec: ExperimentSpec) -> int:
     """How long a pretrain worker may take from SIGTERM to its exit: the rest of its window, one checkpoint, slack."""
-    pretrain = spec.pretrain
-    return math.ceil(PRETRAIN_WINDOW_STEPS * pretrain_step_s(pretrain)
-                     + pretrain_checkpoint_bytes(pretrain) / CHECKPOINT_WRITE_BYTES_PER_S) + STOP_SLACK_S
+    pretrain, bands = spec.pretrain, len(spec.input_bands())
+    return math.ceil(PRETRAIN_WINDOW_STEPS * pretrain_step_s(pretrain, bands)
+                     + pretrain_checkpoint_bytes(pretrain, bands) / CHECKPOINT_WRITE_BYTES_PER_S) + STOP_SLACK_S
 
 
 def _pretrain_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:

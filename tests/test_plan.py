@@ -45,6 +45,14 @@ def test_a_field_at_its_default_is_not_part_of_the_fingerprint():
     assert plan._stage_config(written_out, "evaluate") == [{"task": "eurosat"}]
 
 
+def test_input_bands_move_the_training_shards_and_later_stages_and_rgb_written_out_moves_nothing():
+    rgb = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "inputBands": ["B04", "B03", "B02"]}})
+    assert plan.changed_stages(experiment(**FULL), rgb) == []
+    every_band = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "inputBands": "all"}})
+    assert plan.changed_stages(experiment(**FULL), every_band) == ["shards", "pretrain", "evaluate", "publish"]
+    assert plan._stage_config(every_band, "shards")["bands"] == list(every_band.spec.collect.bands)
+
+
 def test_the_fingerprints_of_a_fixed_spec_do_not_move():
     """Each finished stage of every experiment holds its fingerprint: a change to how they are computed
     makes every user's finished stages "changed". Change these only with a reason in the release notes."""

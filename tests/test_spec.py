@@ -42,6 +42,10 @@ BAD_SPECS = {
     "credentials in URI": (MINIMAL + "spec: {storage: 's3://AKIA:abc@bucket/x'}\n",
                            "spec.storage: credentials must not be written into the URI"),
     "bad band": (MINIMAL + "spec: {collect: {bands: [B02, B10]}}\n", "spec.collect.bands[1]:"),
+    "input band not collected": (MINIMAL + "spec: {collect: {bands: [B02, B03, B04]}, pretrain: {inputBands: [B04, B08]}}\n",
+                                 "spec.pretrain.inputBands: B08 is not collected (collect.bands: B02, B03, B04)"),
+    "input band twice": (MINIMAL + "spec: {pretrain: {inputBands: [B08, B08]}}\n",
+                         "spec.pretrain.inputBands: inputBands must not repeat"),
     "bad YAML": (MINIMAL + "spec: {collect: [\n", "invalid YAML: line"),
     "wrong kind": (MINIMAL.replace("kind: Experiment", "kind: Pod"), "kind: Input should be 'Experiment'"),
     "our label": (MINIMAL.replace("{name: demo}", "{name: demo, labels: {seco.dev/experiment: victim}}"),
@@ -283,6 +287,16 @@ def test_a_specs_own_storage_wins_over_the_environment_and_a_different_storage_o
     with pytest.raises(typer.Exit):
         _on_storage(bare, None)
     assert capsys.readouterr().err.startswith("$SECOCTL_STORAGE: spec.storage: 'file://relative' is not an absolute")
+
+
+def test_input_bands_all_are_the_collected_ones_in_sentinel2_order_and_rgb_is_the_default():
+    document = {"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "demo"},
+                "spec": {"collect": {"bands": ["B08", "B04", "B02", "B03"]}, "pretrain": {"inputBands": "all"}}}
+    assert parse_experiment(document).spec.input_bands() == ["B02", "B03", "B04", "B08"]
+    document["spec"]["pretrain"] = {"inputBands": ["B04", "B03", "B02"]}
+    written_out = parse_experiment(document)
+    assert written_out.spec.pretrain.input_bands is None and written_out.spec.input_bands() == ["B04", "B03", "B02"]
+    assert "inputBands" not in written_out.to_yaml_dict()["spec"]["pretrain"]
 
 
 def test_a_pretrain_node_whose_disk_cannot_cache_an_epoch_is_warned_about_not_refused(tmp_path):

@@ -15,14 +15,14 @@ from secoctl.model_card import RGB_BANDS, input_description
 THIS_RUN = "this-run"
 
 
-def this_run(part: Part, name: str, in_chans: int) -> nn.Module:
-    tensors, _ = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"), name, in_chans)
-    model = build_backbone(name, in_chans=in_chans)
+def this_run(part: Part, name: str) -> nn.Module:
+    tensors, _ = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"), name)
+    model = build_backbone(name, in_chans=tensors["conv1.weight"].shape[1])
     model.load_state_dict(tensors, strict=True)
     return model
 
 
-def baseline(label: str, name: str, storage: str, in_chans: int) -> nn.Module:
+def baseline(label: str, name: str, storage: str, in_chans: int = 3) -> nn.Module:
     """'random' (seeded, over this run's `in_chans` bands), 'imagenet' (torchvision's supervised weights, RGB)
     or a published NAME[:VERSION] (over the bands it lists)."""
     import torch
@@ -44,7 +44,7 @@ def candidates(part: Part, labels: list[str]) -> dict[str, nn.Module]:
     spec = part.experiment.spec
     storage = store.storage(own=spec.storage)
     in_chans = len(spec.input_bands())
-    return {THIS_RUN: this_run(part, spec.pretrain.backbone, in_chans),
+    return {THIS_RUN: this_run(part, spec.pretrain.backbone),
             **{label: baseline(label, spec.pretrain.backbone, storage, in_chans) for label in labels}}
 
 

@@ -28,6 +28,24 @@ Where this differs from the reference's torchvision on PIL uint8 images:
 - the flip is applied after the crop: since the crop's offset is uniform over the positions that
   fit, cropping a mirrored image and mirroring a crop give the same distribution.
 tests/pretrain/test_augment.py compares the output statistics with the reference pipeline.
+
+Any input other than the paper's RGB (B04, B03, B02, in that order: `spec.pretrain.inputBands`) gets
+SSL4EO-S12's multispectral MoCo transforms instead of the colour steps (zhu-xlab/SSL4EO-S12,
+src/benchmark/pretrain_ssl/pretrain_moco_v2_s2c.py's train_transforms and models/rs_transforms_uint8.py):
+- crop, flip and blur as for RGB (the same kernels: none of them looks across bands);
+- RandomApply([RandomBrightness(0.4), RandomContrast(0.4)], p 0.8), in that fixed order: brightness
+  scales every band by one factor in [0.6, 1.4]; contrast scales each band about its own mean over the
+  image by one factor in [0.6, 1.4] (its np.mean over height and width), where RGB's pulls every
+  channel towards the mean grey level;
+- ToGray with p 0.2: every band replaced by the mean of the bands (no luma weights exist for 12 bands);
+- hue and saturation have no replacement: a hue is an angle on the RGB colour circle and saturation a
+  pull towards a pixel's luma, neither defined for N bands, and SSL4EO-S12 drops both (its channel drop
+  is commented out of that transform, so it is not added here either);
+- no normalisation after the [0, 1] scaling, as its ToTensor is the last step (secoctl.model_card.normalisation).
+Where this differs from SSL4EO-S12: its uint8 casts after brightness and contrast wrap values past 255
+round to small ones (`astype(np.uint8)` without a clip) and truncate; here values are clamped to [0, 1]
+after each of the two steps, as torchvision's jitter clamps, and nothing is rounded to 8 bits in between.
+tests/pretrain/test_augment_multispectral.py compares the output statistics with those transforms written out in numpy.
 """
 
 from __future__ import annotations
@@ -38,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secoctl.model_card import IMAGENET_MEAN, IMAGENET_STD
+from secoctl.model_card import RGB_BANDS, normalisation
 
 CROP_SCALE, CROP_RATIO, CROP_TRIES = (0.2, 1.0), (3 / 4, 4 / 3), 10
 JITTER_P, GREY_P, BLUR_P, FLIP_P = 0.8, 0.2, 0.5, 0.5
@@ -184,6 +202,29 @@ def blur(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     return F.conv2d(vertical, kernels[:, None, None, :], groups=count * channels).view_as(images)
 
 
+def spectral_jitter_and_grey(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """SSL4EO-S12's RandomApply([RandomBrightness(0.4), RandomContrast(0.4)], p 0.8), then ToGray with p 0.2,
+    of (N, C, H, W) in [0, 1], any C.
+
+    draws (N, 4), uniform in [0, 1): the brightness factor, the contrast factor, whether to jitter, whether to grey.
+    """
+    jittered = draws[:, 2] < JITTER_P
+    brightness = torch.where(jittered, 1 + BRIGHTNESS * (2 * draws[:, 0] - 1), 1)[:, None, None, None]
+    contrast = torch.where(jittered, 1 + CONTRAST * (2 * draws[:, 1] - 1), 1)[:, None, None, None]
+    images = (images * brightness).clamp_(0, 1)
+    band_mean = images.mean((2, 3), keepdim=True)
+    images = ((images - band_mean) * contrast + band_mean).clamp_(0, 1)
+    return torch.where((draws[:, 3] < GREY_P)[:, None, None, None], images.mean(1, keepdim=True), images)
+
+
+class SpectralArtificial(nn.Module):
+    """SSL4EO-S12's brightness, contrast, band-mean grey and blur of whole images, (N, C, H, W) in [0, 1]."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        draws = torch.rand(images.shape[0], 6, device=images.device)
+        return blur(spectral_jitter_and_grey(images, draws[:, :4]), draws[:, 4:])
+
+
 class Artificial(nn.Module):
     """Colour jitter, grayscale and blur of whole images, (N, 3, H, W) in [0, 1]; the flip comes after the crop."""
 
@@ -206,17 +247,19 @@ class ResizedCrop(nn.Module):
 
 
 class BatchAugment(nn.Module):
-    def __init__(self, size: int, augmented: tuple[bool, ...], augment_first: bool, view_slots: tuple[int, ...]):
+    def __init__(self, size: int, augmented: tuple[bool, ...], augment_first: bool, view_slots: tuple[int, ...],
+                 bands: tuple[str, ...] | list[str] = RGB_BANDS):
         super().__init__()
         if len(augmented) != len(view_slots):
             raise ValueError(f"{len(augmented)} augmented flags for {len(view_slots)} views")
         self.augmented, self.augment_first, self.view_slots = augmented, augment_first, view_slots
         self.crop = ResizedCrop(size)
-        self.artificial = Artificial()
+        self.artificial = Artificial() if tuple(bands) == RGB_BANDS else SpectralArtificial()
+        mean, std = normalisation(bands)
         # Index tensors live on the device with the module, so indexing never copies from the host.
         augmented_views = [view for view, marked in enumerate(augmented) if marked]
-        for name, value in {"mean": torch.tensor(IMAGENET_MEAN)[:, None, None],
-                            "std": torch.tensor(IMAGENET_STD)[:, None, None],
+        for name, value in {"mean": torch.tensor(mean)[:, None, None],
+                            "std": torch.tensor(std)[:, None, None],
                             "slot_of_view": torch.tensor(view_slots)[:, None],
                             "marked": torch.tensor(augmented)[:, None],
                             "augmented_views": torch.tensor(augmented_views, dtype=torch.long),
@@ -226,8 +269,8 @@ class BatchAugment(nn.Module):
 
     @torch.no_grad()
     def forward(self, slots: torch.Tensor) -> list[torch.Tensor]:
-        """uint8 (batch, slots, 3, H, W) on the training device -> one normalised float32 batch per view,
-        (batch, 3, size, size), channels_last. View v is made from slots[:, view_slots[v]]; views with
+        """uint8 (batch, slots, C, H, W) on the training device -> one normalised float32 batch per view,
+        (batch, C, size, size), channels_last. View v is made from slots[:, view_slots[v]]; views with
         augmented[v] get the artificial augmentation. augment_first: jitter/grey/blur/flip the whole
         image, then crop (the reference's seco order); else crop first, then augment (MoCo-v2's order)."""
         batch, slot_count = slots.shape[:2]

@@ -46,9 +46,10 @@ def latest(directory: str) -> dict[str, Any] | None:
     return None
 
 
-def final_backbone(directory: str, backbone: str, in_chans: int = 3) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The newest checkpoint's query encoder in torchvision's key names (checked by a strict load over
-    `in_chans` bands), and the checkpoint itself: what evaluate measures and publish ships."""
+def final_backbone(directory: str, backbone: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The newest checkpoint's query encoder in torchvision's key names (checked by a strict load into a
+    backbone over as many bands as its stem reads), and the checkpoint itself: what evaluate measures and
+    publish ships."""
     from jobs.common.backbone import build_backbone
     from secoctl.backbone_keys import from_encoder_q
 
@@ -57,5 +58,5 @@ def final_backbone(directory: str, backbone: str, in_chans: int = 3) -> tuple[di
         raise RuntimeError(f"no readable pretrain checkpoint under {directory}")
     state = checkpoint["model"]
     tensors = {name: state[key].detach().cpu().contiguous() for name, key in from_encoder_q(state).items()}
-    build_backbone(backbone, in_chans=in_chans).load_state_dict(tensors, strict=True)
+    build_backbone(backbone, in_chans=tensors["conv1.weight"].shape[1]).load_state_dict(tensors, strict=True)
     return tensors, checkpoint

@@ -24,14 +24,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models
 
+from jobs.common.backbone import resnet as torchvision_resnet
 from secoctl.model_card import FEATURES as FEATURE_DIMS
 
 
-def backbone(name: str) -> nn.Sequential:
-    """torchvision ResNet without fc, laid out as the reference's encoder_q (index 0 = conv1)."""
-    resnet = getattr(models, name)(weights=None)
+def backbone(name: str, in_chans: int = 3) -> nn.Sequential:
+    """torchvision ResNet without fc over `in_chans` bands, laid out as the reference's encoder_q (index 0 = conv1)."""
+    resnet = torchvision_resnet(name, in_chans)
     return nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1,
                          resnet.layer2, resnet.layer3, resnet.layer4, resnet.avgpool, nn.Flatten(1))
 
@@ -57,12 +57,12 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 
 class SeCo(nn.Module):
     def __init__(self, backbone_name: str = "resnet50", subspaces: int = 3, embedding_dim: int = 128,
-                 queue_size: int = 16_384, momentum: float = 0.999, temperature: float = 0.07):
+                 queue_size: int = 16_384, momentum: float = 0.999, temperature: float = 0.07, in_chans: int = 3):
         super().__init__()
         feature_dim = FEATURE_DIMS[backbone_name]
         self.subspaces, self.queue_size = subspaces, queue_size
         self.momentum, self.temperature = momentum, temperature
-        self.encoder_q = backbone(backbone_name)
+        self.encoder_q = backbone(backbone_name, in_chans)
         self.heads_q = nn.ModuleList(projection_head(feature_dim, embedding_dim) for _ in range(subspaces))
         self.encoder_k = copy.deepcopy(self.encoder_q)
         self.heads_k = copy.deepcopy(self.heads_q)

@@ -90,8 +90,9 @@ def work(part: Part) -> dict[str, Any]:
     checkpoint_dir = part.tree.path("checkpoints")
 
     torch.manual_seed(spec.seed)  # the same initial weights on every rank
+    bands = part.experiment.spec.input_bands()
     model = SeCo(spec.backbone, subspaces_for(spec.method), spec.embedding_dim, spec.queue_size,
-                 spec.encoder_momentum, spec.temperature).to(device, memory_format=torch.channels_last)
+                 spec.encoder_momentum, spec.temperature, len(bands)).to(device, memory_format=torch.channels_last)
     trainable = [*model.encoder_q.parameters(), *model.heads_q.parameters()]
     optimizer = torch.optim.SGD(trainable, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
@@ -116,7 +117,7 @@ def work(part: Part) -> dict[str, Any]:
                               cache, first_epoch=step // steps_per_epoch, fetch_ahead=spec.loader_workers)
     feed = DeviceFeed(batches, device)
     augment = BatchAugment(spec.input_size, AUGMENTED[spec.method], augments_before_crop(spec.method, spec.augment_order),
-                           VIEW_SLOTS[spec.method]).to(device)
+                           VIEW_SLOTS[spec.method], bands).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
 
     def checkpoint() -> None:

@@ -1,4 +1,4 @@
-"""Which timestamps become the query and keys, and the paper's input scaling of Sentinel-2 RGB.
+"""Which timestamps become the query and keys, and the input bands' scaling to uint8.
 
 Views are chosen per sample on the CPU (cheap indexing); the augmentations themselves run on the
 GPU in batches (jobs/pretrain/augment.py).
@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from secoctl.model_card import RGB_BANDS as RGB
-from secoctl.model_card import stretch
+from secoctl.model_card import SSL4EO_S2_L2A_MEAN, stretch
 
-# The reference's fixed per-band stretch, in reflectance × 10000; published weights carry the same.
-STRETCH = {band: stretch(band) for band in RGB}
+# Each band's fixed stretch, in reflectance × 10000 (the reference's for RGB, SSL4EO-S12's mean ± 2σ for the
+# rest: secoctl.model_card.stretch); published weights carry the same.
+STRETCH = {band: stretch(band) for band in SSL4EO_S2_L2A_MEAN}
 
 
 # Which views get the artificial augmentation, per method; the first view is the query.
@@ -42,10 +43,10 @@ def draw_slots(method: str, timestamps: int, rng: np.random.Generator) -> list[i
     return [int(t) for t in rng.integers(0, timestamps, max(VIEW_SLOTS[method]) + 1)]
 
 
-def rgb_uint8(pixels: np.ndarray, bands: list[str]) -> np.ndarray:
-    """(T, C, H, W) uint16 reflectance -> (T, 3, H, W) uint8 in the reference's stretch."""
-    order = [bands.index(band) for band in RGB]
-    low = np.array([STRETCH[b][0] for b in RGB], dtype=np.float32)[None, :, None, None]
-    high = np.array([STRETCH[b][1] for b in RGB], dtype=np.float32)[None, :, None, None]
+def input_uint8(pixels: np.ndarray, bands: list[str], input_bands: tuple[str, ...] | list[str] = RGB) -> np.ndarray:
+    """(T, C, H, W) uint16 reflectance in `bands` order -> (T, len(input_bands), H, W) uint8, each band stretched."""
+    order = [bands.index(band) for band in input_bands]
+    low = np.array([STRETCH[b][0] for b in input_bands], dtype=np.float32)[None, :, None, None]
+    high = np.array([STRETCH[b][1] for b in input_bands], dtype=np.float32)[None, :, None, None]
     scaled = (pixels[:, order].astype(np.float32) - low) / (high - low)
     return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)

@@ -44,7 +44,7 @@ def work(part: Part) -> dict[str, Any]:
             uri = weights.publish_backbone(storage, path, publish.name, publish.version, pretrain.backbone,
                                            pretrain.input_size, parameters, provenance,
                                            read_metrics(part.experiment_uri),
-                                           force=publish.force)
+                                           force=publish.force, bands=experiment.spec.input_bands())
     run = tracking.run_of(experiment)
     if run:
         run.tag("weights", f"{publish.name}:{publish.version}")

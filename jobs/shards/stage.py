@@ -14,15 +14,14 @@ from typing import Any
 from jobs.common.part import Part
 from jobs.common.shards import Sample, read_shard, shard_entries
 from jobs.common.training_shards import Location, encode
-from jobs.pretrain.views import STRETCH, rgb_uint8
+from jobs.pretrain.views import STRETCH, input_uint8
 from secoctl import store
-from secoctl.model_card import RGB_BANDS
 
 
-def training_location(sample: Sample) -> Location:
-    """The reference's stretch of the input bands to uint8; the record's metadata travels along."""
-    pixels = rgb_uint8(sample.pixels, sample.metadata["bands"])
-    metadata = {"bands": list(RGB_BANDS), "stretch": {band: list(STRETCH[band]) for band in RGB_BANDS},
+def training_location(sample: Sample, input_bands: list[str]) -> Location:
+    """Each input band's stretch to uint8 (views.STRETCH); the record's metadata travels along."""
+    pixels = input_uint8(sample.pixels, sample.metadata["bands"], input_bands)
+    metadata = {"bands": list(input_bands), "stretch": {band: list(STRETCH[band]) for band in input_bands},
                 "source": {key: sample.metadata[key] for key in ("dates", "scene_ids", "location")
                            if key in sample.metadata}}
     return Location(sample.key, pixels, metadata)
@@ -31,11 +30,12 @@ def training_location(sample: Sample) -> Location:
 def work(part: Part) -> dict[str, Any]:
     collected = shard_entries(part.input_index("collect"))
     mine = collected[part.index::part.parts]
+    input_bands = part.experiment.spec.input_bands()
     shards = []
     for done, entry in enumerate(mine):
         uri = part.tree.path("data", entry["uri"].rsplit("/", 1)[-1])
         if not store.exists(uri):
-            store.write_bytes(uri, encode([training_location(sample) for sample in read_shard(entry["uri"])]))
+            store.write_bytes(uri, encode([training_location(sample, input_bands) for sample in read_shard(entry["uri"])]))
         shards.append({"uri": uri, "samples": entry["samples"], "keys": entry["keys"]})
         part.progress(done + 1, len(mine), "shards", counts=("shards",), shards=done + 1)
     return {"shards": shards}

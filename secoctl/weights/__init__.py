@@ -36,7 +36,8 @@ def load(text: str, storage: str | None = None):
 
 
 def input_transform(item: dict[str, Any]):
-    """The callable that turns (…, 3, H, W) reflectance × 10000 (B04, B03, B02) into the model's input."""
+    """The callable that turns (…, C, H, W) reflectance × 10000, in the item's bands order (B04, B03, B02 for the
+    paper's RGB), into the model's input."""
     from secoctl.weights import backbone
 
     return backbone.input_transform(item)

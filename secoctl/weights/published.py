@@ -24,6 +24,7 @@ from typing import Any
 
 from secoctl import store
 from secoctl.errors import UserError
+from secoctl.model_card import RGB_BANDS
 from secoctl.weights.header import safetensors_header
 
 WEIGHTS_FILE = "model.safetensors"
@@ -33,6 +34,7 @@ NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?")
 VERSION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?")
 READ_CHUNK = 4 * 2**20
 MAX_INPUT_SIZE = 8192  # pixels per side of a model's input: a published item claiming more is not a model card
+MAX_INPUT_BANDS = 64  # input bands of a model: Sentinel-2 has 13, a hyperspectral sensor a few hundred at most
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,11 @@ def parse_item(text: str, where: str) -> dict[str, Any]:
         item = json.loads(text)
         properties = item["properties"]
         spec = properties["secoctl:input"]
-        numbers = [*spec["mean"], *spec["std"], *(bound for band in spec["bands"] for bound in spec["stretch"][band])]
-        well_formed = (properties["secoctl:backbone"] in FEATURES and len(spec["bands"]) == 3
-                       and len(spec["mean"]) == len(spec["std"]) == 3 and len(numbers) == 12
+        bands = spec["bands"]
+        numbers = [*spec["mean"], *spec["std"], *(bound for band in bands for bound in spec["stretch"][band])]
+        well_formed = (properties["secoctl:backbone"] in FEATURES and 1 <= len(bands) <= MAX_INPUT_BANDS
+                       and all(type(band) is str for band in bands) and len(set(bands)) == len(bands)
+                       and len(spec["mean"]) == len(spec["std"]) == len(bands) and len(numbers) == 4 * len(bands)
                        and all(type(n) in (int, float) for n in numbers)
                        and (spec["size"] is None or type(spec["size"]) is int and 0 < spec["size"] <= MAX_INPUT_SIZE))
     except (ValueError, KeyError, TypeError, RecursionError):
@@ -269,10 +273,11 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
 
 def publish_backbone(storage: str, weights_file: Path, name: str, version: str, backbone: str, input_size: int,
                      parameters: int, provenance: dict[str, Any], metrics: dict[str, Any] | None = None,
-                     force: bool = False) -> str:
+                     force: bool = False, bands: tuple[str, ...] | list[str] = RGB_BANDS) -> str:
+    """`bands`: the input bands in the stem's channel order."""
     from secoctl.model_card import model_item
 
-    item = model_item(name, version, backbone, input_size, parameters, provenance, metrics)
+    item = model_item(name, version, backbone, input_size, parameters, provenance, metrics, bands)
     with tempfile.TemporaryDirectory(prefix="secoctl-publish-") as scratch:
         item_path = Path(scratch, ITEM_FILE)
         item_path.write_text(json.dumps(item, indent=1))

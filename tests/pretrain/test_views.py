@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from jobs.pretrain.augment import BatchAugment
-from jobs.pretrain.views import AUGMENTED, STRETCH, VIEW_SLOTS, augments_before_crop, draw_slots, rgb_uint8
+from jobs.pretrain.views import AUGMENTED, STRETCH, VIEW_SLOTS, augments_before_crop, draw_slots, input_uint8
 
 
 def test_seco_views_follow_the_paper():
@@ -23,7 +23,7 @@ def test_reflectance_is_stretched_like_the_reference_uint8_quantiles():
     for column, band in enumerate(["B02", "B03", "B04"]):
         low, high = STRETCH[band]
         pixels[0, bands.index(band), 0] = [int(low), int((low + high) / 2), int(high) + 1]
-    rgb = rgb_uint8(pixels, bands)  # output order B04, B03, B02
+    rgb = input_uint8(pixels, bands)  # output order B04, B03, B02
     assert rgb.shape == (1, 3, 1, 3) and rgb.dtype == np.uint8
     np.testing.assert_allclose(rgb[0, :, 0, 0], 0, atol=1)
     np.testing.assert_allclose(rgb[0, :, 0, 1], 127, atol=1)

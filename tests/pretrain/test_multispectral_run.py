@@ -1,0 +1,62 @@
+"""`inputBands: all` end to end on the made world, whose land covers each have a 12-band spectrum:
+collect, training shards, pretrain and publish through the embedded executor, then the published weights
+loaded as users load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs.common.shards import shard_entries
+from jobs.common.training_shards import TrainingShard
+from jobs.localcloud.cloud import built_world, serve
+from jobs.pretrain import checkpoints
+from secoctl import store, weights
+from secoctl.backends.local import LocalExecutor
+from secoctl.model_card import SSL4EO_RULE, stretch
+from secoctl.spec import SENTINEL2_BANDS
+from secoctl.specfile import load_documents
+
+SPEC = """
+apiVersion: seco.dev/v1alpha1
+kind: Experiment
+metadata: {{name: every-band}}
+spec:
+  collect: {{source: stac, stacUrl: "{stac_url}", locations: 6, cities: 30, patchSize: 32, referenceDate: "2022-06-01",
+            samplesPerShard: 3, workers: 1}}
+  pretrain: {{backbone: resnet18, inputBands: all, maxSteps: 4, batchSize: 4, queueSize: 8, inputSize: 32,
+             lrMilestones: [], loaderWorkers: 0, checkpointEverySteps: 4, bf16: false, nodes: 1, gpusPerNode: 0}}
+  publish: {{name: every-band-rn18, version: "1"}}
+"""
+
+
+@pytest.mark.slow
+def test_every_collected_band_reaches_the_model_and_the_published_weights_name_them(tmp_path: Path, storage: Path):
+    collect = load_documents(SPEC.format(stac_url="http://127.0.0.1:1"), "every-band.yaml")[0].spec.collect
+    world = built_world(collect, tmp_path / "worlds", bands=SENTINEL2_BANDS)
+    with serve(world) as cloud:
+        experiment = load_documents(SPEC.format(stac_url=cloud.stac_url), "every-band.yaml")[0]
+        LocalExecutor(storage.as_uri()).apply(experiment)
+    root = store.experiment_uri(storage.as_uri(), "every-band")
+
+    shard = store.read_json(store.join(root, "shards", "index.json"))
+    first = TrainingShard(shard_entries(shard)[0]["uri"].removeprefix("file://"))
+    assert first.locations[0]["shape"] == (12, 32, 32)
+    assert first.location(0).std() > 0  # the made spectra reach the shards, not a constant
+
+    state = checkpoints.latest(store.join(root, "pretrain", "checkpoints"))
+    assert state["step"] == 4 and state["model"]["encoder_q.0.weight"].shape == (64, 12, 7, 7)
+
+    item = weights.show(storage.as_uri(), "every-band-rn18")
+    described = item["properties"]["secoctl:input"]
+    assert described["bands"] == list(SENTINEL2_BANDS)
+    assert described["stretch"]["B08"] == list(stretch("B08")) and described["stretch_rule"]["B08"] == SSL4EO_RULE
+    assert described["mean"] == [0.0] * 12 and described["std"] == [1.0] * 12
+    [model_input] = item["properties"]["mlm:input"]
+    assert [band["name"] for band in model_input["bands"]] == list(SENTINEL2_BANDS)
+    assert model_input["input"]["shape"] == [-1, 12, 32, 32]
+    model, transform = weights.load("every-band-rn18", storage=storage.as_uri())
+    features = model(transform(torch.full((2, 12, 40, 40), 1500.0)))
+    assert features.shape == (2, 512) and torch.isfinite(features).all()

@@ -6,7 +6,10 @@ worker included), passes each line through to its own stdout, so `kubectl logs` 
 keeps the log in storage as the embedded executor does: `<stage>/logs/<index>.log`, rewritten
 every few seconds. A long run's log is sealed in chunks of CHUNK_BYTES, `<index>.<n>.log`
 (n = 00001, 00002, ...), that are written once, so an upload never grows past a chunk; the live
-tail stays in `<index>.log`. `secoctl.partlog` reads them back in order.
+tail stays in `<index>.log`. `secoctl.partlog` reads them back in order. A later pod of the same
+part (one readmitted after a Kueue preemption, or a retry) continues that log after the earlier
+pod's: the earlier tail is sealed as the next chunk, so its last lines (a "stopped" line, a
+traceback) are not overwritten.
 
 The last failure line the part printed (partlog.failure_line) is written to --termination-log, the
 pod's terminationMessagePath, so `status` shows the cause from the pod without reading storage.
@@ -27,7 +30,7 @@ import sys
 import threading
 
 from secoctl import store
-from secoctl.partlog import chunk_uri, failure_message, live_uri
+from secoctl.partlog import chunk_uri, failure_message, files, live_uri
 
 FLUSH_S = 5.0
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -42,6 +45,17 @@ class StorageLog:
         self.tail = bytearray()
         self.dirty = False
         self.lock = threading.Lock()
+
+    def continue_earlier(self) -> None:
+        """Keep an earlier pod's log of this part: number new chunks after its chunks, seal its tail as one."""
+        earlier = files(self.stage_uri, self.index)
+        live = live_uri(self.stage_uri, self.index)
+        self.sealed = max((int(uri.rsplit("/", 1)[1].split(".")[1]) for uri in earlier if uri != live), default=0)
+        tail = store.read_bytes(live) if live in earlier else b""
+        if tail:
+            self.sealed += 1
+            store.write_bytes(chunk_uri(self.stage_uri, self.index, self.sealed), tail)
+            store.write_bytes(live, b"")
 
     def write(self, data: bytes) -> None:
         with self.lock:
@@ -79,6 +93,10 @@ def _terminate_with(path: str | None, failure: bytes | None) -> None:
 
 def run(stage_uri: str, index: int, argv: list[str], termination_log: str | None = None) -> int:
     log = StorageLog(stage_uri, index)
+    try:
+        log.continue_earlier()
+    except Exception as error:  # noqa: BLE001 - storage hiccups must not keep the part from running
+        print(f"logged: cannot read the part's earlier log: {error}", file=sys.stderr, flush=True)
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     forwarded: list[int] = []

@@ -73,3 +73,20 @@ def test_a_long_log_is_sealed_in_chunks_read_back_in_order(s3):
         data = store.read_bytes(store.join(stage_uri, "logs", name))
         assert data.endswith(b"\n") and len(data) <= 64
     assert partlog.read(stage_uri, 2) == b"".join(lines).decode()
+
+
+def test_a_later_pod_of_the_same_part_continues_the_log_after_the_earlier_pods(s3):
+    """A pod readmitted after a Kueue preemption (or a retry) must not overwrite the log of the pod it
+    replaces: that log's last lines say where the preempted run stopped."""
+    from jobs.common.logged import run
+
+    stage_uri = f"s3://{BUCKET}/readmitted/pretrain"
+    earlier = StorageLog(stage_uri, 0, chunk_bytes=64)
+    for i in range(6):
+        earlier.write(f"step {i:04d} of the preempted pod\n".encode())
+    earlier.flush()
+    first = partlog.read(stage_uri, 0)
+    assert run(stage_uri, 0, [sys.executable, "-c", "print('resumed')"]) == 0
+    assert partlog.read(stage_uri, 0) == first + "resumed\n"
+    assert run(stage_uri, 0, [sys.executable, "-c", "print('once more')"]) == 0
+    assert partlog.read(stage_uri, 0) == first + "resumed\nonce more\n"

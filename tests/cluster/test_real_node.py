@@ -8,6 +8,11 @@ nodes, torchrun's c10d rendezvous at pod 0's name under the headless Service, re
 evaluate and publish, all in the namespace that enforces the restricted Pod Security profile, with
 storage on a hostPath PersistentVolume. The small spec keeps the quickstart's shape with fewer
 locations and steps: two cores run every pod.
+
+The same experiment under Kueue (its real controller, tests/cluster/kueue.py) is preempted in the
+middle of pretrain by a Job of a higher priority: the pretrain pods get SIGTERM, checkpoint the step
+they reached and exit 143; Kueue readmits the same Job once the urgent one is done, and its new pods
+resume from that checkpoint (the only one: checkpointEverySteps is above maxSteps).
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ import yaml
 from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import free_port
-from secoctl import render, store
+from secoctl import partlog, render, store
 from secoctl.specfile import load_documents
+from secoctl.stages import PRETRAIN_WINDOW_STEPS
+from secoctl.tree import StageTree
+from tests.cluster import kueue as kueue_build
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
+from tests.cluster.kueue import Kueue
 from tests.cluster.realnode import node as realnode
 
 STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
@@ -41,7 +50,7 @@ pytestmark = [
 ]
 
 
-def spec(image: str, storage: Path, stac_url: str, eurosat_path: Path) -> dict:
+def spec(image: str, storage: Path, stac_url: str, eurosat_path: Path, name: str = EXPERIMENT, **pretrain) -> dict:
     quickstart = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     body = quickstart["spec"]
     body.update(storage=storage.as_uri(), storageClaim=CLAIM, image=image, imagePullPolicy="IfNotPresent",
@@ -49,15 +58,18 @@ def spec(image: str, storage: Path, stac_url: str, eurosat_path: Path) -> dict:
     body["collect"].update(stacUrl=stac_url, locations=24, cities=40, patchSize=32, samplesPerShard=6,
                            resources={"cpu": "1", "memory": "2Gi"})
     body["pretrain"].update(nodes=2, maxSteps=6, batchSize=8, queueSize=64, inputSize=32, checkpointEverySteps=3,
-                            resources={"cpu": "900m", "memory": "3Gi"})
+                            resources={"cpu": "900m", "memory": "3Gi"}, **pretrain)
     body["evaluate"][0].update(epochs=2, dataPath=str(eurosat_path))
-    body["publish"] = {"name": "realpods-rn18", "version": "1"}
-    return {**quickstart, "metadata": {"name": EXPERIMENT}}
+    body["publish"] = {"name": f"{name}-rn18", "version": "1"}
+    return {**quickstart, "metadata": {"name": name}}
 
 
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory):
-    with realnode.cluster(tmp_path_factory.mktemp("realnode"), log=lambda line: print(line, file=sys.stderr)) as real:
+    workdir = tmp_path_factory.mktemp("realnode")
+    # The version-stamped kube-apiserver, which Kueue requires (the preemption test starts it).
+    with realnode.cluster(workdir, log=lambda line: print(line, file=sys.stderr),
+                          bin=kueue_build.control_plane_bin(workdir / "bin")) as real:
         prepare(real.plane, tmp_path_factory)
         os.chown(real.plane.storage, render.RUN_AS_USER, render.RUN_AS_USER)  # hostPath gets no fsGroup
         os.chmod(real.plane.storage, 0o2775)
@@ -130,3 +142,147 @@ def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert any((tmp_path / "w").glob("*.safetensors"))
     assert json.loads(secoctl(env, "status", "-n", NAMESPACE, "-o", "json").stdout)
+
+
+PREEMPTED = "preempted"
+QUEUE, CLUSTER_QUEUE = "gpu-queue", "gpu-cluster-queue"  # manifests/kueue
+URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made here
+PREEMPT_STEPS = 100  # ten logging windows: the preemption lands well before the end
+
+
+@pytest.fixture(scope="module")
+def kueue(real_cluster):
+    plane = real_cluster.plane
+    controller = Kueue(plane).start()
+    plane.kubectl("apply", "-f", str(ROOT / "manifests" / "kueue"))
+    plane.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": URGENT},
+        "value": 2000, "description": "test: work that may preempt seco-batch"}))
+    yield controller
+    controller.stop()
+
+
+def cpu_quota(plane, cpu: str) -> None:
+    queue = kube_json(plane, "get", "clusterqueue", CLUSTER_QUEUE)
+    resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
+    index = next(i for i, r in enumerate(resources) if r["name"] == "cpu")
+    plane.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
+        {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{index}/nominalQuota", "value": cpu}]))
+
+
+def urgent_job(image: str, cpu: str) -> dict:
+    """A short Job of a higher priority in the same queue, as the restricted profile admits it."""
+    container = {"name": "urgent", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "2"],
+                 "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}, "limits": {"cpu": cpu, "memory": "64Mi"}},
+                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "urgent", "namespace": NAMESPACE, "labels": {"kueue.x-k8s.io/queue-name": QUEUE}},
+            "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
+                "priorityClassName": URGENT, "restartPolicy": "Never", "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": render.RUN_AS_USER,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [container]}}}}
+
+
+def has_condition(obj: dict, kind: str) -> dict | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions", [])
+                 if c["type"] == kind and c["status"] == "True"), None)
+
+
+def events(log: str) -> list[dict]:
+    """The part's JSON event lines ({"event": ...}), in order."""
+    found = []
+    for line in log.splitlines():
+        start = line.find('{"event"')
+        if start >= 0:
+            try:
+                found.append(json.loads(line[start:]))
+            except ValueError:
+                continue
+    return found
+
+
+def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_reached(real_cluster, kueue, tmp_path):
+    plane, storage = real_cluster.plane, real_cluster.plane.storage
+    datasets = eurosat.make(storage / "datasets" / "eurosat-preempted", {"train": 4, "val": 2, "test": 4})
+    stac_port = free_port()
+    # Only the SIGTERM checkpoint can exist before the end: the readmitted pods resume from it or from step 0.
+    document = spec(real_cluster.image, storage, f"http://{realnode.ADDRESS}:{stac_port}", datasets, name=PREEMPTED,
+                    maxSteps=PREEMPT_STEPS, checkpointEverySteps=10 * PREEMPT_STEPS)
+    document["spec"].update(queueName=QUEUE, priorityClassName="seco-batch")
+    path = tmp_path / f"{PREEMPTED}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    collect = load_documents(path.read_text(), str(path))[0].spec.collect
+    world = built_world(collect, tmp_path / "worlds", bands=tuple(collect.bands))
+    env = dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig), PYTHONPATH=str(ROOT), HOME=str(tmp_path))
+    env.pop("SECOCTL_STORAGE", None)
+    root = store.experiment_uri(storage.as_uri(), PREEMPTED)
+    pretrain = StageTree(root, "pretrain")
+
+    def job(name: str) -> dict:
+        return kube_json(plane, "get", "job", name, "-n", NAMESPACE)
+
+    def workload_of(name: str) -> dict:
+        uid = job(name)["metadata"]["uid"]
+        return next(w for w in kube_json(plane, "get", "workloads.kueue.x-k8s.io", "-n", NAMESPACE)["items"]
+                    if any(o["uid"] == uid for o in w["metadata"].get("ownerReferences", [])))
+
+    def logged_steps() -> list[int]:
+        text = store.read_text(pretrain.path("metrics.jsonl")) if store.exists(pretrain.path("metrics.jsonl")) else ""
+        return [json.loads(line)["step"] for line in text.splitlines()]
+
+    exit_codes: set[int] = set()
+
+    def pretrain_pods_gone() -> bool:
+        pods = kube_json(plane, "get", "pods", "-n", NAMESPACE, "-l",
+                         f"{render.LABEL_EXPERIMENT}={PREEMPTED},{render.LABEL_STAGE}=pretrain")["items"]
+        exit_codes.update(c["state"]["terminated"]["exitCode"] for p in pods
+                          for c in p["status"].get("containerStatuses", []) if "terminated" in c["state"])
+        return not pods
+
+    with serve(world, stac_port=stac_port, host=realnode.ADDRESS):
+        applied = secoctl(env, "apply", str(path), "-n", NAMESPACE)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        try:
+            wait_for("the pretrain's first logging window", lambda: logged_steps(), timeout=1800, every=1)
+            # The queue holds the pretrain's 2 × 900m and no more: the urgent Job fits only by preempting it.
+            cpu_quota(plane, "1800m")
+            plane.kubectl("apply", "-f", "-", stdin=json.dumps(urgent_job(real_cluster.image, "500m")))
+            evicted = wait_for("Kueue to preempt the pretrain", lambda: has_condition(
+                workload_of(f"{PREEMPTED}-pretrain"), "Evicted"), timeout=120, every=0.5)
+            assert evicted["reason"] == "Preempted", evicted
+            wait_for("the preempted pods to stop", pretrain_pods_gone, timeout=300, every=0.5)
+            reached = logged_steps()[-1]
+            wait_for("the urgent Job to complete", lambda: has_condition(job("urgent"), "Complete"), timeout=300, every=1)
+            cpu_quota(plane, "256")
+            wait_for("the pretrain to be readmitted", lambda: not job(f"{PREEMPTED}-pretrain")["spec"].get("suspend"),
+                     timeout=120, every=1)
+
+            def finished():
+                conditions = {c["type"] for c in job(f"{PREEMPTED}-driver")["status"].get("conditions", [])}
+                return conditions & {"Complete", "Failed"}
+
+            outcome = wait_for("the driver pod to finish", finished, timeout=1800, every=5)
+        finally:
+            print(plane.kubectl("get", "pods,jobs,workloads", "-n", NAMESPACE, "-o", "wide", check=False).stdout,
+                  file=sys.stderr)
+    driver_log = secoctl(env, "logs", PREEMPTED, "--stage", "driver", "-n", NAMESPACE)
+    assert outcome == {"Complete"}, driver_log.stdout + driver_log.stderr
+
+    from jobs.pretrain import checkpoints
+
+    # The preempted run's last window was logged and checkpointed at one step: the one the new pods resumed from.
+    assert PRETRAIN_WINDOW_STEPS < reached < PREEMPT_STEPS, reached
+    assert checkpoints.list_steps(pretrain.path("checkpoints")) == [reached, PREEMPT_STEPS]
+    # Every window once: nothing trained twice, nothing skipped.
+    assert logged_steps() == list(range(PRETRAIN_WINDOW_STEPS, PREEMPT_STEPS + 1, PRETRAIN_WINDOW_STEPS))
+    for index in (0, 1):  # each pod's log in storage, the preempted pod's then the readmitted one's
+        told = [(e["event"], e.get("step")) for e in events(partlog.read(pretrain.uri, index))
+                if e["event"] in ("stopped", "resumed")]
+        assert told == [("stopped", reached), ("resumed", reached)], (index, told)
+    assert exit_codes <= {143}, exit_codes  # the checkpointed stop, not a kill after the grace period
+    status = job(f"{PREEMPTED}-pretrain")["status"]
+    assert status["succeeded"] == 2 and status.get("failed", 0) == 0  # the preemption charged to nothing
+    rows = status_rows(env, PREEMPTED)
+    assert {stage: rows[stage]["state"] for stage in STAGES} == dict.fromkeys(STAGES, "complete")
+    assert store.read_json(store.join(root, "pretrain", "_SUCCESS"))

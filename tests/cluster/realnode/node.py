@@ -246,15 +246,17 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, log=print) -> Iterator[Cluster]:
-    """The control plane on the pods' bridge, the real node, the pod image loaded; all stopped after."""
+def cluster(workdir: Path, log=print, bin: Path | None = None) -> Iterator[Cluster]:
+    """The control plane on the pods' bridge (its binaries from `bin`, else the cached cluster build),
+    the real node, the pod image loaded; all stopped after."""
     reason = unavailable()
     if reason:
         raise NodeFailed(reason)
     bridge_up()  # before the API server binds its address
     timings: dict[str, float] = {}
     started = time.monotonic()
-    plane = controlplane.started(workdir / "control-plane", address=ADDRESS, simulated_nodes=False)
+    plane = controlplane.started(workdir / "control-plane", address=ADDRESS, simulated_nodes=False,
+                                 **({"bin": bin} if bin else {}))
     timings["control plane"] = time.monotonic() - started
     node = RealNode(plane, workdir / "node")
     try:

@@ -16,6 +16,9 @@ from secoctl import store
 
 FAILURE_PREFIX = '{"event": "failed"'  # how failure_line's JSON begins: any other line is not read as one
 PREDICTABLE_EXIT = 3  # a part's exit code for a failure it named; a bug exits 1 with its traceback
+# A part stopped by SIGTERM, its pod deleted (a Job suspended by Kueue's preemption, a drain): jobs.common.logged
+# exits 128 + 15 then, and pretrain has checkpointed the step it reached.
+STOPPED_EXIT = 143
 # In a pod the failure line is also the container's termination message, which `status` reads from the pod.
 TERMINATION_LOG = "/dev/termination-log"
 MAX_FAILURE_CHARS = 1000  # a Kubernetes termination message holds 4096 bytes; a line a person reads, far less

@@ -239,9 +239,12 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
         "parallelism": parts,
         "backoffLimit": 3 * parts,
         "template": template,
-        # A node drained or preempted under a pod is not the pod's fault.
+        # A node drained or preempted under a pod is not the pod's fault; nor is a pod deleted while it runs,
+        # as the Job controller deletes them when Kueue suspends the Job (no DisruptionTarget then): its
+        # part stops on SIGTERM and exits 143, where a kill after the grace period exits 137.
         "podFailurePolicy": {
-            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                      {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [partlog.STOPPED_EXIT]}}]
         },
     }
     job_spec.update(extra or {})

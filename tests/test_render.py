@@ -90,6 +90,9 @@ def test_pretrain_is_an_indexed_job_with_c10d_rendezvous_on_pod_zero():
     assert env["SECOCTL_SHARD_CACHE_BYTES"] == str(int(0.8 * 300 * 2**30))
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    # Kueue's preemption suspends the Job and the Job controller deletes its pods: no DisruptionTarget, and
+    # each part stops on SIGTERM with 143, which must not be charged to backoffLimit (3 preemptions failed it).
+    assert {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [143]}} in rules
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     # Created suspended by apply; with queueName the driver adds Kueue's label in the stage's turn.
     assert job["spec"]["suspend"] is True

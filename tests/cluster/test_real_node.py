@@ -30,7 +30,7 @@ import yaml
 from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import free_port
-from secoctl import partlog, render, store
+from secoctl import partlog, render, stages, store
 from secoctl.specfile import load_documents
 from secoctl.stages import PRETRAIN_WINDOW_STEPS
 from secoctl.tree import StageTree
@@ -57,8 +57,8 @@ def spec(image: str, storage: Path, stac_url: str, eurosat_path: Path, name: str
                 evaluateResources={"cpu": "1", "memory": "3Gi", "gpus": 0})
     body["collect"].update(stacUrl=stac_url, locations=24, cities=40, patchSize=32, samplesPerShard=6,
                            resources={"cpu": "1", "memory": "2Gi"})
-    body["pretrain"].update(nodes=2, maxSteps=6, batchSize=8, queueSize=64, inputSize=32, checkpointEverySteps=3,
-                            resources={"cpu": "900m", "memory": "3Gi"}, **pretrain)
+    body["pretrain"].update({"nodes": 2, "maxSteps": 6, "batchSize": 8, "queueSize": 64, "inputSize": 32,
+                             "checkpointEverySteps": 3, "resources": {"cpu": "900m", "memory": "3Gi"}, **pretrain})
     body["evaluate"][0].update(epochs=2, dataPath=str(eurosat_path))
     body["publish"] = {"name": f"{name}-rn18", "version": "1"}
     return {**quickstart, "metadata": {"name": name}}
@@ -148,6 +148,10 @@ PREEMPTED = "preempted"
 QUEUE, CLUSTER_QUEUE = "gpu-queue", "gpu-cluster-queue"  # manifests/kueue
 URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made here
 PREEMPT_STEPS = 100  # ten logging windows: the preemption lands well before the end
+# The stop budget the test gives the pretrain pods. The rule's (secoctl/stages.py pretrain_stop_s: 24 s for this
+# spec) assumes a CPU pod's 50 GFLOP/s; the two cores shared by every pod and process here ran a step of it in
+# 4.4 s, so the rest of a window (up to 10 steps) took longer than that and torchrun killed the worker.
+STOP_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +186,24 @@ def urgent_job(image: str, cpu: str) -> dict:
                 "securityContext": {"runAsNonRoot": True, "runAsUser": render.RUN_AS_USER,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [container]}}}}
+
+
+def with_stop_budget(plane, name: str, stop_s: int) -> None:
+    """The suspended Job made again with `stop_s` for torchrun and the pod's grace (a pod template is immutable)."""
+    job = kube_json(plane, "get", "job", name, "-n", NAMESPACE)
+    pod = job["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert pod["terminationGracePeriodSeconds"] == int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]["value"]) + stages.EXIT_S
+    env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]["value"] = str(stop_s)
+    pod["terminationGracePeriodSeconds"] = stop_s + stages.EXIT_S
+    generated = ("controller-uid", "batch.kubernetes.io/controller-uid", "job-name", "batch.kubernetes.io/job-name")
+    for key in generated:
+        job["spec"]["template"]["metadata"]["labels"].pop(key, None)
+    job["spec"].pop("selector", None)
+    job["metadata"] = {k: v for k, v in job["metadata"].items() if k in ("name", "namespace", "labels", "annotations")}
+    job.pop("status", None)
+    plane.kubectl("delete", "job", name, "-n", NAMESPACE, "--wait=true")
+    plane.kubectl("create", "-f", "-", stdin=json.dumps(job))
 
 
 def has_condition(obj: dict, kind: str) -> dict | None:
@@ -243,6 +265,7 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
     with serve(world, stac_port=stac_port, host=realnode.ADDRESS):
         applied = secoctl(env, "apply", str(path), "-n", NAMESPACE)
         assert applied.returncode == 0, applied.stdout + applied.stderr
+        with_stop_budget(plane, f"{PREEMPTED}-pretrain", STOP_S)  # while the driver runs collect
         try:
             wait_for("the pretrain's first logging window", lambda: logged_steps(), timeout=1800, every=1)
             # The queue holds the pretrain's 2 × 900m and no more: the urgent Job fits only by preempting it.

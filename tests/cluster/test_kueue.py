@@ -4,7 +4,7 @@ What kwok can and cannot show: pods are scheduled, run, complete and are deleted
 controllers, but run no code. So preemption is shown on the Job and the Workload (suspended, pods
 deleted, readmitted, never counted as failures), not on a training process reloading its checkpoint:
 the resumed Job is the same Job with the same pod template, whose pretrain part resumes from
-`pretrain/checkpoints` in storage (tests/pretrain cover that path).
+`pretrain/checkpoints` in storage (tests/cluster/test_real_node.py shows that in real pods).
 """
 
 from __future__ import annotations

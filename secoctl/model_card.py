@@ -32,6 +32,7 @@ SSL4EO_S2_L2A_STD = dict(zip(
     SSL4EO_S2_L2A_MEAN,
     (1108.02887453, 1155.15170768, 1183.6292542, 1368.11351514, 1370.265037, 1355.55390699, 1416.51487101,
      1474.78900051, 1439.3086061, 1582.28010962, 1455.52084939, 1343.48379601)))
+KNOWN_BANDS = tuple(SSL4EO_S2_L2A_MEAN)  # the bands a stretch rule exists for: every L2A band but B10
 REFERENCE_RULE = "quantiles: ServiceNow/seasonal-contrast datasets/seco_dataset.py QUANTILES"
 SSL4EO_RULE = ("mean ± 2σ: zhu-xlab/SSL4EO-S12 src/benchmark/pretrain_ssl/datasets/SSL4EO/ssl4eo_dataset.py "
                "S2A_MEAN, S2A_STD, normalize()")
@@ -67,6 +68,18 @@ def input_description(input_size: int, bands: tuple[str, ...] | list[str] = RGB_
             "mean": mean, "std": std, "size": input_size}
 
 
+def value_scaling(described: dict[str, Any]) -> list[dict[str, Any]]:
+    """MLM's value_scaling, one object per input band: the stretch and the normalisation of `described` (a
+    secoctl:input) as the one z-score they make together, ((x - low) / (high - low) - mean) / std =
+    (x - (low + mean (high - low))) / (std (high - low)); exact before the clip to [0, 1] and the 8-bit rounding,
+    which the pre-processing function adds."""
+    scaling = []
+    for band, mean, std in zip(described["bands"], described["mean"], described["std"]):
+        low, high = described["stretch"][band]
+        scaling.append({"type": "z-score", "mean": low + mean * (high - low), "stddev": std * (high - low)})
+    return scaling
+
+
 def _input_text(bands: tuple[str, ...] | list[str]) -> tuple[str, str]:
     """The MLM input's name and description: the paper's RGB words kept as they were, N bands named."""
     if tuple(bands) == RGB_BANDS:
@@ -74,7 +87,7 @@ def _input_text(bands: tuple[str, ...] | list[str]) -> tuple[str, str]:
                 "given, clipped to [0, 1], then normalised with ImageNet's mean and std.")
     return (f"Sentinel-2 L2A, {len(bands)} bands", f"Surface reflectance × 10000 of {', '.join(bands)}; each band "
             "min-max stretched as given in secoctl:input (its rule in stretch_rule), clipped to [0, 1], then "
-            "normalised with secoctl:input's mean and std.")
+            "normalised with secoctl:input's mean and std; value_scaling gives both per band as one z-score.")
 
 
 def model_item(name: str, version: str, backbone: str, input_size: int, parameters: int,
@@ -103,13 +116,16 @@ def model_item(name: str, version: str, backbone: str, input_size: int, paramete
                                           data_type="float32"),
         description="Globally pooled backbone features (the classifier is removed).",
     )
+    described = input_description(input_size, bands)
+    # pystac writes value_scaling as one object; MLM 1.4 holds a list, one object per band.
+    model_input.properties["value_scaling"] = value_scaling(described)
     extension = mlm.MLMExtension.ext(item, add_if_missing=True)
     extension.apply(name=name, architecture="ResNet", tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH],
                     input=[model_input], output=[model_output], framework="pytorch",
                     total_parameters=parameters, pretrained=True,
                     pretrained_source="Seasonal Contrast (Mañas et al., ICCV 2021)")
     item.properties.update({"secoctl:backbone": backbone, "secoctl:version": version,
-                            "secoctl:input": input_description(input_size, bands), "secoctl:provenance": provenance})
+                            "secoctl:input": described, "secoctl:provenance": provenance})
     if metrics:
         item.properties["secoctl:metrics"] = metrics
     item.add_asset("weights", pystac.Asset(href="./model.safetensors", media_type="application/octet-stream; application=safetensors",

@@ -19,6 +19,10 @@ Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (newest version w
 Name = Annotated[str, typer.Option("--name", help="Weights name, e.g. seco-resnet50-1m.")]
 Version = Annotated[str, typer.Option("--version", help="Version; published versions are immutable.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")]
+Bands = Annotated[Optional[str], typer.Option(
+    "--bands", show_default=False,
+    help="Input bands in the stem's channel order, comma-separated (e.g. B02,B03,B04,B08); as many as conv1's "
+         "input channels; default B04,B03,B02.")]
 
 
 @app.command("list")
@@ -69,28 +73,31 @@ def pull(ref: Ref, output: Annotated[Optional[Path], typer.Option("-o", "--outpu
 @app.command()
 def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A safetensors backbone.")],
          name: Name, version: Version,
-         input_size: Annotated[int, typer.Option("--input-size")] = 224, force: Force = False,
+         input_size: Annotated[int, typer.Option("--input-size")] = 224, bands: Bands = None, force: Force = False,
          storage: Storage = None) -> None:
-    """Publish a backbone trained elsewhere (safetensors, torchvision ResNet-18/50 key names)."""
+    """Publish a backbone trained elsewhere (safetensors, torchvision ResNet-18/50 key names) over its bands."""
     from secoctl import weights
 
+    chosen = None if bands is None else weights.parse_bands(bands)
     root = store.storage(storage)
     with store.reported(root):
-        uri = weights.push(root, file, name, version, input_size, force=force)
+        uri = weights.push(root, file, name, version, input_size, force=force, bands=chosen)
     typer.echo(f"{name}:{version} published to {uri}")
 
 
 @app.command("import")
 def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
                    format: Annotated[str, typer.Option("--format", help="seco-ckpt or torchgeo")],  # noqa: A002
-                   name: Name, version: Version, force: Force = False, storage: Storage = None) -> None:
+                   name: Name, version: Version, bands: Bands = None, force: Force = False,
+                   storage: Storage = None) -> None:
     """Convert the reference's SeCo .ckpt (a release, checked by its MD5 sum) or torchgeo's SeCo weights and
-    publish them (needs torch)."""
+    publish them over their bands (needs torch)."""
     from secoctl import weights
 
+    chosen = None if bands is None else weights.parse_bands(bands)
     root = store.storage(storage)
     with store.reported(root):
-        uri = weights.import_checkpoint(root, file, format, name, version, force=force)
+        uri = weights.import_checkpoint(root, file, format, name, version, force=force, bands=chosen)
         release = weights.show(root, f"{name}:{version}")["properties"]["secoctl:provenance"].get("release")
     source = f"{file.name} (SeCo release {release}, md5 verified)" if release else file.name
     typer.echo(f"{name}:{version} imported from {source} and published to {uri}")

@@ -14,8 +14,9 @@ from typing import Any
 
 from secoctl.weights.header import DTYPE_BYTES, MAX_HEADER_BYTES, safetensors_header
 from secoctl.weights.published import (ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHUNK, SUMS_FILE, SUMS_LINE, VERSION,
-                                       WEIGHTS_FILE, WeightsRef, cache_root, check_name, check_version, names,
-                                       parse_item, parse_sums, publish, publish_backbone, pull, push, resolve,
+                                       WEIGHTS_FILE, WeightsRef, cache_root, check_name, check_version, input_bands,
+                                       names, parse_bands, parse_item, parse_sums, publish, publish_backbone, pull,
+                                       push, resolve,
                                        sha256_file, show, verify, version_uri, versions)
 
 IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
@@ -23,8 +24,8 @@ EXPORT_FORMATS = ("timm", "torchgeo", "hf")
 
 __all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE",
            "NAME", "READ_CHUNK", "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "cache_root",
-           "check_name", "check_version", "export", "import_checkpoint", "input_transform", "load", "names",
-           "parse_item", "parse_sums", "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header",
+           "check_name", "check_version", "export", "import_checkpoint", "input_bands", "input_transform", "load",
+           "names", "parse_bands", "parse_item", "parse_sums", "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header",
            "sha256_file", "show", "verify", "version_uri", "versions"]
 
 
@@ -44,11 +45,12 @@ def input_transform(item: dict[str, Any]):
 
 
 def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
-                      force: bool = False, releases: dict[str, Any] | None = None) -> str:
+                      force: bool = False, releases: dict[str, Any] | None = None,
+                      bands: tuple[str, ...] | None = None) -> str:
     """Convert a reference or torchgeo checkpoint to safetensors and publish it (see `backbone.import_checkpoint`)."""
     from secoctl.weights import backbone
 
-    return backbone.import_checkpoint(storage, path, fmt, name, version, input_size, force, releases)
+    return backbone.import_checkpoint(storage, path, fmt, name, version, input_size, force, releases, bands)
 
 
 def export(storage: str, text: str, fmt: str, output: Path) -> str:

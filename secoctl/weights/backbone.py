@@ -104,8 +104,10 @@ def load(text: str, storage: str | None = None):
 
 
 def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
-                      force: bool = False, releases: dict[str, Any] | None = None) -> str:
-    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code.
+                      force: bool = False, releases: dict[str, Any] | None = None,
+                      bands: tuple[str, ...] | None = None) -> str:
+    """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code; over
+    `bands` (the paper's RGB when None), as many as the stem's input channels.
 
     A seco-ckpt file must be one of the reference's releases by its MD5 sum (`releases` replaces that
     table only in tests); the release's name and pre-training set go into the published provenance.
@@ -142,7 +144,8 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     tensors = {new: state[old].contiguous() for new, old in renamed.items()}
     try:
         backbone = architecture(tensors)
-        build_backbone(backbone).load_state_dict(tensors, strict=True)
+        in_chans = tensors["conv1.weight"].shape[1] if "conv1.weight" in tensors else 3
+        build_backbone(backbone, in_chans=in_chans).load_state_dict(tensors, strict=True)
     except (ValueError, RuntimeError) as error:
         raise UserError(f"{path}: {str(error).splitlines()[0]}") from None
     if release is not None and release.backbone != backbone:
@@ -152,4 +155,4 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
         save_file(tensors, str(converted))
         return publish_backbone(storage, converted, name, version, backbone, input_size,
                                 sum(t.numel() for t in tensors.values()),
-                                provenance, force=force)
+                                provenance, force=force, bands=bands)

@@ -24,7 +24,7 @@ from typing import Any
 
 from secoctl import store
 from secoctl.errors import UserError
-from secoctl.model_card import RGB_BANDS
+from secoctl.model_card import KNOWN_BANDS, RGB_BANDS
 from secoctl.weights.header import safetensors_header
 
 WEIGHTS_FILE = "model.safetensors"
@@ -119,6 +119,24 @@ def show(storage: str, text: str) -> dict[str, Any]:
     return parse_item(raw.decode(errors="replace"), f"{ref}: {ITEM_FILE}")
 
 
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _well_formed_input(spec: dict[str, Any]) -> bool:
+    """Known, distinct bands, each with a finite stretch low < high and a finite mean and positive std."""
+    bands = spec["bands"]
+    return (type(bands) is list and 1 <= len(bands) <= MAX_INPUT_BANDS and all(band in KNOWN_BANDS for band in bands)
+            and len(set(bands)) == len(bands)
+            and type(spec["mean"]) is list and type(spec["std"]) is list
+            and len(spec["mean"]) == len(spec["std"]) == len(bands)
+            and all(_finite(n) for n in [*spec["mean"], *spec["std"]]) and all(n > 0 for n in spec["std"])
+            and all(type(spec["stretch"][band]) is list and len(spec["stretch"][band]) == 2
+                    and all(_finite(n) for n in spec["stretch"][band])
+                    and spec["stretch"][band][0] < spec["stretch"][band][1] for band in bands)
+            and (spec["size"] is None or type(spec["size"]) is int and 0 < spec["size"] <= MAX_INPUT_SIZE))
+
+
 def parse_item(text: str, where: str) -> dict[str, Any]:
     """A version's item.json, once the fields `load` relies on are there and well-formed."""
     from secoctl.model_card import FEATURES
@@ -126,20 +144,38 @@ def parse_item(text: str, where: str) -> dict[str, Any]:
     try:
         item = json.loads(text)
         properties = item["properties"]
-        spec = properties["secoctl:input"]
-        bands = spec["bands"]
-        numbers = [*spec["mean"], *spec["std"], *(bound for band in bands for bound in spec["stretch"][band])]
-        well_formed = (properties["secoctl:backbone"] in FEATURES and 1 <= len(bands) <= MAX_INPUT_BANDS
-                       and all(type(band) is str for band in bands) and len(set(bands)) == len(bands)
-                       and len(spec["mean"]) == len(spec["std"]) == len(bands) and len(numbers) == 4 * len(bands)
-                       and all(type(n) in (int, float) for n in numbers)
-                       and (spec["size"] is None or type(spec["size"]) is int and 0 < spec["size"] <= MAX_INPUT_SIZE))
+        well_formed = properties["secoctl:backbone"] in FEATURES and _well_formed_input(properties["secoctl:input"])
     except (ValueError, KeyError, TypeError, RecursionError):
         well_formed = False
     if not well_formed:
         raise UserError(f"{where} is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
-                        "secoctl:input); ask the publisher to publish the version again")
+                        "secoctl:input: known, distinct bands, each with its stretch, mean and std); ask the "
+                        "publisher to publish the version again")
     return item
+
+
+def parse_bands(text: str) -> tuple[str, ...]:
+    """`--bands B04,B03,B02`: Sentinel-2 L2A band names in the stem's channel order, each once."""
+    bands = tuple(band.strip() for band in text.split(",", MAX_INPUT_BANDS))
+    unknown = [band for band in bands if band not in KNOWN_BANDS]
+    if unknown or len(bands) > MAX_INPUT_BANDS:
+        raise UserError(f"--bands {text[:200]!r}: {', '.join(unknown[:3]) or 'too many bands'} is not a band weights "
+                        f"can carry; give comma-separated names of {', '.join(KNOWN_BANDS)}")
+    if len(set(bands)) != len(bands):
+        raise UserError(f"--bands {text[:200]!r} names a band twice; give each band once, in the stem's channel order")
+    return bands
+
+
+def input_bands(conv1_shape: list[int], bands: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The bands a backbone reads: those given, or the paper's RGB; refused when conv1 takes another number."""
+    if len(conv1_shape) != 4:
+        raise UserError(f"conv1.weight has shape {conv1_shape}, not a 2-d convolution's (out, in, h, w)")
+    chosen = RGB_BANDS if bands is None else bands
+    if len(chosen) != conv1_shape[1]:
+        fix = "name them in the stem's order with --bands" if bands is None else "list that many with --bands"
+        raise UserError(f"conv1.weight takes {conv1_shape[1]} input channels but the bands are "
+                        f"{', '.join(chosen)} ({len(chosen)}); {fix} (e.g. --bands {','.join(KNOWN_BANDS)})")
+    return chosen
 
 
 def sha256_file(path: Path) -> str:
@@ -253,8 +289,9 @@ def pull(storage: str, text: str, output: Path | None = None,
 
 
 def push(storage: str, weights_file: Path, name: str, version: str, input_size: int = 224,
-         provenance: dict[str, Any] | None = None, force: bool = False) -> str:
-    """Publish a safetensors backbone trained elsewhere (torchvision ResNet-18/50 key names)."""
+         provenance: dict[str, Any] | None = None, force: bool = False, bands: tuple[str, ...] | None = None) -> str:
+    """Publish a safetensors backbone trained elsewhere (torchvision ResNet-18/50 key names) over `bands` (the
+    paper's RGB when None), which must be as many as its conv1's input channels."""
     from secoctl.backbone_keys import architecture
 
     check_name(name)
@@ -268,15 +305,20 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
         raise UserError(f"{weights_file}: {error}") from None
     parameters = sum(math.prod(shape) for shape in tensors.values())
     return publish_backbone(storage, weights_file, name, version, backbone, input_size, parameters,
-                            provenance or {"pushed_from": weights_file.name}, force=force)
+                            provenance or {"pushed_from": weights_file.name}, force=force, bands=bands)
 
 
 def publish_backbone(storage: str, weights_file: Path, name: str, version: str, backbone: str, input_size: int,
                      parameters: int, provenance: dict[str, Any], metrics: dict[str, Any] | None = None,
-                     force: bool = False, bands: tuple[str, ...] | list[str] = RGB_BANDS) -> str:
-    """`bands`: the input bands in the stem's channel order."""
+                     force: bool = False, bands: tuple[str, ...] | list[str] | None = None) -> str:
+    """`bands`: the input bands in the stem's channel order (the paper's RGB when None), as many as conv1 takes:
+    checked here, the one path every publish takes."""
     from secoctl.model_card import model_item
 
+    conv1 = safetensors_header(weights_file).get("conv1.weight")
+    if conv1 is None:
+        raise UserError(f"{weights_file}: no conv1.weight; these weights are not a torchvision ResNet backbone")
+    bands = input_bands(conv1, None if bands is None else tuple(bands))
     item = model_item(name, version, backbone, input_size, parameters, provenance, metrics, bands)
     with tempfile.TemporaryDirectory(prefix="secoctl-publish-") as scratch:
         item_path = Path(scratch, ITEM_FILE)

@@ -9,13 +9,17 @@ probe length are in benchmarks/RESULTS.md. This test uses a seed the benchmark t
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from benchmarks.learning import SIZE, made_eurosat, pretrain, probe_accuracies, random_init
 from jobs.evaluate.reference_inputs import transform_for
+from tests.conftest import ROOT
 
 QUEUE = 1024
 # Three standard errors of an accuracy near 0.8 on the 1000 test images: a gain the noise does not make.
@@ -37,3 +41,28 @@ def test_seco_pretraining_beats_random_init_in_a_ten_label_linear_probe():
     chance = 3 * math.log(QUEUE + 1)  # three sub-spaces, one positive among QUEUE negatives each
     assert final_loss < chance - 3, f"the contrastive loss stayed near chance: {final_loss:.2f} vs {chance:.2f}"
     assert pretrained > random + MARGIN, f"SeCo {pretrained:.3f} vs random init {random:.3f} (margin {MARGIN:.3f})"
+
+
+def test_the_band_comparison_probes_each_set_per_seed_and_reports_the_mean_difference_with_its_error():
+    result = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--bands", "rgb,all", "--seeds", "3", "4",
+                             "--steps", "2", "--locations", "8", "--batch", "4", "--queue", "8", "--probe-epochs", "2",
+                             "--labels-per-class", "2", "--test-per-class", "2"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    *seeds, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["seed"] for line in seeds] == [3, 4]
+    for line in seeds:
+        assert {name: run["bands"] for name, run in line["runs"].items()} == {"rgb": 3, "all": 12}
+        assert all(0 <= run["probe"]["2/2"] <= 1 and 0 <= run["random"]["2/2"] <= 1 for run in line["runs"].values())
+        gap = line["runs"]["all"]["probe"]["2/2"] - line["runs"]["rgb"]["probe"]["2/2"]
+        assert line["difference"]["all - rgb"]["2/2"] == pytest.approx(gap, abs=1e-4)
+    gaps = [line["difference"]["all - rgb"]["2/2"] for line in seeds]
+    reported = summary["difference"]["all - rgb"]["2/2"]
+    assert reported["mean"] == pytest.approx(sum(gaps) / 2, abs=1e-4)
+    assert reported["standard_error"] == pytest.approx(abs(gaps[0] - gaps[1]) / 2, abs=1e-4)  # sd/sqrt(2) of two
+
+
+def test_the_band_comparison_refuses_a_set_it_does_not_know_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--bands", "rgb,nir"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2 and "'rgb,nir': give two or more distinct of rgb, all" in result.stderr

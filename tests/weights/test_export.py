@@ -102,44 +102,69 @@ def test_the_hub_folder_has_timm_s_layout_and_a_card_from_the_item(tmp_path: Pat
         assert expected in card, expected
 
 
+TWELVE = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+
+
 def twelve_band_item(state: dict[str, torch.Tensor]) -> dict:
     """A published item as issue 30's 12-band weights carry it: every band with its own stretch, mean and std."""
-    bands = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
-    item = model_item("ms12", "1", "resnet18", 224, sum(t.numel() for t in state.values()),
-                      {"experiment": "ms", "checkpoint_step": 10, "method": "seco",
-                       "spec": {"spec": {"collect": {"source": "planetary-computer", "locations": 256}}}},
-                      {"eurosat-linear": {"metric": "accuracy", "results": {"seco": {"accuracy": 0.71}}}})
-    item["properties"]["secoctl:input"].update(
-        bands=bands, stretch={band: [100.0 * i, 3000.0 + 100 * i] for i, band in enumerate(bands)},
-        mean=[0.1 + 0.01 * i for i in range(12)], std=[0.2 + 0.01 * i for i in range(12)])
-    return item
+    return model_item("ms12", "1", "resnet18", 224, sum(t.numel() for t in state.values()), {"pushed_from": "x"},
+                      bands=TWELVE)
 
 
-@pytest.mark.parametrize("fmt", ["timm", "torchgeo", "hf"])
-def test_a_12_band_backbone_exports_with_in_chans_12_and_each_band_s_normalisation(fmt: str, tmp_path: Path):
+def twelve_band_file(tmp_path: Path) -> Path:
     torch.manual_seed(4)
     reference = torchvision.models.resnet18()
     reference.conv1 = torch.nn.Conv2d(12, 64, 7, 2, 3, bias=False)
-    reference.fc = torch.nn.Identity()
-    state = reference.state_dict()
-    save_file(state, str(tmp_path / "model.safetensors"))
-    item = twelve_band_item(state)
-    exporting.export_files(item, tmp_path / "model.safetensors", fmt, tmp_path / "out")
+    save_file({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")},
+              str(tmp_path / "model.safetensors"))
+    return tmp_path / "model.safetensors"
+
+
+@pytest.mark.parametrize("fmt", ["timm", "torchgeo", "hf"])
+def test_a_pushed_12_band_backbone_exports_with_in_chans_12_and_load_s_features(fmt: str, tmp_path: Path):
+    """`weights push --bands`, then `weights export` through the CLI: what a user of 12-band weights runs."""
+    storage = (tmp_path / "store").as_uri()
+    pushed = run_cli("weights", "push", str(twelve_band_file(tmp_path)), "--name", "ms12", "--version", "1",
+                     "--bands", ",".join(TWELVE), "--storage", storage, timeout=300)
+    assert pushed.returncode == 0, pushed.stderr
+    result = run_cli("weights", "export", "ms12:1", "--format", fmt, "-o", str(tmp_path / "out"), "--storage", storage,
+                     timeout=300)
+    assert result.returncode == 0, result.stderr
+    model, transform = weights.load("ms12:1", storage=storage)
+    assert model.conv1.weight.shape == (64, 12, 7, 7)
+    batch = transform(torch.randint(0, 6000, (2, 12, 64, 64)))
     exported = exported_model(fmt, tmp_path / "out")
-    assert_same_features(exported, reference, torch.randn(2, 12, 64, 64))
-    spec = item["properties"]["secoctl:input"]
+    assert_same_features(exported, model, batch)
+    spec = weights.show(storage, "ms12:1")["properties"]["secoctl:input"]
+    assert spec["bands"] == list(TWELVE)
     if fmt == "torchgeo":
         meta = json.loads((tmp_path / "out" / "meta.json").read_text())
         assert meta["meta"]["in_chans"] == 12 and meta["meta"]["bands"][:2] == ["B1", "B2"]
         assert meta["meta"]["bands"][8] == "B8A" and meta["transforms"]["std"] == spec["std"]
-        assert meta["meta"]["dataset"] == "secoctl experiment ms (planetary-computer, 256 locations)"
+        assert meta["transforms"]["stretch"] == spec["stretch"]
     else:
         assert exported.pretrained_cfg["input_size"][0] == 12
         assert list(exported.pretrained_cfg["mean"]) == spec["mean"]
         assert list(exported.pretrained_cfg["std"]) == spec["std"]
     if fmt == "hf":
         card = (tmp_path / "out" / "README.md").read_text()
-        assert "| B8A | 800 | 3800 | 0.18 | 0.28 |" in card and "| eurosat-linear | accuracy | seco | 0.7100 |" in card
+        low, high = spec["stretch"]["B8A"]
+        assert f"| B8A | {low:g} | {high:g} | 0 | 1 |" in card
+
+
+def test_a_stage_published_12_band_version_exports_its_experiment_and_metrics(tmp_path: Path):
+    """The publish stage's own call (`publish_backbone` with the experiment's provenance, metrics and bands)."""
+    storage = (tmp_path / "store").as_uri()
+    weights.publish_backbone(storage, twelve_band_file(tmp_path), "ms12", "1", "resnet18", 224, 1,
+                             {"experiment": "ms", "checkpoint_step": 10, "method": "seco",
+                              "spec": {"spec": {"collect": {"source": "planetary-computer", "locations": 256}}}},
+                             {"eurosat-linear": {"metric": "accuracy", "results": {"seco": {"accuracy": 0.71}}}},
+                             bands=TWELVE)
+    weights.export(storage, "ms12:1", "hf", tmp_path / "hf")
+    weights.export(storage, "ms12:1", "torchgeo", tmp_path / "tg")
+    assert "| eurosat-linear | accuracy | seco | 0.7100 |" in (tmp_path / "hf" / "README.md").read_text()
+    meta = json.loads((tmp_path / "tg" / "meta.json").read_text())["meta"]
+    assert meta["dataset"] == "secoctl experiment ms (planetary-computer, 256 locations)" and meta["in_chans"] == 12
 
 
 @pytest.mark.parametrize("dropped, bands, message", [

@@ -253,7 +253,8 @@ def test_a_bad_item_json_is_a_one_line_error(item: bytes, safetensors_file: Path
         assert result.returncode == 2 and "verified" not in result.stdout, result.stderr
         assert result.stderr.strip().splitlines() == [
             "error: w:1: item.json is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
-            "secoctl:input); ask the publisher to publish the version again"]
+            "secoctl:input: known, distinct bands, each with its stretch, mean and std); ask the publisher to publish "
+            "the version again"]
 
 
 @pytest.mark.parametrize("environment, message", [

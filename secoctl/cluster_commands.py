@@ -41,7 +41,9 @@ def _rows(target: KubernetesExecutor, name: str | None) -> list[ClusterRow]:
             raise UserError(f"no experiment {name!r} in namespace {target.cluster.namespace}; "
                             "`secoctl status` lists them")
     rows = []
-    events, workloads = target.waiting_reasons(any(e.spec.queue_name for e in experiments))
+    events, workloads, unread = target.waiting_reasons(any(e.spec.queue_name for e in experiments))
+    if unread:
+        typer.echo(f"secoctl: {unread}", err=True)
     for experiment in experiments:
         jobs = target.stage_facts(experiment, events, workloads)
         statuses = facts = None

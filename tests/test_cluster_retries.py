@@ -90,3 +90,16 @@ def test_the_last_failure_is_one_line(tmp_path, monkeypatch, quick):
         with pytest.raises(quick.ApiError) as refused:
             quick.Cluster().pods({"secoctl.io/experiment": NAMESPACE})
     assert refused.value.status == 500
+
+
+def test_status_without_the_warning_events_when_they_cannot_be_listed(tmp_path, monkeypatch, quick):
+    """The warnings only explain why a stage waits: when their listing times out on every try, `status`
+    goes on without them and says so in one line (benchmarks.scale: 16,000 events, no answer in 30 s)."""
+    from secoctl.backends.kubernetes import KubernetesExecutor
+
+    monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
+    with api_behind_faults(tmp_path, monkeypatch, [{"path": "/events", "action": "stall", "seconds": 3, "times": 2}]):
+        events, workloads, unread = KubernetesExecutor(quick.Cluster()).waiting_reasons(queued=False)
+    assert (events, workloads) == ([], None)
+    assert unread.startswith("the Jobs' warning events were not read: cannot reach the cluster at ")
+    assert "\n" not in unread

@@ -115,7 +115,7 @@ def test_cluster_status_and_logs_show_it(tmp_path, monkeypatch, capsys):
     LocalExecutor(applied.spec.storage, argv_for=fake_argv, concurrency=2).apply(applied)
     target = KubernetesExecutor(Namespace(render(applied, "seco")))
     target.experiments = lambda: [applied]
-    jobs = target.stage_facts(applied, *target.waiting_reasons(queued=False))
+    jobs = target.stage_facts(applied, *target.waiting_reasons(queued=False)[:2])
     assert list(jobs) == [stages.DRIVER, "collect", "tiles", "shards", "pretrain", "evaluate", "publish"]
     rows = {r.stage: r for r in cluster_rows("made", jobs, None, None)}
     assert rows["tiles"].state == "waiting" and "driver starts it" in rows["tiles"].reason

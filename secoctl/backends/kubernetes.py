@@ -251,16 +251,22 @@ class KubernetesExecutor:
                 found.append(load_documents(document, f"configmap/{config_map['metadata']['name']}")[0])
         return sorted(found, key=lambda e: e.name)
 
-    def waiting_reasons(self, queued: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    def waiting_reasons(self, queued: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
         """The namespace's objects that know why a stage waits, read once for every experiment `status`
         shows: the Job controller's warnings (FailedCreate: a ResourceQuota, an admission webhook) and,
-        with a queue, Kueue's Workloads (None without one)."""
+        with a queue, Kueue's Workloads (None without one). The warnings only explain: an API server
+        too busy to list them (a field selector on events is not indexed; 16,000 events timed out
+        under benchmarks.scale) leaves them out, with the one line why, rather than the whole status."""
         namespace = self.cluster.namespace
-        events = self.cluster.optional_items(f"/api/v1/namespaces/{namespace}/events",
-                                             [("fieldSelector", "involvedObject.kind=Job,type=Warning")]) or []
+        unread = None
+        try:
+            events = self.cluster.optional_items(f"/api/v1/namespaces/{namespace}/events",
+                                                 [("fieldSelector", "involvedObject.kind=Job,type=Warning")]) or []
+        except UserError as error:
+            events, unread = [], f"the Jobs' warning events were not read: {error}"
         workloads = self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads") \
             if queued else None
-        return events, workloads
+        return events, workloads, unread
 
     def stage_facts(self, experiment: Experiment, events: list[dict[str, Any]],
                     workloads: list[dict[str, Any]] | None) -> dict[str, JobFacts]:

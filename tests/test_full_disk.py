@@ -49,7 +49,7 @@ def small_disk(tmp_path: Path):
 def test_a_full_disk_is_one_line_and_leaves_no_committed_partial_output(small_disk: Path, tmp_path: Path):
     storage = (small_disk / "seco").as_uri()
     experiment, root = collected_experiment(storage, SPEC)
-    expected = {entry["uri"].rsplit("/", 1)[1]: encode([training_location(s) for s in read_shard(entry["uri"])])
+    expected = {entry["uri"].rsplit("/", 1)[1]: encode([training_location(s, experiment.spec.input_bands()) for s in read_shard(entry["uri"])])
                 for entry in shard_entries(store.read_json(StageTree(root, "collect").index))}
     sizes = [len(expected[name]) for name in sorted(expected)]
     room = sizes[0] + sizes[1] // 2 + 64 * 1024  # the first shard, its log and progress fit; the second does not

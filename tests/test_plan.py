@@ -48,8 +48,9 @@ def test_a_field_at_its_default_is_not_part_of_the_fingerprint():
 def test_input_bands_move_the_training_shards_and_later_stages_and_rgb_written_out_moves_nothing():
     rgb = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "inputBands": ["B04", "B03", "B02"]}})
     assert plan.changed_stages(experiment(**FULL), rgb) == []
-    every_band = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "inputBands": "all"}})
-    assert plan.changed_stages(experiment(**FULL), every_band) == ["shards", "pretrain", "evaluate", "publish"]
+    multispectral = {**FULL, "evaluate": [{"task": "eurosat", "recipe": "multispectral"}]}  # paper's recipe is RGB
+    every_band = experiment(**{**multispectral, "pretrain": {"nodes": 2, "gpusPerNode": 8, "inputBands": "all"}})
+    assert plan.changed_stages(experiment(**multispectral), every_band) == ["shards", "pretrain", "evaluate", "publish"]
     assert plan._stage_config(every_band, "shards")["bands"] == list(every_band.spec.collect.bands)
 
 

@@ -49,12 +49,11 @@ import yaml
 from secoctl import render
 from tests.cluster import controlplane
 from tests.cluster import kueue as kueue_build
-from tests.cluster.kueue import Kueue
+from tests.cluster.kueue import set_quotas, with_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "seco-100k.yaml"
 QUEUE = "gpu-queue"
-CLUSTER_QUEUE = "gpu-cluster-queue"
 GPU_EVERY, GPUS_PER_NODE = 8, 8
 SAMPLE_S = 3.0
 METRIC = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
@@ -248,11 +247,7 @@ def size_queue(plane, nodes: list[dict]) -> None:
     gpus = sum(int(n["status"]["allocatable"].get(render.GPU_RESOURCE, 0)) for n in nodes)
     quota = {"cpu": str(cpu), "memory": f"{512 * len(nodes)}Gi", "ephemeral-storage": f"{len(nodes)}Ti",
              render.GPU_RESOURCE: str(gpus)}
-    queue = json.loads(plane.kubectl("get", "clusterqueue", CLUSTER_QUEUE, "-o", "json").stdout)
-    resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
-    plane.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
-        {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{i}/nominalQuota",
-         "value": quota[r["name"]]} for i, r in enumerate(resources)]))
+    set_quotas(plane, quota)
 
 
 def phase(before: Counter, after: Counter, seconds: float, calls: int = 1) -> dict:
@@ -310,8 +305,7 @@ def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: fl
     try:
         plane.prepare(workdir / "storage")
         (workdir / "storage").mkdir(exist_ok=True)
-        controller = Kueue(plane).start()
-        plane.kubectl("apply", "-f", str(ROOT / "manifests" / "kueue"))
+        controller = with_queues(plane)
         product = yaml.safe_load(EXAMPLE.read_text())["spec"]["pretrain"]["resources"]["nodeSelector"]["nvidia.com/gpu.product"]
         api = Api(plane)
         for node in scale_nodes(nodes, product):

@@ -37,6 +37,10 @@ SECRET = "kueue-webhook-server-cert"
 # Webhooks for these API groups are installed; the others belong to integrations left off.
 WEBHOOK_GROUPS = {"batch", "kueue.x-k8s.io"}
 CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
+ROOT = Path(__file__).resolve().parents[2]
+QUEUES = ROOT / "manifests" / "kueue"  # what an admin installs beside Kueue
+CLUSTER_QUEUE = "gpu-cluster-queue"  # manifests/kueue
+URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made by `with_queues`
 
 
 def cache_key() -> str:
@@ -241,6 +245,28 @@ class Kueue:
 
     def stop(self) -> None:
         self.processes.terminate("kueue")
+
+
+def with_queues(plane) -> Kueue:
+    """Kueue started on `plane`, the queues of manifests/kueue, and a PriorityClass that may preempt seco-batch."""
+    controller = Kueue(plane).start()
+    plane.kubectl("apply", "-f", str(QUEUES))
+    plane.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": URGENT},
+        "value": 2000, "description": "test: work that may preempt seco-batch"}))
+    return controller
+
+
+def set_quotas(plane, quotas: dict[str, str]) -> None:
+    """The ClusterQueue's nominal quota of each named resource (the others stay as manifests/kueue has them)."""
+    queue = json.loads(plane.kubectl("get", "clusterqueue", CLUSTER_QUEUE, "-o", "json").stdout)
+    resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
+    unknown = set(quotas) - {r["name"] for r in resources}
+    if unknown:
+        raise ValueError(f"{CLUSTER_QUEUE} has no quota for {sorted(unknown)}")
+    plane.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
+        {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{i}/nominalQuota",
+         "value": quotas[r["name"]]} for i, r in enumerate(resources) if r["name"] in quotas]))
 
 def main() -> int:
     try:

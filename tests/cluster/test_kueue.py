@@ -9,9 +9,6 @@ the resumed Job is the same Job with the same pod template, whose pretrain part 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from secoctl import render
@@ -19,12 +16,7 @@ from tests.cluster import controlplane
 from tests.cluster import kueue as kueue_build
 from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, prepare, release, secoctl, spec_file,
                                     start_driver, status_rows, wait_for)
-from tests.cluster.kueue import Kueue
-
-ROOT = Path(__file__).resolve().parents[2]
-QUEUES = ROOT / "manifests" / "kueue"
-CLUSTER_QUEUE = "gpu-cluster-queue"
-URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made here
+from tests.cluster.kueue import URGENT, set_quotas, with_queues
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +32,13 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kueue(cluster):
-    controller = Kueue(cluster).start()
-    cluster.kubectl("apply", "-f", str(QUEUES))
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": URGENT},
-        "value": 2000, "description": "test: work that may preempt seco-batch"}))
+    controller = with_queues(cluster)
     yield controller
     controller.stop()
 
 
 def gpu_quota(cluster, gpus: int) -> None:
-    queue = kube_json(cluster, "get", "clusterqueue", CLUSTER_QUEUE)
-    resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
-    index = next(i for i, r in enumerate(resources) if r["name"] == render.GPU_RESOURCE)
-    cluster.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
-        {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{index}/nominalQuota", "value": str(gpus)}]))
+    set_quotas(cluster, {render.GPU_RESOURCE: str(gpus)})
 
 
 def workload_of(cluster, job_name: str) -> dict | None:

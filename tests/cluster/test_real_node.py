@@ -36,7 +36,7 @@ from secoctl.stages import PRETRAIN_WINDOW_STEPS
 from secoctl.tree import StageTree
 from tests.cluster import kueue as kueue_build
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
-from tests.cluster.kueue import Kueue
+from tests.cluster.kueue import URGENT, set_quotas, with_queues
 from tests.cluster.realnode import node as realnode
 
 STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
@@ -145,8 +145,7 @@ def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp
 
 
 PREEMPTED = "preempted"
-QUEUE, CLUSTER_QUEUE = "gpu-queue", "gpu-cluster-queue"  # manifests/kueue
-URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made here
+QUEUE = "gpu-queue"  # manifests/kueue
 PREEMPT_STEPS = 100  # ten logging windows: the preemption lands well before the end
 # The stop budget the test gives the pretrain pods. The rule's (secoctl/stages.py pretrain_stop_s: 24 s for this
 # spec) assumes a CPU pod's 50 GFLOP/s; the two cores shared by every pod and process here ran a step of it in
@@ -157,21 +156,13 @@ STOP_S = 600
 @pytest.fixture(scope="module")
 def kueue(real_cluster):
     plane = real_cluster.plane
-    controller = Kueue(plane).start()
-    plane.kubectl("apply", "-f", str(ROOT / "manifests" / "kueue"))
-    plane.kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": URGENT},
-        "value": 2000, "description": "test: work that may preempt seco-batch"}))
+    controller = with_queues(plane)
     yield controller
     controller.stop()
 
 
 def cpu_quota(plane, cpu: str) -> None:
-    queue = kube_json(plane, "get", "clusterqueue", CLUSTER_QUEUE)
-    resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
-    index = next(i for i, r in enumerate(resources) if r["name"] == "cpu")
-    plane.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
-        {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{index}/nominalQuota", "value": cpu}]))
+    set_quotas(plane, {"cpu": cpu})
 
 
 def urgent_job(image: str, cpu: str) -> dict:

@@ -8,6 +8,12 @@ watched. The driver can create nothing: a missing stage Job, or one made for ano
 the spec, is an error naming the way out. A complete Job is committed to storage (`index.json`,
 `_SUCCESS`); a failed one is recorded in `_FAILED` with the Job's reason, and the driver exits 1.
 Each event is one JSON line on stdout.
+
+What it costs the API server: one GET of the Job every `--poll` seconds. Its pods, a LIST of every
+part at about 10 KB a pod, are read only while there is something to explain (parts not ready, or
+failed) and then at most every POD_LOOK_S: fifty drivers listing 128 pods every 2 s kept the
+control plane of benchmarks.scale from answering anyone. An API server that does not answer is
+waited for (PATIENCE_S), not taken for the end of the experiment.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from secoctl import plan, render, store, stored
-from secoctl.backends.kubernetes import ApiError, Cluster, KubernetesExecutor
+from secoctl.backends.kubernetes import ApiError, Cluster, ClusterUnreachable, KubernetesExecutor, transient
 from secoctl.errors import SpecError, UserError
 from secoctl.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
 from secoctl.spec import Experiment
@@ -27,6 +35,11 @@ from secoctl.specfile import load_documents, read_spec
 from secoctl.tree import StageTree, commit_stage, read_facts
 
 POLL_S = 2.0
+POD_LOOK_S = 30.0
+# Each request already tries REQUEST_TRIES times (about a minute); a driver rides out an API server that
+# answers none of them for this long, then exits 2 and its pod (backoffLimit) starts it again.
+PATIENCE_S = 900.0
+T = TypeVar("T")
 
 
 def event(kind: str, **fields) -> None:
@@ -52,9 +65,22 @@ class Driver:
         event("experiment_complete", experiment=self.experiment.name)
         return 0
 
+    def patiently(self, what: str, call: Callable[[], T]) -> T:
+        """`call()` again, every poll, while the API server does not answer, for at most PATIENCE_S."""
+        since = time.monotonic()
+        while True:
+            try:
+                return call()
+            except (ClusterUnreachable, ApiError) as error:
+                waited = time.monotonic() - since
+                if not transient(error) or waited + self.poll_s > PATIENCE_S:
+                    raise
+                event("cluster_unanswered", reading=what, waited_s=round(waited, 1), message=described(error))
+                time.sleep(self.poll_s)
+
     def start_job(self, stage: plan.Stage) -> dict:
         name = render.job_name(self.experiment, stage.name)
-        job = self.cluster.get("Job", name)
+        job = self.patiently(f"Job {name}", lambda: self.cluster.get("Job", name))
         again = f"`secoctl delete {self.experiment.name}` and apply again (complete stages are not re-run)"
         if job is None:
             raise UserError(f"Job {name} does not exist: `secoctl apply` creates every stage's Job; {again}")
@@ -65,10 +91,12 @@ class Driver:
         if not job["spec"].get("suspend") or (queue and job["metadata"]["labels"].get(KUEUE_QUEUE_LABEL)):
             event("stage_adopted", stage=stage.name, job=name)
             return job
+        # A merge patch: sent again after no answer, it changes nothing more.
         if queue:  # Kueue admits a Job by unsuspending it; the driver never bypasses the queue.
-            job = self.cluster.patch("Job", name, {"metadata": {"labels": {KUEUE_QUEUE_LABEL: queue}}})
+            change = {"metadata": {"labels": {KUEUE_QUEUE_LABEL: queue}}}
         else:
-            job = self.cluster.patch("Job", name, {"spec": {"suspend": False}})
+            change = {"spec": {"suspend": False}}
+        job = self.patiently(f"Job {name}", lambda: self.cluster.patch("Job", name, change))
         event("stage_started", stage=stage.name, job=name, parts=stage.parts, **({"queue": queue} if queue else {}))
         return job
 
@@ -77,12 +105,19 @@ class Driver:
         job = self.start_job(stage)
         store.write_json(tree.running, {"executor": "kubernetes", "job": job["metadata"]["name"],
                                         "namespace": self.cluster.namespace, "started_at": time.time()})
-        last = None
+        name = job["metadata"]["name"]
+        last, pods, looked = None, [], float("-inf")
         while True:
-            job = self.cluster.get("Job", job["metadata"]["name"])
+            job = self.patiently(f"Job {name}", lambda: self.cluster.get("Job", name))
             if job is None:
                 raise RuntimeError(f"the Job of stage {stage.name} was deleted while the driver watched it")
-            facts = job_facts(job, owned_by(job, self.executor.stage_pods(self.experiment, stage.name, None)))
+            if condition(job, "Failed") or (unexplained(job) and time.monotonic() - looked >= POD_LOOK_S):
+                pods = owned_by(job, self.patiently(f"the pods of {name}", lambda: self.executor.stage_pods(
+                    self.experiment, stage.name, None)))
+                looked = time.monotonic()
+            elif not unexplained(job):
+                pods = []
+            facts = job_facts(job, pods)
             summary = (facts.state, facts.active, facts.ready, facts.succeeded, facts.failed, facts.reasons)
             if summary != last:
                 event("stage_progress", stage=stage.name, state=facts.state, pods=facts.pods_text,
@@ -102,6 +137,18 @@ class Driver:
             time.sleep(self.poll_s)
 
 
+def described(error: Exception) -> str:
+    return f"the API server answered {error.status}: {error}" if isinstance(error, ApiError) else str(error)
+
+
+def unexplained(job: dict) -> bool:
+    """Whether the Job's own counts leave something its pods would explain: parts not ready, or failed."""
+    status = job.get("status") or {}
+    if condition(job, "Complete") or job["spec"].get("suspend"):
+        return False
+    return bool(status.get("failed")) or status.get("ready", 0) < status.get("active", 0) or not status.get("active")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m secoctl.driver")
     parser.add_argument("--spec", required=True, type=Path)
@@ -113,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = load_documents(read_spec(str(args.spec)), str(args.spec))[0]
         return Driver(experiment, Cluster(namespace=args.namespace), args.poll).run()
     except (UserError, SpecError, ApiError) as error:
-        event("driver_error", message=str(error))
+        event("driver_error", message=described(error))
         return 2
 
 

@@ -103,3 +103,67 @@ def test_status_without_the_warning_events_when_they_cannot_be_listed(tmp_path, 
     assert (events, workloads) == ([], None)
     assert unread.startswith("the Jobs' warning events were not read: cannot reach the cluster at ")
     assert "\n" not in unread
+
+
+def served_complete_jobs(tmp_path: Path) -> tuple[Path, Path]:
+    """A spec on file:// storage, and behind the proxy each of its stages' Jobs, complete, as the driver reads them."""
+    import yaml
+
+    from secoctl import plan, render
+    from secoctl.specfile import load_documents
+
+    document = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml").read_text())
+    document["metadata"]["name"] = NAMESPACE
+    document["spec"]["storage"] = (tmp_path / "storage").as_uri()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    experiment = load_documents(spec.read_text(), str(spec))[0]
+    jobs = tmp_path / "served" / "apis/batch/v1/namespaces" / NAMESPACE / "jobs"
+    jobs.mkdir(parents=True)
+    for stage in plan.stages(experiment):
+        name = render.job_name(experiment, stage.name)
+        (jobs / name).write_text(json.dumps({
+            "metadata": {"name": name, "uid": name, "labels": {}},
+            "spec": {"suspend": False, "template": {"metadata": {"annotations": {
+                render.ANNOTATION_FINGERPRINT: stage.fingerprint}}}},
+            "status": {"succeeded": stage.parts, "conditions": [{"type": "Complete", "status": "True"}]}}))
+    return spec, jobs
+
+
+def test_a_driver_waits_out_an_api_server_that_does_not_answer(tmp_path, monkeypatch, quick, capsys):
+    """Each request of the driver's watch tries REQUEST_TRIES times; past those it waits (PATIENCE_S) rather
+    than exit, and reads no pods of a Job whose own status leaves nothing to explain."""
+    from secoctl import driver
+
+    spec, _ = served_complete_jobs(tmp_path)
+    monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
+    rules = [{"path": "-pretrain$", "action": "status", "status": 503, "times": 3},
+             {"path": "-evaluate$", "action": "stall", "seconds": 3, "times": 3},
+             {"path": "/pods", "action": "status", "status": 500, "times": 0}]
+    with api_behind_faults(tmp_path, monkeypatch, rules) as proxy:
+        code = driver.main(["--spec", str(spec), "--namespace", NAMESPACE, "--poll", "0.1"])
+        report = fault_report(proxy)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0, events[-1]
+    assert events[-1]["event"] == "experiment_complete"
+    unanswered = [e for e in events if e["event"] == "cluster_unanswered"]
+    assert [e["reading"] for e in unanswered] == ["Job exp-pretrain", "Job exp-evaluate"]
+    assert unanswered[0]["message"] == "the API server answered 503: injected fault"
+    assert unanswered[1]["message"].startswith("cannot reach the cluster at ")
+    assert [r["fired"] for r in report["rules"]] == [3, 3, 0]
+    assert report["rules"][2]["seen"] == 0  # every Job complete: nothing for its pods to explain
+
+
+def test_a_driver_gives_up_after_its_patience_in_one_line(tmp_path, monkeypatch, quick, capsys):
+    from secoctl import driver
+
+    spec, _ = served_complete_jobs(tmp_path)
+    monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
+    monkeypatch.setattr(driver, "PATIENCE_S", 1.0)
+    with api_behind_faults(tmp_path, monkeypatch, [{"path": "-collect$", "action": "status", "status": 503,
+                                                     "times": 1000}]):
+        code = driver.main(["--spec", str(spec), "--namespace", NAMESPACE, "--poll", "0.3"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 2
+    assert events[-1]["event"] == "driver_error" and "\n" not in events[-1]["message"]
+    assert any(e["event"] == "cluster_unanswered" for e in events)

@@ -74,7 +74,8 @@ class FaultState:
     def report(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests,
-                    "rules": [{"path": r["path"], "method": r.get("method"), "action": r["action"], "fired": r["fired"]}
+                    "rules": [{"path": r["path"], "method": r.get("method"), "action": r["action"], "fired": r["fired"],
+                               "seen": r["seen"]}
                               for r in self.rules]}
 
 

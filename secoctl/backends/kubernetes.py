@@ -59,7 +59,16 @@ def oversized(experiment: Experiment) -> list[SpecProblem]:
 class ApiError(Exception):
     def __init__(self, status: int, body: dict[str, Any]):
         self.status, self.body = status, body
-        super().__init__(body.get("message") or f"HTTP {status}")
+        super().__init__(" ".join(str(body.get("message") or "").split()) or f"HTTP {status}")  # one line
+
+
+class ClusterUnreachable(UserError):
+    """No answer from the API server after every try: refused, reset or timed out."""
+
+
+def transient(error: Exception) -> bool:
+    """An API server that did not answer or was busy on every try, not one that refused the request."""
+    return isinstance(error, ClusterUnreachable) or (isinstance(error, ApiError) and error.status in RETRIED_STATUSES)
 
 
 def _retry_after(headers: Any) -> float:
@@ -118,7 +127,7 @@ class Cluster:
                 wait = max(wait, min(BACKOFF_CAP_S, _retry_after(error.headers)))
             except (OSError, HTTPError) as error:  # refused, reset, timed out (urllib3's are no OSError)
                 if attempt == REQUEST_TRIES - 1:
-                    raise UserError(f"cannot reach the cluster at {self.api.configuration.host} "
+                    raise ClusterUnreachable(f"cannot reach the cluster at {self.api.configuration.host} "
                                     f"({method} {path}, {REQUEST_TRIES} tries): {error}") from None
             time.sleep(wait)
         if raw:

@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import ssl
 import statistics
 import subprocess
@@ -410,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=2.0, help="the drivers' seconds between looks (theirs by default)")
     parser.add_argument("--timeout-s", type=float, default=3000, help="how long the drivers may take in all")
     args = parser.parse_args(argv)
+    # `timeout` and a CI runner stop it with SIGTERM: exit through the `finally`s that stop the control plane.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="secoctl-scale-") as workdir:
         result = run(args.experiments, args.nodes, args.workers, args.poll, args.timeout_s, Path(workdir))
     print(report(result))

@@ -102,21 +102,21 @@ class Driver:
 
     def run_stage(self, stage: plan.Stage, tree: StageTree) -> bool:
         store.remove(tree.failed)
-        job = self.start_job(stage)
-        store.write_json(tree.running, {"executor": "kubernetes", "job": job["metadata"]["name"],
+        name = self.start_job(stage)["metadata"]["name"]
+        store.write_json(tree.running, {"executor": "kubernetes", "job": name,
                                         "namespace": self.cluster.namespace, "started_at": time.time()})
-        name = job["metadata"]["name"]
         last, pods, looked = None, [], float("-inf")
         while True:
             job = self.patiently(f"Job {name}", lambda: self.cluster.get("Job", name))
             if job is None:
                 raise RuntimeError(f"the Job of stage {stage.name} was deleted while the driver watched it")
-            if condition(job, "Failed") or (unexplained(job) and time.monotonic() - looked >= POD_LOOK_S):
+            failed = condition(job, "Failed")
+            if not (failed or unexplained(job)):
+                pods = []
+            elif failed or time.monotonic() - looked >= POD_LOOK_S:
                 pods = owned_by(job, self.patiently(f"the pods of {name}", lambda: self.executor.stage_pods(
                     self.experiment, stage.name, None)))
                 looked = time.monotonic()
-            elif not unexplained(job):
-                pods = []
             facts = job_facts(job, pods)
             summary = (facts.state, facts.active, facts.ready, facts.succeeded, facts.failed, facts.reasons)
             if summary != last:
@@ -128,9 +128,9 @@ class Driver:
                 store.remove(tree.running)
                 event("stage_complete", stage=stage.name, missing_parts=missing)
                 return True
-            if condition(job, "Failed"):
+            if failed:
                 reason = "; ".join(facts.reasons) or "the Job failed"
-                store.write_json(tree.failed, {"reason": reason, "job": job["metadata"]["name"], "failed_at": time.time()})
+                store.write_json(tree.failed, {"reason": reason, "job": name, "failed_at": time.time()})
                 store.remove(tree.running)
                 event("stage_failed", stage=stage.name, reason=reason)
                 return False

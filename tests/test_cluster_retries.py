@@ -105,7 +105,7 @@ def test_status_without_the_warning_events_when_they_cannot_be_listed(tmp_path, 
     assert "\n" not in unread
 
 
-def served_complete_jobs(tmp_path: Path) -> tuple[Path, Path]:
+def served_complete_jobs(tmp_path: Path) -> Path:
     """A spec on file:// storage, and behind the proxy each of its stages' Jobs, complete, as the driver reads them."""
     import yaml
 
@@ -127,7 +127,7 @@ def served_complete_jobs(tmp_path: Path) -> tuple[Path, Path]:
             "spec": {"suspend": False, "template": {"metadata": {"annotations": {
                 render.ANNOTATION_FINGERPRINT: stage.fingerprint}}}},
             "status": {"succeeded": stage.parts, "conditions": [{"type": "Complete", "status": "True"}]}}))
-    return spec, jobs
+    return spec
 
 
 def test_a_driver_waits_out_an_api_server_that_does_not_answer(tmp_path, monkeypatch, quick, capsys):
@@ -135,7 +135,7 @@ def test_a_driver_waits_out_an_api_server_that_does_not_answer(tmp_path, monkeyp
     than exit, and reads no pods of a Job whose own status leaves nothing to explain."""
     from secoctl import driver
 
-    spec, _ = served_complete_jobs(tmp_path)
+    spec = served_complete_jobs(tmp_path)
     monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
     rules = [{"path": "-pretrain$", "action": "status", "status": 503, "times": 3},
              {"path": "-evaluate$", "action": "stall", "seconds": 3, "times": 3},
@@ -157,7 +157,7 @@ def test_a_driver_waits_out_an_api_server_that_does_not_answer(tmp_path, monkeyp
 def test_a_driver_gives_up_after_its_patience_in_one_line(tmp_path, monkeypatch, quick, capsys):
     from secoctl import driver
 
-    spec, _ = served_complete_jobs(tmp_path)
+    spec = served_complete_jobs(tmp_path)
     monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
     monkeypatch.setattr(driver, "PATIENCE_S", 1.0)
     with api_behind_faults(tmp_path, monkeypatch, [{"path": "-collect$", "action": "status", "status": 503,

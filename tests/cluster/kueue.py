@@ -37,8 +37,7 @@ SECRET = "kueue-webhook-server-cert"
 # Webhooks for these API groups are installed; the others belong to integrations left off.
 WEBHOOK_GROUPS = {"batch", "kueue.x-k8s.io"}
 CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
-ROOT = Path(__file__).resolve().parents[2]
-QUEUES = ROOT / "manifests" / "kueue"  # what an admin installs beside Kueue
+QUEUES = Path(__file__).resolve().parents[2] / "manifests" / "kueue"  # what an admin installs beside Kueue
 CLUSTER_QUEUE = "gpu-cluster-queue"  # manifests/kueue
 URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made by `with_queues`
 
@@ -267,6 +266,7 @@ def set_quotas(plane, quotas: dict[str, str]) -> None:
     plane.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
         {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{i}/nominalQuota",
          "value": quotas[r["name"]]} for i, r in enumerate(resources) if r["name"] in quotas]))
+
 
 def main() -> int:
     try:

@@ -41,7 +41,7 @@ from jobs.common.part import Part
 from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import fault_report
 from secoctl import store
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from secoctl.tree import StageTree
 
 ROUND_TRIPS_PER_LOCATION = 3

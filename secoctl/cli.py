@@ -55,7 +55,7 @@ def _on_cluster(local: bool) -> bool:
 
 
 def _add_weights_commands() -> None:
-    from secoctl.weights_cli import app as weights_app
+    from secoctl.weights.cli import app as weights_app
 
     app.add_typer(weights_app, name="weights")
 
@@ -72,9 +72,9 @@ def _fail(lines: list[str], code: int = 2) -> None:
 def _load(files: list[Path]):
     """Every experiment in the files, refused whole if one is invalid or renders more than the cluster accepts;
     each one's warnings on stderr (a valid spec that will cost more than it needs to)."""
-    from secoctl.advice import warnings
-    from secoctl.backends.kubernetes import oversized
-    from secoctl.specfile import load_files
+    from secoctl.spec.advice import warnings
+    from secoctl.backends.kubernetes.executor import oversized
+    from secoctl.spec.file import load_files
 
     try:
         experiments = load_files(files)
@@ -139,11 +139,11 @@ def apply(
     """
     experiments = [_on_storage(experiment, storage) for experiment in _load(files)]
     if _on_cluster(local):
-        from secoctl import cluster_commands
+        from secoctl.backends.kubernetes import commands as cluster_commands
 
         cluster_commands.apply(experiments, context, namespace)
         return
-    from secoctl.backends.local import LocalExecutor, StageFailed
+    from secoctl.backends.local.executor import LocalExecutor, StageFailed
     from secoctl.console import RichObserver
 
     with RichObserver() as observer:
@@ -212,7 +212,7 @@ def status(
     if output not in ("table", "wide", "json"):
         raise UserError(f"-o/--output: {output!r} is not one of table, wide, json")
     if _on_cluster(local):
-        from secoctl import cluster_commands
+        from secoctl.backends.kubernetes import commands as cluster_commands
 
         cluster_commands.status(name, context, namespace, watch, output)
         return
@@ -237,7 +237,7 @@ def _local_status_rows(root: str, names: list[str]) -> list["StageRow"]:
     failure; only when nothing else can be shown is it the command's one-line error.
     """
     from secoctl import plan
-    from secoctl.backends.local import alive_local_pids
+    from secoctl.backends.local.executor import alive_local_pids
     from secoctl.status import StageRow, rows
     from secoctl.stored import read_experiment_facts, stored_experiment
 
@@ -273,12 +273,12 @@ def logs(
 ) -> None:
     """Print a stage's logs (the latest stage that has any when --stage is left out)."""
     if _on_cluster(local):
-        from secoctl import cluster_commands
+        from secoctl.backends.kubernetes import commands as cluster_commands
 
         cluster_commands.logs(name, stage, index, follow, context, namespace)
         return
     from secoctl import partlog, plan
-    from secoctl.backends.local import alive_local_pids
+    from secoctl.backends.local.executor import alive_local_pids
     from secoctl.stored import read_experiment_facts
     from secoctl.tree import StageTree
 
@@ -316,7 +316,7 @@ def plot(
     storage: StorageOption = None,
 ) -> None:
     """Draw a pretrain stage's smoothed loss per sub-space, its embedding std (collapse) and throughput as a PNG."""
-    from secoctl.plots import loss_curves, parse_metrics
+    from secoctl.report.plots import loss_curves, parse_metrics
     from secoctl.tree import StageTree
 
     experiment_uri, experiment = _stored(store.storage(storage), name)
@@ -346,11 +346,11 @@ def delete(
     On a cluster every object labelled with the experiment goes (its Jobs, pods, spec, driver account).
     """
     if _on_cluster(local):
-        from secoctl import cluster_commands
+        from secoctl.backends.kubernetes import commands as cluster_commands
 
         cluster_commands.delete(name, purge, storage, context, namespace)
         return
-    from secoctl.backends.local import alive_local_pids
+    from secoctl.backends.local.executor import alive_local_pids
     from secoctl.stored import read_experiment_facts
 
     root = store.storage(storage)

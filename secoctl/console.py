@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from secoctl import plan
-from secoctl.backends.local import Observer
+from secoctl.backends.local.executor import Observer
 from secoctl.states import styled
 from secoctl.status import StageRow, metric_text, pair, stage_progress
 from secoctl.tree import StageFacts

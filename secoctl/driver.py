@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from secoctl import plan, render, store, stored
-from secoctl.backends.kubernetes import ApiError, Cluster, ClusterUnreachable, KubernetesExecutor, transient
+from secoctl.backends.kubernetes.executor import ApiError, Cluster, ClusterUnreachable, KubernetesExecutor, transient
 from secoctl.errors import SpecError, UserError
-from secoctl.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
+from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents, read_spec
+from secoctl.spec.file import load_documents, read_spec
 from secoctl.tree import StageTree, commit_stage, read_facts
 
 POLL_S = 2.0

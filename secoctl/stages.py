@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secoctl.model_card import FEATURES, RGB_BANDS
-from secoctl.quantity import cache_budget
+from secoctl.spec.quantity import cache_budget
 from secoctl.spec import ExperimentSpec, Pretrain, Resources, SecretRef
 
 DRIVER = "driver"  # the driver Job's stage label: status and logs show it beside the stages

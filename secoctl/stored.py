@@ -8,7 +8,7 @@ from collections.abc import Callable
 from secoctl import plan, store
 from secoctl.errors import UserError
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents, read_spec
+from secoctl.spec.file import load_documents, read_spec
 from secoctl.tree import StageFacts, StageTree, read_facts, spec_uri
 
 

@@ -48,7 +48,7 @@ def test_render_validate_and_status_import_only_what_they_need(command, monkeypa
 
 
 def test_the_control_plane_never_imports_torch_mlflow_or_the_kubernetes_client():
-    code = ("import sys, secoctl.cli, secoctl.render, secoctl.plan, secoctl.backends.local, secoctl.console; "
+    code = ("import sys, secoctl.cli, secoctl.render, secoctl.plan, secoctl.backends.local.executor, secoctl.console; "
             "print(sorted(m for m in ('torch', 'kubernetes', 'numpy', 'mlflow', 'tensorboard') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "[]"

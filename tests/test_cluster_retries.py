@@ -47,7 +47,7 @@ def api_behind_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rules: li
 
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch):
-    from secoctl.backends import kubernetes
+    from secoctl.backends.kubernetes import executor as kubernetes
 
     monkeypatch.setattr(kubernetes, "REQUEST_TIMEOUT_S", 1)
     monkeypatch.setattr(kubernetes, "BACKOFF_CAP_S", 0.2)
@@ -95,7 +95,7 @@ def test_the_last_failure_is_one_line(tmp_path, monkeypatch, quick):
 def test_status_without_the_warning_events_when_they_cannot_be_listed(tmp_path, monkeypatch, quick):
     """The warnings only explain why a stage waits: when their listing times out on every try, `status`
     goes on without them and says so in one line (benchmarks.scale: 16,000 events, no answer in 30 s)."""
-    from secoctl.backends.kubernetes import KubernetesExecutor
+    from secoctl.backends.kubernetes.executor import KubernetesExecutor
 
     monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
     with api_behind_faults(tmp_path, monkeypatch, [{"path": "/events", "action": "stall", "seconds": 3, "times": 2}]):
@@ -110,7 +110,7 @@ def served_complete_jobs(tmp_path: Path) -> Path:
     import yaml
 
     from secoctl import plan, render
-    from secoctl.specfile import load_documents
+    from secoctl.spec.file import load_documents
 
     document = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml").read_text())
     document["metadata"]["name"] = NAMESPACE

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from secoctl import render
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "images" / "secoctl" / "Dockerfile"

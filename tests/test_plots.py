@@ -5,7 +5,7 @@ import math
 import pytest
 
 from secoctl import collapse
-from secoctl.plots import curves_figure, ema
+from secoctl.report.plots import curves_figure, ema
 
 
 def test_the_ema_is_debiased_so_a_flat_curve_stays_flat_and_a_jump_is_eased_in():

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from secoctl import spec_reference
+from secoctl.spec import reference as spec_reference
 from secoctl.spec import API_VERSION, KIND, Experiment, Toleration, json_schema
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_the_readme_spec_reference_is_the_generated_one():
     text = README.read_text()
-    assert spec_reference.replace_section(text) == text, "run: python -m secoctl.spec_reference --write README.md"
+    assert spec_reference.replace_section(text) == text, "run: python -m secoctl.spec.reference --write README.md"
 
 
 def test_the_reference_lists_nested_fields_with_defaults():

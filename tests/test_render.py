@@ -6,7 +6,7 @@ import yaml
 
 from secoctl.plan import RENDEZVOUS_PORT
 from secoctl.render import LABEL_EXPERIMENT, LABEL_STAGE, render
-from secoctl.specfile import load_files
+from secoctl.spec.file import load_files
 from tests.conftest import EXAMPLES, run_cli
 
 # The oldest and newest Kubernetes minor versions we support: podFailurePolicy is GA from 1.31.
@@ -113,7 +113,7 @@ def test_collect_is_an_indexed_job_with_one_pod_per_worker_and_retries_per_index
 def test_the_configmap_carries_the_spec_that_parses_back_to_the_same_experiment():
     experiment = _experiment(next(p for p in EXAMPLES if p.name == "seco-archive.yaml"))
     config_map = next(o for o in render(experiment) if o["kind"] == "ConfigMap")
-    from secoctl.specfile import load_documents
+    from secoctl.spec.file import load_documents
 
     assert load_documents(config_map["data"]["spec.yaml"], "cm")[0] == experiment
 
@@ -193,7 +193,7 @@ def test_no_label_render_sets_can_be_given_and_no_experiment_is_named_like_an_ad
     from unittest.mock import patch
 
     from secoctl.errors import SpecError
-    from secoctl.jobstate import KUEUE_QUEUE_LABEL
+    from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL
     from secoctl.spec import ADMIN_OBJECT_NAMES, derived_name_suffixes, parse_experiment
     from tests.conftest import ROOT
 

@@ -7,7 +7,7 @@ change regenerates the files: `python -m tests.test_rendered_examples`.
 import pytest
 
 from secoctl.render import render, to_yaml
-from secoctl.specfile import load_files
+from secoctl.spec.file import load_files
 from tests.conftest import EXAMPLES, ROOT
 
 RENDERED = ROOT / "tests" / "rendered"

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from secoctl import k8s_rules
+from secoctl.spec import k8s_rules
 from secoctl.errors import SpecError
 from secoctl.spec import MAX_NAME_LENGTH, SENTINEL2_BANDS, Experiment, json_schema, parse_experiment
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from tests.conftest import EXAMPLES, run_cli
 
 MINIMAL = "apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n"

@@ -7,9 +7,10 @@ import kubernetes_validate
 import pytest
 from typer.testing import CliRunner
 
-from secoctl import cluster_commands, plan, stages
-from secoctl.backends.kubernetes import KubernetesExecutor
-from secoctl.backends.local import LocalExecutor
+from secoctl import plan, stages
+from secoctl.backends.kubernetes import commands as cluster_commands
+from secoctl.backends.kubernetes.executor import KubernetesExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from secoctl.errors import SpecError
 from secoctl.render import LABEL_STAGE, render
 from secoctl.spec import ADMIN_OBJECT_NAMES, derived_name_suffixes, parse_experiment

@@ -2,9 +2,9 @@
 
 from jobs.common.part import Part
 from secoctl import store
-from secoctl.jobstate import JobFacts
+from secoctl.backends.kubernetes.jobstate import JobFacts
 from secoctl.plan import Stage, StageStatus
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from secoctl.status import cluster_rows, rows
 from secoctl.tree import StageFacts, StageTree, read_facts
 
@@ -86,7 +86,7 @@ def test_the_progress_bar_of_apply_counts_a_distributed_stage_as_status_does():
 def test_both_executors_speak_one_state_vocabulary_and_every_state_has_a_colour():
     from typing import get_args
 
-    from secoctl.jobstate import job_facts
+    from secoctl.backends.kubernetes.jobstate import job_facts
     from secoctl.plan import assess
     from secoctl.states import STYLE, State
 
@@ -165,7 +165,7 @@ def _workload(name: str, priority: int, created: str, reserved: bool = False, qu
 
 
 def test_the_place_in_line_follows_kueues_order_priority_then_arrival():
-    from secoctl.jobstate import pending_in_queue
+    from secoctl.backends.kubernetes.jobstate import pending_in_queue
 
     early, late, urgent = (_workload("early", 1000, "2026-11-25T10:00:00Z"), _workload("late", 1000, "2026-11-25T11:00:00Z"),
                            _workload("urgent", 2000, "2026-11-25T12:00:00Z"))
@@ -177,7 +177,7 @@ def test_the_place_in_line_follows_kueues_order_priority_then_arrival():
 
 
 def test_a_queued_job_says_where_it_waits_and_kueues_reason():
-    from secoctl.jobstate import job_facts
+    from secoctl.backends.kubernetes.jobstate import job_facts
 
     job = {"metadata": {"uid": "u1", "labels": {"kueue.x-k8s.io/queue-name": "gpu-queue"}}, "spec": {"suspend": True}}
     workload = _workload("job-x", 1000, "2026-11-25T10:00:00Z")
@@ -304,7 +304,7 @@ def test_status_of_a_finished_quickstart_at_80_columns_is_one_line_a_stage(stora
     import time
 
     from secoctl import plan
-    from secoctl.specfile import read_spec
+    from secoctl.spec.file import read_spec
     from secoctl.stored import prepare_storage
     from tests.conftest import ROOT, run_cli
 

@@ -12,7 +12,7 @@ import pytest
 
 from jobs.localcloud import eurosat
 from secoctl import store, weights
-from secoctl.backends.local import LocalExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from tests.conftest import ROOT
 from tests.mlflow_server import mlflow_server, rest
 from tests.pretrain.made_data import collected_experiment

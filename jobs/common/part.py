@@ -25,7 +25,7 @@ from secoctl import partlog, store
 from secoctl.plan import stage as stage_of
 from secoctl.process import sole
 from secoctl.spec import Experiment
-from secoctl.specfile import load_documents, read_spec
+from secoctl.spec.file import load_documents, read_spec
 from secoctl.stored import experiment_uri
 from secoctl.tree import StageTree
 

@@ -51,7 +51,7 @@ def final_backbone(directory: str, backbone: str) -> tuple[dict[str, torch.Tenso
     backbone over as many bands as its stem reads), and the checkpoint itself: what evaluate measures and
     publish ships."""
     from jobs.common.backbone import build_backbone
-    from secoctl.backbone_keys import from_encoder_q
+    from secoctl.weights.backbone_keys import from_encoder_q
 
     checkpoint = latest(directory)
     if checkpoint is None:

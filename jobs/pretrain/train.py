@@ -40,7 +40,7 @@ from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.step import train_step
 from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop
 from secoctl import collapse, store
-from secoctl.quantity import cache_budget
+from secoctl.spec.quantity import cache_budget
 from secoctl.stages import PRETRAIN_WINDOW_STEPS as LOG_EVERY_STEPS
 
 STOPPED_EXIT_CODE = 128 + signal.SIGTERM  # as a process ended by SIGTERM reports itself

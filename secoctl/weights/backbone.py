@@ -115,7 +115,7 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     import torch
     from safetensors.torch import save_file
 
-    from secoctl.backbone_keys import architecture, from_encoder_q, from_torchvision_like
+    from secoctl.weights.backbone_keys import architecture, from_encoder_q, from_torchvision_like
 
     check_name(name)
     check_version(version)
@@ -124,7 +124,7 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     provenance: dict[str, Any] = {"imported_from": path.name, "format": fmt}
     release = None
     if fmt == "seco-ckpt":
-        from secoctl import seco_releases
+        from secoctl.weights import seco_releases
 
         release, md5 = seco_releases.identify(path, seco_releases.RELEASES if releases is None else releases)
         provenance.update({"release": release.name, "md5": md5, "pretraining": release.pretraining})

@@ -292,7 +292,7 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
          provenance: dict[str, Any] | None = None, force: bool = False, bands: tuple[str, ...] | None = None) -> str:
     """Publish a safetensors backbone trained elsewhere (torchvision ResNet-18/50 key names) over `bands` (the
     paper's RGB when None), which must be as many as its conv1's input channels."""
-    from secoctl.backbone_keys import architecture
+    from secoctl.weights.backbone_keys import architecture
 
     check_name(name)
     check_version(version)

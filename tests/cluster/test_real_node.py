@@ -31,7 +31,7 @@ from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import free_port
 from secoctl import partlog, render, stages, store
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from secoctl.stages import PRETRAIN_WINDOW_STEPS
 from secoctl.tree import StageTree
 from tests.cluster import kueue as kueue_build

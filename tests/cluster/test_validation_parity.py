@@ -23,10 +23,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from secoctl import k8s_rules, quantity, render, stages
-from secoctl.backends.kubernetes import FIELD_MANAGER, ApiError, Cluster
+from secoctl import render, stages
+from secoctl.spec import k8s_rules
+from secoctl.spec import quantity
+from secoctl.backends.kubernetes.executor import FIELD_MANAGER, ApiError, Cluster
 from secoctl.cli import app
-from secoctl.jobstate import KUEUE_QUEUE_LABEL
+from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL
 from secoctl.spec import Experiment, Toleration, parse_experiment
 
 NAMESPACE = "validation-parity"  # of its own: no quota or limit of manifests/ judges a request

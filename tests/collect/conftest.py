@@ -9,8 +9,8 @@ import pytest
 from jobs.collect import sampling
 from jobs.localcloud.cloud import built_world
 from secoctl import plan, store
-from secoctl.backends.local import LocalExecutor
-from secoctl.specfile import load_documents
+from secoctl.backends.local.executor import LocalExecutor
+from secoctl.spec.file import load_documents
 
 SPEC = """
 apiVersion: seco.dev/v1alpha1

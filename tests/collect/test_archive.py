@@ -10,7 +10,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from jobs.common.shards import read_shard, shard_entries
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from tests.collect.conftest import run_collect
 
 SIZES = {"B2": 48, "B3": 48, "B4": 48, "B5": 24}  # 10 m and 20 m bands at their native sizes

@@ -10,7 +10,7 @@ import pytest
 from jobs.localcloud.cloud import serve
 from jobs.localcloud.servers import free_port
 from secoctl import store
-from secoctl.backends.local import StageFailed
+from secoctl.backends.local.executor import StageFailed
 from secoctl.partlog import PREDICTABLE_EXIT
 from tests.collect.conftest import SPEC, experiment_for, run_collect
 from tests.conftest import run_cli

@@ -111,7 +111,7 @@ def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folde
         experiment = experiment_for(cloud.stac_url, per_shard=2, workers=1, in_flight=2)
         reference = run_collect(experiment, clean)
 
-        from secoctl.backends.local import LocalExecutor
+        from secoctl.backends.local.executor import LocalExecutor
         executor = LocalExecutor(resumed.as_uri())
         stored = executor.prepare(experiment)
         spec_uri = store.join(executor.experiment_uri(stored), "spec.yaml")

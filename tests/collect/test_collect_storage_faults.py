@@ -10,7 +10,7 @@ import s3fs
 
 from jobs.localcloud.cloud import serve
 from secoctl import plan
-from secoctl.backends.local import LocalExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from tests.collect.conftest import experiment_for
 from tests.s3 import s3_bucket
 from tests.storage_faults import s3_behind_faults, write_faults

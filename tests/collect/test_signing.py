@@ -17,7 +17,7 @@ from jobs.common.shards import read_shard, shard_entries
 from jobs.localcloud.cloud import serve
 from jobs.localcloud.servers import free_port, token_server, tokens_issued
 from secoctl import store
-from secoctl.backends.local import StageFailed
+from secoctl.backends.local.executor import StageFailed
 from secoctl.partlog import PREDICTABLE_EXIT
 from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
 

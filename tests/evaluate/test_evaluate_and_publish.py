@@ -13,9 +13,9 @@ from jobs.localcloud import bigearthnet, eurosat, oscd
 from jobs.pretrain import checkpoints
 from jobs.pretrain.seco import SeCo
 from secoctl import plan, store, weights
-from secoctl.backends.local import LocalExecutor, StageFailed
-from secoctl.backbone_keys import from_encoder_q
-from secoctl.specfile import load_documents
+from secoctl.backends.local.executor import LocalExecutor, StageFailed
+from secoctl.weights.backbone_keys import from_encoder_q
+from secoctl.spec.file import load_documents
 from tests.conftest import run_cli
 
 SPEC = """

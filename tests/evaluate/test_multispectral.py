@@ -12,10 +12,10 @@ from jobs.localcloud import bigearthnet, eurosat, oscd
 from jobs.pretrain import checkpoints
 from jobs.pretrain.seco import SeCo
 from secoctl import plan, report, store
-from secoctl.backends.local import LocalExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from secoctl.model_card import input_description
 from secoctl.spec import SENTINEL2_BANDS
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from tests.conftest import run_cli
 
 SPEC = """

@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from secoctl.backends.local import LocalExecutor
-from secoctl.specfile import load_files
+from secoctl.backends.local.executor import LocalExecutor
+from secoctl.spec.file import load_files
 from tests.executor.fake_stage_argv import fake_argv
 
 if __name__ == "__main__":

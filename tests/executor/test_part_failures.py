@@ -19,9 +19,9 @@ import yaml
 from jobs.common.logged import run as run_logged
 from jobs.localcloud.servers import free_port
 from secoctl import partlog, plan
-from secoctl.backends.local import LocalExecutor, StageFailed
-from secoctl.jobstate import pod_reasons
-from secoctl.specfile import load_documents
+from secoctl.backends.local.executor import LocalExecutor, StageFailed
+from secoctl.backends.kubernetes.jobstate import pod_reasons
+from secoctl.spec.file import load_documents
 from tests.conftest import run_cli
 from tests.s3 import s3_bucket
 

@@ -23,8 +23,8 @@ from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import free_port
 from secoctl import plan, render, store
-from secoctl.backends.local import LocalExecutor
-from secoctl.specfile import load_documents
+from secoctl.backends.local.executor import LocalExecutor
+from secoctl.spec.file import load_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secoctl import render
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from tests.images import runpod
 
 ROOT = Path(__file__).resolve().parents[2]

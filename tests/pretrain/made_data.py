@@ -11,7 +11,7 @@ import numpy as np
 from jobs.common.shards import Sample, write_shard
 from secoctl import plan, store
 from secoctl.render import spec_document
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from secoctl.tree import StageTree, commit_stage, spec_uri
 
 

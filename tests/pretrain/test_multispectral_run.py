@@ -15,10 +15,10 @@ from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
 from jobs.pretrain import checkpoints
 from secoctl import store, weights
-from secoctl.backends.local import LocalExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from secoctl.model_card import SSL4EO_RULE, stretch
 from secoctl.spec import SENTINEL2_BANDS
-from secoctl.specfile import load_documents
+from secoctl.spec.file import load_documents
 from tests.conftest import run_cli
 
 SPEC = """

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.pretrain import checkpoints
 from secoctl import collapse
-from secoctl.backends.local import LocalExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from secoctl.tree import StageTree, spec_uri
 from tests.conftest import ROOT
 from tests.pretrain.made_data import collected_experiment

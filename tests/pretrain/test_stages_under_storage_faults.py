@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from secoctl.backends.local import LocalExecutor
+from secoctl.backends.local.executor import LocalExecutor
 from tests.pretrain.made_data import collected_experiment
 from tests.pretrain.test_pretrain_stage import SPEC as PRETRAIN_SPEC
 from tests.s3 import s3_bucket

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from secoctl.backbone_keys import ENCODER_INDEX
+from secoctl.weights.backbone_keys import ENCODER_INDEX
 from tests.s3 import s3_bucket
 
 BUCKET = "seco-weights"

@@ -16,7 +16,8 @@ import torchgeo.models
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from secoctl import seco_releases, weights
+from secoctl import weights
+from secoctl.weights import seco_releases
 from secoctl.errors import UserError
 from secoctl.model_card import model_item
 from secoctl.weights import exporting
@@ -205,7 +206,7 @@ def test_the_cli_exports_and_refuses_bad_input_in_one_line(tmp_path: Path):
 
 
 def test_importing_the_export_modules_loads_no_torch():
-    code = ("import sys, secoctl.weights.exporting, secoctl.weights.formats, secoctl.weights_cli; "
+    code = ("import sys, secoctl.weights.exporting, secoctl.weights.formats, secoctl.weights.cli; "
             "print(sorted(m for m in ('torch', 'timm', 'torchgeo') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "[]"

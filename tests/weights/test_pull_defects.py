@@ -77,7 +77,7 @@ def test_an_item_claiming_an_absurd_input_size_is_refused(size: int, safetensors
 def test_logs_of_a_stage_path_that_is_a_file_says_there_are_none(storage: Path, tmp_path: Path):
     spec_file = tmp_path / "demo.yaml"
     spec_file.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n")
-    from secoctl.specfile import load_files
+    from secoctl.spec.file import load_files
     from secoctl.stored import prepare_storage
 
     experiment = load_files([spec_file])[0].with_storage(storage.as_uri())

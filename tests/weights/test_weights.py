@@ -12,7 +12,8 @@ import pytest
 import torch
 import torchvision
 
-from secoctl import seco_releases, store, weights
+from secoctl import store, weights
+from secoctl.weights import seco_releases
 from secoctl.errors import UserError
 from secoctl.weights import published
 from tests.conftest import run_cli

@@ -11,9 +11,9 @@ from rich.live import Live
 from rich.table import Table
 
 from secoctl import partlog, plan, stages, store, stored
-from secoctl.backends.kubernetes import Cluster, KubernetesExecutor
+from secoctl.backends.kubernetes.executor import Cluster, KubernetesExecutor
 from secoctl.errors import UserError
-from secoctl.jobstate import INDEX_LABEL
+from secoctl.backends.kubernetes.jobstate import INDEX_LABEL
 from secoctl.states import styled
 from secoctl.status import ClusterRow, cluster_rows
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from secoctl import plan, render, stages
 from secoctl.errors import SpecProblem, UserError, shown
-from secoctl.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
+from secoctl.backends.kubernetes.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
 from secoctl.spec import Experiment
 
 FIELD_MANAGER = "secoctl"
@@ -251,7 +251,7 @@ class KubernetesExecutor:
 
     def experiments(self) -> list[Experiment]:
         """Every experiment applied to this namespace, read back from its spec ConfigMap."""
-        from secoctl.specfile import load_documents
+        from secoctl.spec.file import load_documents
 
         found = []
         for config_map in self.cluster.list("ConfigMap", {"app.kubernetes.io/managed-by": "secoctl"}):

@@ -3,7 +3,7 @@
 Types and descriptions come from the JSON Schema; defaults from the models themselves, because the
 schema leaves out every `default_factory` default, and a nested object's fields take their default
 from the object's own default (collect.resources is `Resources(cpu="2", memory="8Gi")`, not
-`Resources()`). `python -m secoctl.spec_reference --write README.md` replaces the text between the
+`Resources()`). `python -m secoctl.spec.reference --write README.md` replaces the text between the
 reference markers; a test fails when the README is out of date.
 """
 
@@ -115,7 +115,7 @@ def replace_section(text: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m secoctl.spec_reference")
+    parser = argparse.ArgumentParser(prog="python -m secoctl.spec.reference")
     parser.add_argument("--write", type=Path, help="README to update in place; prints the table otherwise")
     args = parser.parse_args()
     if args.write is None:

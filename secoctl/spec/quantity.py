@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from secoctl import k8s_rules
+from secoctl.spec import k8s_rules
 
 
 def to_bytes(quantity: str) -> int:

@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from secoctl import k8s_rules, weights
+from secoctl import weights
+from secoctl.spec import k8s_rules
 from secoctl.errors import SpecError, SpecProblem, UserError, shown
 from secoctl.model_card import RGB_BANDS
 from secoctl.store import CREDENTIALS_IN_URI, storage_problem
@@ -96,7 +97,7 @@ DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 
 
 def _kubernetes_rule(rule: Callable[[str], list[str]], value: str, what: str | None = None) -> str:
-    """`value` if the API server's own rule (secoctl.k8s_rules) takes it; else its problems, as one line."""
+    """`value` if the API server's own rule (secoctl.spec.k8s_rules) takes it; else its problems, as one line."""
     problems = rule(value)
     if problems:
         raise ValueError(f"{what or shown(value)} {'; '.join(problems)}")

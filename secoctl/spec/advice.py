@@ -5,7 +5,7 @@ Pure: a spec in, warning lines out; `validate`, `render` and `apply` print them 
 
 from __future__ import annotations
 
-from secoctl.quantity import CACHE_SHARE, cache_budget, gibibytes
+from secoctl.spec.quantity import CACHE_SHARE, cache_budget, gibibytes
 from secoctl.spec import Experiment
 from secoctl.training_data import epoch_bytes_per_node
 

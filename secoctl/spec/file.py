@@ -9,7 +9,7 @@ import yaml
 
 from secoctl.errors import SpecError, SpecProblem
 from secoctl.spec import Experiment, parse_experiment
-from secoctl.yaml_documents import LimitExceeded, read_documents
+from secoctl.spec.yaml_documents import LimitExceeded, read_documents
 
 # The spec travels to the cluster in a ConfigMap, whose data Kubernetes caps at 1 MiB: a larger spec
 # could never run there. Real specs are a few KB.

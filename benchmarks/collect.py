@@ -42,7 +42,7 @@ from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import fault_report
 from secoctl import store
 from secoctl.spec.file import load_documents
-from secoctl.tree import StageTree
+from secoctl.tree import StageTree, experiment_uri
 
 ROUND_TRIPS_PER_LOCATION = 3
 
@@ -83,7 +83,7 @@ def run_stage(spec) -> tuple[int, float]:
 
 def run_stage_measured(spec) -> tuple[int, float, dict]:
     """Patches collected, seconds taken and the summary of one worker of this stage."""
-    tree = StageTree(store.experiment_uri(spec.spec.storage, spec.name), "collect")
+    tree = StageTree(experiment_uri(spec.spec.storage, spec.name), "collect")
     part = Part(spec, "collect", 0, 1, tree)
     started = time.perf_counter()
     summary = stage.work(part)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from secoctl import plan
 from secoctl.backends.local.executor import Observer
-from secoctl.states import styled
-from secoctl.status import StageRow, metric_text, pair, stage_progress
+from secoctl.status import Row, StageRow, metric_text, stage_progress
 from secoctl.tree import StageFacts
 
 
@@ -67,38 +69,43 @@ class RichObserver(Observer):
         self.console.print(f"  {stage.name}: complete in {seconds:.1f}s")
 
 
-def print_status(rows: list[StageRow], wide: bool = False) -> None:
-    """The table cut to the terminal's width; `wide` at its natural width, long lines left to the
-    terminal, as `kubectl get -o wide` prints them."""
-    console = Console()
-    table = status_table(rows, wide)
-    if wide:
+def print_table(rows: Sequence[Row], row_type: type[Row] = StageRow, wide: bool = False, fit: bool = True,
+                title: str | None = None, width: int | None = None) -> None:
+    """`fit`: cut to the terminal's width, only the last column cut (as kubectl's table); otherwise at its
+    natural width (or `width`), long lines left to the terminal, as `kubectl get -o wide` prints them."""
+    console = Console(width=width) if width else Console()
+    table = status_table(rows, wide, row_type=row_type, fit=fit, title=title)
+    if not fit and not width:
         natural = console.measure(table, options=console.options.update_width(100_000)).maximum
         console = Console(width=max(console.width, natural))
     console.print(table)
 
 
-def status_table(rows: list[StageRow], wide: bool = False) -> Table:
-    """One line per stage, only its SUMMARY cut to fit (as kubectl's table); `wide` carries every
-    figure, metric and reason. The EXPERIMENT column only when there is more than one."""
+def status_table(rows: Sequence[Row], wide: bool = False, row_type: type[Row] = StageRow, fit: bool | None = None,
+                 title: str | None = None) -> Table:
+    """One line per row. Fitted, every column but the last keeps its width and the last is cut."""
     several = len({row.experiment for row in rows}) > 1
-    if wide:
-        table = Table("EXPERIMENT", "STAGE", "STATE", "PROGRESS", "ETA", "AGE", "METRIC", "DETAIL", box=None)
-        for row in rows:
-            table.add_row(row.experiment, row.stage, styled(row.state), row.progress, row.eta, row.age,
-                          " ".join([row.alert, *(pair(k, v) for k, v in row.metrics.items())]).strip(), row.detail)
-        return table
-    headers = ("EXPERIMENT",) * several + ("STAGE", "STATE", "PROGRESS", "ETA", "AGE", "SUMMARY")
-    lines = [(row.experiment,) * several + (row.stage, row.state, row.brief, row.eta, row.age, row.summary)
-             for row in rows]
-    table = Table(box=None)
-    for number, header in enumerate(headers[:-1]):  # these keep their width: only SUMMARY is cut
-        table.add_column(header, no_wrap=True, min_width=max(len(header), *(len(line[number]) for line in lines)))
-    table.add_column(headers[-1], no_wrap=True, overflow="ellipsis")
-    state, summary = headers.index("STATE"), headers.index("SUMMARY")
+    headers = row_type.headers(wide, several)
+    lines = [row.cells(wide, several) for row in rows]
+    if fit is None:
+        fit = not wide
+    if fit:
+        table = Table(box=None, title=title)
+        for number, header in enumerate(headers[:-1]):
+            table.add_column(header, no_wrap=True, min_width=max(len(header), *(len(line[number]) for line in lines)))
+        table.add_column(headers[-1], no_wrap=True, overflow="ellipsis")
+    else:
+        table = Table(*headers, box=None, title=title)
     for row, line in zip(rows, lines):
-        cells = list(line)
-        cells[state] = styled(row.state)
-        cells[summary] = f"[red]{row.summary}[/red]" if row.alert else row.summary
-        table.add_row(*cells)
+        table.add_row(*row.markup(line, wide, several))
     return table
+
+
+def watch(read: Callable[[], list[Row]], finished: Callable[[list[Row]], bool], draw: Callable[[list[Row]], Table],
+          rows: list[Row], every_s: float = 2.0) -> None:
+    """Redraw the table from `read` until `finished` says nothing runs."""
+    with Live(draw(rows), refresh_per_second=1) as live:
+        while not finished(rows):
+            time.sleep(every_s)
+            rows = read()
+            live.update(draw(rows))

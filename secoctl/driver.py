@@ -11,9 +11,9 @@ Each event is one JSON line on stdout.
 
 What it costs the API server: one GET of the Job every `--poll` seconds. Its pods, a LIST of every
 part at about 10 KB a pod, are read only while there is something to explain (parts not ready, or
-failed) and then at most every POD_LOOK_S: fifty drivers listing 128 pods every 2 s kept the
-control plane of benchmarks.scale from answering anyone. An API server that does not answer is
-waited for (PATIENCE_S), not taken for the end of the experiment.
+failed) and then at most every POD_LOOK_S, so that many drivers on one control plane leave it able
+to answer. An API server that does not answer is waited for (PATIENCE_S), not taken for the end of
+the experiment.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from secoctl import plan, render, store, stored
-from secoctl.backends.kubernetes.executor import ApiError, Cluster, ClusterUnreachable, KubernetesExecutor, transient
+from secoctl.backends.kubernetes.client import ApiError, Cluster, ClusterUnreachable, transient
+from secoctl.backends.kubernetes.executor import KubernetesExecutor
 from secoctl.errors import SpecError, UserError
 from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
 from secoctl.spec import Experiment
-from secoctl.spec.file import load_documents, read_spec
-from secoctl.tree import StageTree, commit_stage, read_facts
+from secoctl.spec.file import read_experiment
+from secoctl.tree import StageRun, StageTree, read_facts, stage_run
 
 POLL_S = 2.0
 POD_LOOK_S = 30.0
@@ -50,14 +51,13 @@ class Driver:
     def __init__(self, experiment: Experiment, cluster: Cluster, poll_s: float = POLL_S):
         self.experiment, self.cluster, self.poll_s = experiment, cluster, poll_s
         self.executor = KubernetesExecutor(cluster)
-        self.root = stored.experiment_uri(experiment)
+        self.root = stored.experiment_location(experiment)
 
     def run(self) -> int:
         stored.prepare_storage(self.root, self.experiment)
         for stage in plan.stages(self.experiment):
             tree = StageTree(self.root, stage.name)
-            success = read_facts(tree).success
-            if success and success.get("fingerprint") == stage.fingerprint:
+            if read_facts(tree).complete_for(stage.fingerprint):
                 event("stage_skipped", stage=stage.name, reason="complete in storage")
                 continue
             if not self.run_stage(stage, tree):
@@ -101,10 +101,13 @@ class Driver:
         return job
 
     def run_stage(self, stage: plan.Stage, tree: StageTree) -> bool:
-        store.remove(tree.failed)
         name = self.start_job(stage)["metadata"]["name"]
-        store.write_json(tree.running, {"executor": "kubernetes", "job": name,
-                                        "namespace": self.cluster.namespace, "started_at": time.time()})
+        with stage_run(tree, {"executor": "kubernetes", "job": name, "namespace": self.cluster.namespace,
+                              "started_at": time.time()}) as run:
+            return self.watch(stage, name, run)
+
+    def watch(self, stage: plan.Stage, name: str, run: StageRun) -> bool:
+        """Until the Job completes (committed: True) or fails (recorded: False)."""
         last, pods, looked = None, [], float("-inf")
         while True:
             job = self.patiently(f"Job {name}", lambda: self.cluster.get("Job", name))
@@ -124,14 +127,12 @@ class Driver:
                       reasons=list(facts.reasons))
                 last = summary
             if condition(job, "Complete"):
-                missing = commit_stage(tree, stage.fingerprint, stage.parts)
-                store.remove(tree.running)
+                missing = run.commit(stage.fingerprint, stage.parts)
                 event("stage_complete", stage=stage.name, missing_parts=missing)
                 return True
             if failed:
                 reason = "; ".join(facts.reasons) or "the Job failed"
-                store.write_json(tree.failed, {"reason": reason, "job": name, "failed_at": time.time()})
-                store.remove(tree.running)
+                run.fail({"reason": reason, "job": name})
                 event("stage_failed", stage=stage.name, reason=reason)
                 return False
             time.sleep(self.poll_s)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     store.use_timeouts(store.DATA_PLANE)  # a long-running watcher rides out a slow store, as the stages do
     try:
-        experiment = load_documents(read_spec(str(args.spec)), str(args.spec))[0]
+        experiment = read_experiment(str(args.spec))
         return Driver(experiment, Cluster(namespace=args.namespace), args.poll).run()
     except (UserError, SpecError, ApiError) as error:
         event("driver_error", message=described(error))

@@ -47,3 +47,11 @@ class SpecError(Exception):
     def __init__(self, problems: list[SpecProblem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class Failed(UserError):
+    """A failure shown as its own lines, each printed as it is: a stage's named cause, or its log's tail."""
+
+    def __init__(self, lines: list[str], exit_code: int = 2):
+        self.lines, self.exit_code = lines, exit_code
+        super().__init__("\n".join(lines))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from secoctl import store
+from secoctl.tree import LOGS
 
 FAILURE_PREFIX = '{"event": "failed"'  # how failure_line's JSON begins: any other line is not read as one
 PREDICTABLE_EXIT = 3  # a part's exit code for a failure it named; a bug exits 1 with its traceback
@@ -25,26 +26,26 @@ MAX_FAILURE_CHARS = 1000  # a Kubernetes termination message holds 4096 bytes; a
 
 
 def live_uri(stage_uri: str, index: int) -> str:
-    return store.join(stage_uri, "logs", f"{index:05d}.log")
+    return store.join(stage_uri, LOGS, f"{index:05d}.log")
 
 
 def chunk_uri(stage_uri: str, index: int, number: int) -> str:
-    return store.join(stage_uri, "logs", f"{index:05d}.{number:05d}.log")
+    return store.join(stage_uri, LOGS, f"{index:05d}.{number:05d}.log")
 
 
 def indexes(stage_uri: str) -> list[int]:
     """The parts that have a log in storage."""
-    names = [n for n in store.list_names(store.join(stage_uri, "logs")) if n.endswith(".log")]
+    names = [n for n in store.list_names(store.join(stage_uri, LOGS)) if n.endswith(".log")]
     return sorted({int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()})
 
 
 def files(stage_uri: str, index: int) -> list[str]:
     """The URIs holding part `index`'s log, in reading order: sealed chunks, then the live tail."""
-    names = [n for n in store.list_names(store.join(stage_uri, "logs"))
+    names = [n for n in store.list_names(store.join(stage_uri, LOGS))
              if n.endswith(".log") and n.split(".")[0] == f"{index:05d}"]
     chunks = sorted(n for n in names if n.count(".") == 2)
     live = [n for n in names if n.count(".") == 1]
-    return [store.join(stage_uri, "logs", n) for n in (*chunks, *live)]
+    return [store.join(stage_uri, LOGS, n) for n in (*chunks, *live)]
 
 
 def read(stage_uri: str, index: int) -> str:
@@ -76,3 +77,9 @@ def failure_message(line: str) -> str | None:
 def last_failure(text: str) -> str | None:
     """The message of the last failure line in a part's log (tail), or None when the part named none."""
     return next((m for m in map(failure_message, reversed(text.splitlines())) if m), None)
+
+
+def prefixed(stage: str, part: int, text: str, several: bool) -> list[str]:
+    """A part's log lines as `logs` prints them: `[stage/part] ` before each when the stage has several."""
+    prefix = f"[{stage}/{part}] " if several else ""
+    return [prefix + line for line in text.splitlines()]

@@ -107,7 +107,7 @@ def assess(
         fact = facts.get(item.name, StageFacts())
         done = item.parts - len(fact.missing_parts(item.parts))
         if fact.success is not None:
-            if fact.success.get("fingerprint") == item.fingerprint:
+            if fact.complete_for(item.fingerprint):
                 statuses.append(StageStatus(item, "complete", item.parts))
                 continue
             statuses.append(StageStatus(item, "changed", done, "spec changed after this stage completed"))

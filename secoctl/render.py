@@ -14,6 +14,7 @@ import yaml
 
 from secoctl import partlog, plan, stages
 from secoctl.spec import Experiment, Resources
+from secoctl.spec.file import spec_document
 
 LABEL_EXPERIMENT = "seco.dev/experiment"
 LABEL_STAGE = "seco.dev/stage"
@@ -95,10 +96,6 @@ _BlockDumper.add_representer(str, _represent_str)
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
     return yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False)
-
-
-def spec_document(experiment: Experiment) -> str:
-    return yaml.safe_dump(experiment.to_yaml_dict(), sort_keys=False)
 
 
 def _container_security() -> dict[str, Any]:

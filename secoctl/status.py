@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secoctl import collapse, plan
-from secoctl.states import State
+from secoctl.states import State, styled
 from secoctl.tree import StageFacts
 
 
@@ -36,6 +36,29 @@ class StageRow:
     brief: str = ""
     summary: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def headers(wide: bool, several: bool) -> tuple[str, ...]:
+        """`wide` carries every figure, metric and reason; the short table one phrase each, and the
+        EXPERIMENT column only when there is more than one."""
+        if wide:
+            return "EXPERIMENT", "STAGE", "STATE", "PROGRESS", "ETA", "AGE", "METRIC", "DETAIL"
+        return ("EXPERIMENT",) * several + ("STAGE", "STATE", "PROGRESS", "ETA", "AGE", "SUMMARY")
+
+    def cells(self, wide: bool, several: bool) -> tuple[str, ...]:
+        """Plain text each, as the widths are measured; `markup` adds the colours."""
+        if wide:
+            return (self.experiment, self.stage, self.state, self.progress, self.eta, self.age,
+                    " ".join([self.alert, *(pair(k, v) for k, v in self.metrics.items())]).strip(), self.detail)
+        return (self.experiment,) * several + (self.stage, self.state, self.brief, self.eta, self.age, self.summary)
+
+    def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[str]:
+        shown = list(cells)
+        state = self.headers(wide, several).index("STATE")
+        shown[state] = styled(self.state)
+        if not wide and self.alert:
+            shown[-1] = f"[red]{shown[-1]}[/red]"
+        return shown
 
 
 def _age(seconds: float) -> str:
@@ -197,6 +220,22 @@ class ClusterRow:
     eta: str = ""
     eta_s: float | None = None
     alert: str = ""
+
+    @staticmethod
+    def headers(wide: bool, several: bool) -> tuple[str, ...]:
+        return "EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "ETA", "METRIC", "REASON"
+
+    def cells(self, wide: bool, several: bool) -> tuple[str, ...]:
+        return (self.experiment, self.stage, self.state, self.pods, str(self.restarts), self.progress, self.eta,
+                " ".join(filter(None, (self.alert, self.metric))), self.reason)
+
+    def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[str]:
+        shown = list(cells)
+        shown[2] = styled(self.state)
+        return shown
+
+
+Row = StageRow | ClusterRow
 
 
 def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | None,

@@ -109,9 +109,6 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
-def experiment_uri(storage: str, name: str) -> str:
-    return join(storage, "experiments", name)
-
 
 @dataclass(frozen=True)
 class Timeouts:

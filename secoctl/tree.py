@@ -8,16 +8,46 @@ concurrent update of a shared object.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from secoctl import store
+from secoctl.errors import UserError
 
+EXPERIMENTS = "experiments"
 SPEC_FILE = "spec.yaml"
 SUCCESS = "_SUCCESS"
 FAILED = "_FAILED"
 RUNNING = "_RUNNING"
 INDEX = "index.json"
+LOGS = "logs"
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+
+
+def experiments_uri(storage: str) -> str:
+    return store.join(storage, EXPERIMENTS)
+
+
+def experiment_uri(storage: str, name: str) -> str:
+    """The one place an experiment's own tree is: `<storage>/experiments/<name>`."""
+    return store.join(experiments_uri(storage), name)
+
+
+def experiment_names(storage: str, name: str | None = None) -> list[str]:
+    """The stored experiments' names (or just `name`, refused when absent); storage failures are left to
+    the caller's `store.reported`."""
+    found = store.list_names(experiments_uri(storage))
+    # The embedded default is absent until a first apply; a storage someone named is a mistake.
+    if not found and storage != store.home_storage() and store.is_missing(storage):
+        raise UserError(f"storage {storage} does not exist; check --storage or ${store.ENV_STORAGE}")
+    if name is None:
+        return found
+    if name not in found:
+        raise UserError(f"no experiment {name!r} in {storage}; `secoctl status --storage URI` lists them")
+    return [name]
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,18 @@ class StageTree:
     def index(self) -> str:
         return self.path(INDEX)
 
+    @property
+    def logs(self) -> str:
+        return self.path(LOGS)
+
+    @property
+    def checkpoints(self) -> str:
+        return self.path(CHECKPOINTS)
+
+    @property
+    def metrics(self) -> str:
+        return self.path(METRICS)
+
     def part_done(self, index: int) -> str:
         return self.path("parts", f"{index:05d}.json")
 
@@ -68,6 +110,10 @@ class StageFacts:
     def missing_parts(self, parts: int) -> list[int]:
         """The parts of a stage of `parts` that have not committed."""
         return sorted(set(range(parts)) - self.parts_done)
+
+    def complete_for(self, fingerprint: str) -> bool:
+        """Complete means: its `_SUCCESS` carries the fingerprint of the spec that asks for it now."""
+        return self.success is not None and self.success.get("fingerprint") == fingerprint
 
 
 def spec_uri(experiment_uri: str) -> str:
@@ -105,3 +151,28 @@ def commit_stage(tree: StageTree, fingerprint: str, parts: int) -> list[int]:
     store.write_json(tree.index, {"stage": tree.stage, "parts": summaries, "missing_parts": missing})
     store.write_json(tree.success, {"fingerprint": fingerprint, "completed_at": time.time(), "parts": parts})
     return missing
+
+
+class StageRun:
+    """One run of a stage's marker protocol, the same for the local executor and the cluster's driver:
+    `_FAILED` goes and `_RUNNING` is written when it starts, `commit` (index.json, then `_SUCCESS`) or
+    `fail` (`_FAILED`) ends it, and `_RUNNING` goes however it ends."""
+
+    def __init__(self, tree: StageTree):
+        self.tree = tree
+
+    def commit(self, fingerprint: str, parts: int) -> list[int]:
+        return commit_stage(self.tree, fingerprint, parts)
+
+    def fail(self, record: dict[str, Any]) -> None:
+        store.write_json(self.tree.failed, {**record, "failed_at": time.time()})
+
+
+@contextmanager
+def stage_run(tree: StageTree, running: dict[str, Any]) -> Iterator[StageRun]:
+    store.remove(tree.failed)
+    store.write_json(tree.running, running)
+    try:
+        yield StageRun(tree)
+    finally:
+        store.remove(tree.running)

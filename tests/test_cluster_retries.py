@@ -47,7 +47,7 @@ def api_behind_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rules: li
 
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch):
-    from secoctl.backends.kubernetes import executor as kubernetes
+    from secoctl.backends.kubernetes import client as kubernetes
 
     monkeypatch.setattr(kubernetes, "REQUEST_TIMEOUT_S", 1)
     monkeypatch.setattr(kubernetes, "BACKOFF_CAP_S", 0.2)

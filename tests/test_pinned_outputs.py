@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from secoctl import store
 from secoctl.spec.file import load_documents, read_spec
 from secoctl.stored import prepare_storage
-from secoctl.tree import StageTree
+from secoctl.tree import StageTree, experiment_uri
 from tests.conftest import ROOT
 
 PINS = Path(__file__).parent / "pinned"
@@ -57,7 +57,7 @@ def stored_tree(storage, monkeypatch):
     for name in ("quickstart", "second"):
         experiment = base.model_copy(update={"metadata": base.metadata.model_copy(update={"name": name})})
         experiment = experiment.with_storage(storage.as_uri())
-        root = store.experiment_uri(storage.as_uri(), name)
+        root = experiment_uri(storage.as_uri(), name)
         prepare_storage(root, experiment)
         from secoctl import plan
 
@@ -115,7 +115,7 @@ def _pod(experiment: str, stage: str, phase: str, restarts: int = 0, waiting: st
 def cluster_api(tmp_path, monkeypatch, storage):
     """A namespace whose API answers are fixed: one experiment with its driver running, collect complete,
     shards running with a pod pulling its image, the rest suspended; a Job warning event."""
-    from secoctl.backends.kubernetes import executor
+    from secoctl.backends.kubernetes import client
 
     experiment = load_documents(read_spec(str(ROOT / "examples/quickstart.yaml")), "quickstart.yaml")[0]
     spec_text = (ROOT / "examples/quickstart.yaml").read_text()
@@ -148,7 +148,7 @@ def cluster_api(tmp_path, monkeypatch, storage):
         self.namespace = namespace or "research"
 
     stored = experiment.with_storage(storage.as_uri())
-    root = store.experiment_uri(storage.as_uri(), "quickstart")
+    root = experiment_uri(storage.as_uri(), "quickstart")
     prepare_storage(root, stored)
     from secoctl import plan
 
@@ -158,12 +158,12 @@ def cluster_api(tmp_path, monkeypatch, storage):
     collect = StageTree(root, "collect")
     store.write_json(collect.success, {"fingerprint": plan.stage(stored, "collect").fingerprint,
                                        "completed_at": NOW - 600, "parts": 2})
-    monkeypatch.setattr(executor.Cluster, "__init__", init)
-    monkeypatch.setattr(executor.Cluster, "request", request)
-    import secoctl.cli
+    monkeypatch.setattr(client.Cluster, "__init__", init)
+    monkeypatch.setattr(client.Cluster, "request", request)
+    import secoctl.backends
     import secoctl.status
 
-    monkeypatch.setattr(secoctl.cli, "_on_cluster", lambda local: not local)
+    monkeypatch.setattr(secoctl.backends, "cluster_configured", lambda: True)
     monkeypatch.setattr(secoctl.status.time, "time", lambda: NOW)
     return experiment
 

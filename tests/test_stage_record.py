@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from secoctl import plan, stages
-from secoctl.backends.kubernetes import commands as cluster_commands
+from secoctl.backends.kubernetes.commands import KubernetesBackend
 from secoctl.backends.kubernetes.executor import KubernetesExecutor
 from secoctl.backends.local.executor import LocalExecutor
 from secoctl.errors import SpecError
@@ -120,7 +120,9 @@ def test_cluster_status_and_logs_show_it(tmp_path, monkeypatch, capsys):
     assert list(jobs) == [stages.DRIVER, "collect", "tiles", "shards", "pretrain", "evaluate", "publish"]
     rows = {r.stage: r for r in cluster_rows("made", jobs, None, None)}
     assert rows["tiles"].state == "waiting" and "driver starts it" in rows["tiles"].reason
-    monkeypatch.setattr(cluster_commands, "executor", lambda context, namespace: target)
-    cluster_commands.logs("made", "tiles", 0, False, None, None)
+    backend = KubernetesBackend.__new__(KubernetesBackend)
+    backend.target, backend.storage = target, None
+    for line in backend.logs("made", "tiles", 0, False):
+        print(line)
     captured = capsys.readouterr()
     assert "tiles logs from storage" in captured.err and '"stage": "tiles", "index": 0' in captured.out

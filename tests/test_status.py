@@ -6,7 +6,7 @@ from secoctl.backends.kubernetes.jobstate import JobFacts
 from secoctl.plan import Stage, StageStatus
 from secoctl.spec.file import load_documents
 from secoctl.status import cluster_rows, rows
-from secoctl.tree import StageFacts, StageTree, read_facts
+from secoctl.tree import StageFacts, StageTree, experiment_uri, read_facts
 
 COLLECT_SUMS = {"counts": ["accepted", "dropped", "failed"], "rates": ["patches_per_s"]}
 
@@ -115,7 +115,7 @@ def test_the_cluster_table_adds_up_a_running_jobs_parts_too():
 def test_the_sums_a_part_declares_are_what_status_reads(tmp_path):
     experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
                                 "demo.yaml")[0]
-    tree = StageTree(store.experiment_uri(tmp_path.as_uri(), "demo"), "collect")
+    tree = StageTree(experiment_uri(tmp_path.as_uri(), "demo"), "collect")
     for index in (0, 1):
         Part(experiment, "collect", index, 2, tree).progress(110, 200, "locations", force=True, accepted=110,
                                                              loss=0.5, counts=("accepted",))
@@ -198,7 +198,7 @@ def test_one_unreadable_stored_spec_is_its_own_row_and_every_other_experiment_sh
 
     good = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: good}\n",
                           "good.yaml")[0].with_storage(storage.as_uri())
-    prepare_storage(store.experiment_uri(storage.as_uri(), "good"), good)
+    prepare_storage(experiment_uri(storage.as_uri(), "good"), good)
     corrupt = storage / "experiments" / "corrupt" / "spec.yaml"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_text("apiVersion: [\n")
@@ -251,7 +251,7 @@ def test_a_part_reports_its_recent_rate_once_it_has_two_reports(tmp_path, monkey
 
     experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
                                 "demo.yaml")[0]
-    tree = StageTree(store.experiment_uri(tmp_path.as_uri(), "demo"), "pretrain")
+    tree = StageTree(experiment_uri(tmp_path.as_uri(), "demo"), "pretrain")
     clock = iter([100.0, 110.0])
     monkeypatch.setattr(part_module.time, "monotonic", lambda: next(clock))
     part = Part(experiment, "pretrain", 0, 1, tree)
@@ -310,7 +310,7 @@ def test_status_of_a_finished_quickstart_at_80_columns_is_one_line_a_stage(stora
 
     experiment = load_documents(read_spec(str(ROOT / "examples/quickstart.yaml")), "quickstart.yaml")[0]
     experiment = experiment.with_storage(storage.as_uri())
-    root = store.experiment_uri(storage.as_uri(), "quickstart")
+    root = experiment_uri(storage.as_uri(), "quickstart")
     prepare_storage(root, experiment)
     reports = {"collect": (256, 256, "locations", QUICKSTART_COLLECT), "shards": (1, 1, "shards", {"shards": 1}),
                "pretrain": (300, 300, "steps", {"loss": 6.31, "samples_per_s": 105.2, "shard_fetches": 32,

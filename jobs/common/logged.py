@@ -145,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True)
     parser.add_argument("--termination-log", help="where the part's failure line goes (the pod's terminationMessagePath)")
     args = parser.parse_args(argv[:split])
-    from jobs.common.part import load_spec
-    from secoctl.stored import experiment_uri
+    from secoctl.spec.file import read_experiment
+    from secoctl.stored import experiment_location
+    from secoctl.tree import StageTree
 
     store.use_timeouts(store.DATA_PLANE)
-    experiment = load_spec(args.spec)
-    root = experiment_uri(experiment)
+    experiment = read_experiment(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
-    return run(store.join(root, args.stage), index, argv[split + 1:], args.termination_log)
+    return run(StageTree(experiment_location(experiment), args.stage).uri, index, argv[split + 1:], args.termination_log)
 
 
 if __name__ == "__main__":

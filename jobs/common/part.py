@@ -25,8 +25,8 @@ from secoctl import partlog, store
 from secoctl.plan import stage as stage_of
 from secoctl.process import sole
 from secoctl.spec import Experiment
-from secoctl.spec.file import load_documents, read_spec
-from secoctl.stored import experiment_uri
+from secoctl.spec.file import read_experiment
+from secoctl.stored import experiment_location
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -43,12 +43,8 @@ class Part:
     _last_report: float = field(default=0.0, repr=False)
     _recent: deque = field(default_factory=lambda: deque(maxlen=RATE_REPORTS), repr=False)
 
-    @property
-    def experiment_uri(self) -> str:
-        return self.tree.experiment_uri
-
     def stage_tree(self, stage: str) -> StageTree:
-        return StageTree(self.experiment_uri, stage)
+        return StageTree(self.tree.experiment_uri, stage)
 
     def input_index(self, stage: str) -> dict[str, Any]:
         """An earlier stage's committed index: what this part reads, or a failure saying it is not there."""
@@ -89,10 +85,6 @@ class Part:
             store.write_json(self.tree.progress(self.index), record)
 
 
-def load_spec(location: str) -> Experiment:
-    return load_documents(read_spec(location), location)[0]
-
-
 def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{stage}")
     parser.add_argument("--spec", required=True, help="spec.yaml path or URI")
@@ -101,7 +93,7 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     where = Where(stage, index, args.spec)
     try:
-        experiment = load_spec(args.spec)
+        experiment = read_experiment(args.spec)
         where = Where(stage, index, store.storage(own=experiment.spec.storage), experiment.spec.collect.stac_url)
         _run_part(stage, work, experiment, index)
     except Exception as error:
@@ -115,7 +107,7 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
 
 def _run_part(stage: str, work: Callable[[Part], dict[str, Any]], experiment: Experiment, index: int) -> None:
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
-    part = Part(experiment, stage, index, parts, StageTree(experiment_uri(experiment), stage))
+    part = Part(experiment, stage, index, parts, StageTree(experiment_location(experiment), stage))
     if store.exists(part.tree.part_done(index)):
         print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
         return

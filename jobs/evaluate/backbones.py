@@ -16,7 +16,7 @@ THIS_RUN = "this-run"
 
 
 def this_run(part: Part, name: str) -> nn.Module:
-    tensors, _ = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"), name)
+    tensors, _ = checkpoints.final_backbone(part.stage_tree("pretrain").checkpoints, name)
     model = build_backbone(name, in_chans=tensors["conv1.weight"].shape[1])
     model.load_state_dict(tensors, strict=True)
     return model

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jobs.common.part import load_spec
+from secoctl.spec.file import read_experiment
 from jobs.localcloud import eurosat, landscape
 from jobs.localcloud.cloud import built_world, serve
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    collect = load_spec(args.spec).spec.collect
+    collect = read_experiment(args.spec).spec.collect
     endpoint = urlparse(collect.stac_url)
     host = serving_host(endpoint.hostname)
     if host is None or not endpoint.port:

@@ -30,7 +30,7 @@ def work(part: Part) -> dict[str, Any]:
     experiment = part.experiment
     publish, pretrain = experiment.spec.publish, experiment.spec.pretrain
     storage = store.storage(own=experiment.spec.storage)
-    tensors, checkpoint = checkpoints.final_backbone(part.stage_tree("pretrain").path("checkpoints"),
+    tensors, checkpoint = checkpoints.final_backbone(part.stage_tree("pretrain").checkpoints,
                                                      pretrain.backbone)
     provenance = {"experiment": experiment.name, "checkpoint_step": int(checkpoint["step"]),
                   "method": checkpoint.get("method"), "spec": experiment.to_yaml_dict()}
@@ -43,7 +43,7 @@ def work(part: Part) -> dict[str, Any]:
             parameters = sum(t.numel() for t in tensors.values())
             uri = weights.publish_backbone(storage, path, publish.name, publish.version, pretrain.backbone,
                                            pretrain.input_size, parameters, provenance,
-                                           read_metrics(part.experiment_uri),
+                                           read_metrics(part.tree.experiment_uri),
                                            force=publish.force, bands=experiment.spec.input_bands())
     run = tracking.run_of(experiment)
     if run:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secoctl import store
+from secoctl.errors import UserError
 
 # torchgeo's table of pre-trained Sentinel-2 weights, which cites arXiv 2103.16607 for these figures.
 TORCHGEO = ("torchgeo docs/api/weights/sentinel2.csv (microsoft/torchgeo@1a7c2b77), row "
@@ -168,3 +169,23 @@ def chart_png(name: str, report_rows: list[ReportRow]) -> bytes:
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def show(name: str, root: str) -> list[str]:
+    """Print the experiment's evaluation table and write report.md and report.png beside its metrics; the
+    lines left to say are returned."""
+    from rich.console import Console
+    from rich.table import Table
+
+    report_rows = rows(read_metrics(root))
+    if not report_rows:
+        raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")
+    table = Table("evaluation", "metric", "model", "value", "paper (value − paper)",
+                  title=f"{name}: downstream evaluation")
+    for row in report_rows:
+        table.add_row(row.evaluation, row.metric, row.model, f"{row.value:.4f}", paper_cell(row))
+    Console().print(table)
+    markdown_uri = store.join(root, "evaluate", "report.md")
+    store.write_text(markdown_uri, markdown(name, report_rows))
+    store.write_bytes(store.join(root, "evaluate", "report.png"), chart_png(name, report_rows))
+    return [*notes(report_rows), f"written: {markdown_uri} and report.png beside it"]

@@ -100,3 +100,13 @@ def load_files(paths: list[Path]) -> list[Experiment]:
     if problems:
         raise SpecError(problems)
     return experiments
+
+
+def read_experiment(location: str) -> Experiment:
+    """The one experiment a stored spec holds: a path or a URI, as the driver, each part and `status` read it."""
+    return load_documents(read_spec(location), location)[0]
+
+
+def spec_document(experiment: Experiment) -> str:
+    """The spec as it is stored beside its experiment's tree and in its ConfigMap."""
+    return yaml.safe_dump(experiment.to_yaml_dict(), sort_keys=False)

@@ -11,6 +11,7 @@ import yaml
 
 from secoctl import render, store
 from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, release, secoctl, spec_file, start_driver,
+from secoctl.tree import experiment_uri
                                     status_rows, wait_for)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,7 +192,7 @@ def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kub
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     started = [e["stage"] for e in events if e["event"] == "stage_started"]
     assert started == list(STAGES)
-    root = store.experiment_uri(cluster.storage.as_uri(), "advancing")
+    root = experiment_uri(cluster.storage.as_uri(), "advancing")
     for stage in STAGES:
         assert store.exists(store.join(root, stage, "_SUCCESS")), stage
     jobs = {j["metadata"]["name"]: j["metadata"]["uid"]
@@ -218,7 +219,7 @@ def test_a_failing_part_fails_the_stage_with_its_exit_code(kube_env, cluster, tm
     driver = start_driver(cluster, spec, "failing", tmp_path)
     output, _ = driver.communicate(timeout=180)
     assert driver.returncode == 1, output
-    failed = store.read_json(store.join(store.experiment_uri(cluster.storage.as_uri(), "failing"), "collect", "_FAILED"))
+    failed = store.read_json(store.join(experiment_uri(cluster.storage.as_uri(), "failing"), "collect", "_FAILED"))
     assert "exited with code 1" in failed["reason"] and "FailedIndexes" in failed["reason"]
     rows = status_rows(kube_env, "failing")
     assert rows["collect"]["state"] == "failed" and "exited with code 1" in rows["collect"]["reason"]

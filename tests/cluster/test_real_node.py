@@ -33,7 +33,7 @@ from jobs.localcloud.servers import free_port
 from secoctl import partlog, render, stages, store
 from secoctl.spec.file import load_documents
 from secoctl.stages import PRETRAIN_WINDOW_STEPS
-from secoctl.tree import StageTree
+from secoctl.tree import StageTree, experiment_uri
 from tests.cluster import kueue as kueue_build
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
 from tests.cluster.kueue import URGENT, set_quotas, with_queues
@@ -124,7 +124,7 @@ def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp
     assert {c["image"] for p in pods for c in p["status"]["containerStatuses"]} == {real_cluster.image}
     assert all(c["state"]["terminated"]["exitCode"] == 0 for p in pods for c in p["status"]["containerStatuses"])
 
-    root = store.experiment_uri(storage.as_uri(), EXPERIMENT)
+    root = experiment_uri(storage.as_uri(), EXPERIMENT)
     for stage in STAGES:
         success = store.read_json(store.join(root, stage, "_SUCCESS"))
         assert not success.get("missing_parts"), (stage, success)  # every part's files, written by a real pod
@@ -229,7 +229,7 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
     world = built_world(collect, tmp_path / "worlds", bands=tuple(collect.bands))
     env = dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig), PYTHONPATH=str(ROOT), HOME=str(tmp_path))
     env.pop("SECOCTL_STORAGE", None)
-    root = store.experiment_uri(storage.as_uri(), PREEMPTED)
+    root = experiment_uri(storage.as_uri(), PREEMPTED)
     pretrain = StageTree(root, "pretrain")
 
     def job(name: str) -> dict:

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from secoctl import render, stages
 from secoctl.spec import k8s_rules
 from secoctl.spec import quantity
-from secoctl.backends.kubernetes.executor import FIELD_MANAGER, ApiError, Cluster
+from secoctl.backends.kubernetes.client import FIELD_MANAGER, ApiError, Cluster
 from secoctl.cli import app
 from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL
 from secoctl.spec import Experiment, Toleration, parse_experiment

@@ -67,4 +67,4 @@ def run_collect(experiment, storage: Path) -> dict:
     executor = LocalExecutor(storage.as_uri())
     experiment = executor.prepare(experiment)
     executor.run_stage(experiment, plan.stage(experiment, "collect", single_machine=True))
-    return store.read_json(store.join(executor.experiment_uri(experiment), "collect", "index.json"))
+    return store.read_json(store.join(executor.location(experiment), "collect", "index.json"))

@@ -114,7 +114,7 @@ def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folde
         from secoctl.backends.local.executor import LocalExecutor
         executor = LocalExecutor(resumed.as_uri())
         stored = executor.prepare(experiment)
-        spec_uri = store.join(executor.experiment_uri(stored), "spec.yaml")
+        spec_uri = store.join(executor.location(stored), "spec.yaml")
         chunks = resumed / "experiments" / "collect-test" / "collect" / "chunks"
         worker = subprocess.Popen([sys.executable, "-m", "jobs.collect", "--spec", spec_uri],
                                   env={**os.environ, "JOB_COMPLETION_INDEX": "0", "SECOCTL_PARTS": "1"},

@@ -44,7 +44,7 @@ def trained(tmp_path: Path, storage: Path):
     experiment = load_documents(SPEC.format(data=data, ben=ben, oscd=changes), "eval.yaml")[0]
     executor = LocalExecutor(storage.as_uri())
     experiment = executor.prepare(experiment)
-    root = executor.experiment_uri(experiment)
+    root = executor.location(experiment)
     torch.manual_seed(1)
     model = SeCo("resnet18", queue_size=64)
     checkpoints.save(store.join(root, "pretrain", "checkpoints"), 7,

@@ -71,7 +71,7 @@ def test_a_twelve_band_run_is_evaluated_on_every_band_it_was_trained_on(tmp_path
     experiment = load_documents(SPEC.format(data=data, ben=ben, oscd=changes), "ms.yaml")[0]
     executor = LocalExecutor(storage.as_uri())
     experiment = executor.prepare(experiment)
-    root = executor.experiment_uri(experiment)
+    root = executor.location(experiment)
     torch.manual_seed(1)
     state = SeCo("resnet18", queue_size=64).state_dict()
     state["encoder_q.0.weight"] = torch.randn(64, 12, 7, 7) * 0.05  # the 12-band stem pretrain would train

@@ -187,7 +187,7 @@ def test_delete_stops_a_running_apply(storage, tmp_path, sigint):
 
 def test_a_pod_whose_service_account_is_unusable_gets_one_line_not_a_traceback(monkeypatch):
     """What the driver pod met on a real kubelet whose cluster published no root CA (ca.crt empty)."""
-    from secoctl.backends.kubernetes.executor import Cluster
+    from secoctl.backends.kubernetes.client import Cluster
     from secoctl.errors import UserError
 
     monkeypatch.delenv("KUBECONFIG", raising=False)

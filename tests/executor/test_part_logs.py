@@ -14,6 +14,7 @@ import yaml
 from jobs.common.logged import StorageLog
 from tests.s3 import s3_bucket
 from secoctl import partlog, store
+from secoctl.tree import experiment_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "seco-logs"
@@ -44,7 +45,7 @@ def test_a_part_run_as_a_pod_runs_it_keeps_its_output_and_exit_code_and_leaves_i
         env=dict(os.environ, JOB_COMPLETION_INDEX="1", PYTHONPATH=str(ROOT)))
     assert result.returncode == 3, result.stderr  # the Job must see the part's own exit code
     assert result.stdout.splitlines() == ["shard 0 committed", "oops"]  # still the container's log
-    stage_uri = store.join(store.experiment_uri(storage, "wrapped"), "collect")
+    stage_uri = store.join(experiment_uri(storage, "wrapped"), "collect")
     assert partlog.indexes(stage_uri) == [1]
     assert partlog.read(stage_uri, 1) == "shard 0 committed\noops\n"
 

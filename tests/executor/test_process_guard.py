@@ -66,7 +66,7 @@ def test_a_stage_process_dies_with_its_executor_even_by_sigkill():
 
 def test_a_second_process_for_a_running_part_refuses(storage):
     prepared = executor(storage).prepare(experiment())
-    spec = spec_uri(executor(storage).experiment_uri(prepared))
+    spec = spec_uri(executor(storage).location(prepared))
     env = dict(os.environ, PYTHONPATH=str(ROOT), JOB_COMPLETION_INDEX="0", SECOCTL_PARTS="1")
     argv = [sys.executable, str(FAKE_STAGE), "pretrain", "", "--spec", spec]  # reads nothing: the lock is the point
     first = subprocess.Popen(argv, cwd=ROOT, env=dict(env, FAKE_SLEEP_S="30"), stdout=subprocess.PIPE, text=True)

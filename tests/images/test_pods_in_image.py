@@ -25,6 +25,7 @@ from jobs.localcloud.servers import free_port
 from secoctl import plan, render, store
 from secoctl.backends.local.executor import LocalExecutor
 from secoctl.spec.file import load_documents
+from secoctl.tree import experiment_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -145,7 +146,7 @@ def test_every_rendered_pod_runs_in_the_image_to_published_weights(image_rootfs,
     finally:
         os.umask(previous_umask)
 
-    root = store.experiment_uri(storage.as_uri(), experiment.name)
+    root = experiment_uri(storage.as_uri(), experiment.name)
     for stage in plan.stages(experiment):
         assert store.exists(store.join(root, stage.name, "_SUCCESS")), stage.name
     collected = storage / "experiments" / "pods" / "collect"

@@ -12,7 +12,7 @@ from jobs.common.shards import Sample, write_shard
 from secoctl import plan, store
 from secoctl.render import spec_document
 from secoctl.spec.file import load_documents
-from secoctl.tree import StageTree, commit_stage, spec_uri
+from secoctl.tree import StageTree, commit_stage, experiment_uri, spec_uri
 
 
 def seasonal_cube(rng: np.random.Generator, timestamps: int, size: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def derived_training_shards(experiment, root: str) -> None:
 def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, per_shard: int = 6,
                          size: int = 40, training_shards: bool = False):
     experiment = load_documents(spec_text, "made.yaml")[0].with_storage(storage_uri)
-    root = store.experiment_uri(storage_uri, experiment.name)
+    root = experiment_uri(storage_uri, experiment.name)
     store.write_text(spec_uri(root), spec_document(experiment))
     tree = StageTree(root, "collect")
     rng = np.random.default_rng(0)

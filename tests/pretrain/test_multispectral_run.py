@@ -20,6 +20,7 @@ from secoctl.model_card import SSL4EO_RULE, stretch
 from secoctl.spec import SENTINEL2_BANDS
 from secoctl.spec.file import load_documents
 from tests.conftest import run_cli
+from secoctl.tree import experiment_uri
 
 SPEC = """
 apiVersion: seco.dev/v1alpha1
@@ -44,7 +45,7 @@ def test_every_collected_band_reaches_the_model_and_the_published_weights_name_t
     with serve(world) as cloud:
         experiment = load_documents(SPEC.format(stac_url=cloud.stac_url, eurosat=data), "every-band.yaml")[0]
         LocalExecutor(storage.as_uri()).apply(experiment)
-    root = store.experiment_uri(storage.as_uri(), "every-band")
+    root = experiment_uri(storage.as_uri(), "every-band")
 
     shard = store.read_json(store.join(root, "shards", "index.json"))
     first = TrainingShard(shard_entries(shard)[0]["uri"].removeprefix("file://"))

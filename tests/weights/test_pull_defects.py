@@ -15,6 +15,7 @@ from secoctl.weights import published
 from tests.conftest import run_cli
 from tests.weights.conftest import backbone_state
 from tests.weights.test_weights import cli
+from secoctl.tree import experiment_uri
 
 
 def partial_folder(storage: str) -> Path:
@@ -81,7 +82,7 @@ def test_logs_of_a_stage_path_that_is_a_file_says_there_are_none(storage: Path, 
     from secoctl.stored import prepare_storage
 
     experiment = load_files([spec_file])[0].with_storage(storage.as_uri())
-    prepare_storage(store.experiment_uri(storage.as_uri(), "demo"), experiment)
+    prepare_storage(experiment_uri(storage.as_uri(), "demo"), experiment)
     (storage / "experiments" / "demo" / "pretrain").write_text("not a folder")
     result = run_cli("logs", "demo", "--local", storage=storage)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

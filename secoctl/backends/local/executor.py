@@ -25,7 +25,7 @@ from secoctl import partlog, plan, store
 from secoctl.process import EXECUTOR_PID, die_with_parent, terminate_as_interrupt
 from secoctl.spec import Experiment
 from secoctl.stored import prepare_storage, read_experiment_facts
-from secoctl.tree import StageTree, commit_stage, read_facts, spec_uri
+from secoctl.tree import StageTree, experiment_uri, read_facts, spec_uri, stage_run
 
 ArgvFor = Callable[[plan.Stage, str], list[str]]
 POLL_S = 0.25
@@ -161,19 +161,19 @@ class LocalExecutor:
         self.concurrency = concurrency or max(os.cpu_count() or 1, 1)
         self.observer = observer or Observer()
 
-    def experiment_uri(self, experiment: Experiment) -> str:
-        return store.experiment_uri(self.storage, experiment.name)
+    def location(self, experiment: Experiment) -> str:
+        return experiment_uri(self.storage, experiment.name)
 
     def prepare(self, experiment: Experiment) -> Experiment:
         """Store the spec, refusing a change that would contradict work already done."""
-        experiment = experiment.with_storage(self.storage)
-        prepare_storage(self.experiment_uri(experiment), experiment, alive=alive_local_pids)
+        if experiment.spec.storage != self.storage:
+            experiment = experiment.with_storage(self.storage)
+        prepare_storage(self.location(experiment), experiment, alive=alive_local_pids)
         return experiment
 
     def apply(self, experiment: Experiment) -> None:
         experiment = self.prepare(experiment)
-        root = self.experiment_uri(experiment)
-        facts = read_experiment_facts(root, experiment)
+        facts = read_experiment_facts(self.location(experiment), experiment)
         with terminate_as_interrupt():
             for status in plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment.name),
                                       single_machine=True):
@@ -183,34 +183,31 @@ class LocalExecutor:
                 self.run_stage(experiment, status.stage)
 
     def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
-        tree = StageTree(self.experiment_uri(experiment), stage.name)
-        store.remove(tree.failed)
+        tree = StageTree(self.location(experiment), stage.name)
         token = RunToken(experiment.name)
         started = time.monotonic()
         try:
-            store.write_json(tree.running, {**running_record(os.getpid()), **token.record})
-            missing = read_facts(tree).missing_parts(stage.parts)
-            self.observer.stage_started(stage, stage.parts - len(missing))
-            self._run_parts(experiment, stage, tree, missing)
-            self._commit(stage, tree)
-        except StageFailed as failure:
-            store.write_json(tree.failed, {
-                "reason": failure.message or f"part {failure.index} exited with code {failure.exit_code}",
-                "index": failure.index, "exit_code": failure.exit_code, "log_tail": failure.log_tail,
-                "failed_at": time.time(),
-            })
-            raise
+            with stage_run(tree, {**running_record(os.getpid()), **token.record}) as run:
+                missing = read_facts(tree).missing_parts(stage.parts)
+                self.observer.stage_started(stage, stage.parts - len(missing))
+                try:
+                    self._run_parts(experiment, stage, tree, missing)
+                    self._check_committed(stage, tree)
+                except StageFailed as failure:
+                    run.fail({"reason": failure.message or f"part {failure.index} exited with code "
+                              f"{failure.exit_code}", "index": failure.index, "exit_code": failure.exit_code,
+                              "log_tail": failure.log_tail})
+                    raise
+                run.commit(stage.fingerprint, stage.parts)
         finally:
-            store.remove(tree.running)
             token.close()
         self.observer.stage_finished(stage, time.monotonic() - started)
 
-    def _commit(self, stage: plan.Stage, tree: StageTree) -> None:
+    def _check_committed(self, stage: plan.Stage, tree: StageTree) -> None:
         missing = read_facts(tree).missing_parts(stage.parts)
         if missing:
             raise StageFailed(stage.name, missing[0], 0, "the process exited 0 without committing its part",
                               partlog.live_uri(tree.uri, missing[0]))
-        commit_stage(tree, stage.fingerprint, stage.parts)
 
     def _start_part(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, index: int,
                     log_dir: Path) -> RunningPart:
@@ -221,7 +218,7 @@ class LocalExecutor:
                    PYTHONUNBUFFERED="1", **{EXECUTOR_PID: str(os.getpid())})
         with open(local_log, "ab") as log:
             process = subprocess.Popen(
-                self.argv_for(stage, spec_uri(self.experiment_uri(experiment))),
+                self.argv_for(stage, spec_uri(self.location(experiment))),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=die_with_parent,
             )

@@ -1,0 +1,148 @@
+"""The command set on this machine: stage processes for `apply`, and every other command read from the
+storage tree the processes write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from secoctl import partlog, store
+from secoctl.errors import Failed, SpecError, UserError
+from secoctl.tree import StageTree, experiment_names, experiment_uri
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from secoctl.spec import Experiment
+    from secoctl.status import StageRow
+
+FOLLOW_POLL_S = 1.0
+
+
+class LocalBackend:
+    def __init__(self, storage: str | None):
+        self.option = storage
+
+    def apply(self, experiments: Sequence[Experiment]) -> None:
+        from secoctl.backends.local.executor import LocalExecutor, StageFailed
+        from secoctl.console import RichObserver
+
+        with RichObserver() as observer:
+            try:
+                for experiment in experiments:
+                    storage = experiment.spec.storage
+                    observer.experiment(experiment.name, experiment_uri(storage, experiment.name))
+                    with store.reported(storage):  # the executor's own reads and writes of the tree
+                        LocalExecutor(storage, observer=observer).apply(experiment)
+            except StageFailed as failure:
+                observer.stop()
+                if failure.message:  # a failure the part named: its cause and the field to fix; the traceback in its log
+                    raise Failed([failure.message], exit_code=1) from None
+                raise Failed([f"stage {failure.stage} failed: part {failure.index} exited with code "
+                              f"{failure.exit_code}", f"last lines of {failure.log_location}:", failure.log_tail],
+                             exit_code=1) from None
+            except KeyboardInterrupt:
+                observer.stop()
+                raise Failed(["interrupted; committed work is kept and `secoctl apply` resumes from it"],
+                             exit_code=130) from None
+
+    @property
+    def root(self) -> str:
+        return store.storage(self.option)
+
+    def rows(self, name: str | None) -> list[StageRow]:
+        """The stored experiments' rows. A stored spec that cannot be read is that experiment's one "unreadable"
+        row, not every experiment's failure; only when nothing else can be shown is it the command's error."""
+        root = self.root
+        with store.reported(root):
+            found = experiment_names(root, name)
+        if not found:
+            return []
+        from secoctl import plan
+        from secoctl.backends.local.executor import alive_local_pids
+        from secoctl.status import StageRow, rows
+        from secoctl.stored import read_experiment_facts, stored_experiment
+
+        table, unreadable = [], []
+        with store.reported(root):
+            for experiment_name in found:
+                location = experiment_uri(root, experiment_name)
+                try:
+                    experiment = stored_experiment(location)
+                except (SpecError, UserError) as error:
+                    unreadable.append((experiment_name, error))
+                    continue
+                if experiment is None:
+                    continue
+                facts = read_experiment_facts(location, experiment)
+                statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name),
+                                       single_machine=True)
+                table.extend(rows(experiment_name, statuses, facts))
+        if unreadable and not table:
+            raise unreadable[0][1]
+        lines = [(experiment_name, str(error).splitlines()[0]) for experiment_name, error in unreadable]
+        return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", line, summary=line)
+                        for experiment_name, line in lines]
+
+    def table(self, rows: list[StageRow]) -> Table:
+        from secoctl.console import status_table
+
+        return status_table(rows)
+
+    def print_rows(self, rows: list[StageRow], wide: bool) -> None:
+        if not rows:
+            print(f"no experiments in {self.root}")
+            return
+        from secoctl.console import print_table
+
+        print_table(rows, wide=wide, fit=not wide)
+
+    def finished(self, rows: list[StageRow]) -> bool:
+        return not any(row.state == "running" for row in rows)
+
+    def logs(self, name: str, stage: str | None, index: int | None, follow: bool) -> Iterator[str]:
+        from secoctl import plan
+        from secoctl.backends.local.executor import alive_local_pids
+        from secoctl.stored import named, read_experiment_facts
+
+        location, experiment = named(self.root, name)
+        stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
+        if stage is not None and stage not in stage_names:
+            raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(stage_names)}")
+        with_logs = [s for s in stage_names if store.list_names(StageTree(location, s).logs)]
+        chosen = stage or (with_logs[-1] if with_logs else None)
+        if chosen is None:
+            raise UserError(f"{name} has no logs yet; `secoctl apply` writes them as stages run")
+        stage_uri = StageTree(location, chosen).uri
+        parts = [i for i in partlog.indexes(stage_uri) if index is None or i == index]
+        offsets = dict.fromkeys(parts, 0)
+        while True:
+            for part in parts:
+                text = partlog.read(stage_uri, part)
+                yield from partlog.prefixed(chosen, part, text[offsets[part]:], several=len(parts) > 1)
+                offsets[part] = len(text)
+            if not follow or not alive_local_pids(read_experiment_facts(location, experiment), name):
+                return
+            time.sleep(FOLLOW_POLL_S)
+
+    def delete(self, name: str, purge: bool) -> Iterator[str]:
+        from secoctl.backends.local.executor import alive_local_pids
+        from secoctl.stored import named, read_experiment_facts
+
+        root = self.root
+        with store.reported(root):
+            location, experiment = named(root, name)
+            facts = read_experiment_facts(location, experiment) if experiment is not None else {}
+            running = alive_local_pids(facts, name)
+        for pid in running:
+            os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)
+            yield f"stopped the local run of {name} (process {pid})"
+        if purge:
+            with store.reported(root):
+                store.remove(location)
+            yield f"removed {location}"
+        else:
+            yield f"{name}: its data stays in {location} (add --purge to remove it)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from secoctl import stages as records
@@ -30,24 +30,7 @@ class Stage:
     reads: tuple[str, ...]
     fingerprint: str
     distributed: bool = False
-
-
-def _stage_config(experiment: Experiment, name: str) -> Any:
-    """What a stage computes from: the fields the spec sets away from their defaults.
-
-    A field at its default is left out, so a release that adds a field (whose default keeps the old
-    behaviour) leaves every finished stage finished instead of refusing it as changed. What a pod
-    asks the scheduler for, and the credentials it signs with, never change a stage's result.
-    """
-    section = records.named(name).section(experiment.spec)
-    if isinstance(section, dict):  # a stage's own derived settings, already plain
-        return section
-    if isinstance(section, list):
-        return [item.model_dump(mode="json", by_alias=True, exclude_defaults=True) for item in section]
-    if section is None:
-        return None
-    return section.model_dump(mode="json", by_alias=True, exclude_defaults=True,
-                              exclude={"resources", "subscription_key_secret"})
+    record: records.StageRecord | None = field(default=None, compare=False, repr=False)
 
 
 def _digest(value: Any) -> str:
@@ -65,7 +48,7 @@ def stages(experiment: Experiment, single_machine: bool = False) -> list[Stage]:
         parts = record.parts(experiment.spec)
         if not parts:
             continue
-        fingerprint = _digest([upstream, record.name, _stage_config(experiment, record.name)])
+        fingerprint = _digest([upstream, record.name, record.inputs(experiment.spec)])
         result.append(
             Stage(
                 name=record.name,
@@ -73,6 +56,7 @@ def stages(experiment: Experiment, single_machine: bool = False) -> list[Stage]:
                 reads=tuple(s.name for s in result),
                 fingerprint=fingerprint,
                 distributed=record.distributed,
+                record=record,
             )
         )
         upstream = fingerprint
@@ -139,7 +123,7 @@ def changed_stages(previous: Experiment, current: Experiment) -> list[str]:
 def stage_argv(item: Stage, spec_location: str, *, nproc_per_node: int = 1, rendezvous: str | None = None,
                nodes: int = 1, run_id: str = "") -> list[str]:
     """The command a pod or a local process runs for a stage: the same entry point in both."""
-    module = records.named(item.name).module
+    module = item.record.module
     if not item.distributed:
         return ["python", "-m", module, "--spec", spec_location]
     if rendezvous is None:

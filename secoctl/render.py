@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from secoctl import partlog, plan, stages
-from secoctl.spec import Experiment, Resources
+from secoctl.spec import CONTROL_NAME_SUFFIXES, Experiment, Resources
 from secoctl.spec.file import spec_document
 
 LABEL_EXPERIMENT = "seco.dev/experiment"
@@ -32,12 +32,8 @@ DRIVER_RESOURCES = Resources(cpu="100m", memory="256Mi", ephemeral_storage="1Gi"
 
 
 def names(experiment: Experiment) -> dict[str, str]:
-    base = experiment.name
-    return {
-        "spec": f"{base}-spec",
-        "driver": f"{base}-driver",
-        "isolated": f"{base}-isolated",
-    }
+    """Its control objects' names, by role: `spec`, `driver`, `isolated`."""
+    return {suffix.removeprefix("-"): f"{experiment.name}{suffix}" for suffix in CONTROL_NAME_SUFFIXES}
 
 
 def job_name(experiment: Experiment, stage: str) -> str:
@@ -258,7 +254,7 @@ def logged(stage: str, argv: list[str]) -> list[str]:
 def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict[str, Any]:
     """A stage's Job, from its record: every stage is an Indexed Job of its parts."""
     spec = experiment.spec
-    record = stages.named(stage.name)
+    record = stage.record
     gpus = record.gpus(spec)
     subdomain = None
     if record.distributed:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from secoctl.model_card import FEATURES, RGB_BANDS
 from secoctl.spec.quantity import cache_budget
-from secoctl.spec import ExperimentSpec, Pretrain, Resources, SecretRef
+from secoctl.spec.models import Resources, SecretRef
+
+if TYPE_CHECKING:
+    from secoctl.spec import ExperimentSpec, Pretrain
 
 DRIVER = "driver"  # the driver Job's stage label: status and logs show it beside the stages
 SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
@@ -86,10 +89,26 @@ class StageRecord:
     env: Callable[[ExperimentSpec], tuple[dict[str, Any], ...]] = _none  # container env, as Kubernetes spells it
     # The pod's terminationGracePeriodSeconds: how long its part may take to stop on SIGTERM; None: 30 s.
     stop_grace_s: Callable[[ExperimentSpec], int | None] = _kubernetes_default
+    # Fields of its section that never change its result: what a pod asks the scheduler for, the
+    # credentials it signs with.
+    not_inputs: frozenset[str] = frozenset({"resources"})
 
     @property
     def module(self) -> str:
         return f"jobs.{self.name}"
+
+    def inputs(self, spec: ExperimentSpec) -> Any:
+        """What it computes from, as its fingerprint covers it: the fields its section sets away from their
+        defaults. A field at its default is left out, so a release that adds a field (whose default keeps the
+        old behaviour) leaves every finished stage finished instead of refusing it as changed."""
+        section = self.section(spec)
+        if isinstance(section, dict):  # a stage's own derived settings, already plain
+            return section
+        if isinstance(section, list):
+            return [item.model_dump(mode="json", by_alias=True, exclude_defaults=True) for item in section]
+        if section is None:
+            return None
+        return section.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude=set(self.not_inputs))
 
 
 def _driver_image(spec: ExperimentSpec) -> str:
@@ -168,7 +187,7 @@ STAGES: tuple[StageRecord, ...] = (
     StageRecord(
         "collect", parts=lambda spec: spec.collect.workers, section=lambda spec: spec.collect,
         image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True,
-        env=_subscription_key_env,
+        env=_subscription_key_env, not_inputs=frozenset({"resources", "subscription_key_secret"}),
     ),
     # The model's input, derived once from the record (jobs/shards): CPU pods, one per collect worker.
     StageRecord(

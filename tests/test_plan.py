@@ -1,4 +1,4 @@
-from secoctl import plan
+from secoctl import plan, stages
 from secoctl.spec import parse_experiment
 from secoctl.tree import StageFacts
 
@@ -41,8 +41,8 @@ def test_a_field_at_its_default_is_not_part_of_the_fingerprint():
                                                      "method": "seco"},
                                 "evaluate": [{"task": "eurosat", "recipe": "paper"}]})
     assert plan.changed_stages(experiment(**FULL), written_out) == []
-    assert plan._stage_config(written_out, "pretrain") == {"nodes": 2}  # 8 GPUs a node is the default
-    assert plan._stage_config(written_out, "evaluate") == [{"task": "eurosat"}]
+    assert stages.named("pretrain").inputs(written_out.spec) == {"nodes": 2}  # 8 GPUs a node is the default
+    assert stages.named("evaluate").inputs(written_out.spec) == [{"task": "eurosat"}]
 
 
 def test_input_bands_move_the_training_shards_and_later_stages_and_rgb_written_out_moves_nothing():
@@ -51,7 +51,7 @@ def test_input_bands_move_the_training_shards_and_later_stages_and_rgb_written_o
     multispectral = {**FULL, "evaluate": [{"task": "eurosat", "recipe": "multispectral"}]}  # paper's recipe is RGB
     every_band = experiment(**{**multispectral, "pretrain": {"nodes": 2, "gpusPerNode": 8, "inputBands": "all"}})
     assert plan.changed_stages(experiment(**multispectral), every_band) == ["shards", "pretrain", "evaluate", "publish"]
-    assert plan._stage_config(every_band, "shards")["bands"] == list(every_band.spec.collect.bands)
+    assert stages.named("shards").inputs(every_band.spec)["bands"] == list(every_band.spec.collect.bands)
 
 
 def test_the_fingerprints_of_a_fixed_spec_do_not_move():

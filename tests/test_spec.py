@@ -155,7 +155,7 @@ def test_a_key_a_merge_provides_may_be_given_again_as_an_override():
 
 
 def test_a_stage_reads_its_stored_spec_as_secoctl_does(tmp_path):
-    from jobs.common.part import load_spec
+    from secoctl.spec.file import read_experiment as load_spec
 
     stored = tmp_path / "spec.yaml"
     stored.write_text(MINIMAL + "metadata: {name: again}\n")
@@ -225,7 +225,7 @@ def test_a_spec_beyond_the_bounds_is_refused_before_it_is_built(name, tmp_path):
 
 
 def test_stages_the_driver_and_status_read_a_stored_spec_within_the_same_bounds(tmp_path, storage):
-    from jobs.common.part import load_spec
+    from secoctl.spec.file import read_experiment as load_spec
     from secoctl.driver import main as driver_main
 
     stored = storage / "experiments" / "demo" / "spec.yaml"

@@ -371,16 +371,26 @@ def delete(
 
 @app.command()
 def report(
-    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    name: Annotated[str, typer.Argument(help="Experiment name, or a study's: a row per variant and baseline.")],
     storage: StorageOption = None,
 ) -> None:
-    """Evaluation results of this run beside its baselines; also written as report.md and report.png."""
+    """Evaluation results of this run (or a study's variants) beside its baselines; also written as report.md and
+    report.png."""
     from rich.console import Console
     from rich.table import Table
 
     from secoctl import report as reporting
 
-    experiment_uri, _ = _stored(store.storage(storage), name)
+    root = store.storage(storage)
+    with store.reported(root):
+        if name not in _experiments(root, None):  # a study's name: its variants' table (secoctl.report.study)
+            from secoctl.report import study
+
+            variants = study.members(root, name)
+            if variants:
+                study.show(root, name, variants)
+                return
+    experiment_uri, _ = _stored(root, name)
     report_rows = reporting.rows(reporting.read_metrics(experiment_uri))
     if not report_rows:
         raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")

@@ -23,8 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
 from secoctl import weights
 from secoctl.spec import k8s_rules
@@ -525,6 +525,8 @@ def _label_key(key: str) -> str:
     return key
 
 
+# Labels a spec's author gives, which secoctl adds to every object it makes.
+UserLabels = dict[Annotated[str, AfterValidator(_label_key)], LabelValue]
 VARIANT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -547,7 +549,7 @@ class StudyMember(Model):
 
 class Metadata(Model):
     name: DnsLabel
-    labels: dict[Annotated[str, AfterValidator(_label_key)], LabelValue] = Field(
+    labels: UserLabels = Field(
         default_factory=dict,
         description="Added to every object; not under seco.dev/ nor those secoctl sets (app.kubernetes.io/name, "
         "app.kubernetes.io/managed-by, kueue.x-k8s.io/queue-name).",

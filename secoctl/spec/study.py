@@ -24,10 +24,9 @@ from secoctl.spec import (
     DnsLabel,
     Experiment,
     ExperimentSpec,
-    LabelValue,
     Model,
+    UserLabels,
     VariantName,
-    _label_key,
     parse_experiment,
     problems_of,
 )
@@ -45,8 +44,7 @@ def _starts_with_a_letter(name: str) -> str:
 
 class StudyMetadata(Model):
     name: Annotated[DnsLabel, AfterValidator(_starts_with_a_letter)]
-    labels: dict[Annotated[str, AfterValidator(_label_key)], LabelValue] = Field(
-        default_factory=dict, description="Added to every variant's metadata.labels.")
+    labels: UserLabels = Field(default_factory=dict, description="Added to every variant's metadata.labels.")
 
 
 class Variant(Model):

@@ -118,6 +118,7 @@ def test_a_problem_of_the_base_is_named_once_for_every_variant():
     ({"colect": {"locations": 5}}, "spec.colect: unknown field; did you mean 'collect'?"),
     ({"pretrain": {"resources": {"gpuz": 1}}}, "spec.pretrain.resources.gpuz: unknown field; did you mean 'gpus'?"),
     ({"pretrain": {"zzz": 1}}, "spec.pretrain.zzz: unknown field; remove it or check its spelling"),
+    ({"pretrain": {"batch_size": 64}}, "spec.pretrain.batch_size: unknown field; did you mean 'batchSize'?"),
 ])
 def test_an_unknown_field_in_an_override_is_refused_with_a_did_you_mean(overrides, expected):
     (line,) = problems(study({"variants": [{"name": "moco", "overrides": overrides}]}))

@@ -102,9 +102,9 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _fields(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's fields by their YAML (camelCase) names and, as pydantic also accepts them, their Python names."""
-    named = {info.alias or name: info for name, info in model.model_fields.items()}
-    return {**named, **model.model_fields}
+    """A model's fields by their YAML (camelCase) names, the only ones an override may use: a Python name
+    (batch_size) beside the base's camelCase one would leave pydantic two values for one field."""
+    return {info.alias or name: info for name, info in model.model_fields.items()}
 
 
 def _unknown(key: str, model: type[BaseModel]) -> str:

@@ -224,14 +224,24 @@ def delete(
 
 @app.command()
 def report(
-    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    name: Annotated[str, typer.Argument(help="Experiment name, or a study's: a row per variant and baseline.")],
     storage: StorageOption = None,
 ) -> None:
-    """Evaluation results of this run beside its baselines; also written as report.md and report.png."""
+    """Evaluation results of this run (or a study's variants) beside its baselines; also written as report.md and
+    report.png."""
     from secoctl import report as reporting
+    from secoctl.report import study
     from secoctl.stored import named
+    from secoctl.tree import experiment_names
 
-    experiment_uri, _ = named(store.storage(storage), name)
+    root = store.storage(storage)
+    with store.reported(root):
+        if name not in experiment_names(root):  # a study's name: its variants' table
+            variants = study.members(root, name)
+            if variants:
+                study.show(root, name, variants)
+                return
+    experiment_uri, _ = named(root, name)
     for line in reporting.show(name, experiment_uri):
         typer.echo(line)
 

@@ -14,7 +14,8 @@ RENDERED = ROOT / "tests" / "rendered"
 
 
 def rendered(example) -> str:
-    return to_yaml(render(load_files([example])[0], "seco"))
+    """Every object of every experiment in the file: a Study's variants in the order it lists them."""
+    return to_yaml([obj for experiment in load_files([example]) for obj in render(experiment, "seco")])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -17,9 +17,11 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from secoctl import weights
 from secoctl.spec import k8s_rules
@@ -46,6 +48,9 @@ Band = Literal["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B
 # user's value would claim another experiment's objects. tests/test_render.py keeps this in step.
 RESERVED_LABEL_PREFIX = "seco.dev/"
 RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "kueue.x-k8s.io/queue-name")
+# The study and variant an experiment was expanded from (secoctl.spec.study), from metadata.study alone.
+LABEL_STUDY = "seco.dev/study"
+LABEL_VARIANT = "seco.dev/variant"
 # An experiment's objects are named NAME-SUFFIX: its control objects (render.names) and each stage's
 # Job (render.job_name; a distributed stage's Service shares it); none may be one an admin installs
 # from manifests/, which apply would take over and delete would remove.
@@ -427,13 +432,52 @@ def _label_key(key: str) -> str:
     return key
 
 
+# Labels a spec's author gives, which secoctl adds to every object it makes.
+UserLabels = dict[Annotated[str, AfterValidator(_label_key)], LabelValue]
+VARIANT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _variant_name(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH or not VARIANT_NAME.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a variant name: at most {MAX_NAME_LENGTH} lower-case letters, digits "
+                         "and '-', starting and ending with a letter or digit (it ends the experiments' names)")
+    return value
+
+
+VariantName = Annotated[str, AfterValidator(_variant_name)]
+
+
+class StudyMember(Model):
+    """The study and variant an experiment was expanded from; the seco.dev/study and seco.dev/variant labels."""
+
+    name: DnsLabel
+    variant: VariantName
+
+
 class Metadata(Model):
     name: DnsLabel
-    labels: dict[Annotated[str, AfterValidator(_label_key)], LabelValue] = Field(
+    labels: UserLabels = Field(
         default_factory=dict,
         description="Added to every object; not under seco.dev/ nor those secoctl sets (app.kubernetes.io/name, "
         "app.kubernetes.io/managed-by, kueue.x-k8s.io/queue-name).",
     )
+    # Set by a Study's expansion and kept in the stored spec; left out of the JSON Schema, as an
+    # experiment's author writes a Study rather than this.
+    study: SkipJsonSchema[StudyMember | None] = None
+
+    @model_validator(mode="after")
+    def _study_labels(self) -> "Metadata":
+        """The study's labels join the user's here, as every object is labelled from metadata.labels (render);
+        they are derived from `study` alone, since the user's own labels may not use seco.dev/ keys."""
+        if self.study is not None:
+            object.__setattr__(self, "labels", {**self.labels, LABEL_STUDY: self.study.name,
+                                                LABEL_VARIANT: self.study.variant})
+        return self
+
+    @field_serializer("labels")
+    def _user_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        """The labels as written: the study's are stored as `study`, and derived from it again when read."""
+        return {key: value for key, value in labels.items() if key not in (LABEL_STUDY, LABEL_VARIANT)}
 
     @field_validator("name")
     @classmethod
@@ -502,19 +546,24 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
+def problems_of(error: ValidationError, source: str) -> list[SpecProblem]:
+    """One problem per pydantic error, each at its camelCase field path."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if isinstance(item.get("ctx", {}).get("error"), FieldProblem):
+            loc += (item["ctx"]["error"].field,)
+        problems.append(SpecProblem(source=source, path=_field_path(loc), message=_message(item)))
+    return problems
+
+
 def parse_experiment(document: Any, source: str = "<spec>") -> Experiment:
     if not isinstance(document, dict):
         raise SpecError([SpecProblem(source=source, path="", message="a document must be a mapping (apiVersion, kind, metadata, spec)")])
     try:
         return Experiment.model_validate(document)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            if isinstance(item.get("ctx", {}).get("error"), FieldProblem):
-                loc += (item["ctx"]["error"].field,)
-            problems.append(SpecProblem(source=source, path=_field_path(loc), message=_message(item)))
-        raise SpecError(problems) from None
+        raise SpecError(problems_of(error, source)) from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from secoctl.errors import SpecError, SpecProblem
-from secoctl.spec import Experiment, parse_experiment
+from secoctl.spec import Experiment, parse_experiment, study
 from secoctl.spec.yaml_documents import LimitExceeded, read_documents
 
 # The spec travels to the cluster in a ConfigMap, whose data Kubernetes caps at 1 MiB: a larger spec
@@ -46,7 +46,8 @@ def _text(content: str | bytes, source: str) -> str:
 
 
 def load_documents(content: str | bytes, source: str) -> list[Experiment]:
-    """Every experiment in one YAML text, or one SpecError listing every problem; both planes read specs so.
+    """Every experiment in one YAML text, a Study's expanded into its variants' (secoctl.spec.study), or one
+    SpecError listing every problem; both planes read specs so.
 
     Bytes are read as UTF-8; text or bytes beyond MAX_SPEC_BYTES are refused unread.
     """
@@ -61,14 +62,17 @@ def load_documents(content: str | bytes, source: str) -> list[Experiment]:
         problem = getattr(error, "problem", None) or str(error)
         raise SpecError([SpecProblem(source=source, path="", message=f"invalid YAML: {where}{problem}")]) from None
     if not documents:
-        raise SpecError([SpecProblem(source=source, path="", message="no Experiment document in the file")])
+        raise SpecError([SpecProblem(source=source, path="", message="no Experiment or Study document in the file")])
     experiments: list[Experiment] = []
     problems: list[SpecProblem] = []
     for position, document in enumerate(documents):
         label = source if len(documents) == 1 else f"{source}[document {position + 1}]"
         problems.extend(SpecProblem(label, d.path, d.message) for d in document.duplicate_keys)
         try:
-            experiments.append(parse_experiment(document.data, label))
+            if isinstance(document.data, dict) and document.data.get("kind") == study.KIND:
+                experiments.extend(study.parse_study(document.data, label))
+            else:
+                experiments.append(parse_experiment(document.data, label))
         except SpecError as error:
             problems.extend(error.problems)
     if problems:

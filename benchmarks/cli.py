@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from secoctl.cache import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "examples/seco-1m.yaml"
@@ -51,7 +52,7 @@ def imported_modules(argv: list[str], env: dict[str, str]) -> list[str]:
 def kubectl() -> str | None:
     """kubectl on PATH, else the one the cluster tests built, else None."""
     return shutil.which("kubectl") or next(iter(sorted(glob.glob(
-        str(Path.home() / ".cache/secoctl/cluster/*/kubectl")))), None)
+        str(cache_root("cluster", "*", "kubectl"))))), None)
 
 
 def median(timings: list[float]) -> float:

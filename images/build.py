@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from secoctl.cache import cache_root as secoctl_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "images" / "secoctl" / "requirements.lock"
 SUITE = "bookworm"
@@ -64,8 +66,7 @@ class Image:
 
 
 def cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "secoctl" / "images"
+    return secoctl_cache("images")
 
 
 def _short(digest: hashlib._Hash) -> str:

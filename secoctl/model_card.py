@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The reference's fixed stretch of each stored uint8 band (B4 0-129, B3 2-103, B2 3-88 of 255),

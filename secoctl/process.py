@@ -9,6 +9,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from secoctl.cache import cache_root
+
 # Set by the embedded executor in each stage process's environment (inherited by torchrun's workers).
 EXECUTOR_PID = "SECOCTL_EXECUTOR_PID"
 
@@ -55,8 +57,7 @@ def guard_stage_process() -> None:
 
 
 def lock_folder() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "secoctl" / "locks"
+    return cache_root("locks")
 
 
 @contextlib.contextmanager

@@ -17,10 +17,11 @@ from jobs.common.tensorboard_events import FOLDER, EventLog, numeric_fields
 from jobs.evaluate import backbones, change_detection, classification, datasets, reference_inputs
 from jobs.evaluate.training import Setting
 from secoctl import store
+from secoctl.cache import cache_root
 from secoctl.model_card import RGB_BANDS
 from secoctl.spec import Evaluation
 
-DATASET_CACHE = Path(os.environ.get("SECOCTL_DATASETS", Path.home() / ".cache" / "secoctl" / "datasets"))
+DATASET_CACHE = Path(os.environ.get("SECOCTL_DATASETS") or cache_root("datasets"))
 METRICS = {
     "modern": {"eurosat": ["accuracy"], "bigearthnet": ["mAP", "mAP_macro"], "oscd": ["f1", "precision", "recall"]},
     "paper": {"eurosat": ["accuracy"], "bigearthnet": ["mAP", "mAP_global", "mAP_macro"],

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from secoctl.cache import cache_root
 from secoctl.spec.file import read_experiment
 from jobs.localcloud import eurosat, landscape
 from jobs.localcloud.cloud import built_world, serve
 
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "secoctl" / "worlds"
+DEFAULT_CACHE = cache_root("worlds")
 # Images per class: 10 labels per class, where pre-training shows against random init (benchmarks.learning),
 # and 100 test images per class, so one standard error of the accuracy is about 1.5 points, not 3.
 EUROSAT_PER_CLASS = {"train": 10, "val": 10, "test": 100}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from secoctl import store
+from secoctl.cache import cache_root
 from secoctl.errors import UserError
 from secoctl.model_card import KNOWN_BANDS, RGB_BANDS
 from secoctl.weights.header import safetensors_header
@@ -202,13 +203,12 @@ def publish(storage: str, name: str, version: str, files: dict[str, Path], force
     return target
 
 
-def cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "secoctl" / "weights"
+def weights_cache() -> Path:
+    return cache_root("weights")
 
 
 def _cache_dir(storage: str, ref: WeightsRef) -> Path:
-    return cache_root() / hashlib.sha256(storage.encode()).hexdigest()[:12] / ref.name / ref.version
+    return weights_cache() / hashlib.sha256(storage.encode()).hexdigest()[:12] / ref.name / ref.version
 
 
 def _download(uri: str, partial: Path, on_bytes: Callable[[int], None] | None) -> None:

@@ -72,7 +72,7 @@ def test_a_tampered_file_fails_and_leaves_nothing_cached(safetensors_file: Path,
     store.write_bytes(target, bytes(payload))
     with pytest.raises(UserError, match="checksum mismatch for model.safetensors"):
         weights.pull(s3_storage, "w:1")
-    assert not any(p.is_file() and not p.name.endswith(".json") for p in weights.cache_root().rglob("*.safetensors"))
+    assert not any(p.is_file() and not p.name.endswith(".json") for p in weights.weights_cache().rglob("*.safetensors"))
 
 
 def test_an_interrupted_pull_resumes_from_its_bytes(safetensors_file: Path, tmp_path: Path):

@@ -23,7 +23,6 @@ INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WAITING_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                    "CreateContainerConfigError", "CreateContainerError")
-WORKLOAD_OWNER_KIND = "Job"
 
 
 @dataclass(frozen=True)

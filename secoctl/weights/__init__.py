@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from secoctl.weights.header import DTYPE_BYTES, MAX_HEADER_BYTES, safetensors_header
-from secoctl.weights.published import (ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHUNK, SUMS_FILE, SUMS_LINE, VERSION,
+from secoctl.weights.published import (EXPORT_FORMATS, IMPORT_FORMATS, ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHUNK, SUMS_FILE, SUMS_LINE, VERSION,
                                        WEIGHTS_FILE, WeightsRef, weights_cache, check_name, check_version, input_bands,
                                        names, parse_bands, parse_item, parse_sums, publish, publish_backbone, pull,
                                        push, resolve,
                                        sha256_file, show, verify, version_uri, versions)
 
-IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
-EXPORT_FORMATS = ("timm", "torchgeo", "hf")
 
 __all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE",
            "NAME", "READ_CHUNK", "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "weights_cache",

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from secoctl import store
 from secoctl.errors import UserError
-from secoctl.weights import IMPORT_FORMATS
-from secoctl.weights.published import (ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item, publish_backbone,
+from secoctl.weights.published import (IMPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item, publish_backbone,
                                        pull)
 
 if TYPE_CHECKING:

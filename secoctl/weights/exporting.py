@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from secoctl.errors import UserError
-from secoctl.weights import EXPORT_FORMATS
 from secoctl.weights.formats import (hub_config_extra, model_card, pretrained_cfg, torchgeo_meta,
                                      torchgeo_transforms)
-from secoctl.weights.published import ITEM_FILE, WEIGHTS_FILE, parse_item, pull
+from secoctl.weights.published import EXPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, parse_item, pull
 
 TIMM_CFG_FILE = "pretrained_cfg.json"
 TORCHGEO_WEIGHTS_FILE = "model.pth"

@@ -29,6 +29,8 @@ from secoctl.model_card import KNOWN_BANDS, RGB_BANDS
 from secoctl.weights.header import safetensors_header
 
 WEIGHTS_FILE = "model.safetensors"
+IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
+EXPORT_FORMATS = ("timm", "torchgeo", "hf")
 ITEM_FILE = "item.json"
 SUMS_FILE = "SHA256SUMS"
 NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?")

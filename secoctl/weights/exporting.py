@@ -22,6 +22,7 @@ from secoctl.weights.published import ITEM_FILE, WEIGHTS_FILE, parse_item, pull
 TIMM_CFG_FILE = "pretrained_cfg.json"
 TORCHGEO_WEIGHTS_FILE = "model.pth"
 TORCHGEO_META_FILE = "meta.json"
+HF_CONFIG_FILE = "config.json"
 
 
 def check_output(output: Path) -> None:
@@ -100,6 +101,10 @@ def write_hf(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], st
     from secoctl.report import rows
 
     save_for_hf(model, str(staged), model_config=hub_config_extra(item, in_chans), safe_serialization=True)
+    # timm 1.0.31's save_for_hf names the stem (first_conv) whatever the cfg says; cleared as in pretrained_cfg.
+    config = json.loads((staged / HF_CONFIG_FILE).read_text())
+    config["pretrained_cfg"]["first_conv"] = None
+    (staged / HF_CONFIG_FILE).write_text(json.dumps(config, indent=2))
     metric_rows = rows(item["properties"].get("secoctl:metrics") or {})
     (staged / "README.md").write_text(model_card(item, in_chans, metric_rows))
 

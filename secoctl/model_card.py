@@ -151,8 +151,8 @@ def model_item(name: str, version: str, backbone: str, input_size: int, paramete
     model_input.properties["value_scaling"] = value_scaling(described)
     model_input.properties["resize_type"] = "interpolation-linear"
     extension = mlm.MLMExtension.ext(item, add_if_missing=True)
-    extension.apply(name=mlm_name(name), architecture="ResNet", tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH],
-                    input=[model_input], output=[model_output], framework="pytorch",
+    extension.apply(name=mlm_name(name), architecture="ResNet",
+                    tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH], input=[model_input], output=[model_output], framework="pytorch",
                     total_parameters=parameters, pretrained=True,
                     pretrained_source="Seasonal Contrast (Mañas et al., ICCV 2021)")
     item.properties.update({"secoctl:backbone": backbone, "secoctl:version": version,

@@ -28,14 +28,15 @@ from tests.weights.test_bands import TWELVE, twelve_band_state
 COMPAT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "secoctl" / "compat"
 LOADER = Path(__file__).with_name("compat_load.py")
 UV = Path(sys.executable).with_name("uv")
-# (package, version): the pinned extra packages that version imports and this environment does not hold.
-RELEASES = {("timm", "1.0.16"): (), ("timm", "1.0.30"): (), ("timm", "1.0.31"): (),
-            ("torchgeo", "0.7.0"): ("rtree==1.4.1", "fiona==1.10.1"), ("torchgeo", "0.8.1"): ()}
+RELEASES = [("timm", "1.0.16"), ("timm", "1.0.30"), ("timm", "1.0.31"), ("torchgeo", "0.7.0"), ("torchgeo", "0.8.1")]
+# The pinned packages a release imports that this environment does not hold, installed beside it.
+EXTRAS = {("torchgeo", "0.7.0"): ("rtree==1.4.1", "fiona==1.10.1")}
 FORMATS = {"timm": ("timm", "hf"), "torchgeo": ("torchgeo",)}
 
 
 def installed(package: str, version: str) -> Path:
-    """The cached target folder holding `package==version` (and its extras), installed on first use."""
+    """The cached target folder holding `package==version` (and its extras), installed on first use; torch and the
+    rest of its dependencies come from this environment."""
     folder = COMPAT_CACHE / f"{package}-{version}"
     if folder.is_dir():
         return folder
@@ -43,7 +44,7 @@ def installed(package: str, version: str) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         subprocess.run([str(UV), "pip", "install", "--quiet", "--no-deps", "--python", sys.executable, "--target",
-                        str(scratch), f"{package}=={version}", *RELEASES[package, version]],
+                        str(scratch), f"{package}=={version}", *EXTRAS.get((package, version), ())],
                        check=True, capture_output=True, text=True, timeout=600)
         scratch.rename(folder)
     finally:
@@ -67,7 +68,7 @@ def exports(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("package, version", list(RELEASES), ids=[f"{p}-{v}" for p, v in RELEASES])
+@pytest.mark.parametrize("package, version", RELEASES, ids=[f"{p}-{v}" for p, v in RELEASES])
 def test_12_band_exports_load_conv1_exactly_in_each_verified_release(package: str, version: str, exports):
     reference, folders = exports
     target = installed(package, version)

@@ -4,6 +4,9 @@ they declare (and of the EO extension that describes their bands), kept in tests
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -16,6 +19,7 @@ from secoctl import weights
 from secoctl.model_card import BAND_TABLE, model_item
 from tests.conftest import ROOT
 from tests.weights.conftest import backbone_state
+from tests.weights.test_export_compat import installed
 from tests.weights.test_bands import TWELVE, twelve_band_state
 
 SCHEMAS = ROOT / "tests" / "data" / "stac-schemas"
@@ -35,7 +39,7 @@ REGISTRY = Registry().with_resources((url, Resource.from_contents(schema(url))) 
 
 def schema_errors(item: dict) -> list[str]:
     """Every error of `item` against each extension schema it declares (all of which must be held here)."""
-    declared = [url for url in item["stac_extensions"]]
+    declared = list(item["stac_extensions"])
     assert set(declared) <= set(HELD), f"no held schema for {set(declared) - set(HELD)}"
     errors = []
     for url in declared:
@@ -60,6 +64,35 @@ def test_a_published_item_validates_against_the_mlm_and_eo_schemas_it_declares(b
     assert schema_errors(item) == []
 
 
+# MLM's own pydantic model: the item's mlm: fields, refused with a ValidationError.
+STAC_MODEL_CHECK = """
+import json, sys
+from stac_model.schema import MLModelProperties
+item = json.load(open(sys.argv[1]))
+MLModelProperties.model_validate({key: value for key, value in item["properties"].items() if key.startswith("mlm:")})
+"""
+
+
+@pytest.mark.parametrize("bands", [None, TWELVE], ids=["rgb", "twelve"])
+def test_a_published_item_validates_against_stac_model(bands, tmp_path: Path):
+    """stac-model 0.7.0 (the extension's pydantic model, not a dependency: installed into the compat cache)."""
+    item = published_item(bands, tmp_path)
+    target = installed("stac-model", "0.7.0")
+    environment = dict(os.environ, PYTHONPATH=str(target))
+    for written, valid in ((item, True), (broken_resize(item), False)):
+        (tmp_path / "item.json").write_text(json.dumps(written))
+        result = subprocess.run([sys.executable, "-c", STAC_MODEL_CHECK, str(tmp_path / "item.json")],
+                                capture_output=True, text=True, env=environment, timeout=300)
+        assert (result.returncode == 0) == valid, result.stderr[-2000:]
+        assert valid or "ValidationError" in result.stderr
+
+
+def broken_resize(item: dict) -> dict:
+    broken = json.loads(json.dumps(item))
+    broken["properties"]["mlm:input"][0]["resize_type"] = "interpolate-linear"
+    return broken
+
+
 @pytest.mark.parametrize("bands", [None, TWELVE], ids=["rgb", "twelve"])
 def test_the_model_asset_describes_each_input_band_in_tensor_order_with_esa_s_wavelengths(bands, tmp_path: Path):
     item = published_item(bands, tmp_path)
@@ -76,7 +109,7 @@ def test_the_model_asset_describes_each_input_band_in_tensor_order_with_esa_s_wa
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda item: item["properties"]["mlm:input"][0].update(resize_type="interpolate-linear"), "resize_type"),
+    (lambda item: item.update(broken_resize(item)), "resize_type"),
     (lambda item: item["assets"]["weights"].pop("eo:bands"), "eo:bands"),
     (lambda item: item["properties"]["mlm:input"][0]["value_scaling"][0].pop("stddev"), "value_scaling")],
     ids=["resize-type", "no-band-objects", "value-scaling"])
@@ -95,3 +128,13 @@ def test_an_item_written_before_band_objects_still_loads():
     item["properties"]["mlm:input"][0]["input"]["dim_order"] = ["batch", "channel", "height", "width"]
     parsed = weights.parse_item(json.dumps(item), "w:1: item.json")
     assert weights.input_transform(parsed)(torch.zeros(12, 8, 8)).shape == (12, 224, 224)
+
+
+def test_an_item_for_weights_adapted_to_other_bands_validates_too():
+    from secoctl.weights import bands
+
+    item = model_item("w12", "1", "resnet18", 224, 1, {}, bands=TWELVE)
+    found = bands.sources(list(TWELVE), ["SR_B5", "B04", "B10"])
+    adapted = bands.adapted_item(item, found, 1)
+    assert [band["name"] for band in adapted["assets"]["weights"]["eo:bands"]] == ["SR_B5", "B04", "B10"]
+    assert schema_errors(adapted) == []

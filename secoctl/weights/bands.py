@@ -65,6 +65,8 @@ def canonical(name: str) -> str:
 
 def sources(trained: list[str], wanted: list[str] | tuple[str, ...]) -> list[Source]:
     """Each wanted band's stem column among the `trained` bands (the weights' channel order)."""
+    if isinstance(wanted, str) or not all(isinstance(name, str) for name in wanted):
+        raise UserError(f"bands={wanted!r:.80}: give a list of band names, e.g. bands=['B02', 'B03', 'B04', 'B08']")
     bands = [canonical(name) for name in wanted]
     if not bands:
         raise UserError("bands=[] names no band; give the bands of your input, in its channel order")

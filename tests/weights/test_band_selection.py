@@ -92,7 +92,9 @@ def test_dropping_a_band_equals_imputing_its_pretraining_mean(twelve):
 @pytest.mark.parametrize("bands, message", [
     (["B02", "B13"], "band 'B13' is not known; known bands: B01, B02"),
     (["B8A", "nir08"], "name B8A more than once (through an alias)"),
-    (["rededge"], "band 'rededge' is not known")], ids=["unknown", "twice", "ambiguous-common-name"])
+    (["rededge"], "band 'rededge' is not known"),
+    ("B02,B03", "bands='B02,B03': give a list of band names")],
+    ids=["unknown", "twice", "ambiguous-common-name", "a-string"])
 def test_a_band_load_cannot_place_is_refused_in_one_line_naming_the_known_bands_and_aliases(bands, message, twelve):
     storage, _ = twelve
     with pytest.raises(UserError, match=re.escape(message)) as raised:

@@ -10,9 +10,13 @@ a published item says and what training did cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
+MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
+EO_SCHEMA = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+MLM_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]")  # MLM's mlm:name pattern
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The reference's fixed stretch of each stored uint8 band (B4 0-129, B3 2-103, B2 3-88 of 255),
@@ -32,6 +36,18 @@ SSL4EO_S2_L2A_STD = dict(zip(
     (1108.02887453, 1155.15170768, 1183.6292542, 1368.11351514, 1370.265037, 1355.55390699, 1416.51487101,
      1474.78900051, 1439.3086061, 1582.28010962, 1455.52084939, 1343.48379601)))
 KNOWN_BANDS = tuple(SSL4EO_S2_L2A_MEAN)  # the bands a stretch rule exists for: every L2A band but B10
+# Each band's (common name, centre wavelength µm, full width at half maximum µm). Sentinel-2 MSI: ESA's values as
+# stactools' Sentinel-2 package carries them (stactools-packages/sentinel2 src/stactools/sentinel2/constants.py
+# SENTINEL_BANDS). Landsat 8/9 OLI: stactools' Landsat package's Collection 2 Level-2 SR_B1-SR_B7 (L8_SR_BANDS).
+S2_BANDS = {"B01": ("coastal", 0.443, 0.027), "B02": ("blue", 0.490, 0.098), "B03": ("green", 0.560, 0.045),
+            "B04": ("red", 0.665, 0.038), "B05": ("rededge", 0.704, 0.019), "B06": ("rededge", 0.740, 0.018),
+            "B07": ("rededge", 0.783, 0.028), "B08": ("nir", 0.842, 0.145), "B8A": ("nir08", 0.865, 0.033),
+            "B09": ("nir09", 0.945, 0.026), "B10": ("cirrus", 1.3735, 0.075), "B11": ("swir16", 1.610, 0.143),
+            "B12": ("swir22", 2.190, 0.242)}
+OLI_BANDS = {"SR_B1": ("coastal", 0.44, 0.02), "SR_B2": ("blue", 0.48, 0.06), "SR_B3": ("green", 0.56, 0.06),
+             "SR_B4": ("red", 0.65, 0.04), "SR_B5": ("nir08", 0.86, 0.03), "SR_B6": ("swir16", 1.6, 0.08),
+             "SR_B7": ("swir22", 2.2, 0.2)}
+BAND_TABLE = {**S2_BANDS, **OLI_BANDS}
 REFERENCE_RULE = "quantiles: ServiceNow/seasonal-contrast datasets/seco_dataset.py QUANTILES"
 SSL4EO_RULE = ("mean ± 2σ: zhu-xlab/SSL4EO-S12 src/benchmark/pretrain_ssl/datasets/SSL4EO/ssl4eo_dataset.py "
                "S2A_MEAN, S2A_STD, normalize()")
@@ -89,25 +105,40 @@ def _input_text(bands: tuple[str, ...] | list[str]) -> tuple[str, str]:
             "normalised with secoctl:input's mean and std; value_scaling gives both per band as one z-score.")
 
 
+def mlm_name(name: str) -> str:
+    """MLM's mlm:name: a letter first, an alphanumeric last, at least 3 characters; weights names that are not
+    (`1m`, `w`) are prefixed."""
+    return name if MLM_NAME.fullmatch(name) else f"seco-{name}"
+
+
+def band_objects(bands: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """EO extension (v1.1) band objects for the model asset, in tensor order: what MLM's input bands refer to."""
+    return [{"name": band, "common_name": BAND_TABLE[band][0], "center_wavelength": BAND_TABLE[band][1],
+             "full_width_half_max": BAND_TABLE[band][2]} for band in bands]
+
+
 def model_item(name: str, version: str, backbone: str, input_size: int, parameters: int,
                provenance: dict[str, Any], metrics: dict[str, Any] | None = None,
-               bands: tuple[str, ...] | list[str] = RGB_BANDS) -> dict[str, Any]:
-    """A STAC Item dict with MLM fields; `provenance` holds the training spec or the source file."""
+               bands: tuple[str, ...] | list[str] = RGB_BANDS, described: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """A STAC Item dict with MLM fields; `provenance` holds the training spec or the source file. `described`
+    replaces the secoctl:input that `bands` would give (weights adapted to other bands carry their sources')."""
     import pystac
     from pystac.extensions import mlm
 
+    described = described or input_description(input_size, bands)
+    bands = described["bands"]
     item = pystac.Item(id=f"{name}-{version}", geometry=None, bbox=None,
                        datetime=datetime.now(timezone.utc), properties={})
     input_name, input_text = _input_text(bands)
-    # MLM's value_scaling holds one rule for all bands; ours differs per band, so the input
-    # points at the function that applies it (its parameters are in secoctl:input).
+    # value_scaling gives the stretch and normalisation as one z-score; the clip and the 8-bit rounding between
+    # them are the pre-processing function's.
     scaling = mlm.ProcessingExpression.create(format="python", expression="secoctl.weights:input_transform")
     model_input = mlm.ModelInput.create(
         name=input_name, bands=[mlm.ModelBand.create(name=band) for band in bands], pre_processing_function=scaling,
         input=mlm.InputStructure.create(shape=[-1, len(bands), input_size, input_size],
-                                        dim_order=["batch", "channel", "height", "width"], data_type="float32"),
+                                        dim_order=["batch", "bands", "height", "width"], data_type="float32"),
         description=input_text,
-        resize_type=mlm.ResizeType.INTERPOLATION_LINEAR,
     )
     model_output = mlm.ModelOutput.create(
         name="features", tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH],
@@ -115,12 +146,13 @@ def model_item(name: str, version: str, backbone: str, input_size: int, paramete
                                           data_type="float32"),
         description="Globally pooled backbone features (the classifier is removed).",
     )
-    described = input_description(input_size, bands)
-    # pystac writes value_scaling as one object; MLM 1.4 holds a list, one object per band.
+    # pystac writes value_scaling as one object, MLM holds a list (one object per band); pystac's enum spells
+    # the linear resize "interpolate-linear", MLM's schema "interpolation-linear".
     model_input.properties["value_scaling"] = value_scaling(described)
+    model_input.properties["resize_type"] = "interpolation-linear"
     extension = mlm.MLMExtension.ext(item, add_if_missing=True)
-    extension.apply(name=name, architecture="ResNet", tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH],
-                    input=[model_input], output=[model_output], framework="pytorch",
+    extension.apply(name=mlm_name(name), architecture="ResNet",
+                    tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH], input=[model_input], output=[model_output], framework="pytorch",
                     total_parameters=parameters, pretrained=True,
                     pretrained_source="Seasonal Contrast (Mañas et al., ICCV 2021)")
     item.properties.update({"secoctl:backbone": backbone, "secoctl:version": version,
@@ -130,4 +162,9 @@ def model_item(name: str, version: str, backbone: str, input_size: int, paramete
     item.add_asset("weights", pystac.Asset(href="./model.safetensors", media_type="application/octet-stream; application=safetensors",
                                            roles=["mlm:model", "mlm:weights"], title=f"{backbone} backbone, torchvision key names"))
     mlm.AssetDetailedMLMExtension.ext(item.assets["weights"], add_if_missing=True).artifact_type = "safetensors.torch.save_file"
-    return item.to_dict(include_self_link=False)
+    item.assets["weights"].extra_fields["eo:bands"] = band_objects(bands)
+    written = item.to_dict(include_self_link=False)
+    # The MLM version declared is the newest whose schema the item is tested against (pystac names its own).
+    written["stac_extensions"] = [*(uri for uri in written["stac_extensions"] if "/mlm/" not in uri),
+                                  MLM_SCHEMA, EO_SCHEMA]
+    return written

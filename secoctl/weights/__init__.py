@@ -27,11 +27,13 @@ __all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_
            "sha256_file", "show", "verify", "version_uri", "versions"]
 
 
-def load(text: str, storage: str | None = None):
-    """(torchvision ResNet backbone with the published weights, its input transform)."""
+def load(text: str, storage: str | None = None, bands: list[str] | tuple[str, ...] | None = None):
+    """(torchvision ResNet backbone with the published weights, its input transform); with `bands`, both over
+    those bands in that order: each stem column taken by band name or alias, nearest wavelength, or new (zero),
+    the normalisation by name (see `secoctl.weights.bands`)."""
     from secoctl.weights import backbone
 
-    return backbone.load(text, storage)
+    return backbone.load(text, storage, bands)
 
 
 def input_transform(item: dict[str, Any]):
@@ -51,8 +53,9 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     return backbone.import_checkpoint(storage, path, fmt, name, version, input_size, force, releases, bands)
 
 
-def export(storage: str, text: str, fmt: str, output: Path) -> str:
-    """Write published weights as timm, torchgeo or a Hugging Face Hub folder load them (see `exporting.export`)."""
+def export(storage: str, text: str, fmt: str, output: Path, bands: list[str] | tuple[str, ...] | None = None) -> str:
+    """Write published weights as timm, torchgeo or a Hugging Face Hub folder load them, over `bands` when given
+    (see `exporting.export`)."""
     from secoctl.weights import exporting
 
-    return exporting.export(storage, text, fmt, output)
+    return exporting.export(storage, text, fmt, output, bands)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from secoctl.weights.published import (IMPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, 
 
 if TYPE_CHECKING:
     from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 def resnet(name: str, in_chans: int = 3) -> nn.Module:
@@ -92,13 +95,40 @@ def input_transform(item: dict[str, Any]):
                                      spec["size"])
 
 
-def load(text: str, storage: str | None = None):
-    """(torchvision ResNet backbone with the published weights, its input transform)."""
+def adapted_state(state: dict[str, Any], found: list) -> dict[str, Any]:
+    """`state` with conv1's input columns chosen by `found` (bands.Source): a trained band's column, or zeros."""
+    import torch
+
+    stem = state["conv1.weight"]
+    columns = [stem[:, s.column] if s.column is not None else torch.zeros_like(stem[:, 0]) for s in found]
+    return {**state, "conv1.weight": torch.stack(columns, dim=1).contiguous()}
+
+
+def adapted(item: dict[str, Any], weights_file: Path, wanted: list[str] | tuple[str, ...], where: str):
+    """(state dict, item) of the weights in `weights_file` adapted to the `wanted` bands, the mapping logged."""
+    from safetensors.torch import load_file
+
+    from secoctl.weights import bands
+
+    found = bands.sources(item["properties"]["secoctl:input"]["bands"], wanted)
+    logger.info("%s over %s: %s", where, ", ".join(s.band for s in found), "; ".join(s.describe() for s in found))
+    state = adapted_state(load_file(str(weights_file)), found)
+    return state, bands.adapted_item(item, found, sum(t.numel() for t in state.values()))
+
+
+def load(text: str, storage: str | None = None, bands: list[str] | tuple[str, ...] | None = None):
+    """(torchvision ResNet backbone with the published weights, its input transform); over `bands`, in their
+    order, when given (see `secoctl.weights.bands`)."""
     storage = store.storage(storage)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
-    model = build_backbone(item["properties"]["secoctl:backbone"], folder / WEIGHTS_FILE,
-                           len(item["properties"]["secoctl:input"]["bands"]))
+    backbone = item["properties"]["secoctl:backbone"]
+    if bands is None:
+        model = build_backbone(backbone, folder / WEIGHTS_FILE, len(item["properties"]["secoctl:input"]["bands"]))
+        return model, input_transform(item)
+    state, item = adapted(item, folder / WEIGHTS_FILE, bands, str(ref))
+    model = build_backbone(backbone, in_chans=len(bands))
+    model.load_state_dict(state, strict=True)
     return model, input_transform(item)
 
 

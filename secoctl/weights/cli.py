@@ -108,12 +108,18 @@ def export(ref: Ref,
            format: Annotated[str, typer.Option(  # noqa: A002
                "--format", help="timm, torchgeo or hf (a Hugging Face Hub folder)")],
            output: Annotated[Path, typer.Option("-o", "--output", help="A new (or empty) folder to write.")],
+           bands: Annotated[Optional[str], typer.Option(
+               "--bands", show_default=False,
+               help="Your input's bands in its channel order, comma-separated, by name or alias (B8A, B8a, nir08, "
+                    "B1, SR_B5): the stem is adapted to them by name and wavelength and item.json describes the "
+                    "result; default the weights' own bands.")] = None,
            storage: Storage = None) -> None:
     """Write a version as timm (state dict + pretrained_cfg), torchgeo (state dict + meta and transform) or a
     Hugging Face Hub folder (config.json, model.safetensors, model card) loads it (needs torch and timm)."""
     from secoctl import weights
 
+    chosen = None if bands is None else [band.strip() for band in bands.split(",")]
     root = store.storage(storage)
     with store.reported(root):
-        resolved = weights.export(root, ref, format, output)
-    typer.echo(f"{resolved} exported for {format} to {output}")
+        resolved = weights.export(root, ref, format, output, chosen)
+    typer.echo(f"{resolved} exported for {format} to {output}" + (f" over {bands}" if bands else ""))

@@ -21,6 +21,7 @@ from secoctl.weights.published import EXPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, p
 TIMM_CFG_FILE = "pretrained_cfg.json"
 TORCHGEO_WEIGHTS_FILE = "model.pth"
 TORCHGEO_META_FILE = "meta.json"
+HF_CONFIG_FILE = "config.json"
 
 
 def check_output(output: Path) -> None:
@@ -28,19 +29,31 @@ def check_output(output: Path) -> None:
         raise UserError(f"-o {output} already exists and is not an empty folder; name a new folder")
 
 
-def export(storage: str, text: str, fmt: str, output: Path) -> str:
-    """Pull NAME[:VERSION] (verified) and write it to `output` in `fmt`; returns the resolved NAME:VERSION."""
+def export(storage: str, text: str, fmt: str, output: Path, bands: list[str] | tuple[str, ...] | None = None) -> str:
+    """Pull NAME[:VERSION] (verified) and write it to `output` in `fmt`; returns the resolved NAME:VERSION. With
+    `bands`, the weights adapted to them (as `load(..., bands=...)` adapts) and their new item.json go there."""
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
     check_output(output)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")
-    export_files(item, folder / WEIGHTS_FILE, fmt, output)
+    if bands is None:
+        export_files(item, folder / WEIGHTS_FILE, fmt, output)
+        return str(ref)
+    from safetensors.torch import save_file
+
+    from secoctl.weights.backbone import adapted
+
+    state, item = adapted(item, folder / WEIGHTS_FILE, bands, str(ref))
+    with tempfile.TemporaryDirectory(prefix="secoctl-adapted-") as scratch:
+        save_file(state, str(Path(scratch, WEIGHTS_FILE)))
+        export_files(item, Path(scratch, WEIGHTS_FILE), fmt, output, with_item=True)
     return str(ref)
 
 
-def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Path) -> None:
-    """Write the `fmt` export of one version (its item and safetensors file) to the new folder `output`."""
+def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Path, with_item: bool = False) -> None:
+    """Write the `fmt` export of one version (its item and safetensors file) to the new folder `output`, the item
+    too (as item.json) when `with_item`."""
     from safetensors import safe_open
 
     with safe_open(str(weights_file), "pt") as tensors:
@@ -56,6 +69,8 @@ def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Pat
         cfg = pretrained_cfg(item, in_chans)
         model = timm_backbone(cfg, weights_file, item["id"])
         WRITERS[fmt](model, item, in_chans, cfg, staged, output)
+        if with_item:
+            (staged / ITEM_FILE).write_text(json.dumps(item, indent=1))
         if output.exists():
             output.rmdir()  # empty, checked above
         staged.rename(output)
@@ -99,6 +114,10 @@ def write_hf(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], st
     from secoctl.report import rows
 
     save_for_hf(model, str(staged), model_config=hub_config_extra(item, in_chans), safe_serialization=True)
+    # timm 1.0.31's save_for_hf names the stem (first_conv) whatever the cfg says; cleared as in pretrained_cfg.
+    config = json.loads((staged / HF_CONFIG_FILE).read_text())
+    config["pretrained_cfg"]["first_conv"] = None
+    (staged / HF_CONFIG_FILE).write_text(json.dumps(config, indent=2))
     metric_rows = rows(item["properties"].get("secoctl:metrics") or {})
     (staged / "README.md").write_text(model_card(item, in_chans, metric_rows))
 

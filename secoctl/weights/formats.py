@@ -18,7 +18,10 @@ SECO_PAPER = {"paper_ids": "arXiv:2103.16607",
               "paper_name": "Seasonal Contrast: Unsupervised Pre-Training from Uncurated Remote Sensing Data",
               "origin_url": "https://github.com/ServiceNow/seasonal-contrast"}
 # The registry's ResNet cfg that an overlay starts from names ImageNet weights; these fields must not survive.
-REGISTRY_FIELDS_CLEARED = ("url", "hf_hub_id", "tag", "license", "test_input_size", "test_crop_pct", "pool_size")
+# first_conv goes too: timm before 1.0.31 adapts the named stem whenever in_chans != 3 and, for a source stem
+# that is not 3-channel, replaces it with a random init; with no first_conv every timm loads conv1 unchanged.
+REGISTRY_FIELDS_CLEARED = ("url", "hf_hub_id", "tag", "license", "test_input_size", "test_crop_pct", "pool_size",
+                           "first_conv")
 STEPS = ("reflectance × 10000 → (x − low) / (high − low) per band, clipped to [0, 1] → rounded to 1/255 → "
          "resized to size × size (bilinear, antialiased), clipped to [0, 1] → (x − mean) / std per band")
 
@@ -46,7 +49,7 @@ def pretrained_cfg(item: dict[str, Any], in_chans: int) -> dict[str, Any]:
             "architecture": item["properties"]["secoctl:backbone"], "input_size": [in_chans, size, size],
             "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
             "mean": list(spec["mean"]), "std": list(spec["std"]), "num_classes": 0,
-            "first_conv": "conv1", "classifier": "fc", "description": description(item, spec),
+            "classifier": "fc", "description": description(item, spec),
             "notes": [f"bands: {', '.join(spec['bands'])}", f"published as {item['id']}"]}
 
 

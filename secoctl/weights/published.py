@@ -25,7 +25,7 @@ from typing import Any
 from secoctl import store
 from secoctl.cache import cache_root
 from secoctl.errors import UserError
-from secoctl.model_card import KNOWN_BANDS, RGB_BANDS
+from secoctl.model_card import BAND_TABLE, KNOWN_BANDS, RGB_BANDS
 from secoctl.weights.header import safetensors_header
 
 WEIGHTS_FILE = "model.safetensors"
@@ -127,9 +127,10 @@ def _finite(value: Any) -> bool:
 
 
 def _well_formed_input(spec: dict[str, Any]) -> bool:
-    """Known, distinct bands, each with a finite stretch low < high and a finite mean and positive std."""
+    """Known, distinct bands (Sentinel-2's, or Landsat OLI's in weights adapted to them), each with a finite
+    stretch low < high and a finite mean and positive std."""
     bands = spec["bands"]
-    return (type(bands) is list and 1 <= len(bands) <= MAX_INPUT_BANDS and all(band in KNOWN_BANDS for band in bands)
+    return (type(bands) is list and 1 <= len(bands) <= MAX_INPUT_BANDS and all(band in BAND_TABLE for band in bands)
             and len(set(bands)) == len(bands)
             and type(spec["mean"]) is list and type(spec["std"]) is list
             and len(spec["mean"]) == len(spec["std"]) == len(bands)

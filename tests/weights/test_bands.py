@@ -147,7 +147,7 @@ def item_with(**changes) -> str:
 
 
 @pytest.mark.parametrize("changes", [
-    {"bands": ["B02", "B03", "B10"]}, {"bands": ["B02", "B02", "B08"]}, {"mean": [0.0, 0.0]},
+    {"bands": ["B02", "B03", "B13"]}, {"bands": ["B02", "B02", "B08"]}, {"mean": [0.0, 0.0]},
     {"std": [1.0, 0.0, 1.0]}, {"stretch": {"B02": [1, 2], "B03": [5, 5], "B08": [1, 2]}},
     {"stretch": {"B02": [1, 2], "B03": [1, 2, 3], "B08": [1, 2]}}, {"stretch": {"B02": [1, 2], "B03": [1, 2]}},
     {"mean": [0.0, float("nan"), 0.0]}, {"bands": "B02B03B08"}],

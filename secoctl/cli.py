@@ -188,21 +188,9 @@ def plot(
     storage: StorageOption = None,
 ) -> None:
     """Draw a pretrain stage's smoothed loss per sub-space, its embedding std (collapse) and throughput as a PNG."""
-    from secoctl.report.plots import loss_curves, parse_metrics
-    from secoctl.stored import named
-    from secoctl.tree import StageTree
+    from secoctl.report.plots import draw_stored
 
-    experiment_uri, experiment = named(store.storage(storage), name)
-    metrics = StageTree(experiment_uri, "pretrain").metrics
-    try:
-        records = parse_metrics(store.read_text(metrics))
-    except FileNotFoundError:
-        records = []
-    if not records:
-        raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
-    path = loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"),
-                       experiment.spec.pretrain.embedding_dim)
-    typer.echo(str(path))
+    typer.echo(str(draw_stored(store.storage(storage), name, output)))
 
 
 @app.command()
@@ -229,20 +217,9 @@ def report(
 ) -> None:
     """Evaluation results of this run (or a study's variants) beside its baselines; also written as report.md and
     report.png."""
-    from secoctl import report as reporting
-    from secoctl.report import study
-    from secoctl.stored import named
-    from secoctl.tree import experiment_names
+    from secoctl.report import show_stored
 
-    root = store.storage(storage)
-    with store.reported(root):
-        if name not in experiment_names(root):  # a study's name: its variants' table
-            variants = study.members(root, name)
-            if variants:
-                study.show(root, name, variants)
-                return
-    experiment_uri, _ = named(root, name)
-    for line in reporting.show(name, experiment_uri):
+    for line in show_stored(store.storage(storage), name):
         typer.echo(line)
 
 

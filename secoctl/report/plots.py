@@ -82,3 +82,22 @@ def curves_figure(records: list[dict], title: str, embedding_dim: int):
     rate.set(xlabel="step", ylabel="samples/s", title="throughput")
     figure.tight_layout()
     return figure
+
+
+def draw_stored(storage: str, name: str, output: Path | None) -> Path:
+    """`secoctl plot`: the stored experiment's pretrain metrics drawn into `output` (default NAME-loss.png)."""
+    from secoctl import store
+    from secoctl.errors import UserError
+    from secoctl.stored import named
+    from secoctl.tree import StageTree
+
+    root, experiment = named(storage, name)
+    metrics = StageTree(root, "pretrain").metrics
+    try:
+        records = parse_metrics(store.read_text(metrics))
+    except FileNotFoundError:
+        records = []
+    if not records:
+        raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
+    return loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"),
+                       experiment.spec.pretrain.embedding_dim)

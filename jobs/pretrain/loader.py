@@ -55,7 +55,7 @@ class SeasonalBatches:
             raise RuntimeError(f"rank {rank} of {world_size} got no location: fewer locations than ranks")
         self.buffer = min(buffer, per_epoch)  # never the same location twice in the buffer
         probe = TrainingShard(cache.path(shards[first[0][0]].uri))
-        self.sample_shape = (max(VIEW_SLOTS[method]) + 1, *probe.locations[0]["shape"])
+        self.sample_shape = (max(VIEW_SLOTS[method]) + 1, *probe.shape)
         self.batch_shape = (batch, *self.sample_shape)
         self.read_locations = 0
 
@@ -72,6 +72,10 @@ class SeasonalBatches:
                 if number + self.fetch_ahead < len(plan):
                     pending.append(pool.submit(self.cache.path, self.shards[plan[number + self.fetch_ahead][0]].uri))
                 shard = TrainingShard(pending[number].result())
+                if shard.shape != self.sample_shape[1:]:
+                    # a batch row takes one shape: numpy would broadcast a smaller one into it unnoticed
+                    raise ValueError(f"{shard.path}: not a training shard of this run (locations of shape "
+                                     f"{shard.shape}, the run's are {self.sample_shape[1:]})")
                 for location in range(len(shard))[part]:
                     yield shard, location
             epoch += 1

@@ -38,6 +38,10 @@ MAX_LOCATIONS = 100_000
 MAX_TIMESTAMPS = 64
 
 
+class DamagedShard(ValueError):
+    """A file that is not a training shard this run can read: its message is one line naming the file."""
+
+
 @dataclass(frozen=True)
 class Location:
     """One location's model input: (timestamps, C, H, W) uint8."""
@@ -97,7 +101,7 @@ class TrainingShard:
         with open(self.path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size < 2 * BLOCK:
-                raise ValueError(f"{self.path}: not a training shard ({size} bytes, shorter than a tar header)")
+                raise DamagedShard(f"{self.path}: not a training shard ({size} bytes, shorter than a tar header)")
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             self.locations = self._read_index()
@@ -105,7 +109,7 @@ class TrainingShard:
                 UnicodeDecodeError, tarfile.TarError) as error:
             self._map.close()
             reason = " ".join(str(error).split())[:200] or type(error).__name__
-            raise ValueError(f"{self.path}: not a training shard ({reason})") from None
+            raise DamagedShard(f"{self.path}: not a training shard ({reason})") from None
         self.shape: tuple[int, int, int] = self.locations[0]["shape"] if self.locations else (0, 0, 0)
         self._bytes = np.frombuffer(self._map, dtype=np.uint8)
 

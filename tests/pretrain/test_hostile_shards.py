@@ -14,6 +14,7 @@ import tracemalloc
 
 import pytest
 
+from jobs.common.failures import Where, classify
 from jobs.common.training_shards import BLOCK, INDEX_MEMBER, MAX_INDEX_BYTES, TrainingShard, encode
 from jobs.pretrain.loader import SeasonalBatches, ShardRef
 from jobs.pretrain.shard_cache import ShardCache
@@ -90,6 +91,8 @@ def test_a_hostile_shard_is_refused_in_one_line_naming_its_file(tmp_path, name):
     message = str(error.value)
     assert message.startswith(f"{path}: not a training shard (") and "\n" not in message and len(message) < 400
     assert "\x1b" not in message
+    failure = classify(error.value, Where("pretrain", 0, "s3://bucket"))
+    assert failure is not None and failure.cause == message  # the part's one line, not a traceback
 
 
 def test_a_good_shard_still_opens_and_its_shape_is_the_shards(tmp_path):

@@ -51,9 +51,8 @@ def user_cache_root() -> Path:
 
 def private_folder(root: Path, *names: str) -> Path:
     """`root`/`names`, each folder created 0700 if absent and refused unless this user alone may write it."""
-    folder = root
-    for name in ("", *names):
-        folder = folder / name if name else folder
+    for depth in range(len(names) + 1):
+        folder = root.joinpath(*names[:depth])
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
         except FileExistsError:
@@ -64,12 +63,12 @@ def private_folder(root: Path, *names: str) -> Path:
         elif status.st_uid != os.geteuid():
             problem = f"belongs to uid {status.st_uid}, not this user ({os.geteuid()})"
         elif status.st_mode & 0o022:
-            problem = f"is writable by others (mode {stat.S_IMODE(status.st_mode):o})"
+            problem = f"is writable by its group or others (mode {stat.S_IMODE(status.st_mode):o})"
         else:
             continue
         raise PartFailure(f"shard cache {folder} {problem}: another user could plant shards in it; "
                           f"remove it or set {CACHE_DIR} to a folder of your own", None)
-    return folder
+    return root.joinpath(*names)
 
 
 class ShardCache:

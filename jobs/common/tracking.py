@@ -107,7 +107,8 @@ class Run:
             self._given_up = True  # a sender still waiting on the server stops at its next turn
             left = len(self._queue)
         if left or self.dropped or self.refused:
-            warn(f"{left + self.dropped + self.refused} record(s) of run {self.name} were not sent to MLflow at {self.uri}")
+            unsent = left + self.dropped + self.refused
+            warn(f"{unsent} record(s) of run {self.name} were not sent to MLflow at {self.uri}")
         return left
 
     def _put(self, record: tuple[Any, ...]) -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from urllib3.exceptions import InvalidHeader, MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 THROTTLING = frozenset({429, 503, 504})
@@ -100,7 +101,19 @@ class ReportingRetry(Retry):
     def new(self, **kwargs) -> ReportingRetry:
         return super().new(on_throttle=self.on_throttle, **kwargs)  # type: ignore[return-value]
 
+    def get_retry_after(self, response) -> float | None:
+        """Retry-After in seconds, at most MAX_HOLD_S (urllib3 waits up to six hours); None for a value that
+        is neither seconds nor an HTTP date, which then gets the backoff instead of ending the request."""
+        try:
+            seconds = super().get_retry_after(response)
+        except InvalidHeader:
+            return None
+        return None if seconds is None else min(seconds, MAX_HOLD_S)
+
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, NewConnectionError):
+            # Refused, or a name that does not resolve: no server there to wait for, so no backoff either.
+            raise MaxRetryError(_pool, url, error) from error
         if response is not None and response.status in THROTTLING and self.on_throttle:
             self.on_throttle(self.get_retry_after(response))
         return super().increment(method, url, response, error, _pool, _stacktrace)

@@ -16,8 +16,8 @@ from jobs.collect.pacing import AdaptiveLimit, ReportingRetry
 from jobs.collect.sampling import Location, search_window
 from secoctl.spec import Collect
 
-# Connection and read timeouts (s) of a STAC request; 429 and 5xx are retried with backoff,
-# honouring Retry-After.
+# Connection and read timeouts (s) of a STAC request; 429 and 5xx are retried with backoff, honouring
+# Retry-After up to pacing.MAX_HOLD_S; a refused connection or an unknown host is not retried.
 STAC_TIMEOUT = (10.0, 60.0)
 
 

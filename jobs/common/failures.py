@@ -99,6 +99,8 @@ def _storage(errors: list[BaseException], where: Where) -> PartFailure | None:
 def _dataset(errors: list[BaseException], where: Where) -> PartFailure | None:
     if where.stage == "evaluate" and _is(errors[0], "jobs.evaluate.datasets", "DatasetError"):
         return PartFailure(one_line(errors[0], limit=600), f"spec.evaluate[{where.index}].dataPath")
+    if _is(errors[0], "jobs.common.training_shards", "DamagedShard"):  # its message names the file
+        return PartFailure(one_line(errors[0], limit=600), None)
     return None
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.common import tracking
 from jobs.common.failures import PartFailure, Where, classify
 from secoctl import partlog, store
 from secoctl.plan import stage as stage_of
@@ -92,11 +93,13 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
     store.use_timeouts(store.DATA_PLANE)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     where = Where(stage, index, args.spec)
+    experiment = None
     try:
         experiment = read_experiment(args.spec)
         where = Where(stage, index, store.storage(own=experiment.spec.storage), experiment.spec.collect.stac_url)
         _run_part(stage, work, experiment, index)
     except Exception as error:
+        tracking.failed(experiment)
         failure = classify(error, where)
         if failure is None:
             raise  # a bug: its traceback is the report

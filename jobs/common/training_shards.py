@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import mmap
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,17 @@ import numpy as np
 INDEX_MEMBER = "__index__.json"
 BLOCK = tarfile.BLOCKSIZE
 FORMAT = "secoctl-training-shard/1"
-# Bounds a reader holds a shard's header to: a damaged or hostile file fails in one line.
-MAX_INDEX_BYTES = 64 * 2**20
-MAX_LOCATIONS = 1_000_000
+# Bounds a reader holds a shard's index to, so a damaged or hostile file fails in one line before it
+# costs memory: a real index takes ~250 bytes and ~20 JSON values a location, and a shard holds at most
+# spec.collect.samplesPerShard (100,000) locations.
+MAX_INDEX_BYTES = 16 * 2**20
+MAX_INDEX_VALUES = 2_000_000  # commas and colons: json.loads makes about one object for each
+MAX_LOCATIONS = 100_000
+MAX_TIMESTAMPS = 64
+
+
+class DamagedShard(ValueError):
+    """A file that is not a training shard this run can read: its message is one line naming the file."""
 
 
 @dataclass(frozen=True)
@@ -81,36 +90,69 @@ def encode(locations: list[Location]) -> bytes:
 
 
 class TrainingShard:
-    """A training shard on local disk, memory-mapped: `timestamp(i, t)` is a view, not a copy."""
+    """A training shard on local disk, memory-mapped: `timestamp(i, t)` is a view, not a copy.
+
+    Every location of a shard has one (C, H, W) shape, `shape`; each timestamp's offset must land on the
+    data of a tar member named `<key>.t<k>.u8` whose header gives exactly that many bytes.
+    """
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         with open(self.path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < 2 * BLOCK:
+                raise DamagedShard(f"{self.path}: not a training shard ({size} bytes, shorter than a tar header)")
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             self.locations = self._read_index()
-        except (ValueError, KeyError, TypeError, tarfile.TarError) as error:
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError, MemoryError,
+                UnicodeDecodeError, tarfile.TarError) as error:
             self._map.close()
-            raise ValueError(f"{self.path}: not a training shard ({error})") from None
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            raise DamagedShard(f"{self.path}: not a training shard ({reason})") from None
+        self.shape: tuple[int, int, int] = self.locations[0]["shape"] if self.locations else (0, 0, 0)
         self._bytes = np.frombuffer(self._map, dtype=np.uint8)
 
     def _read_index(self) -> list[dict[str, Any]]:
         header = tarfile.TarInfo.frombuf(self._map[:BLOCK], tarfile.ENCODING, "surrogateescape")
         if header.name != INDEX_MEMBER or not 0 < header.size <= MAX_INDEX_BYTES:
             raise ValueError(f"its first member must be {INDEX_MEMBER} of at most {MAX_INDEX_BYTES} bytes")
-        index = json.loads(self._map[BLOCK:BLOCK + header.size])
-        if index.get("format") != FORMAT or len(index["locations"]) > MAX_LOCATIONS:
-            raise ValueError(f"format {index.get('format')!r}, expected {FORMAT!r}")
+        raw = self._map[BLOCK:BLOCK + header.size]
+        if raw.count(b",") + raw.count(b":") > MAX_INDEX_VALUES:
+            raise ValueError(f"its index holds more than {MAX_INDEX_VALUES} values")
+        index = json.loads(raw)
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            found = index.get("format") if isinstance(index, dict) else type(index).__name__
+            raise ValueError(f"format {_short(found)}, expected {FORMAT!r}")
+        entries = index.get("locations")
+        if not isinstance(entries, list) or not 0 < len(entries) <= MAX_LOCATIONS:
+            raise ValueError(f"its index needs 1 to {MAX_LOCATIONS} locations")
         data_start = BLOCK + _padded(header.size)
-        locations = []
-        for entry in index["locations"]:
-            shape = tuple(int(n) for n in entry["shape"])
-            size = int(np.prod(shape))
-            offsets = [data_start + int(o) for o in entry["offsets"]]
-            if len(shape) != 3 or not offsets or any(o < data_start or o + size > len(self._map) for o in offsets):
-                raise ValueError(f"location {entry.get('key')!r} points outside the file")
-            locations.append({"key": str(entry["key"]), "shape": shape, "size": size, "offsets": offsets})
+        locations = [self._location(entry, data_start) for entry in entries]
+        shapes = {location["shape"] for location in locations}
+        if len(shapes) > 1:
+            raise ValueError(f"its locations differ in shape: {sorted(shapes)[:2]}")
         return locations
+
+    def _location(self, entry: Any, data_start: int) -> dict[str, Any]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            raise ValueError(f"an index entry is not a location: {_short(entry)}")
+        key, shape, offsets = entry["key"], entry.get("shape"), entry.get("offsets")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_count(n) and n > 0 for n in shape)):
+            raise ValueError(f"location {_short(key)}: shape {_short(shape)} is not three positive integers")
+        if not (isinstance(offsets, list) and 0 < len(offsets) <= MAX_TIMESTAMPS and all(map(_count, offsets))):
+            raise ValueError(f"location {_short(key)}: offsets {_short(offsets)} are not 1 to {MAX_TIMESTAMPS} "
+                             "byte offsets")
+        size = shape[0] * shape[1] * shape[2]
+        starts = [data_start + o for o in offsets]
+        for t, start in enumerate(starts):
+            if start < data_start + BLOCK or start + size > len(self._map):
+                raise ValueError(f"location {_short(key)} points outside the file")
+            member = tarfile.TarInfo.frombuf(self._map[start - BLOCK:start], tarfile.ENCODING, "surrogateescape")
+            if member.name != f"{key}.t{t}.u8" or member.size != size:
+                raise ValueError(f"location {_short(key)}: timestamp {t} of shape {tuple(shape)} is not the member "
+                                 f"there ({_short(member.name)}, {member.size} bytes)")
+        return {"key": key, "shape": tuple(shape), "size": size, "offsets": starts}
 
     def __len__(self) -> int:
         return len(self.locations)
@@ -126,3 +168,14 @@ class TrainingShard:
     def location(self, location: int) -> np.ndarray:
         """(T, C, H, W): a copy, for tests and tools; the loader copies only the timestamps it draws."""
         return np.stack([self.timestamp(location, t) for t in range(self.timestamps(location))])
+
+
+def _count(value: Any) -> bool:
+    """A JSON integer that fits a byte offset (not a bool, not a float, not 10**400)."""
+    return type(value) is int and 0 <= value < 2**48
+
+
+def _short(value: Any) -> str:
+    """A value from a damaged index, as one bounded line."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from jobs.common.training_shards import TrainingShard
+from jobs.common.training_shards import DamagedShard, TrainingShard
 from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.views import VIEW_SLOTS, draw_slots
 
@@ -54,13 +55,20 @@ class SeasonalBatches:
         if not per_epoch:
             raise RuntimeError(f"rank {rank} of {world_size} got no location: fewer locations than ranks")
         self.buffer = min(buffer, per_epoch)  # never the same location twice in the buffer
-        probe = TrainingShard(cache.path(shards[first[0][0]].uri))
-        self.sample_shape = (max(VIEW_SLOTS[method]) + 1, *probe.locations[0]["shape"])
+        probe = self._open(cache.path(shards[first[0][0]].uri))
+        self.sample_shape = (max(VIEW_SLOTS[method]) + 1, *probe.shape)
         self.batch_shape = (batch, *self.sample_shape)
         self.read_locations = 0
 
     def _plan(self, epoch: int) -> list[tuple[int, slice]]:
         return reader_shards([s.samples for s in self.shards], self.world_size, self.rank, epoch, self.seed)
+
+    def _open(self, path: Path) -> TrainingShard:
+        """The shard mapped; from then on the cache may evict its file (the mapping stays valid)."""
+        try:
+            return TrainingShard(path)
+        finally:
+            self.cache.release(path)
 
     def _locations(self, pool: ThreadPoolExecutor) -> Iterator[tuple[TrainingShard, int]]:
         """Every (shard, location) this rank reads, epoch after epoch; the next shards fetched ahead."""
@@ -71,7 +79,11 @@ class SeasonalBatches:
             for number, (_, part) in enumerate(plan):
                 if number + self.fetch_ahead < len(plan):
                     pending.append(pool.submit(self.cache.path, self.shards[plan[number + self.fetch_ahead][0]].uri))
-                shard = TrainingShard(pending[number].result())
+                shard = self._open(pending[number].result())
+                if shard.shape != self.sample_shape[1:]:
+                    # a batch row takes one shape: numpy would broadcast a smaller one into it unnoticed
+                    raise DamagedShard(f"{shard.path}: not a training shard of this run (locations of shape "
+                                     f"{shard.shape}, the run's are {self.sample_shape[1:]})")
                 for location in range(len(shard))[part]:
                     yield shard, location
             epoch += 1

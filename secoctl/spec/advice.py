@@ -5,14 +5,15 @@ Pure: a spec in, warning lines out; `validate`, `render` and `apply` print them 
 
 from __future__ import annotations
 
-from secoctl.spec.quantity import CACHE_SHARE, cache_budget, gibibytes
+from secoctl.spec.quantity import CACHE_SHARE, cache_budget, gibibytes, to_bytes
 from secoctl.spec import Experiment
-from secoctl.training_data import epoch_bytes_per_node
+from secoctl.training_data import bytes_per_location, epoch_bytes_per_node
 
 
 def cache_warning(experiment: Experiment) -> str | None:
     """Each pretrain node keeps the training shards it reads on its local disk, so later epochs never
-    touch storage; a smaller cache still trains, but fetches part of every epoch again."""
+    touch storage; a smaller cache still trains (jobs.pretrain.shard_cache never evicts a shard fetched
+    ahead and not yet read), but fetches part of every epoch again."""
     spec = experiment.spec
     need = epoch_bytes_per_node(spec.collect.locations, spec.collect.timestamps, spec.collect.patch_size,
                                 spec.pretrain.nodes, len(spec.input_bands()))
@@ -25,5 +26,22 @@ def cache_warning(experiment: Experiment) -> str | None:
             f"storage again: set it to at least {gibibytes(int(need / CACHE_SHARE) + 1)} or add nodes")
 
 
+def fetch_ahead_warning(experiment: Experiment) -> str | None:
+    """The shards each rank has fetched ahead and not yet read stay on the node's disk whatever the cache's
+    budget: when they alone outgrow ephemeralStorage, the kubelet evicts the pod."""
+    spec = experiment.spec
+    shard = spec.collect.samples_per_shard * bytes_per_location(spec.collect.timestamps, spec.collect.patch_size,
+                                                                 len(spec.input_bands()))
+    ranks, ahead = max(spec.pretrain.gpus_per_node, 1), spec.pretrain.loader_workers + 1
+    need, have = ranks * ahead * shard, to_bytes(spec.pretrain.resources.ephemeral_storage)
+    if need <= have:
+        return None
+    return (f"spec.pretrain.loaderWorkers: {ranks} rank(s) a node, each holding {ahead} training shards of "
+            f"{shard / 2**30:.2f} GiB it fetched ahead, need {need / 2**30:.1f} GiB of local disk, more than "
+            f"spec.pretrain.resources.ephemeralStorage {spec.pretrain.resources.ephemeral_storage}: lower "
+            f"loaderWorkers or spec.collect.samplesPerShard, or set ephemeralStorage to at least "
+            f"{gibibytes(need + 1)}")
+
+
 def warnings(experiment: Experiment) -> list[str]:
-    return [line for line in (cache_warning(experiment),) if line]
+    return [line for line in (cache_warning(experiment), fetch_ahead_warning(experiment)) if line]

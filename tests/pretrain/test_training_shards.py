@@ -106,8 +106,14 @@ def test_the_cache_keeps_to_its_budget_least_recently_used_first(s3_storage, tmp
     refs = _write_shards(store.join(s3_storage, "small-cache"), 3, 2)
     one_shard = len(store.read_bytes(refs[0].uri))
     cache = ShardCache(tmp_path / "cache", budget_bytes=2 * one_shard)
-    first, second = cache.path(refs[0].uri), cache.path(refs[1].uri)
-    cache.path(refs[0].uri)  # used again: now the second is the least recent
-    cache.path(refs[2].uri)
+
+    def read(uri):
+        path = cache.path(uri)
+        cache.release(path)  # mapped by the reader: evictable from now on
+        return path
+
+    first, second = read(refs[0].uri), read(refs[1].uri)
+    read(refs[0].uri)  # used again: now the second is the least recent
+    read(refs[2].uri)
     assert first.exists() and not second.exists()
     assert cache.fetches == [refs[0].uri, refs[1].uri, refs[2].uri]

@@ -43,7 +43,7 @@ URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made by `with_queues
 
 
 def cache_key() -> str:
-    return f"kueue-{KUEUE}"
+    return f"kueue-{KUEUE}-{binaries.build_digest([])}"
 
 
 def cache_dir() -> Path:
@@ -73,7 +73,8 @@ def _stamped_apiserver(target: Path, log=print) -> None:
     log("kueue: linking kube-apiserver with its version stamped ...")
     target.mkdir(parents=True, exist_ok=True)
     staging = target / "kube-apiserver.partial"
-    binaries._go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(staging),
+    flags = [f"{flag} {stamp}" if flag.startswith("-ldflags=") else flag for flag in binaries.GO_FLAGS]
+    binaries._go(["build", *flags, "-o", str(staging),
                   "k8s.io/kubernetes/cmd/kube-apiserver"], binaries.GOBUILD / "kubernetes", binaries._environment(target))
     staging.rename(target / "kube-apiserver")
     log(f"kueue: kube-apiserver linked in {time.monotonic() - started:.0f} s into {target}")
@@ -98,7 +99,7 @@ def build(target: Path, log=print) -> None:
     with binaries.staged(target) as staging:
         env = binaries._environment(staging)
         log(f"kueue: building {MODULE}/cmd/kueue@{KUEUE} ...")
-        binaries._go(["install", "-trimpath", "-ldflags=-s -w", f"{MODULE}/cmd/kueue@{KUEUE}"], staging, env)
+        binaries._go(["install", *binaries.GO_FLAGS, f"{MODULE}/cmd/kueue@{KUEUE}"], staging, env)
         modules = Path(binaries._go(["env", "GOMODCACHE"], staging, env).strip())
         source = modules / f"{MODULE}@{KUEUE}" / "config" / "components"
         (staging / "crds").mkdir()

@@ -35,11 +35,13 @@ quickstart: $(VENV)/.installed
 	$(BIN)/python -c "from secoctl.weights import load; model, transform = load('seco-resnet18-quickstart'); \
 		print('loaded', type(model).__name__, sum(p.numel() for p in model.parameters()), 'parameters')"
 
-# The real Kubernetes, etcd and kwok binaries (and Kueue: tests/cluster/kueue.py; as root, the real node's:
-# tests/cluster/realnode) the cluster tests run: built from source once
-# (over ten minutes on two cores), then reused from ~/.cache/secoctl/cluster/<versions>.
+# The real Kubernetes, etcd and kwok binaries (and Kueue: jobs/localcloud/cluster/kueue.py; as root, the real
+# node's: jobs/localcloud/cluster/realnode) that the cluster tests, benchmarks.scale and
+# `python -m jobs.localcloud.cluster up` run: built from source once
+# (over ten minutes on two cores), then reused from ~/.cache/secoctl/cluster/<versions and flags>.
 cluster-binaries: $(VENV)/.installed
-	@SECONDS=0; $(BIN)/python -m tests.cluster.binaries; rc=$$?; echo "phase cluster-binaries: $$SECONDS s"; exit $$rc
+	@SECONDS=0; $(BIN)/python -m jobs.localcloud.cluster.binaries; rc=$$?; \
+		echo "phase cluster-binaries: $$SECONDS s"; exit $$rc
 
 test: $(VENV)/.installed cluster-binaries
 	@SECONDS=0; $(BIN)/python -m pytest -m "not slow" --durations=30; rc=$$?; \

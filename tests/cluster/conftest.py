@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from secoctl import render
-from tests.cluster import controlplane
+from jobs.localcloud.cluster import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE, CLAIM = controlplane.NAMESPACE, controlplane.CLAIM
@@ -101,7 +101,8 @@ def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
 
 
 def release(cluster, experiment: str, stage: str) -> None:
-    """Lets kwok finish a stage's pods that `secoctl.test/hold: "true"` keeps running (tests/cluster/stages.yaml)."""
+    """Lets kwok finish a stage's pods that `secoctl.test/hold: "true"` keeps running
+    (jobs/localcloud/cluster/stages.yaml)."""
     cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
                     f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
                     "secoctl.test/hold=false", "--overwrite")

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from tests.cluster import binaries
+from jobs.localcloud.cluster import binaries
 from tests.conftest import ROOT
 
 
 def test_the_tests_never_build_and_name_the_command_that_does(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"python -m tests\.cluster\.binaries"):
+    with pytest.raises(FileNotFoundError, match=r"python -m jobs\.localcloud\.cluster\.binaries"):
         binaries.cached()
     assert not (tmp_path / "secoctl").exists()
 
@@ -26,7 +26,7 @@ def test_a_failed_build_exits_1_with_the_go_tools_last_lines_and_leaves_no_half_
     module.mkdir()
     (module / "go.mod").write_text("module example.com/broken\n\ngo 1.22\n")
     (module / "main.go").write_text("package main\n\nfunc main() { undefinedCall() }\n")
-    code = ("import sys; from pathlib import Path; from tests.cluster import binaries; "
+    code = ("import sys; from pathlib import Path; from jobs.localcloud.cluster import binaries; "
             f"binaries._steps = lambda staging: [('broken', ['build', '-o', str(staging / 'broken'), '.'], Path({str(module)!r}))]; "
             "sys.exit(binaries.main())")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -39,7 +39,7 @@ def test_a_failed_build_exits_1_with_the_go_tools_last_lines_and_leaves_no_half_
 
 
 def test_every_go_build_is_stripped_and_trimmed(tmp_path):
-    from tests.cluster.realnode import binaries as node_binaries
+    from jobs.localcloud.cluster.realnode import binaries as node_binaries
 
     steps = [*binaries._steps(tmp_path), *node_binaries.steps(tmp_path, tmp_path / "module")]
     assert [name for name, *_ in steps] == [*binaries.KUBERNETES_COMMANDS, "etcd", "kwok", "kubelet", "kube-proxy",
@@ -49,8 +49,8 @@ def test_every_go_build_is_stripped_and_trimmed(tmp_path):
 
 
 def test_each_cache_key_changes_with_the_go_flags(monkeypatch):
-    from tests.cluster import kueue
-    from tests.cluster.realnode import binaries as node_binaries
+    from jobs.localcloud.cluster import kueue
+    from jobs.localcloud.cluster.realnode import binaries as node_binaries
 
     keys = (binaries.cache_key(), kueue.cache_key(), node_binaries.cache_key(), kueue.apiserver_dir().name)
     monkeypatch.setattr(binaries, "GO_FLAGS", ("-trimpath",))
@@ -66,7 +66,7 @@ def test_components_of_one_go_module_build_in_one_lane_in_order_and_other_module
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="needs the Go tool")
 def test_a_built_binary_carries_the_flags_and_each_build_logs_its_time(tmp_path, monkeypatch):
-    from tests.cluster.realnode import binaries as node_binaries
+    from jobs.localcloud.cluster.realnode import binaries as node_binaries
 
     monkeypatch.setenv("GOCACHE", str(tmp_path / "go-build"))
     pause = [step for step in node_binaries.steps(tmp_path, tmp_path / "module") if step[0] == "pause"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 from secoctl import render
-from tests.cluster import controlplane
-from tests.cluster import kueue as kueue_build
+from jobs.localcloud.cluster import controlplane
+from jobs.localcloud.cluster import kueue as kueue_build
 from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, prepare, release, secoctl, spec_file,
                                     start_driver, status_rows, wait_for)
-from tests.cluster.kueue import URGENT, set_quotas, with_queues
+from jobs.localcloud.cluster.kueue import URGENT, set_quotas, with_queues
 
 
 @pytest.fixture(scope="module")

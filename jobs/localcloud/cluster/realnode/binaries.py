@@ -5,7 +5,7 @@ module of their own (copied to a staging folder to build, so go.sum in the repos
 changes under a build); CoreDNS is `go install`ed at its tag; the sandbox image's `pause` is
 `pause.go`, packed as a one-layer OCI image. The container runtime (containerd, runc) and the CNI
 plugins are Debian's packages (`apt-get install containerd runc containernetworking-plugins`).
-Cached under ~/.cache/secoctl/realnode/<key>; `python -m tests.cluster.binaries` builds it with the rest.
+Cached under ~/.cache/secoctl/realnode/<key>; `python -m jobs.localcloud.cluster.binaries` builds it with the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from tests.cluster import binaries
+from jobs.localcloud.cluster import binaries
 
 HERE = Path(__file__).parent
 COREDNS = "v1.15.0"

@@ -4,7 +4,7 @@ The binary is `go install`ed at its tag (Kueue's own go.mod and go.sum pin every
 its CRDs and webhook configurations are copied from the same module in the Go module cache, so the
 objects the tests install are the ones that release ships. Cached under
 ~/.cache/secoctl/kueue/<version>-<key>, apart from the Kubernetes binaries (their cache key is not
-touched by a Kueue upgrade). `python -m tests.cluster.binaries` (run by `make test`) builds both.
+touched by a Kueue upgrade). `python -m jobs.localcloud.cluster.binaries` (run by `make test`) builds both.
 
 Running it outside a cluster: Kueue's internal certificate management finds a Secret we create
 beforehand, holding a CA and a serving certificate that names both the Service DNS name Kueue checks
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster import binaries
-from tests.cluster.processes import ProcessGroup
+from jobs.localcloud.cluster import binaries
+from jobs.localcloud.cluster.processes import ProcessGroup
 
 KUEUE = "v0.17.0"
 MODULE = "sigs.k8s.io/kueue"
@@ -37,7 +37,7 @@ SECRET = "kueue-webhook-server-cert"
 # Webhooks for these API groups are installed; the others belong to integrations left off.
 WEBHOOK_GROUPS = {"batch", "kueue.x-k8s.io"}
 CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
-QUEUES = Path(__file__).resolve().parents[2] / "manifests" / "kueue"  # what an admin installs beside Kueue
+QUEUES = Path(__file__).resolve().parents[3] / "manifests" / "kueue"  # what an admin installs beside Kueue
 CLUSTER_QUEUE = "gpu-cluster-queue"  # manifests/kueue
 URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made by `with_queues`
 
@@ -200,7 +200,7 @@ class Kueue:
         self.processes = ProcessGroup(self.folder)
 
     def start(self) -> "Kueue":
-        from tests.cluster.controlplane import free_port
+        from jobs.localcloud.cluster.controlplane import free_port
 
         plane, folder = self.plane, self.folder
         cert_dir = folder / "certs"

@@ -29,15 +29,15 @@ import yaml
 
 from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
+from jobs.localcloud.cluster import kueue as kueue_build
+from jobs.localcloud.cluster.kueue import URGENT, set_quotas, with_queues
+from jobs.localcloud.cluster.realnode import node as realnode
 from jobs.localcloud.servers import free_port
 from secoctl import partlog, render, stages, store
 from secoctl.spec.file import load_documents
 from secoctl.stages import PRETRAIN_WINDOW_STEPS
 from secoctl.tree import StageTree
-from jobs.localcloud.cluster import kueue as kueue_build
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
-from jobs.localcloud.cluster.kueue import URGENT, set_quotas, with_queues
-from jobs.localcloud.cluster.realnode import node as realnode
 
 STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
 EXPERIMENT = "realpods"

@@ -198,6 +198,7 @@ class Kueue:
         self.plane, self.bin = plane, cached()
         self.folder = folder or plane.workdir / "kueue"
         self.processes = ProcessGroup(self.folder)
+        self.webhooks: list[dict] = []  # the webhook configurations it installed, removed again by `stop`
 
     def start(self) -> "Kueue":
         from jobs.localcloud.cluster.controlplane import free_port
@@ -222,8 +223,8 @@ class Kueue:
                             timeout=90, interval=0.3)
         # The webhooks only once Kueue serves them: with failurePolicy Fail an unserved webhook
         # would refuse every Job.
-        plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items":
-                                                            webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)}))
+        self.webhooks = webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)
+        plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.webhooks}))
         self._wait_for_webhook()
         return self
 
@@ -244,6 +245,10 @@ class Kueue:
         return self.processes.log_tail("kueue", lines)
 
     def stop(self) -> None:
+        """Its webhooks removed first: left behind, with failurePolicy Fail, they would refuse every Job on the plane."""
+        for webhook in self.webhooks:
+            self.plane.kubectl("delete", webhook["kind"].lower(), webhook["metadata"]["name"], "--ignore-not-found",
+                               check=False)
         self.processes.terminate("kueue")
 
 

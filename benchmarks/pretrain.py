@@ -247,7 +247,8 @@ def main() -> None:
     batches = args.batch or ([128, 256] if cuda else [4])
     steps, warmup = args.steps or (30 if cuda else 2), 5 if cuda else 1
     result: dict = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
-                    "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "input": args.input, "steps": steps,
+                    "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "input": args.input,
+                    "steps": steps,
                     "shape": f"{DATES} dates x {len(SENTINEL2_BANDS)} bands x {PATCH} px"}
     with tempfile.TemporaryDirectory() as folder:
         record_path, refs = made_shards(Path(folder), args.locations, max(args.locations // 8, 1))

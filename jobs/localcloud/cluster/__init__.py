@@ -1,1 +1,2 @@
-"""A local Kubernetes from source: control plane, kwok nodes, Kueue and one real node, for users, tests and benchmarks."""
+"""A local Kubernetes built from source (control plane, kwok nodes, Kueue, one real node) for users, tests and
+benchmarks."""

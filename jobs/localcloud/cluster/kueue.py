@@ -224,7 +224,8 @@ class Kueue:
         # The webhooks only once Kueue serves them: with failurePolicy Fail an unserved webhook
         # would refuse every Job.
         self.webhooks = webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)
-        plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.webhooks}))
+        plane.kubectl("apply", "-f", "-",
+                      stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.webhooks}))
         self._wait_for_webhook()
         return self
 
@@ -245,7 +246,7 @@ class Kueue:
         return self.processes.log_tail("kueue", lines)
 
     def stop(self) -> None:
-        """Its webhooks removed first: left behind, with failurePolicy Fail, they would refuse every Job on the plane."""
+        """Its webhooks removed first: left behind, with failurePolicy Fail, they would refuse every Job."""
         for webhook in self.webhooks:
             self.plane.kubectl("delete", webhook["kind"].lower(), webhook["metadata"]["name"], "--ignore-not-found",
                                check=False)

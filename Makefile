@@ -2,7 +2,8 @@
 # Everything installs into .venv from requirements.lock; uv keeps its downloads in ~/.cache/uv.
 # Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (CI, some images) every
 # `secoctl` start would otherwise compile its imports from source, about twice the start-up time.
-# `make test` prints "phase NAME: N s" after each step, so a CI log shows where the time went.
+# `make test` prints "phase NAME: N s" after each step and each suite's 30 slowest tests, so a CI log shows where
+# the time went.
 SHELL := /bin/bash
 PYTHON ?= python3
 UV_VERSION := 0.13.9
@@ -34,15 +35,18 @@ quickstart: $(VENV)/.installed
 	$(BIN)/python -c "from secoctl.weights import load; model, transform = load('seco-resnet18-quickstart'); \
 		print('loaded', type(model).__name__, sum(p.numel() for p in model.parameters()), 'parameters')"
 
-# The real Kubernetes, etcd and kwok binaries (and Kueue: tests/cluster/kueue.py; as root, the real node's:
-# tests/cluster/realnode) the cluster tests run: built from source once
-# (over ten minutes on two cores), then reused from ~/.cache/secoctl/cluster/<versions>.
+# The real Kubernetes, etcd and kwok binaries (and Kueue: jobs/localcloud/cluster/kueue.py; as root, the real
+# node's: jobs/localcloud/cluster/realnode) that the cluster tests, benchmarks.scale and
+# `python -m jobs.localcloud.cluster up` run: built from source once
+# (over ten minutes on two cores), then reused from ~/.cache/secoctl/cluster/<versions and flags>.
 cluster-binaries: $(VENV)/.installed
-	@SECONDS=0; $(BIN)/python -m tests.cluster.binaries; rc=$$?; echo "phase cluster-binaries: $$SECONDS s"; exit $$rc
+	@SECONDS=0; $(BIN)/python -m jobs.localcloud.cluster.binaries; rc=$$?; \
+		echo "phase cluster-binaries: $$SECONDS s"; exit $$rc
 
 test: $(VENV)/.installed cluster-binaries
-	@SECONDS=0; $(BIN)/python -m pytest -m "not slow"; rc=$$?; echo "phase default suite: $$SECONDS s"; exit $$rc
-	@SECONDS=0; $(BIN)/python -m pytest -m slow; rc=$$?; echo "phase slow suite: $$SECONDS s"; \
+	@SECONDS=0; $(BIN)/python -m pytest -m "not slow" --durations=30; rc=$$?; \
+		echo "phase default suite: $$SECONDS s"; exit $$rc
+	@SECONDS=0; $(BIN)/python -m pytest -m slow --durations=30; rc=$$?; echo "phase slow suite: $$SECONDS s"; \
 		[ $$rc -eq 0 ] || [ $$rc -eq 5 ]  # 5: no slow test collected
 
 # .ci/run on a fresh clone of HEAD with HOME and every cache empty, as a new machine has them.

@@ -1,6 +1,7 @@
 """The pretrain stage's input path and step, timed on the path the default spec takes.
 
     python -m benchmarks.pretrain [--device cuda] [--batch N ...] [--steps N] [--backbones resnet18 resnet50]
+                                  [--locations 32] [--loader-samples 2048] [--input 224]
 
 One run measures, on shards shaped like seco-1m.yaml's (5 dates x 12 bands x 264 px uint16 in the
 record; the training shards the real stage derives from them, 5 x 3 x 264 px uint8):
@@ -169,12 +170,13 @@ def _timed(step, steps: int, warmup: int, device: torch.device) -> dict:
     return result
 
 
-def model_only(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, compiled: bool) -> dict:
+def model_only(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, compiled: bool,
+               size: int = INPUT) -> dict:
     model = _model(backbone, device, batch)
     if compiled:
         model.encoder_q.compile()
     optimizer = _optimizer(model)
-    views = [torch.randn(batch, 3, INPUT, INPUT, device=device).contiguous(memory_format=torch.channels_last)
+    views = [torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
              for _ in AUGMENTED[METHOD]]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     ready = Views(views)
@@ -189,7 +191,7 @@ def model_only(backbone: str, device: torch.device, batch: int, steps: int, warm
 
 
 def real_path(backbone: str, device: torch.device, refs: list[ShardRef], batch: int, steps: int, warmup: int,
-              compiled: bool) -> dict:
+              compiled: bool, size: int = INPUT) -> dict:
     """What jobs/pretrain/train.py runs per step, from training shards on local disk."""
     model = _model(backbone, device, batch)
     if compiled:
@@ -198,7 +200,7 @@ def real_path(backbone: str, device: torch.device, refs: list[ShardRef], batch: 
     cache = ShardCache(Path(tempfile.gettempdir()), 10**12, in_place=True)
     batches = SeasonalBatches(refs, METHOD, batch, seed=0, rank=0, world_size=1, cache=cache)
     feed = DeviceFeed(batches, device)
-    augment = BatchAugment(INPUT, AUGMENTED[METHOD], AUGMENT_FIRST, VIEW_SLOTS[METHOD]).to(device)
+    augment = BatchAugment(size, AUGMENTED[METHOD], AUGMENT_FIRST, VIEW_SLOTS[METHOD]).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(begin):
@@ -237,6 +239,7 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--locations", type=int, default=32, help="locations in the made shards")
     parser.add_argument("--loader-samples", type=int, default=2048)
+    parser.add_argument("--input", type=int, default=INPUT, help="side of the model's input views, px")
     parser.add_argument("--compile", action="store_true", help="also time the compiled step (default on CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -244,7 +247,8 @@ def main() -> None:
     batches = args.batch or ([128, 256] if cuda else [4])
     steps, warmup = args.steps or (30 if cuda else 2), 5 if cuda else 1
     result: dict = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
-                    "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "input": INPUT, "steps": steps,
+                    "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "input": args.input,
+                    "steps": steps,
                     "shape": f"{DATES} dates x {len(SENTINEL2_BANDS)} bands x {PATCH} px"}
     with tempfile.TemporaryDirectory() as folder:
         record_path, refs = made_shards(Path(folder), args.locations, max(args.locations // 8, 1))
@@ -256,12 +260,13 @@ def main() -> None:
         for backbone in args.backbones:
             for batch in batches:
                 torch.manual_seed(0)
-                entry = {"model only, eager": model_only(backbone, device, batch, steps, warmup, False)}
+                entry = {"model only, eager": model_only(backbone, device, batch, steps, warmup, False, args.input)}
                 if args.compile or cuda:
-                    entry["model only, compiled"] = model_only(backbone, device, batch, steps, warmup, True)
+                    entry["model only, compiled"] = model_only(backbone, device, batch, steps, warmup, True, args.input)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                entry["stage path"] = real_path(backbone, device, refs, batch, steps, warmup, args.compile or cuda)
+                entry["stage path"] = real_path(backbone, device, refs, batch, steps, warmup, args.compile or cuda,
+                                                args.input)
                 if cuda:
                     entry["stage path"]["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                 ceiling = entry.get("model only, compiled", entry["model only, eager"])["samples_per_s"]

@@ -2,12 +2,12 @@
 
     python -m benchmarks.scale [--experiments 50] [--nodes 1000] [--workers 128] [--poll 2] [--timeout-s 3000]
 
-tests/cluster's control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok;
+jobs/localcloud/cluster's control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok;
 `many_nodes`: its settings for a thousand nodes) with `--nodes` kwok nodes (every eighth a node of 8 GPUs, labelled as the example's pretrain
 selects), Kueue with the `gpu-queue` of manifests/kueue sized to the nodes' capacity, and
 `--experiments` variations of examples/seco-100k.yaml with collect (and so shards) at `--workers`
 parts, all queued through Kueue. kwok runs no code: a stage pod completes 300 ms after it runs
-(tests/cluster/stages.yaml), so what is measured is the control plane and secoctl's use of it.
+(jobs/localcloud/cluster/stages.yaml), so what is measured is the control plane and secoctl's use of it.
 
 Every `secoctl apply` is started at once (one process each, as that many users would), then every
 experiment's driver (`python -m secoctl.driver`, one process each under its own ServiceAccount's
@@ -48,9 +48,9 @@ from pathlib import Path
 import yaml
 
 from secoctl import render
-from tests.cluster import controlplane
-from tests.cluster import kueue as kueue_build
-from tests.cluster.kueue import set_quotas, with_queues
+from jobs.localcloud.cluster import controlplane
+from jobs.localcloud.cluster import kueue as kueue_build
+from jobs.localcloud.cluster.kueue import set_quotas, with_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "seco-100k.yaml"

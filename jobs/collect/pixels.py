@@ -101,7 +101,6 @@ def harmonise(pixels: np.ndarray, offsets: list[int]) -> np.ndarray:
 def read_patch(items: list[pystac.Item], location: Location, collect: Collect,
                reads: Executor) -> tuple[np.ndarray, dict[str, Any]]:
     """(dates, bands, patch, patch) uint16 reflectance × 10000 and the sample's metadata; the COG reads run on `reads`."""
-    import dask
     import stackstac
     from rasterio.enums import Resampling
 
@@ -114,8 +113,8 @@ def read_patch(items: list[pystac.Item], location: Location, collect: Collect,
         gdal_env=gdal_env(), errors_as_nodata=(),
     )
     try:
-        with dask.config.set(scheduler="threads", pool=reads):
-            raw = np.asarray(stack.data.compute())
+        # Passed to this compute, not through dask.config: that config is one per process, and parts read at once.
+        raw = np.asarray(stack.data.compute(scheduler="threads", pool=reads))
     except Exception:
         forget_cached([item.assets[band].href for item in items for band in collect.bands])
         raise

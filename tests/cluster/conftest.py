@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.localcloud.cluster import controlplane
+from jobs.localcloud.cluster import kueue as kueue_build
 from secoctl import render
-from tests.cluster import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE, CLAIM = controlplane.NAMESPACE, controlplane.CLAIM
@@ -23,8 +24,11 @@ NAMESPACE, CLAIM = controlplane.NAMESPACE, controlplane.CLAIM
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
+    """One control plane for every cluster test of the session. Its apiserver is the version-stamped one, which
+    Kueue requires, so test_kueue.py starts Kueue on it (and removes Kueue's webhooks when it is done)."""
     started = time.monotonic()
-    plane = controlplane.started(tmp_path_factory.mktemp("cluster"))
+    workdir = tmp_path_factory.mktemp("cluster")
+    plane = controlplane.ControlPlane(workdir, bin=kueue_build.control_plane_bin(workdir / "bin")).start()
     print(f"control plane up in {time.monotonic() - started:.1f} s", file=sys.stderr)
     prepare(plane, tmp_path_factory)
     yield plane
@@ -101,7 +105,8 @@ def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
 
 
 def release(cluster, experiment: str, stage: str) -> None:
-    """Lets kwok finish a stage's pods that `secoctl.test/hold: "true"` keeps running (tests/cluster/stages.yaml)."""
+    """Lets kwok finish a stage's pods that `secoctl.test/hold: "true"` keeps running
+    (jobs/localcloud/cluster/stages.yaml)."""
     cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
                     f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
                     "secoctl.test/hold=false", "--overwrite")

@@ -244,7 +244,7 @@ def test_an_unschedulable_gpu_request_is_shown_as_such(kube_env, cluster, tmp_pa
 
 @pytest.mark.slow
 def test_a_node_deleted_under_a_pretrain_pod_is_a_disruption_not_a_failure(kube_env, cluster, tmp_path):
-    from tests.cluster.controlplane import GPU_NODES, node
+    from jobs.localcloud.cluster.controlplane import GPU_NODES, node
 
     spec = spec_file(tmp_path / "e.yaml", "disrupted", cluster.storage,
                      metadata={"labels": {"secoctl.test/hold": "true"}})

@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.localcloud.cluster.kueue import URGENT, set_quotas, with_queues
 from secoctl import render
-from tests.cluster import controlplane
-from tests.cluster import kueue as kueue_build
-from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, prepare, release, secoctl, spec_file,
+from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, release, secoctl, spec_file,
                                     start_driver, status_rows, wait_for)
-from tests.cluster.kueue import URGENT, set_quotas, with_queues
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A control plane of its own (its apiserver stamped with its version, which Kueue requires),
-    so no other test runs with Kueue's webhooks in the way."""
-    workdir = tmp_path_factory.mktemp("kueue-cluster")
-    plane = controlplane.ControlPlane(workdir, bin=kueue_build.control_plane_bin(workdir / "bin")).start()
-    prepare(plane, tmp_path_factory)
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture(scope="module")
 def kueue(cluster):
+    """Kueue on the session's control plane for this module's tests; stopping it removes its webhooks, so the
+    other modules' Jobs do not go through it."""
     controller = with_queues(cluster)
     yield controller
     controller.stop()
@@ -100,7 +89,7 @@ def running_pods(cluster, experiment: str, stage: str) -> list[dict]:
             if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
 
-@pytest.mark.slow  # over half a minute on two cores, with its own control plane when run alone
+@pytest.mark.slow  # over half a minute on two cores
 def test_a_preempted_pretrain_is_suspended_then_resumed_without_charging_its_backoff_limit(
         kueue, kube_env, cluster, tmp_path):
     gpu_quota(cluster, 2)

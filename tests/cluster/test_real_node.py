@@ -1,6 +1,6 @@
 """The quickstart's stages in real pods: a real kubelet, containerd and runc, the image built here.
 
-`python -m tests.cluster up --nodes real` brings up the same cluster by hand. Here `secoctl apply`
+`python -m jobs.localcloud.cluster up --nodes real` brings up the same cluster by hand. Here `secoctl apply`
 sends the experiment to it as to any cluster; the driver runs in its own pod with its
 ServiceAccount's token (reaching the API server through the `kubernetes` Service and kube-proxy),
 and starts collect (reading the local cloud served on the pods' bridge), pretrain (2 pods as 2
@@ -9,7 +9,7 @@ evaluate and publish, all in the namespace that enforces the restricted Pod Secu
 storage on a hostPath PersistentVolume. The small spec keeps the quickstart's shape with fewer
 locations and steps: two cores run every pod.
 
-The same experiment under Kueue (its real controller, tests/cluster/kueue.py) is preempted in the
+The same experiment under Kueue (its real controller, jobs/localcloud/cluster/kueue.py) is preempted in the
 middle of pretrain by a Job of a higher priority: the pretrain pods get SIGTERM, checkpoint the step
 they reached and exit 143; Kueue readmits the same Job once the urgent one is done, and its new pods
 resume from that checkpoint (the only one: checkpointEverySteps is above maxSteps).
@@ -29,15 +29,15 @@ import yaml
 
 from jobs.localcloud import eurosat
 from jobs.localcloud.cloud import built_world, serve
+from jobs.localcloud.cluster import kueue as kueue_build
+from jobs.localcloud.cluster.kueue import URGENT, set_quotas, with_queues
+from jobs.localcloud.cluster.realnode import node as realnode
 from jobs.localcloud.servers import free_port
 from secoctl import partlog, render, stages, store
 from secoctl.spec.file import load_documents
 from secoctl.stages import PRETRAIN_WINDOW_STEPS
 from secoctl.tree import StageTree, experiment_uri
-from tests.cluster import kueue as kueue_build
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
-from tests.cluster.kueue import URGENT, set_quotas, with_queues
-from tests.cluster.realnode import node as realnode
 
 STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
 EXPERIMENT = "realpods"

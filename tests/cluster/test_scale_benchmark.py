@@ -1,17 +1,33 @@
-"""`python -m benchmarks.scale` in a small configuration: its code path, and what it checks, not its figures."""
+"""`python -m benchmarks.scale` in a small configuration: its code path, what it checks and prints, not its figures."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from benchmarks import scale
+from tests.conftest import ROOT
+
+# Read at import, before each test's HOME is isolated: the command finds the cached cluster binaries there.
+CACHE_HOME = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+SMALLEST = ["--experiments", "2", "--nodes", "6", "--workers", "3", "--poll", "1", "--timeout-s", "300"]
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    """Module-scoped, so it finds the cached cluster binaries before the tests' HOME is isolated."""
-    return scale.run(experiments=2, nodes=6, workers=3, poll_s=1.0, timeout_s=300,
-                     workdir=tmp_path_factory.mktemp("scale"))
+def run():
+    return subprocess.run([sys.executable, "-m", "benchmarks.scale", *SMALLEST], cwd=ROOT, capture_output=True,
+                          text=True, timeout=580, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "XDG_CACHE_HOME": CACHE_HOME, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture(scope="module")
+def result(run) -> dict:
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.splitlines()[-1])
 
 
 @pytest.mark.slow  # a control plane, Kueue and a few nodes of its own, about a minute on two cores
@@ -29,3 +45,12 @@ def test_the_scale_benchmark_runs_every_experiment_to_the_end_and_counts_what_it
     assert ("APPLY", "jobs") in verbs and ("APPLY", "configmaps") in verbs
     assert result["status_rows"] == 2 * (stages + 1)  # and each experiment's driver row
     assert result["apiserver_rss_mib"]["peak"] >= result["apiserver_rss_mib"]["end"] > 0
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_prints_its_report_before_its_json(run, result):
+    lines = run.stdout.splitlines()
+    for prefix in ("2 experiments, 6 kwok nodes, collect at 3 parts", "apply: min ", "requests_apply: ",
+                   "requests_drivers: ", "requests_status_all: ", "the drivers' own: ", "status (all): ",
+                   "apiserver RSS: peak ", "load average (1 min): ", "kueue: ", "experiments complete 2/2"):
+        assert any(line.startswith(prefix) for line in lines), f"no line starting {prefix!r}"

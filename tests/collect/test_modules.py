@@ -13,7 +13,7 @@ import jobs.collect
 from jobs.collect import stage
 from jobs.collect.pacing import AdaptiveLimit
 from jobs.localcloud.cloud import serve
-from tests.collect.conftest import experiment_for
+from tests.collect.conftest import CORRUPT, experiment_for
 
 PACKAGE = Path(jobs.collect.__file__).parent
 MODULES = sorted(f"jobs.collect.{path.stem}" for path in PACKAGE.glob("*.py"))
@@ -65,3 +65,32 @@ def test_a_parts_search_and_read_pools_are_sized_from_the_spec_and_end_with_it(w
     assert made == {"stac-search": 3 * collect.timestamps, "cog-read": 3 * collect.timestamps}
     assert used["stac-search"] == collect.timestamps and used["cog-read"] > 0  # a search per date; the reads there
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("stac-search", "cog-read"))]
+
+
+def test_parts_reading_at_once_leave_dasks_process_wide_scheduler_alone(world_folder: Path, monkeypatch):
+    """dask's config is one per process: a part that set its read pool there would hand it to every other
+    part's reads, and could leave it, shut down, as the default of every later compute."""
+    import dask
+    import dask.array
+
+    seen_globally: list[object] = []
+
+    class Recorded(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            seen_globally.append(dask.config.get("pool", None))
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "ThreadPoolExecutor", Recorded)
+    with serve(world_folder) as cloud:
+        collect = experiment_for(cloud.stac_url, in_flight=2).spec.collect
+
+        def part(first: int) -> list[str]:
+            with stage.stac_fetcher(collect, collect.locations, AdaptiveLimit(collect.in_flight)) as fetch:
+                return [fetch(index).status for index in range(first, collect.locations, 4) if index not in CORRUPT]
+
+        with ThreadPoolExecutor(max_workers=4) as parts:
+            statuses = [status for statuses in parts.map(part, range(4)) for status in statuses]
+    assert "accepted" in statuses
+    assert seen_globally and set(seen_globally) == {None}
+    assert dask.config.get("pool", None) is None and dask.config.get("scheduler", None) is None
+    assert int(dask.array.ones(8, chunks=2).sum().compute()) == 8

@@ -1,6 +1,6 @@
 """A real Kubernetes control plane on 127.0.0.1 for the cluster tests, and for a person to poke at.
 
-(On another address of this machine, without kwok, when a real node joins: tests/cluster/realnode.)
+(On another address of this machine, without kwok, when a real node joins: jobs/localcloud/cluster/realnode.)
 
 etcd, kube-apiserver (RBAC authorization; PodSecurity admission is on by default),
 kube-controller-manager (the real Job, pod GC and service-account controllers) and kube-scheduler,
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster import binaries
-from tests.cluster.processes import ProcessGroup
+from jobs.localcloud.cluster import binaries
+from jobs.localcloud.cluster.processes import ProcessGroup
 
 HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 NAMESPACE = "seco"  # manifests/namespace.yaml
 CLAIM = "secoctl-storage"
 GPU_NODES = {"gpu-node-0": 8, "gpu-node-1": 8}

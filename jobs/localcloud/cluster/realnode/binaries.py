@@ -5,7 +5,7 @@ module of their own (copied to a staging folder to build, so go.sum in the repos
 changes under a build); CoreDNS is `go install`ed at its tag; the sandbox image's `pause` is
 `pause.go`, packed as a one-layer OCI image. The container runtime (containerd, runc) and the CNI
 plugins are Debian's packages (`apt-get install containerd runc containernetworking-plugins`).
-Cached under ~/.cache/secoctl/realnode/<key>; `python -m tests.cluster.binaries` builds it with the rest.
+Cached under ~/.cache/secoctl/realnode/<key>; `python -m jobs.localcloud.cluster.binaries` builds it with the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from tests.cluster import binaries
+from jobs.localcloud.cluster import binaries
 
 HERE = Path(__file__).parent
 COREDNS = "v1.15.0"
@@ -32,10 +32,8 @@ HOST_PACKAGES = {"containerd": "containerd", "ctr": "containerd", "runc": "runc"
 
 
 def cache_key() -> str:
-    digest = hashlib.sha256()
-    for path in sorted([*(HERE / "gobuild").glob("go.*"), HERE / "pause.go"]):
-        digest.update(path.read_bytes())
-    return f"k8s-{binaries.KUBERNETES}-coredns-{COREDNS}-{digest.hexdigest()[:12]}"
+    digest = binaries.build_digest([*(HERE / "gobuild").glob("go.*"), HERE / "pause.go"])
+    return f"k8s-{binaries.KUBERNETES}-coredns-{COREDNS}-{digest}"
 
 
 def cache_dir() -> Path:
@@ -91,26 +89,25 @@ def pause_image(pause: Path, tarball: Path) -> None:
             out.addfile(info, io.BytesIO(content))
 
 
+def steps(staging: Path, module: Path) -> list[tuple[str, list[str], Path]]:
+    """(component, go arguments, folder): kubelet and kube-proxy from `module`, a copy of gobuild/."""
+    flags = binaries.GO_FLAGS
+    return [*((command, ["build", *flags, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"], module)
+              for command in NODE_COMMANDS),
+            ("coredns", ["install", *flags, f"github.com/coredns/coredns@{COREDNS}"], staging),
+            ("pause", ["build", *flags, "-o", str(staging / "pause"), str(HERE / "pause.go")], HERE)]
+
+
 def build(target: Path, log=print) -> None:
     """Every node component into a staging folder, renamed to `target` only when all were built."""
     started = time.monotonic()
-    flags = ["-trimpath", "-ldflags=-s -w"]
     with binaries.staged(target) as staging:
         env = binaries._environment(staging)
         module = staging / "module"
         module.mkdir()
         for name in ("go.mod", "go.sum"):
             shutil.copy(HERE / "gobuild" / name, module / name)
-        steps = [(command, ["build", *flags, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"], module)
-                 for command in NODE_COMMANDS]
-        steps.append(("coredns", ["install", *flags, f"github.com/coredns/coredns@{COREDNS}"], staging))
-        steps.append(("pause", ["build", *flags, "-o", str(staging / "pause"), str(HERE / "pause.go")], HERE))
-        for component, args, folder in steps:
-            step_started = time.monotonic()
-            log(f"node binaries: building {component} ...")
-            binaries._go(args, folder, env)
-            log(f"node binaries: {component} built in {time.monotonic() - step_started:.0f} s "
-                f"({time.monotonic() - started:.0f} s so far)")
+        binaries.run_steps(steps(staging, module), env, "node binaries", log)
         if (module / "go.sum").read_bytes() != (HERE / "gobuild" / "go.sum").read_bytes():
             shutil.copy(module / "go.sum", staging / "go.sum.built")
             log(f"node binaries: note: the build added lines to go.sum; {target / 'go.sum.built'} holds them "

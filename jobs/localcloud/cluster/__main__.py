@@ -1,7 +1,8 @@
-"""`python -m tests.cluster up [--nodes kwok|real]`: build the binaries if need be, start a test cluster, stop on Ctrl-C.
+"""`python -m jobs.localcloud.cluster up [--nodes kwok|real]`: build the binaries if need be, start a local cluster,
+stop on Ctrl-C.
 
 `--nodes kwok` (the default): kwok's simulated GPU and CPU nodes, where no container runs.
-`--nodes real`: one real node instead (tests/cluster/realnode: kubelet, containerd, CNI bridge,
+`--nodes real`: one real node instead (jobs/localcloud/cluster/realnode: kubelet, containerd, CNI bridge,
 kube-proxy, CoreDNS) with the pod image built and loaded; needs root and Debian's containerd, runc,
 iptables and containernetworking-plugins.
 """
@@ -14,13 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.cluster import binaries, controlplane
-from tests.cluster.realnode import binaries as node_binaries
-from tests.cluster.realnode import node as realnode
+from jobs.localcloud.cluster import binaries, controlplane
+from jobs.localcloud.cluster.realnode import binaries as node_binaries
+from jobs.localcloud.cluster.realnode import node as realnode
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster")
+    parser = argparse.ArgumentParser(prog="python -m jobs.localcloud.cluster")
     parser.add_argument("command", choices=["up", "build"])
     parser.add_argument("--nodes", choices=["kwok", "real"], default="kwok")
     args = parser.parse_args()

@@ -4,7 +4,7 @@ The binary is `go install`ed at its tag (Kueue's own go.mod and go.sum pin every
 its CRDs and webhook configurations are copied from the same module in the Go module cache, so the
 objects the tests install are the ones that release ships. Cached under
 ~/.cache/secoctl/kueue/<version>-<key>, apart from the Kubernetes binaries (their cache key is not
-touched by a Kueue upgrade). `python -m tests.cluster.binaries` (run by `make test`) builds both.
+touched by a Kueue upgrade). `python -m jobs.localcloud.cluster.binaries` (run by `make test`) builds both.
 
 Running it outside a cluster: Kueue's internal certificate management finds a Secret we create
 beforehand, holding a CA and a serving certificate that names both the Service DNS name Kueue checks
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster import binaries
-from tests.cluster.processes import ProcessGroup
+from jobs.localcloud.cluster import binaries
+from jobs.localcloud.cluster.processes import ProcessGroup
 
 KUEUE = "v0.17.0"
 MODULE = "sigs.k8s.io/kueue"
@@ -37,13 +37,13 @@ SECRET = "kueue-webhook-server-cert"
 # Webhooks for these API groups are installed; the others belong to integrations left off.
 WEBHOOK_GROUPS = {"batch", "kueue.x-k8s.io"}
 CONVERTED = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
-QUEUES = Path(__file__).resolve().parents[2] / "manifests" / "kueue"  # what an admin installs beside Kueue
+QUEUES = Path(__file__).resolve().parents[3] / "manifests" / "kueue"  # what an admin installs beside Kueue
 CLUSTER_QUEUE = "gpu-cluster-queue"  # manifests/kueue
 URGENT = "seco-urgent"  # a PriorityClass above seco-batch, made by `with_queues`
 
 
 def cache_key() -> str:
-    return f"kueue-{KUEUE}"
+    return f"kueue-{KUEUE}-{binaries.build_digest([])}"
 
 
 def cache_dir() -> Path:
@@ -73,7 +73,8 @@ def _stamped_apiserver(target: Path, log=print) -> None:
     log("kueue: linking kube-apiserver with its version stamped ...")
     target.mkdir(parents=True, exist_ok=True)
     staging = target / "kube-apiserver.partial"
-    binaries._go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(staging),
+    flags = [f"{flag} {stamp}" if flag.startswith("-ldflags=") else flag for flag in binaries.GO_FLAGS]
+    binaries._go(["build", *flags, "-o", str(staging),
                   "k8s.io/kubernetes/cmd/kube-apiserver"], binaries.GOBUILD / "kubernetes", binaries._environment(target))
     staging.rename(target / "kube-apiserver")
     log(f"kueue: kube-apiserver linked in {time.monotonic() - started:.0f} s into {target}")
@@ -98,7 +99,7 @@ def build(target: Path, log=print) -> None:
     with binaries.staged(target) as staging:
         env = binaries._environment(staging)
         log(f"kueue: building {MODULE}/cmd/kueue@{KUEUE} ...")
-        binaries._go(["install", "-trimpath", "-ldflags=-s -w", f"{MODULE}/cmd/kueue@{KUEUE}"], staging, env)
+        binaries._go(["install", *binaries.GO_FLAGS, f"{MODULE}/cmd/kueue@{KUEUE}"], staging, env)
         modules = Path(binaries._go(["env", "GOMODCACHE"], staging, env).strip())
         source = modules / f"{MODULE}@{KUEUE}" / "config" / "components"
         (staging / "crds").mkdir()
@@ -197,9 +198,10 @@ class Kueue:
         self.plane, self.bin = plane, cached()
         self.folder = folder or plane.workdir / "kueue"
         self.processes = ProcessGroup(self.folder)
+        self.webhooks: list[dict] = []  # the webhook configurations it installed, removed again by `stop`
 
     def start(self) -> "Kueue":
-        from tests.cluster.controlplane import free_port
+        from jobs.localcloud.cluster.controlplane import free_port
 
         plane, folder = self.plane, self.folder
         cert_dir = folder / "certs"
@@ -221,8 +223,9 @@ class Kueue:
                             timeout=90, interval=0.3)
         # The webhooks only once Kueue serves them: with failurePolicy Fail an unserved webhook
         # would refuse every Job.
-        plane.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items":
-                                                            webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)}))
+        self.webhooks = webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)
+        plane.kubectl("apply", "-f", "-",
+                      stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.webhooks}))
         self._wait_for_webhook()
         return self
 
@@ -243,6 +246,10 @@ class Kueue:
         return self.processes.log_tail("kueue", lines)
 
     def stop(self) -> None:
+        """Its webhooks removed first: left behind, with failurePolicy Fail, they would refuse every Job."""
+        for webhook in self.webhooks:
+            self.plane.kubectl("delete", webhook["kind"].lower(), webhook["metadata"]["name"], "--ignore-not-found",
+                               check=False)
         self.processes.terminate("kueue")
 
 

@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster import controlplane
-from tests.cluster.processes import ProcessGroup
-from tests.cluster.realnode import binaries as node_binaries
+from jobs.localcloud.cluster import controlplane
+from jobs.localcloud.cluster.processes import ProcessGroup
+from jobs.localcloud.cluster.realnode import binaries as node_binaries
 
 HERE = Path(__file__).parent
 BRIDGE = "cni-realpods"

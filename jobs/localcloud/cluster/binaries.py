@@ -3,9 +3,14 @@
 `gobuild/kubernetes` requires k8s.io/kubernetes at a pinned release and maps every staging module
 to its published twin; `gobuild/etcd` pins the etcd server that release pairs with; kwok is
 `go install`ed at its tag. Binaries are cached under ~/.cache/secoctl/cluster/<key>, the key being
-the versions and the build modules' contents.
+the versions, the build modules' contents and the Go flags, so a cache built otherwise is never taken
+for this one. Every build here (Kueue's and the real node's too) is stripped (`-s -w`) and built with
+`-trimpath`, and all share one Go build cache (Go's own, $GOCACHE or ~/.cache/go-build: it is keyed
+by content, flags included, so one folder serves every target). Components of different Go modules
+build `BUILD_LANES` at a time; those of one module build one after another, as they share most
+packages and the second finds them in the build cache.
 
-Building is a step of its own (`python -m tests.cluster.binaries`, run by `make test` before
+Building is a step of its own (`python -m jobs.localcloud.cluster.binaries`, run by `make test` before
 pytest starts): a cold build takes over ten minutes on two cores, longer than any per-test
 timeout, so the tests only look the binaries up in the cache and fail with the command to run.
 """
@@ -20,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 KUBERNETES = "v1.36.3"
@@ -34,18 +40,26 @@ KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-schedu
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml", "pod/fast/pod-ready.yaml",
                "pod/fast/pod-delete.yaml", "pod/chaos/pod-container-running-failed.yaml")
 ALL = (*KUBERNETES_COMMANDS, "etcd", "kwok")
-BUILD_COMMAND = "python -m tests.cluster.binaries"
+BUILD_COMMAND = "python -m jobs.localcloud.cluster.binaries"
+GO_FLAGS = ("-trimpath", "-ldflags=-s -w")  # no file paths and no symbol tables in the binaries: smaller, faster links
+BUILD_LANES = 2  # the machines that run the suite have two cores; a link step uses one
 
 
 class BuildFailed(RuntimeError):
     """A Go command failed; the message ends with the Go tool's last lines."""
 
 
-def cache_key() -> str:
+def build_digest(paths: list[Path]) -> str:
+    """What decides a build besides its versions: the files it builds from, and the Go flags."""
     digest = hashlib.sha256()
-    for path in sorted(GOBUILD.rglob("go.*")):
+    for path in sorted(paths):
         digest.update(path.read_bytes())
-    return f"k8s-{KUBERNETES}-etcd-{ETCD}-kwok-{KWOK}-{digest.hexdigest()[:12]}"
+    digest.update("\0".join(GO_FLAGS).encode())
+    return digest.hexdigest()[:12]
+
+
+def cache_key() -> str:
+    return f"k8s-{KUBERNETES}-etcd-{ETCD}-kwok-{KWOK}-{build_digest(list(GOBUILD.rglob('go.*')))}"
 
 
 def cache_dir() -> Path:
@@ -69,13 +83,38 @@ def _go(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 def _steps(staging: Path) -> list[tuple[str, list[str], Path]]:
     """(component, go arguments, module folder) in build order; later steps reuse the Go build cache."""
-    flags = ["-trimpath", "-ldflags=-s -w"]
-    steps = [(command, ["build", *flags, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"],
+    steps = [(command, ["build", *GO_FLAGS, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"],
               GOBUILD / "kubernetes") for command in KUBERNETES_COMMANDS]
-    steps.append(("etcd", ["build", *flags, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"],
+    steps.append(("etcd", ["build", *GO_FLAGS, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"],
                   GOBUILD / "etcd"))
-    steps.append(("kwok", ["install", *flags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"], GOBUILD))
+    steps.append(("kwok", ["install", *GO_FLAGS, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"], GOBUILD))
     return steps
+
+
+def lanes(steps: list[tuple[str, list[str], Path]]) -> list[list[tuple[str, list[str], Path]]]:
+    """The steps grouped by the folder they build in (one Go module each), in their order."""
+    by_folder: dict[Path, list[tuple[str, list[str], Path]]] = {}
+    for step in steps:
+        by_folder.setdefault(step[2], []).append(step)
+    return list(by_folder.values())
+
+
+def run_steps(steps: list[tuple[str, list[str], Path]], env: dict[str, str], what: str,
+              log: Callable[[str], None] = print) -> None:
+    """Every step, `BUILD_LANES` modules at a time, logging each component's build time; the first failure raises."""
+    started = time.monotonic()
+
+    def lane(steps_of_one_module: list[tuple[str, list[str], Path]]) -> None:
+        for component, args, folder in steps_of_one_module:
+            step_started = time.monotonic()
+            log(f"{what}: building {component} ...")
+            _go(args, folder, env)
+            log(f"{what}: {component} built in {time.monotonic() - step_started:.0f} s "
+                f"({time.monotonic() - started:.0f} s so far)")
+
+    with ThreadPoolExecutor(max_workers=BUILD_LANES, thread_name_prefix="go-build") as pool:
+        for done in [pool.submit(lane, steps) for steps in lanes(steps)]:
+            done.result()
 
 
 def _environment(staging: Path) -> dict[str, str]:
@@ -112,12 +151,7 @@ def build(target: Path, log=print) -> None:
     started = time.monotonic()
     with staged(target) as staging:
         env = _environment(staging)
-        for component, args, folder in _steps(staging):
-            step_started = time.monotonic()
-            log(f"cluster binaries: building {component} ...")
-            _go(args, folder, env)
-            log(f"cluster binaries: {component} built in {time.monotonic() - step_started:.0f} s "
-                f"({time.monotonic() - started:.0f} s so far)")
+        run_steps(_steps(staging), env, "cluster binaries", log)
         copy_stages(staging, env)
     log(f"cluster binaries: all built in {time.monotonic() - started:.0f} s into {target}")
 
@@ -153,8 +187,8 @@ def cached() -> Path:
 
 
 def main() -> int:
-    from tests.cluster import kueue  # its own cache and key: a Kueue upgrade rebuilds only Kueue
-    from tests.cluster.realnode import binaries as node_binaries  # likewise
+    from jobs.localcloud.cluster import kueue  # its own cache and key: a Kueue upgrade rebuilds only Kueue
+    from jobs.localcloud.cluster.realnode import binaries as node_binaries  # likewise
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PACKAGES = ("secoctl", "jobs", "benchmarks", "images")
+PACKAGES = ("secoctl", "jobs", "benchmarks", "images")  # what users and pods run: never the tests
 
 
 def module_name(path: Path) -> str:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from secoctl.cache import cache_root
 
 KUBERNETES = "v1.36.3"
 ETCD = "v3.6.8"
@@ -63,8 +64,7 @@ def cache_key() -> str:
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "secoctl" / "cluster" / cache_key()
+    return cache_root("cluster", cache_key())
 
 
 def _complete(target: Path) -> bool:

@@ -28,6 +28,7 @@ import yaml
 
 from jobs.localcloud.cluster import binaries
 from jobs.localcloud.cluster.processes import ProcessGroup
+from secoctl.cache import cache_root
 
 KUEUE = "v0.17.0"
 MODULE = "sigs.k8s.io/kueue"
@@ -47,8 +48,7 @@ def cache_key() -> str:
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "secoctl" / "kueue" / cache_key()
+    return cache_root("kueue", cache_key())
 
 
 def apiserver_dir() -> Path:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from jobs.localcloud.cluster import binaries
+from secoctl.cache import cache_root
 
 HERE = Path(__file__).parent
 COREDNS = "v1.15.0"
@@ -37,8 +38,7 @@ def cache_key() -> str:
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "secoctl" / "realnode" / cache_key()
+    return cache_root("realnode", cache_key())
 
 
 def _complete(target: Path) -> bool:

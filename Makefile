@@ -40,7 +40,7 @@ quickstart: $(VENV)/.installed
 # `python -m jobs.localcloud.cluster up` run: built from source once
 # (over ten minutes on two cores), then reused from ~/.cache/secoctl/cluster/<versions and flags>.
 cluster-binaries: $(VENV)/.installed
-	@SECONDS=0; $(BIN)/python -m jobs.localcloud.cluster.binaries; rc=$$?; \
+	@SECONDS=0; $(BIN)/python -m jobs.localcloud.cluster build; rc=$$?; \
 		echo "phase cluster-binaries: $$SECONDS s"; exit $$rc
 
 test: $(VENV)/.installed cluster-binaries

@@ -217,7 +217,7 @@ def report(
 ) -> None:
     """Evaluation results of this run (or a study's variants) beside its baselines; also written as report.md and
     report.png."""
-    from secoctl.report import show_stored
+    from secoctl.report.study import show_stored
 
     for line in show_stored(store.storage(storage), name):
         typer.echo(line)

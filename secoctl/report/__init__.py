@@ -190,18 +190,3 @@ def show(name: str, root: str) -> list[str]:
     store.write_bytes(store.join(root, "evaluate", "report.png"), chart_png(name, report_rows))
     return [*notes(report_rows), f"written: {markdown_uri} and report.png beside it"]
 
-
-def show_stored(storage: str, name: str) -> list[str]:
-    """`secoctl report NAME`: an experiment's report, or a study's (a row per variant) when NAME is a study."""
-    from secoctl.report import study
-    from secoctl.stored import named
-    from secoctl.tree import experiment_names
-
-    with store.reported(storage):
-        if name not in experiment_names(storage):
-            variants = study.members(storage, name)
-            if variants:
-                study.show(storage, name, variants)
-                return []
-    root, _ = named(storage, name)
-    return show(name, root)

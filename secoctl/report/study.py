@@ -239,3 +239,18 @@ def show(root: str, study: str, found: list[Member]) -> None:
     store.write_text(markdown_uri, markdown(study_table))
     store.write_bytes(store.join(root, "studies", study, "report.png"), chart_png(study_table))
     print(f"written: {markdown_uri} and report.png beside it")
+
+
+def show_stored(storage: str, name: str) -> list[str]:
+    """`secoctl report NAME`: an experiment's report, or a study's (a row per variant) when NAME is a study."""
+    from secoctl.stored import named
+    from secoctl.tree import experiment_names
+
+    with store.reported(storage):
+        if name not in experiment_names(storage):
+            variants = members(storage, name)
+            if variants:
+                show(storage, name, variants)
+                return []
+    root, _ = named(storage, name)
+    return report.show(name, root)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from secoctl import weights
+from secoctl.weights import published as weights
 from secoctl.spec import k8s_rules
 from secoctl.spec.models import (LITERAL_SECRET_KEYS, FieldProblem, ImageReference, LabelValue, Model,
                                  ObjectName, QueueName, Resources, SecretRef, _kubernetes_rule)

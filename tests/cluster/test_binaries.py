@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 def test_the_tests_never_build_and_name_the_command_that_does(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"python -m jobs\.localcloud\.cluster\.binaries"):
+    with pytest.raises(FileNotFoundError, match=r"python -m jobs\.localcloud\.cluster build"):
         binaries.cached()
     assert not (tmp_path / "secoctl").exists()
 
@@ -27,8 +27,9 @@ def test_a_failed_build_exits_1_with_the_go_tools_last_lines_and_leaves_no_half_
     (module / "go.mod").write_text("module example.com/broken\n\ngo 1.22\n")
     (module / "main.go").write_text("package main\n\nfunc main() { undefinedCall() }\n")
     code = ("import sys; from pathlib import Path; from jobs.localcloud.cluster import binaries; "
+            "from jobs.localcloud.cluster.__main__ import build; "
             f"binaries._steps = lambda staging: [('broken', ['build', '-o', str(staging / 'broken'), '.'], Path({str(module)!r}))]; "
-            "sys.exit(binaries.main())")
+            "sys.exit(build())")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**binaries.os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert result.returncode == 1

@@ -10,7 +10,7 @@ by content, flags included, so one folder serves every target). Components of di
 build `BUILD_LANES` at a time; those of one module build one after another, as they share most
 packages and the second finds them in the build cache.
 
-Building is a step of its own (`python -m jobs.localcloud.cluster.binaries`, run by `make test` before
+Building is a step of its own (`python -m jobs.localcloud.cluster build`, run by `make test` before
 pytest starts): a cold build takes over ten minutes on two cores, longer than any per-test
 timeout, so the tests only look the binaries up in the cache and fail with the command to run.
 """
@@ -22,7 +22,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-schedu
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml", "pod/fast/pod-ready.yaml",
                "pod/fast/pod-delete.yaml", "pod/chaos/pod-container-running-failed.yaml")
 ALL = (*KUBERNETES_COMMANDS, "etcd", "kwok")
-BUILD_COMMAND = "python -m jobs.localcloud.cluster.binaries"
+BUILD_COMMAND = "python -m jobs.localcloud.cluster build"
 GO_FLAGS = ("-trimpath", "-ldflags=-s -w")  # no file paths and no symbol tables in the binaries: smaller, faster links
 BUILD_LANES = 2  # the machines that run the suite have two cores; a link step uses one
 
@@ -184,27 +183,3 @@ def cached() -> Path:
     """The cached binaries, for the tests: never builds, since a build outlasts any test's timeout."""
     target = cache_dir()
     return required(target, _complete(target), "the cluster binaries are")
-
-
-def main() -> int:
-    from jobs.localcloud.cluster import kueue  # its own cache and key: a Kueue upgrade rebuilds only Kueue
-    from jobs.localcloud.cluster.realnode import binaries as node_binaries  # likewise
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    try:
-        ensure(log)
-        kueue.ensure(log)
-        if os.geteuid() == 0:
-            node_binaries.ensure(log)
-        else:
-            log("node binaries: not built: the real-node test (tests/cluster/test_real_node.py) runs as root only")
-    except BuildFailed as error:
-        print(f"cluster binaries: build failed: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

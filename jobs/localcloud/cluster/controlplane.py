@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -25,6 +24,7 @@ import yaml
 
 from jobs.localcloud.cluster import binaries
 from jobs.localcloud.cluster.processes import ProcessGroup
+from jobs.localcloud.servers import free_port
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
@@ -33,12 +33,6 @@ CLAIM = "secoctl-storage"
 GPU_NODES = {"gpu-node-0": 8, "gpu-node-1": 8}
 CPU_NODES = ("cpu-node-0", "cpu-node-1")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def kubeconfig(server: str, token: str, certificate_authority: Path, namespace: str = "default") -> dict:

@@ -201,7 +201,7 @@ class Kueue:
         self.webhooks: list[dict] = []  # the webhook configurations it installed, removed again by `stop`
 
     def start(self) -> "Kueue":
-        from jobs.localcloud.cluster.controlplane import free_port
+        from jobs.localcloud.servers import free_port
 
         plane, folder = self.plane, self.folder
         cert_dir = folder / "certs"

@@ -5,7 +5,7 @@ module of their own (copied to a staging folder to build, so go.sum in the repos
 changes under a build); CoreDNS is `go install`ed at its tag; the sandbox image's `pause` is
 `pause.go`, packed as a one-layer OCI image. The container runtime (containerd, runc) and the CNI
 plugins are Debian's packages (`apt-get install containerd runc containernetworking-plugins`).
-Cached under ~/.cache/secoctl/realnode/<key>; `python -m jobs.localcloud.cluster.binaries` builds it with the rest.
+Cached under ~/.cache/secoctl/realnode/<key>; `python -m jobs.localcloud.cluster build` builds it with the rest.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import tarfile
 import time

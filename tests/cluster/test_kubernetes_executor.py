@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from secoctl import render, store
-from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, release, secoctl, spec_file, start_driver,
 from secoctl.tree import experiment_uri
+from tests.cluster.conftest import (NAMESPACE, cleaned_up, kube_json, pods_of, release, secoctl, spec_file, start_driver,
                                     status_rows, wait_for)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,10 +2,11 @@
 
 It appends to a ledger each time a part does its work (so a test can count executions),
 reports progress, checks that the stages the plan says it reads (its second argument) are complete,
-and obeys FAKE_SLEEP_S (seconds per step) and FAKE_FAIL_STAGE.
+and obeys FAKE_SLEEP_S (seconds per step), FAKE_FAIL_STAGE and FAKE_STOP_S (seconds its stop takes).
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -29,6 +30,17 @@ def work(part: Part) -> dict:
     return {"index": part.index}
 
 
+def stop_slowly(signum, frame) -> None:
+    """As pretrain stops: a checkpoint that takes FAKE_STOP_S, written where a test looks, then exit 143."""
+    time.sleep(float(os.environ["FAKE_STOP_S"]))
+    marker = os.environ.get("FAKE_STOPPED_FILE")
+    if marker:
+        open(marker, "a").write(f"{sys.argv[1]} {os.environ.get('JOB_COMPLETION_INDEX')}\n")
+    os._exit(143)
+
+
 if __name__ == "__main__":
+    if os.environ.get("FAKE_STOP_S"):
+        signal.signal(signal.SIGTERM, stop_slowly)
     READS = [name for name in sys.argv[2].split(",") if name]  # the stages the plan says this one reads
     run(sys.argv[1], work, sys.argv[3:])

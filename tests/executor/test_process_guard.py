@@ -80,3 +80,21 @@ def test_a_second_process_for_a_running_part_refuses(storage):
         first.kill()
         first.wait()
 
+
+
+def test_ctrl_c_during_pretrain_waits_for_its_checkpoint_however_long_it_takes(storage, tmp_path):
+    """The stop budget of other stages (STOP_GRACE_S, 0.5 s here) does not cut a checkpoint short: a pretrain part
+    that takes 3 s to checkpoint after SIGTERM is waited for, so the re-run resumes where it stopped."""
+    from tests.executor.test_local_executor import SPEC
+
+    spec_file, stopped = tmp_path / "contract.yaml", tmp_path / "stopped"
+    spec_file.write_text(SPEC)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FAKE_SLEEP_S="0.5", FAKE_STOP_S="3", TEST_STOP_GRACE_S="0.5",
+               FAKE_STOPPED_FILE=str(stopped))
+    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+                             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    progress = storage / "experiments" / "contract" / "pretrain" / "progress"
+    wait_until(lambda: progress.exists() and any(progress.iterdir()), "pretrain started")
+    apply.send_signal(signal.SIGINT)  # a terminal's Ctrl-C: stage processes run in sessions of their own
+    apply.wait(timeout=GONE_WITHIN_S)
+    assert stopped.read_text() == "pretrain 0\n", "the pretrain part was killed before its checkpoint"

@@ -241,7 +241,8 @@ class LocalExecutor:
                             raise StageFailed(stage.name, part.index, part.process.returncode,
                                               _tail(part.log_path), part.log_uri, _named_failure(part.log_path))
             finally:
-                _stop(running)
+                _stop(running, checkpoints=stage.record is not None and stage.record.stop_grace_s(experiment.spec)
+                      is not None)
                 for part in running:
                     _upload_log(part)
 
@@ -272,18 +273,29 @@ def _named_failure(path: Path, window: int = FAILURE_WINDOW_BYTES) -> str | None
         return None
 
 
-def _stop(running: list[RunningPart]) -> None:
-    """Stop parts and their children (torchrun workers, loader processes) as a group."""
+def _stop(running: list[RunningPart], checkpoints: bool = False) -> None:
+    """Stop parts and their children (torchrun workers, loader processes) as a group.
+
+    A stage that checkpoints when told to stop (its record has a stop budget: pretrain) is waited for however
+    long its checkpoint takes, so a re-run redoes no step; a second Ctrl-C (or SIGTERM) kills it at once. Any
+    other stage's parts get STOP_GRACE_S.
+    """
     for part in running:
         if part.process.poll() is None:
             _signal_group(part.process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for part in running:
-        try:
-            part.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
+    deadline = None if checkpoints else time.monotonic() + STOP_GRACE_S
+    try:
+        for part in running:
+            try:
+                part.process.wait(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                _signal_group(part.process.pid, signal.SIGKILL)
+                part.process.wait()
+    except KeyboardInterrupt:
+        for part in running:
             _signal_group(part.process.pid, signal.SIGKILL)
             part.process.wait()
+        raise
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,7 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     with serve(folder, stac_port=endpoint.port, host=host) as cloud:
         print(f"localcloud: STAC API {cloud.stac_url}, COGs {cloud.cog_url}", flush=True)
         environment = {**os.environ, "SECOCTL_DATASETS": str(datasets)}
-        return subprocess.call(command, env=environment) if command else 0
+        return run_to_its_end(command, environment) if command else 0
+
+
+def run_to_its_end(command: list[str], environment: dict[str, str]) -> int:
+    """COMMAND's exit code, the servers kept up until it has exited. Ctrl-C reaches COMMAND from the terminal
+    (one process group), so it is left to COMMAND to stop, however long its checkpoint takes; SIGTERM is
+    passed on. No traceback of ours: the command says what happened."""
+    child = subprocess.Popen(command, env=environment)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

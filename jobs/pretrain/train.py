@@ -32,13 +32,12 @@ from jobs.common.part import Part
 from jobs.common.shards import shard_entries
 from jobs.common.tensorboard_events import FOLDER, EventLog, numeric_fields
 from jobs.pretrain import checkpoints
-from jobs.pretrain.augment import BatchAugment
+from jobs.pretrain.build import build
 from jobs.pretrain.feed import DeviceFeed
 from jobs.pretrain.loader import SeasonalBatches, ShardRef
-from jobs.pretrain.seco import SeCo, subspaces_for
+from jobs.pretrain.seco import subspaces_for
 from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.step import train_step
-from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop
 from secoctl import collapse, store
 from secoctl.spec.quantity import cache_budget
 from secoctl.stages import PRETRAIN_WINDOW_STEPS as LOG_EVERY_STEPS
@@ -91,10 +90,8 @@ def work(part: Part) -> dict[str, Any]:
 
     torch.manual_seed(spec.seed)  # the same initial weights on every rank
     bands = part.experiment.spec.input_bands()
-    model = SeCo(spec.backbone, subspaces_for(spec.method), spec.embedding_dim, spec.queue_size,
-                 spec.encoder_momentum, spec.temperature, len(bands)).to(device, memory_format=torch.channels_last)
-    trainable = [*model.encoder_q.parameters(), *model.heads_q.parameters()]
-    optimizer = torch.optim.SGD(trainable, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    setup = build(spec, bands, device)
+    model, optimizer, augment, autocast = setup.model, setup.optimizer, setup.augment, setup.autocast
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     step, metrics_history = 0, []
     resumed = checkpoints.latest(checkpoint_dir)
@@ -108,17 +105,12 @@ def work(part: Part) -> dict[str, Any]:
     else:
         torch.manual_seed(spec.seed * 1_000_003 + rank)  # each rank its own augmentation draws
     trained = DistributedDataParallel(model, broadcast_buffers=False) if world_size > 1 else model
-    if spec.compile:
-        model.encoder_q.compile()
 
     cache = ShardCache.from_environment(part.experiment.name,
                                         default_bytes=cache_budget(spec.resources.ephemeral_storage))
     batches = SeasonalBatches(shards, spec.method, spec.batch_size // world_size, spec.seed, rank, world_size,
                               cache, first_epoch=step // steps_per_epoch, fetch_ahead=spec.loader_workers)
     feed = DeviceFeed(batches, device)
-    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method], augments_before_crop(spec.method, spec.augment_order),
-                           VIEW_SLOTS[spec.method], bands).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
 
     def checkpoint() -> None:
         states = [torch.get_rng_state()]

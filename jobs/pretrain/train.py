@@ -217,6 +217,7 @@ def _checkpoint(training: Training) -> None:
 
 
 def work(part: Part) -> dict[str, Any]:
+    """Train to the spec's last step, or to the end of the window in which SIGTERM arrived."""
     stop = StopRequest()  # first: a SIGTERM during set-up stops the run at its first window
     training = _start(part)
     spec, setup = training.spec, training.setup
@@ -239,6 +240,7 @@ def work(part: Part) -> dict[str, Any]:
 
 
 def _finish(training: Training, stopping: bool) -> dict[str, Any]:
+    """Close the input path and the logs, let every rank meet; the part's summary, or exit 143 when stopped."""
     training.feed.close()
     if training.events:
         training.events.close()

@@ -3,26 +3,26 @@
     python -m benchmarks.learning [--seeds 0 1] [--steps 1200] [--locations 256] [--parcels 5]
                                   [--probe-epochs 30 100 300] [--labels-per-class 10 100] [--bands rgb,all]
 
-Issue 5's learning check, measured rather than asserted. Pretraining locations and the made
+The learning check, measured rather than asserted. Pretraining locations and the made
 EuroSAT images come from one synthetic ground (jobs/localcloud/landscape.py): a land cover keeps
 its structure while its colour follows the season, and a location is a layout of `--parcels`
-land-cover parcels. Per seed: SeCo (ResNet-18, three sub-spaces, the stage's views and batched
-augmentation, SGD 0.03) on `--locations` in-memory locations, then the evaluate stage's linear
-probe (standardised features, Adam, lr × 0.1 at 60%/80%) on single-cover images, for each label
-budget and probe length, for the same encoder and for seeded random weights. Each seed prints one
-JSON line; a seed repeats itself on the same machine and thread count.
+land-cover parcels. Per seed: SeCo (ResNet-18, three sub-spaces; the stage's model, views, batched
+augmentation and SGD, built by jobs.pretrain.build from a spec with its defaults) on `--locations`
+in-memory locations, then the evaluate stage's linear probe (standardised features, Adam, lr × 0.1
+at 60%/80%) on single-cover images, for each label budget and probe length, for the same encoder and
+for seeded random weights. Each seed prints one JSON line; a seed repeats itself on the same machine
+and thread count.
 
-`--bands rgb,all` (issue 30) compares input band sets instead: per seed one 12-band world of
-locations, from which each set is stretched as the shards stage stretches it (`rgb` B04, B03, B02;
-`all` every collected band), then SeCo with the same seed, steps and batch draws for each, probed on
-the made EuroSAT's own bands (13, B10 left out as the evaluate stage's recipe multispectral does).
+`--bands rgb,all` compares input band sets instead: per seed one 12-band world of locations, from
+which each set is stretched as the shards stage stretches it (`rgb` B04, B03, B02; `all` every
+collected band), then SeCo with the same seed, steps and batch draws for each, probed on the made
+EuroSAT's own bands (13, B10 left out as the evaluate stage's recipe multispectral does).
 Each seed prints every set's probe and the difference from the first set; a last line gives the
 mean difference over seeds with its standard error (paired, n - 1)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from datetime import date, timedelta
@@ -35,12 +35,11 @@ from jobs.evaluate.backbones import baseline
 from jobs.evaluate.classification import score, train_linear
 from jobs.evaluate.reference_inputs import own_input, transform_for
 from jobs.localcloud import eurosat, landscape
-from jobs.pretrain.augment import BatchAugment
+from jobs.pretrain.build import build
 from jobs.pretrain.step import train_step
-from jobs.pretrain.seco import SeCo, subspaces_for
-from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, input_uint8
+from jobs.pretrain.views import AUGMENTED, draw_slots, input_uint8
 from secoctl.model_card import RGB_BANDS, input_description
-from secoctl.spec import SENTINEL2_BANDS
+from secoctl.spec import SENTINEL2_BANDS, Pretrain
 
 SIZE, TIMESTAMPS, BANDS = 64, 5, ["B04", "B03", "B02"]
 RELEASE_RGB = [3, 2, 1]  # B04, B03, B02 in the EuroSAT release's band order
@@ -81,20 +80,16 @@ def train(stack: np.ndarray, rng: np.random.Generator, steps: int, batch: int, q
           bands: tuple[str, ...] | list[str]) -> tuple[torch.nn.Module, float]:
     """SeCo over `bands` on uint8 (locations, dates, bands, H, W), batches drawn with `rng`: the encoder after
     `steps`, and the mean loss of the last tenth of them."""
-    model = SeCo("resnet18", subspaces_for(method), 128, queue, 0.999, 0.07,
-                 in_chans=len(bands)).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03,
-                                momentum=0.9, weight_decay=1e-4)
-    augment = BatchAugment(SIZE, AUGMENTED[method], augments_before_crop(method, "reference"), VIEW_SLOTS[method],
-                           bands)
-    no_autocast = contextlib.nullcontext()
+    spec = Pretrain(method=method, backbone="resnet18", batch_size=batch, queue_size=queue, input_size=SIZE,
+                    gpus_per_node=0)
+    setup = build(spec, bands, torch.device("cpu"))
     losses = []
     for _ in range(steps):
         chosen = rng.choice(len(stack), batch, replace=False)
         slots = torch.from_numpy(np.stack([stack[i][draw_slots(method, TIMESTAMPS, rng)] for i in chosen]))
-        loss, _, _ = train_step(model, optimizer, augment, slots, no_autocast)
+        loss, _, _ = train_step(setup.model, setup.optimizer, setup.augment, slots, setup.autocast)
         losses.append(loss.item())
-    return model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1):]))
+    return setup.model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1):]))
 
 
 def made_eurosat(train_per_class: int, test_per_class: int,
@@ -215,7 +210,8 @@ def main() -> None:
                         help="label budgets of the probe (train images per class)")
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--bands", type=band_sets, default=None,
-                        help="compare SeCo on these input band sets (rgb, all), e.g. rgb,all, instead of with random")
+                        help="compare SeCo on these input band sets (rgb, all), e.g. rgb,all, "
+                        "instead of with random")
     args = parser.parse_args()
     if args.bands:
         compare_bands(args)
@@ -234,7 +230,8 @@ def main() -> None:
                           "final_loss": round(final_loss, 3), "pretrain_s": round(seconds, 1),
                           "threads": torch.get_num_threads(),
                           "probe": {key: {"pretrained": value, "random": random[key],
-                                          "gain": round(value - random[key], 4)} for key, value in pretrained.items()}}),
+                                          "gain": round(value - random[key], 4)}
+                                    for key, value in pretrained.items()}}),
               flush=True)
 
 

@@ -35,20 +35,18 @@ import torch
 from jobs.common.shards import Sample, encode_shard, read_shard
 from jobs.common.training_shards import TrainingShard, encode
 from jobs.localcloud import landscape
-from jobs.pretrain.augment import BatchAugment
+from jobs.pretrain.build import Setup, build
 from jobs.pretrain.feed import DeviceFeed
 from jobs.pretrain.loader import SeasonalBatches, ShardRef
-from jobs.pretrain.seco import SeCo, subspaces_for
 from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.step import train_step
-from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop, draw_slots, input_uint8
+from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, draw_slots, input_uint8
 from jobs.shards.stage import training_location
 from secoctl.model_card import RGB_BANDS
-from secoctl.spec import SENTINEL2_BANDS
+from secoctl.spec import SENTINEL2_BANDS, Pretrain
 
-PATCH, INPUT, DATES = 264, 224, 5
-METHOD = "seco"  # the default spec's method and augmentation order
-AUGMENT_FIRST = augments_before_crop(METHOD, "reference")
+PATCH, DATES = 264, 5
+METHOD, INPUT = Pretrain().method, Pretrain().input_size  # the default spec's
 
 
 def made_record(locations: int, seed: int = 0) -> list[Sample]:
@@ -115,19 +113,18 @@ def jpeg_encoding(shard: TrainingShard, locations: int) -> dict:
     error = np.stack(errors)
     mse = float((error.astype(np.float64) ** 2).mean())
     per_location = DATES * sum(len(e) for e in encoded) / len(encoded)
-    return {"bytes_per_location": int(per_location), "cpu_decode_ms_per_timestamp": round(1000 * seconds / len(encoded), 3),
+    return {"bytes_per_location": int(per_location),
+            "cpu_decode_ms_per_timestamp": round(1000 * seconds / len(encoded), 3),
             "samples_per_cpu_s_decode_only": round(len(encoded) / seconds / (max(VIEW_SLOTS[METHOD]) + 1), 1),
             "max_abs_error": int(error.max()), "mean_abs_error": round(float(error.mean()), 3),
             "psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else None}
 
 
-def _model(backbone: str, device: torch.device, batch: int) -> SeCo:
-    return SeCo(backbone, subspaces_for(METHOD), queue_size=batch * 8).to(device, memory_format=torch.channels_last)
-
-
-def _optimizer(model: SeCo) -> torch.optim.Optimizer:
-    return torch.optim.SGD([*model.encoder_q.parameters(), *model.heads_q.parameters()], lr=0.03, momentum=0.9,
-                           weight_decay=1e-4)
+def _setup(backbone: str, device: torch.device, batch: int, compiled: bool, size: int = INPUT) -> Setup:
+    """The stage's setup for the default spec at this backbone, batch and input size, in one process."""
+    spec = Pretrain(backbone=backbone, batch_size=batch, queue_size=batch * 8, compile=compiled,
+                    gpus_per_node=int(device.type == "cuda"), input_size=size)
+    return build(spec, RGB_BANDS, device)
 
 
 def _sync(device: torch.device) -> None:
@@ -172,19 +169,15 @@ def _timed(step, steps: int, warmup: int, device: torch.device) -> dict:
 
 def model_only(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, compiled: bool,
                size: int = INPUT) -> dict:
-    model = _model(backbone, device, batch)
-    if compiled:
-        model.encoder_q.compile()
-    optimizer = _optimizer(model)
+    setup = _setup(backbone, device, batch, compiled, size)
     views = [torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
              for _ in AUGMENTED[METHOD]]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     ready = Views(views)
 
     def step(begin):
         if begin is not None:
             begin.record()
-        train_step(model, optimizer, ready, views[0], autocast)
+        train_step(setup.model, setup.optimizer, ready, views[0], setup.autocast)
         return batch
 
     return _timed(step, steps, warmup, device)
@@ -193,21 +186,16 @@ def model_only(backbone: str, device: torch.device, batch: int, steps: int, warm
 def real_path(backbone: str, device: torch.device, refs: list[ShardRef], batch: int, steps: int, warmup: int,
               compiled: bool, size: int = INPUT) -> dict:
     """What jobs/pretrain/train.py runs per step, from training shards on local disk."""
-    model = _model(backbone, device, batch)
-    if compiled:
-        model.encoder_q.compile()
-    optimizer = _optimizer(model)
+    setup = _setup(backbone, device, batch, compiled, size)
     cache = ShardCache(Path(tempfile.gettempdir()), 10**12, in_place=True)
     batches = SeasonalBatches(refs, METHOD, batch, seed=0, rank=0, world_size=1, cache=cache)
     feed = DeviceFeed(batches, device)
-    augment = BatchAugment(size, AUGMENTED[METHOD], AUGMENT_FIRST, VIEW_SLOTS[METHOD]).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(begin):
         slots = feed.next()
         if begin is not None:
             begin.record()
-        train_step(model, optimizer, augment, slots, autocast)
+        train_step(setup.model, setup.optimizer, setup.augment, slots, setup.autocast)
         return batch
 
     try:
@@ -234,7 +222,8 @@ def made_shards(folder: Path, locations: int, shards: int) -> tuple[Path, list[S
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrain")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, nargs="+", default=None, help="per step; default 128 256 on CUDA, 4 on CPU")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="per step; default 128 256 on CUDA, 4 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps; default 30 on CUDA, 2 on CPU")
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--locations", type=int, default=32, help="locations in the made shards")
@@ -255,7 +244,8 @@ def main() -> None:
         record_samples = min(args.loader_samples, 4 * args.locations)
         result["loader"] = {"record (before)": record_loader(record_path, args.locations, record_samples),
                             "training shards (stage)": stage_loader(refs, args.loader_samples, 64)}
-        result["encodings"] = {"jpeg q95 4:4:4": jpeg_encoding(TrainingShard(Path(refs[0].uri.removeprefix("file://"))), 8)}
+        first_shard = TrainingShard(Path(refs[0].uri.removeprefix("file://")))
+        result["encodings"] = {"jpeg q95 4:4:4": jpeg_encoding(first_shard, 8)}
         print(json.dumps(result["loader"]), json.dumps(result["encodings"]), flush=True)
         for backbone in args.backbones:
             for batch in batches:
@@ -268,7 +258,8 @@ def main() -> None:
                 entry["stage path"] = real_path(backbone, device, refs, batch, steps, warmup, args.compile or cuda,
                                                 args.input)
                 if cuda:
-                    entry["stage path"]["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                    peak = torch.cuda.max_memory_allocated(device)
+                    entry["stage path"]["peak_gpu_memory_gib"] = round(peak / 2**30, 2)
                 ceiling = entry.get("model only, compiled", entry["model only, eager"])["samples_per_s"]
                 entry["stage / model-only"] = round(entry["stage path"]["samples_per_s"] / ceiling, 3)
                 result[f"{backbone} batch {batch}"] = entry

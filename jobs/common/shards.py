@@ -1,9 +1,10 @@
-"""Training shards: WebDataset-layout tar files, one sample per location.
+"""The collected record's shards: WebDataset-layout tar files, one sample per location, as collect writes them.
 
 A sample is `<key>.npy` (uint16 surface reflectance, shape timestamps × bands × H × W, the +1000
 offset of processing baseline 04.00 already removed) and `<key>.json` (bands, dates, scene ids,
 cloud cover, CRS, transform). Tar keeps a shard one sequential read from object storage, and any
-WebDataset reader can open it. A shard is written whole to a temporary name, then committed.
+WebDataset reader can open it. A shard is written whole or not at all. The shards stage derives the
+model's input from these (jobs/common/training_shards.py).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def read_shard(uri: str) -> Iterator[Sample]:
             raise ValueError(f"{uri}: incomplete samples {sorted(pending)}")
 
 
-def shard_entries(collect_index: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every committed shard of a collect stage (uri, samples, keys), in a fixed order, from its index.json."""
-    return sorted((shard for part in collect_index["parts"] for shard in part["summary"]["shards"]),
+def shard_entries(index: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every shard a stage's index.json lists (each part's summary["shards"]: uri, samples, keys), sorted by uri:
+    the collect stage's record shards, or the shards stage's training shards."""
+    return sorted((shard for part in index["parts"] for shard in part["summary"]["shards"]),
                   key=lambda shard: shard["uri"])

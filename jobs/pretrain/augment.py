@@ -1,51 +1,13 @@
 """The reference's augmentations as a few batched kernels on the training device.
 
-Every view gets torchvision's RandomResizedCrop (scale 0.2-1, ratio 3/4-4/3) and ImageNet
-normalisation; the views the method marks as augmented also get MoCo-v2's colour jitter
-(0.4, 0.4, 0.4, 0.1; p 0.8), grayscale (p 0.2), Gaussian blur σ ∈ [0.1, 2] (p 0.5) and a horizontal
-flip. Each sample draws its own parameters from the device's generator, and the number of ops a
-batch dispatches does not depend on its size (no per-sample loops, no host syncs):
-
-- crop: torchvision's parameter sampling (10 tries, then the centre fallback) vectorised; the
-  resize is PIL's antialiased bilinear written as two per-sample weight matrices, one batched
-  matrix product each way for every view of the batch. (`roi_align` with adaptive sampling was
-  tried: it matches PIL when upscaling but not when a crop is larger than the output, by 3.5-4.7
-  levels on average and up to 39 on a uniform-noise probe, and it reads pixels outside the crop.)
-- colour: brightness, contrast and saturation are affine maps of a pixel and its image's mean, so
-  the ones before and after hue (in each sample's random order) compose into one 3×3 matrix plus
-  offset each, grayscale joining the second; hue is an exact HSV rotation in between;
-- blur: a separable grouped convolution, one Gaussian (radius 3 σ_max) per sample, a unit impulse
-  where not applied, edges replicated as PIL extends them;
-- flip: one `torch.where` on the crops, then normalisation and channels_last.
-
-Where this differs from the reference's torchvision on PIL uint8 images:
-- values are clamped to [0, 1] after each composed colour stage, not after each of the four steps,
-  and nothing is rounded to 8 bits in between: against torchvision's step-by-step jitter with the
-  same draws, 1 in 8 jittered images of saturated colour tiles differs somewhere by more than one
-  level (mean 0.36 levels, at most 29), a grey ramp by at most 0.01 levels;
-- the hue shift is continuous, where PIL's truncates it to 1/255 of a turn; the blur is a sampled
-  Gaussian, where PIL's is three box passes of the same variance;
-- the flip is applied after the crop: since the crop's offset is uniform over the positions that
-  fit, cropping a mirrored image and mirroring a crop give the same distribution.
-tests/pretrain/test_augment.py compares the output statistics with the reference pipeline.
-
-Any input other than the paper's RGB (B04, B03, B02, in that order: `spec.pretrain.inputBands`) gets
-SSL4EO-S12's multispectral MoCo transforms instead of the colour steps (zhu-xlab/SSL4EO-S12,
-src/benchmark/pretrain_ssl/pretrain_moco_v2_s2c.py's train_transforms and models/rs_transforms_uint8.py):
-- crop, flip and blur as for RGB (the same kernels: none of them looks across bands);
-- RandomApply([RandomBrightness(0.4), RandomContrast(0.4)], p 0.8), in that fixed order: brightness
-  scales every band by one factor in [0.6, 1.4]; contrast scales each band about its own mean over the
-  image by one factor in [0.6, 1.4] (its np.mean over height and width), where RGB's pulls every
-  channel towards the mean grey level;
-- ToGray with p 0.2: every band replaced by the mean of the bands (no luma weights exist for 12 bands);
-- hue and saturation have no replacement: a hue is an angle on the RGB colour circle and saturation a
-  pull towards a pixel's luma, neither defined for N bands, and SSL4EO-S12 drops both (its channel drop
-  is commented out of that transform, so it is not added here either);
-- no normalisation after the [0, 1] scaling, as its ToTensor is the last step (secoctl.model_card.normalisation).
-Where this differs from SSL4EO-S12: its uint8 casts after brightness and contrast wrap values past 255
-round to small ones (`astype(np.uint8)` without a clip) and truncate; here values are clamped to [0, 1]
-after each of the two steps, as torchvision's jitter clamps, and nothing is rounded to 8 bits in between.
-tests/pretrain/test_augment_multispectral.py compares the output statistics with those transforms written out in numpy.
+Every view is random-resized-cropped and normalised; the views the method marks as augmented are also
+flipped and get MoCo-v2's colour jitter, grayscale and blur for the paper's RGB, or SSL4EO-S12's
+brightness, contrast, band-mean grey and blur for any other input bands. Each sample draws its own
+parameters from the device's generator, and the ops a batch dispatches do not depend on its size (no
+per-sample loops, no host syncs), so augmentation keeps pace with the model on the GPU. The few places
+where the output differs from the reference's are said at the functions concerned;
+tests/pretrain/test_augment.py and test_augment_multispectral.py compare the output statistics with
+the reference pipelines.
 """
 
 from __future__ import annotations
@@ -111,7 +73,8 @@ def _pil_bilinear(start: torch.Tensor, extent: torch.Tensor, size: int, length: 
 
 
 def resample(images: torch.Tensor, rows: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """images[rows[k]] inside boxes[k] (x0, y0, x1, y1, pixel edges), resized to size × size as PIL does."""
+    """images[rows[k]] inside boxes[k] (x0, y0, x1, y1, pixel edges), resized to size × size as PIL does:
+    one batched matrix product each way, with PIL's antialiased bilinear weights."""
     left, top, right, bottom = boxes.unbind(1)
     vertical = _pil_bilinear(top, bottom - top, size, images.shape[-2])[:, None]
     horizontal = _pil_bilinear(left, right - left, size, images.shape[-1])[:, None]
@@ -170,6 +133,12 @@ def jitter_and_grey(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, then RandomGrayscale(p 0.2), of (N, 3, H, W) in [0, 1].
 
     draws (N, 10), uniform in [0, 1): the order (4), the factors (4), whether to jitter, whether to grey.
+    Brightness, contrast and saturation are affine maps of a pixel and its image's mean, so the steps before
+    and after hue (in each sample's order) compose into one map each, grayscale joining the second; hue is
+    an exact HSV rotation in between. Unlike torchvision on PIL images, values are clamped to [0, 1] after each
+    composed map rather than after each step, nothing is rounded to 8 bits in between, and the hue shift is
+    continuous where PIL's moves in 1/255 turns: with the same draws, 1 in 8 jittered images of saturated
+    colour tiles differs somewhere by more than one level (mean 0.36 levels, at most 29).
     """
     count = images.shape[0]
     order = draws[:, :4].argsort(1)  # torch.randperm(4) per sample
@@ -189,7 +158,9 @@ def jitter_and_grey(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
 def blur(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """GaussianBlur(σ ∈ [0.1, 2]) with p 0.5 per sample: one separable grouped convolution.
 
-    draws (N, 2), uniform in [0, 1): whether to blur, σ.
+    draws (N, 2), uniform in [0, 1): whether to blur, σ. Each sample's kernel is a sampled Gaussian of radius
+    3 σ_max (PIL's is three box passes of the same variance), a unit impulse where not applied; edges are
+    replicated as PIL extends them.
     """
     count, channels, height, width = images.shape
     sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * draws[:, 1:]
@@ -207,6 +178,10 @@ def spectral_jitter_and_grey(images: torch.Tensor, draws: torch.Tensor) -> torch
     of (N, C, H, W) in [0, 1], any C.
 
     draws (N, 4), uniform in [0, 1): the brightness factor, the contrast factor, whether to jitter, whether to grey.
+    Brightness scales every band by one factor; contrast scales each band about its own mean over the image;
+    grey is the mean of the bands (no luma weights exist for N bands). Hue and saturation are defined for RGB
+    only, and SSL4EO-S12 drops them too. Values are clamped to [0, 1] after each step, as torchvision's jitter
+    clamps, where SSL4EO-S12's uint8 casts wrap and truncate.
     """
     jittered = draws[:, 2] < JITTER_P
     brightness = torch.where(jittered, 1 + BRIGHTNESS * (2 * draws[:, 0] - 1), 1)[:, None, None, None]
@@ -218,7 +193,8 @@ def spectral_jitter_and_grey(images: torch.Tensor, draws: torch.Tensor) -> torch
 
 
 class SpectralArtificial(nn.Module):
-    """SSL4EO-S12's brightness, contrast, band-mean grey and blur of whole images, (N, C, H, W) in [0, 1]."""
+    """SSL4EO-S12's brightness, contrast, band-mean grey and blur of whole images, (N, C, H, W) in [0, 1]
+    (zhu-xlab/SSL4EO-S12, pretrain_moco_v2_s2c.py's train_transforms and rs_transforms_uint8.py)."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         draws = torch.rand(images.shape[0], 6, device=images.device)
@@ -226,7 +202,9 @@ class SpectralArtificial(nn.Module):
 
 
 class Artificial(nn.Module):
-    """Colour jitter, grayscale and blur of whole images, (N, 3, H, W) in [0, 1]; the flip comes after the crop."""
+    """Colour jitter, grayscale and blur of whole images, (N, 3, H, W) in [0, 1]; the flip comes after the crop
+    (the crop's offset is uniform over the positions that fit, so mirroring a crop and cropping a mirrored
+    image give the same distribution)."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         draws = torch.rand(images.shape[0], 12, device=images.device)

@@ -21,10 +21,12 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from jobs.common import tracking
@@ -32,14 +34,14 @@ from jobs.common.part import Part
 from jobs.common.shards import shard_entries
 from jobs.common.tensorboard_events import FOLDER, EventLog, numeric_fields
 from jobs.pretrain import checkpoints
-from jobs.pretrain.augment import BatchAugment
+from jobs.pretrain.build import Setup, build
 from jobs.pretrain.feed import DeviceFeed
 from jobs.pretrain.loader import SeasonalBatches, ShardRef
-from jobs.pretrain.seco import SeCo, subspaces_for
+from jobs.pretrain.seco import subspaces_for
 from jobs.pretrain.shard_cache import ShardCache
 from jobs.pretrain.step import train_step
-from jobs.pretrain.views import AUGMENTED, VIEW_SLOTS, augments_before_crop
 from secoctl import collapse, store
+from secoctl.spec import Pretrain
 from secoctl.spec.quantity import cache_budget
 from secoctl.stages import PRETRAIN_WINDOW_STEPS as LOG_EVERY_STEPS
 
@@ -57,7 +59,8 @@ class StopRequest:
         self.requested = True
 
 
-def _setup() -> tuple[int, int, torch.device]:
+def _processes() -> tuple[int, int, torch.device]:
+    """This process's rank, the world size and its device; the process group joined when there are several."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if torch.cuda.is_available():
@@ -75,123 +78,180 @@ def _setup() -> tuple[int, int, torch.device]:
     return rank, world_size, device
 
 
-def work(part: Part) -> dict[str, Any]:
-    stop = StopRequest()  # first: a SIGTERM during set-up stops the run at its first window
+@dataclass
+class Training:
+    """One rank's run: what set-up made, and how far it has got."""
+
+    part: Part
+    rank: int
+    world_size: int
+    device: torch.device
+    setup: Setup
+    trained: nn.Module  # the model, inside DistributedDataParallel when there are several ranks
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    feed: DeviceFeed
+    cache: ShardCache
+    total_steps: int
+    step: int
+    metrics_history: list[dict[str, Any]]
+    checkpoint_dir: str
+    events: EventLog | None  # rank 0's TensorBoard log
+    tracker: tracking.Run | None  # rank 0's MLflow run, where the spec names one
+
+    @property
+    def spec(self) -> Pretrain:
+        return self.part.experiment.spec.pretrain
+
+
+def _start(part: Part) -> Training:
+    """This rank's processes, model, optimiser and input path, resumed from the newest readable checkpoint."""
     spec = part.experiment.spec.pretrain
-    rank, world_size, device = _setup()
+    rank, world_size, device = _processes()
     if spec.batch_size % world_size:
         raise SystemExit(f"spec.pretrain.batchSize {spec.batch_size} is not divisible by {world_size} processes")
     entries = shard_entries(part.input_index("shards"))
     shards = [ShardRef(entry["uri"], entry["samples"]) for entry in entries]
-    total_samples = sum(entry["samples"] for entry in entries)
-    steps_per_epoch = max(total_samples // spec.batch_size, 1)
+    steps_per_epoch = max(sum(entry["samples"] for entry in entries) // spec.batch_size, 1)
     total_steps = spec.max_steps or spec.epochs * steps_per_epoch
     milestones = [m * steps_per_epoch for m in spec.lr_milestones]
     checkpoint_dir = part.tree.path("checkpoints")
 
     torch.manual_seed(spec.seed)  # the same initial weights on every rank
-    bands = part.experiment.spec.input_bands()
-    model = SeCo(spec.backbone, subspaces_for(spec.method), spec.embedding_dim, spec.queue_size,
-                 spec.encoder_momentum, spec.temperature, len(bands)).to(device, memory_format=torch.channels_last)
-    trainable = [*model.encoder_q.parameters(), *model.heads_q.parameters()]
-    optimizer = torch.optim.SGD(trainable, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    setup = build(spec, part.experiment.spec.input_bands(), device)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(setup.optimizer, milestones, gamma=0.1)
     step, metrics_history = 0, []
     resumed = checkpoints.latest(checkpoint_dir)
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        setup.model.load_state_dict(resumed["model"])
+        setup.optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
         step, metrics_history = resumed["step"], json.loads(resumed["metrics"])
         torch.set_rng_state(resumed["rng_cpu"][rank % len(resumed["rng_cpu"])])
         print(json.dumps({"event": "resumed", "step": step}), flush=True)
     else:
         torch.manual_seed(spec.seed * 1_000_003 + rank)  # each rank its own augmentation draws
-    trained = DistributedDataParallel(model, broadcast_buffers=False) if world_size > 1 else model
-    if spec.compile:
-        model.encoder_q.compile()
+    trained = DistributedDataParallel(setup.model, broadcast_buffers=False) if world_size > 1 else setup.model
 
     cache = ShardCache.from_environment(part.experiment.name,
                                         default_bytes=cache_budget(spec.resources.ephemeral_storage))
     batches = SeasonalBatches(shards, spec.method, spec.batch_size // world_size, spec.seed, rank, world_size,
                               cache, first_epoch=step // steps_per_epoch, fetch_ahead=spec.loader_workers)
     feed = DeviceFeed(batches, device)
-    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method], augments_before_crop(spec.method, spec.augment_order),
-                           VIEW_SLOTS[spec.method], bands).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
-
-    def checkpoint() -> None:
-        states = [torch.get_rng_state()]
-        if world_size > 1:
-            gathered: list[Any] = [None] * world_size
-            dist.all_gather_object(gathered, states[0])
-            states = gathered
-        if rank == 0:
-            checkpoints.save(checkpoint_dir, step, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "rng_cpu": states,
-                "metrics": json.dumps(metrics_history), "backbone": spec.backbone, "method": spec.method,
-            })
-
-    # Rank 0 logs each record to metrics.jsonl, TensorBoard and (when the spec names one) MLflow; a resumed
-    # run's event file hides the old one's records after the checkpoint (purge_step).
+    # A resumed run's event file hides the old one's records after the checkpoint (purge_step).
     events = EventLog(part.tree.path(FOLDER), purge_step=step + 1 if resumed else None) if rank == 0 else None
-    run = tracking.run_of(part.experiment) if rank == 0 else None
-    window_start, window_samples = time.perf_counter(), 0
-    subspaces = subspaces_for(spec.method)
-    window_loss = torch.zeros(1 + subspaces, device=device)
-    window_health = torch.zeros(subspaces, 3, device=device)  # SeCo.health: std, positive and queue cosines
-    window_steps, stopping = 0, False
-    while step < total_steps and not stopping:
-        slots = feed.next()
-        loss, losses, health = train_step(trained, optimizer, augment, slots, autocast)
-        scheduler.step()
-        window_loss += torch.stack([loss, *losses]).float()
-        window_health += health
-        step += 1
-        window_steps += 1
-        window_samples += slots.shape[0] * world_size
-        if step % LOG_EVERY_STEPS == 0 or step == total_steps:
-            stop_votes = torch.tensor([float(stop.requested)], device=device)
-            if world_size > 1:
-                dist.all_reduce(stop_votes, op=dist.ReduceOp.MAX)  # any rank signalled: all stop here
-            # The one host sync of a logging window, which also reads the ranks' agreement on stopping.
-            health_means = window_health / window_steps
-            *means, stop_vote = torch.cat([window_loss / window_steps, health_means[:, 0],
-                                           health_means[:, 1:].mean(0), stop_votes]).tolist()
-            stopping = stop_vote > 0 and step < total_steps
-            elapsed = time.perf_counter() - window_start
-            losses_mean, stds, (pos_cos, neg_cos) = means[:1 + subspaces], means[1 + subspaces:-2], means[-2:]
-            record = {"step": step, "loss": round(losses_mean[0], 5),
-                      **{f"loss_{i}": round(x, 5) for i, x in enumerate(losses_mean[1:])},
-                      "lr": scheduler.get_last_lr()[0], "samples_per_s": round(window_samples / elapsed, 2),
-                      **{f"{collapse.PREFIX}{i}": round(x, 6) for i, x in enumerate(stds)},
-                      "pos_cos": round(pos_cos, 5), "neg_cos": round(neg_cos, 5)}
-            window_start, window_samples, window_steps = time.perf_counter(), 0, 0
-            window_loss.zero_()
-            window_health.zero_()
-            metrics_history.append(record)  # every rank: each node's progress counts its own collapse run
-            if rank == 0:
-                store.write_text(part.tree.path("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in metrics_history))
-                events.scalars(step, numeric_fields(record))
-                if run:
-                    run.metrics(step, numeric_fields(record))
-            # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
-            part.progress(step, total_steps, "steps", force=True, loss=record["loss"],
-                          samples_per_s=record["samples_per_s"], shard_fetches=len(cache.fetches),
-                          embed_std=round(min(stds), 6), embed_std_low_logs=collapse.low_logs(metrics_history, spec.embedding_dim))
-        if stopping or step % spec.checkpoint_every_steps == 0 or step == total_steps:
-            checkpoint()
-    feed.close()
-    if events:
-        events.close()
-    if run and not stopping:
-        run.finish()
-    if world_size > 1:
+    tracker = tracking.run_of(part.experiment) if rank == 0 else None
+    return Training(part=part, rank=rank, world_size=world_size, device=device, setup=setup, trained=trained,
+                    scheduler=scheduler, feed=feed, cache=cache, total_steps=total_steps, step=step,
+                    metrics_history=metrics_history, checkpoint_dir=checkpoint_dir, events=events, tracker=tracker)
+
+
+class Window:
+    """A logging window's sums of the loss and the collapse figures, kept on the device until its one read-back."""
+
+    def __init__(self, subspaces: int, device: torch.device) -> None:
+        self.loss = torch.zeros(1 + subspaces, device=device)
+        self.health = torch.zeros(subspaces, 3, device=device)  # SeCo.health: std, positive and queue cosines
+        self.steps, self.samples, self.started = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, losses: list[torch.Tensor], health: torch.Tensor, samples: int) -> None:
+        self.loss += torch.stack([loss, *losses]).float()
+        self.health += health
+        self.steps += 1
+        self.samples += samples
+
+    def read(self, step: int, lr: float, stop_requested: bool, world_size: int) -> tuple[dict[str, Any], bool]:
+        """The window's record, and whether any rank asked to stop; the window starts again."""
+        stop_votes = torch.tensor([float(stop_requested)], device=self.loss.device)
+        if world_size > 1:
+            dist.all_reduce(stop_votes, op=dist.ReduceOp.MAX)  # any rank signalled: all stop here
+        # The one host sync of a logging window, which also reads the ranks' agreement on stopping.
+        subspaces = len(self.health)
+        health_means = self.health / self.steps
+        *means, stop_vote = torch.cat([self.loss / self.steps, health_means[:, 0],
+                                       health_means[:, 1:].mean(0), stop_votes]).tolist()
+        elapsed = time.perf_counter() - self.started
+        losses_mean, stds, (pos_cos, neg_cos) = means[:1 + subspaces], means[1 + subspaces:-2], means[-2:]
+        record = {"step": step, "loss": round(losses_mean[0], 5),
+                  **{f"loss_{i}": round(x, 5) for i, x in enumerate(losses_mean[1:])},
+                  "lr": lr, "samples_per_s": round(self.samples / elapsed, 2),
+                  **{f"{collapse.PREFIX}{i}": round(x, 6) for i, x in enumerate(stds)},
+                  "pos_cos": round(pos_cos, 5), "neg_cos": round(neg_cos, 5)}
+        self.started, self.samples, self.steps = time.perf_counter(), 0, 0
+        self.loss.zero_()
+        self.health.zero_()
+        return record, stop_vote > 0
+
+
+def _log(training: Training, record: dict[str, Any]) -> None:
+    """A window's record: rank 0 writes metrics.jsonl, TensorBoard and (when the spec names one) MLflow; every
+    rank reports its part's progress."""
+    training.metrics_history.append(record)  # every rank: each node's progress counts its own collapse run
+    if training.rank == 0:
+        store.write_text(training.part.tree.path("metrics.jsonl"),
+                         "".join(json.dumps(r) + "\n" for r in training.metrics_history))
+        training.events.scalars(training.step, numeric_fields(record))
+        if training.tracker:
+            training.tracker.metrics(training.step, numeric_fields(record))
+    stds = [value for key, value in record.items() if key.startswith(collapse.PREFIX)]
+    # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
+    training.part.progress(training.step, training.total_steps, "steps", force=True, loss=record["loss"],
+                           samples_per_s=record["samples_per_s"], shard_fetches=len(training.cache.fetches),
+                           embed_std=round(min(stds), 6),
+                           embed_std_low_logs=collapse.low_logs(training.metrics_history, training.spec.embedding_dim))
+
+
+def _checkpoint(training: Training) -> None:
+    """Rank 0 saves the model, optimiser, schedule, step, metrics and every rank's CPU generator state."""
+    states = [torch.get_rng_state()]
+    if training.world_size > 1:
+        gathered: list[Any] = [None] * training.world_size
+        dist.all_gather_object(gathered, states[0])
+        states = gathered
+    if training.rank == 0:
+        spec, setup = training.spec, training.setup
+        checkpoints.save(training.checkpoint_dir, training.step, {
+            "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(), "step": training.step, "rng_cpu": states,
+            "metrics": json.dumps(training.metrics_history), "backbone": spec.backbone, "method": spec.method,
+        })
+
+
+def work(part: Part) -> dict[str, Any]:
+    """Train to the spec's last step, or to the end of the window in which SIGTERM arrived."""
+    stop = StopRequest()  # first: a SIGTERM during set-up stops the run at its first window
+    training = _start(part)
+    spec, setup = training.spec, training.setup
+    window = Window(subspaces_for(spec.method), training.device)
+    stopping = False
+    while training.step < training.total_steps and not stopping:
+        slots = training.feed.next()
+        loss, losses, health = train_step(training.trained, setup.optimizer, setup.augment, slots, setup.autocast)
+        training.scheduler.step()
+        window.add(loss, losses, health, slots.shape[0] * training.world_size)
+        training.step += 1
+        if training.step % LOG_EVERY_STEPS == 0 or training.step == training.total_steps:
+            record, stop_voted = window.read(training.step, training.scheduler.get_last_lr()[0], stop.requested,
+                                             training.world_size)
+            stopping = stop_voted and training.step < training.total_steps
+            _log(training, record)
+        if stopping or training.step % spec.checkpoint_every_steps == 0 or training.step == training.total_steps:
+            _checkpoint(training)
+    return _finish(training, stopping)
+
+
+def _finish(training: Training, stopping: bool) -> dict[str, Any]:
+    """Close the input path and the logs, let every rank meet; the part's summary, or exit 143 when stopped."""
+    training.feed.close()
+    if training.events:
+        training.events.close()
+    if training.tracker and not stopping:
+        training.tracker.finish()
+    if training.world_size > 1:
         dist.barrier()  # no rank leaves before rank 0's checkpoint is written
         dist.destroy_process_group()
     if stopping:
-        print(json.dumps({"event": "stopped", "signal": "SIGTERM", "step": step}), flush=True)
+        print(json.dumps({"event": "stopped", "signal": "SIGTERM", "step": training.step}), flush=True)
         raise SystemExit(STOPPED_EXIT_CODE)  # not committed: the part resumes from this checkpoint
-    return {"steps": step, "checkpoint": store.join(checkpoint_dir, checkpoints.name(step)),
-            "final_loss": metrics_history[-1]["loss"] if metrics_history else None}
+    history = training.metrics_history
+    return {"steps": training.step, "checkpoint": store.join(training.checkpoint_dir, checkpoints.name(training.step)),
+            "final_loss": history[-1]["loss"] if history else None}

@@ -18,7 +18,8 @@ STRETCH = {band: stretch(band) for band in SSL4EO_S2_L2A_MEAN}
 
 # Which views get the artificial augmentation, per method; the first view is the query.
 AUGMENTED = {"seco": (False, True, False, True), "moco": (True, True), "moco-tp": (True, True)}
-# Which drawn timestamp (slot) each view is made from: the loader sends each drawn timestamp once.
+# Which drawn timestamp (slot) each view is made from. The loader sends each drawn timestamp once:
+# seco's query and its third key are both t0, so a sample moves 3 timestamps for 4 views.
 VIEW_SLOTS = {"seco": (0, 1, 2, 0), "moco": (0, 0), "moco-tp": (0, 1)}
 
 
@@ -27,11 +28,6 @@ def augments_before_crop(method: str, order: str) -> bool:
     and crops afterwards, its moco and moco-tp datamodules use MoCo-v2's crop-first transform.
     order moco: crop first for every method."""
     return order == "reference" and method == "seco"
-
-
-# Which drawn timestamp (slot) each view is made from. The loader sends each drawn timestamp once:
-# seco's query and its third key are both t0, so a sample moves 3 timestamps for 4 views.
-VIEW_SLOTS = {"seco": (0, 1, 2, 0), "moco": (0, 0), "moco-tp": (0, 1)}
 
 
 def draw_slots(method: str, timestamps: int, rng: np.random.Generator) -> list[int]:

@@ -114,7 +114,7 @@ def _start(part: Part) -> Training:
     steps_per_epoch = max(sum(entry["samples"] for entry in entries) // spec.batch_size, 1)
     total_steps = spec.max_steps or spec.epochs * steps_per_epoch
     milestones = [m * steps_per_epoch for m in spec.lr_milestones]
-    checkpoint_dir = part.tree.path("checkpoints")
+    checkpoint_dir = part.tree.checkpoints
 
     torch.manual_seed(spec.seed)  # the same initial weights on every rank
     setup = build(spec, part.experiment.spec.input_bands(), device)
@@ -187,7 +187,7 @@ def _log(training: Training, record: dict[str, Any]) -> None:
     rank reports its part's progress."""
     training.metrics_history.append(record)  # every rank: each node's progress counts its own collapse run
     if training.rank == 0:
-        store.write_text(training.part.tree.path("metrics.jsonl"),
+        store.write_text(training.part.tree.metrics,
                          "".join(json.dumps(r) + "\n" for r in training.metrics_history))
         training.events.scalars(training.step, numeric_fields(record))
         if training.tracker:

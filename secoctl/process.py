@@ -6,7 +6,7 @@ import hashlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from secoctl.cache import cache_root
@@ -61,8 +61,8 @@ def lock_folder() -> Path:
 
 
 @contextlib.contextmanager
-def sole(key: str, busy: str) -> Iterator[None]:
-    """Hold this machine's lock on `key` for the block, or exit with `busy` if another process holds it.
+def sole(key: str, busy: str, refused: Callable[[str], BaseException] = SystemExit) -> Iterator[None]:
+    """Hold this machine's lock on `key` for the block, or raise `refused(busy)` if another process holds it.
 
     The kernel drops the lock with the process, so a killed holder never leaves it taken.
     """
@@ -72,7 +72,7 @@ def sole(key: str, busy: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit(busy) from None
+            raise refused(busy) from None
         yield
 
 

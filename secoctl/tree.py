@@ -7,6 +7,7 @@ concurrent update of a shared object.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,4 +176,6 @@ def stage_run(tree: StageTree, running: dict[str, Any]) -> Iterator[StageRun]:
     try:
         yield StageRun(tree)
     finally:
-        store.remove(tree.running)
+        # Only its owner removes a marker: another run's `_RUNNING`, written since, stays.
+        if store.read_json_or_none(tree.running) == json.loads(json.dumps(running)):
+            store.remove(tree.running)

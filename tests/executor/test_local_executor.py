@@ -195,3 +195,46 @@ def test_a_pod_whose_service_account_is_unusable_gets_one_line_not_a_traceback(m
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     with pytest.raises(UserError, match="cannot use the pod's service account: "):
         Cluster()
+
+
+def test_a_token_of_another_experiment_whose_name_starts_alike_is_not_this_ones(storage, tmp_path):
+    """`mini-2`'s token file is no proof that a process applies `mini`: the whole token name is matched."""
+    from secoctl.backends.local.executor import RunToken, is_alive_here
+
+    other = RunToken("contract-2")
+    try:
+        record = {**running_record(os.getpid()), **other.record}
+        assert is_alive_here(record, "contract-2")
+        assert not is_alive_here(record, "contract"), "a prefix of another experiment's token was accepted"
+    finally:
+        other.close()
+
+
+def test_a_second_apply_on_this_machine_is_refused_and_leaves_the_first_ones_markers(storage):
+    """Two applies of one experiment: the one that finds the machine's lock held stops before touching the tree,
+    so it can neither overwrite nor remove the first one's `_RUNNING`, nor write `_FAILED`."""
+    from secoctl.errors import UserError
+    from secoctl.process import sole
+
+    first = executor(storage)
+    first.prepare(experiment())
+    running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+    running.parent.mkdir(parents=True)
+    running.write_text('{"pid": 1, "executor": "local"}')
+    with sole(f"apply {first.location(experiment())}", "held by the first apply"):
+        with pytest.raises(UserError, match="is being applied by another process on this machine"):
+            executor(storage).apply(experiment())
+    assert running.read_text() == '{"pid": 1, "executor": "local"}'
+    assert not (running.parent / "_FAILED").exists()
+
+
+def test_only_the_owner_of_a_running_marker_removes_it(storage):
+    from secoctl.tree import StageTree, stage_run
+
+    tree = StageTree((storage / "experiments" / "contract").as_uri(), "collect")
+    with stage_run(tree, {"pid": 1}):
+        (storage / "experiments" / "contract" / "collect" / "_RUNNING").write_text('{"pid": 2}')
+    assert (storage / "experiments" / "contract" / "collect" / "_RUNNING").read_text() == '{"pid": 2}'
+    with stage_run(tree, {"pid": 3}):
+        pass
+    assert not (storage / "experiments" / "contract" / "collect" / "_RUNNING").exists()

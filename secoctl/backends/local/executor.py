@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secoctl import partlog, plan, store
-from secoctl.process import EXECUTOR_PID, die_with_parent, terminate_as_interrupt
+from secoctl.errors import UserError
+from secoctl.process import EXECUTOR_PID, die_with_parent, sole, terminate_as_interrupt
 from secoctl.spec import Experiment
 from secoctl.stored import prepare_storage, read_experiment_facts
 from secoctl.tree import StageTree, experiment_uri, read_facts, spec_uri, stage_run
@@ -96,9 +98,15 @@ class RunToken:
         Path(self.path).unlink(missing_ok=True)
 
 
+def _token_name(experiment: str) -> re.Pattern:
+    """The whole name mkstemp gives this experiment's token (its random part has no '-'): a prefix alone would
+    take `mini-2`'s token for `mini`'s."""
+    return re.compile(re.escape(f"{TOKEN_PREFIX}{experiment}-") + r"[A-Za-z0-9_]+")
+
+
 def _holds_token(pid: int, record: dict, experiment: str) -> bool:
     path = record.get("token_file")
-    if not isinstance(path, str) or not Path(path).name.startswith(f"{TOKEN_PREFIX}{experiment}-"):
+    if not isinstance(path, str) or not _token_name(experiment).fullmatch(Path(path).name):
         return False
     try:
         held = any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd"))
@@ -172,6 +180,14 @@ class LocalExecutor:
         return experiment
 
     def apply(self, experiment: Experiment) -> None:
+        """One apply of an experiment at a time on this machine: a second one is refused before it touches the
+        tree (a lock the kernel drops with its holder), so it can never remove or overwrite the first's markers."""
+        busy = (f"experiment {experiment.name} is being applied by another process on this machine; wait for it "
+                f"or `secoctl delete {experiment.name}` to stop it")
+        with sole(f"apply {self.location(experiment)}", busy, refused=UserError):
+            self._apply(experiment)
+
+    def _apply(self, experiment: Experiment) -> None:
         experiment = self.prepare(experiment)
         facts = read_experiment_facts(self.location(experiment), experiment)
         with terminate_as_interrupt():

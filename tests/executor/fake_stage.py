@@ -35,6 +35,7 @@ def stop_slowly(signum, frame) -> None:
     time.sleep(float(os.environ["FAKE_STOP_S"]))
     marker = os.environ.get("FAKE_STOPPED_FILE")
     if marker:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)  # as a checkpoint's write makes its folders
         open(marker, "a").write(f"{sys.argv[1]} {os.environ.get('JOB_COMPLETION_INDEX')}\n")
     os._exit(143)
 

@@ -98,3 +98,28 @@ def test_ctrl_c_during_pretrain_waits_for_its_checkpoint_however_long_it_takes(s
     apply.send_signal(signal.SIGINT)  # a terminal's Ctrl-C: stage processes run in sessions of their own
     apply.wait(timeout=GONE_WITHIN_S)
     assert stopped.read_text() == "pretrain 0\n", "the pretrain part was killed before its checkpoint"
+
+
+def test_delete_purge_of_a_running_pretrain_removes_its_tree_only_after_the_run_stopped(storage, tmp_path):
+    """A stopping pretrain writes its checkpoint after SIGTERM; a purge that removed the tree first would see it
+    written again, and the next apply resume from it on new data."""
+    from tests.conftest import run_cli
+    from tests.executor.test_local_executor import SPEC
+
+    spec_file = tmp_path / "contract.yaml"
+    spec_file.write_text(SPEC)
+    tree = storage / "experiments" / "contract"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FAKE_SLEEP_S="0.5", FAKE_STOP_S="2",
+               FAKE_STOPPED_FILE=str(tree / "pretrain" / "checkpoints" / "written-on-stop"))
+    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+                             cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        progress = tree / "pretrain" / "progress"
+        wait_until(lambda: progress.exists() and any(progress.iterdir()), "pretrain started")
+        deleted = run_cli("delete", "contract", "--purge", storage=storage)
+        assert deleted.returncode == 0 and "removed" in deleted.stdout, deleted.stderr
+        apply.wait(timeout=GONE_WITHIN_S)
+        assert not tree.exists(), "the stopping run wrote into the tree after the purge removed it"
+    finally:
+        apply.kill()
+        apply.wait()

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from secoctl import partlog, store
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
     from secoctl.status import StageRow
 
 FOLLOW_POLL_S = 1.0
+PURGE_WAIT_S = 600.0  # a pretrain's checkpoint on stop, at most
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie its parent has yet to reap: either way it writes nothing more."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 class LocalBackend:
@@ -140,6 +150,14 @@ class LocalBackend:
         for pid in running:
             os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)
             yield f"stopped the local run of {name} (process {pid})"
+        if purge and running:  # a stopping pretrain still writes its checkpoint: remove the tree after, not before
+            yield f"waiting for process {', '.join(map(str, sorted(running)))} to stop before removing its data"
+            deadline = time.monotonic() + PURGE_WAIT_S
+            while not all(map(exited, running)):
+                if time.monotonic() > deadline:
+                    raise UserError(f"the local run of {name} is still stopping after {PURGE_WAIT_S:.0f} s; "
+                                    f"run `secoctl delete {name} --purge` again once it has")
+                time.sleep(FOLLOW_POLL_S / 4)
         if purge:
             with store.reported(root):
                 store.remove(location)

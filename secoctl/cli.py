@@ -73,10 +73,20 @@ def _load(files: list[Path]):
     return experiments
 
 
+def _publish_unclaimed(experiments, local_only: bool) -> None:
+    """Refused before any stage runs: a spec that would publish over another experiment's weights."""
+    from secoctl.spec.advice import publish_clash
+
+    clashes = [line for experiment in experiments for line in publish_clash(experiment, local_only)]
+    if clashes:
+        _fail(clashes)
+
+
 @app.command()
 def validate(files: SpecFiles) -> None:
     """Check experiment files; every problem is printed with its field path (exit code 2)."""
     experiments = _load(files)
+    _publish_unclaimed(experiments, local_only=True)
     for experiment in experiments:
         typer.echo(f"{experiment.name}: valid")
 
@@ -122,6 +132,7 @@ def apply(
     driver Job runs the stages there; otherwise, or with --local, they run on this machine.
     """
     experiments = [_on_storage(experiment, storage) for experiment in _load(files)]
+    _publish_unclaimed(experiments, local_only=False)
     try:
         choose(local, storage, context, namespace).apply(experiments)
     except Failed as failure:

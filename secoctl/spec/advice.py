@@ -45,3 +45,27 @@ def fetch_ahead_warning(experiment: Experiment) -> str | None:
 
 def warnings(experiment: Experiment) -> list[str]:
     return [line for line in (cache_warning(experiment), fetch_ahead_warning(experiment)) if line]
+
+
+def publish_clash(experiment: Experiment, local_only: bool = False) -> list[str]:
+    """The weights version this spec would publish, already published by another experiment: found before any
+    stage runs, not at publish after hours. `local_only` (validate) looks only at a file:// storage; a storage
+    this machine cannot read yet (no bucket, no credentials) is left to the stages, which say why."""
+    publish = experiment.spec.publish
+    if publish is None or publish.force:
+        return []
+    from secoctl import store
+    from secoctl.weights.published import taken_by_another
+
+    try:
+        storage, _ = store.resolve(None, experiment.spec.storage, experiment.name)
+        if local_only and not storage.startswith("file://"):
+            return []
+        owner = taken_by_another(storage, publish.name, publish.version, experiment.name)
+    except Exception:  # noqa: BLE001 - any storage failure: nothing known about what is published there
+        return []
+    if owner is None:
+        return []
+    return [f"{experiment.name}: spec.publish: weights {publish.name}:{publish.version} are already published in "
+            f"{storage} by {owner}; versions are immutable: set spec.publish.version to a new version, or "
+            "spec.publish.force: true to replace it"]

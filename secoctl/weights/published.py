@@ -190,6 +190,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def taken_by_another(storage: str, name: str, version: str, experiment: str) -> str | None:
+    """The experiment (or push) that published NAME:VERSION when it is not `experiment`: a spec that would
+    publish over it fails at its last stage unless told to replace it, so apply and validate say so first."""
+    if version not in versions(storage, name):
+        return None
+    item = read_json_or_none(store.join(version_uri(storage, name, version), ITEM_FILE)) or {}
+    provenance = (item.get("properties") or {}).get("secoctl:provenance") or {}
+    owner = provenance.get("experiment")
+    return None if owner == experiment else str(owner or "a push or an import")
+
+
+def read_json_or_none(uri: str) -> Any:
+    try:
+        return store.read_json_or_none(uri)
+    except ValueError:
+        return None
+
+
 def publish(storage: str, name: str, version: str, files: dict[str, Path], force: bool = False) -> str:
     """Upload the files, then SHA256SUMS: the version exists for readers only once that lands."""
     target = version_uri(storage, name, version)
@@ -197,7 +215,7 @@ def publish(storage: str, name: str, version: str, files: dict[str, Path], force
     if store.exists(sums_uri):
         if not force:
             raise UserError(f"weights {name}:{version} are already published in {storage}; versions are immutable: "
-                            "publish a new version, or pass --force to replace this one")
+                            "publish a new version, or replace this one (`--force`; in a spec, spec.publish.force: true)")
         store.remove(sums_uri)
     for filename, local in files.items():
         store.upload_file(local, store.join(target, filename))

@@ -238,3 +238,25 @@ def test_only_the_owner_of_a_running_marker_removes_it(storage):
     with stage_run(tree, {"pid": 3}):
         pass
     assert not (storage / "experiments" / "contract" / "collect" / "_RUNNING").exists()
+
+
+def test_weights_another_experiment_published_are_refused_by_validate_and_apply_before_any_stage(storage, tmp_path):
+    """A copy of a spec under a new name would otherwise run every stage and fail at publish; the error names the
+    settings that fix it (the spec has no --force)."""
+    version = storage / "weights" / "contract-weights" / "1"
+    version.mkdir(parents=True)
+    (version / "item.json").write_text(json.dumps({"properties": {"secoctl:provenance": {"experiment": "first"}}}))
+    (version / "SHA256SUMS").write_text("")
+    spec_file = tmp_path / "contract.yaml"
+    spec_file.write_text(SPEC)
+    for command in ("validate", "apply"):
+        result = run_cli(command, *(["--local"] if command == "apply" else []), str(spec_file), storage=storage)
+        assert result.returncode == 2, result.stderr
+        assert "contract-weights:1 are already published" in result.stderr and "by first" in result.stderr
+        assert "spec.publish.version" in result.stderr and "spec.publish.force" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (storage / "experiments").exists()
+    forced = spec_file.read_text().replace("publish: {name: contract-weights}",
+                                           "publish: {name: contract-weights, force: true}")
+    spec_file.write_text(forced)
+    assert run_cli("validate", str(spec_file), storage=storage).returncode == 0

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from secoctl.errors import UserError
+from secoctl.errors import UserError, shown
 from secoctl.weights import EXPORT_FORMATS
 from secoctl.weights.formats import (hub_config_extra, model_card, pretrained_cfg, torchgeo_meta,
                                      torchgeo_transforms)
@@ -32,7 +32,7 @@ def check_output(output: Path) -> None:
 def export(storage: str, text: str, fmt: str, output: Path) -> str:
     """Pull NAME[:VERSION] (verified) and write it to `output` in `fmt`; returns the resolved NAME:VERSION."""
     if fmt not in EXPORT_FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        raise UserError(f"--format {shown(fmt)} is not one of {', '.join(EXPORT_FORMATS)}")
     check_output(output)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")

@@ -14,7 +14,7 @@ import typer
 
 from secoctl import store
 from secoctl.backends import choose
-from secoctl.errors import Failed, SpecError, UserError
+from secoctl.errors import Failed, SpecError, UserError, shown
 
 app = typer.Typer(
     name="secoctl",
@@ -25,10 +25,11 @@ app = typer.Typer(
 )
 
 SpecFiles = Annotated[list[Path], typer.Argument(help="Experiment YAML files ('-' for stdin).", show_default=False)]
+# Typer reads help as rich markup: the backslash keeps "[/PREFIX]" text, not a closing tag.
 StorageOption = Annotated[
     Optional[str],
     typer.Option("--storage", show_default=False,
-                 help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]; default: ${store.ENV_STORAGE}, "
+                 help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET\\[/PREFIX]; default: ${store.ENV_STORAGE}, "
                       "else a folder under ~/.local/share/secoctl. A spec's own spec.storage wins; a different "
                       "--storage is refused."),
 ]
@@ -48,8 +49,10 @@ _add_weights_commands()
 
 
 def _fail(lines: list[str], code: int = 2) -> None:
+    from secoctl.text import safe
+
     for line in lines:
-        typer.echo(line, err=True)
+        typer.echo(safe(line), err=True)
     raise typer.Exit(code)
 
 
@@ -110,7 +113,7 @@ def render(
     from secoctl.render import to_yaml
 
     if output not in ("yaml", "json"):
-        _fail([f"--output: {output!r} is not one of yaml, json"])
+        _fail([f"--output: {shown(output)} is not one of yaml, json"])
     objects = [obj for experiment in _load(files) for obj in render_objects(experiment, namespace)]
     if output == "json":
         typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
@@ -163,7 +166,7 @@ def status(
     """Where every experiment and stage stands: state, pods, progress, ETA, last metric, a collapse alarm,
     and why it is stuck."""
     if output not in ("table", "wide", "json"):
-        raise UserError(f"-o/--output: {output!r} is not one of table, wide, json")
+        raise UserError(f"-o/--output: {shown(output)} is not one of table, wide, json")
     backend = choose(local, storage, context, namespace)
     rows = backend.rows(name)
     if output == "json":
@@ -188,8 +191,10 @@ def logs(
     namespace: NamespaceOption = None,
 ) -> None:
     """Print a stage's logs (the latest stage that has any when --stage is left out)."""
+    from secoctl.text import safe
+
     for line in choose(local, storage, context, namespace).logs(name, stage, index, follow):
-        typer.echo(line)
+        typer.echo(safe(line))
 
 
 @app.command()
@@ -217,8 +222,10 @@ def delete(
 
     On a cluster every object labelled with the experiment goes (its Jobs, pods, spec, driver account).
     """
+    from secoctl.text import safe
+
     for line in choose(local, storage, context, namespace).delete(name, purge):
-        typer.echo(line)
+        typer.echo(safe(line))
 
 
 @app.command()
@@ -229,18 +236,29 @@ def report(
     """Evaluation results of this run (or a study's variants) beside its baselines; also written as report.md and
     report.png."""
     from secoctl.report.study import show_stored
+    from secoctl.text import safe
 
     for line in show_stored(store.storage(storage), name):
-        typer.echo(line)
+        typer.echo(safe(line))
 
 
 def main() -> None:
+    from secoctl.text import safe
+
     try:
         app()
     except UserError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {safe(error)}", err=True)
         sys.exit(error.exit_code)
     except SpecError as error:
         for problem in error.problems:
-            typer.echo(str(problem), err=True)
+            typer.echo(safe(problem), err=True)
         sys.exit(2)
+    except Exception as error:
+        # The API server's refusal (403, 401) or lasting overload (429, 5xx) is one line, not a traceback.
+        # Only a cluster command has imported the client module, so no other command pays for looking.
+        client = sys.modules.get("secoctl.backends.kubernetes.client")
+        if client is None or not isinstance(error, client.ApiError):
+            raise
+        typer.echo(f"error: {safe(error.line)}", err=True)
+        sys.exit(1)

@@ -13,17 +13,26 @@ MAX_MESSAGE_CHARS = 300
 MAX_VALUE_CHARS = 60
 
 
-def shorten(text: str, limit: int) -> str:
-    """`text` within `limit` characters: its head, and how long it was when cut."""
+def shorten(text: str, limit: int, length: int | None = None) -> str:
+    """`text` within `limit` characters: its head, and how long it was when cut (`length`, when `text` is
+    a quotation of something whose own length is what a reader needs)."""
     if len(text) <= limit:
         return text
-    note = f"… ({len(text)} characters)"
+    note = f"… ({len(text) if length is None else length} characters)"
     return text[: max(limit - len(note), 0)] + note
 
 
 def shown(value: object) -> str:
-    """A spec value as an error line quotes it: its repr, cut to MAX_VALUE_CHARS."""
-    return shorten(repr(value), MAX_VALUE_CHARS)
+    """A spec value as an error line quotes it: its repr, cut to MAX_VALUE_CHARS; a cut string's note gives
+    the string's own length, not its repr's (quotes and escapes)."""
+    return shorten(repr(value), MAX_VALUE_CHARS, len(value) if isinstance(value, str) else None)
+
+
+def listing(names: list[str], limit: int = 20) -> str:
+    """Names for an error line to offer: the first `limit`, and how many more; "none yet" when empty."""
+    if not names:
+        return "none yet"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 class UserError(Exception):

@@ -11,8 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.text import Text
+
 from secoctl import collapse, plan
 from secoctl.states import State, styled
+from secoctl.text import cell
 from secoctl.tree import StageFacts
 
 
@@ -52,12 +55,13 @@ class StageRow:
                     " ".join([self.alert, *(pair(k, v) for k, v in self.metrics.items())]).strip(), self.detail)
         return (self.experiment,) * several + (self.stage, self.state, self.brief, self.eta, self.age, self.summary)
 
-    def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[str]:
-        shown = list(cells)
+    def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[Text]:
+        """The cells as rich text: our colours on the state and the alert, every other text as it is."""
+        shown = [cell(text) for text in cells]
         state = self.headers(wide, several).index("STATE")
-        shown[state] = styled(self.state)
+        shown[state] = Text.from_markup(styled(self.state))
         if not wide and self.alert:
-            shown[-1] = f"[red]{shown[-1]}[/red]"
+            shown[-1].stylize("red")
         return shown
 
 
@@ -229,9 +233,9 @@ class ClusterRow:
         return (self.experiment, self.stage, self.state, self.pods, str(self.restarts), self.progress, self.eta,
                 " ".join(filter(None, (self.alert, self.metric))), self.reason)
 
-    def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[str]:
-        shown = list(cells)
-        shown[2] = styled(self.state)
+    def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[Text]:
+        shown = [cell(text) for text in cells]
+        shown[2] = Text.from_markup(styled(self.state))
         return shown
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secoctl import store
-from secoctl.errors import UserError
+from secoctl.errors import UserError, listing, shown
 
 EXPERIMENTS = "experiments"
 SPEC_FILE = "spec.yaml"
@@ -47,7 +47,7 @@ def experiment_names(storage: str, name: str | None = None) -> list[str]:
     if name is None:
         return found
     if name not in found:
-        raise UserError(f"no experiment {name!r} in {storage}; `secoctl status --storage URI` lists them")
+        raise UserError(f"no experiment {shown(name)} in {storage}; it holds {listing(found)}")
     return [name]
 
 
@@ -122,23 +122,51 @@ def spec_uri(experiment_uri: str) -> str:
 
 
 def read_facts(tree: StageTree) -> StageFacts:
+    """The stage's markers, committed parts and progress records; a file that is not what a stage writes
+    (a marker that is no JSON object, a part not named by its number, a count that is no number) is a
+    UserError naming it, so that `status` shows that experiment as unreadable and every other one."""
     names = set(store.list_names(tree.uri))
     facts = StageFacts()
     if SUCCESS in names:
-        facts.success = store.read_json_or_none(tree.success) or {}
+        facts.success = _record(tree.success)
     if FAILED in names:
-        facts.failed = store.read_json_or_none(tree.failed) or {}
+        facts.failed = _record(tree.failed)
     if RUNNING in names:
-        facts.running = store.read_json_or_none(tree.running) or {}
+        facts.running = _record(tree.running)
     if "parts" in names:
-        facts.parts_done = {int(n.split(".")[0]) for n in store.list_names(tree.path("parts")) if n.endswith(".json")}
+        facts.parts_done = {_part_number(tree.path("parts", n)) for n in store.list_names(tree.path("parts"))
+                            if n.endswith(".json")}
     if "progress" in names:
         for name in store.list_names(tree.path("progress")):
             if name.endswith(".json") and not name.startswith("."):
-                value = store.read_json_or_none(tree.path("progress", name))
+                uri = tree.path("progress", name)
+                value = store.read_json_or_none(uri)
                 if value is not None:
-                    facts.progress[int(name.split(".")[0])] = value
+                    facts.progress[_part_number(uri)] = _progress(uri, value)
     return facts
+
+
+def _record(uri: str) -> dict[str, Any]:
+    value = store.read_json_or_none(uri)
+    if value is not None and not isinstance(value, dict):
+        raise UserError(f"{uri} holds {type(value).__name__} JSON, not a stage's record (a JSON object)")
+    return value or {}
+
+
+def _part_number(uri: str) -> int:
+    stem = uri.rsplit("/", 1)[-1].split(".")[0]
+    if not stem.isdigit():
+        raise UserError(f"{uri} is not named by a part's number (00000.json)")
+    return int(stem)
+
+
+def _progress(uri: str, value: Any) -> dict[str, Any]:
+    numbers = ("done", "total", "updated_at", "per_s")
+    if not isinstance(value, dict) or any(
+            key in value and (not isinstance(value[key], (int, float)) or isinstance(value[key], bool))
+            for key in numbers) or not all(isinstance(value.get(key) or {}, dict) for key in ("metrics", "summed")):
+        raise UserError(f"{uri} is not a progress record (a JSON object whose {', '.join(numbers)} are numbers)")
+    return value
 
 
 def commit_stage(tree: StageTree, fingerprint: str, parts: int) -> list[int]:

@@ -150,6 +150,10 @@ def test_an_absent_bucket_is_an_error_and_wrong_credentials_are_one_line(monkeyp
         missing = run_cli("status", "--local", "--storage", "s3://absent/seco")
         assert (missing.returncode, missing.stdout) == (2, ""), missing.stderr
         assert missing.stderr == "error: storage s3://absent/seco does not exist; check --storage or $SECOCTL_STORAGE\n"
+        weights = run_cli("weights", "list", "--storage", "s3://absent/seco")
+        assert (weights.returncode, weights.stdout) == (2, ""), weights.stdout
+        assert weights.stderr == "error: storage s3://absent/seco does not exist; check --storage or $SECOCTL_STORAGE\n"
+        assert run_cli("weights", "list", "--storage", "s3://present/seco").returncode == 0
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
         denied = run_cli("status", "--local", "--storage", "s3://present/seco")
         assert (denied.returncode, denied.stdout) == (2, ""), denied.stderr

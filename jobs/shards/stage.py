@@ -37,5 +37,7 @@ def work(part: Part) -> dict[str, Any]:
         if not store.exists(uri):
             store.write_bytes(uri, encode([training_location(sample, input_bands) for sample in read_shard(entry["uri"])]))
         shards.append({"uri": uri, "samples": entry["samples"], "keys": entry["keys"]})
-        part.progress(done + 1, len(mine), "shards", counts=("shards",), shards=done + 1)
+        # The last report is forced: a throttled one would leave status an early count for good.
+        part.progress(done + 1, len(mine), "shards", force=done + 1 == len(mine), counts=("shards",),
+                      shards=done + 1)
     return {"shards": shards}

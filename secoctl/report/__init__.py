@@ -9,7 +9,7 @@ fed 12 or more bands, where task, protocol, label fraction, backbone and metric 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from secoctl import store
@@ -151,6 +151,15 @@ def chart_png(name: str, report_rows: list[ReportRow]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from secoctl.text import one_line
+
+    def label(text: str) -> str:
+        """Stored text as a chart shows it: no control characters, and a '$' not read as mathtext."""
+        return one_line(text).replace("$", r"\$")
+
+    report_rows = [replace(r, evaluation=label(r.evaluation), metric=label(r.metric), model=label(r.model))
+                   for r in report_rows]
+    name = label(name)
     groups = list(dict.fromkeys((r.evaluation, r.metric) for r in report_rows))
     models = list(dict.fromkeys(r.model for r in report_rows))
     figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * max(len(models), 1) / 2, 3.2))
@@ -180,10 +189,12 @@ def show(name: str, root: str) -> list[str]:
     report_rows = rows(read_metrics(root))
     if not report_rows:
         raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")
+    from secoctl.text import cell
+
     table = Table("evaluation", "metric", "model", "value", "paper (value − paper)",
-                  title=f"{name}: downstream evaluation")
-    for row in report_rows:
-        table.add_row(row.evaluation, row.metric, row.model, f"{row.value:.4f}", paper_cell(row))
+                  title=cell(f"{name}: downstream evaluation"))
+    for row in report_rows:  # metric and model names come from the stored results: data, not markup
+        table.add_row(*map(cell, (row.evaluation, row.metric, row.model, f"{row.value:.4f}", paper_cell(row))))
     Console().print(table)
     markdown_uri = store.join(root, "evaluate", "report.md")
     store.write_text(markdown_uri, markdown(name, report_rows))

@@ -229,12 +229,16 @@ def show(root: str, study: str, found: list[Member]) -> None:
         raise UserError(f"no variant of study {study} has evaluation results yet "
                         f"({', '.join(member.experiment for member in found)}); "
                         "`secoctl status` shows where they stand")
-    rich_table = Table(*header(study_table), title=f"{study}: downstream evaluation of the study")
-    for row in cells(study_table):
-        rich_table.add_row(*row)
+    from secoctl.text import cell, safe
+
+    rich_table = Table(title=cell(f"{study}: downstream evaluation of the study"))
+    for name in header(study_table):
+        rich_table.add_column(cell(name))
+    for row in cells(study_table):  # variant names and metrics come from stored specs and results: data
+        rich_table.add_row(*map(cell, row))
     Console().print(rich_table)
     for note in (HEADER_NOTE, *study_table.notes):
-        print(note)
+        print(safe(note))
     markdown_uri = report_uri(root, study)
     store.write_text(markdown_uri, markdown(study_table))
     store.write_bytes(store.join(root, "studies", study, "report.png"), chart_png(study_table))

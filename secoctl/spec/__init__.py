@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     Field,
     StringConstraints,
     ValidationError,
@@ -26,7 +27,8 @@ from pydantic.json_schema import SkipJsonSchema
 from secoctl.weights import published as weights
 from secoctl.spec import k8s_rules
 from secoctl.spec.models import (LITERAL_SECRET_KEYS, FieldProblem, ImageReference, LabelValue, Model,
-                                 ObjectName, QueueName, Resources, SecretRef, _kubernetes_rule)
+                                 ObjectName, QueueName, Resources, SecretRef, _kubernetes_rule, model_of,
+                                 unknown_field)
 from secoctl.spec.models import Toleration as Toleration
 from secoctl.errors import SpecError, SpecProblem, UserError, shown
 from secoctl.model_card import RGB_BANDS
@@ -534,10 +536,21 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose field `loc` would be, walking Experiment's fields by their camelCase names."""
+    model: type[BaseModel] | None = Experiment
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue  # a list's index: its items are the same model
+        fields = {info.alias or name: info for name, info in model.model_fields.items()}
+        model = model_of(fields[part].annotation) if part in fields else None
+    return model
+
+
 def _message(error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown field; remove it or check its spelling (see `secoctl schema`)"
+        return unknown_field(error["loc"][-1], _model_at(tuple(error["loc"][:-1])))
     if kind == "missing":
         return "required field is missing"
     message = error["msg"].removeprefix("Value error, ")

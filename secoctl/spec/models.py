@@ -4,7 +4,9 @@ names and labels checked by the API server's own rules. They import nothing else
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -46,12 +48,43 @@ class FieldProblem(ValueError):
         super().__init__(message)
 
 
+def model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (through Optional and Annotated), or None for a scalar, list or free mapping."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (list, dict):
+        return None
+    return next((model for model in map(model_of, typing.get_args(annotation)) if model is not None), None)
+
+
+def unknown_field(key: object, model: type[BaseModel] | None) -> str:
+    """The message for `key`, no field of `model`: the field it is most likely a misspelling of, if any."""
+    camel = [info.alias or name for name, info in model.model_fields.items()] if model is not None else []
+    close = difflib.get_close_matches(str(key), camel, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field; did you mean {close[0]!r}?"
+    return "unknown field; remove it or check its spelling (see `secoctl schema`)"
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 class Model(BaseModel):
-    """Strict camelCase model: unknown fields are errors, never silently dropped."""
+    """Strict camelCase model: unknown fields are errors, never silently dropped. No text field holds a
+    control character: a URL, a collection or a name reaches logs, tables and terminals, where an escape
+    sequence would act and a newline would forge a line."""
 
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        if isinstance(value, str) and CONTROL_CHARACTERS.search(value):
+            raise ValueError(f"{shown(value)} holds a control character (an escape, a newline, a tab or NUL); "
+                             "remove it")
+        return value
 
 
 class SecretRef(Model):

@@ -10,10 +10,8 @@ the matrix's values; with both, every variant is crossed with every combination.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
-import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
@@ -31,6 +29,7 @@ from secoctl.spec import (
     problems_of,
 )
 from secoctl.spec import k8s_rules
+from secoctl.spec.models import model_of, unknown_field
 
 KIND = "Study"
 SEED_PATH = ("pretrain", "seed")
@@ -92,27 +91,10 @@ class Study(Model):
         return self.metadata.name
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds (through Optional and Annotated), or None for a scalar, list or free mapping."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (list, dict):
-        return None
-    return next((model for model in map(_model_of, typing.get_args(annotation)) if model is not None), None)
-
-
 def _fields(model: type[BaseModel]) -> dict[str, Any]:
     """A model's fields by their YAML (camelCase) names, the only ones an override may use: a Python name
     (batch_size) beside the base's camelCase one would leave pydantic two values for one field."""
     return {info.alias or name: info for name, info in model.model_fields.items()}
-
-
-def _unknown(key: str, model: type[BaseModel]) -> str:
-    camel = [info.alias or name for name, info in model.model_fields.items()]
-    close = difflib.get_close_matches(key, camel, n=1, cutoff=0.6)
-    if close:
-        return f"unknown field; did you mean {close[0]!r}?"
-    return "unknown field; remove it or check its spelling (see `secoctl schema`)"
 
 
 def unknown_fields(overrides: dict[str, Any], model: type[BaseModel] = ExperimentSpec,
@@ -123,9 +105,9 @@ def unknown_fields(overrides: dict[str, Any], model: type[BaseModel] = Experimen
     for key, value in overrides.items():
         field_path = f"{path}.{key}"
         if key not in fields:
-            found.append((field_path, _unknown(str(key), model)))
+            found.append((field_path, unknown_field(str(key), model)))
             continue
-        inner = _model_of(fields[key].annotation)
+        inner = model_of(fields[key].annotation)
         if inner is not None and isinstance(value, dict):
             found.extend(unknown_fields(value, inner, field_path))
     return found
@@ -173,8 +155,8 @@ def matrix_path_problem(path: tuple[str, ...]) -> tuple[str, str] | None:
                     "mappings, such as pretrain.method")
         fields = _fields(model)
         if key not in fields:
-            return f"spec.{'.'.join(path[:position + 1])}", _unknown(key, model)
-        model = _model_of(fields[key].annotation)
+            return f"spec.{'.'.join(path[:position + 1])}", unknown_field(key, model)
+        model = model_of(fields[key].annotation)
     return None
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secoctl import store
-from secoctl.errors import UserError
-from secoctl.weights.published import (IMPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item, publish_backbone,
+from secoctl.errors import UserError, shown
+from secoctl.weights.published import (IMPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item,
+                                       publish_backbone,
                                        pull)
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     check_name(name)
     check_version(version)
     if fmt not in IMPORT_FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {', '.join(IMPORT_FORMATS)}")
+        raise UserError(f"--format {shown(fmt)} is not one of {', '.join(IMPORT_FORMATS)}")
     provenance: dict[str, Any] = {"imported_from": path.name, "format": fmt}
     release = None
     if fmt == "seco-ckpt":

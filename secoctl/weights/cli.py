@@ -11,9 +11,10 @@ from secoctl import store
 app = typer.Typer(help="Published weights: list, show, pull (verified, cached), push, import, export.",
                   no_args_is_help=True)
 
+# Typer reads help as rich markup: the backslash keeps "[/PREFIX]" text, not a closing tag.
 Storage = Annotated[Optional[str], typer.Option(
     "--storage", show_default=False,
-    help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]; default: ${store.ENV_STORAGE}, "
+    help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET\\[/PREFIX]; default: ${store.ENV_STORAGE}, "
          "else a folder under ~/.local/share/secoctl.")]
 Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (newest version when omitted).")]
 Name = Annotated[str, typer.Option("--name", help="Weights name, e.g. seco-resnet50-1m.")]
@@ -32,11 +33,17 @@ def list_weights(storage: Storage = None) -> None:
     from rich.table import Table
 
     from secoctl import weights
+    from secoctl.errors import UserError
+    from secoctl.text import cell
 
     root = store.storage(storage)
-    table = Table("name", "versions", "latest", title=f"weights in {root}")
+    table = Table("name", "versions", "latest", title=cell(f"weights in {root}"))
     with store.reported(root):
-        for name in weights.names(root):
+        found_names = weights.names(root)
+        # The embedded default is absent until a first publish; a storage someone named is a mistake.
+        if not found_names and root != store.home_storage() and store.is_missing(root):
+            raise UserError(f"storage {root} does not exist; check --storage or ${store.ENV_STORAGE}")
+        for name in found_names:
             found = weights.versions(root, name)
             if found:
                 table.add_row(name, ", ".join(found), found[-1])

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from secoctl.errors import UserError
+from secoctl.errors import UserError, shown
 from secoctl.weights.formats import (hub_config_extra, model_card, pretrained_cfg, torchgeo_meta,
                                      torchgeo_transforms)
 from secoctl.weights.published import EXPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, parse_item, pull
@@ -33,7 +33,7 @@ def export(storage: str, text: str, fmt: str, output: Path, bands: list[str] | t
     """Pull NAME[:VERSION] (verified) and write it to `output` in `fmt`; returns the resolved NAME:VERSION. With
     `bands`, the weights adapted to them (as `load(..., bands=...)` adapts) and their new item.json go there."""
     if fmt not in EXPORT_FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        raise UserError(f"--format {shown(fmt)} is not one of {', '.join(EXPORT_FORMATS)}")
     check_output(output)
     ref, folder = pull(storage, text)
     item = parse_item((folder / ITEM_FILE).read_text(errors="replace"), f"{ref}: {ITEM_FILE}")

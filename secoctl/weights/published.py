@@ -24,7 +24,7 @@ from typing import Any
 
 from secoctl import store
 from secoctl.cache import cache_root
-from secoctl.errors import UserError
+from secoctl.errors import MAX_VALUE_CHARS, UserError, shorten, shown
 from secoctl.model_card import BAND_TABLE, KNOWN_BANDS, RGB_BANDS
 from secoctl.weights.header import safetensors_header
 
@@ -59,14 +59,14 @@ class WeightsRef:
 
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name) or ".." in name:
-        raise UserError(f"weights name {name!r} is invalid: use lower-case letters, digits, '.', '_' and '-' "
+        raise UserError(f"weights name {shown(name)} is invalid: use lower-case letters, digits, '.', '_' and '-' "
                         "(at most 64, starting and ending with a letter or digit)")
     return name
 
 
 def check_version(version: str) -> str:
     if not VERSION.fullmatch(version) or ".." in version:
-        raise UserError(f"weights version {version!r} is invalid: use letters, digits, '.', '_' and '-' "
+        raise UserError(f"weights version {shown(version)} is invalid: use letters, digits, '.', '_' and '-' "
                         "(at most 32, starting and ending with a letter or digit)")
     return version
 
@@ -95,11 +95,12 @@ def resolve(storage: str, ref: WeightsRef) -> WeightsRef:
     available = versions(storage, ref.name)
     if not available:
         known = ", ".join(names(storage)) or "none"
-        raise UserError(f"no published weights named {ref.name!r} in {storage} (published: {known})")
+        raise UserError(f"no published weights named {shown(ref.name)} in {storage} (published: {known})")
     if ref.version is None:
         return WeightsRef(ref.name, available[-1])
     if ref.version not in available:
-        raise UserError(f"{ref.name} has no version {ref.version!r} in {storage} (versions: {', '.join(available)})")
+        raise UserError(f"{ref.name} has no version {shown(ref.version)} in {storage} "
+                        f"(versions: {', '.join(available)})")
     return ref
 
 
@@ -160,13 +161,20 @@ def parse_item(text: str, where: str) -> dict[str, Any]:
 
 def parse_bands(text: str) -> tuple[str, ...]:
     """`--bands B04,B03,B02`: Sentinel-2 L2A band names in the stem's channel order, each once."""
+    quoted = shown(text)  # bounded: the option may be of any length
     bands = tuple(band.strip() for band in text.split(",", MAX_INPUT_BANDS))
+    if "" in bands:
+        raise UserError(f"--bands {quoted}: an empty band name (nothing given, or two commas in a row); give "
+                        f"comma-separated names of {', '.join(KNOWN_BANDS)}")
+    if len(bands) > MAX_INPUT_BANDS:
+        raise UserError(f"--bands {quoted}: more than {MAX_INPUT_BANDS} bands; weights carry at most "
+                        f"{MAX_INPUT_BANDS}, one per input channel")
     unknown = [band for band in bands if band not in KNOWN_BANDS]
-    if unknown or len(bands) > MAX_INPUT_BANDS:
-        raise UserError(f"--bands {text[:200]!r}: {', '.join(unknown[:3]) or 'too many bands'} is not a band weights "
-                        f"can carry; give comma-separated names of {', '.join(KNOWN_BANDS)}")
+    if unknown:
+        raise UserError(f"--bands {quoted}: {', '.join(shorten(band, MAX_VALUE_CHARS) for band in unknown[:3])} is not a band "
+                        f"weights can carry; give comma-separated names of {', '.join(KNOWN_BANDS)}")
     if len(set(bands)) != len(bands):
-        raise UserError(f"--bands {text[:200]!r} names a band twice; give each band once, in the stem's channel order")
+        raise UserError(f"--bands {quoted} names a band twice; give each band once, in the stem's channel order")
     return bands
 
 

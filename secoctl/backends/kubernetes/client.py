@@ -6,13 +6,14 @@ fast without a cluster.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
 from pathlib import Path
 from typing import Any
 
-from secoctl.errors import UserError
+from secoctl.errors import MAX_MESSAGE_CHARS, UserError, shorten
 
 FIELD_MANAGER = "secoctl"
 # Where each kind that apply creates lives in the API, in the order apply creates them.
@@ -33,9 +34,21 @@ RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, body: dict[str, Any]):
-        self.status, self.body = status, body
+    """The API server's refusal of one request; `line` is what a person reads: the verb, the resource, the HTTP
+    status and the server's message, on one line."""
+
+    def __init__(self, status: int, body: dict[str, Any], method: str = "", path: str = ""):
+        self.status, self.body, self.method, self.path = status, body, method, path
         super().__init__(" ".join(str(body.get("message") or "").split()) or f"HTTP {status}")  # one line
+
+    @property
+    def line(self) -> str:
+        what = {401: "not authenticated: check the kubeconfig's credentials",
+                403: "forbidden: the kubeconfig's user may not do this here"}.get(self.status, "")
+        if self.status in RETRIED_STATUSES:
+            what = f"the API server stayed busy over {REQUEST_TRIES} tries"
+        request = f"{self.method} {self.path}: " if self.method else ""
+        return shorten(f"{request}HTTP {self.status}{f' ({what})' if what else ''}: {self}", MAX_MESSAGE_CHARS)
 
 
 class ClusterUnreachable(UserError):
@@ -48,11 +61,13 @@ def transient(error: Exception) -> bool:
 
 
 def _retry_after(headers: Any) -> float:
-    """The seconds a 429/503 asks for (its Retry-After in seconds), 0 when it names none or a date."""
+    """The seconds a 429/503 asks for (its Retry-After in seconds) within [0, BACKOFF_CAP_S]; 0 when it
+    names none, a date or no finite number."""
     try:
-        return max(0.0, float((headers or {}).get("Retry-After", 0)))
+        seconds = float((headers or {}).get("Retry-After", 0))
     except (TypeError, ValueError):
         return 0.0
+    return min(max(seconds, 0.0), BACKOFF_CAP_S) if math.isfinite(seconds) else 0.0
 
 
 class Cluster:
@@ -99,8 +114,8 @@ class Cluster:
                 except ValueError:
                     details = {"message": str(error.body)}
                 if error.status not in RETRIED_STATUSES or attempt == REQUEST_TRIES - 1:
-                    raise ApiError(error.status, details) from None
-                wait = max(wait, min(BACKOFF_CAP_S, _retry_after(error.headers)))
+                    raise ApiError(error.status, details if isinstance(details, dict) else {}, method, path) from None
+                wait = max(wait, _retry_after(error.headers))
             except (OSError, HTTPError) as error:  # refused, reset, timed out (urllib3's are no OSError)
                 if attempt == REQUEST_TRIES - 1:
                     raise ClusterUnreachable(f"cannot reach the cluster at {self.api.configuration.host} "

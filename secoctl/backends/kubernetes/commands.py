@@ -11,7 +11,7 @@ from secoctl import partlog, plan, stages, store, stored
 from secoctl.backends.kubernetes.client import Cluster
 from secoctl.backends.kubernetes.executor import KubernetesExecutor
 from secoctl.backends.kubernetes.jobstate import INDEX_LABEL
-from secoctl.errors import UserError
+from secoctl.errors import UserError, listing, shown
 from secoctl.spec import Experiment
 from secoctl.status import ClusterRow, cluster_rows
 from secoctl.tree import StageTree, experiment_uri
@@ -23,7 +23,9 @@ def say(line: str) -> None:
     """Where a line came from, on stderr, so that stdout holds only what was asked for."""
     import typer
 
-    typer.echo(line, err=True)
+    from secoctl.text import safe
+
+    typer.echo(safe(line), err=True)
 
 
 class KubernetesBackend:
@@ -45,9 +47,10 @@ class KubernetesBackend:
     def rows(self, name: str | None) -> list[ClusterRow]:
         experiments = self.target.experiments()
         if name is not None:
+            found = experiments
             experiments = [e for e in experiments if e.name == name]
             if not experiments:
-                raise UserError(f"no experiment {name!r} in namespace {self.namespace}; `secoctl status` lists them")
+                raise self._absent(name, found)
         rows = []
         events, workloads, unread = self.target.waiting_reasons(any(e.spec.queue_name for e in experiments))
         if unread:
@@ -63,6 +66,10 @@ class KubernetesBackend:
             rows.extend(cluster_rows(experiment.name, jobs, statuses, facts))
         return rows
 
+    def _absent(self, name: str, found: list[Experiment]) -> UserError:
+        return UserError(f"no experiment {shown(name)} in namespace {self.namespace}; "
+                         f"it holds {listing([e.name for e in found])}")
+
     def table(self, rows: list[ClusterRow]) -> Table:
         from secoctl.console import status_table
 
@@ -72,7 +79,13 @@ class KubernetesBackend:
     def print_rows(self, rows: list[ClusterRow], wide: bool) -> None:
         from rich.console import Console
 
-        Console(width=200).print(self.table(rows))
+        from secoctl.console import print_table, width_unknown
+
+        if width_unknown():  # a pipe or a log: every line whole
+            title = f"namespace {self.namespace}" if rows else f"no experiments in namespace {self.namespace}"
+            print_table(rows, ClusterRow, fit=False, title=title)
+        else:
+            Console(width=200).print(self.table(rows))
 
     def finished(self, rows: list[ClusterRow]) -> bool:
         return all(r.state in FINISHED for r in rows if r.stage == stages.DRIVER)
@@ -98,12 +111,13 @@ class KubernetesBackend:
     def logs(self, name: str, stage: str | None, index: int | None, follow: bool) -> Iterator[str]:
         """From the pods through the apiserver while they exist; from storage (each part keeps its log
         there) once they are gone or their node cannot serve it. Which one is said on stderr."""
-        experiment = next((e for e in self.target.experiments() if e.name == name), None)
+        found = self.target.experiments()
+        experiment = next((e for e in found if e.name == name), None)
         if experiment is None:
-            raise UserError(f"no experiment {name!r} in namespace {self.namespace}")
+            raise self._absent(name, found)
         names = [stages.DRIVER, *(s.name for s in plan.stages(experiment))]
         if stage is not None and stage not in names:
-            raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(names)}")
+            raise UserError(f"--stage: {shown(stage)} is not a stage of {name}; choose one of {', '.join(names)}")
         chosen = stage or next((s for s in reversed(names) if self.target.stage_pods(experiment, s, None)
                                 or self._storage_parts(experiment, s, None)), stages.DRIVER)
         pods = self.target.stage_pods(experiment, chosen, index)

@@ -77,8 +77,8 @@ class KubernetesExecutor:
                     raise immutable_field_error(error, obj, experiment) from None
                 if error.status == 403:
                     raise UserError(f"the cluster refused {obj['kind']} {obj['metadata']['name']}: "
-                                    f"{error.body.get('message', error)}") from None
-                raise UserError(f"{obj['kind']} {obj['metadata']['name']}: {error.body.get('message', error)}") from None
+                                    f"{error.line}") from None
+                raise UserError(f"{obj['kind']} {obj['metadata']['name']}: {error.line}") from None
             if before is None:
                 outcome = "created"
             elif before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]:
@@ -110,8 +110,8 @@ class KubernetesExecutor:
         try:
             events = self.cluster.optional_items(f"/api/v1/namespaces/{namespace}/events",
                                                  [("fieldSelector", "involvedObject.kind=Job,type=Warning")]) or []
-        except UserError as error:
-            events, unread = [], f"the Jobs' warning events were not read: {error}"
+        except (UserError, ApiError) as error:  # unreachable, or busy (429, 5xx) over every try
+            events, unread = [], f"the Jobs' warning events were not read: {getattr(error, 'line', error)}"
         workloads = self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads") \
             if queued else None
         return events, workloads, unread

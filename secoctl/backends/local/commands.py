@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from secoctl import partlog, store
-from secoctl.errors import Failed, SpecError, UserError
+from secoctl.errors import (
+    MAX_MESSAGE_CHARS,
+    Failed,
+    SpecError,
+    UserError,
+    shorten,
+    shown,
+)
 from secoctl.tree import StageTree, experiment_names, experiment_uri
 
 if TYPE_CHECKING:
@@ -80,20 +87,20 @@ class LocalBackend:
         with store.reported(root):
             for experiment_name in found:
                 location = experiment_uri(root, experiment_name)
-                try:
+                try:  # a stored spec or a stage's file that is not what secoctl writes
                     experiment = stored_experiment(location)
+                    if experiment is None:
+                        continue
+                    facts = read_experiment_facts(location, experiment)
+                    statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name),
+                                           single_machine=True)
+                    table.extend(rows(experiment_name, statuses, facts))
                 except (SpecError, UserError) as error:
                     unreadable.append((experiment_name, error))
-                    continue
-                if experiment is None:
-                    continue
-                facts = read_experiment_facts(location, experiment)
-                statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name),
-                                       single_machine=True)
-                table.extend(rows(experiment_name, statuses, facts))
         if unreadable and not table:
             raise unreadable[0][1]
-        lines = [(experiment_name, str(error).splitlines()[0]) for experiment_name, error in unreadable]
+        lines = [(experiment_name, shorten((str(error).splitlines() or [""])[0], MAX_MESSAGE_CHARS))
+                 for experiment_name, error in unreadable]
         return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", line, summary=line)
                         for experiment_name, line in lines]
 
@@ -104,7 +111,9 @@ class LocalBackend:
 
     def print_rows(self, rows: list[StageRow], wide: bool) -> None:
         if not rows:
-            print(f"no experiments in {self.root}")
+            from secoctl.text import safe
+
+            print(f"no experiments in {safe(self.root)}")
             return
         from secoctl.console import print_table
 
@@ -121,7 +130,7 @@ class LocalBackend:
         location, experiment = named(self.root, name)
         stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
         if stage is not None and stage not in stage_names:
-            raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(stage_names)}")
+            raise UserError(f"--stage: {shown(stage)} is not a stage of {name}; choose one of {', '.join(stage_names)}")
         with_logs = [s for s in stage_names if store.list_names(StageTree(location, s).logs)]
         chosen = stage or (with_logs[-1] if with_logs else None)
         if chosen is None:

@@ -16,10 +16,10 @@ from secoctl import collapse
 
 SMOOTHING = 0.6  # the EMA's weight on the past, TensorBoard's default
 RAW_ALPHA = 0.25
-# Why a short run's loss climbs: each step's negatives are the queue of past keys, which starts empty and grows
-# until it holds queueSize of them; more negatives make the same task harder, so the loss rises while it fills.
-QUEUE_NOTE = ("MoCo-style InfoNCE against a growing queue of negatives:\n"
-              "it rises while the queue fills (more negatives, a harder task)")
+# Why a short run's loss climbs: each step's negatives are the queue, random unit vectors at first (easy: nearly
+# orthogonal to every query) that the keys of past batches replace (harder: from the same encoder).
+QUEUE_NOTE = ("MoCo-style InfoNCE against a queue of negatives: it rises while the queue fills\n"
+              "with real keys in place of random ones; the collapse panel and the probe show learning")
 SUBSPACE_NAMES = {"0": "Z0: season + augmentation invariant", "1": "Z1: season invariant",
                   "2": "Z2: augmentation invariant"}
 

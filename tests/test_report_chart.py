@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib import pyplot as plt
 
-from secoctl.report import ReportRow, Y_LABEL, chart_figure, study
+from secoctl.report import Y_LABEL, ReportRow, chart_figure, study
 from tests.test_study_report import members
 
 

@@ -97,7 +97,8 @@ def hub_config_extra(item: dict[str, Any], in_chans: int) -> dict[str, Any]:
 
 # The Hub reads these from the card's YAML front matter; written by yaml.safe_dump, so no value can end it.
 CARD_METADATA = {"library_name": "timm", "pipeline_tag": "image-feature-extraction",
-                 "tags": ["image-feature-extraction", "timm", "remote-sensing", "sentinel-2", "self-supervised", "seco"]}
+                 "tags": ["image-feature-extraction", "timm", "remote-sensing", "sentinel-2", "self-supervised",
+                          "seco"]}
 # Spec fields that name where the publisher keeps its files (a local path, a bucket, a claim, a Secret).
 STORAGE_FIELDS = ("storage", "storageSecret", "storageClaim")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")

@@ -94,7 +94,10 @@ def prefixed(stage: str, part: int, text: str, several: bool) -> list[str]:
 
 
 def value_text(value: Any) -> str:
-    """One field's value in a readable log line: numbers to 4 significant digits, the rest as JSON but strings."""
+    """One field's value in a readable log line: a whole number whole (steps run to hundreds of thousands), other
+    numbers to 4 significant digits, the rest as JSON but strings."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
     if isinstance(value, float):
         return f"{value:.4g}"
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))

@@ -19,6 +19,8 @@ PROGRESS = {"event": "progress", "stage": "pretrain", "index": 0, "done": 120, "
     ("[pretrain/1] " + json.dumps(PROGRESS), "[pretrain/1] step 120/300 loss=6.312 lr=0.03 queue_filled=0.5 "
                                              "steps/s=2.5"),
     (json.dumps({"event": "resumed", "step": 40}), "resumed step=40"),
+    (json.dumps({**PROGRESS, "done": 123456.0, "total": 200000, "metrics": {"loss": 6.0}}),
+     "step 123456/200000 loss=6 steps/s=2.5"),
     (json.dumps({"event": "stopped", "signal": "SIGTERM", "step": 41}), "stopped signal=SIGTERM step=41"),
     (json.dumps({"event": "failed", "message": "pretrain part 0: no shards: check spec.shards"}),
      "failed: pretrain part 0: no shards: check spec.shards"),

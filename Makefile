@@ -10,8 +10,15 @@ UV_VERSION := 0.13.9
 VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
+# `make quickstart TORCH=cpu` (or `make quickstart-cpu`), for a machine without a GPU: torch and torchvision at
+# the lock's versions from PyTorch's own CPU wheel index, the rest of the lock without the CUDA libraries
+# (about 3 GB less). PyPI's Linux torch wheels require the CUDA packages; only that index has CPU-only ones.
+TORCH ?= cuda
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+INSTALLED := $(VENV)/.installed$(if $(filter cpu,$(TORCH)),-cpu)
+CUDA_PACKAGES := ^(torch|torchvision|triton|nvidia-[a-z0-9-]+)==
 
-.PHONY: quickstart test cluster-binaries ci-cold lock
+.PHONY: quickstart quickstart-cpu test cluster-binaries ci-cold lock
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +32,26 @@ $(VENV)/.installed: $(UV) requirements.lock pyproject.toml
 	echo "phase install: $$SECONDS s"
 	touch $@
 
+# The lock less torch, torchvision and what only their CUDA builds need.
+$(VENV)/requirements-cpu.txt: requirements.lock
+	mkdir -p $(VENV)
+	grep -vE '$(CUDA_PACKAGES)' requirements.lock > $@
+
+$(VENV)/.installed-cpu: $(UV) $(VENV)/requirements-cpu.txt pyproject.toml
+	@SECONDS=0; set -e; \
+	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode --index-url $(TORCH_CPU_INDEX) \
+		$$(grep -E '^(torch|torchvision)==' requirements.lock); \
+	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode -r $(VENV)/requirements-cpu.txt; \
+	$(UV) pip install --python $(BIN)/python --quiet --no-deps -e .; \
+	$(BIN)/python -m compileall -q secoctl jobs; \
+	echo "phase install: $$SECONDS s"
+	touch $@
+
+quickstart-cpu:
+	$(MAKE) quickstart TORCH=cpu
+
 # The main job, offline: synthetic scenes served on 127.0.0.1, every stage, then the weights pulled back.
-quickstart: $(VENV)/.installed
+quickstart: $(INSTALLED)
 	$(BIN)/python -m jobs.localcloud run --spec examples/quickstart.yaml -- \
 		$(BIN)/secoctl apply --local examples/quickstart.yaml
 	$(BIN)/secoctl status quickstart

@@ -185,16 +185,19 @@ def logs(
     stage: Annotated[Optional[str], typer.Option("--stage", "-s")] = None,
     index: Annotated[Optional[int], typer.Option("--index", "-i", help="One part (completion index).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    output: Annotated[str, typer.Option("-o", "--output", help="text (records as readable lines) or json "
+                                        "(the records as the parts wrote them)")] = "text",
     storage: StorageOption = None,
     local: LocalOption = False,
     context: ContextOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
     """Print a stage's logs (the latest stage that has any when --stage is left out)."""
-    from secoctl.text import safe
+    from secoctl.partlog import log_lines
 
+    shown = log_lines(output)
     for line in choose(local, storage, context, namespace).logs(name, stage, index, follow):
-        typer.echo(safe(line))
+        typer.echo(shown(line))
 
 
 @app.command()

@@ -41,3 +41,12 @@ def test_every_legend_lies_off_its_axes_and_the_collapse_panel_has_the_alarm_lin
     assert levels[:2] == pytest.approx(sorted([collapse.threshold(128), 1 / math.sqrt(128)]))
     assert len(health.lines) == (2 + 6 if with_health else 2)
     plt.close(figure)
+
+
+def test_the_loss_panel_says_why_the_loss_rises_while_the_queue_fills():
+    from matplotlib import pyplot as plt
+
+    figure = curves_figure(records(True), "demo: pretrain loss", 128)
+    note = figure.axes[0].get_legend().get_title().get_text()
+    assert "InfoNCE" in note and "queue" in note and "rises while the queue fills" in note
+    plt.close(figure)

@@ -1,6 +1,7 @@
 """The README's spec reference is generated from the schema; it must match the code it describes."""
 
 import json
+import re
 from pathlib import Path
 
 from secoctl.spec import reference as spec_reference
@@ -61,3 +62,16 @@ def test_every_documented_default_is_the_experiments_own():
     assert json.loads(documented["spec.collect.resources.cpu"]) == "2"
     assert json.loads(documented["spec.evaluateResources.gpus"]) == 1
     assert json.loads(documented["spec.pretrain.lrMilestones"]) == [120, 160]
+
+
+def test_the_readme_opens_with_what_secoctl_is_its_two_commands_and_one_measured_quickstart_figure():
+    text = README.read_text()
+    assert text.startswith("# secoctl\n\nsecoctl pre-trains")
+    opening = text[:text.index("\n## ")]
+    commands = opening.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert [line.split("#")[0].strip() for line in commands.splitlines()] == ["make quickstart", "make test"]
+    figures = set(re.findall(r"\*\*(0\.\d{3})\*\*", opening))
+    assert figures == {"0.645", "0.573"}  # SeCo and random init, once
+    results = (README.parent / "benchmarks" / "RESULTS.md").read_text()
+    assert "**0.645** against **0.573**" in results
+    assert "## Status" in text and text.index("## Status") > text.index("## Running on a cluster")

@@ -87,9 +87,11 @@ def test_the_local_executor_runs_it_and_status_and_logs_show_it(tmp_path):
     assert [(r["stage"], r["state"]) for r in json.loads(shown.output)] == [
         ("collect", "complete"), ("tiles", "complete"), ("shards", "complete"), ("pretrain", "complete"), ("evaluate", "complete"),
         ("publish", "complete")]
-    logged = cli.invoke(app, ["logs", "made", "--local", "--storage", storage, "--stage", "tiles", "--index", "1"])
-    assert logged.exit_code == 0, logged.output
-    assert '"event": "committed", "stage": "tiles", "index": 1' in logged.output
+    logs = ["logs", "made", "--local", "--storage", storage, "--stage", "tiles", "--index", "1"]
+    logged, records = cli.invoke(app, logs), cli.invoke(app, [*logs, "-o", "json"])
+    assert logged.exit_code == 0 and records.exit_code == 0, (logged.output, records.output)
+    assert "committed stage=tiles index=1" in logged.output.splitlines() and '"event"' not in logged.output
+    assert '"event": "committed", "stage": "tiles", "index": 1' in records.output
 
 
 class Namespace:

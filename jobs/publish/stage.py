@@ -40,7 +40,7 @@ def work(part: Part) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="publish-") as scratch:
             path = Path(scratch, weights.WEIGHTS_FILE)
             save_file(tensors, str(path), metadata={"secoctl": json.dumps({"backbone": pretrain.backbone})})
-            parameters = sum(t.numel() for t in tensors.values())
+            parameters = weights.parameter_count({k: t.shape for k, t in tensors.items()})
             uri = weights.publish_backbone(storage, path, publish.name, publish.version, pretrain.backbone,
                                            pretrain.input_size, parameters, provenance,
                                            read_metrics(part.tree.experiment_uri),

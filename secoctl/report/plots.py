@@ -16,6 +16,10 @@ from secoctl import collapse
 
 SMOOTHING = 0.6  # the EMA's weight on the past, TensorBoard's default
 RAW_ALPHA = 0.25
+# Why a short run's loss climbs: each step's negatives are the queue, random unit vectors at first (easy: nearly
+# orthogonal to every query) that the keys of past batches replace (harder: from the same encoder).
+QUEUE_NOTE = ("MoCo-style InfoNCE against a queue of negatives: it rises while the queue fills\n"
+              "with real keys in place of random ones; the collapse panel and the probe show learning")
 SUBSPACE_NAMES = {"0": "Z0: season + augmentation invariant", "1": "Z1: season invariant",
                   "2": "Z2: augmentation invariant"}
 
@@ -38,8 +42,9 @@ def _curve(axes, steps: list[int], values: list[float], label: str, color: str) 
     axes.plot(steps, ema(values), color=color, label=label, linewidth=1.6)
 
 
-def _legend_below(axes) -> None:
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small", frameon=False)
+def _legend_below(axes, title: str | None = None) -> None:
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small", frameon=False, title=title,
+                title_fontsize="small")
 
 
 def loss_curves(records: list[dict], title: str, output: Path, embedding_dim: int) -> Path:
@@ -65,7 +70,7 @@ def curves_figure(records: list[dict], title: str, embedding_dim: int):
         label = SUBSPACE_NAMES.get(key, key) if len(subspaces) > 1 else "InfoNCE"
         _curve(losses, steps, [r[f"loss_{key}"] for r in records], label, color)
     losses.set(xlabel="step", ylabel="loss", title=title)
-    _legend_below(losses)
+    _legend_below(losses, QUEUE_NOTE)
 
     with_health = [r for r in records if collapse.lowest_std(r) is not None]  # absent before issue 29
     for key, color in zip(subspaces, colors):

@@ -160,9 +160,20 @@ def markdown(study_table: StudyTable) -> str:
 
 
 def chart_png(study_table: StudyTable) -> bytes:
-    """Bars per row in each evaluation's group, standard errors as error bars, the paper's figures as black ticks."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    figure = chart_figure(study_table)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def chart_figure(study_table: StudyTable):
+    """Bars per row in each evaluation's group, each with its mean written on it, standard errors as error bars,
+    the paper's figures as black ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,22 +186,21 @@ def chart_png(study_table: StudyTable) -> bytes:
     for r, row in enumerate(rows):
         positions = [c + r * width for c in range(len(columns))]
         present = [(x, row.cells[column]) for x, column in zip(positions, columns) if row.cells.get(column)]
-        axis.bar([x for x, _ in present], [cell.mean for _, cell in present], width, label=row.label,
-                 yerr=[cell.standard_error or 0.0 for _, cell in present], capsize=2)
+        bars = axis.bar([x for x, _ in present], [cell.mean for _, cell in present], width, label=row.label,
+                        yerr=[cell.standard_error or 0.0 for _, cell in present], capsize=2)
+        axis.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
         ticks += [(x, cell.figure.value) for x, cell in present if cell.figure is not None]
     if ticks:
         axis.scatter(*zip(*ticks), marker="_", s=200, color="black", zorder=3, label="published figure")
     axis.set_xticks([c + width * (len(rows) - 1) / 2 for c in range(len(columns))],
                     [f"{key}\n{metric}" for key, metric in columns], fontsize=7)
-    axis.set_ylim(0, 1)
+    axis.set_ylim(0, 1.08)  # room for the labels over a bar at 1
+    axis.set_ylabel(f"mean {report.Y_LABEL}", fontsize=8)
     axis.set_title(f"{study_table.study}: downstream evaluation")
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(rows) + 1, 4),
                 frameon=False)
-    buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure
 
 
 def members(root: str, study: str) -> list[Member]:

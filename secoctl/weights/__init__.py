@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from secoctl.weights.header import DTYPE_BYTES, MAX_HEADER_BYTES, safetensors_header
+from secoctl.weights.header import DTYPE_BYTES, MAX_HEADER_BYTES, parameter_count, safetensors_header
 from secoctl.weights.published import (EXPORT_FORMATS, IMPORT_FORMATS, ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHUNK, SUMS_FILE, SUMS_LINE, VERSION,
                                        WEIGHTS_FILE, WeightsRef, weights_cache, check_name, check_version, input_bands,
                                        names, parse_bands, parse_item, parse_sums, publish, publish_backbone, pull,
@@ -23,7 +23,8 @@ from secoctl.weights.published import (EXPORT_FORMATS, IMPORT_FORMATS, ITEM_FILE
 __all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE",
            "NAME", "READ_CHUNK", "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "weights_cache",
            "check_name", "check_version", "export", "import_checkpoint", "input_bands", "input_transform", "load",
-           "names", "parse_bands", "parse_item", "parse_sums", "publish", "publish_backbone", "pull", "push", "resolve", "safetensors_header",
+           "names", "parameter_count", "parse_bands", "parse_item", "parse_sums", "publish", "publish_backbone",
+           "pull", "push", "resolve", "safetensors_header",
            "sha256_file", "show", "verify", "version_uri", "versions"]
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from secoctl import store
 from secoctl.errors import UserError, shown
+from secoctl.weights.header import parameter_count
 from secoctl.weights.published import (IMPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item,
                                        publish_backbone,
                                        pull)
@@ -74,8 +75,11 @@ def reflectance_input_class() -> type:
             self.size = size
 
         def forward(self, reflectance: torch.Tensor) -> torch.Tensor:
+            """`reflectance`: a tensor or anything torch.as_tensor takes (a numpy array of any integer or float
+            dtype, nested lists); computed in float32 on the transform's device, as the model takes it."""
+            reflectance = torch.as_tensor(reflectance, device=self.low.device).float()
             # The reference quantised the stretched value to uint8 before normalising; so do we.
-            unit = ((reflectance.float() - self.low) / (self.high - self.low)).clamp(0, 1)
+            unit = ((reflectance - self.low) / (self.high - self.low)).clamp(0, 1)
             unit = torch.round(unit * 255) / 255
             batched = unit if unit.dim() == 4 else unit.unsqueeze(0)
             if self.size is not None and batched.shape[-2:] != (self.size, self.size):
@@ -114,7 +118,7 @@ def adapted(item: dict[str, Any], weights_file: Path, wanted: list[str] | tuple[
     found = bands.sources(item["properties"]["secoctl:input"]["bands"], wanted)
     logger.info("%s over %s: %s", where, ", ".join(s.band for s in found), "; ".join(s.describe() for s in found))
     state = adapted_state(load_file(str(weights_file)), found)
-    return state, bands.adapted_item(item, found, sum(t.numel() for t in state.values()))
+    return state, bands.adapted_item(item, found, parameter_count({k: t.shape for k, t in state.items()}))
 
 
 def load(text: str, storage: str | None = None, bands: list[str] | tuple[str, ...] | None = None):
@@ -184,5 +188,5 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
         converted = Path(scratch, WEIGHTS_FILE)
         save_file(tensors, str(converted))
         return publish_backbone(storage, converted, name, version, backbone, input_size,
-                                sum(t.numel() for t in tensors.values()),
+                                parameter_count({k: t.shape for k, t in tensors.items()}),
                                 provenance, force=force, bands=bands)

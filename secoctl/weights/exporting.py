@@ -9,6 +9,7 @@ are imported inside the functions only: the control plane imports this module wi
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,25 @@ def export_files(item: dict[str, Any], weights_file: Path, fmt: str, output: Pat
         WRITERS[fmt](model, item, in_chans, cfg, staged, output)
         if with_item:
             (staged / ITEM_FILE).write_text(json.dumps(item, indent=1))
+        with_default_modes(staged)
         if output.exists():
             output.rmdir()  # empty, checked above
         staged.rename(output)
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def with_default_modes(folder: Path) -> None:
+    """Give `folder` and everything in it the modes a new file or folder gets under the user's umask (0644 and
+    0755 under 022): safetensors writes its files 0600 and the folder was made in a 0700 temporary one."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def timm_backbone(cfg: dict[str, Any], weights_file: Path, where: str):

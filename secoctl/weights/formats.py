@@ -7,9 +7,12 @@ The channel count is the weights' (conv1's input channels), checked against the 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
+
+import yaml
 
 from secoctl.errors import UserError
 from secoctl.model_card import FEATURES
@@ -92,36 +95,60 @@ def hub_config_extra(item: dict[str, Any], in_chans: int) -> dict[str, Any]:
     return {"secoctl:input": input_spec(item, in_chans), "secoctl:item": item["id"]}
 
 
+# The Hub reads these from the card's YAML front matter; written by yaml.safe_dump, so no value can end it.
+CARD_METADATA = {"library_name": "timm", "pipeline_tag": "image-feature-extraction",
+                 "tags": ["image-feature-extraction", "timm", "remote-sensing", "sentinel-2", "self-supervised",
+                          "seco"]}
+# Spec fields that name where the publisher keeps its files (a local path, a bucket, a claim, a Secret).
+STORAGE_FIELDS = ("storage", "storageSecret", "storageClaim")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Inline marks only: values never start a line (line breaks are removed), so list and heading marks are inert.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md(value: Any) -> str:
+    """`value` as inert Markdown text on one line: control characters and line breaks become one space, HTML
+    is entity-escaped and every inline Markdown mark (table pipes included) is backslash-escaped."""
+    one_line = CONTROL.sub(" ", str(value)).strip()
+    return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(one_line, quote=False))
+
+
+def card_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The training spec as the card shows it: without the storage fields, which are the publisher's own."""
+    inner = {key: value for key, value in (spec.get("spec") or {}).items() if key not in STORAGE_FIELDS}
+    return {**spec, "spec": inner} if "spec" in spec else spec
+
+
 def model_card(item: dict[str, Any], in_chans: int, metric_rows: list[Any]) -> str:
     """README.md for the hub folder: front matter for the Hub, then bands, normalisation, training, metrics and
-    provenance from the STAC item."""
+    provenance from the STAC item. Every value from the item is escaped (`md`); the spec is JSON in a fence."""
     properties = item["properties"]
     spec = input_spec(item, in_chans)
     backbone = properties["secoctl:backbone"]
     provenance = properties["secoctl:provenance"]
-    bands = "\n".join(f"| {band} | {spec['stretch'][band][0]:g} | {spec['stretch'][band][1]:g} | {mean:g} | {std:g} |"
-                      for band, mean, std in zip(spec["bands"], spec["mean"], spec["std"]))
-    metrics = "\n".join(f"| {row.evaluation} | {row.metric} | {row.model} | {row.value:.4f} |" for row in metric_rows) \
-        or "| none recorded | | | |"
-    spec_text = json.dumps(provenance.get("spec"), indent=1) if provenance.get("spec") else None
+    bands = "\n".join(f"| {md(band)} | {spec['stretch'][band][0]:g} | {spec['stretch'][band][1]:g} | {mean:g} | "
+                      f"{std:g} |" for band, mean, std in zip(spec["bands"], spec["mean"], spec["std"]))
+    metrics = "\n".join(f"| {md(row.evaluation)} | {md(row.metric)} | {md(row.model)} | {row.value:.4f} |"
+                        for row in metric_rows) or "| none recorded | | | |"
+    # json.dumps escapes every control character, so no line of the fenced block can close the fence.
+    spec_text = json.dumps(card_spec(provenance["spec"]), indent=1) if provenance.get("spec") else None
     training = {key: value for key, value in provenance.items() if key != "spec"}
     return "\n".join([
-        "---", "library_name: timm", "pipeline_tag: image-feature-extraction",
-        "tags: [image-feature-extraction, timm, remote-sensing, sentinel-2, self-supervised, seco]", "---", "",
-        f"# {properties.get('mlm:name', item['id'])} ({item['id']})", "",
-        f"{backbone} backbone ({FEATURES[backbone]} pooled features, {properties.get('mlm:total_parameters')} "
-        f"parameters, {in_chans} input channels) pre-trained with Seasonal Contrast "
-        "([Mañas et al., ICCV 2021](https://arxiv.org/abs/2103.16607)). Exported by `secoctl weights export` "
-        "from the weights' STAC item (MLM extension).", "",
+        "---", yaml.safe_dump(CARD_METADATA, sort_keys=False, default_flow_style=None).rstrip("\n"), "---", "",
+        f"# {md(properties.get('mlm:name', item['id']))} ({md(item['id'])})", "",
+        f"{md(backbone)} backbone ({FEATURES[backbone]} pooled features, "
+        f"{md(properties.get('mlm:total_parameters'))} parameters, {in_chans} input channels) pre-trained with "
+        "Seasonal Contrast ([Mañas et al., ICCV 2021](https://arxiv.org/abs/2103.16607)). Exported by "
+        "`secoctl weights export` from the weights' STAC item (MLM extension).", "",
         "```python", "import timm", "model = timm.create_model(\"local-dir:/path/to/this/folder\", pretrained=True)",
         "```", "",
-        "## Input", "", f"Sentinel-2 L2A surface reflectance × {spec['reflectance_scale']}, channels in this order: "
-        f"{', '.join(spec['bands'])}. Each pixel: {STEPS} (size {spec['size']}).", "",
+        "## Input", "", f"Sentinel-2 L2A surface reflectance × {md(spec['reflectance_scale'])}, channels in this "
+        f"order: {md(', '.join(spec['bands']))}. Each pixel: {STEPS} (size {md(spec['size'])}).", "",
         "| band | stretch low | stretch high | mean | std |", "|---|---|---|---|---|", bands, "",
-        "## Training", "", *(f"- {key}: {value}" for key, value in training.items()), "",
+        "## Training", "", *(f"- {md(key)}: {md(value)}" for key, value in training.items()), "",
         *(["Training spec:", "", "```json", spec_text, "```", ""] if spec_text else []),
         "## Metrics", "", "| evaluation | metric | model | value |", "|---|---|---|---|", metrics, "",
-        "## Provenance", "", f"- STAC item: {item['id']}, datetime {properties.get('datetime')}",
-        f"- pretrained source: {properties.get('mlm:pretrained_source')}",
-        f"- framework: {properties.get('mlm:framework')}; weights: model.safetensors (timm/torchvision ResNet names)",
-        ""])
+        "## Provenance", "", f"- STAC item: {md(item['id'])}, datetime {md(properties.get('datetime'))}",
+        f"- pretrained source: {md(properties.get('mlm:pretrained_source'))}",
+        f"- framework: {md(properties.get('mlm:framework'))}; weights: model.safetensors (timm/torchvision ResNet "
+        "names)", ""])

@@ -12,6 +12,14 @@ from secoctl.errors import UserError, shown
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
+# A ResNet's state dict holds its batch norms' statistics beside the parameters; torch counts none of them.
+BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+def parameter_count(shapes: dict[str, Any]) -> int:
+    """The parameters a state dict's {name: shape} holds, as `sum(p.numel() for p in model.parameters())`
+    counts them: the batch-norm buffers are not parameters."""
+    return sum(math.prod(shape) for name, shape in shapes.items() if not name.endswith(BUFFER_SUFFIXES))
 
 
 def safetensors_header(path: Path) -> dict[str, list[int]]:

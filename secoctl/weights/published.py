@@ -26,7 +26,7 @@ from secoctl import store
 from secoctl.cache import cache_root
 from secoctl.errors import MAX_VALUE_CHARS, UserError, shorten, shown
 from secoctl.model_card import BAND_TABLE, KNOWN_BANDS, RGB_BANDS
-from secoctl.weights.header import safetensors_header
+from secoctl.weights.header import parameter_count, safetensors_header
 
 WEIGHTS_FILE = "model.safetensors"
 IMPORT_FORMATS = ("seco-ckpt", "torchgeo")
@@ -332,7 +332,7 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
         backbone = architecture(tensors)
     except ValueError as error:
         raise UserError(f"{weights_file}: {error}") from None
-    parameters = sum(math.prod(shape) for shape in tensors.values())
+    parameters = parameter_count(tensors)
     return publish_backbone(storage, weights_file, name, version, backbone, input_size, parameters,
                             provenance or {"pushed_from": weights_file.name}, force=force, bands=bands)
 

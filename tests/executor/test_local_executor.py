@@ -116,7 +116,7 @@ def test_status_logs_and_delete_tell_the_story(storage):
     for stage in STAGES:
         assert stage in table.stdout
     assert table.stdout.count("complete") == 5
-    logs = run_cli("logs", "contract", "--stage", "collect", "--index", "2", storage=storage)
+    logs = run_cli("logs", "contract", "--stage", "collect", "--index", "2", "-o", "json", storage=storage)
     assert '"index": 2' in logs.stdout and '"index": 1' not in logs.stdout
     bad = run_cli("logs", "contract", "--stage", "train", storage=storage)
     assert bad.returncode == 2 and "choose one of collect, shards, pretrain, evaluate, publish" in bad.stderr

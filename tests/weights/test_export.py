@@ -98,7 +98,7 @@ def test_the_hub_folder_has_timm_s_layout_and_a_card_from_the_item(tmp_path: Pat
     assert config["architecture"] == "resnet50" and config["num_classes"] == 0
     assert config["pretrained_cfg"]["input_size"] == [3, 224, 224] and "file" not in config["pretrained_cfg"]
     card = (tmp_path / "out" / "README.md").read_text()
-    for expected in ("library_name: timm", "| B04 | 0 | 5058.82 | 0.485 | 0.229 |", "release: seco_resnet50_1m",
+    for expected in ("library_name: timm", "| B04 | 0 | 5058.82 | 0.485 | 0.229 |", "release: seco\\_resnet50\\_1m",
                      "pretraining: seco-1m", "md5: ", "STAC item: seco-rn50-1"):
         assert expected in card, expected
 

@@ -260,3 +260,26 @@ def test_weights_another_experiment_published_are_refused_by_validate_and_apply_
                                            "publish: {name: contract-weights, force: true}")
     spec_file.write_text(forced)
     assert run_cli("validate", str(spec_file), storage=storage).returncode == 0
+
+
+def test_what_killed_applies_left_in_tmp_goes_at_the_next_apply_and_at_purge(storage, tmp_path, monkeypatch):
+    """Token files and part-log folders of SIGKILLed applies are removed; a token a live apply holds stays."""
+    import tempfile
+
+    from secoctl.backends.local.executor import LOGS_PREFIX, RunToken, sweep_leftovers
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale_token = RunToken("contract")
+    stale_token.handle.close()  # as a killed apply's: the file stays, nobody holds it
+    live_token = RunToken("contract")
+    stale_logs = tmp_path / f"{LOGS_PREFIX}{2**22 + 7}-abc"  # no pid is this large: that apply is gone
+    stale_logs.mkdir()
+    other = RunToken("contract-2")
+    other.handle.close()
+    try:
+        removed = sweep_leftovers("contract")
+        assert set(removed) == {Path(stale_token.path), stale_logs}, removed
+        assert Path(live_token.path).exists() and Path(other.path).exists()
+    finally:
+        live_token.close()
+        Path(other.path).unlink(missing_ok=True)

@@ -168,6 +168,9 @@ class LocalBackend:
                                     f"run `secoctl delete {name} --purge` again once it has")
                 time.sleep(FOLLOW_POLL_S / 4)
         if purge:
+            from secoctl.backends.local.executor import sweep_leftovers
+
+            sweep_leftovers(name)
             with store.reported(root):
                 store.remove(location)
             yield f"removed {location}"

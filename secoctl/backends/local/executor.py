@@ -35,6 +35,7 @@ STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 20
 FAILURE_WINDOW_BYTES = 64 * 1024
 TOKEN_PREFIX = "secoctl-run-"
+LOGS_PREFIX = "secoctl-logs-"  # then the apply's pid: a killed apply's folder is found by it
 
 
 def local_gpu_count() -> int:
@@ -102,6 +103,35 @@ def _token_name(experiment: str) -> re.Pattern:
     """The whole name mkstemp gives this experiment's token (its random part has no '-'): a prefix alone would
     take `mini-2`'s token for `mini`'s."""
     return re.compile(re.escape(f"{TOKEN_PREFIX}{experiment}-") + r"[A-Za-z0-9_]+")
+
+
+def _held_files() -> set[str]:
+    """Every file this user's processes hold open (the kernel shows another user's only to that user)."""
+    held = set()
+    for fd_folder in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            held.update(os.readlink(fd) for fd in fd_folder.iterdir())
+        except OSError:
+            continue
+    return held
+
+
+def sweep_leftovers(experiment: str) -> list[Path]:
+    """What killed applies left in the temporary folder: this experiment's token files no process holds, and
+    part-log folders of applies that are gone. Removed; returned for the record."""
+    folder = Path(tempfile.gettempdir())
+    held = _held_files()
+    removed = [path for path in folder.glob(f"{TOKEN_PREFIX}{experiment}-*")
+               if _token_name(experiment).fullmatch(path.name) and str(path) not in held and path.is_file()
+               and path.stat().st_uid == os.getuid()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    for logs in folder.glob(f"{LOGS_PREFIX}*"):
+        pid = logs.name.removeprefix(LOGS_PREFIX).split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and logs.stat().st_uid == os.getuid():
+            shutil.rmtree(logs, ignore_errors=True)
+            removed.append(logs)
+    return removed
 
 
 def _holds_token(pid: int, record: dict, experiment: str) -> bool:
@@ -185,6 +215,7 @@ class LocalExecutor:
         busy = (f"experiment {experiment.name} is being applied by another process on this machine; wait for it "
                 f"or `secoctl delete {experiment.name}` to stop it")
         with sole(f"apply {self.location(experiment)}", busy, refused=UserError):
+            sweep_leftovers(experiment.name)
             self._apply(experiment)
 
     def _apply(self, experiment: Experiment) -> None:
@@ -243,7 +274,7 @@ class LocalExecutor:
     def _run_parts(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, pending: Sequence[int]) -> None:
         queue = list(pending)
         running: list[RunningPart] = []
-        with tempfile.TemporaryDirectory(prefix="secoctl-logs-") as log_dir:
+        with tempfile.TemporaryDirectory(prefix=f"{LOGS_PREFIX}{os.getpid()}-") as log_dir:
             try:
                 while queue or running:
                     while queue and len(running) < self.concurrency:

@@ -187,8 +187,16 @@ class StageRun:
     `_FAILED` goes and `_RUNNING` is written when it starts, `commit` (index.json, then `_SUCCESS`) or
     `fail` (`_FAILED`) ends it, and `_RUNNING` goes however it ends."""
 
-    def __init__(self, tree: StageTree):
-        self.tree = tree
+    def __init__(self, tree: StageTree, running: dict[str, Any]):
+        self.tree, self.running = tree, running
+
+    def beat(self) -> None:
+        """`_RUNNING` again with `heartbeat_at` now: a reader on another host sees the run is alive."""
+        self.running = {**self.running, "heartbeat_at": time.time()}
+        store.write_json(self.tree.running, self.running)
+
+    def owns_marker(self) -> bool:
+        return store.read_json_or_none(self.tree.running) == json.loads(json.dumps(self.running))
 
     def commit(self, fingerprint: str, parts: int) -> list[int]:
         return commit_stage(self.tree, fingerprint, parts)
@@ -200,10 +208,10 @@ class StageRun:
 @contextmanager
 def stage_run(tree: StageTree, running: dict[str, Any]) -> Iterator[StageRun]:
     store.remove(tree.failed)
+    run = StageRun(tree, running)
     store.write_json(tree.running, running)
     try:
-        yield StageRun(tree)
+        yield run
     finally:
-        # Only its owner removes a marker: another run's `_RUNNING`, written since, stays.
-        if store.read_json_or_none(tree.running) == json.loads(json.dumps(running)):
+        if run.owns_marker():  # only its owner removes a marker: another run's `_RUNNING`, written since, stays
             store.remove(tree.running)

@@ -283,3 +283,42 @@ def test_what_killed_applies_left_in_tmp_goes_at_the_next_apply_and_at_purge(sto
     finally:
         live_token.close()
         Path(other.path).unlink(missing_ok=True)
+
+
+def test_a_run_on_another_host_with_a_fresh_heartbeat_is_running_and_a_second_apply_is_refused(storage, tmp_path):
+    """Two machines share one storage: a `_RUNNING` of another host whose heartbeat is fresh is a live run there,
+    not an interrupted one; once the heartbeat is older than STALE_S it is interrupted and apply resumes it."""
+    from secoctl.backends.local.executor import STALE_S
+
+    executor(storage).prepare(experiment())
+    running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+    running.parent.mkdir(parents=True)
+    record = {"pid": 4242, "host": "another-host", "started_at": time.time() - 600, "executor": "local"}
+    running.write_text(json.dumps({**record, "heartbeat_at": time.time()}))
+    status = json.loads(run_cli("status", "contract", "-o", "json", storage=storage).stdout)
+    assert status[0]["state"] == "running"
+    spec_file = tmp_path / "contract.yaml"
+    spec_file.write_text(SPEC)
+    again = run_cli("apply", "--local", str(spec_file), storage=storage)
+    assert again.returncode == 2 and "is being applied by process 4242" in again.stderr, again.stderr
+    running.write_text(json.dumps({**record, "heartbeat_at": time.time() - 2 * STALE_S}))
+    status = json.loads(run_cli("status", "contract", "-o", "json", storage=storage).stdout)
+    assert status[0]["state"] == "interrupted"
+
+
+def test_a_running_stage_writes_its_heartbeat_while_its_parts_run(storage, monkeypatch):
+    from secoctl.backends.local import executor as local
+    from secoctl.tree import StageRun
+
+    monkeypatch.setattr(local, "HEARTBEAT_S", 0.3)
+    monkeypatch.setenv("FAKE_SLEEP_S", "0.3")
+    beat, beats = StageRun.beat, []
+
+    def counted(run: StageRun) -> None:
+        beat(run)
+        beats.append(json.loads((storage / "experiments" / "contract" / run.tree.stage / "_RUNNING").read_text()))
+
+    monkeypatch.setattr(StageRun, "beat", counted)
+    executor(storage).apply(experiment())
+    collect = [record for record in beats if record.get("pid") == os.getpid()]
+    assert len(collect) >= 2 and collect[-1]["heartbeat_at"] > collect[0]["heartbeat_at"]

@@ -79,7 +79,7 @@ class LocalBackend:
         if not found:
             return []
         from secoctl import plan
-        from secoctl.backends.local.executor import alive_local_pids
+        from secoctl.backends.local.executor import alive_anywhere
         from secoctl.status import StageRow, rows
         from secoctl.stored import read_experiment_facts, stored_experiment
 
@@ -92,7 +92,7 @@ class LocalBackend:
                     if experiment is None:
                         continue
                     facts = read_experiment_facts(location, experiment)
-                    statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name),
+                    statuses = plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment_name),
                                            single_machine=True)
                     table.extend(rows(experiment_name, statuses, facts))
                 except (SpecError, UserError) as error:

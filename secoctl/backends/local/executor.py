@@ -32,6 +32,10 @@ from secoctl.tree import StageTree, experiment_uri, read_facts, spec_uri, stage_
 ArgvFor = Callable[[plan.Stage, str], list[str]]
 POLL_S = 0.25
 STOP_GRACE_S = 10.0
+# A running stage's `_RUNNING` is written again every HEARTBEAT_S; one from another host that is fresher than
+# STALE_S is a run there, alive, not an interrupted one.
+HEARTBEAT_S = 10.0
+STALE_S = 60.0
 LOG_TAIL_LINES = 20
 FAILURE_WINDOW_BYTES = 64 * 1024
 TOKEN_PREFIX = "secoctl-run-"
@@ -74,7 +78,7 @@ def process_identity(pid: int) -> dict | None:
 def running_record(pid: int) -> dict:
     """The `_RUNNING` content for an apply in process `pid` on this machine."""
     return {**(process_identity(pid) or {"pid": pid, "host": socket.gethostname()}),
-            "started_at": time.time(), "executor": "local"}
+            "started_at": time.time(), "executor": "local", "heartbeat_at": time.time()}
 
 
 class RunToken:
@@ -164,6 +168,19 @@ def alive_local_pids(facts: dict, experiment: str) -> set[int]:
     return {f.running["pid"] for f in facts.values() if f.running and is_alive_here(f.running, experiment)}
 
 
+def running_elsewhere(facts: dict, now: float | None = None) -> set[int]:
+    """The pids of runs on other hosts whose heartbeat is fresh: alive there, though no process here shows it."""
+    now = time.time() if now is None else now
+    return {f.running["pid"] for f in facts.values()
+            if f.running and isinstance(f.running.get("pid"), int) and f.running.get("host") != socket.gethostname()
+            and isinstance(f.running.get("heartbeat_at"), (int, float))
+            and abs(now - f.running["heartbeat_at"]) < STALE_S}  # either host's clock may run ahead
+
+
+def alive_anywhere(facts: dict, experiment: str) -> set[int]:
+    return alive_local_pids(facts, experiment) | running_elsewhere(facts)
+
+
 class StageFailed(Exception):
     """A part that failed: `message` is its own one line when it named the cause (partlog.failure_line)."""
 
@@ -206,7 +223,7 @@ class LocalExecutor:
         """Store the spec, refusing a change that would contradict work already done."""
         if experiment.spec.storage != self.storage:
             experiment = experiment.with_storage(self.storage)
-        prepare_storage(self.location(experiment), experiment, alive=alive_local_pids)
+        prepare_storage(self.location(experiment), experiment, alive=alive_anywhere)
         return experiment
 
     def apply(self, experiment: Experiment) -> None:
@@ -222,7 +239,7 @@ class LocalExecutor:
         experiment = self.prepare(experiment)
         facts = read_experiment_facts(self.location(experiment), experiment)
         with terminate_as_interrupt():
-            for status in plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment.name),
+            for status in plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment.name),
                                       single_machine=True):
                 if status.state == "complete":
                     self.observer.stage_skipped(status.stage)
@@ -238,7 +255,7 @@ class LocalExecutor:
                 missing = read_facts(tree).missing_parts(stage.parts)
                 self.observer.stage_started(stage, stage.parts - len(missing))
                 try:
-                    self._run_parts(experiment, stage, tree, missing)
+                    self._run_parts(experiment, stage, tree, missing, run.beat)
                     self._check_committed(stage, tree)
                 except StageFailed as failure:
                     run.fail({"reason": failure.message or f"part {failure.index} exited with code "
@@ -271,8 +288,10 @@ class LocalExecutor:
             )
         return RunningPart(index, process, local_log, log_uri)
 
-    def _run_parts(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, pending: Sequence[int]) -> None:
+    def _run_parts(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, pending: Sequence[int],
+                   beat: Callable[[], None]) -> None:
         queue = list(pending)
+        beaten = time.monotonic()
         running: list[RunningPart] = []
         with tempfile.TemporaryDirectory(prefix=f"{LOGS_PREFIX}{os.getpid()}-") as log_dir:
             try:
@@ -280,6 +299,9 @@ class LocalExecutor:
                     while queue and len(running) < self.concurrency:
                         running.append(self._start_part(experiment, stage, tree, queue.pop(0), Path(log_dir)))
                     time.sleep(POLL_S)
+                    if time.monotonic() - beaten >= HEARTBEAT_S:
+                        beat()
+                        beaten = time.monotonic()
                     self.observer.stage_progress(stage, read_facts(tree))
                     for part in [p for p in running if p.process.poll() is not None]:
                         running.remove(part)

@@ -14,7 +14,7 @@ from secoctl.backends.kubernetes.jobstate import INDEX_LABEL
 from secoctl.errors import UserError
 from secoctl.spec import Experiment
 from secoctl.status import ClusterRow, cluster_rows
-from secoctl.tree import StageTree, experiment_uri
+from secoctl.tree import experiment_uri
 
 FINISHED = ("complete", "failed")
 
@@ -56,7 +56,7 @@ class KubernetesBackend:
             jobs = self.target.stage_facts(experiment, events, workloads)
             statuses = facts = None
             try:
-                facts = stored.read_experiment_facts(stored.experiment_location(experiment), experiment)
+                facts = stored.read_experiment_facts(stored.storage_of(experiment), experiment)
                 statuses = plan.assess(experiment, facts)  # on a cluster, pretrain is one part per node
             except Exception:  # noqa: BLE001 - storage this machine cannot read only hides progress columns
                 pass
@@ -78,7 +78,8 @@ class KubernetesBackend:
         return all(r.state in FINISHED for r in rows if r.stage == stages.DRIVER)
 
     def _stage_uri(self, experiment: Experiment, stage: str) -> str:
-        return StageTree(stored.experiment_location(experiment), stage).uri
+        storage = stored.storage_of(experiment)
+        return stored.stage_tree(storage, experiment.name, plan.stage(experiment, stage)).uri
 
     def _storage_parts(self, experiment: Experiment, stage: str, index: int | None) -> list[int]:
         """The parts of a stage whose log is in storage; none when this machine cannot read the storage."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from secoctl import partlog, store
 from secoctl.errors import Failed, SpecError, UserError
-from secoctl.tree import StageTree, experiment_names, experiment_uri
+from secoctl.tree import experiment_names, experiment_uri
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -77,7 +77,7 @@ class LocalBackend:
                     continue
                 if experiment is None:
                     continue
-                facts = read_experiment_facts(location, experiment)
+                facts = read_experiment_facts(root, experiment)
                 statuses = plan.assess(experiment, facts, alive=alive_local_pids(facts, experiment_name),
                                        single_machine=True)
                 table.extend(rows(experiment_name, statuses, facts))
@@ -106,17 +106,18 @@ class LocalBackend:
     def logs(self, name: str, stage: str | None, index: int | None, follow: bool) -> Iterator[str]:
         from secoctl import plan
         from secoctl.backends.local.executor import alive_local_pids
-        from secoctl.stored import named, read_experiment_facts
+        from secoctl.stored import named, read_experiment_facts, stage_tree
 
-        location, experiment = named(self.root, name)
-        stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
-        if stage is not None and stage not in stage_names:
-            raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(stage_names)}")
-        with_logs = [s for s in stage_names if store.list_names(StageTree(location, s).logs)]
+        root = self.root
+        location, experiment = named(root, name)
+        trees = {s.name: stage_tree(root, name, s) for s in plan.stages(experiment, single_machine=True)}
+        if stage is not None and stage not in trees:
+            raise UserError(f"--stage: {stage!r} is not a stage of {name}; choose one of {', '.join(trees)}")
+        with_logs = [s for s, tree in trees.items() if store.list_names(tree.logs)]
         chosen = stage or (with_logs[-1] if with_logs else None)
         if chosen is None:
             raise UserError(f"{name} has no logs yet; `secoctl apply` writes them as stages run")
-        stage_uri = StageTree(location, chosen).uri
+        stage_uri = trees[chosen].uri
         parts = [i for i in partlog.indexes(stage_uri) if index is None or i == index]
         offsets = dict.fromkeys(parts, 0)
         while True:
@@ -124,7 +125,7 @@ class LocalBackend:
                 text = partlog.read(stage_uri, part)
                 yield from partlog.prefixed(chosen, part, text[offsets[part]:], several=len(parts) > 1)
                 offsets[part] = len(text)
-            if not follow or not alive_local_pids(read_experiment_facts(location, experiment), name):
+            if not follow or not alive_local_pids(read_experiment_facts(root, experiment), name):
                 return
             time.sleep(FOLLOW_POLL_S)
 
@@ -135,7 +136,7 @@ class LocalBackend:
         root = self.root
         with store.reported(root):
             location, experiment = named(root, name)
-            facts = read_experiment_facts(location, experiment) if experiment is not None else {}
+            facts = read_experiment_facts(root, experiment) if experiment is not None else {}
             running = alive_local_pids(facts, name)
         for pid in running:
             os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)

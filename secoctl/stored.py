@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from secoctl import plan, store
-from secoctl.errors import UserError
+from secoctl.errors import SpecError, UserError
 from secoctl.spec import Experiment
 from secoctl.spec.file import read_experiment, spec_document
 from secoctl.tree import (StageFacts, StageTree, dataset_uri, experiment_names, experiment_uri, read_facts,
@@ -61,6 +61,19 @@ def stored_experiment(root: str) -> Experiment | None:
     if not store.exists(location):
         return None
     return read_experiment(location)
+
+
+def study_experiments(storage: str, study: str) -> list[str]:
+    """The stored experiments expanded from a study (their spec's `metadata.study.name`); unreadable ones left out."""
+    found = []
+    for name in store.list_names(store.join(storage, "experiments")):
+        try:
+            experiment = stored_experiment(experiment_uri(storage, name))
+        except (SpecError, UserError):
+            continue
+        if experiment is not None and experiment.metadata.study is not None and experiment.metadata.study.name == study:
+            found.append(name)
+    return found
 
 
 def named(storage: str, name: str) -> tuple[str, Experiment | None]:

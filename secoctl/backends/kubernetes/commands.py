@@ -19,6 +19,12 @@ from secoctl.tree import experiment_uri
 FINISHED = ("complete", "failed")
 
 
+def named_or_study(experiments: list[Experiment], name: str) -> list[Experiment]:
+    """The experiment `name`, or else every experiment of the study `name`."""
+    own = [e for e in experiments if e.name == name]
+    return own or [e for e in experiments if e.metadata.study is not None and e.metadata.study.name == name]
+
+
 def say(line: str) -> None:
     """Where a line came from, on stderr, so that stdout holds only what was asked for."""
     import typer
@@ -45,7 +51,7 @@ class KubernetesBackend:
     def rows(self, name: str | None) -> list[ClusterRow]:
         experiments = self.target.experiments()
         if name is not None:
-            experiments = [e for e in experiments if e.name == name]
+            experiments = named_or_study(experiments, name)
             if not experiments:
                 raise UserError(f"no experiment {name!r} in namespace {self.namespace}; `secoctl status` lists them")
         rows = []
@@ -133,17 +139,22 @@ class KubernetesBackend:
                 yield from self._from_storage(experiment, chosen, kept, f"pod {pod_name} cannot serve it ({message})")
 
     def delete(self, name: str, purge: bool) -> Iterator[str]:
-        """Every object labelled with the experiment; with purge, its storage tree (read from its spec) too."""
-        location = None
-        if purge:
-            found = {e.name: e for e in self.target.experiments()}
-            if name in found:
-                location = experiment_uri(store.storage(self.storage, found[name].spec.storage, name), name)
-        removed = self.target.delete(name)
-        if not removed:
-            raise UserError(f"nothing labelled seco.dev/experiment={name} in the namespace")
-        for item in removed:
-            yield f"{item} deleted"
-        if location:
-            store.remove(location)
-            yield f"removed {location}"
+        """Every object labelled with the experiment (or with each experiment of the study `name`); with purge,
+        its storage tree (read from its spec) too, and each dataset it read that no other stored experiment reads."""
+        from secoctl import datasets
+
+        found = self.target.experiments()
+        members = named_or_study(found, name)
+        for each in [e.name for e in members] or [name]:
+            experiment = next((e for e in members if e.name == each), None)
+            storage = store.storage(self.storage, experiment.spec.storage, each) if experiment else None
+            removed = self.target.delete(each)
+            if not removed:
+                raise UserError(f"nothing labelled seco.dev/experiment={each} in the namespace")
+            for item in removed:
+                yield f"{item} deleted"
+            if purge and storage:
+                location = experiment_uri(storage, each)
+                store.remove(location)
+                yield f"removed {location}"
+                yield from datasets.purge(storage, experiment)

@@ -58,7 +58,7 @@ class LocalBackend:
         row, not every experiment's failure; only when nothing else can be shown is it the command's error."""
         root = self.root
         with store.reported(root):
-            found = experiment_names(root, name)
+            found = self._names(root, name)
         if not found:
             return []
         from secoctl import plan
@@ -86,6 +86,15 @@ class LocalBackend:
         lines = [(experiment_name, str(error).splitlines()[0]) for experiment_name, error in unreadable]
         return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", line, summary=line)
                         for experiment_name, line in lines]
+
+    @staticmethod
+    def _names(root: str, name: str | None) -> list[str]:
+        """Every stored experiment, `name`, or the experiments of the study `name`."""
+        from secoctl.stored import study_experiments
+
+        if name is not None and name not in experiment_names(root):
+            return study_experiments(root, name) or experiment_names(root, name)
+        return experiment_names(root, name)
 
     def table(self, rows: list[StageRow]) -> Table:
         from secoctl.console import status_table
@@ -130,10 +139,18 @@ class LocalBackend:
             time.sleep(FOLLOW_POLL_S)
 
     def delete(self, name: str, purge: bool) -> Iterator[str]:
+        """One experiment, or every experiment of the study `name`."""
+        root = self.root
+        with store.reported(root):
+            names = self._names(root, name)
+        for each in names:
+            yield from self._delete(root, each, purge)
+
+    def _delete(self, root: str, name: str, purge: bool) -> Iterator[str]:
+        from secoctl import datasets
         from secoctl.backends.local.executor import alive_local_pids
         from secoctl.stored import named, read_experiment_facts
 
-        root = self.root
         with store.reported(root):
             location, experiment = named(root, name)
             facts = read_experiment_facts(root, experiment) if experiment is not None else {}
@@ -144,6 +161,8 @@ class LocalBackend:
         if purge:
             with store.reported(root):
                 store.remove(location)
-            yield f"removed {location}"
+                yield f"removed {location}"
+                if experiment is not None:
+                    yield from datasets.purge(root, experiment)
         else:
             yield f"{name}: its data stays in {location} (add --purge to remove it)"

@@ -244,3 +244,58 @@ def test_an_experiment_stored_before_shows_in_status_and_resumes_on_its_old_coll
     assert {r["state"] for r in rows} == {"complete"}
     listed = run_cli("datasets", storage=storage)
     assert listed.returncode == 0 and listed.stdout.startswith("no datasets")
+
+
+class Namespace:
+    """A namespace as the driver sees it: the Jobs `apply` made, suspended. A Job the driver starts runs its parts
+    (each commits its `parts/NNNNN.json` in the stage's tree) and completes at the driver's next look."""
+
+    def __init__(self, experiment, namespace: str, started: list[str]):
+        from secoctl.render import render
+
+        self.namespace, self.experiment, self.started = namespace, experiment, started
+        self.jobs = {o["metadata"]["name"]: o for o in render(experiment, namespace) if o["kind"] == "Job"}
+
+    def get(self, kind, name):
+        return self.jobs.get(name)
+
+    def patch(self, kind, name, change):
+        job = self.jobs[name]
+        job["spec"]["suspend"] = False
+        stage = plan.stage(self.experiment, job["metadata"]["labels"]["seco.dev/stage"])
+        self.started.append(f"{self.namespace}/{name}")
+        tree = stage_tree(store.storage(own=self.experiment.spec.storage), self.experiment.name, stage)
+        for index in range(stage.parts):
+            store.write_json(tree.part_done(index), {"index": index, "summary": {"job": name}})
+        job["status"] = {"succeeded": stage.parts, "conditions": [{"type": "Complete", "status": "True"}]}
+        return job
+
+    def pods(self, selector):
+        return []
+
+
+def test_two_drivers_in_two_namespaces_run_one_collect_job_and_the_other_waits(storage, capsys):
+    """The claim is on the storage, so two namespaces pointing at one bucket still collect once."""
+    from secoctl.driver import Driver
+
+    started: list[str] = []
+    drivers = [Driver(experiment(name, queue, storage), Namespace(experiment(name, queue, storage), name, started),
+                      poll_s=0.05) for name, queue in (("north", 64), ("south", 128))]
+    # North holds the claim when south's driver starts: south waits, then finds the dataset complete.
+    tree = stage_tree(storage.as_uri(), "north", plan.stage(experiment("north"), "collect"))
+    mine = claim.owner("north", executor="kubernetes", namespace="north")
+    assert claim.acquire(tree, plan.stage(experiment("north"), "collect").fingerprint, mine, lambda held: None)
+    results = {}
+    south = threading.Thread(target=lambda: results.update(south=drivers[1].run()))
+    south.start()
+    deadline = time.monotonic() + 60
+    while '"event": "dataset_wait"' not in capsys.readouterr().out:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    claim.release(tree, mine)
+    results["north"] = drivers[0].run()
+    south.join(timeout=120)
+    assert results == {"north": 0, "south": 0}
+    collects = [name for name in started if name.endswith("-collect") or name.endswith("-shards")]
+    assert len([n for n in collects if n.endswith("-collect")]) == 1 and len(collects) == 2, started
+    assert {n for n in started if n.endswith("-pretrain")} == {"north/north-pretrain", "south/south-pretrain"}

@@ -299,3 +299,23 @@ def test_two_drivers_in_two_namespaces_run_one_collect_job_and_the_other_waits(s
     collects = [name for name in started if name.endswith("-collect") or name.endswith("-shards")]
     assert len([n for n in collects if n.endswith("-collect")]) == 1 and len(collects) == 2, started
     assert {n for n in started if n.endswith("-pretrain")} == {"north/north-pretrain", "south/south-pretrain"}
+
+
+def test_a_studys_variants_share_one_dataset_and_status_and_delete_take_the_studys_name(storage):
+    from secoctl.spec.file import load_files
+
+    variants = load_files([ROOT / "examples" / "quickstart-study.yaml"])
+    for variant in variants:
+        executor(storage).apply(variant)
+    names = sorted(v.name for v in variants)
+    collect = stage_tree(storage.as_uri(), names[0], plan.stage(variants[0], "collect"))
+    assert {stage_tree(storage.as_uri(), v.name, plan.stage(v, "collect")).uri for v in variants} == {collect.uri}
+    runs = sorted(int(p.split("-")[0]) for p in store.list_names(collect.path("ledger")))
+    assert runs == list(range(variants[0].spec.collect.workers)), "one run of each collect part for the study"
+    rows = json.loads(run_cli("status", "quickstart-study", "-o", "json", storage=storage).stdout)
+    assert sorted({r["experiment"] for r in rows}) == names and {r["state"] for r in rows} == {"complete"}
+    deleted = run_cli("delete", "quickstart-study", "--purge", storage=storage)
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (storage / "experiments").exists() or not list((storage / "experiments").iterdir())
+    assert not store.exists(collect.uri), deleted.stdout
+    assert f"kept {collect.uri}: experiments {names[1]} read it" in deleted.stdout

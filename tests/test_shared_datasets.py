@@ -319,3 +319,17 @@ def test_a_studys_variants_share_one_dataset_and_status_and_delete_take_the_stud
     assert not (storage / "experiments").exists() or not list((storage / "experiments").iterdir())
     assert not store.exists(collect.uri), deleted.stdout
     assert f"kept {collect.uri}: experiments {names[1]} read it" in deleted.stdout
+
+
+def test_a_cluster_status_row_names_the_experiment_collecting_the_dataset_its_stage_waits_for():
+    from secoctl.backends.kubernetes.jobstate import JobFacts
+    from secoctl.status import cluster_rows
+
+    made = experiment("south")
+    held = claim.owner("north", executor="kubernetes", namespace="north")
+    from secoctl.tree import StageFacts
+
+    statuses = plan.assess(made, {"collect": StageFacts(claim=held)})
+    row = cluster_rows("south", {"collect": JobFacts("waiting")}, statuses, {})[0]
+    assert (row.state, row.reason) == (
+        "waiting", f"waits for dataset {plan.dataset_name(plan.stage(made, 'collect'))}, collected by experiment north")

@@ -104,7 +104,16 @@ def prepare_storage(root: str, experiment: Experiment,
         if running:
             raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
                             f"wait for it or `secoctl delete {experiment.name}` to stop it")
-    store.write_text(spec_uri(root), spec_document(experiment))
+    store.write_text(spec_uri(root), datasets_comment(storage_holding(root), experiment) + spec_document(experiment))
+
+
+def datasets_comment(storage: str, experiment: Experiment) -> str:
+    """The stored spec's first line, for a person reading the tree: the datasets this experiment reads.
+
+    The code never parses it: each name is `<stage>-<fingerprint>` of the spec below it (plan.dataset_name)."""
+    names = [name for s in plan.stages(experiment, single_machine=True)
+             if (name := plan.dataset_name(s)) and stage_tree(storage, experiment.name, s).at is not None]
+    return f"# reads datasets: {', '.join(names)} (under {dataset_uri(storage, '')})\n" if names else ""
 
 
 def experiment_location(experiment: Experiment) -> str:

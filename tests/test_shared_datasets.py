@@ -17,7 +17,7 @@ from secoctl.datasets import human_bytes
 from secoctl.backends.local.executor import LocalExecutor, Observer
 from secoctl.spec.file import load_documents
 from secoctl.stored import prepare_storage, stage_tree
-from secoctl.tree import StageTree, commit_stage, experiment_uri, spec_uri
+from secoctl.tree import StageFacts, StageTree, commit_stage, experiment_uri, spec_uri
 from tests.conftest import ROOT, run_cli
 from tests.executor.fake_stage_argv import fake_argv
 from tests.s3 import s3_bucket
@@ -65,6 +65,9 @@ def test_the_second_experiment_reads_the_first_ones_dataset_and_collects_nothing
         assert ledger(storage, name, "pretrain") == [0] and ledger(storage, name, "publish") == [0]
         assert not (storage / "experiments" / name / "collect").exists()
     assert not (dataset / "_CLAIM").exists()
+    stored_spec = (storage / "experiments" / "second" / "spec.yaml").read_text()
+    shards = folder(storage, "second", "shards").name
+    assert stored_spec.startswith(f"# reads datasets: {dataset.name}, {shards} (under {(storage / 'datasets').as_uri()})\n")
     rows = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
     assert {(r["experiment"], r["stage"]): r["state"] for r in rows} == {
         (name, stage): "complete" for name in ("first", "second") for stage in STAGES}
@@ -327,8 +330,6 @@ def test_a_cluster_status_row_names_the_experiment_collecting_the_dataset_its_st
 
     made = experiment("south")
     held = claim.owner("north", executor="kubernetes", namespace="north")
-    from secoctl.tree import StageFacts
-
     statuses = plan.assess(made, {"collect": StageFacts(claim=held)})
     row = cluster_rows("south", {"collect": JobFacts("waiting")}, statuses, {})[0]
     assert (row.state, row.reason) == (

@@ -67,7 +67,8 @@ def test_the_second_experiment_reads_the_first_ones_dataset_and_collects_nothing
     assert not (dataset / "_CLAIM").exists()
     stored_spec = (storage / "experiments" / "second" / "spec.yaml").read_text()
     shards = folder(storage, "second", "shards").name
-    assert stored_spec.startswith(f"# reads datasets: {dataset.name}, {shards} (under {(storage / 'datasets').as_uri()})\n")
+    under = (storage / "datasets").as_uri()
+    assert stored_spec.startswith(f"# reads datasets: {dataset.name}, {shards} (under {under})\n")
     rows = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
     assert {(r["experiment"], r["stage"]): r["state"] for r in rows} == {
         (name, stage): "complete" for name in ("first", "second") for stage in STAGES}

@@ -190,7 +190,9 @@ STAGES: tuple[StageRecord, ...] = (
     StageRecord(
         "collect", parts=lambda spec: spec.collect.workers, section=lambda spec: spec.collect,
         image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True,
-        env=_subscription_key_env, not_inputs=frozenset({"resources", "subscription_key_secret"}), shared=True,
+        env=_subscription_key_env, shared=True,
+        # in_flight paces the requests; the outcomes are committed in the locations' order whatever it is.
+        not_inputs=frozenset({"resources", "subscription_key_secret", "in_flight"}),
     ),
     # The model's input, derived once from the record (jobs/shards): CPU pods, one per collect worker.
     StageRecord(

@@ -335,3 +335,20 @@ def test_a_cluster_status_row_names_the_experiment_collecting_the_dataset_its_st
     row = cluster_rows("south", {"collect": JobFacts("waiting")}, statuses, {})[0]
     assert (row.state, row.reason) == (
         "waiting", f"waits for dataset {plan.dataset_name(plan.stage(made, 'collect'))}, collected by experiment north")
+
+
+def test_a_datasets_name_depends_on_what_decides_its_bytes_only():
+    """Never the experiment's name, its resources, its credentials, its image or its request pacing."""
+    from secoctl.spec import parse_experiment
+
+    def named(name: str, image: str, collect: dict) -> list[str]:
+        spec = {"image": image, "collect": {"workers": 2, "locations": 64, **collect}}
+        made = parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
+                                 "metadata": {"name": name}, "spec": spec})
+        return [plan.dataset_name(plan.stage(made, stage)) for stage in ("collect", "shards")]
+
+    base = named("one", "registry.example/secoctl:1", {})
+    assert named("two", "registry.example/secoctl:2", {
+        "resources": {"cpu": "8", "memory": "32Gi"}, "subscriptionKeySecret": {"secretName": "pc"},
+        "inFlight": 64}) == base
+    assert named("one", "registry.example/secoctl:1", {"seed": 1}) != base

@@ -352,3 +352,36 @@ def test_a_datasets_name_depends_on_what_decides_its_bytes_only():
         "resources": {"cpu": "8", "memory": "32Gi"}, "subscriptionKeySecret": {"secretName": "pc"},
         "inFlight": 64}) == base
     assert named("one", "registry.example/secoctl:1", {"seed": 1}) != base
+
+
+def test_deleting_the_collecting_experiment_lets_the_waiting_one_take_over_and_finish(storage, tmp_path):
+    """The owner's apply is stopped by `delete`: its claim goes with it, and the waiter runs the parts left."""
+    env = dict(os.environ, FAKE_SLEEP_S="0.3", PYTHONPATH=str(ROOT))
+
+    def apply(name: str, queue: int) -> subprocess.Popen:
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(SPEC.format(name=name, queue=queue))
+        return subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first = apply("first", 64)
+    dataset = folder(storage, "first", "collect")
+    deadline = time.monotonic() + 120
+    while not (dataset / "_RUNNING").exists():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = apply("second", 128)
+    def states() -> set[str]:
+        shown = run_cli("status", "second", "-o", "json", storage=storage)
+        return {r["state"] for r in json.loads(shown.stdout)} if shown.returncode == 0 else set()
+
+    while "waiting" not in states():  # its spec is stored, and its collect waits on the first one's claim
+        assert time.monotonic() < deadline and second.poll() is None
+        time.sleep(0.1)
+    deleted = run_cli("delete", "first", storage=storage)
+    assert deleted.returncode == 0 and "stopped the local run of first" in deleted.stdout, deleted.stderr
+    first.communicate(timeout=60)
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, output
+    assert ledger(storage, "second", "collect") == [0, 1, 2, 3], "each part once across both owners"
+    assert ledger(storage, "second", "publish") == [0] and ledger(storage, "first", "publish") == []

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +34,9 @@ TAKEOVER = "_TAKEOVER-"
 
 def owner(experiment: str, **where: Any) -> dict[str, Any]:
     """A new claim's record: its own id, the experiment, this host and process, and `where` (a Job, namespace)."""
+    import socket
+    import uuid
+
     now = time.time()
     return {"id": uuid.uuid4().hex, "experiment": experiment, "host": socket.gethostname(), "pid": os.getpid(),
             "pid_started": _started(os.getpid()), **where, "claimed_at": now, "heartbeat_at": now}
@@ -59,6 +59,8 @@ def _started(pid: int) -> int | None:
 
 def _gone_here(claim: dict[str, Any]) -> bool:
     """Whether the claim's owner was a process on this host that no longer runs (its PID gone or reused)."""
+    import socket
+
     pid = claim.get("pid")
     if claim.get("host") != socket.gethostname() or not isinstance(pid, int) or claim.get("pid_started") is None:
         return False
@@ -115,6 +117,8 @@ class Heartbeat:
     """Rewrites the claim's `heartbeat_at` every `every_s` while the owner works; stops if another took it over."""
 
     def __init__(self, tree: StageTree, mine: dict[str, Any], every_s: float = HEARTBEAT_S):
+        import threading  # here, not at the top: `status` reads claims (plan.assess) and starts no thread
+
         self.tree, self.mine, self.every_s = tree, mine, every_s
         self.lost = False
         self._stop = threading.Event()

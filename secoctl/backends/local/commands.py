@@ -90,9 +90,9 @@ class LocalBackend:
     @staticmethod
     def _names(root: str, name: str | None) -> list[str]:
         """Every stored experiment, `name`, or the experiments of the study `name`."""
-        from secoctl.stored import study_experiments
-
         if name is not None and name not in experiment_names(root):
+            from secoctl.stored import study_experiments
+
             return study_experiments(root, name) or experiment_names(root, name)
         return experiment_names(root, name)
 

@@ -385,3 +385,12 @@ def test_deleting_the_collecting_experiment_lets_the_waiting_one_take_over_and_f
     assert second.returncode == 0, output
     assert ledger(storage, "second", "collect") == [0, 1, 2, 3], "each part once across both owners"
     assert ledger(storage, "second", "publish") == [0] and ledger(storage, "first", "publish") == []
+
+
+def test_apply_says_which_experiment_collects_the_dataset_it_waits_for(capsys):
+    from secoctl.console import RichObserver
+
+    collect = plan.stage(experiment("waiter"), "collect")
+    RichObserver().dataset_wait(collect, {"experiment": "[bold]holder"})  # a name from storage: no markup
+    assert capsys.readouterr().err.strip() == (
+        f"collect: waits for dataset collect-{collect.fingerprint}, collected by experiment [bold]holder")

@@ -42,7 +42,7 @@ from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import fault_report
 from secoctl import store
 from secoctl.spec.file import load_documents
-from secoctl.tree import StageTree, experiment_uri
+from secoctl.stored import named_stage_tree
 
 ROUND_TRIPS_PER_LOCATION = 3
 
@@ -83,7 +83,7 @@ def run_stage(spec) -> tuple[int, float]:
 
 def run_stage_measured(spec) -> tuple[int, float, dict]:
     """Patches collected, seconds taken and the summary of one worker of this stage."""
-    tree = StageTree(experiment_uri(spec.spec.storage, spec.name), "collect")
+    tree = named_stage_tree(spec, "collect")
     part = Part(spec, "collect", 0, 1, tree)
     started = time.perf_counter()
     summary = stage.work(part)

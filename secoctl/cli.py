@@ -155,7 +155,8 @@ def _on_storage(experiment, storage: Optional[str]):
 
 @app.command()
 def status(
-    name: Annotated[Optional[str], typer.Argument(help="One experiment; all when left out.")] = None,
+    name: Annotated[Optional[str], typer.Argument(
+        help="One experiment, or a study's experiments; all when left out.")] = None,
     storage: StorageOption = None,
     output: Annotated[str, typer.Option("-o", "--output", help="table (one line a stage), wide or json")] = "table",
     watch: Annotated[bool, typer.Option("-w", "--watch", help="Redraw until the drivers finish (cluster).")] = False,
@@ -215,13 +216,15 @@ def plot(
 @app.command()
 def delete(
     name: str,
-    purge: Annotated[bool, typer.Option("--purge", help="Also remove the experiment's storage tree.")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Also remove the experiment's storage tree, and each "
+                                        "dataset it read that no other experiment reads.")] = False,
     storage: StorageOption = None,
     local: LocalOption = False,
     context: ContextOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
-    """Stop an experiment's running work; with --purge, remove its data too. Published weights stay.
+    """Stop an experiment's (or a study's experiments') running work; with --purge, remove its data too.
+    Published weights stay.
 
     On a cluster every object labelled with the experiment goes (its Jobs, pods, spec, driver account).
     """
@@ -229,6 +232,18 @@ def delete(
 
     for line in choose(local, storage, context, namespace).delete(name, purge):
         typer.echo(safe(line))
+
+
+@app.command()
+def datasets(storage: StorageOption = None) -> None:
+    """List the shared datasets (collect and shards outputs, by fingerprint): size, state, the experiments
+    that read each."""
+    from secoctl import datasets as shared
+
+    root = store.storage(storage)
+    with store.reported(root):
+        for line in shared.lines(root):
+            typer.echo(line)
 
 
 @app.command()

@@ -63,6 +63,11 @@ class RichObserver(Observer):
             self.printed[stage.name] = detail
             self.say(f"  {stage.name}: {detail}", highlight=False)
 
+    def dataset_wait(self, stage: plan.Stage, claim: dict) -> None:
+        # The owner's name comes from the storage tree: printed as plain text, never as markup.
+        self.console.print(f"  {stage.name}: {plan.waits_for(stage, claim)}", markup=False, highlight=False,
+                           soft_wrap=True)
+
     def stage_finished(self, stage: plan.Stage, seconds: float) -> None:
         task = self.tasks.get(stage.name)
         if task is not None:

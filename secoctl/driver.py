@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from secoctl import plan, render, store, stored
+from secoctl import claim, plan, render, store, stored
 from secoctl.backends.kubernetes.client import ApiError, Cluster, ClusterUnreachable, transient
 from secoctl.backends.kubernetes.executor import KubernetesExecutor
 from secoctl.errors import SpecError, UserError
@@ -51,19 +51,40 @@ class Driver:
     def __init__(self, experiment: Experiment, cluster: Cluster, poll_s: float = POLL_S):
         self.experiment, self.cluster, self.poll_s = experiment, cluster, poll_s
         self.executor = KubernetesExecutor(cluster)
+        self.storage = stored.storage_of(experiment)
         self.root = stored.experiment_location(experiment)
 
     def run(self) -> int:
         stored.prepare_storage(self.root, self.experiment)
         for stage in plan.stages(self.experiment):
-            tree = StageTree(self.root, stage.name)
+            tree = stored.stage_tree(self.storage, self.experiment.name, stage)
             if read_facts(tree).complete_for(stage.fingerprint):
                 event("stage_skipped", stage=stage.name, reason="complete in storage")
                 continue
-            if not self.run_stage(stage, tree):
+            if not self.run_shared(stage, tree):
                 return 1
         event("experiment_complete", experiment=self.experiment.name)
         return 0
+
+    def run_shared(self, stage: plan.Stage, tree: StageTree) -> bool:
+        """A shared dataset's stage runs only under its claim on the storage (secoctl.claim), whichever
+        namespace or machine holds it: while another owner runs it this driver leaves its own Job suspended and
+        waits, then reuses the dataset, or takes over a dead owner's claim and resumes its committed parts."""
+        dataset = plan.dataset_name(stage)
+        if dataset is None or tree.at is None:
+            return self.run_stage(stage, tree)
+        mine = claim.owner(self.experiment.name, executor="kubernetes", namespace=self.cluster.namespace,
+                           job=render.job_name(self.experiment, stage.name))
+
+        def waiting(held: dict) -> None:
+            event("dataset_wait", stage=stage.name, dataset=dataset, experiment=held.get("experiment"),
+                  namespace=held.get("namespace"), message=plan.waits_for(stage, held))
+
+        with claim.claimed(tree, stage.fingerprint, mine, waiting, poll_s=self.poll_s) as owned:
+            if not owned:
+                event("stage_skipped", stage=stage.name, reason=f"dataset {dataset} complete in storage")
+                return True
+            return self.run_stage(stage, tree)
 
     def patiently(self, what: str, call: Callable[[], T]) -> T:
         """`call()` again, every poll, while the API server does not answer, for at most PATIENCE_S."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from secoctl import stages as records
+from secoctl.claim import holder_if_live
 from secoctl.spec import Experiment
 from secoctl.states import State
 from secoctl.tree import StageFacts
@@ -63,6 +65,20 @@ def stages(experiment: Experiment, single_machine: bool = False) -> list[Stage]:
     return result
 
 
+def dataset_name(stage: Stage) -> str | None:
+    """The shared dataset a stage's output is, `<stage>-<fingerprint>`; None for a stage an experiment owns.
+
+    The fingerprint covers the stage's inputs and its upstream's (never the experiment's name, resources,
+    credentials or image: `StageRecord.inputs`), so every experiment that asks for the same bytes names one."""
+    return f"{stage.name}-{stage.fingerprint}" if stage.record is not None and stage.record.shared else None
+
+
+def waits_for(stage: Stage, claim: dict[str, Any]) -> str:
+    """What a stage waiting on another experiment's claim of its dataset says in `status` and the console."""
+    verb = "collected" if stage.name == "collect" else "made"
+    return f"waits for dataset {dataset_name(stage)}, {verb} by experiment {claim.get('experiment', '?')}"
+
+
 def stage(experiment: Experiment, name: str, single_machine: bool = False) -> Stage:
     for candidate in stages(experiment, single_machine):
         if candidate.name == name:
@@ -83,8 +99,11 @@ def assess(
     facts: dict[str, StageFacts],
     alive: set[int] | None = None,
     single_machine: bool = False,
+    now: float | None = None,
 ) -> list[StageStatus]:
-    """Where every stage stands. `alive` holds the local process ids still running, if known."""
+    """Where every stage stands. `alive` holds the local process ids still running, if known; a shared
+    dataset another experiment holds a live claim on (secoctl.claim) is `waiting` for it."""
+    now = time.time() if now is None else now
     statuses: list[StageStatus] = []
     blocked = False
     for item in stages(experiment, single_machine):
@@ -101,7 +120,10 @@ def assess(
             statuses.append(StageStatus(item, "waiting", done, "waits for an earlier stage"))
             continue
         blocked = True
-        if fact.running is not None:
+        claim = holder_if_live(fact.claim, now) if dataset_name(item) else None
+        if claim is not None and claim.get("experiment") != experiment.name:
+            statuses.append(StageStatus(item, "waiting", done, waits_for(item, claim)))
+        elif fact.running is not None:
             pid = fact.running.get("pid")
             if alive is None or pid in alive:
                 statuses.append(StageStatus(item, "running", done))

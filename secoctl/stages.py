@@ -92,6 +92,9 @@ class StageRecord:
     # Fields of its section that never change its result: what a pod asks the scheduler for, the
     # credentials it signs with.
     not_inputs: frozenset[str] = frozenset({"resources"})
+    # Its output is a dataset every experiment with the same fingerprint reads, at
+    # `<storage>/datasets/<name>-<fingerprint>` (secoctl.stored.stage_tree), run once under a claim (secoctl.claim).
+    shared: bool = False
 
     @property
     def module(self) -> str:
@@ -187,12 +190,14 @@ STAGES: tuple[StageRecord, ...] = (
     StageRecord(
         "collect", parts=lambda spec: spec.collect.workers, section=lambda spec: spec.collect,
         image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True,
-        env=_subscription_key_env, not_inputs=frozenset({"resources", "subscription_key_secret"}),
+        env=_subscription_key_env, shared=True,
+        # in_flight paces the requests; the outcomes are committed in the locations' order whatever it is.
+        not_inputs=frozenset({"resources", "subscription_key_secret", "in_flight"}),
     ),
     # The model's input, derived once from the record (jobs/shards): CPU pods, one per collect worker.
     StageRecord(
         "shards", parts=lambda spec: spec.collect.workers, section=_training_input,
-        image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True,
+        image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True, shared=True,
     ),
     StageRecord(
         "pretrain", parts=lambda spec: spec.pretrain.nodes, section=lambda spec: spec.pretrain,

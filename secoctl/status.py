@@ -251,12 +251,16 @@ def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | 
     for stage, job in job_facts.items():
         status, fact = by_stage.get(stage), (facts or {}).get(stage, StageFacts())
         state = "complete" if status is not None and status.state == "complete" else job.state
+        # Its Job stays suspended while another experiment's claim holds the dataset (secoctl.claim).
+        waits = status is not None and status.state == "waiting" and status.detail.startswith("waits for dataset")
+        if waits and state not in ("running", "complete", "failed"):
+            state = "waiting"
         running = state == "running"
         result.append(ClusterRow(
             experiment=name, stage=stage, state=state, pods=job.pods_text if job.state != "waiting" else "",
             restarts=job.restarts, progress=progress_text(status, fact) if status else "",
             metric=metric_text(fact, status.stage.parts, running) if status else "",
-            reason="; ".join(job.reasons),
+            reason=status.detail if waits and state == "waiting" else "; ".join(job.reasons),
             **(eta_fields(status.stage, fact, now, running) if status else {}),
             alert=collapse.alarm(stage_metrics(fact, running)) if fact.progress else "",
         ))

@@ -328,3 +328,42 @@ def remove(uri: str) -> None:
     fs, path = filesystem(uri)
     if fs.exists(path, **_deadline(fs)):
         fs.rm(path, recursive=True, **_deadline(fs))
+
+
+CREATE_REFUSED = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Create `uri` holding `data` only if nothing is there: True when this call made it, False when it existed.
+
+    Of any number of concurrent callers on one key exactly one gets True. A file system does it with a link
+    of a written temporary (the link fails with EEXIST, and a reader never sees the file half-written); S3
+    with a conditional PUT (`If-None-Match: *`, refused with 412 PreconditionFailed, or 409 while a
+    concurrent one is in flight)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        parent = path.rpartition("/")[0]
+        os.makedirs(parent, exist_ok=True)
+        temporary = f"{parent}/.{uuid.uuid4().hex}.tmp"
+        try:
+            Path(temporary).write_bytes(data)
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with suppress(FileNotFoundError):
+                os.remove(temporary)
+    bucket, _, key = path.partition("/")
+    try:
+        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", **_deadline(fs))
+    except OSError as error:  # s3fs translates botocore's ClientError and keeps it as the cause
+        answer = getattr(error.__cause__, "response", None) or {}
+        code = str(answer.get("Error", {}).get("Code", ""))
+        status = str(answer.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if isinstance(error, FileExistsError) or code in CREATE_REFUSED or status in CREATE_REFUSED:
+            return False
+        raise
+    return True

@@ -18,6 +18,8 @@ from secoctl import store
 from secoctl.errors import UserError, listing, shown
 
 EXPERIMENTS = "experiments"
+DATASETS = "datasets"
+CLAIM = "_CLAIM"
 SPEC_FILE = "spec.yaml"
 SUCCESS = "_SUCCESS"
 FAILED = "_FAILED"
@@ -37,6 +39,24 @@ def experiment_uri(storage: str, name: str) -> str:
     return store.join(experiments_uri(storage), name)
 
 
+def storage_holding(experiment_uri: str) -> str:
+    """The storage an experiment's tree `<storage>/experiments/<name>` is in."""
+    parent, _, _ = experiment_uri.rstrip("/").rpartition("/")
+    storage, _, folder = parent.rpartition("/")
+    if folder != EXPERIMENTS:
+        raise ValueError(f"{experiment_uri} is not an experiment's tree (<storage>/{EXPERIMENTS}/<name>)")
+    return storage
+
+
+def datasets_uri(storage: str) -> str:
+    return store.join(storage, DATASETS)
+
+
+def dataset_uri(storage: str, dataset: str) -> str:
+    """A shared stage's output, named `<stage>-<fingerprint>`: `<storage>/datasets/<dataset>`."""
+    return store.join(datasets_uri(storage), dataset)
+
+
 def experiment_names(storage: str, name: str | None = None) -> list[str]:
     """The stored experiments' names (or just `name`, refused when absent); storage failures are left to
     the caller's `store.reported`."""
@@ -53,12 +73,15 @@ def experiment_names(storage: str, name: str | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class StageTree:
+    """A stage's folder: `<experiment_uri>/<stage>`, or `at` where the stage's output is a shared dataset."""
+
     experiment_uri: str
     stage: str
+    at: str | None = None
 
     @property
     def uri(self) -> str:
-        return store.join(self.experiment_uri, self.stage)
+        return self.at or store.join(self.experiment_uri, self.stage)
 
     def path(self, *parts: str) -> str:
         return store.join(self.uri, *parts)
@@ -74,6 +97,10 @@ class StageTree:
     @property
     def running(self) -> str:
         return self.path(RUNNING)
+
+    @property
+    def claim(self) -> str:
+        return self.path(CLAIM)
 
     @property
     def index(self) -> str:
@@ -105,6 +132,7 @@ class StageFacts:
     success: dict[str, Any] | None = None
     failed: dict[str, Any] | None = None
     running: dict[str, Any] | None = None
+    claim: dict[str, Any] | None = None  # a shared dataset's owner while one runs it (secoctl.claim)
     parts_done: set[int] = field(default_factory=set)
     progress: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -133,6 +161,8 @@ def read_facts(tree: StageTree) -> StageFacts:
         facts.failed = _record(tree.failed)
     if RUNNING in names:
         facts.running = _record(tree.running)
+    if CLAIM in names:
+        facts.claim = _record(tree.claim)
     if "parts" in names:
         facts.parts_done = {_part_number(tree.path("parts", n)) for n in store.list_names(tree.path("parts"))
                             if n.endswith(".json")}

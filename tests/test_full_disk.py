@@ -16,7 +16,7 @@ from jobs.common.training_shards import encode
 from jobs.shards.stage import training_location
 from secoctl import store
 from secoctl.render import spec_document
-from secoctl.tree import StageTree
+from secoctl.stored import named_stage_tree
 from tests.conftest import run_cli
 from tests.pretrain.made_data import collected_experiment
 
@@ -50,7 +50,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_committed_partial_output(small_di
     storage = (small_disk / "seco").as_uri()
     experiment, root = collected_experiment(storage, SPEC)
     expected = {entry["uri"].rsplit("/", 1)[1]: encode([training_location(s, experiment.spec.input_bands()) for s in read_shard(entry["uri"])])
-                for entry in shard_entries(store.read_json(StageTree(root, "collect").index))}
+                for entry in shard_entries(store.read_json(named_stage_tree(experiment, "collect").index))}
     sizes = [len(expected[name]) for name in sorted(expected)]
     room = sizes[0] + sizes[1] // 2 + 64 * 1024  # the first shard, its log and progress fit; the second does not
     spec = tmp_path / "tiny.yaml"
@@ -63,7 +63,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_committed_partial_output(small_di
         f"shards part 0: storage {storage} is full: no space left on its disk for {small_disk}/seco/"), \
         applied.stderr
 
-    tree = small_disk / "seco/experiments/tiny/shards"
+    tree = Path(named_stage_tree(experiment, "shards").uri.removeprefix("file://"))
     assert not (tree / "_SUCCESS").exists() and not (tree / "parts" / "00000.json").exists()
     written = {path.name: path.read_bytes() for path in (tree / "data").iterdir()} if (tree / "data").exists() else {}
     assert 0 < len(written) < len(expected)

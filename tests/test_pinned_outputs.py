@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from secoctl import store
 from secoctl.spec.file import load_documents, read_spec
-from secoctl.stored import prepare_storage
-from secoctl.tree import StageTree, experiment_uri
+from secoctl.stored import named_stage_tree, prepare_storage
+from secoctl.tree import experiment_uri
 from tests.conftest import ROOT
 
 PINS = Path(__file__).parent / "pinned"
@@ -56,13 +56,17 @@ def stored_tree(storage, monkeypatch):
     base = load_documents(read_spec(str(ROOT / "examples/quickstart.yaml")), "quickstart.yaml")[0]
     for name in ("quickstart", "second"):
         experiment = base.model_copy(update={"metadata": base.metadata.model_copy(update={"name": name})})
+        if name == "second":  # another dataset: one the first does not share
+            spec = experiment.spec
+            experiment = experiment.model_copy(update={"spec": spec.model_copy(
+                update={"collect": spec.collect.model_copy(update={"seed": 1})})})
         experiment = experiment.with_storage(storage.as_uri())
         root = experiment_uri(storage.as_uri(), name)
         prepare_storage(root, experiment)
         from secoctl import plan
 
         for stage in plan.stages(experiment, single_machine=True):
-            tree = StageTree(root, stage.name)
+            tree = named_stage_tree(experiment, stage.name)
             if name == "second":
                 if stage.name == "collect":
                     store.write_json(tree.running, {"pid": 2**22 + 1, "host": "elsewhere", "started_at": NOW - 400})
@@ -152,10 +156,10 @@ def cluster_api(tmp_path, monkeypatch, storage):
     prepare_storage(root, stored)
     from secoctl import plan
 
-    shards = StageTree(root, "shards")
+    shards = named_stage_tree(stored, "shards")
     store.write_json(shards.running, {"executor": "kubernetes", "job": "quickstart-shards", "started_at": NOW - 60})
     store.write_json(shards.progress(0), progress(3, 8, "shards", NOW - 5, {"shards": 3}, per_s=0.1))
-    collect = StageTree(root, "collect")
+    collect = named_stage_tree(stored, "collect")
     store.write_json(collect.success, {"fingerprint": plan.stage(stored, "collect").fingerprint,
                                        "completed_at": NOW - 600, "parts": 2})
     monkeypatch.setattr(client.Cluster, "__init__", init)

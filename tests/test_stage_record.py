@@ -27,11 +27,18 @@ TILES = stages.StageRecord(
 )
 
 
+def install_plan() -> None:
+    """A made stage right after collect, beside the real ones; the fake stage's processes call it too
+    (FAKE_PLAN), as every process of a release holds the same records."""
+    collect, *rest = stages.STAGES
+    stages.STAGES = (collect, TILES, *rest)
+
+
 @pytest.fixture(autouse=True)
 def tiles_stage(monkeypatch):
-    """A made stage right after collect, beside the real ones."""
-    collect, *rest = stages.STAGES
-    monkeypatch.setattr(stages, "STAGES", (collect, TILES, *rest))
+    monkeypatch.setattr(stages, "STAGES", stages.STAGES)
+    monkeypatch.setenv("FAKE_PLAN", __name__)
+    install_plan()
 
 
 def experiment(storage: str | None = None, name: str = "made", **pretrain):

@@ -146,13 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--termination-log", help="where the part's failure line goes (the pod's terminationMessagePath)")
     args = parser.parse_args(argv[:split])
     from secoctl.spec.file import read_experiment
-    from secoctl.stored import experiment_location
-    from secoctl.tree import StageTree
+    from secoctl.stored import named_stage_tree
 
     store.use_timeouts(store.DATA_PLANE)
     experiment = read_experiment(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
-    return run(StageTree(experiment_location(experiment), args.stage).uri, index, argv[split + 1:], args.termination_log)
+    return run(named_stage_tree(experiment, args.stage).uri, index, argv[split + 1:], args.termination_log)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from secoctl.plan import stage as stage_of
 from secoctl.process import sole
 from secoctl.spec import Experiment
 from secoctl.spec.file import read_experiment
-from secoctl.stored import experiment_location
+from secoctl.stored import named_stage_tree
 from secoctl.tree import StageTree
 
 PROGRESS_INTERVAL_S = 2.0
@@ -45,7 +45,8 @@ class Part:
     _recent: deque = field(default_factory=lambda: deque(maxlen=RATE_REPORTS), repr=False)
 
     def stage_tree(self, stage: str) -> StageTree:
-        return StageTree(self.tree.experiment_uri, stage)
+        """A stage's tree as secoctl.stored.stage_tree places it: a shared dataset's, or this experiment's own."""
+        return self.tree if stage == self.stage else named_stage_tree(self.experiment, stage)
 
     def input_index(self, stage: str) -> dict[str, Any]:
         """An earlier stage's committed index: what this part reads, or a failure saying it is not there."""
@@ -110,7 +111,7 @@ def run(stage: str, work: Callable[[Part], dict[str, Any]], argv: list[str] | No
 
 def _run_part(stage: str, work: Callable[[Part], dict[str, Any]], experiment: Experiment, index: int) -> None:
     parts = int(os.environ.get("SECOCTL_PARTS") or stage_of(experiment, stage).parts)
-    part = Part(experiment, stage, index, parts, StageTree(experiment_location(experiment), stage))
+    part = Part(experiment, stage, index, parts, named_stage_tree(experiment, stage))
     if store.exists(part.tree.part_done(index)):
         print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
         return

@@ -33,9 +33,10 @@ from jobs.localcloud.cluster import kueue as kueue_build
 from jobs.localcloud.cluster.kueue import URGENT, set_quotas, with_queues
 from jobs.localcloud.cluster.realnode import node as realnode
 from jobs.localcloud.servers import free_port
-from secoctl import partlog, render, stages, store
+from secoctl import partlog, plan, render, stages, store
 from secoctl.spec.file import load_documents
 from secoctl.stages import PRETRAIN_WINDOW_STEPS
+from secoctl.stored import stage_tree
 from secoctl.tree import StageTree, experiment_uri
 from tests.cluster.conftest import CLAIM, NAMESPACE, ROOT, kube_json, prepare, secoctl, status_rows, wait_for
 
@@ -124,11 +125,12 @@ def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp
     assert {c["image"] for p in pods for c in p["status"]["containerStatuses"]} == {real_cluster.image}
     assert all(c["state"]["terminated"]["exitCode"] == 0 for p in pods for c in p["status"]["containerStatuses"])
 
-    root = experiment_uri(storage.as_uri(), EXPERIMENT)
+    root, experiment = experiment_uri(storage.as_uri(), EXPERIMENT), load_documents(path.read_text(), str(path))[0]
     for stage in STAGES:
-        success = store.read_json(store.join(root, stage, "_SUCCESS"))
+        success = store.read_json(stage_tree(storage.as_uri(), EXPERIMENT, plan.stage(experiment, stage)).success)
         assert not success.get("missing_parts"), (stage, success)  # every part's files, written by a real pod
-    shards = list((storage / "experiments" / EXPERIMENT / "collect" / "shards").iterdir())
+    collected = stage_tree(storage.as_uri(), EXPERIMENT, plan.stage(experiment, "collect")).path("shards")
+    shards = list(Path(collected.removeprefix("file://")).iterdir())
     assert shards and {p.stat().st_uid for p in shards} == {render.RUN_AS_USER}
 
     rows = status_rows(env, EXPERIMENT)

@@ -10,6 +10,7 @@ from jobs.collect import sampling
 from jobs.localcloud.cloud import built_world
 from secoctl import plan, store
 from secoctl.backends.local.executor import LocalExecutor
+from secoctl.stored import named_stage_tree
 from secoctl.spec.file import load_documents
 
 SPEC = """
@@ -67,4 +68,4 @@ def run_collect(experiment, storage: Path) -> dict:
     executor = LocalExecutor(storage.as_uri())
     experiment = executor.prepare(experiment)
     executor.run_stage(experiment, plan.stage(experiment, "collect", single_machine=True))
-    return store.read_json(store.join(executor.location(experiment), "collect", "index.json"))
+    return store.read_json(named_stage_tree(experiment, "collect").index)

@@ -25,6 +25,7 @@ from jobs.localcloud.cloud import serve
 from jobs.localcloud.world import scene_folder
 from jobs.localcloud.servers import fault_report
 from secoctl import store
+from secoctl.stored import named_stage_tree
 from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
 
 COG_FAULTS = [
@@ -115,7 +116,8 @@ def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folde
         executor = LocalExecutor(resumed.as_uri())
         stored = executor.prepare(experiment)
         spec_uri = store.join(executor.location(stored), "spec.yaml")
-        chunks = resumed / "experiments" / "collect-test" / "collect" / "chunks"
+        collected = Path(named_stage_tree(stored, "collect").uri.removeprefix("file://"))
+        chunks = collected / "chunks"
         worker = subprocess.Popen([sys.executable, "-m", "jobs.collect", "--spec", spec_uri],
                                   env={**os.environ, "JOB_COMPLETION_INDEX": "0", "SECOCTL_PARTS": "1"},
                                   stdout=subprocess.DEVNULL, start_new_session=True)
@@ -126,7 +128,7 @@ def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folde
         worker.wait()
         interrupted_at = len(list(chunks.iterdir()))
         assert 2 <= interrupted_at < 6, "the worker should be killed mid-run"
-        assert not (resumed / "experiments" / "collect-test" / "collect" / "parts").exists()
+        assert not (collected / "parts").exists()
         index = run_collect(experiment, resumed)
 
     strip = lambda idx: [{**p["summary"], "shards": [{**s, "uri": None} for s in p["summary"]["shards"]]}

@@ -11,13 +11,16 @@ import s3fs
 from jobs.localcloud.cloud import serve
 from secoctl import plan
 from secoctl.backends.local.executor import LocalExecutor
+from secoctl.stored import named_stage_tree
 from tests.collect.conftest import experiment_for
 from tests.s3 import s3_bucket
 from tests.storage_faults import s3_behind_faults, write_faults
 
 BUCKET = "seco-collect-faults"
 # the shards, each chunk's record (it commits the chunk's shard) and the parts' markers
-FAULTS = [*write_faults(r"/collect/shards/"), *write_faults(r"/collect/chunks/"), *write_faults(r"/collect/parts/")]
+# the collect dataset's folder, datasets/collect-<fingerprint>
+FAULTS = [*write_faults(r"/collect-[0-9a-f]+/shards/"), *write_faults(r"/collect-[0-9a-f]+/chunks/"),
+          *write_faults(r"/collect-[0-9a-f]+/parts/")]
 
 
 @pytest.mark.slow
@@ -30,7 +33,7 @@ def test_collect_completes_under_storage_faults_with_a_clean_runs_shards(world_f
             with s3_behind_faults(endpoint, FAULTS if run == "faulty" else []):
                 executor.run_stage(experiment, plan.stage(experiment, "collect", single_machine=True))
             fs = s3fs.S3FileSystem(skip_instance_cache=True)
-            shards = fs.find(f"{BUCKET}/{run}/experiments/collect-test/collect/shards")
+            shards = fs.find(named_stage_tree(experiment, "collect").path("shards").removeprefix("s3://"))
             committed[run] = {path.rsplit("/", 1)[1]: fs.cat_file(path) for path in shards}
     assert len(committed["clean"]) > 1
     assert committed["faulty"] == committed["clean"]

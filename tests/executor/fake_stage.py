@@ -43,5 +43,9 @@ def stop_slowly(signum, frame) -> None:
 if __name__ == "__main__":
     if os.environ.get("FAKE_STOP_S"):
         signal.signal(signal.SIGTERM, stop_slowly)
+    if os.environ.get("FAKE_PLAN"):  # a test that adds a stage to its plan adds it to the part's too
+        import importlib
+
+        importlib.import_module(os.environ["FAKE_PLAN"]).install_plan()
     READS = [name for name in sys.argv[2].split(",") if name]  # the stages the plan says this one reads
     run(sys.argv[1], work, sys.argv[3:])

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from secoctl import plan
 from secoctl.backends.local.executor import LocalExecutor, StageFailed, running_record
 from secoctl.spec.file import load_documents
-from secoctl.tree import StageTree
+from secoctl.stored import stage_tree
 from tests.conftest import ROOT, run_cli
 from tests.executor.fake_stage_argv import fake_argv
 
@@ -29,8 +30,14 @@ spec:
 STAGES = ("collect", "shards", "pretrain", "evaluate", "publish")
 
 
+def stage_dir(storage: Path, stage: str) -> Path:
+    """Where the plan puts the stage's tree: its dataset's folder for collect and shards."""
+    uri = stage_tree(storage.as_uri(), "contract", plan.stage(experiment(), stage)).uri
+    return Path(uri.removeprefix("file://"))
+
+
 def ledger(storage: Path, stage: str) -> list[int]:
-    folder = storage / "experiments" / "contract" / stage / "ledger"
+    folder = stage_dir(storage, stage) / "ledger"
     return sorted(int(p.name.split("-")[0]) for p in folder.iterdir()) if folder.exists() else []
 
 
@@ -47,10 +54,10 @@ def test_stages_run_in_order_each_part_once_and_commit(storage):
     assert ledger(storage, "collect") == [0, 1, 2, 3]
     assert [ledger(storage, s) for s in STAGES[2:]] == [[0], [0], [0]]  # one node on this machine
     for stage in STAGES:
-        tree = storage / "experiments" / "contract" / stage
+        tree = stage_dir(storage, stage)
         assert (tree / "_SUCCESS").exists() and not (tree / "_RUNNING").exists()
         assert (tree / "logs" / "00000.log").read_text().count('"event": "progress"') >= 5
-    index = json.loads((storage / "experiments" / "contract" / "collect" / "index.json").read_text())
+    index = json.loads((stage_dir(storage, "collect") / "index.json").read_text())
     assert [part["summary"]["index"] for part in index["parts"]] == [0, 1, 2, 3]
 
 
@@ -83,7 +90,7 @@ def test_a_killed_executor_leaves_a_consistent_tree_and_the_next_apply_resumes(s
     env = dict(os.environ, FAKE_SLEEP_S="0.4", PYTHONPATH=str(ROOT))
     apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
                              cwd=ROOT, env=env)
-    parts = storage / "experiments" / "contract" / "collect" / "parts"
+    parts = stage_dir(storage, "collect") / "parts"
     deadline = time.monotonic() + 60
     while not (parts.exists() and len(list(parts.iterdir())) >= 2):  # the first two of four parts
         assert time.monotonic() < deadline and apply.poll() is None
@@ -147,7 +154,7 @@ def test_delete_never_signals_a_process_that_took_over_a_stale_records_pid(recor
     executor(storage).prepare(experiment())
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
-        running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+        running = stage_dir(storage, "collect") / "_RUNNING"
         running.parent.mkdir(parents=True)
         running.write_text(json.dumps(record(unrelated.pid)))
         status = json.loads(run_cli("status", "contract", "-o", "json", storage=storage).stdout)
@@ -171,7 +178,7 @@ def test_delete_stops_a_running_apply(storage, tmp_path, sigint):
                              cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     try:
-        running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+        running = stage_dir(storage, "collect") / "_RUNNING"
         deadline = time.monotonic() + 60
         while not running.exists():
             assert time.monotonic() < deadline and apply.poll() is None

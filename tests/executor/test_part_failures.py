@@ -22,6 +22,7 @@ from secoctl import partlog, plan
 from secoctl.backends.local.executor import LocalExecutor, StageFailed
 from secoctl.backends.kubernetes.jobstate import pod_reasons
 from secoctl.spec.file import load_documents
+from secoctl.stored import named_stage_tree
 from tests.conftest import run_cli
 from tests.s3 import s3_bucket
 
@@ -38,6 +39,11 @@ def spec_file(path: Path, storage: str, **sections) -> Path:
                                              "pretrain": {"backbone": "resnet18", "batchSize": 16, "maxSteps": 10},
                                              **sections}}))
     return path
+
+
+def index_of(spec: Path, stage: str) -> str:
+    """Where the stage's index is (a shared dataset's folder for collect and shards)."""
+    return named_stage_tree(load_documents(spec.read_text(), str(spec))[0], stage).index
 
 
 def run_part(stage: str, spec: Path, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -85,8 +91,9 @@ def test_storage_that_refuses_the_credentials(tmp_path: Path):
 @pytest.mark.parametrize("stage, reads", [("shards", "collect"), ("pretrain", "shards")])
 def test_a_tree_without_the_earlier_stages_index(tmp_path: Path, stage: str, reads: str):
     storage = (tmp_path / "storage").as_uri()
-    result = run_part(stage, spec_file(tmp_path / "s.yaml", storage))
-    index = f"{storage}/experiments/failing/{reads}/index.json"
+    spec = spec_file(tmp_path / "s.yaml", storage)
+    result = run_part(stage, spec)
+    index = index_of(spec, reads)
     assert_one_line(result, f"{stage} part 0: no {reads} output to read: {index} is missing; run the {reads} stage "
                             "first (`secoctl apply` runs the stages in order), or point spec.storage at the tree "
                             "that holds it: check spec.storage")
@@ -118,7 +125,7 @@ def test_a_dataset_that_is_not_at_its_data_path(tmp_path: Path):
 def test_a_bug_keeps_its_traceback_and_names_no_cause(tmp_path: Path):
     storage = (tmp_path / "storage").as_uri()
     spec = spec_file(tmp_path / "s.yaml", storage)
-    index = tmp_path / "storage" / "experiments" / "failing" / "collect" / "index.json"
+    index = Path(index_of(spec, "collect").removeprefix("file://"))
     index.parent.mkdir(parents=True)
     index.write_text('{"parts": "not a list"}')  # what no collect writes: the reader's bug, not the user's
     result = run_part("shards", spec)

@@ -14,7 +14,8 @@ import yaml
 from jobs.common.logged import StorageLog
 from tests.s3 import s3_bucket
 from secoctl import partlog, store
-from secoctl.tree import experiment_uri
+from secoctl.spec.file import read_experiment
+from secoctl.stored import named_stage_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "seco-logs"
@@ -38,14 +39,15 @@ def spec(path: Path, name: str, storage: str) -> Path:
 def test_a_part_run_as_a_pod_runs_it_keeps_its_output_and_exit_code_and_leaves_its_log_in_storage(s3, tmp_path):
     storage = f"s3://{BUCKET}/wrapped"
     part = "import sys; print('shard 0 committed'); print('oops', file=sys.stderr); sys.exit(3)"
+    spec_path = spec(tmp_path / "s.yaml", "wrapped", storage)
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.common.logged", "--spec", str(spec(tmp_path / "s.yaml", "wrapped", storage)),
+        [sys.executable, "-m", "jobs.common.logged", "--spec", str(spec_path),
          "--stage", "collect", "--", sys.executable, "-c", part],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
         env=dict(os.environ, JOB_COMPLETION_INDEX="1", PYTHONPATH=str(ROOT)))
     assert result.returncode == 3, result.stderr  # the Job must see the part's own exit code
     assert result.stdout.splitlines() == ["shard 0 committed", "oops"]  # still the container's log
-    stage_uri = store.join(experiment_uri(storage, "wrapped"), "collect")
+    stage_uri = named_stage_tree(read_experiment(str(spec_path)), "collect").uri  # the dataset's folder
     assert partlog.indexes(stage_uri) == [1]
     assert partlog.read(stage_uri, 1) == "shard 0 committed\noops\n"
 

@@ -24,6 +24,7 @@ from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import free_port
 from secoctl import plan, render, store
 from secoctl.backends.local.executor import LocalExecutor
+from secoctl.stored import named_stage_tree
 from secoctl.spec.file import load_documents
 from secoctl.tree import experiment_uri
 
@@ -148,8 +149,8 @@ def test_every_rendered_pod_runs_in_the_image_to_published_weights(image_rootfs,
 
     root = experiment_uri(storage.as_uri(), experiment.name)
     for stage in plan.stages(experiment):
-        assert store.exists(store.join(root, stage.name, "_SUCCESS")), stage.name
-    collected = storage / "experiments" / "pods" / "collect"
+        assert store.exists(named_stage_tree(experiment, stage.name).success), stage.name
+    collected = Path(named_stage_tree(experiment, "collect").uri.removeprefix("file://"))
     shards = [p for folder in ("shards", "parts") for p in (collected / folder).iterdir()]
     assert shards and {p.stat().st_uid for p in shards} == {render.RUN_AS_USER}  # written by the pods' user
     metrics = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))["results"]

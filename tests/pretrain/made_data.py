@@ -12,7 +12,8 @@ from jobs.common.shards import Sample, write_shard
 from secoctl import plan, store
 from secoctl.render import spec_document
 from secoctl.spec.file import load_documents
-from secoctl.tree import StageTree, commit_stage, experiment_uri, spec_uri
+from secoctl.stored import named_stage_tree
+from secoctl.tree import commit_stage, experiment_uri, spec_uri
 
 
 def seasonal_cube(rng: np.random.Generator, timestamps: int, size: int) -> np.ndarray:
@@ -37,7 +38,8 @@ def derived_training_shards(experiment, root: str) -> None:
         run("shards", work, ["--spec", spec_uri(root)])
     finally:
         os.environ.pop("SECOCTL_PARTS") if previous is None else os.environ.update(SECOCTL_PARTS=previous)
-    commit_stage(StageTree(root, "shards"), plan.stage(experiment, "shards", single_machine=True).fingerprint, 1)
+    shards = plan.stage(experiment, "shards", single_machine=True)
+    commit_stage(named_stage_tree(experiment, "shards"), shards.fingerprint, 1)
 
 
 def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, per_shard: int = 6,
@@ -45,7 +47,7 @@ def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, 
     experiment = load_documents(spec_text, "made.yaml")[0].with_storage(storage_uri)
     root = experiment_uri(storage_uri, experiment.name)
     store.write_text(spec_uri(root), spec_document(experiment))
-    tree = StageTree(root, "collect")
+    tree = named_stage_tree(experiment, "collect")
     rng = np.random.default_rng(0)
     shards = []
     for first in range(0, locations, per_shard):

@@ -25,7 +25,7 @@ FAULTS = [*write_faults(r"/shards/data/"), *write_faults(r"/pretrain/checkpoints
 
 def outputs(fs, prefix: str) -> dict[str, bytes]:
     """Every object each stage committed, by its path under the run's prefix."""
-    found = [*fs.find(f"{prefix}/experiments/tiny/shards/data"), *fs.find(f"{prefix}/experiments/tiny/pretrain/checkpoints"),
+    found = [*fs.find(f"{prefix}/datasets"), *fs.find(f"{prefix}/experiments/tiny/pretrain/checkpoints"),
              *fs.find(f"{prefix}/weights")]
     return {path.removeprefix(prefix): fs.cat_file(path) for path in found}
 

@@ -14,9 +14,15 @@ from secoctl.backends.kubernetes.jobstate import INDEX_LABEL
 from secoctl.errors import UserError, listing, shown
 from secoctl.spec import Experiment
 from secoctl.status import ClusterRow, cluster_rows
-from secoctl.tree import StageTree, experiment_uri
+from secoctl.tree import experiment_uri
 
 FINISHED = ("complete", "failed")
+
+
+def named_or_study(experiments: list[Experiment], name: str) -> list[Experiment]:
+    """The experiment `name`, or else every experiment of the study `name`."""
+    own = [e for e in experiments if e.name == name]
+    return own or [e for e in experiments if e.metadata.study is not None and e.metadata.study.name == name]
 
 
 def say(line: str) -> None:
@@ -48,7 +54,7 @@ class KubernetesBackend:
         experiments = self.target.experiments()
         if name is not None:
             found = experiments
-            experiments = [e for e in experiments if e.name == name]
+            experiments = named_or_study(experiments, name)
             if not experiments:
                 raise self._absent(name, found)
         rows = []
@@ -59,7 +65,7 @@ class KubernetesBackend:
             jobs = self.target.stage_facts(experiment, events, workloads)
             statuses = facts = None
             try:
-                facts = stored.read_experiment_facts(stored.experiment_location(experiment), experiment)
+                facts = stored.read_experiment_facts(stored.storage_of(experiment), experiment)
                 statuses = plan.assess(experiment, facts)  # on a cluster, pretrain is one part per node
             except Exception:  # noqa: BLE001 - storage this machine cannot read only hides progress columns
                 pass
@@ -91,7 +97,8 @@ class KubernetesBackend:
         return all(r.state in FINISHED for r in rows if r.stage == stages.DRIVER)
 
     def _stage_uri(self, experiment: Experiment, stage: str) -> str:
-        return StageTree(stored.experiment_location(experiment), stage).uri
+        storage = stored.storage_of(experiment)
+        return stored.stage_tree(storage, experiment.name, plan.stage(experiment, stage)).uri
 
     def _storage_parts(self, experiment: Experiment, stage: str, index: int | None) -> list[int]:
         """The parts of a stage whose log is in storage; none when this machine cannot read the storage."""
@@ -146,17 +153,22 @@ class KubernetesBackend:
                 yield from self._from_storage(experiment, chosen, kept, f"pod {pod_name} cannot serve it ({message})")
 
     def delete(self, name: str, purge: bool) -> Iterator[str]:
-        """Every object labelled with the experiment; with purge, its storage tree (read from its spec) too."""
-        location = None
-        if purge:
-            found = {e.name: e for e in self.target.experiments()}
-            if name in found:
-                location = experiment_uri(store.storage(self.storage, found[name].spec.storage, name), name)
-        removed = self.target.delete(name)
-        if not removed:
-            raise UserError(f"nothing labelled seco.dev/experiment={name} in the namespace")
-        for item in removed:
-            yield f"{item} deleted"
-        if location:
-            store.remove(location)
-            yield f"removed {location}"
+        """Every object labelled with the experiment (or with each experiment of the study `name`); with purge,
+        its storage tree (read from its spec) too, and each dataset it read that no other stored experiment reads."""
+        from secoctl import datasets
+
+        found = self.target.experiments()
+        members = named_or_study(found, name)
+        for each in [e.name for e in members] or [name]:
+            experiment = next((e for e in members if e.name == each), None)
+            storage = store.storage(self.storage, experiment.spec.storage, each) if experiment else None
+            removed = self.target.delete(each)
+            if not removed:
+                raise UserError(f"nothing labelled seco.dev/experiment={each} in the namespace")
+            for item in removed:
+                yield f"{item} deleted"
+            if purge and storage:
+                location = experiment_uri(storage, each)
+                store.remove(location)
+                yield f"removed {location}"
+                yield from datasets.purge(storage, experiment)

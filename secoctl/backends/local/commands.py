@@ -11,15 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from secoctl import partlog, store
-from secoctl.errors import (
-    MAX_MESSAGE_CHARS,
-    Failed,
-    SpecError,
-    UserError,
-    shorten,
-    shown,
-)
-from secoctl.tree import StageTree, experiment_names, experiment_uri
+from secoctl.errors import MAX_MESSAGE_CHARS, Failed, SpecError, UserError, shorten, shown
+from secoctl.tree import experiment_names, experiment_uri
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -75,7 +68,7 @@ class LocalBackend:
         row, not every experiment's failure; only when nothing else can be shown is it the command's error."""
         root = self.root
         with store.reported(root):
-            found = experiment_names(root, name)
+            found = self._names(root, name)
         if not found:
             return []
         from secoctl import plan
@@ -91,7 +84,7 @@ class LocalBackend:
                     experiment = stored_experiment(location)
                     if experiment is None:
                         continue
-                    facts = read_experiment_facts(location, experiment)
+                    facts = read_experiment_facts(root, experiment)
                     statuses = plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment_name),
                                            single_machine=True)
                     table.extend(rows(experiment_name, statuses, facts))
@@ -103,6 +96,15 @@ class LocalBackend:
                  for experiment_name, error in unreadable]
         return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", line, summary=line)
                         for experiment_name, line in lines]
+
+    @staticmethod
+    def _names(root: str, name: str | None) -> list[str]:
+        """Every stored experiment, `name`, or the experiments of the study `name`."""
+        if name is not None and name not in experiment_names(root):
+            from secoctl.stored import study_experiments
+
+            return study_experiments(root, name) or experiment_names(root, name)
+        return experiment_names(root, name)
 
     def table(self, rows: list[StageRow]) -> Table:
         from secoctl.console import status_table
@@ -125,17 +127,18 @@ class LocalBackend:
     def logs(self, name: str, stage: str | None, index: int | None, follow: bool) -> Iterator[str]:
         from secoctl import plan
         from secoctl.backends.local.executor import alive_local_pids
-        from secoctl.stored import named, read_experiment_facts
+        from secoctl.stored import named, read_experiment_facts, stage_tree
 
-        location, experiment = named(self.root, name)
-        stage_names = [s.name for s in plan.stages(experiment, single_machine=True)]
-        if stage is not None and stage not in stage_names:
-            raise UserError(f"--stage: {shown(stage)} is not a stage of {name}; choose one of {', '.join(stage_names)}")
-        with_logs = [s for s in stage_names if store.list_names(StageTree(location, s).logs)]
+        root = self.root
+        location, experiment = named(root, name)
+        trees = {s.name: stage_tree(root, name, s) for s in plan.stages(experiment, single_machine=True)}
+        if stage is not None and stage not in trees:
+            raise UserError(f"--stage: {shown(stage)} is not a stage of {name}; choose one of {', '.join(trees)}")
+        with_logs = [s for s, tree in trees.items() if store.list_names(tree.logs)]
         chosen = stage or (with_logs[-1] if with_logs else None)
         if chosen is None:
             raise UserError(f"{name} has no logs yet; `secoctl apply` writes them as stages run")
-        stage_uri = StageTree(location, chosen).uri
+        stage_uri = trees[chosen].uri
         parts = [i for i in partlog.indexes(stage_uri) if index is None or i == index]
         offsets = dict.fromkeys(parts, 0)
         while True:
@@ -143,18 +146,26 @@ class LocalBackend:
                 text = partlog.read(stage_uri, part)
                 yield from partlog.prefixed(chosen, part, text[offsets[part]:], several=len(parts) > 1)
                 offsets[part] = len(text)
-            if not follow or not alive_local_pids(read_experiment_facts(location, experiment), name):
+            if not follow or not alive_local_pids(read_experiment_facts(root, experiment), name):
                 return
             time.sleep(FOLLOW_POLL_S)
 
     def delete(self, name: str, purge: bool) -> Iterator[str]:
+        """One experiment, or every experiment of the study `name`."""
+        root = self.root
+        with store.reported(root):
+            names = self._names(root, name)
+        for each in names:
+            yield from self._delete(root, each, purge)
+
+    def _delete(self, root: str, name: str, purge: bool) -> Iterator[str]:
+        from secoctl import datasets
         from secoctl.backends.local.executor import alive_local_pids
         from secoctl.stored import named, read_experiment_facts
 
-        root = self.root
         with store.reported(root):
             location, experiment = named(root, name)
-            facts = read_experiment_facts(location, experiment) if experiment is not None else {}
+            facts = read_experiment_facts(root, experiment) if experiment is not None else {}
             running = alive_local_pids(facts, name)
         for pid in running:
             os.kill(pid, signal.SIGTERM)  # the executor stops its parts as on Ctrl-C (process.terminate_as_interrupt)
@@ -173,6 +184,8 @@ class LocalBackend:
             sweep_leftovers(name)
             with store.reported(root):
                 store.remove(location)
-            yield f"removed {location}"
+                yield f"removed {location}"
+                if experiment is not None:
+                    yield from datasets.purge(root, experiment)
         else:
             yield f"{name}: its data stays in {location} (add --purge to remove it)"

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from secoctl import partlog, plan, store
+from secoctl import claim, partlog, plan, store
 from secoctl.errors import UserError
 from secoctl.process import EXECUTOR_PID, die_with_parent, sole, terminate_as_interrupt
 from secoctl.spec import Experiment
-from secoctl.stored import prepare_storage, read_experiment_facts
+from secoctl.stored import prepare_storage, read_experiment_facts, stage_tree
 from secoctl.tree import StageTree, experiment_uri, read_facts, spec_uri, stage_run
 
 ArgvFor = Callable[[plan.Stage, str], list[str]]
@@ -206,15 +206,18 @@ class Observer:
     def stage_started(self, stage: plan.Stage, parts_done: int) -> None: ...
     def stage_progress(self, stage: plan.Stage, facts) -> None: ...
     def stage_finished(self, stage: plan.Stage, seconds: float) -> None: ...
+    def dataset_wait(self, stage: plan.Stage, claim: dict) -> None: ...
 
 
 class LocalExecutor:
     def __init__(self, storage: str, argv_for: ArgvFor = default_argv, concurrency: int | None = None,
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, stale_s: float = claim.STALE_S,
+                 heartbeat_s: float = claim.HEARTBEAT_S, wait_poll_s: float = claim.WAIT_POLL_S):
         self.storage = storage
         self.argv_for = argv_for
         self.concurrency = concurrency or max(os.cpu_count() or 1, 1)
         self.observer = observer or Observer()
+        self.stale_s, self.heartbeat_s, self.wait_poll_s = stale_s, heartbeat_s, wait_poll_s
 
     def location(self, experiment: Experiment) -> str:
         return experiment_uri(self.storage, experiment.name)
@@ -237,7 +240,7 @@ class LocalExecutor:
 
     def _apply(self, experiment: Experiment) -> None:
         experiment = self.prepare(experiment)
-        facts = read_experiment_facts(self.location(experiment), experiment)
+        facts = read_experiment_facts(self.storage, experiment)
         with terminate_as_interrupt():
             for status in plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment.name),
                                       single_machine=True):
@@ -247,7 +250,20 @@ class LocalExecutor:
                 self.run_stage(experiment, status.stage)
 
     def run_stage(self, experiment: Experiment, stage: plan.Stage) -> None:
-        tree = StageTree(self.location(experiment), stage.name)
+        """Runs a stage's missing parts; a shared dataset's only under its claim, reused if another completed it."""
+        tree = stage_tree(self.storage, experiment.name, stage)
+        if plan.dataset_name(stage) is None or tree.at is None:  # its own, or an old tree read in place
+            self._run_stage(experiment, stage, tree)
+            return
+        mine = claim.owner(experiment.name, executor="local")
+        with claim.claimed(tree, stage.fingerprint, mine, lambda held: self.observer.dataset_wait(stage, held),
+                           self.stale_s, self.heartbeat_s, self.wait_poll_s) as owned:
+            if not owned:
+                self.observer.stage_skipped(stage)
+                return
+            self._run_stage(experiment, stage, tree)
+
+    def _run_stage(self, experiment: Experiment, stage: plan.Stage, tree: StageTree) -> None:
         token = RunToken(experiment.name)
         started = time.monotonic()
         try:

@@ -51,8 +51,10 @@ def storage_of(experiment: Experiment) -> str:
     return store.storage(own=experiment.spec.storage)
 
 
-def read_experiment_facts(storage: str, experiment: Experiment) -> dict[str, StageFacts]:
-    return {s.name: read_facts(stage_tree(storage, experiment.name, s))
+def read_experiment_facts(storage: str, experiment: Experiment, folder: str | None = None) -> dict[str, StageFacts]:
+    """Every stage's facts; `folder`, the name the experiment is stored under, when `status` lists it (a folder
+    renamed by hand still shows what it holds)."""
+    return {s.name: read_facts(stage_tree(storage, folder or experiment.name, s))
             for s in plan.stages(experiment, single_machine=True)}
 
 

@@ -46,12 +46,20 @@ def quickstart(storage: Path, name: str = "quickstart", folder: str | None = Non
     return experiment, root
 
 
+def tree_of(storage: Path, experiment, stage: str) -> StageTree:
+    """Where the stage's files are: a dataset's tree for collect and shards, the experiment's own otherwise."""
+    from secoctl import plan
+    from secoctl.stored import stage_tree
+
+    return stage_tree(storage.as_uri(), experiment.name, plan.stage(experiment, stage, single_machine=True))
+
+
 def hostile_tree(storage: Path, text: str) -> None:
     """A quickstart whose every stored text is `text`: collect's failure reason, shards' progress unit and
     metrics, pretrain's log, the evaluation's key, metric and model; and a second copy under a folder of that
     name."""
-    _, root = quickstart(storage)
-    collect, shards, pretrain = (StageTree(root, name) for name in ("collect", "shards", "pretrain"))
+    experiment, root = quickstart(storage)
+    collect, shards, pretrain = (tree_of(storage, experiment, name) for name in ("collect", "shards", "pretrain"))
     store.write_json(collect.failed, {"reason": text, "failed_at": time.time()})
     store.write_json(shards.running, {"pid": 2**22 + 1, "host": text, "started_at": time.time()})
     store.write_json(shards.progress(0), {"done": 1, "total": 2, "unit": text, "updated_at": time.time(),
@@ -128,8 +136,8 @@ def test_piped_status_prints_whole_lines_and_a_terminal_keeps_the_fitted_table(s
     from secoctl.status import StageRow
 
     advice = "collect part 1: STAC API http://127.0.0.1:8099 not reachable; check spec.collect.stacUrl " * 2
-    _, root = quickstart(storage)
-    store.write_json(StageTree(root, "collect").failed, {"reason": advice, "failed_at": time.time()})
+    experiment, _ = quickstart(storage)
+    store.write_json(tree_of(storage, experiment, "collect").failed, {"reason": advice, "failed_at": time.time()})
     piped = run_cli("status", "--local", storage=storage)
     assert_clean(piped)
     assert advice.strip() in piped.stdout and max(map(len, piped.stdout.splitlines())) > 80
@@ -174,13 +182,13 @@ HOSTILE_MARKERS = {
 def test_a_hostile_marker_is_one_unreadable_row_and_the_rest_of_the_table_stays(storage, marker):
     quickstart(storage, "good")
     _, root = quickstart(storage, "bad")
-    HOSTILE_MARKERS[marker](StageTree(root, "shards"))
+    HOSTILE_MARKERS[marker](StageTree(root, "pretrain"))  # its own: both experiments read the same datasets
     for output in ("json", "table", "wide"):
         result = run_cli("status", "--local", "-o", output, storage=storage)
         assert_clean(result)
     table = json.loads(run_cli("status", "--local", "-o", "json", storage=storage).stdout)
     assert [(row["stage"], row["state"]) for row in table if row["experiment"] == "bad"] == [("-", "unreadable")]
-    assert "shards" in next(row["detail"] for row in table if row["experiment"] == "bad")
+    assert "pretrain" in next(row["detail"] for row in table if row["experiment"] == "bad")
     assert len([row for row in table if row["experiment"] == "good"]) == 5
 
 

@@ -297,8 +297,12 @@ def test_a_run_on_another_host_with_a_fresh_heartbeat_is_running_and_a_second_ap
     not an interrupted one; once the heartbeat is older than STALE_S it is interrupted and apply resumes it."""
     from secoctl.backends.local.executor import STALE_S
 
-    executor(storage).prepare(experiment())
-    running = storage / "experiments" / "contract" / "collect" / "_RUNNING"
+    from secoctl import plan
+    from secoctl.stored import stage_tree
+
+    prepared = executor(storage).prepare(experiment())
+    tree = stage_tree(storage.as_uri(), "contract", plan.stage(prepared, "collect", single_machine=True))
+    running = Path(tree.running.removeprefix("file://"))
     running.parent.mkdir(parents=True)
     record = {"pid": 4242, "host": "another-host", "started_at": time.time() - 600, "executor": "local"}
     running.write_text(json.dumps({**record, "heartbeat_at": time.time()}))

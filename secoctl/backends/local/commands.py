@@ -84,7 +84,7 @@ class LocalBackend:
                     experiment = stored_experiment(location)
                     if experiment is None:
                         continue
-                    facts = read_experiment_facts(root, experiment)
+                    facts = read_experiment_facts(root, experiment, experiment_name)
                     statuses = plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment_name),
                                            single_machine=True)
                     table.extend(rows(experiment_name, statuses, facts))

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from secoctl.cache import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +44,19 @@ def time_command(argv: list[str], runs: int, env: dict[str, str]) -> list[float]
 
 def imported_modules(argv: list[str], env: dict[str, str]) -> list[str]:
     """Every module `argv` imports, from `-X importtime`; also warms the bytecode cache."""
-    result = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], check=True, capture_output=True,
-                            text=True, cwd=ROOT, env=env)
-    return [line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
-            if line.startswith("import time:") and not line.endswith("| imported package")]
+    result = subprocess.run(
+        [argv[0], "-X", "importtime", *argv[1:]], check=True, capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    return [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and not line.endswith("| imported package")
+    ]
 
 
 def kubectl() -> str | None:
     """kubectl on PATH, else the one the cluster tests built, else None."""
-    return shutil.which("kubectl") or next(iter(sorted(glob.glob(
-        str(cache_root("cluster", "*", "kubectl"))))), None)
+    return shutil.which("kubectl") or next(iter(sorted(glob.glob(str(cache_root("cluster", "*", "kubectl"))))), None)
 
 
 def median(timings: list[float]) -> float:
@@ -83,8 +87,10 @@ def main() -> None:
             timings = time_command(argv, args.runs, env)
             every.extend(timings)
             per_command[name] = median(timings)
-            print(f"secoctl {label}: median {per_command[name]:.3f} s over {args.runs} runs, "
-                  f"{len(modules)} modules imported")
+            print(
+                f"secoctl {label}: median {per_command[name]:.3f} s over {args.runs} runs, "
+                f"{len(modules)} modules imported"
+            )
         python_pass = median(time_command([sys.executable, "-c", "pass"], args.runs, env))
         print(f"python -c pass: median {python_pass:.3f} s")
         kubectl_path, kubectl_median = kubectl(), None
@@ -93,9 +99,18 @@ def main() -> None:
             print(f"{kubectl_path} {' '.join(KUBECTL_ARGS)}: median {kubectl_median:.3f} s")
         else:
             print("kubectl: not installed")
-    print(json.dumps({"median_s": median(every), "per_command_median_s": per_command,
-                      "python_c_pass_median_s": python_pass, "kubectl_median_s": kubectl_median,
-                      "runs": args.runs, "torch_imported": torch_imported}))
+    print(
+        json.dumps(
+            {
+                "median_s": median(every),
+                "per_command_median_s": per_command,
+                "python_c_pass_median_s": python_pass,
+                "kubectl_median_s": kubectl_median,
+                "runs": args.runs,
+                "torch_imported": torch_imported,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from jobs.collect.scenes import choose, open_catalog
 from jobs.common.part import Part
 from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import fault_report
-from secoctl import store
 from secoctl.spec.file import load_documents
 from secoctl.stored import named_stage_tree
 
@@ -59,8 +58,9 @@ spec:
 
 
 def experiment(stac_url: str, locations: int, bands: list[str], in_flight: int, storage: str):
-    text = SPEC.format(stac_url=stac_url, locations=locations, bands=json.dumps(bands), in_flight=in_flight,
-                       storage=storage)
+    text = SPEC.format(
+        stac_url=stac_url, locations=locations, bands=json.dumps(bands), in_flight=in_flight, storage=storage
+    )
     return load_documents(text, "benchmark.yaml")[0]
 
 
@@ -108,14 +108,24 @@ def run_baseline(spec) -> tuple[int, float]:
         items = []
         for target in location.dates:
             start, end = sampling.search_window(target, collect.window_days)
-            found = list(catalog.search(collections=[collect.collection], intersects=point,
-                                        datetime=f"{start.isoformat()}/{end.isoformat()}").items())
+            found = list(
+                catalog.search(
+                    collections=[collect.collection],
+                    intersects=point,
+                    datetime=f"{start.isoformat()}/{end.isoformat()}",
+                ).items()
+            )
             items.append(choose(found, target, collect.max_cloud, lambda item: True))
         if any(item is None for item in items):
             continue
         epsg = utm_epsg(items[0])
-        cube = stackstac.stack(items, assets=list(collect.bands), epsg=epsg, resolution=10,
-                               bounds=patch_bounds(location, epsg, collect.patch_size)).compute()
+        cube = stackstac.stack(
+            items,
+            assets=list(collect.bands),
+            epsg=epsg,
+            resolution=10,
+            bounds=patch_bounds(location, epsg, collect.patch_size),
+        ).compute()
         assert np.asarray(cube).shape[-1] == collect.patch_size
         patches += len(items)
     return patches, time.perf_counter() - started
@@ -139,59 +149,108 @@ def main(argv: list[str] | None = None) -> None:
         with serve(folder, latency_ms=args.latency_ms) as cloud:
             rss_by_locations = {}
             for locations in (args.locations // 2, args.locations):
-                spec = experiment(cloud.stac_url, locations, args.bands, args.in_flight,
-                                  Path(scratch, f"stage-{locations}").as_uri())
+                spec = experiment(
+                    cloud.stac_url, locations, args.bands, args.in_flight, Path(scratch, f"stage-{locations}").as_uri()
+                )
                 patches, seconds = run_stage(spec)
                 rss_by_locations[locations] = round(peak_rss_mb(), 1)
-                print(f"stage: {locations} locations, {patches} patches in {seconds:.2f} s "
-                      f"({patches / seconds:.1f} patches/s), peak RSS {rss_by_locations[locations]} MB", flush=True)
+                print(
+                    f"stage: {locations} locations, {patches} patches in {seconds:.2f} s "
+                    f"({patches / seconds:.1f} patches/s), peak RSS {rss_by_locations[locations]} MB",
+                    flush=True,
+                )
             stage_rate = patches / seconds
-            baseline_spec = experiment(cloud.stac_url, max(args.locations // 4, 4), args.bands, args.in_flight,
-                                       Path(scratch, "baseline").as_uri())
+            baseline_spec = experiment(
+                cloud.stac_url,
+                max(args.locations // 4, 4),
+                args.bands,
+                args.in_flight,
+                Path(scratch, "baseline").as_uri(),
+            )
             baseline_patches, baseline_seconds = run_baseline(baseline_spec)
             baseline_rate = baseline_patches / baseline_seconds
-            print(f"baseline: {baseline_patches} patches in {baseline_seconds:.2f} s "
-                  f"({baseline_rate:.1f} patches/s)", flush=True)
+            print(
+                f"baseline: {baseline_patches} patches in {baseline_seconds:.2f} s ({baseline_rate:.1f} patches/s)",
+                flush=True,
+            )
             timestamps = base.spec.collect.timestamps
             curve = []
             for in_flight in args.curve:
-                spec = experiment(cloud.stac_url, args.curve_locations, args.bands, in_flight,
-                                  Path(scratch, f"curve-{in_flight}").as_uri())
+                spec = experiment(
+                    cloud.stac_url,
+                    args.curve_locations,
+                    args.bands,
+                    in_flight,
+                    Path(scratch, f"curve-{in_flight}").as_uri(),
+                )
                 busy_before, total_before = cpu_ticks()
                 patches, seconds = run_stage(spec)
                 busy_after, total_after = cpu_ticks()
                 bound_here = latency_bound(in_flight, timestamps, args.latency_ms)
-                point = {"in_flight": in_flight, "patches_per_s": round(patches / seconds, 2),
-                         "bound_patches_per_s": round(bound_here, 2),
-                         "fraction_of_bound": round(patches / seconds / bound_here, 3),
-                         "machine_cpu_busy": round((busy_after - busy_before) / max(total_after - total_before, 1), 3)}
+                point = {
+                    "in_flight": in_flight,
+                    "patches_per_s": round(patches / seconds, 2),
+                    "bound_patches_per_s": round(bound_here, 2),
+                    "fraction_of_bound": round(patches / seconds / bound_here, 3),
+                    "machine_cpu_busy": round((busy_after - busy_before) / max(total_after - total_before, 1), 3),
+                }
                 curve.append(point)
                 print(f"curve: {point}", flush=True)
-        throttle = [{"path": r"\.tif", "action": "throttle", "rate_per_s": args.throttle_rate,
-                     "burst": int(args.throttle_rate // 2), "status": 429, "retry_after": 1}]
+        throttle = [
+            {
+                "path": r"\.tif",
+                "action": "throttle",
+                "rate_per_s": args.throttle_rate,
+                "burst": int(args.throttle_rate // 2),
+                "status": 429,
+                "retry_after": 1,
+            }
+        ]
         with serve(folder, latency_ms=args.latency_ms, cog_faults=throttle) as throttled_cloud:
             in_flight = max(args.curve)
-            spec = experiment(throttled_cloud.stac_url, args.curve_locations, args.bands, in_flight,
-                              Path(scratch, "throttled").as_uri())
+            spec = experiment(
+                throttled_cloud.stac_url,
+                args.curve_locations,
+                args.bands,
+                in_flight,
+                Path(scratch, "throttled").as_uri(),
+            )
             patches, seconds, summary = run_stage_measured(spec)
             refused = fault_report(throttled_cloud.cog_proxy)
         admitted_per_patch = (refused["requests"] - refused["rules"][0]["fired"]) / max(patches, 1)
-        throttled = {"in_flight_ceiling": in_flight, "rate_per_s": args.throttle_rate,
-                     "patches_per_s": round(patches / seconds, 2), "failed": summary["locations"]["failed"],
-                     "rate_bound_patches_per_s": round(args.throttle_rate / admitted_per_patch, 2),
-                     "cog_requests": refused["requests"], "refused_429": refused["rules"][0]["fired"],
-                     "throttle_signals": summary["pacing"]["throttled"],
-                     "lowest_in_flight": summary["pacing"]["lowest_in_flight"]}
+        throttled = {
+            "in_flight_ceiling": in_flight,
+            "rate_per_s": args.throttle_rate,
+            "patches_per_s": round(patches / seconds, 2),
+            "failed": summary["locations"]["failed"],
+            "rate_bound_patches_per_s": round(args.throttle_rate / admitted_per_patch, 2),
+            "cog_requests": refused["requests"],
+            "refused_429": refused["rules"][0]["fired"],
+            "throttle_signals": summary["pacing"]["throttled"],
+            "lowest_in_flight": summary["pacing"]["lowest_in_flight"],
+        }
         print(f"throttled: {throttled}", flush=True)
     bound = latency_bound(args.in_flight, timestamps, args.latency_ms)
-    print(json.dumps({
-        "locations": args.locations, "bands": args.bands, "latency_ms": args.latency_ms, "in_flight": args.in_flight,
-        "patches_per_s": round(stage_rate, 2), "baseline_patches_per_s": round(baseline_rate, 2),
-        "speedup": round(stage_rate / baseline_rate, 2), "bound_patches_per_s": round(bound, 2),
-        "fraction_of_bound": round(stage_rate / bound, 3), "peak_rss_mb": rss_by_locations[args.locations],
-        "peak_rss_mb_by_locations": rss_by_locations, "cores": len(os.sched_getaffinity(0)),
-        "curve": curve, "throttled": throttled,
-    }))
+    print(
+        json.dumps(
+            {
+                "locations": args.locations,
+                "bands": args.bands,
+                "latency_ms": args.latency_ms,
+                "in_flight": args.in_flight,
+                "patches_per_s": round(stage_rate, 2),
+                "baseline_patches_per_s": round(baseline_rate, 2),
+                "speedup": round(stage_rate / baseline_rate, 2),
+                "bound_patches_per_s": round(bound, 2),
+                "fraction_of_bound": round(stage_rate / bound, 3),
+                "peak_rss_mb": rss_by_locations[args.locations],
+                "peak_rss_mb_by_locations": rss_by_locations,
+                "cores": len(os.sched_getaffinity(0)),
+                "curve": curve,
+                "throttled": throttled,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -56,19 +56,22 @@ def locations(rng: np.random.Generator, count: int, parcel_count: int) -> np.nda
     """(locations, dates, 3, H, W) uint8 in the stage's stretch, 84 days apart in a random year."""
     cubes = []
     for _ in range(count):
-        cubes.append(input_uint8(landscape.location_series(rng, days_of(rng), SIZE, tuple(BANDS), parcel_count)[1],
-                                 BANDS))
+        cubes.append(
+            input_uint8(landscape.location_series(rng, days_of(rng), SIZE, tuple(BANDS), parcel_count)[1], BANDS)
+        )
     return np.stack(cubes)
 
 
 def every_band_locations(rng: np.random.Generator, count: int, parcel_count: int) -> np.ndarray:
     """(locations, dates, 12, H, W) uint16 DN of every collected band: one world every band set is cut from."""
-    return np.stack([landscape.location_series(rng, days_of(rng), SIZE, SENTINEL2_BANDS, parcel_count)[1]
-                     for _ in range(count)])
+    return np.stack(
+        [landscape.location_series(rng, days_of(rng), SIZE, SENTINEL2_BANDS, parcel_count)[1] for _ in range(count)]
+    )
 
 
-def pretrain(seed: int, steps: int, count: int, parcel_count: int, batch: int, queue: int,
-             method: str) -> tuple[torch.nn.Module, float]:
+def pretrain(
+    seed: int, steps: int, count: int, parcel_count: int, batch: int, queue: int, method: str
+) -> tuple[torch.nn.Module, float]:
     """The encoder after `steps`, and the mean loss of the last tenth of them."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -76,12 +79,20 @@ def pretrain(seed: int, steps: int, count: int, parcel_count: int, batch: int, q
     return train(rgb, rng, steps, batch, queue, method, BANDS)
 
 
-def train(stack: np.ndarray, rng: np.random.Generator, steps: int, batch: int, queue: int, method: str,
-          bands: tuple[str, ...] | list[str]) -> tuple[torch.nn.Module, float]:
+def train(
+    stack: np.ndarray,
+    rng: np.random.Generator,
+    steps: int,
+    batch: int,
+    queue: int,
+    method: str,
+    bands: tuple[str, ...] | list[str],
+) -> tuple[torch.nn.Module, float]:
     """SeCo over `bands` on uint8 (locations, dates, bands, H, W), batches drawn with `rng`: the encoder after
     `steps`, and the mean loss of the last tenth of them."""
-    spec = Pretrain(method=method, backbone="resnet18", batch_size=batch, queue_size=queue, input_size=SIZE,
-                    gpus_per_node=0)
+    spec = Pretrain(
+        method=method, backbone="resnet18", batch_size=batch, queue_size=queue, input_size=SIZE, gpus_per_node=0
+    )
     setup = build(spec, bands, torch.device("cpu"))
     losses = []
     for _ in range(steps):
@@ -89,11 +100,12 @@ def train(stack: np.ndarray, rng: np.random.Generator, steps: int, batch: int, q
         slots = torch.from_numpy(np.stack([stack[i][draw_slots(method, TIMESTAMPS, rng)] for i in chosen]))
         loss, _, _ = train_step(setup.model, setup.optimizer, setup.augment, slots, setup.autocast)
         losses.append(loss.item())
-    return setup.model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1):]))
+    return setup.model.encoder_q.eval(), float(np.mean(losses[-max(steps // 10, 1) :]))
 
 
-def made_eurosat(train_per_class: int, test_per_class: int,
-                 channels: list[int] | None = RELEASE_RGB) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def made_eurosat(
+    train_per_class: int, test_per_class: int, channels: list[int] | None = RELEASE_RGB
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train and test images of every land cover, class by class, each on a random day and latitude: the release's
     `channels` (every band when None)."""
     rng = np.random.default_rng(1234)
@@ -119,8 +131,9 @@ def features(model: torch.nn.Module, images: torch.Tensor, transform: Reflectanc
     return torch.cat([model(transform(chunk)) for chunk in images.split(256)])
 
 
-def probe_accuracies(model: torch.nn.Module, data: dict, transform: ReflectanceInput, budgets: list[int],
-                     epochs: list[int]) -> dict[str, float]:
+def probe_accuracies(
+    model: torch.nn.Module, data: dict, transform: ReflectanceInput, budgets: list[int], epochs: list[int]
+) -> dict[str, float]:
     """Test accuracy per "labels per class/probe epochs"."""
     train = features(model, data["train"][0], transform)
     test = features(model, data["test"][0], transform)
@@ -143,8 +156,9 @@ def band_sets(text: str) -> list[str]:
     """`rgb,all`: at least two distinct sets of BAND_SETS; the first is the one the others are compared with."""
     names = text.split(",")
     if len(names) < 2 or len(set(names)) != len(names) or not set(names) <= set(BAND_SETS):
-        raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct of {', '.join(BAND_SETS)}, "
-                                         "comma-separated (e.g. rgb,all)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give two or more distinct of {', '.join(BAND_SETS)}, comma-separated (e.g. rgb,all)"
+        )
     return names
 
 
@@ -158,10 +172,15 @@ def compare_bands(args: argparse.Namespace) -> None:
     """Per seed, SeCo on each band set of one made world, probed on the made EuroSAT's own bands; then the
     mean difference of each set from the first, with its standard error over seeds."""
     data = made_eurosat(max(args.labels_per_class), args.test_per_class, channels=None)
-    inputs = {name: own_input("eurosat", input_description(SIZE, BAND_SETS[name]), torch.device("cpu"))
-              for name in args.bands}
-    random = {name: probe_accuracies(random_init(len(BAND_SETS[name])), data, inputs[name], args.labels_per_class,
-                                     args.probe_epochs) for name in args.bands}
+    inputs = {
+        name: own_input("eurosat", input_description(SIZE, BAND_SETS[name]), torch.device("cpu")) for name in args.bands
+    }
+    random = {
+        name: probe_accuracies(
+            random_init(len(BAND_SETS[name])), data, inputs[name], args.labels_per_class, args.probe_epochs
+        )
+        for name in args.bands
+    }
     differences: dict[str, dict[str, list[float]]] = {name: {} for name in args.bands[1:]}
     for seed in args.seeds:
         world = every_band_locations(np.random.default_rng(seed), args.locations, args.parcels)
@@ -169,30 +188,58 @@ def compare_bands(args: argparse.Namespace) -> None:
         for name in args.bands:
             torch.manual_seed(seed)
             started = time.perf_counter()
-            encoder, final_loss = train(input_uint8(world.reshape(-1, *world.shape[2:]), list(SENTINEL2_BANDS),
-                                                    BAND_SETS[name]).reshape(*world.shape[:2], -1, SIZE, SIZE),
-                                        np.random.default_rng((seed, 1)), args.steps, args.batch, args.queue,
-                                        args.method, BAND_SETS[name])
+            encoder, final_loss = train(
+                input_uint8(world.reshape(-1, *world.shape[2:]), list(SENTINEL2_BANDS), BAND_SETS[name]).reshape(
+                    *world.shape[:2], -1, SIZE, SIZE
+                ),
+                np.random.default_rng((seed, 1)),
+                args.steps,
+                args.batch,
+                args.queue,
+                args.method,
+                BAND_SETS[name],
+            )
             seconds = time.perf_counter() - started
             probe = probe_accuracies(encoder, data, inputs[name], args.labels_per_class, args.probe_epochs)
-            runs[name] = {"bands": len(BAND_SETS[name]), "final_loss": round(final_loss, 3),
-                          "pretrain_s": round(seconds, 1), "probe": probe, "random": random[name]}
+            runs[name] = {
+                "bands": len(BAND_SETS[name]),
+                "final_loss": round(final_loss, 3),
+                "pretrain_s": round(seconds, 1),
+                "probe": probe,
+                "random": random[name],
+            }
         first = args.bands[0]
         for name in args.bands[1:]:
             for key, value in runs[name]["probe"].items():
                 differences[name].setdefault(key, []).append(value - runs[first]["probe"][key])
-        print(json.dumps({"seed": seed, "method": args.method, "steps": args.steps, "locations": args.locations,
-                          "parcels": args.parcels, "batch": args.batch, "queue": args.queue,
-                          "threads": torch.get_num_threads(), "runs": runs,
-                          "difference": {f"{name} - {first}": {key: round(values[-1], 4)
-                                                               for key, values in differences[name].items()}
-                                         for name in args.bands[1:]}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "method": args.method,
+                    "steps": args.steps,
+                    "locations": args.locations,
+                    "parcels": args.parcels,
+                    "batch": args.batch,
+                    "queue": args.queue,
+                    "threads": torch.get_num_threads(),
+                    "runs": runs,
+                    "difference": {
+                        f"{name} - {first}": {key: round(values[-1], 4) for key, values in differences[name].items()}
+                        for name in args.bands[1:]
+                    },
+                }
+            ),
+            flush=True,
+        )
     summary = {}
     for name, by_key in differences.items():
         for key, values in by_key.items():
             mean, error = mean_and_standard_error(values)
             summary.setdefault(f"{name} - {args.bands[0]}", {})[key] = {
-                "mean": round(mean, 4), "standard_error": None if error is None else round(error, 4)}
+                "mean": round(mean, 4),
+                "standard_error": None if error is None else round(error, 4),
+            }
     print(json.dumps({"seeds": args.seeds, "difference": summary}), flush=True)
 
 
@@ -206,12 +253,20 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=1024)
     parser.add_argument("--method", default="seco", choices=sorted(AUGMENTED))
     parser.add_argument("--probe-epochs", type=int, nargs="+", default=[30, 100, 300])
-    parser.add_argument("--labels-per-class", type=int, nargs="+", default=[10, 100],
-                        help="label budgets of the probe (train images per class)")
+    parser.add_argument(
+        "--labels-per-class",
+        type=int,
+        nargs="+",
+        default=[10, 100],
+        help="label budgets of the probe (train images per class)",
+    )
     parser.add_argument("--test-per-class", type=int, default=100)
-    parser.add_argument("--bands", type=band_sets, default=None,
-                        help="compare SeCo on these input band sets (rgb, all), e.g. rgb,all, "
-                        "instead of with random")
+    parser.add_argument(
+        "--bands",
+        type=band_sets,
+        default=None,
+        help="compare SeCo on these input band sets (rgb, all), e.g. rgb,all, instead of with random",
+    )
     args = parser.parse_args()
     if args.bands:
         compare_bands(args)
@@ -221,18 +276,32 @@ def main() -> None:
     random = probe_accuracies(random_init(), data, transform, args.labels_per_class, args.probe_epochs)
     for seed in args.seeds:
         started = time.perf_counter()
-        encoder, final_loss = pretrain(seed, args.steps, args.locations, args.parcels, args.batch, args.queue,
-                                       args.method)
+        encoder, final_loss = pretrain(
+            seed, args.steps, args.locations, args.parcels, args.batch, args.queue, args.method
+        )
         seconds = time.perf_counter() - started
         pretrained = probe_accuracies(encoder, data, transform, args.labels_per_class, args.probe_epochs)
-        print(json.dumps({"seed": seed, "method": args.method, "steps": args.steps, "locations": args.locations,
-                          "parcels": args.parcels, "batch": args.batch, "queue": args.queue,
-                          "final_loss": round(final_loss, 3), "pretrain_s": round(seconds, 1),
-                          "threads": torch.get_num_threads(),
-                          "probe": {key: {"pretrained": value, "random": random[key],
-                                          "gain": round(value - random[key], 4)}
-                                    for key, value in pretrained.items()}}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "method": args.method,
+                    "steps": args.steps,
+                    "locations": args.locations,
+                    "parcels": args.parcels,
+                    "batch": args.batch,
+                    "queue": args.queue,
+                    "final_loss": round(final_loss, 3),
+                    "pretrain_s": round(seconds, 1),
+                    "threads": torch.get_num_threads(),
+                    "probe": {
+                        key: {"pretrained": value, "random": random[key], "gain": round(value - random[key], 4)}
+                        for key, value in pretrained.items()
+                    },
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -55,9 +55,14 @@ def made_record(locations: int, seed: int = 0) -> list[Sample]:
     those of scene-like images, not of noise."""
     rng = np.random.default_rng(seed)
     days = [date(2020, 1, 1) + timedelta(days=84 * t) for t in range(DATES)]
-    return [Sample(f"{i:06d}", landscape.location_series(rng, days, PATCH, tuple(SENTINEL2_BANDS))[1],
-                   {"bands": list(SENTINEL2_BANDS), "dates": [d.isoformat() for d in days]})
-            for i in range(locations)]
+    return [
+        Sample(
+            f"{i:06d}",
+            landscape.location_series(rng, days, PATCH, tuple(SENTINEL2_BANDS))[1],
+            {"bands": list(SENTINEL2_BANDS), "dates": [d.isoformat() for d in days]},
+        )
+        for i in range(locations)
+    ]
 
 
 def record_loader(path: Path, locations: int, samples: int) -> dict:
@@ -72,8 +77,7 @@ def record_loader(path: Path, locations: int, samples: int) -> dict:
             if done == samples:
                 break
     seconds = time.process_time() - started
-    return {"samples_per_cpu_s": round(samples / seconds, 1),
-            "bytes_read_per_sample": path.stat().st_size // locations}
+    return {"samples_per_cpu_s": round(samples / seconds, 1), "bytes_read_per_sample": path.stat().st_size // locations}
 
 
 def stage_loader(refs: list[ShardRef], samples: int, batch: int) -> dict:
@@ -88,8 +92,11 @@ def stage_loader(refs: list[ShardRef], samples: int, batch: int) -> dict:
         batches.fill(out, locations, rng)
     seconds = time.process_time() - started
     stored = sum(Path(r.uri.removeprefix("file://")).stat().st_size for r in refs) / sum(r.samples for r in refs)
-    return {"samples_per_cpu_s": round(samples // batch * batch / seconds, 1),
-            "bytes_read_per_sample": int(np.prod(out.shape[1:])), "bytes_stored_per_location": int(stored)}
+    return {
+        "samples_per_cpu_s": round(samples // batch * batch / seconds, 1),
+        "bytes_read_per_sample": int(np.prod(out.shape[1:])),
+        "bytes_stored_per_location": int(stored),
+    }
 
 
 def jpeg_encoding(shard: TrainingShard, locations: int) -> dict:
@@ -113,17 +120,26 @@ def jpeg_encoding(shard: TrainingShard, locations: int) -> dict:
     error = np.stack(errors)
     mse = float((error.astype(np.float64) ** 2).mean())
     per_location = DATES * sum(len(e) for e in encoded) / len(encoded)
-    return {"bytes_per_location": int(per_location),
-            "cpu_decode_ms_per_timestamp": round(1000 * seconds / len(encoded), 3),
-            "samples_per_cpu_s_decode_only": round(len(encoded) / seconds / (max(VIEW_SLOTS[METHOD]) + 1), 1),
-            "max_abs_error": int(error.max()), "mean_abs_error": round(float(error.mean()), 3),
-            "psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else None}
+    return {
+        "bytes_per_location": int(per_location),
+        "cpu_decode_ms_per_timestamp": round(1000 * seconds / len(encoded), 3),
+        "samples_per_cpu_s_decode_only": round(len(encoded) / seconds / (max(VIEW_SLOTS[METHOD]) + 1), 1),
+        "max_abs_error": int(error.max()),
+        "mean_abs_error": round(float(error.mean()), 3),
+        "psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else None,
+    }
 
 
 def _setup(backbone: str, device: torch.device, batch: int, compiled: bool, size: int = INPUT) -> Setup:
     """The stage's setup for the default spec at this backbone, batch and input size, in one process."""
-    spec = Pretrain(backbone=backbone, batch_size=batch, queue_size=batch * 8, compile=compiled,
-                    gpus_per_node=int(device.type == "cuda"), input_size=size)
+    spec = Pretrain(
+        backbone=backbone,
+        batch_size=batch,
+        queue_size=batch * 8,
+        compile=compiled,
+        gpus_per_node=int(device.type == "cuda"),
+        input_size=size,
+    )
     return build(spec, RGB_BANDS, device)
 
 
@@ -167,11 +183,14 @@ def _timed(step, steps: int, warmup: int, device: torch.device) -> dict:
     return result
 
 
-def model_only(backbone: str, device: torch.device, batch: int, steps: int, warmup: int, compiled: bool,
-               size: int = INPUT) -> dict:
+def model_only(
+    backbone: str, device: torch.device, batch: int, steps: int, warmup: int, compiled: bool, size: int = INPUT
+) -> dict:
     setup = _setup(backbone, device, batch, compiled, size)
-    views = [torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-             for _ in AUGMENTED[METHOD]]
+    views = [
+        torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+        for _ in AUGMENTED[METHOD]
+    ]
     ready = Views(views)
 
     def step(begin):
@@ -183,8 +202,16 @@ def model_only(backbone: str, device: torch.device, batch: int, steps: int, warm
     return _timed(step, steps, warmup, device)
 
 
-def real_path(backbone: str, device: torch.device, refs: list[ShardRef], batch: int, steps: int, warmup: int,
-              compiled: bool, size: int = INPUT) -> dict:
+def real_path(
+    backbone: str,
+    device: torch.device,
+    refs: list[ShardRef],
+    batch: int,
+    steps: int,
+    warmup: int,
+    compiled: bool,
+    size: int = INPUT,
+) -> dict:
     """What jobs/pretrain/train.py runs per step, from training shards on local disk."""
     setup = _setup(backbone, device, batch, compiled, size)
     cache = ShardCache(Path(tempfile.gettempdir()), 10**12, in_place=True)
@@ -222,8 +249,9 @@ def made_shards(folder: Path, locations: int, shards: int) -> tuple[Path, list[S
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrain")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, nargs="+", default=None,
-                        help="per step; default 128 256 on CUDA, 4 on CPU")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=None, help="per step; default 128 256 on CUDA, 4 on CPU"
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps; default 30 on CUDA, 2 on CPU")
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--locations", type=int, default=32, help="locations in the made shards")
@@ -235,15 +263,22 @@ def main() -> None:
     cuda = device.type == "cuda"
     batches = args.batch or ([128, 256] if cuda else [4])
     steps, warmup = args.steps or (30 if cuda else 2), 5 if cuda else 1
-    result: dict = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
-                    "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count(), "input": args.input,
-                    "steps": steps,
-                    "shape": f"{DATES} dates x {len(SENTINEL2_BANDS)} bands x {PATCH} px"}
+    result: dict = {
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "input": args.input,
+        "steps": steps,
+        "shape": f"{DATES} dates x {len(SENTINEL2_BANDS)} bands x {PATCH} px",
+    }
     with tempfile.TemporaryDirectory() as folder:
         record_path, refs = made_shards(Path(folder), args.locations, max(args.locations // 8, 1))
         record_samples = min(args.loader_samples, 4 * args.locations)
-        result["loader"] = {"record (before)": record_loader(record_path, args.locations, record_samples),
-                            "training shards (stage)": stage_loader(refs, args.loader_samples, 64)}
+        result["loader"] = {
+            "record (before)": record_loader(record_path, args.locations, record_samples),
+            "training shards (stage)": stage_loader(refs, args.loader_samples, 64),
+        }
         first_shard = TrainingShard(Path(refs[0].uri.removeprefix("file://")))
         result["encodings"] = {"jpeg q95 4:4:4": jpeg_encoding(first_shard, 8)}
         print(json.dumps(result["loader"]), json.dumps(result["encodings"]), flush=True)
@@ -255,8 +290,9 @@ def main() -> None:
                     entry["model only, compiled"] = model_only(backbone, device, batch, steps, warmup, True, args.input)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                entry["stage path"] = real_path(backbone, device, refs, batch, steps, warmup, args.compile or cuda,
-                                                args.input)
+                entry["stage path"] = real_path(
+                    backbone, device, refs, batch, steps, warmup, args.compile or cuda, args.input
+                )
                 if cuda:
                     peak = torch.cuda.max_memory_allocated(device)
                     entry["stage path"]["peak_gpu_memory_gib"] = round(peak / 2**30, 2)

@@ -3,7 +3,8 @@
     python -m benchmarks.scale [--experiments 50] [--nodes 1000] [--workers 128] [--poll 2] [--timeout-s 3000]
 
 jobs/localcloud/cluster's control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok;
-`many_nodes`: its settings for a thousand nodes) with `--nodes` kwok nodes (every eighth a node of 8 GPUs, labelled as the example's pretrain
+`many_nodes`: its settings for a thousand nodes) with `--nodes` kwok nodes (every eighth a node of 8 GPUs,
+labelled as the example's pretrain
 selects), Kueue with the `gpu-queue` of manifests/kueue sized to the nodes' capacity, and
 `--experiments` variations of examples/seco-100k.yaml with collect (and so shards) at `--workers`
 parts, all queued through Kueue. kwok runs no code: a stage pod completes 300 ms after it runs
@@ -47,17 +48,17 @@ from pathlib import Path
 
 import yaml
 
-from secoctl import render
 from jobs.localcloud.cluster import controlplane
 from jobs.localcloud.cluster import kueue as kueue_build
 from jobs.localcloud.cluster.kueue import set_quotas, with_queues
+from secoctl import render
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "seco-100k.yaml"
 QUEUE = "gpu-queue"
 GPU_EVERY, GPUS_PER_NODE = 8, 8
 SAMPLE_S = 3.0
-METRIC = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 # What, while the drivers run, only a driver sends (the controllers, kwok and Kueue watch, and write
 # status): a GET of one Job and a LIST of the namespace's pods; besides these, one PATCH of each stage
@@ -88,8 +89,13 @@ def experiment_spec(index: int, workers: int, storage: Path) -> dict:
     document["metadata"]["name"] = f"scale-{index:03d}"
     spec = document["spec"]
     spec.pop("storageSecret")
-    spec.update(storage=storage.as_uri(), storageClaim=controlplane.CLAIM, queueName=QUEUE,
-                image="registry.example/secoctl:scale", driverImage="registry.example/secoctl-collect:scale")
+    spec.update(
+        storage=storage.as_uri(),
+        storageClaim=controlplane.CLAIM,
+        queueName=QUEUE,
+        image="registry.example/secoctl:scale",
+        driverImage="registry.example/secoctl-collect:scale",
+    )
     spec["collect"].update(workers=workers, locations=spec["collect"]["locations"] + 100 * index)
     return document
 
@@ -103,9 +109,11 @@ class Api:
 
     def get(self, path: str, body: dict | None = None) -> bytes:
         """GET `path`, or POST `body` to it."""
-        request = urllib.request.Request(self.server + path, data=json.dumps(body).encode() if body else None,
-                                         headers={"Authorization": f"Bearer {self.token}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.server + path,
+            data=json.dumps(body).encode() if body else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60, context=self.context) as response:
             return response.read()
 
@@ -119,8 +127,12 @@ class Api:
             match = METRIC.match(line)
             if match:
                 labels = dict(LABEL.findall(match["labels"]))
-                key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""),
-                       labels.get("scope", ""))
+                key = (
+                    labels.get("verb", ""),
+                    labels.get("resource", ""),
+                    labels.get("subresource", ""),
+                    labels.get("scope", ""),
+                )
                 totals[key] += float(match["value"])
         return totals
 
@@ -160,11 +172,14 @@ class Sampler(threading.Thread):
         now = time.monotonic()
         self.rss_mib.append(self.memory("VmRSS"))
         self.load.append(os.getloadavg()[0])
-        jobs = self.api.items(f"/apis/batch/v1/namespaces/{controlplane.NAMESPACE}/jobs?labelSelector="
-                              f"kueue.x-k8s.io/queue-name%3D{QUEUE}")
-        workloads = {o["uid"]: w for w in self.api.items(
-            f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{controlplane.NAMESPACE}/workloads")
-            for o in w["metadata"].get("ownerReferences", [])}
+        jobs = self.api.items(
+            f"/apis/batch/v1/namespaces/{controlplane.NAMESPACE}/jobs?labelSelector=kueue.x-k8s.io/queue-name%3D{QUEUE}"
+        )
+        workloads = {
+            o["uid"]: w
+            for w in self.api.items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{controlplane.NAMESPACE}/workloads")
+            for o in w["metadata"].get("ownerReferences", [])
+        }
         states = Counter()
         for job in jobs:
             name, uid = job["metadata"]["name"], job["metadata"]["uid"]
@@ -186,28 +201,48 @@ class Sampler(threading.Thread):
 
     def kueue(self) -> dict:
         waits = [self.admitted[name] - self.handed[name] for name in self.admitted]
-        return {"jobs_handed_to_kueue": len(self.handed), "admitted": len(self.admitted),
-                "never_admitted": sorted(set(self.handed) - set(self.admitted)),
-                "peak_admitted": self.peak["admitted"], "peak_queued": self.peak["queued"],
-                "peak_neither": self.peak["neither"],
-                "wait_to_admission_s": {"median": round(statistics.median(waits), 1) if waits else None,
-                                        "max": round(max(waits), 1) if waits else None,
-                                        "resolution": SAMPLE_S}}
+        return {
+            "jobs_handed_to_kueue": len(self.handed),
+            "admitted": len(self.admitted),
+            "never_admitted": sorted(set(self.handed) - set(self.admitted)),
+            "peak_admitted": self.peak["admitted"],
+            "peak_queued": self.peak["queued"],
+            "peak_neither": self.peak["neither"],
+            "wait_to_admission_s": {
+                "median": round(statistics.median(waits), 1) if waits else None,
+                "max": round(max(waits), 1) if waits else None,
+                "resolution": SAMPLE_S,
+            },
+        }
 
 
 def secoctl(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "secoctl", *args, "-n", controlplane.NAMESPACE], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "secoctl", *args, "-n", controlplane.NAMESPACE],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def timed(env: dict, *args: str) -> tuple[float, str, dict | None]:
-    """Its wall time, stdout, and its failure: a figure too (a saturated apiserver times out), not the end of the run."""
+    """Its wall time, stdout, and its failure: a figure too (a saturated apiserver times out), not the end of
+    the run."""
     started = time.monotonic()
     process = secoctl(env, *args)
     output, errors = process.communicate(timeout=600)
-    failure = None if process.returncode == 0 else {
-        "command": " ".join(args), "exit_code": process.returncode,
-        "last_line": (errors.strip().splitlines() or [""])[-1][:200]}
+    failure = (
+        None
+        if process.returncode == 0
+        else {
+            "command": " ".join(args),
+            "exit_code": process.returncode,
+            "last_line": (errors.strip().splitlines() or [""])[-1][:200],
+        }
+    )
     return time.monotonic() - started, output, failure
 
 
@@ -232,13 +267,31 @@ def start_drivers(plane, names: list[str], specs: list[Path], folder: Path, poll
     """Each driver as its pod runs it, with a token of its own ServiceAccount; its events to a file."""
     drivers = []
     for name, spec in zip(names, specs):
-        config = plane.service_account_kubeconfig(controlplane.NAMESPACE, f"{name}-driver", folder / f"{name}.kubeconfig")
+        config = plane.service_account_kubeconfig(
+            controlplane.NAMESPACE, f"{name}-driver", folder / f"{name}.kubeconfig"
+        )
         env = dict(os.environ, KUBECONFIG=str(config), PYTHONPATH=str(ROOT), HOME=str(folder))
         with open(folder / f"{name}.events", "wb") as events:
-            drivers.append(subprocess.Popen(
-                [sys.executable, "-m", "secoctl.driver", "--spec", str(spec), "--namespace", controlplane.NAMESPACE,
-                 "--poll", str(poll_s)], stdout=events, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=ROOT))
+            drivers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "secoctl.driver",
+                        "--spec",
+                        str(spec),
+                        "--namespace",
+                        controlplane.NAMESPACE,
+                        "--poll",
+                        str(poll_s),
+                    ],
+                    stdout=events,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=ROOT,
+                )
+            )
     return drivers
 
 
@@ -246,8 +299,12 @@ def size_queue(plane, nodes: list[dict]) -> None:
     """The ClusterQueue's quotas: everything the nodes hold (manifests/kueue says to size them to the cluster)."""
     cpu = sum(int(n["status"]["allocatable"]["cpu"]) for n in nodes)
     gpus = sum(int(n["status"]["allocatable"].get(render.GPU_RESOURCE, 0)) for n in nodes)
-    quota = {"cpu": str(cpu), "memory": f"{512 * len(nodes)}Gi", "ephemeral-storage": f"{len(nodes)}Ti",
-             render.GPU_RESOURCE: str(gpus)}
+    quota = {
+        "cpu": str(cpu),
+        "memory": f"{512 * len(nodes)}Gi",
+        "ephemeral-storage": f"{len(nodes)}Ti",
+        render.GPU_RESOURCE: str(gpus),
+    }
     set_quotas(plane, quota)
 
 
@@ -255,10 +312,22 @@ def phase(before: Counter, after: Counter, seconds: float, calls: int = 1) -> di
     """The requests between two scrapes: in all, and per verb and resource; `calls`: per call of what ran."""
     delta = {key: after[key] - before.get(key, 0) for key in after if after[key] > before.get(key, 0)}
     rows = sorted(delta.items(), key=lambda item: -item[1])
-    return {"seconds": round(seconds, 1), "requests": int(sum(delta.values())),
-            "per_s": round(sum(delta.values()) / seconds, 1), "per_call": round(sum(delta.values()) / calls, 1),
-            "by_verb_resource": [{"verb": v, "resource": r + (f"/{s}" if s else ""), "scope": sc, "count": int(n),
-                                  "per_s": round(n / seconds, 2)} for (v, r, s, sc), n in rows]}
+    return {
+        "seconds": round(seconds, 1),
+        "requests": int(sum(delta.values())),
+        "per_s": round(sum(delta.values()) / seconds, 1),
+        "per_call": round(sum(delta.values()) / calls, 1),
+        "by_verb_resource": [
+            {
+                "verb": v,
+                "resource": r + (f"/{s}" if s else ""),
+                "scope": sc,
+                "count": int(n),
+                "per_s": round(n / seconds, 2),
+            }
+            for (v, r, s, sc), n in rows
+        ],
+    }
 
 
 def driver_events(folder: Path, name: str) -> list[dict]:
@@ -273,27 +342,49 @@ def last_line(folder: Path, name: str) -> str:
 
 def driver_share(requests: dict, folder: Path, names: list[str]) -> dict:
     """The drivers' own requests within the drivers' phase (DRIVER_REQUESTS and their Job PATCHes)."""
-    polls = sum(r["count"] for r in requests["by_verb_resource"] if (r["verb"], r["resource"], "", r["scope"]) in DRIVER_REQUESTS)
+    polls = sum(
+        r["count"]
+        for r in requests["by_verb_resource"]
+        if (r["verb"], r["resource"], "", r["scope"]) in DRIVER_REQUESTS
+    )
     patches = sum(e["event"] == "stage_started" for name in names for e in driver_events(folder, name))
     total = polls + patches
-    return {"requests": total, "per_s": round(total / requests["seconds"], 1),
-            "per_driver_per_s": round(total / requests["seconds"] / len(names), 2), "job_patches": patches}
+    return {
+        "requests": total,
+        "per_s": round(total / requests["seconds"], 1),
+        "per_driver_per_s": round(total / requests["seconds"] / len(names), 2),
+        "job_patches": patches,
+    }
 
 
 def outcome(api: Api, drivers: list[subprocess.Popen], names: list[str], folder: Path) -> dict:
     """What was checked at the end, as counts."""
-    complete = sum(driver.returncode == 0 and any(e["event"] == "experiment_complete" for e in driver_events(folder, name))
-                   for name, driver in zip(names, drivers))
-    jobs = [j for j in api.items(f"/apis/batch/v1/namespaces/{controlplane.NAMESPACE}/jobs")
-            if j["metadata"]["labels"].get(render.LABEL_STAGE) not in (None, "driver")]
-    whole = [j for j in jobs if condition(j, "Complete") == "True"
-             and j["status"].get("succeeded") == j["spec"]["completions"]]
-    failed = Counter(last_line(folder, name) for name, driver in zip(names, drivers) if driver.returncode not in (0, None))
-    return {"experiments_complete": complete, "drivers_failed": sum(failed.values()),
-            "driver_failures": [{"drivers": n, "last_line": line} for line, n in failed.most_common()],
-            "stage_jobs": len(jobs), "stage_jobs_complete": len(whole),
-            "stage_pods_succeeded": sum(j["status"].get("succeeded", 0) for j in jobs),
-            "stage_pods_failed": sum(j["status"].get("failed", 0) for j in jobs)}
+    complete = sum(
+        driver.returncode == 0 and any(e["event"] == "experiment_complete" for e in driver_events(folder, name))
+        for name, driver in zip(names, drivers)
+    )
+    jobs = [
+        j
+        for j in api.items(f"/apis/batch/v1/namespaces/{controlplane.NAMESPACE}/jobs")
+        if j["metadata"]["labels"].get(render.LABEL_STAGE) not in (None, "driver")
+    ]
+    whole = [
+        j
+        for j in jobs
+        if condition(j, "Complete") == "True" and j["status"].get("succeeded") == j["spec"]["completions"]
+    ]
+    failed = Counter(
+        last_line(folder, name) for name, driver in zip(names, drivers) if driver.returncode not in (0, None)
+    )
+    return {
+        "experiments_complete": complete,
+        "drivers_failed": sum(failed.values()),
+        "driver_failures": [{"drivers": n, "last_line": line} for line, n in failed.most_common()],
+        "stage_jobs": len(jobs),
+        "stage_jobs_complete": len(whole),
+        "stage_pods_succeeded": sum(j["status"].get("succeeded", 0) for j in jobs),
+        "stage_pods_failed": sum(j["status"].get("failed", 0) for j in jobs),
+    }
 
 
 def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: float, workdir: Path) -> dict:
@@ -307,12 +398,18 @@ def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: fl
         plane.prepare(workdir / "storage")
         (workdir / "storage").mkdir(exist_ok=True)
         controller = with_queues(plane)
-        product = yaml.safe_load(EXAMPLE.read_text())["spec"]["pretrain"]["resources"]["nodeSelector"]["nvidia.com/gpu.product"]
+        product = yaml.safe_load(EXAMPLE.read_text())["spec"]["pretrain"]["resources"]["nodeSelector"][
+            "nvidia.com/gpu.product"
+        ]
         api = Api(plane)
         for node in scale_nodes(nodes, product):
             api.get("/api/v1/nodes", node)
-        plane.processes.wait(f"{nodes} Ready nodes", lambda: sum(
-            condition(n, "Ready") == "True" for n in api.items("/api/v1/nodes")) == nodes, timeout=600, interval=2)
+        plane.processes.wait(
+            f"{nodes} Ready nodes",
+            lambda: sum(condition(n, "Ready") == "True" for n in api.items("/api/v1/nodes")) == nodes,
+            timeout=600,
+            interval=2,
+        )
         size_queue(plane, api.items("/api/v1/nodes"))
         log(f"scale: {nodes} kwok nodes Ready and Kueue serving, {time.monotonic() - started:.0f} s after start")
 
@@ -338,8 +435,10 @@ def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: fl
         while any(d.poll() is None for d in drivers) and time.monotonic() < deadline:
             time.sleep(SAMPLE_S)
             finished = sum(d.poll() is not None for d in drivers)
-            log(f"scale: {finished}/{experiments} drivers finished, {time.monotonic() - applied_at:.0f} s, "
-                f"apiserver {sampler.rss_mib[-1] if sampler.rss_mib else 0:.0f} MiB, load {os.getloadavg()[0]:.1f}")
+            log(
+                f"scale: {finished}/{experiments} drivers finished, {time.monotonic() - applied_at:.0f} s, "
+                f"apiserver {sampler.rss_mib[-1] if sampler.rss_mib else 0:.0f} MiB, load {os.getloadavg()[0]:.1f}"
+            )
         timed_out = any(d.poll() is None for d in drivers)
         done, done_at = api.requests(), time.monotonic()
         sampler.stop()
@@ -351,21 +450,35 @@ def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: fl
         status_one = [timed(env, "status", names[-1]) for _ in range(3)]
         rows = [] if status_all[-1][2] else json.loads(status_all[-1][1])
         result = {
-            "experiments": experiments, "nodes": nodes, "workers": workers, "driver_poll_s": poll_s,
+            "experiments": experiments,
+            "nodes": nodes,
+            "workers": workers,
+            "driver_poll_s": poll_s,
             "timed_out": timed_out,
-            "apply_s": {"min": round(min(apply_seconds), 2), "median": round(statistics.median(apply_seconds), 2),
-                        "max": round(max(apply_seconds), 2),
-                        "all_applied": round(applied_at - mark, 1)},
+            "apply_s": {
+                "min": round(min(apply_seconds), 2),
+                "median": round(statistics.median(apply_seconds), 2),
+                "max": round(max(apply_seconds), 2),
+                "all_applied": round(applied_at - mark, 1),
+            },
             "requests_apply": phase(before, applied, applied_at - mark, calls=experiments),
             "requests_drivers": phase(applied, done, done_at - applied_at),
             "requests_status_all": phase(done, status_done, status_at - done_at, calls=len(status_all)),
-            "status_all_s": [round(s, 2) for s, *_ in status_all], "status_one_s": [round(s, 2) for s, *_ in status_one],
+            "status_all_s": [round(s, 2) for s, *_ in status_all],
+            "status_one_s": [round(s, 2) for s, *_ in status_one],
             "status_failures": [f for *_, f in status_all + status_one if f],
-            "status_rows": len(rows), "status_states": dict(Counter(r["state"] for r in rows)),
-            "apiserver_rss_mib": {"peak": round(peak_mib), "end": round(end_mib),
-                                  "sampled_max": round(max(sampler.rss_mib))},
-            "load_average_1m": {"min": round(min(sampler.load), 1), "mean": round(statistics.mean(sampler.load), 1),
-                                "max": round(max(sampler.load), 1)},
+            "status_rows": len(rows),
+            "status_states": dict(Counter(r["state"] for r in rows)),
+            "apiserver_rss_mib": {
+                "peak": round(peak_mib),
+                "end": round(end_mib),
+                "sampled_max": round(max(sampler.rss_mib)),
+            },
+            "load_average_1m": {
+                "min": round(min(sampler.load), 1),
+                "mean": round(statistics.mean(sampler.load), 1),
+                "max": round(max(sampler.load), 1),
+            },
             "kueue": sampler.kueue(),
             **outcome(api, drivers, names, folder),
         }
@@ -383,23 +496,34 @@ def run(experiments: int, nodes: int, workers: int, poll_s: float, timeout_s: fl
 
 def report(result: dict) -> str:
     lines = [f"{result['experiments']} experiments, {result['nodes']} kwok nodes, collect at {result['workers']} parts"]
-    lines.append(f"apply: min {result['apply_s']['min']} s, median {result['apply_s']['median']} s, max {result['apply_s']['max']} s, all "
-                 f"{result['apply_s']['all_applied']} s")
+    lines.append(
+        f"apply: min {result['apply_s']['min']} s, median {result['apply_s']['median']} s, "
+        f"max {result['apply_s']['max']} s, all "
+        f"{result['apply_s']['all_applied']} s"
+    )
     for name in ("requests_apply", "requests_drivers", "requests_status_all"):
         p = result[name]
         lines.append(f"{name}: {p['requests']} requests in {p['seconds']} s ({p['per_s']}/s, {p['per_call']} a call)")
-        lines += [f"  {r['verb']:>6} {r['resource']:<28} {r['scope']:<9} {r['count']:>8} {r['per_s']:>8}/s"
-                  for r in p["by_verb_resource"][:15]]
+        lines += [
+            f"  {r['verb']:>6} {r['resource']:<28} {r['scope']:<9} {r['count']:>8} {r['per_s']:>8}/s"
+            for r in p["by_verb_resource"][:15]
+        ]
     lines.append(f"the drivers' own: {result['drivers_own']}")
-    lines.append(f"status (all): {result['status_all_s']} s; status (one): {result['status_one_s']} s; "
-                 f"failed: {result['status_failures']}")
-    lines.append(f"apiserver RSS: peak {result['apiserver_rss_mib']['peak']} MiB, end {result['apiserver_rss_mib']['end']} MiB")
+    lines.append(
+        f"status (all): {result['status_all_s']} s; status (one): {result['status_one_s']} s; "
+        f"failed: {result['status_failures']}"
+    )
+    lines.append(
+        f"apiserver RSS: peak {result['apiserver_rss_mib']['peak']} MiB, end {result['apiserver_rss_mib']['end']} MiB"
+    )
     lines.append(f"load average (1 min): {result['load_average_1m']}")
     lines.append(f"kueue: {result['kueue']}")
     lines += [f"drivers failed: {f['drivers']}: {f['last_line']}" for f in result["driver_failures"]]
-    lines.append(f"experiments complete {result['experiments_complete']}/{result['experiments']}, stage Jobs complete "
-                 f"{result['stage_jobs_complete']}/{result['stage_jobs']}, pods succeeded "
-                 f"{result['stage_pods_succeeded']}, failed {result['stage_pods_failed']}")
+    lines.append(
+        f"experiments complete {result['experiments_complete']}/{result['experiments']}, stage Jobs complete "
+        f"{result['stage_jobs_complete']}/{result['stage_jobs']}, pods succeeded "
+        f"{result['stage_pods_succeeded']}, failed {result['stage_pods_failed']}"
+    )
     return "\n".join(lines)
 
 
@@ -408,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", type=int, default=50)
     parser.add_argument("--nodes", type=int, default=1000, help="kwok nodes in all (at least 4: the plane's own)")
     parser.add_argument("--workers", type=int, default=128, help="collect's (and shards') parts per experiment")
-    parser.add_argument("--poll", type=float, default=2.0, help="the drivers' seconds between looks (theirs by default)")
+    parser.add_argument(
+        "--poll", type=float, default=2.0, help="the drivers' seconds between looks (theirs by default)"
+    )
     parser.add_argument("--timeout-s", type=float, default=3000, help="how long the drivers may take in all")
     args = parser.parse_args(argv)
     # `timeout` and a CI runner stop it with SIGTERM: exit through the `finally`s that stop the control plane.

@@ -40,8 +40,11 @@ MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("python3.11", "ca-certificates")
 VENV = "/opt/secoctl"
 USER = "65532:65532"  # render.RUN_AS_USER: no passwd entry, as in the Dockerfile
-ENV = [f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONUNBUFFERED=1",
-       "HOME=/tmp"]
+ENV = [
+    f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PYTHONUNBUFFERED=1",
+    "HOME=/tmp",
+]
 SOURCES = ("pyproject.toml", "README.md", "secoctl", "jobs")  # what the Dockerfile copies into /src
 # Left out of the dependencies layer: package caches and logs of the build, nothing the pods read.
 TRIMMED = ("var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat-old", "var/log")
@@ -87,8 +90,11 @@ def _source_files() -> list[Path]:
     files = []
     for name in SOURCES:
         path = ROOT / name
-        files.extend(sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-                     if path.is_dir() else [path])
+        files.extend(
+            sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            if path.is_dir()
+            else [path]
+        )
     return files
 
 
@@ -105,11 +111,13 @@ def tag() -> str:
 
 
 def _run(argv: list[str], **kwargs) -> None:
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kwargs)
+    result = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
+    )
     if result.returncode != 0:
-        raise BuildFailed(f"{' '.join(argv[:6])} ... exited {result.returncode}:\n"
-                          + "\n".join(result.stdout.splitlines()[-30:]))
+        raise BuildFailed(
+            f"{' '.join(argv[:6])} ... exited {result.returncode}:\n" + "\n".join(result.stdout.splitlines()[-30:])
+        )
 
 
 def _nice(argv: list[str]) -> list[str]:
@@ -137,8 +145,19 @@ def base_tarball(log) -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=tarball.parent) as scratch:
         partial = Path(scratch) / tarball.name
-        _run(_nice(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                    f"--make-tarball={partial}", SUITE, str(Path(scratch) / "target"), MIRROR]))
+        _run(
+            _nice(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(PACKAGES)}",
+                    f"--make-tarball={partial}",
+                    SUITE,
+                    str(Path(scratch) / "target"),
+                    MIRROR,
+                ]
+            )
+        )
         partial.rename(tarball)
     log(f"image: downloaded {SUITE} packages in {time.monotonic() - started:.0f} s into {tarball}")
     return tarball
@@ -153,10 +172,12 @@ def _chroot(rootfs: Path, script: str, files: dict[str, Path]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name, source in files.items():
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(scratch) / name)
-        setup = (f"mount -t proc proc {rootfs}/proc && mount --bind {scratch} {rootfs}/tmp && "
-                 f"mount --bind {_uv_cache()} {rootfs}/mnt && exec chroot {rootfs} "
-                 "env -i PATH=/usr/bin:/bin HOME=/tmp UV_CACHE_DIR=/mnt UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 "
-                 "UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 sh -euc \"$0\"")
+        setup = (
+            f"mount -t proc proc {rootfs}/proc && mount --bind {scratch} {rootfs}/tmp && "
+            f"mount --bind {_uv_cache()} {rootfs}/mnt && exec chroot {rootfs} "
+            "env -i PATH=/usr/bin:/bin HOME=/tmp UV_CACHE_DIR=/mnt UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 "
+            'UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 sh -euc "$0"'
+        )
         _run(_nice(["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, script]))
 
 
@@ -164,9 +185,23 @@ def _layer(source: Path, blobs: Path) -> dict:
     """`source`'s tree as an uncompressed tar layer in `blobs`: its descriptor (digest is also the diff id)."""
     blobs.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=blobs, delete=False) as partial:
-        tar = subprocess.Popen(["nice", "-n", "10", "tar", "--create", "--numeric-owner", "--xattrs",
-                                "--xattrs-exclude=trusted.*",
-                                "--sort=name", "--directory", str(source), "."], stdout=subprocess.PIPE)
+        tar = subprocess.Popen(
+            [
+                "nice",
+                "-n",
+                "10",
+                "tar",
+                "--create",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-exclude=trusted.*",
+                "--sort=name",
+                "--directory",
+                str(source),
+                ".",
+            ],
+            stdout=subprocess.PIPE,
+        )
         digest, size = hashlib.sha256(), 0
         while chunk := tar.stdout.read(1 << 20):
             digest.update(chunk)
@@ -194,8 +229,19 @@ def dependencies_layer(layout: Path, log) -> tuple[dict, Path]:
     staging = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache_root()))
     staging.chmod(0o755)  # the image's "/", which the pods' user must be able to enter
     try:
-        _run(_nice(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                    f"--unpack-tarball={tarball}", SUITE, str(staging), MIRROR]))
+        _run(
+            _nice(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(PACKAGES)}",
+                    f"--unpack-tarball={tarball}",
+                    SUITE,
+                    str(staging),
+                    MIRROR,
+                ]
+            )
+        )
         log(f"image: {SUITE} base installed in {time.monotonic() - started:.0f} s")
         for trimmed in TRIMMED:
             path = staging / trimmed
@@ -204,9 +250,12 @@ def dependencies_layer(layout: Path, log) -> tuple[dict, Path]:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             elif path.exists():
                 path.unlink()
-        _chroot(staging, f"/tmp/uv venv {VENV} --python /usr/bin/python3.11 && "
-                         f"/tmp/uv pip install --offline --python {VENV}/bin/python -r /tmp/requirements.lock",
-                {"uv": _uv(), "requirements.lock": LOCK})
+        _chroot(
+            staging,
+            f"/tmp/uv venv {VENV} --python /usr/bin/python3.11 && "
+            f"/tmp/uv pip install --offline --python {VENV}/bin/python -r /tmp/requirements.lock",
+            {"uv": _uv(), "requirements.lock": LOCK},
+        )
         log(f"image: dependencies installed in {time.monotonic() - started:.0f} s")
         descriptor = _layer(staging, layout / "blobs" / "sha256")
         log(f"image: dependencies layer ({descriptor['size'] / 1e9:.1f} GB) in {time.monotonic() - started:.0f} s")
@@ -230,13 +279,27 @@ def package_layer(dependencies: Path, layout: Path) -> dict:
         source.mkdir()
         for name in SOURCES:
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(
-                ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                               if (ROOT / name).is_dir() else {}))
-        _run(["mount", "-t", "overlay", "overlay", "-o",
-              f"lowerdir={dependencies},upperdir={upper},workdir={work}", str(merged)])
+                ROOT / name,
+                source / name,
+                **({"ignore": shutil.ignore_patterns("__pycache__")} if (ROOT / name).is_dir() else {}),
+            )
+        _run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={dependencies},upperdir={upper},workdir={work}",
+                str(merged),
+            ]
+        )
         try:
-            _chroot(merged, f"/tmp/uv pip install --offline --no-deps --python {VENV}/bin/python /tmp/src",
-                    {"uv": _uv(), "src": source})
+            _chroot(
+                merged,
+                f"/tmp/uv pip install --offline --no-deps --python {VENV}/bin/python /tmp/src",
+                {"uv": _uv(), "src": source},
+            )
         finally:
             _run(["umount", str(merged)])
         whiteouts = [p for p in upper.rglob("*") if p.is_char_device()]
@@ -253,16 +316,23 @@ def _blob(layout: Path, content: bytes, media_type: str) -> dict:
 
 def _write_image(layout: Path, image_tag: str, layers: list[dict]) -> str:
     config = {
-        "architecture": "amd64", "os": "linux",
+        "architecture": "amd64",
+        "os": "linux",
         "config": {"User": USER, "Env": ENV, "WorkingDir": "/tmp", "Cmd": ["secoctl", "--help"]},
         "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},  # uncompressed
     }
-    config_descriptor = _blob(layout, json.dumps(config, sort_keys=True).encode(),
-                              "application/vnd.oci.image.config.v1+json")
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": config_descriptor, "layers": layers}
-    manifest_descriptor = _blob(layout, json.dumps(manifest, sort_keys=True).encode(),
-                                "application/vnd.oci.image.manifest.v1+json")
+    config_descriptor = _blob(
+        layout, json.dumps(config, sort_keys=True).encode(), "application/vnd.oci.image.config.v1+json"
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_descriptor,
+        "layers": layers,
+    }
+    manifest_descriptor = _blob(
+        layout, json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json"
+    )
     manifest_descriptor["annotations"] = {"org.opencontainers.image.ref.name": image_tag.split(":", 1)[1]}
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     # One image per layout: older tags' blobs go, so the cache holds one dependencies layer.
@@ -291,8 +361,10 @@ def built() -> Image | None:
 def build(log=print) -> Image:
     """The image for the current lock and sources, built (only the layers whose key changed) if need be."""
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
-        raise BuildFailed("the image build runs debootstrap and chroot: run it as root with debootstrap "
-                          "installed (apt-get install debootstrap)")
+        raise BuildFailed(
+            "the image build runs debootstrap and chroot: run it as root with debootstrap "
+            "installed (apt-get install debootstrap)"
+        )
     existing = built()
     if existing:
         log(f"image: cached {existing.reference}")

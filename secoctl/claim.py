@@ -38,8 +38,16 @@ def owner(experiment: str, **where: Any) -> dict[str, Any]:
     import uuid
 
     now = time.time()
-    return {"id": uuid.uuid4().hex, "experiment": experiment, "host": socket.gethostname(), "pid": os.getpid(),
-            "pid_started": _started(os.getpid()), **where, "claimed_at": now, "heartbeat_at": now}
+    return {
+        "id": uuid.uuid4().hex,
+        "experiment": experiment,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_started": _started(os.getpid()),
+        **where,
+        "claimed_at": now,
+        "heartbeat_at": now,
+    }
 
 
 def holder_if_live(claim: dict[str, Any] | None, now: float, stale_s: float = STALE_S) -> dict[str, Any] | None:
@@ -72,8 +80,14 @@ def _complete(tree: StageTree, fingerprint: str) -> bool:
     return isinstance(success, dict) and success.get("fingerprint") == fingerprint
 
 
-def acquire(tree: StageTree, fingerprint: str, mine: dict[str, Any], on_wait: Callable[[dict[str, Any]], None],
-            stale_s: float = STALE_S, poll_s: float = WAIT_POLL_S) -> bool:
+def acquire(
+    tree: StageTree,
+    fingerprint: str,
+    mine: dict[str, Any],
+    on_wait: Callable[[dict[str, Any]], None],
+    stale_s: float = STALE_S,
+    poll_s: float = WAIT_POLL_S,
+) -> bool:
     """True once `mine` owns the claim (the caller runs the stage); False when the dataset is complete (reuse it).
 
     `on_wait(claim)` is called each time another owner is seen holding it; a heartbeat is not a new owner."""
@@ -93,7 +107,8 @@ def acquire(tree: StageTree, fingerprint: str, mine: dict[str, Any], on_wait: Ca
                 on_wait(held)
             seen, since = held, time.monotonic()
         elif (time.monotonic() - since >= stale_s or _gone_here(held)) and store.create_exclusive(
-                store.join(tree.uri, f"{TAKEOVER}{held.get('id')}"), data):
+            store.join(tree.uri, f"{TAKEOVER}{held.get('id')}"), data
+        ):
             store.write_bytes(tree.claim, data)
             break
         time.sleep(poll_s)
@@ -145,9 +160,15 @@ class Heartbeat:
 
 
 @contextmanager
-def claimed(tree: StageTree, fingerprint: str, mine: dict[str, Any],
-            on_wait: Callable[[dict[str, Any]], None] = lambda claim: None, stale_s: float = STALE_S,
-            heartbeat_s: float = HEARTBEAT_S, poll_s: float = WAIT_POLL_S) -> Iterator[bool]:
+def claimed(
+    tree: StageTree,
+    fingerprint: str,
+    mine: dict[str, Any],
+    on_wait: Callable[[dict[str, Any]], None] = lambda claim: None,
+    stale_s: float = STALE_S,
+    heartbeat_s: float = HEARTBEAT_S,
+    poll_s: float = WAIT_POLL_S,
+) -> Iterator[bool]:
     """Yields True while `mine` owns the dataset's claim (run the stage, then the claim goes), or False when
     the dataset is complete and is to be reused."""
     if not acquire(tree, fingerprint, mine, on_wait, stale_s, poll_s):

@@ -28,14 +28,18 @@ SpecFiles = Annotated[list[Path], typer.Argument(help="Experiment YAML files ('-
 # Typer reads help as rich markup: the backslash keeps "[/PREFIX]" text, not a closing tag.
 StorageOption = Annotated[
     Optional[str],
-    typer.Option("--storage", show_default=False,
-                 help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET\\[/PREFIX]; default: ${store.ENV_STORAGE}, "
-                      "else a folder under ~/.local/share/secoctl. A spec's own spec.storage wins; a different "
-                      "--storage is refused."),
+    typer.Option(
+        "--storage",
+        show_default=False,
+        help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET\\[/PREFIX]; default: ${store.ENV_STORAGE}, "
+        "else a folder under ~/.local/share/secoctl. A spec's own spec.storage wins; a different "
+        "--storage is refused.",
+    ),
 ]
 ContextOption = Annotated[Optional[str], typer.Option("--context", help="kubeconfig context (cluster runs).")]
 NamespaceOption = Annotated[
-    Optional[str], typer.Option("-n", "--namespace", help="Namespace (cluster runs); default: the context's.")]
+    Optional[str], typer.Option("-n", "--namespace", help="Namespace (cluster runs); default: the context's.")
+]
 LocalOption = Annotated[bool, typer.Option("--local", help="This machine, even if a cluster is configured.")]
 
 
@@ -59,8 +63,8 @@ def _fail(lines: list[str], code: int = 2) -> None:
 def _load(files: list[Path]):
     """Every experiment in the files, refused whole if one is invalid or renders more than the cluster accepts;
     each one's warnings on stderr (a valid spec that will cost more than it needs to)."""
-    from secoctl.spec.advice import warnings
     from secoctl.backends.kubernetes.executor import oversized
+    from secoctl.spec.advice import warnings
     from secoctl.spec.file import load_files
 
     try:
@@ -155,8 +159,9 @@ def _on_storage(experiment, storage: Optional[str]):
 
 @app.command()
 def status(
-    name: Annotated[Optional[str], typer.Argument(
-        help="One experiment, or a study's experiments; all when left out.")] = None,
+    name: Annotated[
+        Optional[str], typer.Argument(help="One experiment, or a study's experiments; all when left out.")
+    ] = None,
     storage: StorageOption = None,
     output: Annotated[str, typer.Option("-o", "--output", help="table (one line a stage), wide or json")] = "table",
     watch: Annotated[bool, typer.Option("-w", "--watch", help="Redraw until the drivers finish (cluster).")] = False,
@@ -186,8 +191,12 @@ def logs(
     stage: Annotated[Optional[str], typer.Option("--stage", "-s")] = None,
     index: Annotated[Optional[int], typer.Option("--index", "-i", help="One part (completion index).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    output: Annotated[str, typer.Option("-o", "--output", help="text (records as readable lines) or json "
-                                        "(the records as the parts wrote them)")] = "text",
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o", "--output", help="text (records as readable lines) or json (the records as the parts wrote them)"
+        ),
+    ] = "text",
     storage: StorageOption = None,
     local: LocalOption = False,
     context: ContextOption = None,
@@ -216,8 +225,13 @@ def plot(
 @app.command()
 def delete(
     name: str,
-    purge: Annotated[bool, typer.Option("--purge", help="Also remove the experiment's storage tree, and each "
-                                        "dataset it read that no other experiment reads.")] = False,
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge",
+            help="Also remove the experiment's storage tree, and each dataset it read that no other experiment reads.",
+        ),
+    ] = False,
     storage: StorageOption = None,
     local: LocalOption = False,
     context: ContextOption = None,

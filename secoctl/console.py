@@ -23,8 +23,12 @@ class RichObserver(Observer):
     def __init__(self) -> None:
         self.console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(), console=self.console, transient=False,
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
             disable=not sys.stderr.isatty(),
         )
         self.tasks: dict[str, TaskID] = {}
@@ -57,16 +61,18 @@ class RichObserver(Observer):
             return
         metrics = metric_text(facts, stage.parts, running=True)
         detail = markup_safe(one_line(f"{progress.done:g}/{progress.total:g} {progress.unit} {metrics}"))
-        self.progress.update(self.tasks[stage.name], completed=progress.done, total=progress.total or None,
-                             detail=detail)
+        self.progress.update(
+            self.tasks[stage.name], completed=progress.done, total=progress.total or None, detail=detail
+        )
         if self.progress.disable and self.printed.get(stage.name) != detail:
             self.printed[stage.name] = detail
             self.say(f"  {stage.name}: {detail}", highlight=False)
 
     def dataset_wait(self, stage: plan.Stage, claim: dict) -> None:
         # The owner's name comes from the storage tree: printed as plain text, never as markup.
-        self.console.print(f"  {stage.name}: {plan.waits_for(stage, claim)}", markup=False, highlight=False,
-                           soft_wrap=True)
+        self.console.print(
+            f"  {stage.name}: {plan.waits_for(stage, claim)}", markup=False, highlight=False, soft_wrap=True
+        )
 
     def stage_finished(self, stage: plan.Stage, seconds: float) -> None:
         task = self.tasks.get(stage.name)
@@ -86,8 +92,14 @@ def width_unknown() -> bool:
     return not Console().is_terminal and "COLUMNS" not in os.environ
 
 
-def print_table(rows: Sequence[Row], row_type: type[Row] = StageRow, wide: bool = False, fit: bool = True,
-                title: str | None = None, width: int | None = None) -> None:
+def print_table(
+    rows: Sequence[Row],
+    row_type: type[Row] = StageRow,
+    wide: bool = False,
+    fit: bool = True,
+    title: str | None = None,
+    width: int | None = None,
+) -> None:
     """`fit`: cut to the terminal's width, only the last column cut (as kubectl's table); otherwise at its
     natural width (or `width`), long lines left to the terminal, as `kubectl get -o wide` prints them.
 
@@ -103,8 +115,13 @@ def print_table(rows: Sequence[Row], row_type: type[Row] = StageRow, wide: bool 
     console.print(table)
 
 
-def status_table(rows: Sequence[Row], wide: bool = False, row_type: type[Row] = StageRow, fit: bool | None = None,
-                 title: str | None = None) -> Table:
+def status_table(
+    rows: Sequence[Row],
+    wide: bool = False,
+    row_type: type[Row] = StageRow,
+    fit: bool | None = None,
+    title: str | None = None,
+) -> Table:
     """One line per row. Fitted, every column but the last keeps its width and the last is cut."""
     several = len({row.experiment for row in rows}) > 1
     headers = row_type.headers(wide, several)
@@ -123,8 +140,13 @@ def status_table(rows: Sequence[Row], wide: bool = False, row_type: type[Row] = 
     return table
 
 
-def watch(read: Callable[[], list[Row]], finished: Callable[[list[Row]], bool], draw: Callable[[list[Row]], Table],
-          rows: list[Row], every_s: float = 2.0) -> None:
+def watch(
+    read: Callable[[], list[Row]],
+    finished: Callable[[list[Row]], bool],
+    draw: Callable[[list[Row]], Table],
+    rows: list[Row],
+    every_s: float = 2.0,
+) -> None:
     """Redraw the table from `read` until `finished` says nothing runs."""
     with Live(draw(rows), refresh_per_second=1) as live:
         while not finished(rows):

@@ -33,8 +33,11 @@ class Dataset:
 
 def read_by(storage: str, experiment: Experiment) -> list[str]:
     """The datasets an experiment reads (its shared stages' trees that are datasets, not old trees read in place)."""
-    return [plan.dataset_name(s) for s in plan.stages(experiment, single_machine=True)
-            if plan.dataset_name(s) and stored.stage_tree(storage, experiment.name, s).at is not None]
+    return [
+        plan.dataset_name(s)
+        for s in plan.stages(experiment, single_machine=True)
+        if plan.dataset_name(s) and stored.stage_tree(storage, experiment.name, s).at is not None
+    ]
 
 
 def readers(storage: str) -> dict[str, list[str]]:
@@ -75,8 +78,17 @@ def listing(storage: str) -> list[Dataset]:
         _, path = store.filesystem(uri)
         size = int(fs.du(path, total=True)) if fs.exists(path) else 0
         facts = read_facts(StageTree(uri, match["stage"], uri))
-        result.append(Dataset(name, match["stage"], match["fingerprint"], uri, size,
-                              _state(facts, match["fingerprint"]), tuple(by.get(name, ()))))
+        result.append(
+            Dataset(
+                name,
+                match["stage"],
+                match["fingerprint"],
+                uri,
+                size,
+                _state(facts, match["fingerprint"]),
+                tuple(by.get(name, ())),
+            )
+        )
     return result
 
 
@@ -97,8 +109,10 @@ def lines(storage: str) -> Iterator[str]:
     width = max(len(d.name) for d in found)
     yield f"{'DATASET':<{width}}  {'SIZE':>9}  {'STATE':<8}  EXPERIMENTS"
     for dataset in found:
-        yield (f"{dataset.name:<{width}}  {human_bytes(dataset.size_bytes):>9}  {dataset.state:<8}  "
-               f"{', '.join(dataset.readers) or '-'}")
+        yield (
+            f"{dataset.name:<{width}}  {human_bytes(dataset.size_bytes):>9}  {dataset.state:<8}  "
+            f"{', '.join(dataset.readers) or '-'}"
+        )
 
 
 def purge(storage: str, experiment: Experiment) -> Iterator[str]:

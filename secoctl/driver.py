@@ -29,8 +29,8 @@ from typing import TypeVar
 from secoctl import claim, plan, render, store, stored
 from secoctl.backends.kubernetes.client import ApiError, Cluster, ClusterUnreachable, transient
 from secoctl.backends.kubernetes.executor import KubernetesExecutor
-from secoctl.errors import SpecError, UserError
 from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL, condition, job_facts, owned_by
+from secoctl.errors import SpecError, UserError
 from secoctl.spec import Experiment
 from secoctl.spec.file import read_experiment
 from secoctl.tree import StageRun, StageTree, read_facts, stage_run
@@ -73,12 +73,22 @@ class Driver:
         dataset = plan.dataset_name(stage)
         if dataset is None or tree.at is None:
             return self.run_stage(stage, tree)
-        mine = claim.owner(self.experiment.name, executor="kubernetes", namespace=self.cluster.namespace,
-                           job=render.job_name(self.experiment, stage.name))
+        mine = claim.owner(
+            self.experiment.name,
+            executor="kubernetes",
+            namespace=self.cluster.namespace,
+            job=render.job_name(self.experiment, stage.name),
+        )
 
         def waiting(held: dict) -> None:
-            event("dataset_wait", stage=stage.name, dataset=dataset, experiment=held.get("experiment"),
-                  namespace=held.get("namespace"), message=plan.waits_for(stage, held))
+            event(
+                "dataset_wait",
+                stage=stage.name,
+                dataset=dataset,
+                experiment=held.get("experiment"),
+                namespace=held.get("namespace"),
+                message=plan.waits_for(stage, held),
+            )
 
         with claim.claimed(tree, stage.fingerprint, mine, waiting, poll_s=self.poll_s) as owned:
             if not owned:
@@ -123,8 +133,10 @@ class Driver:
 
     def run_stage(self, stage: plan.Stage, tree: StageTree) -> bool:
         name = self.start_job(stage)["metadata"]["name"]
-        with stage_run(tree, {"executor": "kubernetes", "job": name, "namespace": self.cluster.namespace,
-                              "started_at": time.time()}) as run:
+        with stage_run(
+            tree,
+            {"executor": "kubernetes", "job": name, "namespace": self.cluster.namespace, "started_at": time.time()},
+        ) as run:
             return self.watch(stage, name, run)
 
     def watch(self, stage: plan.Stage, name: str, run: StageRun) -> bool:
@@ -138,14 +150,23 @@ class Driver:
             if not (failed or unexplained(job)):
                 pods = []
             elif failed or time.monotonic() - looked >= POD_LOOK_S:
-                pods = owned_by(job, self.patiently(f"the pods of {name}", lambda: self.executor.stage_pods(
-                    self.experiment, stage.name, None)))
+                pods = owned_by(
+                    job,
+                    self.patiently(
+                        f"the pods of {name}", lambda: self.executor.stage_pods(self.experiment, stage.name, None)
+                    ),
+                )
                 looked = time.monotonic()
             facts = job_facts(job, pods)
             summary = (facts.state, facts.active, facts.ready, facts.succeeded, facts.failed, facts.reasons)
             if summary != last:
-                event("stage_progress", stage=stage.name, state=facts.state, pods=facts.pods_text,
-                      reasons=list(facts.reasons))
+                event(
+                    "stage_progress",
+                    stage=stage.name,
+                    state=facts.state,
+                    pods=facts.pods_text,
+                    reasons=list(facts.reasons),
+                )
                 last = summary
             if condition(job, "Complete"):
                 missing = run.commit(stage.fingerprint, stage.parts)

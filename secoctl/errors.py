@@ -47,7 +47,11 @@ class SpecProblem:
 
     def __str__(self) -> str:
         message = shorten(self.message, MAX_MESSAGE_CHARS)
-        return f"{self.source}: {shorten(self.path, MAX_PATH_CHARS)}: {message}" if self.path else f"{self.source}: {message}"
+        return (
+            f"{self.source}: {shorten(self.path, MAX_PATH_CHARS)}: {message}"
+            if self.path
+            else f"{self.source}: {message}"
+        )
 
 
 class SpecError(Exception):

@@ -49,8 +49,11 @@ def indexes(stage_uri: str) -> list[int]:
 
 def files(stage_uri: str, index: int) -> list[str]:
     """The URIs holding part `index`'s log, in reading order: sealed chunks, then the live tail."""
-    names = [n for n in store.list_names(store.join(stage_uri, LOGS))
-             if n.endswith(".log") and n.split(".")[0] == f"{index:05d}"]
+    names = [
+        n
+        for n in store.list_names(store.join(stage_uri, LOGS))
+        if n.endswith(".log") and n.split(".")[0] == f"{index:05d}"
+    ]
     chunks = sorted(n for n in names if n.count(".") == 2)
     live = [n for n in names if n.count(".") == 1]
     return [store.join(stage_uri, LOGS, n) for n in (*chunks, *live)]
@@ -63,8 +66,9 @@ def read(stage_uri: str, index: int) -> str:
 def failure_line(stage: str, index: int, cause: str, field: str | None) -> str:
     """The one line a part prints last when it fails predictably: what went wrong and the spec field to fix."""
     message = f"{stage} part {index}: {cause}" + (f": check {field}" if field else "")
-    return json.dumps({"event": "failed", "stage": stage, "index": index, "cause": cause, "field": field,
-                       "message": message})
+    return json.dumps(
+        {"event": "failed", "stage": stage, "index": index, "cause": cause, "field": field, "message": message}
+    )
 
 
 def failure_message(line: str) -> str | None:

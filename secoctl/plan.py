@@ -142,8 +142,15 @@ def changed_stages(previous: Experiment, current: Experiment) -> list[str]:
     return [s.name for s in stages(current) if before.get(s.name) not in (None, s.fingerprint)]
 
 
-def stage_argv(item: Stage, spec_location: str, *, nproc_per_node: int = 1, rendezvous: str | None = None,
-               nodes: int = 1, run_id: str = "") -> list[str]:
+def stage_argv(
+    item: Stage,
+    spec_location: str,
+    *,
+    nproc_per_node: int = 1,
+    rendezvous: str | None = None,
+    nodes: int = 1,
+    run_id: str = "",
+) -> list[str]:
     """The command a pod or a local process runs for a stage: the same entry point in both."""
     module = item.record.module
     if not item.distributed:

@@ -52,8 +52,10 @@ def guard_stage_process() -> None:
         return  # a pod, a test or a person's shell: nothing to die with
     die_with_parent()  # torchrun also starts workers in sessions of their own: tie each to its agent's life
     if executor is not None and int(executor) not in ancestors(os.getpid()):
-        raise SystemExit(f"secoctl: the executor that started this stage process (process {executor}) is gone; "
-                         "exiting rather than running on alone")
+        raise SystemExit(
+            f"secoctl: the executor that started this stage process (process {executor}) is gone; "
+            "exiting rather than running on alone"
+        )
 
 
 def lock_folder() -> Path:

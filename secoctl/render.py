@@ -54,8 +54,12 @@ def driver_rules(experiment: Experiment) -> list[dict[str, Any]]:
     return [
         # Its own stage Jobs, by name: read one; patch one to start it (`spec.suspend: false`) or
         # to hand it to Kueue (the queue-name label).
-        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": stage_job_names(experiment),
-         "verbs": ["get", "patch"]},
+        {
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "resourceNames": stage_job_names(experiment),
+            "verbs": ["get", "patch"],
+        },
         # Pods, to name why a part failed (exit code, OOMKilled, Unschedulable): only a pod's status
         # says so. `list` cannot be narrowed by name; it reads pod objects, never Secrets or logs.
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
@@ -105,8 +109,11 @@ def _container_security() -> dict[str, Any]:
 
 
 def _resources(resources: Resources, gpus: int) -> dict[str, Any]:
-    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory,
-                                "ephemeral-storage": resources.ephemeral_storage}
+    requests: dict[str, Any] = {
+        "cpu": resources.cpu,
+        "memory": resources.memory,
+        "ephemeral-storage": resources.ephemeral_storage,
+    }
     limits: dict[str, Any] = {"memory": resources.memory}
     if gpus:
         requests[GPU_RESOURCE] = str(gpus)
@@ -213,8 +220,14 @@ def _pod_template(
     return {"metadata": {"labels": labels(experiment, stage)}, "spec": pod_spec}
 
 
-def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: dict[str, Any], *,
-         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _job(
+    experiment: Experiment,
+    namespace: str,
+    stage: plan.Stage,
+    template: dict[str, Any],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     metadata = _metadata(experiment, job_name(experiment, stage.name), namespace, stage.name)
     template["metadata"]["annotations"] = {ANNOTATION_FINGERPRINT: stage.fingerprint}
     container = template["spec"]["containers"][0]
@@ -236,8 +249,10 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
         # as the Job controller deletes them when Kueue suspends the Job (no DisruptionTarget then): its
         # part stops on SIGTERM and exits 143, where a kill after the grace period exits 137.
         "podFailurePolicy": {
-            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                      {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [partlog.STOPPED_EXIT]}}]
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [partlog.STOPPED_EXIT]}},
+            ]
         },
     }
     job_spec.update(extra or {})
@@ -247,8 +262,19 @@ def _job(experiment: Experiment, namespace: str, stage: plan.Stage, template: di
 def logged(stage: str, argv: list[str]) -> list[str]:
     """A part's command run under `jobs.common.logged`, which also keeps its log in storage
     (`<stage>/logs/<index>.log`), so the log outlives the pod."""
-    return ["python", "-m", "jobs.common.logged", "--spec", SPEC_PATH, "--stage", stage,
-            "--termination-log", partlog.TERMINATION_LOG, "--", *argv]
+    return [
+        "python",
+        "-m",
+        "jobs.common.logged",
+        "--spec",
+        SPEC_PATH,
+        "--stage",
+        stage,
+        "--termination-log",
+        partlog.TERMINATION_LOG,
+        "--",
+        *argv,
+    ]
 
 
 def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict[str, Any]:
@@ -260,14 +286,28 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
     if record.distributed:
         subdomain = rendezvous_name(experiment, stage.name)
         rendezvous = f"{job_name(experiment, stage.name)}-0.{subdomain}:{plan.RENDEZVOUS_PORT}"
-        argv = plan.stage_argv(stage, SPEC_PATH, nproc_per_node=max(gpus, 1), rendezvous=rendezvous,
-                               nodes=stage.parts, run_id=experiment.name)
+        argv = plan.stage_argv(
+            stage,
+            SPEC_PATH,
+            nproc_per_node=max(gpus, 1),
+            rendezvous=rendezvous,
+            nodes=stage.parts,
+            run_id=experiment.name,
+        )
     else:
         argv = plan.stage_argv(stage, SPEC_PATH)
     template = _pod_template(
-        experiment, stage.name, argv, record.resources(spec), gpus=gpus, image=record.image(spec),
-        shared_memory=record.shared_memory, extra_env=record.env(spec), extra_volumes=record.volumes(spec),
-        subdomain=subdomain, stop_grace_s=record.stop_grace_s(spec),
+        experiment,
+        stage.name,
+        argv,
+        record.resources(spec),
+        gpus=gpus,
+        image=record.image(spec),
+        shared_memory=record.shared_memory,
+        extra_env=record.env(spec),
+        extra_volumes=record.volumes(spec),
+        subdomain=subdomain,
+        stop_grace_s=record.stop_grace_s(spec),
     )
     per_part = {"backoffLimit": None, "backoffLimitPerIndex": 3, "maxFailedIndexes": 0}
     return _job(experiment, namespace, stage, template, extra=per_part if record.retry_per_part else None)
@@ -275,7 +315,8 @@ def stage_job(experiment: Experiment, stage: plan.Stage, namespace: str) -> dict
 
 def rendezvous_service(experiment: Experiment, stage: str, namespace: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": _metadata(experiment, rendezvous_name(experiment, stage), namespace, stage),
         "spec": {
             "clusterIP": "None",
@@ -294,17 +335,27 @@ def network_policies(experiment: Experiment, namespace: str, distributed: list[s
     between ranks on ephemeral ports, so peers get every port; ranks exchange pickled objects, so
     nothing else may reach them. Egress stays open: storage, STAC and the apiserver.
     """
-    isolated = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": _metadata(experiment, names(experiment)["isolated"], namespace),
-                "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}},
-                         "policyTypes": ["Ingress"]}}
+    isolated = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(experiment, names(experiment)["isolated"], namespace),
+        "spec": {"podSelector": {"matchLabels": {LABEL_EXPERIMENT: experiment.name}}, "policyTypes": ["Ingress"]},
+    }
     peers = []
     for stage in distributed:
         ranks = {LABEL_EXPERIMENT: experiment.name, LABEL_STAGE: stage}
-        peers.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                      "metadata": _metadata(experiment, rendezvous_name(experiment, stage), namespace, stage),
-                      "spec": {"podSelector": {"matchLabels": ranks}, "policyTypes": ["Ingress"],
-                               "ingress": [{"from": [{"podSelector": {"matchLabels": ranks}}]}]}})
+        peers.append(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": _metadata(experiment, rendezvous_name(experiment, stage), namespace, stage),
+                "spec": {
+                    "podSelector": {"matchLabels": ranks},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": ranks}}]}],
+                },
+            }
+        )
     return [isolated, *peers]
 
 
@@ -321,9 +372,11 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
     object_names = names(experiment)
     driver = object_names["driver"]
     driver_template = _pod_template(
-        experiment, stages.DRIVER,
+        experiment,
+        stages.DRIVER,
         ["python", "-m", "secoctl.driver", "--spec", SPEC_PATH, "--namespace", namespace],
-        DRIVER_RESOURCES, image=experiment.spec.driver_image or experiment.spec.image,
+        DRIVER_RESOURCES,
+        image=experiment.spec.driver_image or experiment.spec.image,
         service_account=driver,
     )
     planned = plan.stages(experiment)
@@ -333,16 +386,26 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
     driver_template["metadata"]["annotations"] = {ANNOTATION_SPEC: hashlib.sha256(document.encode()).hexdigest()}
     objects: list[dict[str, Any]] = [
         {
-            "apiVersion": "v1", "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
             "metadata": _metadata(experiment, object_names["spec"], namespace),
             "data": {"spec.yaml": document},
         },
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(experiment, driver, namespace),
-         "automountServiceAccountToken": False},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": _metadata(experiment, driver, namespace), "rules": driver_rules(experiment)},
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(experiment, driver, namespace),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(experiment, driver, namespace),
+            "rules": driver_rules(experiment),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
             "metadata": _metadata(experiment, driver, namespace),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": driver},
             "subjects": [{"kind": "ServiceAccount", "name": driver, "namespace": namespace}],
@@ -351,7 +414,8 @@ def render(experiment: Experiment, namespace: str = "default") -> list[dict[str,
         *network_policies(experiment, namespace, distributed),
         *(stage_job(experiment, item, namespace) for item in planned),
         {
-            "apiVersion": "batch/v1", "kind": "Job",
+            "apiVersion": "batch/v1",
+            "kind": "Job",
             "metadata": _metadata(experiment, driver, namespace, stages.DRIVER),
             "spec": {"backoffLimit": 6, "template": driver_template},
         },

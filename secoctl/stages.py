@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from secoctl.model_card import FEATURES, RGB_BANDS
-from secoctl.spec.quantity import cache_budget
 from secoctl.spec.models import Resources, SecretRef
+from secoctl.spec.quantity import cache_budget
 
 if TYPE_CHECKING:
     from secoctl.spec import ExperimentSpec, Pretrain
 
 DRIVER = "driver"  # the driver Job's stage label: status and logs show it beside the stages
 SUBSCRIPTION_KEY = "PC_SDK_SUBSCRIPTION_KEY"  # planetary_computer's setting, read by jobs/collect/signing.py
-TRACKING_TOKEN = "MLFLOW_TRACKING_TOKEN"  # the MLflow client's bearer token, read by mlflow itself (jobs/common/tracking.py)
+TRACKING_TOKEN = (
+    "MLFLOW_TRACKING_TOKEN"  # the MLflow client's bearer token, read by mlflow itself (jobs/common/tracking.py)
+)
 PUBLISH_RESOURCES = Resources(cpu="1", memory="4Gi")
-SHARD_CACHE = "/tmp/training-shards"  # on the pod's /tmp emptyDir (its local disk), read by jobs/pretrain/shard_cache.py
+SHARD_CACHE = (
+    "/tmp/training-shards"  # on the pod's /tmp emptyDir (its local disk), read by jobs/pretrain/shard_cache.py
+)
 
 # Stopping a pretrain pod (SIGTERM: Kueue preemption, a node drain, a spot reclaim). jobs/pretrain/train.py
 # reads the loss back once per window of PRETRAIN_WINDOW_STEPS steps, and there its ranks agree whether to
@@ -143,8 +147,10 @@ def _training_input(spec: ExperimentSpec) -> dict[str, Any]:
 
 def _shard_cache_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
     """Each pretrain node caches the training shards it reads on its /tmp volume (sized by ephemeralStorage)."""
-    return ({"name": "SECOCTL_SHARD_CACHE", "value": SHARD_CACHE},
-            {"name": "SECOCTL_SHARD_CACHE_BYTES", "value": str(cache_budget(spec.pretrain.resources.ephemeral_storage))})
+    return (
+        {"name": "SECOCTL_SHARD_CACHE", "value": SHARD_CACHE},
+        {"name": "SECOCTL_SHARD_CACHE_BYTES", "value": str(cache_budget(spec.pretrain.resources.ephemeral_storage))},
+    )
 
 
 def _subspaces(pretrain: Pretrain) -> int:
@@ -157,8 +163,9 @@ def pretrain_checkpoint_bytes(pretrain: Pretrain, bands: int = len(RGB_BANDS)) -
     ARCHIVE_BYTES of torch.save's records, the ranks' RNG states and the metrics (whose growth over a
     long run STOP_SLACK_S covers)."""
     features = FEATURES[pretrain.backbone]
-    heads = _subspaces(pretrain) * (features * features + features + features * pretrain.embedding_dim
-                                    + pretrain.embedding_dim)
+    heads = _subspaces(pretrain) * (
+        features * features + features + features * pretrain.embedding_dim + pretrain.embedding_dim
+    )
     stem = STEM_ELEMENTS_PER_BAND * (bands - len(RGB_BANDS))
     encoder = BACKBONE_TENSOR_ELEMENTS[pretrain.backbone] + stem + heads
     return 4 * (3 * encoder + _subspaces(pretrain) * pretrain.embedding_dim * pretrain.queue_size) + ARCHIVE_BYTES
@@ -175,44 +182,77 @@ def pretrain_step_s(pretrain: Pretrain, bands: int = len(RGB_BANDS)) -> float:
 def pretrain_stop_s(spec: ExperimentSpec) -> int:
     """How long a pretrain worker may take from SIGTERM to its exit: the rest of its window, one checkpoint, slack."""
     pretrain, bands = spec.pretrain, len(spec.input_bands())
-    return math.ceil(PRETRAIN_WINDOW_STEPS * pretrain_step_s(pretrain, bands)
-                     + pretrain_checkpoint_bytes(pretrain, bands) / CHECKPOINT_WRITE_BYTES_PER_S) + STOP_SLACK_S
+    return (
+        math.ceil(
+            PRETRAIN_WINDOW_STEPS * pretrain_step_s(pretrain, bands)
+            + pretrain_checkpoint_bytes(pretrain, bands) / CHECKPOINT_WRITE_BYTES_PER_S
+        )
+        + STOP_SLACK_S
+    )
 
 
 def _pretrain_env(spec: ExperimentSpec) -> tuple[dict[str, Any], ...]:
     """The shard cache, torchrun's wait for its stopping workers before it kills them (30 s by default), the
     tracking token."""
-    return (*_shard_cache_env(spec), {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(pretrain_stop_s(spec))},
-            *_tracking_token_env(spec))
+    return (
+        *_shard_cache_env(spec),
+        {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(pretrain_stop_s(spec))},
+        *_tracking_token_env(spec),
+    )
 
 
 STAGES: tuple[StageRecord, ...] = (
     StageRecord(
-        "collect", parts=lambda spec: spec.collect.workers, section=lambda spec: spec.collect,
-        image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True,
-        env=_subscription_key_env, shared=True,
+        "collect",
+        parts=lambda spec: spec.collect.workers,
+        section=lambda spec: spec.collect,
+        image=_driver_image,
+        resources=lambda spec: spec.collect.resources,
+        retry_per_part=True,
+        env=_subscription_key_env,
+        shared=True,
         # in_flight paces the requests; the outcomes are committed in the locations' order whatever it is.
         not_inputs=frozenset({"resources", "subscription_key_secret", "in_flight"}),
     ),
     # The model's input, derived once from the record (jobs/shards): CPU pods, one per collect worker.
     StageRecord(
-        "shards", parts=lambda spec: spec.collect.workers, section=_training_input,
-        image=_driver_image, resources=lambda spec: spec.collect.resources, retry_per_part=True, shared=True,
+        "shards",
+        parts=lambda spec: spec.collect.workers,
+        section=_training_input,
+        image=_driver_image,
+        resources=lambda spec: spec.collect.resources,
+        retry_per_part=True,
+        shared=True,
     ),
     StageRecord(
-        "pretrain", parts=lambda spec: spec.pretrain.nodes, section=lambda spec: spec.pretrain,
-        image=lambda spec: spec.image, resources=lambda spec: spec.pretrain.resources,
-        gpus=lambda spec: spec.pretrain.gpus_per_node, distributed=True, shared_memory=True,
-        env=_pretrain_env, stop_grace_s=lambda spec: pretrain_stop_s(spec) + EXIT_S,
+        "pretrain",
+        parts=lambda spec: spec.pretrain.nodes,
+        section=lambda spec: spec.pretrain,
+        image=lambda spec: spec.image,
+        resources=lambda spec: spec.pretrain.resources,
+        gpus=lambda spec: spec.pretrain.gpus_per_node,
+        distributed=True,
+        shared_memory=True,
+        env=_pretrain_env,
+        stop_grace_s=lambda spec: pretrain_stop_s(spec) + EXIT_S,
     ),
     StageRecord(
-        "evaluate", parts=lambda spec: len(spec.evaluate), section=lambda spec: spec.evaluate,
-        image=lambda spec: spec.image, resources=lambda spec: spec.evaluate_resources,
-        gpus=lambda spec: spec.evaluate_resources.gpus, shared_memory=True, env=_tracking_token_env,
+        "evaluate",
+        parts=lambda spec: len(spec.evaluate),
+        section=lambda spec: spec.evaluate,
+        image=lambda spec: spec.image,
+        resources=lambda spec: spec.evaluate_resources,
+        gpus=lambda spec: spec.evaluate_resources.gpus,
+        shared_memory=True,
+        env=_tracking_token_env,
     ),
     StageRecord(
-        "publish", parts=lambda spec: 1 if spec.publish else 0, section=lambda spec: spec.publish,
-        image=_driver_image, resources=lambda spec: PUBLISH_RESOURCES, env=_tracking_token_env,
+        "publish",
+        parts=lambda spec: 1 if spec.publish else 0,
+        section=lambda spec: spec.publish,
+        image=_driver_image,
+        resources=lambda spec: PUBLISH_RESOURCES,
+        env=_tracking_token_env,
     ),
 )
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-State = Literal["complete", "changed", "failed", "running", "interrupted", "pending", "queued", "ready", "waiting",
-                "unreadable"]
+State = Literal[
+    "complete", "changed", "failed", "running", "interrupted", "pending", "queued", "ready", "waiting", "unreadable"
+]
 
 STYLE: dict[State, str] = {
-    "complete": "green", "running": "cyan", "failed": "red", "changed": "yellow", "interrupted": "yellow",
-    "pending": "yellow", "queued": "yellow", "ready": "white", "waiting": "dim", "unreadable": "red",
+    "complete": "green",
+    "running": "cyan",
+    "failed": "red",
+    "changed": "yellow",
+    "interrupted": "yellow",
+    "pending": "yellow",
+    "queued": "yellow",
+    "ready": "white",
+    "waiting": "dim",
+    "unreadable": "red",
 }
 
 

@@ -18,7 +18,6 @@ from secoctl.states import State, styled
 from secoctl.text import cell
 from secoctl.tree import StageFacts
 
-
 SUMMARY_CHARS = 28  # what fits beside the other columns at 80
 HEADLINE = ("accepted", "dropped", "failed", "loss", "embed_std")  # first in the summary (records sort their keys)
 NOT_RESULTS = ("in_flight", "embed_std_low_logs")  # a pacing setting and the alarm's count: not in the summary
@@ -51,8 +50,16 @@ class StageRow:
     def cells(self, wide: bool, several: bool) -> tuple[str, ...]:
         """Plain text each, as the widths are measured; `markup` adds the colours."""
         if wide:
-            return (self.experiment, self.stage, self.state, self.progress, self.eta, self.age,
-                    " ".join([self.alert, *(pair(k, v) for k, v in self.metrics.items())]).strip(), self.detail)
+            return (
+                self.experiment,
+                self.stage,
+                self.state,
+                self.progress,
+                self.eta,
+                self.age,
+                " ".join([self.alert, *(pair(k, v) for k, v in self.metrics.items())]).strip(),
+                self.detail,
+            )
         return (self.experiment,) * several + (self.stage, self.state, self.brief, self.eta, self.age, self.summary)
 
     def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[Text]:
@@ -189,8 +196,9 @@ def _timestamp(facts: StageFacts) -> float | None:
     return max(updates) if updates else None
 
 
-def rows(name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFacts],
-         now: float | None = None) -> list[StageRow]:
+def rows(
+    name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFacts], now: float | None = None
+) -> list[StageRow]:
     now = time.time() if now is None else now
     result = []
     for status in statuses:
@@ -200,14 +208,22 @@ def rows(name: str, statuses: list[plan.StageStatus], facts: dict[str, StageFact
         metrics = stage_metrics(fact, running) if fact.progress else {}
         alert = collapse.alarm(metrics)
         waiting = status.detail if status.state != "complete" else ""
-        result.append(StageRow(
-            experiment=name, stage=status.stage.name, state=status.state,
-            progress=progress_text(status, fact),
-            metric=metric_text(fact, status.stage.parts, running),
-            age=_age(now - stamp) if stamp else "", detail=status.detail,
-            **eta_fields(status.stage, fact, now, running), alert=alert, brief=progress_brief(status, fact),
-            summary=alert or waiting or summary_text(metrics), metrics=metrics,
-        ))
+        result.append(
+            StageRow(
+                experiment=name,
+                stage=status.stage.name,
+                state=status.state,
+                progress=progress_text(status, fact),
+                metric=metric_text(fact, status.stage.parts, running),
+                age=_age(now - stamp) if stamp else "",
+                detail=status.detail,
+                **eta_fields(status.stage, fact, now, running),
+                alert=alert,
+                brief=progress_brief(status, fact),
+                summary=alert or waiting or summary_text(metrics),
+                metrics=metrics,
+            )
+        )
     return result
 
 
@@ -230,8 +246,17 @@ class ClusterRow:
         return "EXPERIMENT", "STAGE", "STATE", "PODS", "RESTARTS", "PROGRESS", "ETA", "METRIC", "REASON"
 
     def cells(self, wide: bool, several: bool) -> tuple[str, ...]:
-        return (self.experiment, self.stage, self.state, self.pods, str(self.restarts), self.progress, self.eta,
-                " ".join(filter(None, (self.alert, self.metric))), self.reason)
+        return (
+            self.experiment,
+            self.stage,
+            self.state,
+            self.pods,
+            str(self.restarts),
+            self.progress,
+            self.eta,
+            " ".join(filter(None, (self.alert, self.metric))),
+            self.reason,
+        )
 
     def markup(self, cells: tuple[str, ...], wide: bool, several: bool) -> list[Text]:
         shown = [cell(text) for text in cells]
@@ -242,8 +267,13 @@ class ClusterRow:
 Row = StageRow | ClusterRow
 
 
-def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | None,
-                 facts: dict[str, StageFacts] | None, now: float | None = None) -> list[ClusterRow]:
+def cluster_rows(
+    name: str,
+    job_facts: dict,
+    statuses: list[plan.StageStatus] | None,
+    facts: dict[str, StageFacts] | None,
+    now: float | None = None,
+) -> list[ClusterRow]:
     """One row per stage (and the driver): the Job's word, unless storage already holds the stage complete."""
     now = time.time() if now is None else now
     by_stage = {s.stage.name: s for s in statuses or []}
@@ -256,12 +286,18 @@ def cluster_rows(name: str, job_facts: dict, statuses: list[plan.StageStatus] | 
         if waits and state not in ("running", "complete", "failed"):
             state = "waiting"
         running = state == "running"
-        result.append(ClusterRow(
-            experiment=name, stage=stage, state=state, pods=job.pods_text if job.state != "waiting" else "",
-            restarts=job.restarts, progress=progress_text(status, fact) if status else "",
-            metric=metric_text(fact, status.stage.parts, running) if status else "",
-            reason=status.detail if waits and state == "waiting" else "; ".join(job.reasons),
-            **(eta_fields(status.stage, fact, now, running) if status else {}),
-            alert=collapse.alarm(stage_metrics(fact, running)) if fact.progress else "",
-        ))
+        result.append(
+            ClusterRow(
+                experiment=name,
+                stage=stage,
+                state=state,
+                pods=job.pods_text if job.state != "waiting" else "",
+                restarts=job.restarts,
+                progress=progress_text(status, fact) if status else "",
+                metric=metric_text(fact, status.stage.parts, running) if status else "",
+                reason=status.detail if waits and state == "waiting" else "; ".join(job.reasons),
+                **(eta_fields(status.stage, fact, now, running) if status else {}),
+                alert=collapse.alarm(stage_metrics(fact, running)) if fact.progress else "",
+            )
+        )
     return result

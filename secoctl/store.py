@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 ENV_STORAGE = "SECOCTL_STORAGE"
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
-CREDENTIALS_IN_URI = ("credentials must not be written into the URI (user:password@); "
-                      "name a Secret (storageSecret) instead")
+CREDENTIALS_IN_URI = (
+    "credentials must not be written into the URI (user:password@); name a Secret (storageSecret) instead"
+)
 
 
 def storage_problem(uri: str) -> str | None:
@@ -50,13 +51,17 @@ def storage_problem(uri: str) -> str | None:
         return f"{shown(uri)} climbs out of its folder with '..'; write the folder it means"
     if scheme == "file":
         if not (path.startswith("/") and posixpath.normpath(path) == path):
-            return (f"{shown(uri)} is not an absolute, normalised path; write it as "
-                    f"file://{posixpath.normpath('/' + path.lstrip('/'))}")
+            return (
+                f"{shown(uri)} is not an absolute, normalised path; write it as "
+                f"file://{posixpath.normpath('/' + path.lstrip('/'))}"
+            )
         return None
     bucket, _, prefix = path.partition("/")
     if not S3_BUCKET.fullmatch(bucket):
-        return (f"{shown(uri)} names no S3 bucket (3 to 63 lower-case letters, digits, '.' and '-'); "
-                "write s3://BUCKET[/PREFIX]")
+        return (
+            f"{shown(uri)} names no S3 bucket (3 to 63 lower-case letters, digits, '.' and '-'); "
+            "write s3://BUCKET[/PREFIX]"
+        )
     segments = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
     if any(segment in ("", ".") for segment in segments):
         return f"{shown(uri)} is not a normalised prefix (an empty or '.' segment); write s3://{bucket}/PREFIX"
@@ -78,8 +83,10 @@ def resolve(option: str | None = None, own: str | None = None, experiment: str =
     either silently winning. The caller validates the choice: `storage` below, or the spec model.
     """
     if option and own and option != own:
-        raise UserError(f"--storage {shown(option)} differs from {experiment}'s spec.storage {shown(own)}; "
-                        "drop --storage or change spec.storage")
+        raise UserError(
+            f"--storage {shown(option)} differs from {experiment}'s spec.storage {shown(own)}; "
+            "drop --storage or change spec.storage"
+        )
     if own:
         return own, "spec.storage"
     if option:
@@ -107,7 +114,6 @@ def home_storage() -> str:
 
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
-
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,10 @@ def _transient(error: Exception) -> bool:
 
     if isinstance(error, EndpointUnreachable):
         return True
-    return isinstance(error, ClientError) and \
-        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in TRANSIENT_STATUS
+    return (
+        isinstance(error, ClientError)
+        and error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in TRANSIENT_STATUS
+    )
 
 
 def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
@@ -162,9 +170,14 @@ def filesystem(uri: str) -> tuple["fsspec.AbstractFileSystem", str]:
     options = {}
     if uri.startswith("s3://"):
         # Listings are never cached: a marker another process wrote must be seen at once.
-        options = {"use_listings_cache": False, "config_kwargs": {
-            "connect_timeout": _timeouts.connect_s, "read_timeout": _timeouts.read_s,
-            "retries": {"total_max_attempts": 1}}}
+        options = {
+            "use_listings_cache": False,
+            "config_kwargs": {
+                "connect_timeout": _timeouts.connect_s,
+                "read_timeout": _timeouts.read_s,
+                "retries": {"total_max_attempts": 1},
+            },
+        }
     try:
         fs, path = fsspec.core.url_to_fs(uri, **options)
     except (ImportError, ValueError) as error:  # a backend that is not installed, a protocol fsspec does not know
@@ -211,8 +224,10 @@ def reported(storage: str) -> Iterator[None]:
         if not _is_storage_failure(error):
             raise
         if isinstance(error, TimeoutError):  # fsspec's deadline for a whole call
-            raise UserError(f"storage {storage}: no answer from {endpoint()} within {_timeouts.deadline_s:g} s; "
-                            "check the endpoint and the network") from None
+            raise UserError(
+                f"storage {storage}: no answer from {endpoint()} within {_timeouts.deadline_s:g} s; "
+                "check the endpoint and the network"
+            ) from None
         if isinstance(error, OSError) and error.filename:  # a local file: the message names it
             raise UserError(one_line(error)) from None
         if isinstance(error, PermissionError):

@@ -10,8 +10,16 @@ from secoctl import plan, store
 from secoctl.errors import SpecError, UserError
 from secoctl.spec import Experiment
 from secoctl.spec.file import read_experiment, spec_document
-from secoctl.tree import (StageFacts, StageTree, dataset_uri, experiment_names, experiment_uri, read_facts,
-                          spec_uri, storage_holding)
+from secoctl.tree import (
+    StageFacts,
+    StageTree,
+    dataset_uri,
+    experiment_names,
+    experiment_uri,
+    read_facts,
+    spec_uri,
+    storage_holding,
+)
 
 
 def stage_tree(storage: str, name: str, stage: plan.Stage) -> StageTree:
@@ -54,8 +62,10 @@ def storage_of(experiment: Experiment) -> str:
 def read_experiment_facts(storage: str, experiment: Experiment, folder: str | None = None) -> dict[str, StageFacts]:
     """Every stage's facts; `folder`, the name the experiment is stored under, when `status` lists it (a folder
     renamed by hand still shows what it holds)."""
-    return {s.name: read_facts(stage_tree(storage, folder or experiment.name, s))
-            for s in plan.stages(experiment, single_machine=True)}
+    return {
+        s.name: read_facts(stage_tree(storage, folder or experiment.name, s))
+        for s in plan.stages(experiment, single_machine=True)
+    }
 
 
 def stored_experiment(root: str) -> Experiment | None:
@@ -86,15 +96,19 @@ def named(storage: str, name: str) -> tuple[str, Experiment | None]:
         return root, stored_experiment(root)
 
 
-def prepare_storage(root: str, experiment: Experiment,
-                    alive: Callable[[dict[str, StageFacts], str], set[int]] | None = None) -> None:
+def prepare_storage(
+    root: str, experiment: Experiment, alive: Callable[[dict[str, StageFacts], str], set[int]] | None = None
+) -> None:
     """Store the spec at `root` (the experiment's tree), refusing a change that would contradict work already
     done, and, given `alive` (the processes still applying it), a second apply while one runs."""
     previous = stored_experiment(root)
     if previous is not None:
         facts = read_experiment_facts(storage_holding(root), previous)
-        touched = [name for name in plan.changed_stages(previous, experiment)
-                   if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)]
+        touched = [
+            name
+            for name in plan.changed_stages(previous, experiment)
+            if facts.get(name) and (facts[name].success is not None or facts[name].parts_done)
+        ]
         if touched:
             first = touched[0]
             raise UserError(
@@ -104,8 +118,10 @@ def prepare_storage(root: str, experiment: Experiment,
             )
         running = alive(facts, experiment.name) if alive else set()
         if running:
-            raise UserError(f"experiment {experiment.name} is being applied by process {min(running)}; "
-                            f"wait for it or `secoctl delete {experiment.name}` to stop it")
+            raise UserError(
+                f"experiment {experiment.name} is being applied by process {min(running)}; "
+                f"wait for it or `secoctl delete {experiment.name}` to stop it"
+            )
     store.write_text(spec_uri(root), datasets_comment(storage_holding(root), experiment) + spec_document(experiment))
 
 
@@ -113,8 +129,11 @@ def datasets_comment(storage: str, experiment: Experiment) -> str:
     """The stored spec's first line, for a person reading the tree: the datasets this experiment reads.
 
     The code never parses it: each name is `<stage>-<fingerprint>` of the spec below it (plan.dataset_name)."""
-    names = [name for s in plan.stages(experiment, single_machine=True)
-             if (name := plan.dataset_name(s)) and stage_tree(storage, experiment.name, s).at is not None]
+    names = [
+        name
+        for s in plan.stages(experiment, single_machine=True)
+        if (name := plan.dataset_name(s)) and stage_tree(storage, experiment.name, s).at is not None
+    ]
     return f"# reads datasets: {', '.join(names)} (under {dataset_uri(storage, '')})\n" if names else ""
 
 

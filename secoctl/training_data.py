@@ -16,7 +16,8 @@ def bytes_per_location(timestamps: int, patch_size: int, bands: int = len(RGB_BA
     return timestamps * (bands * patch_size**2 + MEMBER_OVERHEAD) + 2 * MEMBER_OVERHEAD
 
 
-def epoch_bytes_per_node(locations: int, timestamps: int, patch_size: int, nodes: int,
-                         bands: int = len(RGB_BANDS)) -> int:
+def epoch_bytes_per_node(
+    locations: int, timestamps: int, patch_size: int, nodes: int, bands: int = len(RGB_BANDS)
+) -> int:
     """Each node's ranks read 1/nodes of the shards an epoch, so that is what its cache must hold."""
     return -(-locations // nodes) * bytes_per_location(timestamps, patch_size, bands)

@@ -164,8 +164,9 @@ def read_facts(tree: StageTree) -> StageFacts:
     if CLAIM in names:
         facts.claim = _record(tree.claim)
     if "parts" in names:
-        facts.parts_done = {_part_number(tree.path("parts", n)) for n in store.list_names(tree.path("parts"))
-                            if n.endswith(".json")}
+        facts.parts_done = {
+            _part_number(tree.path("parts", n)) for n in store.list_names(tree.path("parts")) if n.endswith(".json")
+        }
     if "progress" in names:
         for name in store.list_names(tree.path("progress")):
             if name.endswith(".json") and not name.startswith("."):
@@ -192,9 +193,14 @@ def _part_number(uri: str) -> int:
 
 def _progress(uri: str, value: Any) -> dict[str, Any]:
     numbers = ("done", "total", "updated_at", "per_s")
-    if not isinstance(value, dict) or any(
+    if (
+        not isinstance(value, dict)
+        or any(
             key in value and (not isinstance(value[key], (int, float)) or isinstance(value[key], bool))
-            for key in numbers) or not all(isinstance(value.get(key) or {}, dict) for key in ("metrics", "summed")):
+            for key in numbers
+        )
+        or not all(isinstance(value.get(key) or {}, dict) for key in ("metrics", "summed"))
+    ):
         raise UserError(f"{uri} is not a progress record (a JSON object whose {', '.join(numbers)} are numbers)")
     return value
 

@@ -9,16 +9,24 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
-def run_cli(*args: str, storage: Path | None = None, environment: dict[str, str] | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, storage: Path | None = None, environment: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """The real `secoctl` in a subprocess: real exit codes, real stderr; `environment` adds variables."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("SECOCTL_STORAGE", None)
     if storage is not None:
         env["SECOCTL_STORAGE"] = storage.as_uri()
     env.update(environment or {})
-    return subprocess.run([sys.executable, "-m", "secoctl", *args], capture_output=True, text=True,
-                          cwd=kwargs.pop("cwd", ROOT), env=env, timeout=kwargs.pop("timeout", 120), **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "secoctl", *args],
+        capture_output=True,
+        text=True,
+        cwd=kwargs.pop("cwd", ROOT),
+        env=env,
+        timeout=kwargs.pop("timeout", 120),
+        **kwargs,
+    )
 
 
 @pytest.fixture

@@ -22,13 +22,29 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     """The server's URL. Its uvicorn workers are children of `mlflow server`: the whole session is stopped."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--default-artifact-root", (folder / "artifacts").as_uri()]
+    argv = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--default-artifact-root",
+        (folder / "artifacts").as_uri(),
+    ]
     with open(folder / "mlflow.log", "ab") as log:
         # No job runner: its worker pool serves features (scoring, trace archival) no test here uses.
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        server = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
         try:
             wait_until_up(f"{url}/health", server, timeout_s=300)
             yield url

@@ -34,7 +34,9 @@ def write_faults(path: str) -> list[dict[str, Any]]:
     """Every kind of fault, in bursts, on the writes (PUT, a multipart upload's parts included) of
     objects whose path matches `path`: 6 failed tries and a stall in all, so even one object that
     takes them all gets through within the data plane's 8 tries."""
-    return [{"path": path, "method": "PUT", "action": "status", "status": 503, "times": 2},
-            {"path": path, "method": "PUT", "action": "reset", "times": 2},
-            {"path": path, "method": "PUT", "action": "status", "status": 500, "times": 2},
-            {"path": path, "method": "PUT", "action": "stall", "seconds": 2, "times": 1}]
+    return [
+        {"path": path, "method": "PUT", "action": "status", "status": 503, "times": 2},
+        {"path": path, "method": "PUT", "action": "reset", "times": 2},
+        {"path": path, "method": "PUT", "action": "status", "status": 500, "times": 2},
+        {"path": path, "method": "PUT", "action": "stall", "seconds": 2, "times": 1},
+    ]

@@ -17,22 +17,64 @@ from tests.conftest import ROOT
 SMALLEST = {
     "cli": ["--runs", "1"],
     "collect": ["--locations", "4", "--curve", "1", "--curve-locations", "4"],
-    "learning": ["--seeds", "0", "--steps", "2", "--locations", "8", "--batch", "4", "--queue", "16",
-                 "--probe-epochs", "1", "--labels-per-class", "2", "--test-per-class", "2"],
-    "pretrain": ["--batch", "2", "--steps", "1", "--backbones", "resnet18", "--input", "64", "--locations", "8",
-                 "--loader-samples", "16"],
+    "learning": [
+        "--seeds",
+        "0",
+        "--steps",
+        "2",
+        "--locations",
+        "8",
+        "--batch",
+        "4",
+        "--queue",
+        "16",
+        "--probe-epochs",
+        "1",
+        "--labels-per-class",
+        "2",
+        "--test-per-class",
+        "2",
+    ],
+    "pretrain": [
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--backbones",
+        "resnet18",
+        "--input",
+        "64",
+        "--locations",
+        "8",
+        "--loader-samples",
+        "16",
+    ],
 }
 RUN_ELSEWHERE = {"scale"}
 # Per benchmark: the lines its figures are printed on (prefixes), and the keys of its last line, JSON.
 FIGURES = {
-    "cli": (["secoctl render", "secoctl validate", "secoctl status", "python -c pass: median"],
-            {"median_s", "per_command_median_s", "python_c_pass_median_s", "runs", "torch_imported"}),
-    "collect": (["stage: 2 locations", "stage: 4 locations", "baseline: ", "curve: ", "throttled: "],
-                {"patches_per_s", "baseline_patches_per_s", "speedup", "bound_patches_per_s", "fraction_of_bound",
-                 "peak_rss_mb_by_locations", "curve", "throttled"}),
+    "cli": (
+        ["secoctl render", "secoctl validate", "secoctl status", "python -c pass: median"],
+        {"median_s", "per_command_median_s", "python_c_pass_median_s", "runs", "torch_imported"},
+    ),
+    "collect": (
+        ["stage: 2 locations", "stage: 4 locations", "baseline: ", "curve: ", "throttled: "],
+        {
+            "patches_per_s",
+            "baseline_patches_per_s",
+            "speedup",
+            "bound_patches_per_s",
+            "fraction_of_bound",
+            "peak_rss_mb_by_locations",
+            "curve",
+            "throttled",
+        },
+    ),
     "learning": ([], {"seed", "method", "steps", "final_loss", "pretrain_s", "probe"}),
-    "pretrain": (['{"record (before)": ', "resnet18 batch 2: "],
-                 {"loader", "encodings", "input", "steps", "resnet18 batch 2"}),
+    "pretrain": (
+        ['{"record (before)": ', "resnet18 batch 2: "],
+        {"loader", "encodings", "input", "steps", "resnet18 batch 2"},
+    ),
 }
 
 
@@ -43,8 +85,14 @@ def test_every_benchmark_module_has_a_smoke_run():
 
 @pytest.mark.parametrize("name", sorted(SMALLEST))
 def test_the_benchmark_runs_to_its_last_line_at_its_smallest_size(name: str):
-    result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *SMALLEST[name]], cwd=ROOT,
-                            capture_output=True, text=True, timeout=500, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *SMALLEST[name]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     prefixes, keys = FIGURES[name]

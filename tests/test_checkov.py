@@ -31,29 +31,40 @@ README = ROOT / "README.md"
 
 # check id: (the objects it may fail on, as a regex over checkov's "Kind.namespace.name", reason)
 ACCEPTED: dict[str, tuple[str, str]] = {
-    "CKV_K8S_11": (r"Job\..*",
-                   "CPU limits: pods request CPU but are not limited, so a stage may use idle cores "
-                   "without CFS throttling; memory, which cannot be taken back, is limited."),
-    "CKV_K8S_21": (r"\w+\.default\..*",
-                   "default namespace: `render` talks to no cluster and writes `default` unless given "
-                   "`-n`; `apply` uses `-n` or the context's namespace."),
-    "CKV_K8S_35": (r"Job\..*",
-                   "Secrets as environment variables: the spec's storage Secret reaches pods through "
-                   "`envFrom`, as s3fs (botocore) reads its credentials from the environment, and the collect "
-                   "pods get `PC_SDK_SUBSCRIPTION_KEY` from its Secret as planetary_computer reads it; the spec "
-                   "names the Secret, never its values."),
-    "CKV_K8S_38": (r"Job\.[^.]+\.[^.]+-driver",
-                   "service account token mounted: only the driver's, which it needs to get and patch "
-                   "its own Jobs and list pods; stage pods mount none."),
-    "CKV_K8S_43": (r"Job\..*",
-                   "image not pinned by digest: `spec.image` is the user's and render resolves no tag; "
-                   "give `spec.image` as `NAME@sha256:...` to pin it."),
+    "CKV_K8S_11": (
+        r"Job\..*",
+        "CPU limits: pods request CPU but are not limited, so a stage may use idle cores "
+        "without CFS throttling; memory, which cannot be taken back, is limited.",
+    ),
+    "CKV_K8S_21": (
+        r"\w+\.default\..*",
+        "default namespace: `render` talks to no cluster and writes `default` unless given "
+        "`-n`; `apply` uses `-n` or the context's namespace.",
+    ),
+    "CKV_K8S_35": (
+        r"Job\..*",
+        "Secrets as environment variables: the spec's storage Secret reaches pods through "
+        "`envFrom`, as s3fs (botocore) reads its credentials from the environment, and the collect "
+        "pods get `PC_SDK_SUBSCRIPTION_KEY` from its Secret as planetary_computer reads it; the spec "
+        "names the Secret, never its values.",
+    ),
+    "CKV_K8S_38": (
+        r"Job\.[^.]+\.[^.]+-driver",
+        "service account token mounted: only the driver's, which it needs to get and patch "
+        "its own Jobs and list pods; stage pods mount none.",
+    ),
+    "CKV_K8S_43": (
+        r"Job\..*",
+        "image not pinned by digest: `spec.image` is the user's and render resolves no tag; "
+        "give `spec.image` as `NAME@sha256:...` to pin it.",
+    ),
 }
 
 
 def checkov_version() -> str:
-    (requirement,) = [line.strip() for line in REQUIREMENTS_IN.read_text().splitlines()
-                      if line.strip() and not line.startswith("#")]
+    (requirement,) = [
+        line.strip() for line in REQUIREMENTS_IN.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     return requirement.removeprefix("checkov==")
 
 
@@ -80,9 +91,10 @@ def checkov() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second test process waits for the first one's install
         if not done.is_file():
             shutil.rmtree(target, ignore_errors=True)
-            for args in (["venv", "--quiet", "--python", sys.executable, str(target)],
-                         ["pip", "install", "--quiet", "--python", str(target / "bin" / "python"),
-                          "-r", str(REQUIREMENTS_LOCK)]):
+            for args in (
+                ["venv", "--quiet", "--python", sys.executable, str(target)],
+                ["pip", "install", "--quiet", "--python", str(target / "bin" / "python"), "-r", str(REQUIREMENTS_LOCK)],
+            ):
                 result = subprocess.run([_uv(), *args], capture_output=True, text=True, timeout=600)
                 assert result.returncode == 0, f"uv {' '.join(args)}:\n{result.stderr[-4000:]}"
             done.touch()
@@ -92,9 +104,22 @@ def checkov() -> Path:
 def failed_checks(checkov: Path, directory: Path) -> dict[str, set[str]]:
     """check id -> the resources ("Kind.namespace.name") it failed on, over every file in directory."""
     result = subprocess.run(
-        [str(checkov), "--directory", str(directory), "--framework", "kubernetes", "--output", "json",
-         "--quiet", "--compact", "--skip-download"],
-        capture_output=True, text=True, timeout=300, cwd=directory,
+        [
+            str(checkov),
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=directory,
     )
     # 0: nothing failed, 1: some check failed; anything else is checkov's own error.
     assert result.returncode in (0, 1), result.stderr[-4000:]
@@ -126,8 +151,11 @@ def test_checkov_fails_no_check_on_the_rendered_examples_but_the_accepted_ones(c
         (tmp_path / example.name).write_text(result.stdout)
     failed = failed_checks(checkov, tmp_path)
     unexpected = {
-        check: sorted(resource for resource in resources
-                      if check not in ACCEPTED or not re.fullmatch(ACCEPTED[check][0], resource))
+        check: sorted(
+            resource
+            for resource in resources
+            if check not in ACCEPTED or not re.fullmatch(ACCEPTED[check][0], resource)
+        )
         for check, resources in failed.items()
     }
     unexpected = {check: resources for check, resources in unexpected.items() if resources}

@@ -32,11 +32,20 @@ def api_behind_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rules: li
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)]
     with running(argv, f"http://127.0.0.1:{port}/"), fault_proxy(f"http://127.0.0.1:{port}", rules=rules) as proxy:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": proxy}}],
-            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}]}))
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "test",
+                    "clusters": [{"name": "test", "cluster": {"server": proxy}}],
+                    "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+                    "contexts": [
+                        {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}
+                    ],
+                }
+            )
+        )
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         from kubernetes.config import kube_config  # it reads KUBECONFIG once, when first imported
 
@@ -55,10 +64,12 @@ def quick(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_busy_resetting_or_stalled_api_server_is_asked_again(tmp_path, monkeypatch, quick):
-    rules = [{"path": "pods", "action": "status", "status": 503, "times": 2},
-             {"path": "pods", "action": "status", "status": 429, "retry_after": 1, "times": 1},
-             {"path": "pods", "action": "reset", "times": 1},
-             {"path": "pods", "action": "stall", "seconds": 3, "times": 1}]
+    rules = [
+        {"path": "pods", "action": "status", "status": 503, "times": 2},
+        {"path": "pods", "action": "status", "status": 429, "retry_after": 1, "times": 1},
+        {"path": "pods", "action": "reset", "times": 1},
+        {"path": "pods", "action": "stall", "seconds": 3, "times": 1},
+    ]
     with api_behind_faults(tmp_path, monkeypatch, rules) as proxy:
         assert quick.Cluster().pods({"secoctl.io/experiment": NAMESPACE}) == PODS["items"]
         report = fault_report(proxy)
@@ -85,8 +96,9 @@ def test_the_last_failure_is_one_line(tmp_path, monkeypatch, quick):
     assert f"GET /api/v1/namespaces/{NAMESPACE}/pods, 2 tries" in str(raised.value)
 
     monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
-    with api_behind_faults(tmp_path / "again", monkeypatch, [{"path": "pods", "action": "status", "status": 500,
-                                                              "times": 2}]):
+    with api_behind_faults(
+        tmp_path / "again", monkeypatch, [{"path": "pods", "action": "status", "status": 500, "times": 2}]
+    ):
         with pytest.raises(quick.ApiError) as refused:
             quick.Cluster().pods({"secoctl.io/experiment": NAMESPACE})
     assert refused.value.status == 500
@@ -122,11 +134,18 @@ def served_complete_jobs(tmp_path: Path) -> Path:
     jobs.mkdir(parents=True)
     for stage in plan.stages(experiment):
         name = render.job_name(experiment, stage.name)
-        (jobs / name).write_text(json.dumps({
-            "metadata": {"name": name, "uid": name, "labels": {}},
-            "spec": {"suspend": False, "template": {"metadata": {"annotations": {
-                render.ANNOTATION_FINGERPRINT: stage.fingerprint}}}},
-            "status": {"succeeded": stage.parts, "conditions": [{"type": "Complete", "status": "True"}]}}))
+        (jobs / name).write_text(
+            json.dumps(
+                {
+                    "metadata": {"name": name, "uid": name, "labels": {}},
+                    "spec": {
+                        "suspend": False,
+                        "template": {"metadata": {"annotations": {render.ANNOTATION_FINGERPRINT: stage.fingerprint}}},
+                    },
+                    "status": {"succeeded": stage.parts, "conditions": [{"type": "Complete", "status": "True"}]},
+                }
+            )
+        )
     return spec
 
 
@@ -137,9 +156,11 @@ def test_a_driver_waits_out_an_api_server_that_does_not_answer(tmp_path, monkeyp
 
     spec = served_complete_jobs(tmp_path)
     monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
-    rules = [{"path": "-pretrain$", "action": "status", "status": 503, "times": 3},
-             {"path": "-evaluate$", "action": "stall", "seconds": 3, "times": 3},
-             {"path": "/pods", "action": "status", "status": 500, "times": 0}]
+    rules = [
+        {"path": "-pretrain$", "action": "status", "status": 503, "times": 3},
+        {"path": "-evaluate$", "action": "stall", "seconds": 3, "times": 3},
+        {"path": "/pods", "action": "status", "status": 500, "times": 0},
+    ]
     with api_behind_faults(tmp_path, monkeypatch, rules) as proxy:
         code = driver.main(["--spec", str(spec), "--namespace", NAMESPACE, "--poll", "0.1"])
         report = fault_report(proxy)
@@ -160,8 +181,9 @@ def test_a_driver_gives_up_after_its_patience_in_one_line(tmp_path, monkeypatch,
     spec = served_complete_jobs(tmp_path)
     monkeypatch.setattr(quick, "REQUEST_TRIES", 2)
     monkeypatch.setattr(driver, "PATIENCE_S", 1.0)
-    with api_behind_faults(tmp_path, monkeypatch, [{"path": "-collect$", "action": "status", "status": 503,
-                                                     "times": 1000}]):
+    with api_behind_faults(
+        tmp_path, monkeypatch, [{"path": "-collect$", "action": "status", "status": 503, "times": 1000}]
+    ):
         code = driver.main(["--spec", str(spec), "--namespace", NAMESPACE, "--poll", "0.3"])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 2

@@ -18,8 +18,9 @@ def pins(text: str) -> set[str]:
 
 
 def make(*args: str) -> str:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
-                          check=True, timeout=60).stdout
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
 
 
 def test_the_cpu_install_takes_torch_from_the_cpu_index_and_the_rest_of_the_lock_without_cuda(tmp_path: Path):

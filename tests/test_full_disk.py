@@ -36,8 +36,9 @@ def small_disk(tmp_path: Path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root; this test runs as an ordinary user")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -49,8 +50,12 @@ def small_disk(tmp_path: Path):
 def test_a_full_disk_is_one_line_and_leaves_no_committed_partial_output(small_disk: Path, tmp_path: Path):
     storage = (small_disk / "seco").as_uri()
     experiment, root = collected_experiment(storage, SPEC)
-    expected = {entry["uri"].rsplit("/", 1)[1]: encode([training_location(s, experiment.spec.input_bands()) for s in read_shard(entry["uri"])])
-                for entry in shard_entries(store.read_json(named_stage_tree(experiment, "collect").index))}
+    expected = {
+        entry["uri"].rsplit("/", 1)[1]: encode(
+            [training_location(s, experiment.spec.input_bands()) for s in read_shard(entry["uri"])]
+        )
+        for entry in shard_entries(store.read_json(named_stage_tree(experiment, "collect").index))
+    }
     sizes = [len(expected[name]) for name in sorted(expected)]
     room = sizes[0] + sizes[1] // 2 + 64 * 1024  # the first shard, its log and progress fit; the second does not
     spec = tmp_path / "tiny.yaml"
@@ -59,9 +64,13 @@ def test_a_full_disk_is_one_line_and_leaves_no_committed_partial_output(small_di
 
     applied = run_cli("apply", "--local", str(spec), timeout=300)
     assert applied.returncode == 1 and "Traceback" not in applied.stderr, applied.stderr
-    assert applied.stderr.strip().splitlines()[-1].startswith(  # after the experiment's heading and progress
-        f"shards part 0: storage {storage} is full: no space left on its disk for {small_disk}/seco/"), \
-        applied.stderr
+    assert (
+        applied.stderr.strip()
+        .splitlines()[-1]
+        .startswith(  # after the experiment's heading and progress
+            f"shards part 0: storage {storage} is full: no space left on its disk for {small_disk}/seco/"
+        )
+    ), applied.stderr
 
     tree = Path(named_stage_tree(experiment, "shards").uri.removeprefix("file://"))
     assert not (tree / "_SUCCESS").exists() and not (tree / "parts" / "00000.json").exists()

@@ -19,8 +19,16 @@ C0 = "".join(chr(c) for c in range(32)) + "\x7f"
 C1 = "".join(chr(c) for c in range(0x80, 0xA0))
 # Markup that breaks rich (a closing tag), that it would apply, and that it would swallow; every control
 # character; a window title (OSC) and a screen clear (CSI); and a length no line should echo whole.
-HOSTILE = ["[/x]", "[bold]bold[/bold]", "[k8sallowedrepos]", C0, C1, "\x1b]0;title\x07", "\x1b[2J\x1b[31mred",
-           "x" * 100_000]
+HOSTILE = [
+    "[/x]",
+    "[bold]bold[/bold]",
+    "[k8sallowedrepos]",
+    C0,
+    C1,
+    "\x1b]0;title\x07",
+    "\x1b[2J\x1b[31mred",
+    "x" * 100_000,
+]
 RAW = ("\x1b", "\x9b", "\x9d", "\x07")  # ESC, and the C1 CSI and OSC, and BEL that ends an OSC
 
 
@@ -62,12 +70,23 @@ def hostile_tree(storage: Path, text: str) -> None:
     collect, shards, pretrain = (tree_of(storage, experiment, name) for name in ("collect", "shards", "pretrain"))
     store.write_json(collect.failed, {"reason": text, "failed_at": time.time()})
     store.write_json(shards.running, {"pid": 2**22 + 1, "host": text, "started_at": time.time()})
-    store.write_json(shards.progress(0), {"done": 1, "total": 2, "unit": text, "updated_at": time.time(),
-                                          "metrics": {text[:1000]: text, "loss": 1.0}, "summed": {}})
+    store.write_json(
+        shards.progress(0),
+        {
+            "done": 1,
+            "total": 2,
+            "unit": text,
+            "updated_at": time.time(),
+            "metrics": {text[:1000]: text, "loss": 1.0},
+            "summed": {},
+        },
+    )
     store.write_text(store.join(pretrain.uri, "logs", "00000.log"), f"{text}\nsecond line {text}\n")
     key = folder_name(text)
-    store.write_json(store.join(root, "evaluate", key, "metrics.json"),
-                     {"metric": text[:1000], "results": {text[:1000]: {text[:1000]: 0.5}}})
+    store.write_json(
+        store.join(root, "evaluate", key, "metrics.json"),
+        {"metric": text[:1000], "results": {text[:1000]: {text[:1000]: 0.5}}},
+    )
     quickstart(storage, folder=folder_name(text))
 
 
@@ -75,10 +94,18 @@ def hostile_tree(storage: Path, text: str) -> None:
 def test_hostile_text_in_every_printed_field_never_crashes_or_reaches_the_terminal(storage, text):
     hostile_tree(storage, text)
     argument = text.replace("\x00", "")[:20_000]  # an argument cannot hold NUL
-    for args in (["status"], ["status", "-o", "wide"], ["status", "quickstart"], ["status", folder_name(text)],
-                 ["logs", "quickstart", "--stage", "pretrain"], ["report", "quickstart"],
-                 ["status", argument], ["logs", argument], ["report", argument],
-                 ["logs", "quickstart", "-s", argument]):
+    for args in (
+        ["status"],
+        ["status", "-o", "wide"],
+        ["status", "quickstart"],
+        ["status", folder_name(text)],
+        ["logs", "quickstart", "--stage", "pretrain"],
+        ["report", "quickstart"],
+        ["status", argument],
+        ["logs", argument],
+        ["report", argument],
+        ["logs", "quickstart", "-s", argument],
+    ):
         result = run_cli(*args, "--local", storage=storage) if args[0] != "report" else run_cli(*args, storage=storage)
         assert_clean(result, 0, 2)
         if argument in args and argument != folder_name(text):
@@ -145,8 +172,11 @@ def test_piped_status_prints_whole_lines_and_a_terminal_keeps_the_fitted_table(s
     assert max(map(len, fixed.stdout.splitlines())) <= 80  # a width someone gave is kept
     terminal = io.StringIO()
     monkeypatch.delenv("COLUMNS", raising=False)
-    monkeypatch.setattr(secoctl.console, "Console", functools.partial(Console, file=terminal, force_terminal=True,
-                                                                      width=80, color_system=None))
+    monkeypatch.setattr(
+        secoctl.console,
+        "Console",
+        functools.partial(Console, file=terminal, force_terminal=True, width=80, color_system=None),
+    )
     secoctl.console.print_table([StageRow("quickstart", "collect", "failed", "", "", "", advice, summary=advice)])
     lines = terminal.getvalue().splitlines()
     assert len(lines) == 2 and max(map(len, lines)) <= 80, lines  # one line a stage, fitted to the terminal
@@ -161,8 +191,9 @@ def test_piped_progress_lines_are_never_wrapped(capsys, monkeypatch):
     stage = Stage("collect", 1, (), "f")
     observer.stage_started(stage, 0)
     metrics = {f"metric_{n}_with_a_long_name": n for n in range(4)}
-    facts = StageFacts(progress={0: {"done": 5, "total": 10, "unit": "locations [/x]\x1b[2J", "metrics": metrics,
-                                     "updated_at": 1.0}})
+    facts = StageFacts(
+        progress={0: {"done": 5, "total": 10, "unit": "locations [/x]\x1b[2J", "metrics": metrics, "updated_at": 1.0}}
+    )
     observer.stage_progress(stage, facts)
     observer.stop()
     err = capsys.readouterr().err
@@ -201,15 +232,23 @@ def test_cluster_text_in_conditions_and_events_is_data(monkeypatch, cluster_api)
 
     answer = client.Cluster.request
     for text in HOSTILE:
+
         def request(self, method, path, body=None, query=None, content_type=None, raw=False, text=text):
             found = json.loads(json.dumps(answer(self, method, path, body, query, content_type, raw)))
             for item in found.get("items", []):
                 if path.endswith("/jobs") and item["metadata"]["name"] == "quickstart-shards":
-                    item["status"]["conditions"] = [{"type": "Failed", "status": "True", "reason": text[:50],
-                                                     "message": text}]
+                    item["status"]["conditions"] = [
+                        {"type": "Failed", "status": "True", "reason": text[:50], "message": text}
+                    ]
             if path.endswith("/events"):
-                found["items"].append({"involvedObject": {"uid": "uid-quickstart-driver"}, "type": "Warning",
-                                       "reason": "FailedCreate", "message": f"denied by [/policy] {text}"})
+                found["items"].append(
+                    {
+                        "involvedObject": {"uid": "uid-quickstart-driver"},
+                        "type": "Warning",
+                        "reason": "FailedCreate",
+                        "message": f"denied by [/policy] {text}",
+                    }
+                )
             return found
 
         monkeypatch.setattr(client.Cluster, "request", request)

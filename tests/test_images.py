@@ -30,7 +30,7 @@ def commands(example: Path) -> list[list[str]]:
         if obj["kind"] == "Job":
             for argv in (c["command"] for c in obj["spec"]["template"]["spec"]["containers"]):
                 # A stage part runs under jobs.common.logged: both commands must resolve in the image.
-                found.extend([argv[:argv.index("--")], argv[argv.index("--") + 1:]] if "--" in argv else [argv])
+                found.extend([argv[: argv.index("--")], argv[argv.index("--") + 1 :]] if "--" in argv else [argv])
     return found
 
 

@@ -18,8 +18,12 @@ def module_name(path: Path) -> str:
 def imports(path: Path, modules: set[str]) -> set[str]:
     """The modules `path` imports, type-checking-only imports left out."""
     tree = ast.parse(path.read_text(), str(path))
-    checking = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-                and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}
+    checking = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+    }
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
@@ -30,7 +34,9 @@ def imports(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
+                )
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return found
@@ -43,14 +49,20 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_no_module_outside_tests_imports_the_tests():
-    offenders = sorted(f"{module} imports {target}" for module, targets in graph().items() for target in targets
-                       if target == "tests" or target.startswith("tests."))
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        for target in targets
+        if target == "tests" or target.startswith("tests.")
+    )
     assert offenders == []
 
 
 def test_the_import_graph_has_no_circle():
-    edges = {module: {t for t in targets if t.split(".")[0] in PACKAGES and t != module}
-             for module, targets in graph().items()}
+    edges = {
+        module: {t for t in targets if t.split(".")[0] in PACKAGES and t != module}
+        for module, targets in graph().items()
+    }
     state: dict[str, int] = {}
     circles = []
 
@@ -58,7 +70,7 @@ def test_the_import_graph_has_no_circle():
         state[module] = 1
         for target in sorted(edges.get(module, ())):
             if state.get(target) == 1:
-                circles.append(" -> ".join([*trail[trail.index(target):], target]))
+                circles.append(" -> ".join([*trail[trail.index(target) :], target]))
             elif target not in state:
                 visit(target, [*trail, target])
         state[module] = 2

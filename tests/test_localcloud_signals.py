@@ -16,9 +16,11 @@ spec:
   collect: {locations: 2, workers: 1, stacUrl: "http://127.0.0.1:%d/"}
 """
 # COMMAND: on SIGINT it takes a second (a checkpoint), notes that it finished, and exits 130.
-COMMAND = ("import signal, sys, time, pathlib\n"
-           "def stop(*_):\n    time.sleep(1)\n    pathlib.Path(sys.argv[1]).write_text('stopped')\n    sys.exit(130)\n"
-           "signal.signal(signal.SIGINT, stop)\npathlib.Path(sys.argv[2]).write_text('ready')\ntime.sleep(120)\n")
+COMMAND = (
+    "import signal, sys, time, pathlib\n"
+    "def stop(*_):\n    time.sleep(1)\n    pathlib.Path(sys.argv[1]).write_text('stopped')\n    sys.exit(130)\n"
+    "signal.signal(signal.SIGINT, stop)\npathlib.Path(sys.argv[2]).write_text('ready')\ntime.sleep(120)\n"
+)
 
 
 def test_ctrl_c_is_left_to_the_command_and_the_wrapper_exits_with_its_code_quietly(tmp_path):
@@ -27,10 +29,28 @@ def test_ctrl_c_is_left_to_the_command_and_the_wrapper_exits_with_its_code_quiet
     spec, stopped, ready = tmp_path / "spec.yaml", tmp_path / "stopped", tmp_path / "ready"
     spec.write_text(SPEC % free_port())
     wrapper = subprocess.Popen(
-        [sys.executable, "-m", "jobs.localcloud", "run", "--spec", str(spec), "--cache", str(tmp_path / "worlds"),
-         "--", sys.executable, "-c", COMMAND, str(stopped), str(ready)],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jobs.localcloud",
+            "run",
+            "--spec",
+            str(spec),
+            "--cache",
+            str(tmp_path / "worlds"),
+            "--",
+            sys.executable,
+            "-c",
+            COMMAND,
+            str(stopped),
+            str(ready),
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300  # bounds the made world's build, never a measured duration
     while not ready.exists():
         assert wrapper.poll() is None and time.monotonic() < deadline, wrapper.stderr.read() if wrapper.poll() else ""

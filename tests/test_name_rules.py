@@ -10,8 +10,12 @@ ENDINGS = ["\n", "\t", "\x00"]
 
 
 def experiment(name: str = "mini", labels: dict | None = None, spec: dict | None = None) -> dict:
-    return {"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
-            "metadata": {"name": name, "labels": labels or {}}, "spec": spec or {}}
+    return {
+        "apiVersion": "seco.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec or {},
+    }
 
 
 def refused_by_the_spec(document: dict) -> bool:
@@ -23,8 +27,11 @@ def refused_by_the_spec(document: dict) -> bool:
 
 
 def test_the_well_formed_names_pass():
-    assert not refused_by_the_spec(experiment("mini", {"team": "vision"}, {"storage": "file:///data/seco",
-                                                                           "publish": {"name": "w", "version": "1"}}))
+    assert not refused_by_the_spec(
+        experiment(
+            "mini", {"team": "vision"}, {"storage": "file:///data/seco", "publish": {"name": "w", "version": "1"}}
+        )
+    )
     assert weights.check_name("seco-resnet18") and weights.check_version("1.0")
 
 
@@ -58,8 +65,10 @@ def test_a_storage_uri_with_a_trailing_control_character_is_refused(ending):
         store.storage(f"s3://bucket/seco{ending}")
 
 
-@pytest.mark.parametrize(("name", "valid"), [("w" * 64, True), ("seco.resnet18-v2", True), ("w" * 65, False),
-                                             ("w..v2", False), ("w.", False), ("W", False)])
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("w" * 64, True), ("seco.resnet18-v2", True), ("w" * 65, False), ("w..v2", False), ("w.", False), ("W", False)],
+)
 def test_publish_and_pull_share_one_weights_name_rule(name, valid):
     """spec.publish.name is the name pull resolves: the spec takes exactly what secoctl.weights.NAME takes."""
     try:

@@ -4,17 +4,26 @@ from secoctl.tree import StageFacts
 
 
 def experiment(**spec):
-    return parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
-                             "metadata": {"name": "demo"}, "spec": spec})
+    return parse_experiment(
+        {"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "demo"}, "spec": spec}
+    )
 
 
-FULL = {"evaluate": [{"task": "eurosat"}], "publish": {"name": "demo-weights"},
-        "pretrain": {"nodes": 2, "gpusPerNode": 8}}
+FULL = {
+    "evaluate": [{"task": "eurosat"}],
+    "publish": {"name": "demo-weights"},
+    "pretrain": {"nodes": 2, "gpusPerNode": 8},
+}
 # FULL's fingerprints since fields at their defaults were left out of them (2026-11-30), and since the
 # training-shards stage came between collect and pretrain (2026-12-02, issue 26): collect's is unchanged,
 # every stage after it reads the training shards now, so theirs moved.
-PINNED = {"collect": "f9d6d7632cb836f9", "shards": "935565a429e02ea0", "pretrain": "1b491c05284b27d8",
-          "evaluate": "8d4e83c9f76c0ab6", "publish": "ab5b29d425f4d194"}
+PINNED = {
+    "collect": "f9d6d7632cb836f9",
+    "shards": "935565a429e02ea0",
+    "pretrain": "1b491c05284b27d8",
+    "evaluate": "8d4e83c9f76c0ab6",
+    "publish": "ab5b29d425f4d194",
+}
 
 
 def test_stages_run_in_the_papers_order_and_only_those_asked_for():
@@ -37,9 +46,13 @@ def test_a_change_invalidates_its_stage_and_everything_downstream_but_not_upstre
 
 def test_a_field_at_its_default_is_not_part_of_the_fingerprint():
     """A release adding a field whose default keeps the old behaviour must leave finished stages finished."""
-    written_out = experiment(**{**FULL, "pretrain": {"nodes": 2, "gpusPerNode": 8, "augmentOrder": "reference",
-                                                     "method": "seco"},
-                                "evaluate": [{"task": "eurosat", "recipe": "paper"}]})
+    written_out = experiment(
+        **{
+            **FULL,
+            "pretrain": {"nodes": 2, "gpusPerNode": 8, "augmentOrder": "reference", "method": "seco"},
+            "evaluate": [{"task": "eurosat", "recipe": "paper"}],
+        }
+    )
     assert plan.changed_stages(experiment(**FULL), written_out) == []
     assert stages.named("pretrain").inputs(written_out.spec) == {"nodes": 2}  # 8 GPUs a node is the default
     assert stages.named("evaluate").inputs(written_out.spec) == [{"task": "eurosat"}]
@@ -86,7 +99,9 @@ def test_assess_tells_running_from_interrupted_by_the_executors_pid():
 
 def test_assess_reports_a_failure_and_a_stage_completed_under_another_spec():
     exp = experiment(**FULL)
-    facts = _facts(exp, complete=("collect", "shards"), pretrain=StageFacts(failed={"reason": "part 1 exited with code 3"}))
+    facts = _facts(
+        exp, complete=("collect", "shards"), pretrain=StageFacts(failed={"reason": "part 1 exited with code 3"})
+    )
     failed = plan.assess(exp, facts)[2]
     assert (failed.state, failed.detail) == ("failed", "part 1 exited with code 3")
     stale = _facts(exp, collect=StageFacts(success={"fingerprint": "from-another-spec"}))

@@ -17,8 +17,12 @@ def test_the_ema_is_debiased_so_a_flat_curve_stays_flat_and_a_jump_is_eased_in()
 def records(with_health: bool) -> list[dict]:
     made = []
     for step in range(10, 310, 10):
-        record = {"step": step, "loss": 20 - step / 30, "samples_per_s": 100.0 + step % 7,
-                  **{f"loss_{i}": 6 - step / 100 + (step % 3) / 5 for i in range(3)}}
+        record = {
+            "step": step,
+            "loss": 20 - step / 30,
+            "samples_per_s": 100.0 + step % 7,
+            **{f"loss_{i}": 6 - step / 100 + (step % 3) / 5 for i in range(3)},
+        }
         if with_health:
             record.update({f"embed_std_{i}": 0.08 - step / 10_000 for i in range(3)}, pos_cos=0.5, neg_cos=0.01)
         made.append(record)

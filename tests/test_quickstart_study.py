@@ -32,8 +32,19 @@ def test_the_quickstart_study_collects_once_and_reports_every_variant(tmp_path: 
         return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1400)
 
     spec = "examples/quickstart-study.yaml"
-    applied = run(sys.executable, "-m", "jobs.localcloud", "run", "--spec", spec, "--",
-                  str(BIN / "secoctl"), "apply", "--local", spec)
+    applied = run(
+        sys.executable,
+        "-m",
+        "jobs.localcloud",
+        "run",
+        "--spec",
+        spec,
+        "--",
+        str(BIN / "secoctl"),
+        "apply",
+        "--local",
+        spec,
+    )
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
     variants = load_files([ROOT / spec])
     assert len(variants) >= 2

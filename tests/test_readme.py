@@ -4,8 +4,8 @@ import json
 import re
 from pathlib import Path
 
-from secoctl.spec import reference as spec_reference
 from secoctl.spec import API_VERSION, KIND, Experiment, Toleration, json_schema
+from secoctl.spec import reference as spec_reference
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -35,15 +35,23 @@ def test_every_documented_default_is_the_experiments_own():
     an experiment that gives those with only their required fields."""
     minimal = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "defaults"}}
     plain = Experiment.model_validate(minimal).model_dump(mode="json", by_alias=True)
-    filled = Experiment.model_validate({**minimal, "spec": {
-        "evaluate": [{"task": "eurosat"}], "evaluateResources": {"tolerations": [{"key": "k"}]},
-        "publish": {"name": "defaults"}, "collect": {"resources": {"tolerations": [{"key": "k"}]}},
-        "pretrain": {"resources": {"tolerations": [{"key": "k"}]}},  # an empty key needs operator Exists
-        "tracking": {},
-    }}).model_dump(mode="json", by_alias=True)
+    filled = Experiment.model_validate(
+        {
+            **minimal,
+            "spec": {
+                "evaluate": [{"task": "eurosat"}],
+                "evaluateResources": {"tolerations": [{"key": "k"}]},
+                "publish": {"name": "defaults"},
+                "collect": {"resources": {"tolerations": [{"key": "k"}]}},
+                "pretrain": {"resources": {"tolerations": [{"key": "k"}]}},  # an empty key needs operator Exists
+                "tracking": {},
+            },
+        }
+    ).model_dump(mode="json", by_alias=True)
     # An object inside an object that is absent by default (tracking.mlflow): given in a third experiment.
-    tracked = Experiment.model_validate({**minimal, "spec": {"tracking": {"mlflow": {"uri": "https://mlflow.example.org"}}}}
-                                        ).model_dump(mode="json", by_alias=True)
+    tracked = Experiment.model_validate(
+        {**minimal, "spec": {"tracking": {"mlflow": {"uri": "https://mlflow.example.org"}}}}
+    ).model_dump(mode="json", by_alias=True)
     documented = {path: default for path, _, default, _ in spec_reference.rows(json_schema())}
     for path, default in documented.items():
         if default == "required":
@@ -55,7 +63,9 @@ def test_every_documented_default_is_the_experiments_own():
             actual = _at(plain, path)
         except (TypeError, IndexError):
             try:
-                actual = Toleration.model_fields["key"].default if path.endswith("tolerations[].key") else _at(filled, path)
+                actual = (
+                    Toleration.model_fields["key"].default if path.endswith("tolerations[].key") else _at(filled, path)
+                )
             except TypeError:
                 actual = _at(tracked, path)
         assert json.loads(default) == actual, path
@@ -67,7 +77,7 @@ def test_every_documented_default_is_the_experiments_own():
 def test_the_readme_opens_with_what_secoctl_is_its_two_commands_and_one_measured_quickstart_figure():
     text = README.read_text()
     assert text.startswith("# secoctl\n\nsecoctl pre-trains")
-    opening = text[:text.index("\n## ")]
+    opening = text[: text.index("\n## ")]
     commands = opening.split("```sh\n", 1)[1].split("```", 1)[0]
     assert [line.split("#")[0].strip() for line in commands.splitlines()] == ["make quickstart", "make test"]
     figures = set(re.findall(r"\*\*(0\.\d{3})\*\*", opening))

@@ -13,9 +13,11 @@ def bar_texts(axis) -> list[str]:
 
 
 def test_the_experiment_chart_has_a_y_label_and_each_bar_its_value():
-    rows = [ReportRow("eurosat-linear-100pct", "accuracy", "seco", 0.81234, 0.93),
-            ReportRow("eurosat-linear-100pct", "accuracy", "random", 0.4567, None),
-            ReportRow("oscd-finetune-100pct", "f1", "seco", 0.3, 0.46)]
+    rows = [
+        ReportRow("eurosat-linear-100pct", "accuracy", "seco", 0.81234, 0.93),
+        ReportRow("eurosat-linear-100pct", "accuracy", "random", 0.4567, None),
+        ReportRow("oscd-finetune-100pct", "f1", "seco", 0.3, 0.46),
+    ]
     figure = chart_figure("quick", rows)
     axis = figure.axes[0]
     assert axis.get_ylabel() == Y_LABEL

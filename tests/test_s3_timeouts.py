@@ -36,12 +36,18 @@ def silent_endpoint() -> Iterator[str]:
 
 def test_a_silent_endpoint_ends_a_command_with_one_line_naming_it():
     with silent_endpoint() as endpoint:
-        environment = {"AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "k",
-                       "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}
+        environment = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ENDPOINT_URL_S3": endpoint,
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         for command in (("status", "--local"), ("weights", "pull", "w:1")):
             # the bound only stops a hang from stalling the suite; the control plane answers well within it
             result = run_cli(*command, "--storage", "s3://bucket/seco", environment=environment, timeout=150)
             assert result.returncode == 2, (command, result.stderr[-2000:])
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-            assert result.stderr.startswith("error: storage s3://bucket/seco: ") and endpoint in result.stderr, \
+            assert result.stderr.startswith("error: storage s3://bucket/seco: ") and endpoint in result.stderr, (
                 result.stderr
+            )

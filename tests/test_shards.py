@@ -29,7 +29,11 @@ def test_only_uint16_reflectance_cubes_are_accepted(tmp_path):
 
 
 def test_shards_are_listed_from_the_collect_index_in_a_fixed_order():
-    index = {"parts": [{"summary": {"shards": [{"uri": "s3://b/1.tar", "samples": 4}, {"uri": "s3://b/0.tar", "samples": 4}]}},
-                       {"summary": {"shards": [{"uri": "s3://b/2.tar", "samples": 2}]}}]}
+    index = {
+        "parts": [
+            {"summary": {"shards": [{"uri": "s3://b/1.tar", "samples": 4}, {"uri": "s3://b/0.tar", "samples": 4}]}},
+            {"summary": {"shards": [{"uri": "s3://b/2.tar", "samples": 2}]}},
+        ]
+    }
     assert [e["uri"] for e in shard_entries(index)] == ["s3://b/0.tar", "s3://b/1.tar", "s3://b/2.tar"]
     assert [e["samples"] for e in shard_entries(index)] == [4, 4, 2]

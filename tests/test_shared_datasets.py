@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from secoctl import claim, plan, store
-from secoctl.datasets import human_bytes
 from secoctl.backends.local.executor import LocalExecutor, Observer
+from secoctl.datasets import human_bytes
 from secoctl.spec.file import load_documents
 from secoctl.stored import prepare_storage, stage_tree
 from secoctl.tree import StageFacts, StageTree, commit_stage, experiment_uri, spec_uri
@@ -71,7 +71,8 @@ def test_the_second_experiment_reads_the_first_ones_dataset_and_collects_nothing
     assert stored_spec.startswith(f"# reads datasets: {dataset.name}, {shards} (under {under})\n")
     rows = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
     assert {(r["experiment"], r["stage"]): r["state"] for r in rows} == {
-        (name, stage): "complete" for name in ("first", "second") for stage in STAGES}
+        (name, stage): "complete" for name in ("first", "second") for stage in STAGES
+    }
 
 
 def test_two_applies_at_the_same_moment_run_each_part_once_and_both_complete(storage, tmp_path):
@@ -81,9 +82,16 @@ def test_two_applies_at_the_same_moment_run_each_part_once_and_both_complete(sto
     for name, queue in (("left", 64), ("right", 128)):
         spec = tmp_path / f"{name}.yaml"
         spec.write_text(SPEC.format(name=name, queue=queue))
-        applies.append(subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(),
-                                         str(spec)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True))
+        applies.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [apply.communicate(timeout=300)[0] for apply in applies]
     assert [apply.returncode for apply in applies] == [0, 0], outputs
     assert ledger(storage, "left", "collect") == [0, 1, 2, 3], "every collect part exactly once"
@@ -123,8 +131,17 @@ def test_a_claim_left_by_a_process_gone_on_this_host_is_taken_over_at_once(stora
     made = experiment("again", storage=storage)
     prepare_storage(experiment_uri(storage.as_uri(), "again"), made)
     tree = stage_tree(storage.as_uri(), "again", plan.stage(made, "collect"))
-    store.write_json(tree.claim, {"id": "killed", "experiment": "again", "host": socket.gethostname(),
-                                  "pid": dead.pid, "pid_started": 1, "heartbeat_at": time.time()})
+    store.write_json(
+        tree.claim,
+        {
+            "id": "killed",
+            "experiment": "again",
+            "host": socket.gethostname(),
+            "pid": dead.pid,
+            "pid_started": 1,
+            "heartbeat_at": time.time(),
+        },
+    )
     executor(storage, stale_s=3600, wait_poll_s=0.05).apply(made)  # far longer than the test may take
     assert ledger(storage, "again", "collect") == [0, 1, 2, 3]
 
@@ -137,7 +154,9 @@ def test_status_says_which_experiment_holds_the_dataset_a_stage_waits_for(storag
     store.write_json(tree.claim, claim.owner("holder", executor="local"))
     rows = json.loads(run_cli("status", "waiter", "-o", "json", storage=storage).stdout)
     assert (rows[0]["state"], rows[0]["detail"]) == (
-        "waiting", f"waits for dataset collect-{collect.fingerprint}, collected by experiment holder")
+        "waiting",
+        f"waits for dataset collect-{collect.fingerprint}, collected by experiment holder",
+    )
     store.write_json(tree.claim, {**claim.owner("holder"), "heartbeat_at": time.time() - 2 * claim.STALE_S})
     rows = json.loads(run_cli("status", "waiter", "-o", "json", storage=storage).stdout)
     assert rows[0]["state"] == "ready", "a claim whose owner stopped beating holds nothing"
@@ -226,8 +245,9 @@ def old_release_tree(storage: Path, name: str, through: tuple[str, ...]):
         tree = StageTree(root, stage.name)
         for index in range(stage.parts):
             store.write_text(tree.path("ledger", f"{index:05d}-0"), "done")
-            store.write_json(tree.part_done(index), {"index": index, "started_at": 0, "finished_at": 0,
-                                                     "summary": {"index": index}})
+            store.write_json(
+                tree.part_done(index), {"index": index, "started_at": 0, "finished_at": 0, "summary": {"index": index}}
+            )
         commit_stage(tree, stage.fingerprint, stage.parts)
     return made
 
@@ -236,8 +256,12 @@ def test_an_experiment_stored_before_shows_in_status_and_resumes_on_its_old_coll
     old_release_tree(storage, "old", ("collect", "shards"))
     rows = json.loads(run_cli("status", "old", "-o", "json", storage=storage).stdout)
     assert [(r["stage"], r["state"]) for r in rows] == [
-        ("collect", "complete"), ("shards", "complete"), ("pretrain", "ready"), ("evaluate", "waiting"),
-        ("publish", "waiting")]
+        ("collect", "complete"),
+        ("shards", "complete"),
+        ("pretrain", "ready"),
+        ("evaluate", "waiting"),
+        ("publish", "waiting"),
+    ]
     executor(storage).apply(experiment("old"))
     old = storage / "experiments" / "old"
     assert folder(storage, "old", "collect") == old / "collect", "read in place"
@@ -283,8 +307,12 @@ def test_two_drivers_in_two_namespaces_run_one_collect_job_and_the_other_waits(s
     from secoctl.driver import Driver
 
     started: list[str] = []
-    drivers = [Driver(experiment(name, queue, storage), Namespace(experiment(name, queue, storage), name, started),
-                      poll_s=0.05) for name, queue in (("north", 64), ("south", 128))]
+    drivers = [
+        Driver(
+            experiment(name, queue, storage), Namespace(experiment(name, queue, storage), name, started), poll_s=0.05
+        )
+        for name, queue in (("north", 64), ("south", 128))
+    ]
     # North holds the claim when south's driver starts: south waits, then finds the dataset complete.
     tree = stage_tree(storage.as_uri(), "north", plan.stage(experiment("north"), "collect"))
     mine = claim.owner("north", executor="kubernetes", namespace="north")
@@ -334,7 +362,9 @@ def test_a_cluster_status_row_names_the_experiment_collecting_the_dataset_its_st
     statuses = plan.assess(made, {"collect": StageFacts(claim=held)})
     row = cluster_rows("south", {"collect": JobFacts("waiting")}, statuses, {})[0]
     assert (row.state, row.reason) == (
-        "waiting", f"waits for dataset {plan.dataset_name(plan.stage(made, 'collect'))}, collected by experiment north")
+        "waiting",
+        f"waits for dataset {plan.dataset_name(plan.stage(made, 'collect'))}, collected by experiment north",
+    )
 
 
 def test_a_datasets_name_depends_on_what_decides_its_bytes_only():
@@ -343,14 +373,24 @@ def test_a_datasets_name_depends_on_what_decides_its_bytes_only():
 
     def named(name: str, image: str, collect: dict) -> list[str]:
         spec = {"image": image, "collect": {"workers": 2, "locations": 64, **collect}}
-        made = parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
-                                 "metadata": {"name": name}, "spec": spec})
+        made = parse_experiment(
+            {"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+        )
         return [plan.dataset_name(plan.stage(made, stage)) for stage in ("collect", "shards")]
 
     base = named("one", "registry.example/secoctl:1", {})
-    assert named("two", "registry.example/secoctl:2", {
-        "resources": {"cpu": "8", "memory": "32Gi"}, "subscriptionKeySecret": {"secretName": "pc"},
-        "inFlight": 64}) == base
+    assert (
+        named(
+            "two",
+            "registry.example/secoctl:2",
+            {
+                "resources": {"cpu": "8", "memory": "32Gi"},
+                "subscriptionKeySecret": {"secretName": "pc"},
+                "inFlight": 64,
+            },
+        )
+        == base
+    )
     assert named("one", "registry.example/secoctl:1", {"seed": 1}) != base
 
 
@@ -361,8 +401,14 @@ def test_deleting_the_collecting_experiment_lets_the_waiting_one_take_over_and_f
     def apply(name: str, queue: int) -> subprocess.Popen:
         spec = tmp_path / f"{name}.yaml"
         spec.write_text(SPEC.format(name=name, queue=queue))
-        return subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     first = apply("first", 64)
     dataset = folder(storage, "first", "collect")
@@ -371,6 +417,7 @@ def test_deleting_the_collecting_experiment_lets_the_waiting_one_take_over_and_f
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
     second = apply("second", 128)
+
     def states() -> set[str]:
         shown = run_cli("status", "second", "-o", "json", storage=storage)
         return {r["state"] for r in json.loads(shown.stdout)} if shown.returncode == 0 else set()
@@ -393,4 +440,5 @@ def test_apply_says_which_experiment_collects_the_dataset_it_waits_for(capsys):
     collect = plan.stage(experiment("waiter"), "collect")
     RichObserver().dataset_wait(collect, {"experiment": "[bold]holder"})  # a name from storage: no markup
     assert capsys.readouterr().err.strip() == (
-        f"collect: waits for dataset collect-{collect.fingerprint}, collected by experiment [bold]holder")
+        f"collect: waits for dataset collect-{collect.fingerprint}, collected by experiment [bold]holder"
+    )

@@ -18,11 +18,15 @@ from secoctl.status import cluster_rows
 from tests.executor.fake_stage_argv import fake_argv
 
 TILES = stages.StageRecord(
-    "tiles", parts=lambda spec: spec.collect.workers, section=lambda spec: spec.pretrain,
-    image=lambda spec: spec.driver_image or spec.image, resources=lambda spec: spec.collect.resources,
+    "tiles",
+    parts=lambda spec: spec.collect.workers,
+    section=lambda spec: spec.pretrain,
+    image=lambda spec: spec.driver_image or spec.image,
+    resources=lambda spec: spec.collect.resources,
     retry_per_part=True,
     volumes=lambda spec: (
-        stages.Volume("cache", "/cache", {"emptyDir": {"sizeLimit": spec.pretrain.resources.ephemeral_storage}}),),
+        stages.Volume("cache", "/cache", {"emptyDir": {"sizeLimit": spec.pretrain.resources.ephemeral_storage}}),
+    ),
     env=lambda spec: ({"name": "SHARD_CACHE", "value": "/cache"},),
 )
 
@@ -42,13 +46,18 @@ def tiles_stage(monkeypatch):
 
 
 def experiment(storage: str | None = None, name: str = "made", **pretrain):
-    spec = {"image": "registry.example/secoctl:1", "collect": {"workers": 2},
-            "pretrain": {"nodes": 2, "gpusPerNode": 1, "batchSize": 32, "queueSize": 64, **pretrain},
-            "evaluate": [{"task": "eurosat"}], "publish": {"name": "made-weights"}}
+    spec = {
+        "image": "registry.example/secoctl:1",
+        "collect": {"workers": 2},
+        "pretrain": {"nodes": 2, "gpusPerNode": 1, "batchSize": 32, "queueSize": 64, **pretrain},
+        "evaluate": [{"task": "eurosat"}],
+        "publish": {"name": "made-weights"},
+    }
     if storage:
         spec["storage"] = storage
-    return parse_experiment({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name},
-                             "spec": spec})
+    return parse_experiment(
+        {"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+    )
 
 
 def test_plan_puts_the_made_stage_in_its_place_and_fingerprints_it():
@@ -56,7 +65,13 @@ def test_plan_puts_the_made_stage_in_its_place_and_fingerprints_it():
     assert list(planned) == ["collect", "tiles", "shards", "pretrain", "evaluate", "publish"]
     assert planned["tiles"].parts == 2 and planned["pretrain"].reads == ("collect", "tiles", "shards")
     assert plan.stage_argv(planned["tiles"], "/s.yaml") == ["python", "-m", "jobs.tiles", "--spec", "/s.yaml"]
-    assert plan.changed_stages(experiment(), experiment(inputSize=128)) == ["tiles", "shards", "pretrain", "evaluate", "publish"]
+    assert plan.changed_stages(experiment(), experiment(inputSize=128)) == [
+        "tiles",
+        "shards",
+        "pretrain",
+        "evaluate",
+        "publish",
+    ]
 
 
 def test_render_makes_the_made_stage_a_job_from_its_record_alone():
@@ -92,8 +107,13 @@ def test_the_local_executor_runs_it_and_status_and_logs_show_it(tmp_path):
     shown = cli.invoke(app, ["status", "made", "--local", "--storage", storage, "-o", "json"])
     assert shown.exit_code == 0, shown.output
     assert [(r["stage"], r["state"]) for r in json.loads(shown.output)] == [
-        ("collect", "complete"), ("tiles", "complete"), ("shards", "complete"), ("pretrain", "complete"), ("evaluate", "complete"),
-        ("publish", "complete")]
+        ("collect", "complete"),
+        ("tiles", "complete"),
+        ("shards", "complete"),
+        ("pretrain", "complete"),
+        ("evaluate", "complete"),
+        ("publish", "complete"),
+    ]
     logs = ["logs", "made", "--local", "--storage", storage, "--stage", "tiles", "--index", "1"]
     logged, records = cli.invoke(app, logs), cli.invoke(app, [*logs, "-o", "json"])
     assert logged.exit_code == 0 and records.exit_code == 0, (logged.output, records.output)
@@ -110,8 +130,9 @@ class Namespace:
         self.objects = objects
 
     def list(self, kind, selector):
-        return [dict(o, metadata={**o["metadata"], "uid": o["metadata"]["name"]}) for o in self.objects
-                if o["kind"] == kind]
+        return [
+            dict(o, metadata={**o["metadata"], "uid": o["metadata"]["name"]}) for o in self.objects if o["kind"] == kind
+        ]
 
     def pods(self, selector):
         return []

@@ -12,13 +12,25 @@ COLLECT_SUMS = {"counts": ["accepted", "dropped", "failed"], "rates": ["patches_
 
 
 def collect_record(accepted: int, patches_per_s: float, updated_at: float) -> dict:
-    return {"done": accepted, "total": 200, "unit": "locations", "updated_at": updated_at, "summed": COLLECT_SUMS,
-            "metrics": {"accepted": accepted, "dropped": 2, "failed": 1, "patches_per_s": patches_per_s}}
+    return {
+        "done": accepted,
+        "total": 200,
+        "unit": "locations",
+        "updated_at": updated_at,
+        "summed": COLLECT_SUMS,
+        "metrics": {"accepted": accepted, "dropped": 2, "failed": 1, "patches_per_s": patches_per_s},
+    }
 
 
 def pretrain_record(loss: float, samples_per_s: float, updated_at: float) -> dict:
-    return {"done": 10, "total": 100, "unit": "steps", "updated_at": updated_at,
-            "summed": {"counts": [], "rates": []}, "metrics": {"loss": loss, "samples_per_s": samples_per_s}}
+    return {
+        "done": 10,
+        "total": 100,
+        "unit": "steps",
+        "updated_at": updated_at,
+        "summed": {"counts": [], "rates": []},
+        "metrics": {"loss": loss, "samples_per_s": samples_per_s},
+    }
 
 
 def metric(stage: str, parts: int, state: str, facts: StageFacts) -> str:
@@ -27,44 +39,55 @@ def metric(stage: str, parts: int, state: str, facts: StageFacts) -> str:
 
 
 def test_counts_and_rates_of_two_running_collect_parts_add_up():
-    facts = StageFacts(running={"pid": 1},
-                       progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)})
+    facts = StageFacts(
+        running={"pid": 1}, progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)}
+    )
     assert metric("collect", 2, "running", facts) == "accepted=220 dropped=4 failed=2 patches_per_s=50"
 
 
 def test_a_finished_parts_rate_leaves_the_live_rate_but_its_counts_stay():
-    facts = StageFacts(running={"pid": 1}, parts_done={0},
-                       progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(60, 30.0, 101.0)})
+    facts = StageFacts(
+        running={"pid": 1},
+        parts_done={0},
+        progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(60, 30.0, 101.0)},
+    )
     assert metric("collect", 2, "running", facts) == "accepted=170 dropped=4 failed=2 patches_per_s=30"
 
 
 def test_once_no_part_runs_every_parts_rate_adds_up():
-    facts = StageFacts(success={"completed_at": 200.0}, parts_done={0, 1},
-                       progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)})
+    facts = StageFacts(
+        success={"completed_at": 200.0},
+        parts_done={0, 1},
+        progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(110, 30.0, 101.0)},
+    )
     assert metric("collect", 2, "complete", facts) == "accepted=220 dropped=4 failed=2 patches_per_s=50"
 
 
 def test_a_running_stage_says_how_many_of_its_parts_are_reporting():
     facts = StageFacts(running={"pid": 1}, progress={1: collect_record(110, 30.0, 101.0)})
-    assert metric("collect", 2, "running", facts) == ("accepted=110 dropped=2 failed=1 patches_per_s=30 "
-                                                       "(1 of 2 parts reporting)")
+    assert metric("collect", 2, "running", facts) == (
+        "accepted=110 dropped=2 failed=1 patches_per_s=30 (1 of 2 parts reporting)"
+    )
     stopped = StageFacts(failed={"reason": "x"}, progress=facts.progress)
     assert "reporting" not in metric("collect", 2, "failed", stopped)
 
 
 def test_a_global_rate_every_pretrain_node_reports_is_not_doubled():
-    facts = StageFacts(running={"pid": 1},
-                       progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)})
+    facts = StageFacts(
+        running={"pid": 1}, progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)}
+    )
     assert metric("pretrain", 2, "running", facts) == "loss=4.25 samples_per_s=800"
 
 
 def test_a_distributed_stages_steps_are_its_nodes_shared_steps_not_their_sum():
-    facts = StageFacts(running={"pid": 1},
-                       progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)})
+    facts = StageFacts(
+        running={"pid": 1}, progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)}
+    )
     status = StageStatus(Stage("pretrain", 2, (), "fingerprint", distributed=True), "running", 0)
     assert rows("demo", [status], {"pretrain": facts}, now=1000.0)[0].progress == "10/100 steps (10%), 0/2 parts"
-    collect = StageFacts(running={"pid": 1}, progress={0: collect_record(110, 20.0, 100.0),
-                                                        1: collect_record(60, 30.0, 101.0)})
+    collect = StageFacts(
+        running={"pid": 1}, progress={0: collect_record(110, 20.0, 100.0), 1: collect_record(60, 30.0, 101.0)}
+    )
     status = StageStatus(Stage("collect", 2, (), "fingerprint"), "running", 0)
     assert rows("demo", [status], {"collect": collect}, now=1000.0)[0].progress == "170/400 locations (42%), 0/2 parts"
 
@@ -72,8 +95,9 @@ def test_a_distributed_stages_steps_are_its_nodes_shared_steps_not_their_sum():
 def test_the_progress_bar_of_apply_counts_a_distributed_stage_as_status_does():
     from secoctl.console import RichObserver
 
-    facts = StageFacts(running={"pid": 1},
-                       progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)})
+    facts = StageFacts(
+        running={"pid": 1}, progress={0: pretrain_record(4.5, 800.0, 100.0), 1: pretrain_record(4.25, 800.0, 101.0)}
+    )
     stage = Stage("pretrain", 2, (), "fingerprint", distributed=True)
     observer = RichObserver()
     observer.stage_started(stage, 0)
@@ -92,15 +116,18 @@ def test_both_executors_speak_one_state_vocabulary_and_every_state_has_a_colour(
 
     assert set(STYLE) == set(get_args(State))
     job = {"metadata": {"uid": "u", "labels": {}}, "spec": {"suspend": True}, "status": {}}
-    experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
-                                "demo.yaml")[0]
+    experiment = load_documents(
+        "apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n", "demo.yaml"
+    )[0]
     seen = {job_facts(None, []).state, job_facts(job, []).state, *(s.state for s in assess(experiment, {}))}
     assert seen <= set(STYLE)
 
 
 def test_records_written_before_parts_declared_sums_show_the_latest_part():
-    old = [{key: value for key, value in collect_record(accepted, 10.0, at).items() if key != "summed"}
-           for accepted, at in ((110, 100.0), (90, 101.0))]
+    old = [
+        {key: value for key, value in collect_record(accepted, 10.0, at).items() if key != "summed"}
+        for accepted, at in ((110, 100.0), (90, 101.0))
+    ]
     facts = StageFacts(running={"pid": 1}, progress=dict(enumerate(old)))
     assert metric("collect", 2, "running", facts) == "accepted=90 dropped=2 failed=1 patches_per_s=10"
 
@@ -113,12 +140,14 @@ def test_the_cluster_table_adds_up_a_running_jobs_parts_too():
 
 
 def test_the_sums_a_part_declares_are_what_status_reads(tmp_path):
-    experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
-                                "demo.yaml")[0]
+    experiment = load_documents(
+        "apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n", "demo.yaml"
+    )[0]
     tree = StageTree(experiment_uri(tmp_path.as_uri(), "demo"), "collect")
     for index in (0, 1):
-        Part(experiment, "collect", index, 2, tree).progress(110, 200, "locations", force=True, accepted=110,
-                                                             loss=0.5, counts=("accepted",))
+        Part(experiment, "collect", index, 2, tree).progress(
+            110, 200, "locations", force=True, accepted=110, loss=0.5, counts=("accepted",)
+        )
     assert metric("collect", 2, "running", read_facts(tree)) == "accepted=220 loss=0.5"
 
 
@@ -127,7 +156,10 @@ def test_a_storage_named_but_absent_is_an_error_and_an_empty_one_lists_nothing(t
 
     missing = run_cli("status", "--storage", (tmp_path / "typo").as_uri())
     assert (missing.returncode, missing.stdout) == (2, "")
-    assert missing.stderr == f"error: storage {(tmp_path / 'typo').as_uri()} does not exist; check --storage or $SECOCTL_STORAGE\n"
+    assert (
+        missing.stderr
+        == f"error: storage {(tmp_path / 'typo').as_uri()} does not exist; check --storage or $SECOCTL_STORAGE\n"
+    )
     empty = run_cli("status", "--storage", storage.as_uri())
     assert (empty.returncode, empty.stdout) == (0, f"no experiments in {storage.as_uri()}\n")
     first_run = run_cli("status")  # the embedded default is absent until a first apply makes it
@@ -162,19 +194,33 @@ def test_an_absent_bucket_is_an_error_and_wrong_credentials_are_one_line(monkeyp
 
 
 def _workload(name: str, priority: int, created: str, reserved: bool = False, queue: str = "gpu-queue") -> dict:
-    conditions = [{"type": "QuotaReserved", "status": "True" if reserved else "False", "reason": "Pending",
-                   "message": "couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu"}]
-    return {"metadata": {"name": name, "creationTimestamp": created}, "spec": {"queueName": queue, "priority": priority},
-            "status": {"conditions": conditions}}
+    conditions = [
+        {
+            "type": "QuotaReserved",
+            "status": "True" if reserved else "False",
+            "reason": "Pending",
+            "message": "couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu",
+        }
+    ]
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"queueName": queue, "priority": priority},
+        "status": {"conditions": conditions},
+    }
 
 
 def test_the_place_in_line_follows_kueues_order_priority_then_arrival():
     from secoctl.backends.kubernetes.jobstate import pending_in_queue
 
-    early, late, urgent = (_workload("early", 1000, "2026-11-25T10:00:00Z"), _workload("late", 1000, "2026-11-25T11:00:00Z"),
-                           _workload("urgent", 2000, "2026-11-25T12:00:00Z"))
-    running, elsewhere = (_workload("running", 5000, "2026-11-25T09:00:00Z", reserved=True),
-                          _workload("other", 5000, "2026-11-25T09:00:00Z", queue="cpu-queue"))
+    early, late, urgent = (
+        _workload("early", 1000, "2026-11-25T10:00:00Z"),
+        _workload("late", 1000, "2026-11-25T11:00:00Z"),
+        _workload("urgent", 2000, "2026-11-25T12:00:00Z"),
+    )
+    running, elsewhere = (
+        _workload("running", 5000, "2026-11-25T09:00:00Z", reserved=True),
+        _workload("other", 5000, "2026-11-25T09:00:00Z", queue="cpu-queue"),
+    )
     every = [late, running, early, elsewhere, urgent]
     assert [pending_in_queue(w, every) for w in (urgent, early, late)] == [(1, 3), (2, 3), (3, 3)]
     assert pending_in_queue(running, every) is None  # holding quota: no longer in line
@@ -187,8 +233,10 @@ def test_a_queued_job_says_where_it_waits_and_kueues_reason():
     workload = _workload("job-x", 1000, "2026-11-25T10:00:00Z")
     facts = job_facts(job, [], workload, (2, 3))
     assert facts.state == "queued"
-    assert facts.reasons == ("queued in LocalQueue gpu-queue, position 2 of 3: couldn't assign flavors to pod set main: "
-                             "insufficient quota for nvidia.com/gpu",)
+    assert facts.reasons == (
+        "queued in LocalQueue gpu-queue, position 2 of 3: couldn't assign flavors to pod set main: "
+        "insufficient quota for nvidia.com/gpu",
+    )
     # The driver cannot read Workloads: it says what it knows, not that Kueue is missing.
     assert job_facts(job, []).reasons == ("queued for LocalQueue gpu-queue: waiting for Kueue to admit the Job",)
     assert "no Workload" in job_facts(job, [], None).reasons[0]
@@ -200,8 +248,9 @@ def test_one_unreadable_stored_spec_is_its_own_row_and_every_other_experiment_sh
     from secoctl.stored import prepare_storage
     from tests.conftest import run_cli
 
-    good = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: good}\n",
-                          "good.yaml")[0].with_storage(storage.as_uri())
+    good = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: good}\n", "good.yaml")[
+        0
+    ].with_storage(storage.as_uri())
     prepare_storage(experiment_uri(storage.as_uri(), "good"), good)
     corrupt = storage / "experiments" / "corrupt" / "spec.yaml"
     corrupt.parent.mkdir(parents=True)
@@ -221,9 +270,14 @@ QUICKSTART_COLLECT = {"accepted": 220, "dropped": 36, "failed": 0, "patches_per_
 
 
 def running_pretrain(done: int, per_s: float | None, updated_at: float, **metrics) -> dict:
-    record = {"done": done, "total": 300, "unit": "steps", "updated_at": updated_at,
-              "summed": {"counts": [], "rates": []},
-              "metrics": {"loss": 6.3, "samples_per_s": 105.2, "shard_fetches": 32, **metrics}}
+    record = {
+        "done": done,
+        "total": 300,
+        "unit": "steps",
+        "updated_at": updated_at,
+        "summed": {"counts": [], "rates": []},
+        "metrics": {"loss": 6.3, "samples_per_s": 105.2, "shard_fetches": 32, **metrics},
+    }
     return record if per_s is None else {**record, "per_s": per_s}
 
 
@@ -232,20 +286,32 @@ def test_a_running_stage_has_an_eta_from_its_steps_left_and_recent_rate():
     facts = StageFacts(running={"pid": 1}, progress={0: running_pretrain(100, 2.0, 990.0)})
     row = rows("demo", [status], {"pretrain": facts}, now=1000.0)[0]
     assert (row.eta_s, row.eta) == (90.0, "1m")  # 200 steps at 2 a second, 10 s of them gone since the report
-    assert rows("demo", [status], {"pretrain": StageFacts(running={"pid": 1},
-                                                          progress={0: running_pretrain(100, None, 990.0)})},
-                now=1000.0)[0].eta_s is None, "no rate yet: no ETA rather than a guess"
+    assert (
+        rows(
+            "demo",
+            [status],
+            {"pretrain": StageFacts(running={"pid": 1}, progress={0: running_pretrain(100, None, 990.0)})},
+            now=1000.0,
+        )[0].eta_s
+        is None
+    ), "no rate yet: no ETA rather than a guess"
     done = StageStatus(Stage("pretrain", 1, (), "fingerprint"), "complete", 1)
     assert rows("demo", [done], {"pretrain": facts}, now=1000.0)[0].eta == ""
 
 
 def test_summed_parts_add_their_rates_and_the_nodes_of_a_distributed_stage_go_at_the_slowest():
-    collect = StageFacts(running={"pid": 1}, progress={0: {**collect_record(100, 1.0, 1000.0), "per_s": 1.0},
-                                                       1: {**collect_record(100, 1.0, 1000.0), "per_s": 3.0}})
+    collect = StageFacts(
+        running={"pid": 1},
+        progress={
+            0: {**collect_record(100, 1.0, 1000.0), "per_s": 1.0},
+            1: {**collect_record(100, 1.0, 1000.0), "per_s": 3.0},
+        },
+    )
     status = StageStatus(Stage("collect", 2, (), "fingerprint"), "running", 0)
     assert rows("demo", [status], {"collect": collect}, now=1000.0)[0].eta_s == 50.0  # 200 left at 4 a second
-    nodes = StageFacts(running={"pid": 1}, progress={0: running_pretrain(100, 2.0, 1000.0),
-                                                     1: running_pretrain(100, 4.0, 1000.0)})
+    nodes = StageFacts(
+        running={"pid": 1}, progress={0: running_pretrain(100, 2.0, 1000.0), 1: running_pretrain(100, 4.0, 1000.0)}
+    )
     status = StageStatus(Stage("pretrain", 2, (), "fingerprint", distributed=True), "running", 0)
     assert rows("demo", [status], {"pretrain": nodes}, now=1000.0)[0].eta_s == 100.0
 
@@ -253,8 +319,9 @@ def test_summed_parts_add_their_rates_and_the_nodes_of_a_distributed_stage_go_at
 def test_a_part_reports_its_recent_rate_once_it_has_two_reports(tmp_path, monkeypatch):
     import jobs.common.part as part_module
 
-    experiment = load_documents("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n",
-                                "demo.yaml")[0]
+    experiment = load_documents(
+        "apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\n", "demo.yaml"
+    )[0]
     tree = StageTree(experiment_uri(tmp_path.as_uri(), "demo"), "pretrain")
     clock = iter([100.0, 110.0])
     monkeypatch.setattr(part_module.time, "monotonic", lambda: next(clock))
@@ -282,12 +349,26 @@ def test_at_80_columns_every_stage_is_one_line_and_wide_carries_the_rest():
 
     from secoctl.console import status_table
 
-    stages = [StageStatus(Stage("collect", 2, (), "f"), "complete", 2), StageStatus(Stage("shards", 1, (), "f"), "complete", 1),
-              StageStatus(Stage("pretrain", 1, (), "f"), "running", 0), StageStatus(Stage("evaluate", 1, (), "f"), "ready", 0)]
-    collect = {"done": 256, "total": 256, "unit": "locations", "updated_at": 900.0, "summed": COLLECT_SUMS,
-               "metrics": QUICKSTART_COLLECT}
-    facts = {"collect": StageFacts(success={"completed_at": 900.0}, parts_done={0, 1}, progress={0: collect, 1: collect}),
-             "pretrain": StageFacts(running={"pid": 1, "started_at": 950.0}, progress={0: running_pretrain(150, 2.0, 1000.0)})}
+    stages = [
+        StageStatus(Stage("collect", 2, (), "f"), "complete", 2),
+        StageStatus(Stage("shards", 1, (), "f"), "complete", 1),
+        StageStatus(Stage("pretrain", 1, (), "f"), "running", 0),
+        StageStatus(Stage("evaluate", 1, (), "f"), "ready", 0),
+    ]
+    collect = {
+        "done": 256,
+        "total": 256,
+        "unit": "locations",
+        "updated_at": 900.0,
+        "summed": COLLECT_SUMS,
+        "metrics": QUICKSTART_COLLECT,
+    }
+    facts = {
+        "collect": StageFacts(success={"completed_at": 900.0}, parts_done={0, 1}, progress={0: collect, 1: collect}),
+        "pretrain": StageFacts(
+            running={"pid": 1, "started_at": 950.0}, progress={0: running_pretrain(150, 2.0, 1000.0)}
+        ),
+    }
     table = rows("quickstart", stages, facts, now=1000.0)
     console = Console(width=80, record=True, color_system=None)
     console.print(status_table(table))
@@ -316,10 +397,17 @@ def test_status_of_a_finished_quickstart_at_80_columns_is_one_line_a_stage(stora
     experiment = experiment.with_storage(storage.as_uri())
     root = experiment_uri(storage.as_uri(), "quickstart")
     prepare_storage(root, experiment)
-    reports = {"collect": (256, 256, "locations", QUICKSTART_COLLECT), "shards": (1, 1, "shards", {"shards": 1}),
-               "pretrain": (300, 300, "steps", {"loss": 6.31, "samples_per_s": 105.2, "shard_fetches": 32,
-                                                "embed_std": 0.061, "embed_std_low_logs": 0}),
-               "evaluate": (1, 2, "models", {})}
+    reports = {
+        "collect": (256, 256, "locations", QUICKSTART_COLLECT),
+        "shards": (1, 1, "shards", {"shards": 1}),
+        "pretrain": (
+            300,
+            300,
+            "steps",
+            {"loss": 6.31, "samples_per_s": 105.2, "shard_fetches": 32, "embed_std": 0.061, "embed_std_low_logs": 0},
+        ),
+        "evaluate": (1, 2, "models", {}),
+    }
     for stage in plan.stages(experiment, single_machine=True):
         tree = StageTree(root, stage.name)
         if stage.name in reports:

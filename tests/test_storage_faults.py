@@ -36,8 +36,9 @@ def data_plane(monkeypatch):
 
 def upstream(endpoint):
     """The server itself, past any proxy."""
-    return s3fs.S3FileSystem(skip_instance_cache=True, endpoint_url=endpoint.url, key=endpoint.access_key,
-                             secret=endpoint.secret_key)
+    return s3fs.S3FileSystem(
+        skip_instance_cache=True, endpoint_url=endpoint.url, key=endpoint.access_key, secret=endpoint.secret_key
+    )
 
 
 def payload(size: int, seed: int) -> bytes:
@@ -54,8 +55,10 @@ def test_the_proxy_forwards_s3_as_sent_signed_host_bodies_multipart_head_range_d
         fs, path = store.filesystem(store.join(root, "large"))
         assert store.exists(store.join(root, "small"))  # HEAD
         assert fs.info(path)["size"] == LARGE
-        assert fs.cat_file(path, start=store.MULTIPART_CHUNK - 10, end=store.MULTIPART_CHUNK + 10) == \
-            large[store.MULTIPART_CHUNK - 10:store.MULTIPART_CHUNK + 10]  # Range
+        assert (
+            fs.cat_file(path, start=store.MULTIPART_CHUNK - 10, end=store.MULTIPART_CHUNK + 10)
+            == large[store.MULTIPART_CHUNK - 10 : store.MULTIPART_CHUNK + 10]
+        )  # Range
         assert store.read_bytes(store.join(root, "large")) == large
         assert store.list_names(root) == ["large", "small"]
         store.remove(store.join(root, "small"))  # DELETE
@@ -81,8 +84,9 @@ def test_writes_and_reads_ride_out_bursts_of_faults_byte_for_byte(s3, tmp_path: 
 def test_tries_are_bounded_and_the_last_failure_is_one_line(s3, monkeypatch, timeouts):
     monkeypatch.setattr(store, "_timeouts", timeouts)
     root = f"s3://{BUCKET}/bounded-{timeouts.attempts}"
-    with fault_proxy(s3.url, rules=[{"path": "/bounded", "method": "PUT", "action": "status", "status": 503,
-                                     "times": 100}]) as proxy:
+    with fault_proxy(
+        s3.url, rules=[{"path": "/bounded", "method": "PUT", "action": "status", "status": 503, "times": 100}]
+    ) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy)
         s3fs.S3FileSystem.clear_instance_cache()
@@ -108,7 +112,9 @@ def test_a_reader_never_sees_a_multipart_upload_before_it_completes(s3, tmp_path
     (tmp_path / "large.bin").write_bytes(large)
     completing = {"path": r"/partial/object\?uploadId=", "method": "POST", "action": "stall", "seconds": 3}
     with s3_behind_faults(s3, [completing]) as proxy:
-        writer = threading.Thread(target=store.upload_file, args=(tmp_path / "large.bin", f"s3://{BUCKET}/partial/object"))
+        writer = threading.Thread(
+            target=store.upload_file, args=(tmp_path / "large.bin", f"s3://{BUCKET}/partial/object")
+        )
         writer.start()
         while fault_report(proxy)["rules"][0]["fired"] == 0 and writer.is_alive():
             writer.join(0.05)

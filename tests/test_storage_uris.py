@@ -9,11 +9,19 @@ from tests.conftest import run_cli
 from tests.test_spec import MINIMAL
 
 REFUSED = {
-    "s3://": "names no S3 bucket", "s3:///seco": "names no S3 bucket", "s3://B/seco": "names no S3 bucket",
-    "s3://bucket//seco": "not a normalised prefix", "file:": "is not a URI", "file://": "not an absolute",
-    "file:relative": "is not a URI", "memory://x": "memory:// is not supported", "http://host/tree": "http://",
-    "github://a/b": "github:// is not supported", "gs://bucket/tree": "gs:// is not supported",
-    "s3://bucket/seco?versionId=1": "no query or fragment", "s3://AKIA:abc@bucket/x": "credentials must not",
+    "s3://": "names no S3 bucket",
+    "s3:///seco": "names no S3 bucket",
+    "s3://B/seco": "names no S3 bucket",
+    "s3://bucket//seco": "not a normalised prefix",
+    "file:": "is not a URI",
+    "file://": "not an absolute",
+    "file:relative": "is not a URI",
+    "memory://x": "memory:// is not supported",
+    "http://host/tree": "http://",
+    "github://a/b": "github:// is not supported",
+    "gs://bucket/tree": "gs:// is not supported",
+    "s3://bucket/seco?versionId=1": "no query or fragment",
+    "s3://AKIA:abc@bucket/x": "credentials must not",
 }
 
 
@@ -29,8 +37,11 @@ def test_every_other_uri_is_refused_naming_why(uri):
 
 def test_the_precedence_is_spec_then_option_then_environment_then_the_embedded_default(monkeypatch):
     monkeypatch.setenv("SECOCTL_STORAGE", "s3://environment/seco")
-    assert store.resolve(None, "s3://own/seco") == store.resolve("s3://own/seco", "s3://own/seco") \
+    assert (
+        store.resolve(None, "s3://own/seco")
+        == store.resolve("s3://own/seco", "s3://own/seco")
         == ("s3://own/seco", "spec.storage")
+    )
     assert store.resolve("s3://option/seco") == ("s3://option/seco", "--storage")
     assert store.resolve() == ("s3://environment/seco", "$SECOCTL_STORAGE")
     monkeypatch.delenv("SECOCTL_STORAGE")

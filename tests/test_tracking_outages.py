@@ -82,9 +82,15 @@ def until(condition, tries: int = 600) -> None:
 
 def the_run(url: str, name: str) -> dict:
     experiment_id = rest(url, "experiments/get-by-name", experiment_name="outages")["experiment"]["experiment_id"]
-    runs = rest(url, "runs/search", {"experiment_ids": [experiment_id],
-                                     "filter": f"tags.`secoctl.experiment` = '{name}'",
-                                     "order_by": ["attributes.start_time DESC"]})["runs"]
+    runs = rest(
+        url,
+        "runs/search",
+        {
+            "experiment_ids": [experiment_id],
+            "filter": f"tags.`secoctl.experiment` = '{name}'",
+            "order_by": ["attributes.start_time DESC"],
+        },
+    )["runs"]
     return runs
 
 

@@ -32,8 +32,10 @@ def location_folders(root: str) -> list[str]:
     """Location folder names, sorted: their position is the candidate index workers slice."""
     fs, path = store.filesystem(root)
     if not fs.isdir(path):
-        raise FileNotFoundError(f"collect.archivePath {root} is not a folder; extract the SeCo release "
-                                "(Zenodo record 4728033) and point archivePath at its root")
+        raise FileNotFoundError(
+            f"collect.archivePath {root} is not a folder; extract the SeCo release "
+            "(Zenodo record 4728033) and point archivePath at its root"
+        )
     return sorted(name for name in _names(fs, path) if name.isdigit())
 
 
@@ -69,22 +71,31 @@ def read_location(root: str, folder: str, collect: Collect) -> tuple[np.ndarray,
     for t, scene in enumerate(scenes):
         scene_uri = store.join(root, folder, scene)
         names = set(_names(fs, f"{path}/{scene}"))
-        properties.append(json.loads(store.read_text(store.join(scene_uri, "metadata.json")))
-                          if "metadata.json" in names else {})
+        properties.append(
+            json.loads(store.read_text(store.join(scene_uri, "metadata.json"))) if "metadata.json" in names else {}
+        )
         size = _ten_metre_size(scene_uri, names)
         for c, band in enumerate(collect.bands):
             full, geo = read_band(store.join(scene_uri, band_file(names, band)), size)
             if full.shape[0] < collect.patch_size:
-                raise ValueError(f"{scene_uri}: patches are {full.shape[0]} px at 10 m, the spec asks for "
-                                 f"patchSize {collect.patch_size}")
+                raise ValueError(
+                    f"{scene_uri}: patches are {full.shape[0]} px at 10 m, the spec asks for "
+                    f"patchSize {collect.patch_size}"
+                )
             start = (full.shape[0] - collect.patch_size) // 2
-            crop = full[start:start + collect.patch_size, start:start + collect.patch_size].astype(np.float32)
+            crop = full[start : start + collect.patch_size, start : start + collect.patch_size].astype(np.float32)
             cube[t, c] = np.rint(crop * UINT8_TO_REFLECTANCE if geo["dtype"] == "uint8" else crop).astype(np.uint16)
-    metadata = {"location": int(folder), "bands": list(collect.bands), "scene_ids": scenes,
-                "dates": [s.split("_", 1)[0] for s in scenes],
-                "cloud_cover": [p.get("CLOUDY_PIXEL_PERCENTAGE") for p in properties],
-                "crs": geo.get("crs"), "transform": geo.get("transform"),
-                "source": "seco-archive", "quantised": geo.get("dtype") == "uint8"}
+    metadata = {
+        "location": int(folder),
+        "bands": list(collect.bands),
+        "scene_ids": scenes,
+        "dates": [s.split("_", 1)[0] for s in scenes],
+        "cloud_cover": [p.get("CLOUDY_PIXEL_PERCENTAGE") for p in properties],
+        "crs": geo.get("crs"),
+        "transform": geo.get("transform"),
+        "source": "seco-archive",
+        "quantised": geo.get("dtype") == "uint8",
+    }
     return cube, metadata
 
 

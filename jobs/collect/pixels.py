@@ -98,19 +98,34 @@ def harmonise(pixels: np.ndarray, offsets: list[int]) -> np.ndarray:
     return out
 
 
-def read_patch(items: list[pystac.Item], location: Location, collect: Collect,
-               reads: Executor) -> tuple[np.ndarray, dict[str, Any]]:
-    """(dates, bands, patch, patch) uint16 reflectance × 10000 and the sample's metadata; the COG reads run on `reads`."""
+def read_patch(
+    items: list[pystac.Item], location: Location, collect: Collect, reads: Executor
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(dates, bands, patch, patch) uint16 reflectance × 10000 and the sample's metadata; the COG reads run on
+    `reads`."""
     import stackstac
     from rasterio.enums import Resampling
 
     epsg = utm_epsg(items[0])
     bounds = patch_bounds(location, epsg, collect.patch_size)
     stack = stackstac.stack(
-        items, assets=list(collect.bands), epsg=epsg, resolution=10, bounds=bounds, snap_bounds=False,
-        resampling=Resampling.nearest, chunksize=collect.patch_size, dtype=np.dtype("uint16"), fill_value=np.uint16(0),
-        rescale=False, sortby_date=False, properties=False, band_coords=False, xy_coords=False,
-        gdal_env=gdal_env(), errors_as_nodata=(),
+        items,
+        assets=list(collect.bands),
+        epsg=epsg,
+        resolution=10,
+        bounds=bounds,
+        snap_bounds=False,
+        resampling=Resampling.nearest,
+        chunksize=collect.patch_size,
+        dtype=np.dtype("uint16"),
+        fill_value=np.uint16(0),
+        rescale=False,
+        sortby_date=False,
+        properties=False,
+        band_coords=False,
+        xy_coords=False,
+        gdal_env=gdal_env(),
+        errors_as_nodata=(),
     )
     try:
         # Passed to this compute, not through dask.config: that config is one per process, and parts read at once.
@@ -119,17 +134,24 @@ def read_patch(items: list[pystac.Item], location: Location, collect: Collect,
         forget_cached([item.assets[band].href for item in items for band in collect.bands])
         raise
     if raw.shape != (len(items), len(collect.bands), collect.patch_size, collect.patch_size):
-        raise ValueError(f"location {location.index}: read shape {raw.shape}, expected "
-                         f"{(len(items), len(collect.bands), collect.patch_size, collect.patch_size)}")
+        raise ValueError(
+            f"location {location.index}: read shape {raw.shape}, expected "
+            f"{(len(items), len(collect.bands), collect.patch_size, collect.patch_size)}"
+        )
     offsets = [processing_offset(item) for item in items]
     metadata = {
-        "location": location.index, "lon": location.lon, "lat": location.lat, "city": location.city,
-        "bands": list(collect.bands), "dates": [item.datetime.isoformat() for item in items],
+        "location": location.index,
+        "lon": location.lon,
+        "lat": location.lat,
+        "city": location.city,
+        "bands": list(collect.bands),
+        "dates": [item.datetime.isoformat() for item in items],
         "target_dates": [d.isoformat() for d in location.dates],
         "scene_ids": [item.id for item in items],
         "cloud_cover": [item.properties.get("eo:cloud_cover") for item in items],
         "processing_baselines": [item.properties.get("s2:processing_baseline") for item in items],
-        "offsets_removed": offsets, "crs": f"EPSG:{epsg}",
+        "offsets_removed": offsets,
+        "crs": f"EPSG:{epsg}",
         "transform": [10.0, 0.0, bounds[0], 0.0, -10.0, bounds[3]],
     }
     return harmonise(raw, offsets), metadata

@@ -75,11 +75,17 @@ def kept_candidates(collect: Collect, stop: int) -> list[bool]:
         location = candidate(collect, index)
         half_lon, half_lat = patch_half_extent_degrees(collect, location.lat)
         row = int(location.lat // cell)
-        neighbours = [other for r in (row - 1, row, row + 1) for c in (-1, 0, 1)
-                      for other in buckets.get((r, column(location.lon, r) + c), [])]
-        overlaps = any(abs(other.lat - location.lat) < 2 * half_lat
-                       and abs((other.lon - location.lon + 180) % 360 - 180) < 2 * half_lon
-                       for other in neighbours)
+        neighbours = [
+            other
+            for r in (row - 1, row, row + 1)
+            for c in (-1, 0, 1)
+            for other in buckets.get((r, column(location.lon, r) + c), [])
+        ]
+        overlaps = any(
+            abs(other.lat - location.lat) < 2 * half_lat
+            and abs((other.lon - location.lon + 180) % 360 - 180) < 2 * half_lon
+            for other in neighbours
+        )
         kept.append(not overlaps)
         if not overlaps:
             buckets.setdefault((row, column(location.lon, row)), []).append(location)

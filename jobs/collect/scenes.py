@@ -30,9 +30,15 @@ def open_catalog(collect: Collect, limit: AdaptiveLimit | None = None):
     import pystac_client
     from pystac_client.stac_api_io import StacApiIO
 
-    retry = ReportingRetry(total=6, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                           allowed_methods=None, respect_retry_after_header=True, raise_on_status=True,
-                           on_throttle=limit.throttled if limit else None)
+    retry = ReportingRetry(
+        total=6,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        raise_on_status=True,
+        on_throttle=limit.throttled if limit else None,
+    )
     stac_io = StacApiIO(timeout=STAC_TIMEOUT, max_retries=retry)
     return pystac_client.Client.open(collect.stac_url, stac_io=stac_io)
 
@@ -47,16 +53,18 @@ def _contains_patch(item: pystac.Item, location: Location, half_lon: float, half
 def choose(items: Sequence[pystac.Item], target: date, max_cloud: float, covers) -> pystac.Item | None:
     """Least cloud cover at most `max_cloud`, covering the patch; ties go to the date nearest the target."""
     noon = datetime.combine(target, time(12), tzinfo=timezone.utc)
-    acceptable = [item for item in items
-                  if item.properties.get("eo:cloud_cover", 100.0) <= max_cloud and covers(item)]
+    acceptable = [item for item in items if item.properties.get("eo:cloud_cover", 100.0) <= max_cloud and covers(item)]
     if not acceptable:
         return None
-    return min(acceptable, key=lambda item: (item.properties["eo:cloud_cover"],
-                                             abs((item.datetime - noon).total_seconds()), item.id))
+    return min(
+        acceptable,
+        key=lambda item: (item.properties["eo:cloud_cover"], abs((item.datetime - noon).total_seconds()), item.id),
+    )
 
 
-def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, half_lat: float,
-                searches: Executor) -> list[pystac.Item] | None:
+def find_scenes(
+    catalog, collect: Collect, location: Location, half_lon: float, half_lat: float, searches: Executor
+) -> list[pystac.Item] | None:
     """One scene per date of the location (newest first), or None when a date has none.
 
     The dates' searches run at once on `searches`: a location costs one search round trip, not `timestamps`.
@@ -65,12 +73,21 @@ def find_scenes(catalog, collect: Collect, location: Location, half_lon: float, 
 
     def scene_near(target: date) -> pystac.Item | None:
         start, end = search_window(target, collect.window_days)
-        search = catalog.search(collections=[collect.collection], intersects=point,
-                                datetime=[datetime.combine(start, time(0), tzinfo=timezone.utc),
-                                          datetime.combine(end, time(23, 59, 59), tzinfo=timezone.utc)],
-                                max_items=500)
-        return choose(list(search.items()), target, collect.max_cloud,
-                      lambda candidate: _contains_patch(candidate, location, half_lon, half_lat))
+        search = catalog.search(
+            collections=[collect.collection],
+            intersects=point,
+            datetime=[
+                datetime.combine(start, time(0), tzinfo=timezone.utc),
+                datetime.combine(end, time(23, 59, 59), tzinfo=timezone.utc),
+            ],
+            max_items=500,
+        )
+        return choose(
+            list(search.items()),
+            target,
+            collect.max_cloud,
+            lambda candidate: _contains_patch(candidate, location, half_lon, half_lat),
+        )
 
     chosen = list(searches.map(scene_near, location.dates))
     return None if any(item is None for item in chosen) else chosen

@@ -141,9 +141,11 @@ class Signer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            wait = 0.5 * 2 ** attempt
+            wait = 0.5 * 2**attempt
             try:
-                response = self.session.get(url, headers=self.headers, timeout=tuple(min(t, left) for t in TOKEN_TIMEOUT_S))
+                response = self.session.get(
+                    url, headers=self.headers, timeout=tuple(min(t, left) for t in TOKEN_TIMEOUT_S)
+                )
             except requests.RequestException as error:
                 problem = type(error).__name__
             else:
@@ -157,11 +159,14 @@ class Signer:
                 time.sleep(max(min(wait, deadline - time.monotonic()), 0))
         raise TokenServiceUnreachable(
             f"no SAS token from {url} within {time.monotonic() - started:.0f} s ({problem}): the collect pods must "
-            "reach Planetary Computer's token service; allow their egress to it, or set PC_SDK_SAS_URL to one they reach")
+            "reach Planetary Computer's token service; allow their egress to it, or set PC_SDK_SAS_URL to one "
+            "they reach"
+        )
 
 
-def signed_read(signer: Signer, items: list[pystac.Item], assets: list[str],
-                read: Callable[[list[pystac.Item]], Read]) -> Read:
+def signed_read(
+    signer: Signer, items: list[pystac.Item], assets: list[str], read: Callable[[list[pystac.Item]], Read]
+) -> Read:
     """`read(signed items)`; a 403 (an expired or revoked token) is retried with fresh tokens, RESIGNS times."""
     for resign in range(RESIGNS + 1):
         signed = signer.sign_items(items, assets)
@@ -182,8 +187,9 @@ def _parse(url: str, response: requests.Response) -> Token:
         if not {"se", "sig"} <= parse_qs(query).keys():
             raise ValueError("token has no se and sig")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise TokenServiceUnreachable(f"{url} answered without a SAS token ({error}); "
-                                      "set PC_SDK_SAS_URL to Planetary Computer's token endpoint") from None
+        raise TokenServiceUnreachable(
+            f"{url} answered without a SAS token ({error}); set PC_SDK_SAS_URL to Planetary Computer's token endpoint"
+        ) from None
     return Token(query, expiry if expiry.tzinfo else expiry.replace(tzinfo=timezone.utc))
 
 

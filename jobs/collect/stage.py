@@ -43,16 +43,16 @@ class Chunk:
 
 
 def chunks_of(candidates: range, size: int) -> list[Chunk]:
-    return [Chunk(number, candidates[start:start + size])
-            for number, start in enumerate(range(0, len(candidates), size))]
+    return [
+        Chunk(number, candidates[start : start + size]) for number, start in enumerate(range(0, len(candidates), size))
+    ]
 
 
 def chunk_uri(part: Part, chunk: Chunk, kind: str) -> str:
     return part.tree.path(kind, f"{part.index:05d}-{chunk.number:05d}.{'tar' if kind == 'shards' else 'json'}")
 
 
-def with_retries(fetch: Callable[[int], Outcome], index: int, limit: AdaptiveLimit,
-                 backoff_s: float = 0.5) -> Outcome:
+def with_retries(fetch: Callable[[int], Outcome], index: int, limit: AdaptiveLimit, backoff_s: float = 0.5) -> Outcome:
     """Transient faults (cut connections, throttling beyond GDAL's own retries) get a few more tries."""
     for attempt in range(ATTEMPTS):
         try:
@@ -66,7 +66,7 @@ def with_retries(fetch: Callable[[int], Outcome], index: int, limit: AdaptiveLim
             if attempt == ATTEMPTS - 1:
                 detail = "".join(traceback.format_exception_only(error)).strip().splitlines()[-1]
                 return Outcome(index, "failed", error=redact(detail)[:500])
-            time.sleep(backoff_s * 2 ** attempt)
+            time.sleep(backoff_s * 2**attempt)
     raise AssertionError("unreachable")
 
 
@@ -87,9 +87,13 @@ def commit_chunk(part: Part, chunk: Chunk) -> dict[str, Any]:
     samples = [o.sample for o in chunk.outcomes if o.status == "accepted"]
     shard = write_shard(chunk_uri(part, chunk, "shards"), samples) if samples else None
     counts = Counter(o.status for o in chunk.outcomes)
-    record = {"chunk": chunk.number, "candidates": [chunk.candidates.start, chunk.candidates.stop],
-              "shard": shard, "counts": dict(counts),
-              "failures": [{"location": o.index, "error": o.error} for o in chunk.outcomes if o.status == "failed"]}
+    record = {
+        "chunk": chunk.number,
+        "candidates": [chunk.candidates.start, chunk.candidates.stop],
+        "shard": shard,
+        "counts": dict(counts),
+        "failures": [{"location": o.index, "error": o.error} for o in chunk.outcomes if o.status == "failed"],
+    }
     store.write_json(chunk_uri(part, chunk, "chunks"), record)
     return record
 
@@ -98,8 +102,14 @@ def read_record(uri: str) -> dict[str, Any] | None:
     return store.read_json(uri) if store.exists(uri) else None
 
 
-def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range, collect: Collect,
-                  patches_per_location: int, limit: AdaptiveLimit) -> dict[str, Any]:
+def collect_slice(
+    part: Part,
+    fetch: Callable[[int], Outcome],
+    candidates: range,
+    collect: Collect,
+    patches_per_location: int,
+    limit: AdaptiveLimit,
+) -> dict[str, Any]:
     chunks = chunks_of(candidates, collect.samples_per_shard)
     records = {chunk.number: read_record(chunk_uri(part, chunk, "chunks")) for chunk in chunks}
     todo = [chunk for chunk in chunks if records[chunk.number] is None]
@@ -112,10 +122,19 @@ def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range
 
     def report(force: bool = False) -> None:
         elapsed = max(time.monotonic() - started, 1e-9)
-        part.progress(sum(totals.values()), len(candidates), "locations", force=force,
-                      accepted=totals["accepted"], dropped=totals["dropped_overlap"] + totals["dropped_no_scene"],
-                      failed=totals["failed"], patches_per_s=round(fresh * patches_per_location / elapsed, 2),
-                      in_flight=limit.allowed(), counts=("accepted", "dropped", "failed"), rates=("patches_per_s",))
+        part.progress(
+            sum(totals.values()),
+            len(candidates),
+            "locations",
+            force=force,
+            accepted=totals["accepted"],
+            dropped=totals["dropped_overlap"] + totals["dropped_no_scene"],
+            failed=totals["failed"],
+            patches_per_s=round(fresh * patches_per_location / elapsed, 2),
+            in_flight=limit.allowed(),
+            counts=("accepted", "dropped", "failed"),
+            rates=("patches_per_s",),
+        )
 
     report(force=True)
     for outcome in ordered_outcomes(fetch, [i for chunk in todo for i in chunk.candidates], limit):
@@ -131,9 +150,13 @@ def collect_slice(part: Part, fetch: Callable[[int], Outcome], candidates: range
     failures = [f for number in sorted(records) for f in records[number]["failures"]]
     return {
         "shards": [records[n]["shard"] for n in sorted(records) if records[n]["shard"]],
-        "locations": {"candidates": len(candidates), "accepted": totals["accepted"],
-                      "dropped_overlap": totals["dropped_overlap"], "dropped_no_scene": totals["dropped_no_scene"],
-                      "failed": totals["failed"]},
+        "locations": {
+            "candidates": len(candidates),
+            "accepted": totals["accepted"],
+            "dropped_overlap": totals["dropped_overlap"],
+            "dropped_no_scene": totals["dropped_no_scene"],
+            "failed": totals["failed"],
+        },
         "failures": failures[:MAX_LISTED_FAILURES],
         "pacing": limit.summary(),
     }
@@ -155,8 +178,10 @@ def stac_fetcher(collect: Collect, stop: int, limit: AdaptiveLimit) -> Iterator[
     catalog = open_catalog(collect, limit)
     signer = Signer.from_settings() if collect.source == "planetary-computer" else None
     threads = request_threads(collect)
-    with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stac-search") as searches,
-          ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cog-read") as reads):
+    with (
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stac-search") as searches,
+        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cog-read") as reads,
+    ):
 
         def fetch(index: int) -> Outcome:
             if not kept[index]:
@@ -167,8 +192,9 @@ def stac_fetcher(collect: Collect, stop: int, limit: AdaptiveLimit) -> Iterator[
             if items is None:
                 return Outcome(index, "dropped_no_scene")
             if signer:
-                pixels, metadata = signed_read(signer, items, list(collect.bands),
-                                               lambda signed: read_patch(signed, location, collect, reads))
+                pixels, metadata = signed_read(
+                    signer, items, list(collect.bands), lambda signed: read_patch(signed, location, collect, reads)
+                )
             else:
                 pixels, metadata = read_patch(items, location, collect, reads)
             return Outcome(index, "accepted", Sample(location.key, pixels, metadata))

@@ -83,13 +83,19 @@ def _storage(errors: list[BaseException], where: Where) -> PartFailure | None:
     storage = where.storage
     if any(_is(e, "botocore.exceptions", "EndpointConnectionError", "ConnectTimeoutError") for e in errors):
         problem = _connection_problem(errors) or "connection failed"
-        return PartFailure(f"storage {storage} not reachable at {endpoint()} ({problem})",
-                           "spec.storageSecret (its endpoint)")
+        return PartFailure(
+            f"storage {storage} not reachable at {endpoint()} ({problem})", "spec.storageSecret (its endpoint)"
+        )
     full = next((e for e in errors if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)), None)
-    if full is not None and storage.startswith("file://") and \
-            str(full.filename or "").startswith(storage.removeprefix("file://").rstrip("/") + "/"):
-        return PartFailure(f"storage {storage} is full: no space left on its disk for {full.filename}",
-                           "spec.storage (free space on its disk, or choose another tree)")
+    if (
+        full is not None
+        and storage.startswith("file://")
+        and str(full.filename or "").startswith(storage.removeprefix("file://").rstrip("/") + "/")
+    ):
+        return PartFailure(
+            f"storage {storage} is full: no space left on its disk for {full.filename}",
+            "spec.storage (free space on its disk, or choose another tree)",
+        )
     outer = errors[0]
     if isinstance(outer, PermissionError) and any(_is(e, "botocore.exceptions", "ClientError") for e in errors):
         return PartFailure(f"storage {storage} refused the credentials ({one_line(outer)})", "spec.storageSecret")

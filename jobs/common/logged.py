@@ -136,14 +136,18 @@ def run(stage_uri: str, index: int, argv: list[str], termination_log: str | None
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        print("usage: python -m jobs.common.logged --spec FILE --stage NAME [--termination-log PATH] -- COMMAND...",
-              file=sys.stderr)
+        print(
+            "usage: python -m jobs.common.logged --spec FILE --stage NAME [--termination-log PATH] -- COMMAND...",
+            file=sys.stderr,
+        )
         return 2
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="python -m jobs.common.logged")
     parser.add_argument("--spec", required=True)
     parser.add_argument("--stage", required=True)
-    parser.add_argument("--termination-log", help="where the part's failure line goes (the pod's terminationMessagePath)")
+    parser.add_argument(
+        "--termination-log", help="where the part's failure line goes (the pod's terminationMessagePath)"
+    )
     args = parser.parse_args(argv[:split])
     from secoctl.spec.file import read_experiment
     from secoctl.stored import named_stage_tree
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     store.use_timeouts(store.DATA_PLANE)
     experiment = read_experiment(args.spec)
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
-    return run(named_stage_tree(experiment, args.stage).uri, index, argv[split + 1:], args.termination_log)
+    return run(named_stage_tree(experiment, args.stage).uri, index, argv[split + 1 :], args.termination_log)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,12 @@ class Part:
         """An earlier stage's committed index: what this part reads, or a failure saying it is not there."""
         uri = self.stage_tree(stage).index
         if not store.exists(uri):
-            raise PartFailure(f"no {stage} output to read: {uri} is missing; run the {stage} stage first "
-                              "(`secoctl apply` runs the stages in order), or point spec.storage at the tree that "
-                              f"holds it", "spec.storage")
+            raise PartFailure(
+                f"no {stage} output to read: {uri} is missing; run the {stage} stage first "
+                "(`secoctl apply` runs the stages in order), or point spec.storage at the tree that "
+                f"holds it",
+                "spec.storage",
+            )
         return store.read_json(uri)
 
     @property
@@ -62,8 +65,16 @@ class Part:
         """Only one process per part writes its files (torchrun starts several per node)."""
         return os.environ.get("LOCAL_RANK", "0") == "0"
 
-    def progress(self, done: float, total: float, unit: str, force: bool = False,
-                 counts: tuple[str, ...] = (), rates: tuple[str, ...] = (), **metrics: Any) -> None:
+    def progress(
+        self,
+        done: float,
+        total: float,
+        unit: str,
+        force: bool = False,
+        counts: tuple[str, ...] = (),
+        rates: tuple[str, ...] = (),
+        **metrics: Any,
+    ) -> None:
         """Reports this part's metrics; `counts` and `rates` name those that add up across the stage's parts.
 
         The part declares it because only it knows: a count of this part's locations sums, a loss or a
@@ -76,9 +87,16 @@ class Part:
             return
         self._last_report = now
         self._recent.append((now, done))
-        record = {"stage": self.stage, "index": self.index, "done": done, "total": total, "unit": unit,
-                  "metrics": metrics, "summed": {"counts": list(counts), "rates": list(rates)},
-                  "updated_at": time.time()}
+        record = {
+            "stage": self.stage,
+            "index": self.index,
+            "done": done,
+            "total": total,
+            "unit": unit,
+            "metrics": metrics,
+            "summed": {"counts": list(counts), "rates": list(rates)},
+            "updated_at": time.time(),
+        }
         (first_at, first_done), (last_at, last_done) = self._recent[0], self._recent[-1]
         if last_at > first_at and last_done > first_done:
             record["per_s"] = round((last_done - first_done) / (last_at - first_at), 6)
@@ -116,12 +134,19 @@ def _run_part(stage: str, work: Callable[[Part], dict[str, Any]], experiment: Ex
         print(json.dumps({"event": "skipped", "stage": stage, "index": index, "reason": "part already committed"}))
         return
     started = time.time()
-    with sole(part.tree.path("parts", str(index)), f"part {index} of stage {stage} of {experiment.name} is already "
-              f"running in another process on this machine; `secoctl delete {experiment.name}` stops it") \
-            if part.is_leader else contextlib.nullcontext():
+    with (
+        sole(
+            part.tree.path("parts", str(index)),
+            f"part {index} of stage {stage} of {experiment.name} is already "
+            f"running in another process on this machine; `secoctl delete {experiment.name}` stops it",
+        )
+        if part.is_leader
+        else contextlib.nullcontext()
+    ):
         summary = work(part)
     if part.is_leader:
-        store.write_json(part.tree.part_done(index), {"index": index, "started_at": started,
-                                                        "finished_at": time.time(), "summary": summary})
+        store.write_json(
+            part.tree.part_done(index),
+            {"index": index, "started_at": started, "finished_at": time.time(), "summary": summary},
+        )
     print(json.dumps({"event": "committed", "stage": stage, "index": index}), flush=True)
-

@@ -39,8 +39,9 @@ def encode_shard(samples: Iterable[Sample]) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for sample in samples:
             if sample.pixels.dtype != np.uint16 or sample.pixels.ndim != 4:
-                raise ValueError(f"{sample.key}: pixels must be uint16 (T, C, H, W), got "
-                                 f"{sample.pixels.dtype} {sample.pixels.shape}")
+                raise ValueError(
+                    f"{sample.key}: pixels must be uint16 (T, C, H, W), got {sample.pixels.dtype} {sample.pixels.shape}"
+                )
             array = io.BytesIO()
             np.save(array, sample.pixels, allow_pickle=False)
             archive.addfile(*_member(f"{sample.key}.npy", array.getvalue()))
@@ -76,5 +77,6 @@ def read_shard(uri: str) -> Iterator[Sample]:
 def shard_entries(index: dict[str, Any]) -> list[dict[str, Any]]:
     """Every shard a stage's index.json lists (each part's summary["shards"]: uri, samples, keys), sorted by uri:
     the collect stage's record shards, or the shards stage's training shards."""
-    return sorted((shard for part in index["parts"] for shard in part["summary"]["shards"]),
-                  key=lambda shard: shard["uri"])
+    return sorted(
+        (shard for part in index["parts"] for shard in part["summary"]["shards"]), key=lambda shard: shard["uri"]
+    )

@@ -24,8 +24,11 @@ UPLOAD_EVERY_S = 30.0  # a long run re-uploads a file that only grows: not on ev
 
 def numeric_fields(record: dict[str, Any]) -> dict[str, float]:
     """Every number of a metrics record but its step, whatever fields the stage adds to it."""
-    return {key: float(value) for key, value in record.items()
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 class EventLog:

@@ -45,8 +45,11 @@ def flattened(value: Any, prefix: str = "") -> dict[str, str]:
     """A nested spec as MLflow params: `pretrain.epochs`, `evaluate.0.task`, ..."""
     if isinstance(value, dict | list):
         items = value.items() if isinstance(value, dict) else enumerate(value)
-        return {key: text for name, item in items
-                for key, text in flattened(item, f"{prefix}.{name}" if prefix else str(name)).items()}
+        return {
+            key: text
+            for name, item in items
+            for key, text in flattened(item, f"{prefix}.{name}" if prefix else str(name)).items()
+        }
     return {prefix: str(value)}
 
 
@@ -139,13 +142,17 @@ class Run:
                 if record is not None and self.run_id is not None and _refused(error):
                     self.refused += 1
                     if self.refused == 1:
-                        warn(f"MLflow at {self.uri} refused a {record[0]} record ({one_line(error, limit=200)}); "
-                             "such records are left out")
+                        warn(
+                            f"MLflow at {self.uri} refused a {record[0]} record ({one_line(error, limit=200)}); "
+                            "such records are left out"
+                        )
                     self._done(record)
                     continue
                 if not self._down:
-                    warn(f"MLflow at {self.uri} did not take a record ({one_line(error, limit=200)}); the stage "
-                         f"goes on, keeps up to {QUEUE_LIMIT} records and sends them when it answers")
+                    warn(
+                        f"MLflow at {self.uri} did not take a record ({one_line(error, limit=200)}); the stage "
+                        f"goes on, keeps up to {QUEUE_LIMIT} records and sends them when it answers"
+                    )
                 self._down = True
                 with self._condition:
                     if not self._given_up:
@@ -173,8 +180,12 @@ class Run:
         client = self._client = self._client or MlflowClient(tracking_uri=self.uri)
         found = client.get_experiment_by_name(self.mlflow_experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(self.mlflow_experiment)
-        runs = client.search_runs([experiment_id], filter_string=f"tags.`{EXPERIMENT_TAG}` = '{self.name}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{self.name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         tags = {EXPERIMENT_TAG: self.name}
         if runs:
             logged = runs[0].data.params
@@ -182,14 +193,14 @@ class Run:
                 run_id = runs[0].info.run_id
                 new = [Param(key, value) for key, value in self.params.items() if key not in logged]
                 for start in range(0, len(new), BATCH):
-                    client.log_batch(run_id, params=new[start:start + BATCH])
+                    client.log_batch(run_id, params=new[start : start + BATCH])
                 client.update_run(run_id, status="RUNNING")
                 return run_id
             tags[PREVIOUS_RUN_TAG] = runs[0].info.run_id
         run_id = client.create_run(experiment_id, run_name=self.name, tags=tags).info.run_id
         params = [Param(key, value) for key, value in self.params.items()]
         for start in range(0, len(params), BATCH):
-            client.log_batch(run_id, params=params[start:start + BATCH])
+            client.log_batch(run_id, params=params[start : start + BATCH])
         return run_id
 
     def _send(self, record: tuple[Any, ...]) -> None:

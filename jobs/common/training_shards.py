@@ -60,11 +60,13 @@ def _members(locations: list[Location]) -> list[tuple[str, bytes]]:
     for location in locations:
         pixels = location.pixels
         if pixels.dtype != np.uint8 or pixels.ndim != 4:
-            raise ValueError(f"{location.key}: training pixels must be uint8 (T, C, H, W), got "
-                             f"{pixels.dtype} {pixels.shape}")
+            raise ValueError(
+                f"{location.key}: training pixels must be uint8 (T, C, H, W), got {pixels.dtype} {pixels.shape}"
+            )
         members.append((f"{location.key}.json", json.dumps(location.metadata, sort_keys=True).encode()))
-        members += [(f"{location.key}.t{t}.u8", np.ascontiguousarray(pixels[t]).tobytes())
-                    for t in range(pixels.shape[0])]
+        members += [
+            (f"{location.key}.t{t}.u8", np.ascontiguousarray(pixels[t]).tobytes()) for t in range(pixels.shape[0])
+        ]
     return members
 
 
@@ -76,10 +78,17 @@ def encode(locations: list[Location]) -> bytes:
     for name, payload in members:
         offsets[name] = position + BLOCK  # a USTAR header is one block; the data follows it
         position += BLOCK + _padded(len(payload))
-    index = {"format": FORMAT, "locations": [
-        {"key": loc.key, "shape": list(loc.pixels.shape[1:]),
-         "offsets": [offsets[f"{loc.key}.t{t}.u8"] for t in range(loc.pixels.shape[0])]}
-        for loc in locations]}
+    index = {
+        "format": FORMAT,
+        "locations": [
+            {
+                "key": loc.key,
+                "shape": list(loc.pixels.shape[1:]),
+                "offsets": [offsets[f"{loc.key}.t{t}.u8"] for t in range(loc.pixels.shape[0])],
+            }
+            for loc in locations
+        ],
+    }
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
         for name, payload in [(INDEX_MEMBER, json.dumps(index, separators=(",", ":")).encode()), *members]:
@@ -105,8 +114,17 @@ class TrainingShard:
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             self.locations = self._read_index()
-        except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError, MemoryError,
-                UnicodeDecodeError, tarfile.TarError) as error:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            OverflowError,
+            RecursionError,
+            MemoryError,
+            UnicodeDecodeError,
+            tarfile.TarError,
+        ) as error:
             self._map.close()
             reason = " ".join(str(error).split())[:200] or type(error).__name__
             raise DamagedShard(f"{self.path}: not a training shard ({reason})") from None
@@ -117,7 +135,7 @@ class TrainingShard:
         header = tarfile.TarInfo.frombuf(self._map[:BLOCK], tarfile.ENCODING, "surrogateescape")
         if header.name != INDEX_MEMBER or not 0 < header.size <= MAX_INDEX_BYTES:
             raise ValueError(f"its first member must be {INDEX_MEMBER} of at most {MAX_INDEX_BYTES} bytes")
-        raw = self._map[BLOCK:BLOCK + header.size]
+        raw = self._map[BLOCK : BLOCK + header.size]
         if raw.count(b",") + raw.count(b":") > MAX_INDEX_VALUES:
             raise ValueError(f"its index holds more than {MAX_INDEX_VALUES} values")
         index = json.loads(raw)
@@ -141,17 +159,20 @@ class TrainingShard:
         if not (isinstance(shape, list) and len(shape) == 3 and all(_count(n) and n > 0 for n in shape)):
             raise ValueError(f"location {_short(key)}: shape {_short(shape)} is not three positive integers")
         if not (isinstance(offsets, list) and 0 < len(offsets) <= MAX_TIMESTAMPS and all(map(_count, offsets))):
-            raise ValueError(f"location {_short(key)}: offsets {_short(offsets)} are not 1 to {MAX_TIMESTAMPS} "
-                             "byte offsets")
+            raise ValueError(
+                f"location {_short(key)}: offsets {_short(offsets)} are not 1 to {MAX_TIMESTAMPS} byte offsets"
+            )
         size = shape[0] * shape[1] * shape[2]
         starts = [data_start + o for o in offsets]
         for t, start in enumerate(starts):
             if start < data_start + BLOCK or start + size > len(self._map):
                 raise ValueError(f"location {_short(key)} points outside the file")
-            member = tarfile.TarInfo.frombuf(self._map[start - BLOCK:start], tarfile.ENCODING, "surrogateescape")
+            member = tarfile.TarInfo.frombuf(self._map[start - BLOCK : start], tarfile.ENCODING, "surrogateescape")
             if member.name != f"{key}.t{t}.u8" or member.size != size:
-                raise ValueError(f"location {_short(key)}: timestamp {t} of shape {tuple(shape)} is not the member "
-                                 f"there ({_short(member.name)}, {member.size} bytes)")
+                raise ValueError(
+                    f"location {_short(key)}: timestamp {t} of shape {tuple(shape)} is not the member "
+                    f"there ({_short(member.name)}, {member.size} bytes)"
+                )
         return {"key": key, "shape": tuple(shape), "size": size, "offsets": starts}
 
     def __len__(self) -> int:
@@ -163,7 +184,7 @@ class TrainingShard:
     def timestamp(self, location: int, t: int) -> np.ndarray:
         entry = self.locations[location]
         start = entry["offsets"][t]
-        return self._bytes[start:start + entry["size"]].reshape(entry["shape"])
+        return self._bytes[start : start + entry["size"]].reshape(entry["shape"])
 
     def location(self, location: int) -> np.ndarray:
         """(T, C, H, W): a copy, for tests and tools; the loader copies only the timestamps it draws."""

@@ -44,8 +44,10 @@ def candidates(part: Part, labels: list[str]) -> dict[str, nn.Module]:
     spec = part.experiment.spec
     storage = store.storage(own=spec.storage)
     in_chans = len(spec.input_bands())
-    return {THIS_RUN: this_run(part, spec.pretrain.backbone),
-            **{label: baseline(label, spec.pretrain.backbone, storage, in_chans) for label in labels}}
+    return {
+        THIS_RUN: this_run(part, spec.pretrain.backbone),
+        **{label: baseline(label, spec.pretrain.backbone, storage, in_chans) for label in labels},
+    }
 
 
 def input_of(part: Part, label: str) -> dict[str, Any]:
@@ -75,5 +77,7 @@ def provenance(part: Part, label: str) -> dict[str, str | None]:
     if label in ("random", "imagenet"):
         return {"backbone": spec.pretrain.backbone, "pretraining": None}
     properties = weights.show(store.storage(own=spec.storage), label)["properties"]
-    return {"backbone": properties["secoctl:backbone"],
-            "pretraining": properties.get("secoctl:provenance", {}).get("pretraining")}
+    return {
+        "backbone": properties["secoctl:backbone"],
+        "pretraining": properties.get("secoctl:provenance", {}).get("pretraining"),
+    }

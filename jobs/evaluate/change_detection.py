@@ -9,8 +9,8 @@ ImageNet statistics; training and test tiles are the reference's 96 px grid (zer
 PIL's crop pads), training tiles flipped and rotated by multiples of 90 degrees, batch 32; precision,
 recall and F1 are averaged over test batches as the paper reports them, and also given pixel-global.
 
-recipe modern (`evaluate`): both dates pass through the same encoder; at each of its five scales the two feature maps are
-concatenated and a U-Net decoder (segmentation_models_pytorch's) turns them into a change logit per
+recipe modern (`evaluate`): both dates pass through the same encoder; at each of its five scales the two feature
+maps are concatenated and a U-Net decoder (segmentation_models_pytorch's) turns them into a change logit per
 pixel. Trained on random 96×96 crops of the training cities with flips, Adam lr 1e-3, weight
 decay 1e-4, lr × 0.95 per epoch; tested on whole test cities, tiled. Metrics: precision, recall and
 F1 of the change class over every test pixel.
@@ -54,7 +54,7 @@ def crops(scenes: list[tuple[torch.Tensor, torch.Tensor]], count: int, generator
         image, mask = scenes[int(torch.randint(len(scenes), (1,), generator=generator))]
         top = int(torch.randint(image.shape[-2] - PATCH + 1, (1,), generator=generator))
         left = int(torch.randint(image.shape[-1] - PATCH + 1, (1,), generator=generator))
-        image, mask = image[..., top:top + PATCH, left:left + PATCH], mask[top:top + PATCH, left:left + PATCH]
+        image, mask = image[..., top : top + PATCH, left : left + PATCH], mask[top : top + PATCH, left : left + PATCH]
         for dim in (-1, -2):
             if torch.rand((), generator=generator) < 0.5:
                 image, mask = image.flip(dim), mask.flip(dim)
@@ -96,28 +96,55 @@ def training(model: nn.Module, parameters, batches, transform: ReflectanceInput,
         logits = model(transform(images[:, 0]), transform(images[:, 1]))
         return nn.functional.binary_cross_entropy_with_logits(logits, masks.float().to(device))
 
-    return Training(model, parameters, batches=batches, loss=loss, schedule=decay_by(0.95),
-                    lr=1e-3, weight_decay=1e-4)
+    return Training(model, parameters, batches=batches, loss=loss, schedule=decay_by(0.95), lr=1e-3, weight_decay=1e-4)
 
 
-def evaluate(backbone: nn.Module, name: str, train: list, test: list, transform: ReflectanceInput,
-             device: torch.device, epochs: int, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    backbone: nn.Module,
+    name: str,
+    train: list,
+    test: list,
+    transform: ReflectanceInput,
+    device: torch.device,
+    epochs: int,
+    seed: int = 0,
+) -> dict[str, float]:
     torch.manual_seed(seed)
     model = SiameseUNet(backbone, name).to(device)
     generator = torch.Generator().manual_seed(seed)
     per_epoch = epoch_size(train)
-    fit(training(model, model.parameters(), lambda epoch: (crops(train, min(BATCH, per_epoch - start), generator)
-                                                           for start in range(0, per_epoch, BATCH)), transform, device),
-        epochs)
+    fit(
+        training(
+            model,
+            model.parameters(),
+            lambda epoch: (
+                crops(train, min(BATCH, per_epoch - start), generator) for start in range(0, per_epoch, BATCH)
+            ),
+            transform,
+            device,
+        ),
+        epochs,
+    )
     predicted = torch.cat([(predict(model, image, transform, device) > 0.5).flatten() for image, _ in test])
     truth = torch.cat([mask.bool().flatten() for _, mask in test])
-    return {**scores(predicted, truth), "train_cities": len(train), "test_cities": len(test),
-            "test_pixels": int(truth.numel())}
+    return {
+        **scores(predicted, truth),
+        "train_cities": len(train),
+        "test_cities": len(test),
+        "test_pixels": int(truth.numel()),
+    }
 
 
 def modern(backbone: nn.Module, setting: Setting) -> dict[str, float]:
-    return evaluate(backbone, setting.architecture, setting.splits["train"], setting.splits["test"], setting.transform,
-                    setting.device, setting.evaluation.epochs)
+    return evaluate(
+        backbone,
+        setting.architecture,
+        setting.splits["train"],
+        setting.splits["test"],
+        setting.transform,
+        setting.device,
+        setting.evaluation.epochs,
+    )
 
 
 def grid_tiles(scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,17 +189,35 @@ def per_batch_and_global(predictions: list[torch.Tensor], truths: list[torch.Ten
     return {**result, **{f"{metric}_global": value for metric, value in overall.items()}}
 
 
-def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, transform: ReflectanceInput,
-                   device: torch.device, epochs: int, seed: int = 0) -> dict[str, float]:
+def evaluate_paper(
+    backbone: nn.Module,
+    name: str,
+    train: list,
+    test: list,
+    transform: ReflectanceInput,
+    device: torch.device,
+    epochs: int,
+    seed: int = 0,
+) -> dict[str, float]:
     torch.manual_seed(seed)
     model = ReferenceUNet(backbone, name).to(device)
     for parameter in model.encoder.parameters():
         parameter.requires_grad_(False)  # not in the optimizer either way; no gradient computed for it
     generator = torch.Generator().manual_seed(seed)
     train_images, train_masks = grid_tiles(train)
-    fit(training(model, model.head_parameters(),
-                 lambda epoch: (flips_and_rotations(train_images[batch], train_masks[batch], generator)
-                                for batch in batches_of(len(train_images), generator)), transform, device), epochs)
+    fit(
+        training(
+            model,
+            model.head_parameters(),
+            lambda epoch: (
+                flips_and_rotations(train_images[batch], train_masks[batch], generator)
+                for batch in batches_of(len(train_images), generator)
+            ),
+            transform,
+            device,
+        ),
+        epochs,
+    )
     test_images, test_masks = grid_tiles(test)
     model.eval()
     predictions, truths = [], []
@@ -181,11 +226,23 @@ def evaluate_paper(backbone: nn.Module, name: str, train: list, test: list, tran
             images = test_images[batch].to(device)
             predictions.append((torch.sigmoid(model(transform(images[:, 0]), transform(images[:, 1]))) > 0.5).cpu())
             truths.append(test_masks[batch].bool())
-    return {**per_batch_and_global(predictions, truths), "train_cities": len(train), "test_cities": len(test),
-            "train_tiles": len(train_images), "test_tiles": len(test_images),
-            "test_pixels": sum(int(mask.numel()) for _, mask in test)}
+    return {
+        **per_batch_and_global(predictions, truths),
+        "train_cities": len(train),
+        "test_cities": len(test),
+        "train_tiles": len(train_images),
+        "test_tiles": len(test_images),
+        "test_pixels": sum(int(mask.numel()) for _, mask in test),
+    }
 
 
 def paper(backbone: nn.Module, setting: Setting) -> dict[str, float]:
-    return evaluate_paper(backbone, setting.architecture, setting.splits["train"], setting.splits["test"],
-                          setting.transform, setting.device, setting.evaluation.epochs)
+    return evaluate_paper(
+        backbone,
+        setting.architecture,
+        setting.splits["train"],
+        setting.splits["test"],
+        setting.transform,
+        setting.device,
+        setting.evaluation.epochs,
+    )

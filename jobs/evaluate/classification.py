@@ -31,8 +31,9 @@ MULTI_LABEL = {"eurosat": False, "bigearthnet": True}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, task: str, dataset, transform: ReflectanceInput,
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, task: str, dataset, transform: ReflectanceInput, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's outputs (pooled features of a backbone, logits of a classifier) and the targets."""
     model.eval().to(device)
     outputs, targets = [], []
@@ -54,8 +55,10 @@ def score(logits: torch.Tensor, target: torch.Tensor, multi_label: bool) -> dict
     from torchmetrics.functional.classification import multilabel_average_precision
 
     labels = target.shape[1]
-    return {"mAP": float(multilabel_average_precision(logits, target.long(), labels, average="micro")),
-            "mAP_macro": float(multilabel_average_precision(logits, target.long(), labels, average="macro"))}
+    return {
+        "mAP": float(multilabel_average_precision(logits, target.long(), labels, average="micro")),
+        "mAP_macro": float(multilabel_average_precision(logits, target.long(), labels, average="macro")),
+    }
 
 
 @dataclass
@@ -71,17 +74,26 @@ class LinearProbe:
         return self.head((x - self.mean) / self.std)
 
 
-def train_linear(train: tuple[torch.Tensor, torch.Tensor], outputs: int, epochs: int, multi_label: bool,
-                 seed: int = 0) -> LinearProbe:
+def train_linear(
+    train: tuple[torch.Tensor, torch.Tensor], outputs: int, epochs: int, multi_label: bool, seed: int = 0
+) -> LinearProbe:
     torch.manual_seed(seed)
     x, y = train
     mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
     head = nn.Linear(x.shape[1], outputs)
     generator = torch.Generator().manual_seed(seed)
     criterion = loss_fn(multi_label)
-    fit(Training(head, head.parameters(), lr=PROBE_LR, schedule=at_60_and_80_percent(epochs),
-                 batches=lambda epoch: torch.randperm(len(x), generator=generator).split(BATCH),
-                 loss=lambda batch: criterion(head((x[batch] - mean) / std), y[batch])), epochs)
+    fit(
+        Training(
+            head,
+            head.parameters(),
+            lr=PROBE_LR,
+            schedule=at_60_and_80_percent(epochs),
+            batches=lambda epoch: torch.randperm(len(x), generator=generator).split(BATCH),
+            loss=lambda batch: criterion(head((x[batch] - mean) / std), y[batch]),
+        ),
+        epochs,
+    )
     return LinearProbe(head, mean, std)
 
 
@@ -94,15 +106,25 @@ def outputs_of(task: str, targets: torch.Tensor) -> int:
     return targets.shape[1] if MULTI_LABEL[task] else int(targets.max()) + 1
 
 
-def linear(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,
-           epochs: int, label_fraction: float) -> dict[str, float]:
+def linear(
+    backbone: nn.Module,
+    task: str,
+    splits: dict,
+    transform: ReflectanceInput,
+    device: torch.device,
+    epochs: int,
+    label_fraction: float,
+) -> dict[str, float]:
     extracted = {name: predict(backbone, task, dataset, transform, device) for name, dataset in splits.items()}
     x, y = extracted["train"]
     keep = label_subset(len(x), label_fraction)
     multi = MULTI_LABEL[task]
     probe = train_linear((x[keep], y[keep]), outputs_of(task, y), epochs, multi)
-    return record(lambda split: score(probe.logits(extracted[split][0]), extracted[split][1], multi),
-                  len(keep), len(extracted["test"][1]))
+    return record(
+        lambda split: score(probe.logits(extracted[split][0]), extracted[split][1], multi),
+        len(keep),
+        len(extracted["test"][1]),
+    )
 
 
 def flipped(images: torch.Tensor) -> torch.Tensor:
@@ -114,8 +136,17 @@ def flipped(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def finetune(backbone: nn.Module, task: str, splits: dict, transform: ReflectanceInput, device: torch.device,
-             epochs: int, label_fraction: float, features_dim: int, seed: int = 0) -> dict[str, float]:
+def finetune(
+    backbone: nn.Module,
+    task: str,
+    splits: dict,
+    transform: ReflectanceInput,
+    device: torch.device,
+    epochs: int,
+    label_fraction: float,
+    features_dim: int,
+    seed: int = 0,
+) -> dict[str, float]:
     torch.manual_seed(seed)
     train = splits["train"]
     keep = label_subset(len(train), label_fraction)
@@ -123,21 +154,48 @@ def finetune(backbone: nn.Module, task: str, splits: dict, transform: Reflectanc
     outputs = train.num_classes if MULTI_LABEL[task] else len(train.classes)
     model = nn.Sequential(backbone, nn.Linear(features_dim, outputs)).to(device)
     criterion = loss_fn(MULTI_LABEL[task])
-    fit(Training(model, model.parameters(), lr=FINETUNE_LR, schedule=at_60_and_80_percent(epochs),
-                 batches=lambda epoch: datasets.batches(task, subset, FINETUNE_BATCH, shuffle=True, seed=seed + epoch),
-                 loss=lambda batch: criterion(model(flipped(transform(batch["image"].to(device)))),
-                                              batch["target"].to(device))), epochs)
-    return record(lambda split: score(*predict(model, task, splits[split], transform, device), MULTI_LABEL[task]),
-                  len(keep), len(splits["test"]))
+    fit(
+        Training(
+            model,
+            model.parameters(),
+            lr=FINETUNE_LR,
+            schedule=at_60_and_80_percent(epochs),
+            batches=lambda epoch: datasets.batches(task, subset, FINETUNE_BATCH, shuffle=True, seed=seed + epoch),
+            loss=lambda batch: criterion(
+                model(flipped(transform(batch["image"].to(device)))), batch["target"].to(device)
+            ),
+        ),
+        epochs,
+    )
+    return record(
+        lambda split: score(*predict(model, task, splits[split], transform, device), MULTI_LABEL[task]),
+        len(keep),
+        len(splits["test"]),
+    )
 
 
 def modern(backbone: nn.Module, setting: Setting) -> dict[str, float]:
     evaluation = setting.evaluation
     if evaluation.finetunes:
-        return finetune(backbone, evaluation.task, setting.splits, setting.transform, setting.device, evaluation.epochs,
-                        evaluation.label_fraction, setting.features)
-    return linear(backbone, evaluation.task, setting.splits, setting.transform, setting.device, evaluation.epochs,
-                  evaluation.label_fraction)
+        return finetune(
+            backbone,
+            evaluation.task,
+            setting.splits,
+            setting.transform,
+            setting.device,
+            evaluation.epochs,
+            evaluation.label_fraction,
+            setting.features,
+        )
+    return linear(
+        backbone,
+        evaluation.task,
+        setting.splits,
+        setting.transform,
+        setting.device,
+        evaluation.epochs,
+        evaluation.label_fraction,
+    )
 
 
 # --- recipe paper -------------------------------------------------------------------------------
@@ -166,8 +224,16 @@ def full_batches(task: str, dataset, batch_size: int, seed: int):
         yield batch
 
 
-def eurosat_paper(backbone: nn.Module, splits: dict, transform: ReflectanceInput, device: torch.device,
-                  epochs: int, label_fraction: float, features_dim: int, seed: int = 0) -> dict[str, float]:
+def eurosat_paper(
+    backbone: nn.Module,
+    splits: dict,
+    transform: ReflectanceInput,
+    device: torch.device,
+    epochs: int,
+    label_fraction: float,
+    features_dim: int,
+    seed: int = 0,
+) -> dict[str, float]:
     """main_eurosat.py: Classifier(backbone, Linear) with the backbone under no_grad but in train mode, as
     Lightning's model.train() leaves it: its BatchNorm normalises by batch statistics and keeps updating
     its running ones during the probe. Adam (lr 1e-3) on the linear layer only, batch 32 with drop_last,
@@ -184,11 +250,22 @@ def eurosat_paper(backbone: nn.Module, splits: dict, transform: ReflectanceInput
             features = backbone(transform(batch["image"].to(device)))
         return nn.functional.cross_entropy(head(features), batch["target"].to(device))
 
-    fit(Training(backbone, head.parameters(), schedule=at_60_and_80_percent(epochs), loss=loss,
-                 batches=lambda epoch: full_batches("eurosat", subset, EUROSAT_BATCH, seed + epoch)), epochs)
+    fit(
+        Training(
+            backbone,
+            head.parameters(),
+            schedule=at_60_and_80_percent(epochs),
+            loss=loss,
+            batches=lambda epoch: full_batches("eurosat", subset, EUROSAT_BATCH, seed + epoch),
+        ),
+        epochs,
+    )
     classifier = nn.Sequential(backbone, head)
-    return record(lambda split: score(*predict(classifier, "eurosat", splits[split], transform, device), False),
-                  len(keep), len(splits["test"]))
+    return record(
+        lambda split: score(*predict(classifier, "eurosat", splits[split], transform, device), False),
+        len(keep),
+        len(splits["test"]),
+    )
 
 
 def micro_ap(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -197,8 +274,9 @@ def micro_ap(logits: torch.Tensor, target: torch.Tensor) -> float:
     return float(multilabel_average_precision(logits, target.long(), target.shape[1], average="micro"))
 
 
-def per_batch_map(model: nn.Module, dataset, transform: ReflectanceInput, device: torch.device,
-                  batch_size: int) -> dict[str, float]:
+def per_batch_map(
+    model: nn.Module, dataset, transform: ReflectanceInput, device: torch.device, batch_size: int
+) -> dict[str, float]:
     """The paper's mAP (micro-AP of each batch, averaged, as ssl_finetuner's shared_step logs it) beside the
     global micro- and macro-AP over every sample."""
     model.eval().to(device)
@@ -213,9 +291,17 @@ def per_batch_map(model: nn.Module, dataset, transform: ReflectanceInput, device
     return {"mAP": sum(per_batch) / len(per_batch), "mAP_global": overall["mAP"], "mAP_macro": overall["mAP_macro"]}
 
 
-def bigearthnet_paper(backbone: nn.Module, splits: dict, transform: ReflectanceInput, device: torch.device,
-                      epochs: int, label_fraction: float, features_dim: int, finetunes: bool,
-                      seed: int = 0) -> dict[str, float]:
+def bigearthnet_paper(
+    backbone: nn.Module,
+    splits: dict,
+    transform: ReflectanceInput,
+    device: torch.device,
+    epochs: int,
+    label_fraction: float,
+    features_dim: int,
+    finetunes: bool,
+    seed: int = 0,
+) -> dict[str, float]:
     """main_bigearthnet.py with SSLFineTuner: Dropout(0.2) then a linear layer (SSLEvaluator, n_hidden None),
     MultiLabelSoftMarginLoss, Adam over the head (and the backbone when fine-tuning), lr × 0.1 at epochs
     60 and 80, the backbone in eval mode every epoch (on_train_epoch_start), training batches with
@@ -238,18 +324,44 @@ def bigearthnet_paper(backbone: nn.Module, splits: dict, transform: ReflectanceI
         model.train()
         backbone.eval()
 
-    fit(Training(model, list(head.parameters()) + (list(backbone.parameters()) if finetunes else []),
-                 lr=settings["lr"], schedule=steps_at(BIGEARTHNET_MILESTONES), loss=loss,
-                 batches=lambda epoch: full_batches("bigearthnet", subset, settings["batch"], seed + epoch),
-                 train_mode=head_trains), epochs)
-    return record(lambda split: per_batch_map(model, splits[split], transform, device, settings["batch"]),
-                  len(keep), len(splits["test"]))
+    fit(
+        Training(
+            model,
+            list(head.parameters()) + (list(backbone.parameters()) if finetunes else []),
+            lr=settings["lr"],
+            schedule=steps_at(BIGEARTHNET_MILESTONES),
+            loss=loss,
+            batches=lambda epoch: full_batches("bigearthnet", subset, settings["batch"], seed + epoch),
+            train_mode=head_trains,
+        ),
+        epochs,
+    )
+    return record(
+        lambda split: per_batch_map(model, splits[split], transform, device, settings["batch"]),
+        len(keep),
+        len(splits["test"]),
+    )
 
 
 def paper(backbone: nn.Module, setting: Setting) -> dict[str, float]:
     evaluation = setting.evaluation
     if evaluation.task == "eurosat":
-        return eurosat_paper(backbone, setting.splits, setting.transform, setting.device, evaluation.epochs,
-                             evaluation.label_fraction, setting.features)
-    return bigearthnet_paper(backbone, setting.splits, setting.transform, setting.device, evaluation.epochs,
-                             evaluation.label_fraction, setting.features, evaluation.finetunes)
+        return eurosat_paper(
+            backbone,
+            setting.splits,
+            setting.transform,
+            setting.device,
+            evaluation.epochs,
+            evaluation.label_fraction,
+            setting.features,
+        )
+    return bigearthnet_paper(
+        backbone,
+        setting.splits,
+        setting.transform,
+        setting.device,
+        evaluation.epochs,
+        evaluation.label_fraction,
+        setting.features,
+        evaluation.finetunes,
+    )

@@ -56,20 +56,29 @@ def with_bands(indices: list[int], sample: dict[str, Any]) -> dict[str, Any]:
     return {**sample, "image": sample["image"][indices]}
 
 
-def open_split(task: str, root: str, split: str, download: bool,
-               bands: list[str] | tuple[str, ...] = RGB_BANDS) -> Dataset:
+def open_split(
+    task: str, root: str, split: str, download: bool, bands: list[str] | tuple[str, ...] = RGB_BANDS
+) -> Dataset:
     from torchgeo.datasets import OSCD, BigEarthNet, DatasetNotFoundError, EuroSAT
 
     try:
         if task == "eurosat":
             return EuroSAT(root, split=split, bands=bands, download=download)
         if task == "bigearthnet":
-            return BigEarthNet(root, split=split, bands="s2", num_classes=19, download=download,
-                               transforms=partial(with_bands, band_indices(task, bands)))
+            return BigEarthNet(
+                root,
+                split=split,
+                bands="s2",
+                num_classes=19,
+                download=download,
+                transforms=partial(with_bands, band_indices(task, bands)),
+            )
         return OSCD(root, split=split, bands=bands, download=download)
     except DatasetNotFoundError as error:
-        raise DatasetError(f"{task} is not in {root}: {error} Set evaluate[].dataPath to an extracted copy, "
-                           f"or fetch it with {HOW_TO_FETCH[task]} on a machine that can reach its host") from None
+        raise DatasetError(
+            f"{task} is not in {root}: {error} Set evaluate[].dataPath to an extracted copy, "
+            f"or fetch it with {HOW_TO_FETCH[task]} on a machine that can reach its host"
+        ) from None
 
 
 def describe(dataset: Any, index: int) -> str:
@@ -96,8 +105,10 @@ class Readable(Dataset):
         try:
             sample = self.dataset[index]
         except Exception as error:  # noqa: BLE001 - name the file whatever the reader raised
-            return {"error": f"cannot read {describe(self.dataset, index)}: {error}. Re-extract the dataset, or "
-                             f"delete it and fetch it again with {HOW_TO_FETCH[self.task]}"}
+            return {
+                "error": f"cannot read {describe(self.dataset, index)}: {error}. Re-extract the dataset, or "
+                f"delete it and fetch it again with {HOW_TO_FETCH[self.task]}"
+            }
         if self.task == "oscd":
             return {"image": sample["image"], "target": sample["mask"][0]}
         return {"image": sample["image"], "target": sample["label"]}
@@ -113,8 +124,14 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def batches(task: str, dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0):
     """Batches of {"image", "target"}; raises DatasetError at the first unreadable file."""
     workers = min(4, max((torch.get_num_threads() or 1) // 2, 0)) if len(dataset) > 4 * batch_size else 0
-    loader = DataLoader(Readable(task, dataset), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                        collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        Readable(task, dataset),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
     for batch in loader:
         if "error" in batch:
             raise DatasetError(batch["error"])

@@ -35,8 +35,10 @@ def paper_stretch(task: str) -> list[tuple[float, float]]:
     if task == "oscd":
         return [OSCD_QUANTILES[b] for b in RGB_BANDS]
     if task == "bigearthnet":
-        return [(BIGEARTHNET_MEAN[b] - 2 * BIGEARTHNET_STD[b], BIGEARTHNET_MEAN[b] + 2 * BIGEARTHNET_STD[b])
-                for b in RGB_BANDS]
+        return [
+            (BIGEARTHNET_MEAN[b] - 2 * BIGEARTHNET_STD[b], BIGEARTHNET_MEAN[b] + 2 * BIGEARTHNET_STD[b])
+            for b in RGB_BANDS
+        ]
     return [tuple(input_description(64)["stretch"][b]) for b in RGB_BANDS]
 
 
@@ -46,8 +48,9 @@ def transform_for(task: str, recipe: str, input_size: int, device: torch.device)
         return ReflectanceInput([list(s) for s in paper_stretch(task)], *NO_NORMALISATION, size, resize).to(device)
     described = input_description(input_size)
     size = None if task == "oscd" else input_size
-    return ReflectanceInput([described["stretch"][b] for b in RGB_BANDS], described["mean"], described["std"],
-                            size).to(device)
+    return ReflectanceInput([described["stretch"][b] for b in RGB_BANDS], described["mean"], described["std"], size).to(
+        device
+    )
 
 
 class SelectBands(nn.Module):
@@ -65,6 +68,7 @@ def own_input(task: str, described: dict[str, Any], device: torch.device) -> nn.
     """What a model trained on `described` (a secoctl:input) sees of `task`'s images, every band of which is loaded."""
     bands = described["bands"]
     size = None if task == "oscd" else described["size"]
-    return nn.Sequential(SelectBands(datasets.band_indices(task, bands)),
-                         ReflectanceInput([described["stretch"][b] for b in bands], described["mean"],
-                                          described["std"], size)).to(device)
+    return nn.Sequential(
+        SelectBands(datasets.band_indices(task, bands)),
+        ReflectanceInput([described["stretch"][b] for b in bands], described["mean"], described["std"], size),
+    ).to(device)

@@ -21,8 +21,16 @@ DROPOUT = 0.3
 
 def encoder_of(backbone: nn.Module) -> nn.Sequential:
     """torchvision ResNet -> the reference's Sequential up to layer4 (the same modules, shared)."""
-    return nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
-                         backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+    return nn.Sequential(
+        backbone.conv1,
+        backbone.bn1,
+        backbone.relu,
+        backbone.maxpool,
+        backbone.layer1,
+        backbone.layer2,
+        backbone.layer3,
+        backbone.layer4,
+    )
 
 
 class DifferenceEncoder(nn.Module):
@@ -47,10 +55,12 @@ class ReferenceUNet(nn.Module):
         channels = FEATURE_CHANNELS[name]
         self.encoder = DifferenceEncoder(backbone)
         self.dropout = nn.Dropout2d(DROPOUT)
-        self.shrink = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 3, padding=1)
-                                    for i in range(len(channels) - 1))
-        self.merge = nn.ModuleList(nn.Conv2d(2 * channels[i], channels[i], 3, padding=1, bias=False)
-                                   for i in range(len(channels) - 1))
+        self.shrink = nn.ModuleList(
+            nn.Conv2d(channels[i + 1], channels[i], 3, padding=1) for i in range(len(channels) - 1)
+        )
+        self.merge = nn.ModuleList(
+            nn.Conv2d(2 * channels[i], channels[i], 3, padding=1, bias=False) for i in range(len(channels) - 1)
+        )
         self.norm = nn.ModuleList(nn.BatchNorm2d(channels[i]) for i in range(len(channels) - 1))
         self.out = nn.Conv2d(channels[0], 1, kernel_size=1)
 

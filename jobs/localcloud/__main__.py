@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from secoctl.cache import cache_root
-from secoctl.spec.file import read_experiment
 from jobs.localcloud import eurosat, landscape
 from jobs.localcloud.cloud import built_world, serve
+from secoctl.cache import cache_root
+from secoctl.spec.file import read_experiment
 
 DEFAULT_CACHE = cache_root("worlds")
 # Images per class: 10 labels per class, where pre-training shows against random init (benchmarks.learning),
@@ -58,12 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = urlparse(collect.stac_url)
     host = serving_host(endpoint.hostname)
     if host is None or not endpoint.port:
-        parser.error(f"collect.stacUrl {collect.stac_url} must be an address of this machine with a port "
-                     "(127.0.0.1, or an IPv4 address of this machine that pods reach)")
+        parser.error(
+            f"collect.stacUrl {collect.stac_url} must be an address of this machine with a port "
+            "(127.0.0.1, or an IPv4 address of this machine that pods reach)"
+        )
     started = time.monotonic()
     folder = built_world(collect, args.cache, log=lambda line: print(f"localcloud: {line}", flush=True))
-    print(f"localcloud: synthetic Sentinel-2 scenes for {collect.locations} locations ready in "
-          f"{time.monotonic() - started:.1f} s ({folder})", flush=True)
+    print(
+        f"localcloud: synthetic Sentinel-2 scenes for {collect.locations} locations ready in "
+        f"{time.monotonic() - started:.1f} s ({folder})",
+        flush=True,
+    )
     # keyed by the ground and the split sizes, and never mixed with real downloads
     sizes = "-".join(f"{split}{count}" for split, count in EUROSAT_PER_CLASS.items())
     datasets = args.cache.parent / f"made-datasets-v{landscape.VERSION}-eurosat-{sizes}"
@@ -81,8 +86,10 @@ def run_to_its_end(command: list[str], environment: dict[str, str]) -> int:
     (one process group), so it is left to COMMAND to stop, however long its checkpoint takes; SIGTERM is
     passed on. No traceback of ours: the command says what happened."""
     child = subprocess.Popen(command, env=environment)
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))}
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum)),
+    }
     try:
         return child.wait()
     finally:

@@ -20,12 +20,32 @@ from jobs.localcloud import landscape
 
 S2_DIR = "BigEarthNet-v1.0"
 SIZE = 120
-RESOLUTION = {"B01": 60, "B09": 60, "B05": 20, "B06": 20, "B07": 20, "B8A": 20, "B11": 20, "B12": 20,
-              "B02": 10, "B03": 10, "B04": 10, "B08": 10}
-CORINE = {"AnnualCrop": "Non-irrigated arable land", "Forest": "Broad-leaved forest",
-          "HerbaceousVegetation": "Natural grassland", "Highway": "Road and rail networks and associated land",
-          "Industrial": "Industrial or commercial units", "Pasture": "Pastures", "PermanentCrop": "Vineyards",
-          "Residential": "Discontinuous urban fabric", "River": "Water courses", "SeaLake": "Sea and ocean"}
+RESOLUTION = {
+    "B01": 60,
+    "B09": 60,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B8A": 20,
+    "B11": 20,
+    "B12": 20,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B08": 10,
+}
+CORINE = {
+    "AnnualCrop": "Non-irrigated arable land",
+    "Forest": "Broad-leaved forest",
+    "HerbaceousVegetation": "Natural grassland",
+    "Highway": "Road and rail networks and associated land",
+    "Industrial": "Industrial or commercial units",
+    "Pasture": "Pastures",
+    "PermanentCrop": "Vineyards",
+    "Residential": "Discontinuous urban fabric",
+    "River": "Water courses",
+    "SeaLake": "Sea and ocean",
+}
 
 
 def patch(covers: tuple[landscape.LandCover, landscape.LandCover], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -35,8 +55,10 @@ def patch(covers: tuple[landscape.LandCover, landscape.LandCover], rng: np.rando
     x0, y0 = rng.uniform(0, 1e5, size=2)
     centres = (np.arange(SIZE) + 0.5) * 10
     x, y = np.meshgrid(x0 + centres, y0 - centres)
-    halves = [landscape.reflectance(cover, day, lat, x, y, landscape.BANDS, float(rng.uniform(0, 2 * math.pi)), rng)
-              for cover in covers]
+    halves = [
+        landscape.reflectance(cover, day, lat, x, y, landscape.BANDS, float(rng.uniform(0, 2 * math.pi)), rng)
+        for cover in covers
+    ]
     full = np.where(np.arange(SIZE)[None, None, :] < SIZE // 2, halves[0], halves[1])
     bands = {}
     for band, values in zip(landscape.BANDS, landscape.to_digital_numbers(full, 0)):
@@ -63,13 +85,22 @@ def make(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             for band, values in patch(covers, rng).items():
                 size = values.shape[0]
-                with rasterio.open(folder / f"{name}_{band}.tif", "w", driver="GTiff", width=size, height=size,
-                                   count=1, dtype="uint16", crs="EPSG:32632",
-                                   transform=from_origin(500000, 5600000, RESOLUTION[band], RESOLUTION[band])) as out:
+                with rasterio.open(
+                    folder / f"{name}_{band}.tif",
+                    "w",
+                    driver="GTiff",
+                    width=size,
+                    height=size,
+                    count=1,
+                    dtype="uint16",
+                    crs="EPSG:32632",
+                    transform=from_origin(500000, 5600000, RESOLUTION[band], RESOLUTION[band]),
+                ) as out:
                     out.write(values, 1)
             labels = sorted({CORINE[cover.name] for cover in covers})
-            (folder / f"{name}_labels_metadata.json").write_text(json.dumps(
-                {"labels": labels, "acquisition_date": "2017-06-13 10:10:31", "tile_source": "synthetic"}))
+            (folder / f"{name}_labels_metadata.json").write_text(
+                json.dumps({"labels": labels, "acquisition_date": "2017-06-13 10:10:31", "tile_source": "synthetic"})
+            )
             lines.append(f"{name},S1A_IW_GRDH_1SDV_synthetic_{counter}")
         (root / f"bigearthnet-{split}.csv").write_text("".join(line + "\n" for line in lines))
     return root

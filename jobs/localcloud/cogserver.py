@@ -1,4 +1,5 @@
-"""`python -m jobs.localcloud.cogserver [--host H] --port P --directory D [--sas-key K]`: RangeHTTPServer's handler, wide backlog.
+"""`python -m jobs.localcloud.cogserver [--host H] --port P --directory D [--sas-key K]`: RangeHTTPServer's handler,
+wide backlog.
 
 RangeHTTPServer's own `__main__` uses http.server's listen backlog of 5, and GDAL opening many
 COGs at once overflows it (dropped SYNs cost a 1 s retransmit each): the handler is the same.
@@ -36,8 +37,10 @@ class QuietRangeRequestHandler(RangeRequestHandler):
             reason = refusal(self.sas_key, url.path, url.query, datetime.now(timezone.utc))
             if reason:
                 code, _, message = reason.partition(": ")
-                body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
-                        f"<Message>{message or code}</Message></Error>").encode()
+                body = (
+                    f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+                    f"<Message>{message or code}</Message></Error>"
+                ).encode()
                 self.send_response(403, "Server failed to authenticate the request")
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body)))

@@ -50,9 +50,17 @@ def make(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
             for _ in range(count):
                 counter += 1
                 name = f"{cover.name}_{counter}"
-                with rasterio.open(folder / f"{name}.tif", "w", driver="GTiff", width=SIZE, height=SIZE,
-                                   count=len(RELEASE_BANDS), dtype="uint16", crs="EPSG:32631",
-                                   transform=from_origin(500000, 5600000, 10, 10)) as out:
+                with rasterio.open(
+                    folder / f"{name}.tif",
+                    "w",
+                    driver="GTiff",
+                    width=SIZE,
+                    height=SIZE,
+                    count=len(RELEASE_BANDS),
+                    dtype="uint16",
+                    crs="EPSG:32631",
+                    transform=from_origin(500000, 5600000, 10, 10),
+                ) as out:
                     out.write(image(cover, rng))
                 names.append(f"{name}.jpg")
         (root / f"eurosat-{split}.txt").write_text("".join(n + "\n" for n in names))

@@ -31,14 +31,31 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
 
 
 class FaultState:
     def __init__(self, rules: list[dict[str, Any]]) -> None:
-        self.rules = [{**rule, "pattern": re.compile(rule["path"]), "fired": 0, "seen": 0,
-                       "tokens": float(rule.get("burst", 1)), "filled_at": time.monotonic()} for rule in rules]
+        self.rules = [
+            {
+                **rule,
+                "pattern": re.compile(rule["path"]),
+                "fired": 0,
+                "seen": 0,
+                "tokens": float(rule.get("burst", 1)),
+                "filled_at": time.monotonic(),
+            }
+            for rule in rules
+        ]
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -73,10 +90,19 @@ class FaultState:
 
     def report(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": self.requests,
-                    "rules": [{"path": r["path"], "method": r.get("method"), "action": r["action"], "fired": r["fired"],
-                               "seen": r["seen"]}
-                              for r in self.rules]}
+            return {
+                "requests": self.requests,
+                "rules": [
+                    {
+                        "path": r["path"],
+                        "method": r.get("method"),
+                        "action": r["action"],
+                        "fired": r["fired"],
+                        "seen": r["seen"],
+                    }
+                    for r in self.rules
+                ],
+            }
 
 
 def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState) -> type[BaseHTTPRequestHandler]:
@@ -109,8 +135,11 @@ def make_handler(upstream: tuple[str, int], latency_s: float, state: FaultState)
                 connection.request(self.command, self.path, body=body, headers=headers)
                 response = connection.getresponse()
                 payload = response.read()
-                kept = [(k, v) for k, v in response.getheaders()
-                        if k.lower() not in HOP_BY_HOP | {"content-length", "server", "date"}]
+                kept = [
+                    (k, v)
+                    for k, v in response.getheaders()
+                    if k.lower() not in HOP_BY_HOP | {"content-length", "server", "date"}
+                ]
                 if self.command == "HEAD":  # no body, but the size the client asked about
                     kept.append(("Content-Length", response.getheader("Content-Length", "0")))
                 return response.status, kept, payload

@@ -58,9 +58,12 @@ def greenness(cover: LandCover, day: date, lat: float) -> float:
 
 
 def _isotropic(u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
-    """A fixed quasi-random field of mean 0 and standard deviation 0.5: cosines in seven directions, phases from `phase`."""
-    waves = [np.cos(u * math.cos(a) + v * math.sin(a) + phase * (k + 1) * 1.7)
-             for k, a in enumerate(np.linspace(0, math.pi, 7, endpoint=False))]
+    """A fixed quasi-random field of mean 0 and standard deviation 0.5: cosines in seven directions, phases from
+    `phase`."""
+    waves = [
+        np.cos(u * math.cos(a) + v * math.sin(a) + phase * (k + 1) * 1.7)
+        for k, a in enumerate(np.linspace(0, math.pi, 7, endpoint=False))
+    ]
     return np.sum(waves, axis=0) / math.sqrt(7 / 2) / 2
 
 
@@ -93,8 +96,16 @@ def texture(cover: LandCover, x_m: np.ndarray, y_m: np.ndarray, phase: float) ->
     return STRUCTURES[cover.pattern](u, v, phase)
 
 
-def reflectance(cover: LandCover, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray,
-                bands: tuple[str, ...], phase: float, rng: np.random.Generator) -> np.ndarray:
+def reflectance(
+    cover: LandCover,
+    day: date,
+    lat: float,
+    x_m: np.ndarray,
+    y_m: np.ndarray,
+    bands: tuple[str, ...],
+    phase: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """(bands, H, W) float32 reflectance at ground coordinates x_m, y_m (metres, any projection)."""
     structure = texture(cover, x_m, y_m, phase)
     share = np.clip(greenness(cover, day, lat) * (0.4 + 1.2 * structure), 0, 1)
@@ -129,16 +140,20 @@ class Parcels:
     covers: tuple[LandCover, ...]
     phases: tuple[float, ...]
 
-    def reflectance(self, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray, bands: tuple[str, ...],
-                    rng: np.random.Generator) -> np.ndarray:
+    def reflectance(
+        self, day: date, lat: float, x_m: np.ndarray, y_m: np.ndarray, bands: tuple[str, ...], rng: np.random.Generator
+    ) -> np.ndarray:
         """(bands, H, W) reflectance: every pixel takes the land cover of the nearest parcel centre."""
-        nearest = np.argmin((x_m[None] - self.centres[:, 0, None, None]) ** 2
-                            + (y_m[None] - self.centres[:, 1, None, None]) ** 2, axis=0)
+        nearest = np.argmin(
+            (x_m[None] - self.centres[:, 0, None, None]) ** 2 + (y_m[None] - self.centres[:, 1, None, None]) ** 2,
+            axis=0,
+        )
         out = np.empty((len(bands), *x_m.shape), np.float32)
         for index in np.unique(nearest):
             inside = nearest == index
-            out[:, inside] = reflectance(self.covers[index], day, lat, x_m[inside][None], y_m[inside][None], bands,
-                                         self.phases[index], rng)[:, 0]
+            out[:, inside] = reflectance(
+                self.covers[index], day, lat, x_m[inside][None], y_m[inside][None], bands, self.phases[index], rng
+            )[:, 0]
         return out
 
 
@@ -152,8 +167,13 @@ def parcels(rng: np.random.Generator, left: float, top: float, extent_m: float, 
     return Parcels(centres, covers, tuple(float(p) for p in rng.uniform(0, 2 * math.pi, count)))
 
 
-def location_series(rng: np.random.Generator, days: list[date], size: int, bands: tuple[str, ...],
-                    parcel_count: int = PARCELS_PER_LOCATION) -> tuple[Parcels, np.ndarray]:
+def location_series(
+    rng: np.random.Generator,
+    days: list[date],
+    size: int,
+    bands: tuple[str, ...],
+    parcel_count: int = PARCELS_PER_LOCATION,
+) -> tuple[Parcels, np.ndarray]:
     """One location seen on `days`: (its parcels, uint16 DN (dates, bands, size, size)).
 
     What the collect stage would store for a location of the synthetic world, made in memory: a

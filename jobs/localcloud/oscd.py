@@ -10,7 +10,6 @@ Synthetic, for offline runs and tests.
 
 from __future__ import annotations
 
-import math
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -21,8 +20,13 @@ from jobs.localcloud import landscape
 IMAGES = "Onera Satellite Change Detection dataset - Images"
 LABELS = "Onera Satellite Change Detection dataset - {split} Labels"
 RELEASE_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
-CHANGES = (("AnnualCrop", "Industrial"), ("Forest", "AnnualCrop"), ("Pasture", "Residential"),
-           ("HerbaceousVegetation", "Highway"), ("PermanentCrop", "Residential"))
+CHANGES = (
+    ("AnnualCrop", "Industrial"),
+    ("Forest", "AnnualCrop"),
+    ("Pasture", "Residential"),
+    ("HerbaceousVegetation", "Highway"),
+    ("PermanentCrop", "Residential"),
+)
 
 
 def cover(name: str) -> landscape.LandCover:
@@ -80,12 +84,21 @@ def make(root: Path, cities: dict[str, int], size: int = 128, seed: int = 0) -> 
                 folder = root / IMAGES / name / f"imgs_{number}_rect"
                 folder.mkdir(parents=True, exist_ok=True)
                 for band, values in zip(RELEASE_BANDS, image):
-                    with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=size, height=size,
-                                       count=1, dtype="uint16", crs="EPSG:32631",
-                                       transform=from_origin(500000, 5600000, 10, 10)) as out:
+                    with rasterio.open(
+                        folder / f"{band}.tif",
+                        "w",
+                        driver="GTiff",
+                        width=size,
+                        height=size,
+                        count=1,
+                        dtype="uint16",
+                        crs="EPSG:32631",
+                        transform=from_origin(500000, 5600000, 10, 10),
+                    ) as out:
                         out.write(values, 1)
             (root / IMAGES / name / "dates.txt").write_text(
-                "".join(f"date_{n}: {d:%Y%m%d}\n" for n, d in enumerate(dates, 1)))
+                "".join(f"date_{n}: {d:%Y%m%d}\n" for n, d in enumerate(dates, 1))
+            )
             masks = root / LABELS.format(split=split.capitalize()) / name / "cm"
             masks.mkdir(parents=True, exist_ok=True)
             Image.fromarray((changed * 255).astype(np.uint8)).save(masks / "cm.png")

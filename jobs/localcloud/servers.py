@@ -61,11 +61,23 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float = 60.0) 
 
 
 @contextlib.contextmanager
-def running(argv: list[str], ready_url: str, cwd: Path | None = None, log: Path | None = None,
-            grace_s: float = 3.0, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def running(
+    argv: list[str],
+    ready_url: str,
+    cwd: Path | None = None,
+    log: Path | None = None,
+    grace_s: float = 3.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
     output = open(log, "ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(argv, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+        env={**os.environ, **(env or {})},
+    )
     try:
         wait_until_up(ready_url, process)
         yield process
@@ -81,24 +93,50 @@ def running(argv: list[str], ready_url: str, cwd: Path | None = None, log: Path 
 
 
 @contextlib.contextmanager
-def cog_server(folder: Path, port: int | None = None, sas_key: str | None = None,
-               host: str = "127.0.0.1") -> Iterator[str]:
+def cog_server(
+    folder: Path, port: int | None = None, sas_key: str | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    argv = [sys.executable, "-m", "jobs.localcloud.cogserver", "--host", host, "--port", str(port),
-            "--directory", str(folder)]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.localcloud.cogserver",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--directory",
+        str(folder),
+    ]
     with running(argv + (["--sas-key", sas_key] if sas_key else []), url + "/"):
         yield url
 
 
 @contextlib.contextmanager
-def token_server(key: str, lifetime_s: float = 2700.0, stated_lifetime_s: float | None = None,
-                 port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+def token_server(
+    key: str,
+    lifetime_s: float = 2700.0,
+    stated_lifetime_s: float | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
     """The SAS token service; yields the URL to set as PC_SDK_SAS_URL."""
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    argv = [sys.executable, "-m", "jobs.localcloud.tokens", "--host", host, "--port", str(port), "--key", key,
-            "--lifetime-s", str(lifetime_s)]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.localcloud.tokens",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--key",
+        key,
+        "--lifetime-s",
+        str(lifetime_s),
+    ]
     if stated_lifetime_s is not None:
         argv += ["--stated-lifetime-s", str(stated_lifetime_s)]
     with running(argv, url + "/__tokens__"):
@@ -111,24 +149,51 @@ def tokens_issued(sas_url: str) -> int:
 
 
 @contextlib.contextmanager
-def stac_server(stac_folder: Path, port: int | None = None, public_url: str | None = None,
-                host: str = "127.0.0.1") -> Iterator[str]:
+def stac_server(
+    stac_folder: Path, port: int | None = None, public_url: str | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
     """`public_url` is what the API writes into its links (a proxy in front of it)."""
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    argv = [str(BIN / "rustac"), "serve", "--addr", public_url or f"{host}:{port}", "--bind", f"{host}:{port}",
-            str(stac_folder / "collection.json"), str(stac_folder / "items.json")]
+    argv = [
+        str(BIN / "rustac"),
+        "serve",
+        "--addr",
+        public_url or f"{host}:{port}",
+        "--bind",
+        f"{host}:{port}",
+        str(stac_folder / "collection.json"),
+        str(stac_folder / "items.json"),
+    ]
     with running(argv, url + "/"):
         yield url
 
 
 @contextlib.contextmanager
-def fault_proxy(upstream_url: str, latency_ms: float = 0.0, rules: list[dict[str, Any]] | None = None,
-                port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+def fault_proxy(
+    upstream_url: str,
+    latency_ms: float = 0.0,
+    rules: list[dict[str, Any]] | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    argv = [sys.executable, "-m", "jobs.localcloud.faults", "--upstream", upstream_url.removeprefix("http://"),
-            "--host", host, "--port", str(port), "--latency-ms", str(latency_ms), "--rules", json.dumps(rules or [])]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.localcloud.faults",
+        "--upstream",
+        upstream_url.removeprefix("http://"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+        "--rules",
+        json.dumps(rules or []),
+    ]
     with running(argv, url + "/__faults__"):
         yield url
 
@@ -146,8 +211,13 @@ class S3Endpoint:
 
     def environment(self) -> dict[str, str]:
         """The standard variables boto3, s3fs and GDAL read."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_ENDPOINT_URL": self.url, "AWS_ENDPOINT_URL_S3": self.url, "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ENDPOINT_URL_S3": self.url,
+            "AWS_REGION": "us-east-1",
+        }
 
 
 S3_MIN_FREE_MIB = 256
@@ -172,17 +242,37 @@ def s3_server(data_dir: Path | None = None) -> Iterator[S3Endpoint]:
         require_free_space(folder, 2 * S3_MIN_FREE_MIB)
         endpoint = S3Endpoint(f"http://127.0.0.1:{free_port()}", "secoctl-test", "secoctl-test-secret")
         config = folder / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "secoctl", "credentials": [{"accessKey": endpoint.access_key, "secretKey": endpoint.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "secoctl",
+                            "credentials": [{"accessKey": endpoint.access_key, "secretKey": endpoint.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         s3_port = endpoint.url.rsplit(":", 1)[1]
-        argv = [weed, "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder}",
-                # every gRPC port explicit: the default (HTTP port + 10000) can exceed 65535
-                *(f"-{role}.port={free_port()}" for role in ("master", "volume", "filer")),
-                *(f"-{role}.port.grpc={free_port()}" for role in ("master", "volume", "filer", "s3")),
-                f"-s3.port={s3_port}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
-                f"-volume.minFreeSpace={S3_MIN_FREE_MIB}MiB",
-                # the Iceberg and Lance catalogs listen on fixed ports, where a second server would fail
-                "-s3.port.iceberg=0", "-s3.port.lance=0"]
+        argv = [
+            weed,
+            "server",
+            "-s3",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={folder}",
+            # every gRPC port explicit: the default (HTTP port + 10000) can exceed 65535
+            *(f"-{role}.port={free_port()}" for role in ("master", "volume", "filer")),
+            *(f"-{role}.port.grpc={free_port()}" for role in ("master", "volume", "filer", "s3")),
+            f"-s3.port={s3_port}",
+            f"-s3.config={config}",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.minFreeSpace={S3_MIN_FREE_MIB}MiB",
+            # the Iceberg and Lance catalogs listen on fixed ports, where a second server would fail
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
         stack.enter_context(running(argv, endpoint.url + "/", log=folder / "weed.log", grace_s=2.0))
         yield endpoint

@@ -36,8 +36,10 @@ def issue(key: str, account: str, container: str, now: datetime, lifetime_s: flo
     start = (now - timedelta(minutes=5)).strftime(STAMP)
     expiry = (now + timedelta(seconds=lifetime_s)).strftime(STAMP)
     signature = _signature(key, account, container, start, expiry)
-    return (f"st={quote(start, safe='')}&se={quote(expiry, safe='')}&sp=rl&sv={SERVICE_VERSION}&sr=c"
-            f"&sig={quote(signature, safe='')}")
+    return (
+        f"st={quote(start, safe='')}&se={quote(expiry, safe='')}&sp=rl&sv={SERVICE_VERSION}&sr=c"
+        f"&sig={quote(signature, safe='')}"
+    )
 
 
 def refusal(key: str, path: str, query: str, now: datetime) -> str | None:

@@ -41,16 +41,33 @@ VERSION = 2  # bump when the scenes or items change: cached worlds are keyed by 
 STORAGE_ACCOUNT, STORAGE_CONTAINER = "sentinel2l2a01", "sentinel2-l2"  # Planetary Computer's, for sentinel-2-l2a
 BASELINE_04_START = date(2022, 1, 25)  # processed from here on with baseline 04.00 or later: DNs carry +1000
 PARTIAL_MARGIN_M = 50.0  # how far a partial scene's swath edge passes from the patch
-RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
-              "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20}
+RESOLUTION = {
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B11": 20,
+    "B12": 20,
+    "SCL": 20,
+}
 EO_BANDS = {  # name: (common name, description, centre wavelength µm, FWHM µm), as Planetary Computer lists them
-    "B01": ("coastal", "Band 1 - Coastal aerosol", 0.443, 0.027), "B02": ("blue", "Band 2 - Blue", 0.49, 0.098),
-    "B03": ("green", "Band 3 - Green", 0.56, 0.045), "B04": ("red", "Band 4 - Red", 0.665, 0.038),
+    "B01": ("coastal", "Band 1 - Coastal aerosol", 0.443, 0.027),
+    "B02": ("blue", "Band 2 - Blue", 0.49, 0.098),
+    "B03": ("green", "Band 3 - Green", 0.56, 0.045),
+    "B04": ("red", "Band 4 - Red", 0.665, 0.038),
     "B05": ("rededge", "Band 5 - Vegetation red edge 1", 0.704, 0.019),
     "B06": ("rededge", "Band 6 - Vegetation red edge 2", 0.74, 0.018),
-    "B07": ("rededge", "Band 7 - Vegetation red edge 3", 0.783, 0.028), "B08": ("nir", "Band 8 - NIR", 0.842, 0.145),
+    "B07": ("rededge", "Band 7 - Vegetation red edge 3", 0.783, 0.028),
+    "B08": ("nir", "Band 8 - NIR", 0.842, 0.145),
     "B8A": ("rededge", "Band 8A - Vegetation red edge 4", 0.865, 0.033),
-    "B09": ("nir09", "Band 9 - Water vapor", 0.945, 0.026), "B11": ("swir16", "Band 11 - SWIR (1.6)", 1.61, 0.143),
+    "B09": ("nir09", "Band 9 - Water vapor", 0.945, 0.026),
+    "B11": ("swir16", "Band 11 - SWIR (1.6)", 1.61, 0.143),
     "B12": ("swir22", "Band 12 - SWIR (2.2)", 2.19, 0.242),
 }
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -93,13 +110,16 @@ class Scene:
     @property
     def item_id(self) -> str:
         stamp = self.day.strftime("%Y%m%d") + f"T10{self.alternative:02d}{self.location.index % 60:02d}"
-        return f"S2{'AB'[self.location.index % 2]}_MSIL2A_{stamp}_R{self.location.index % 143 + 1:03d}_T{self.mgrs_tile}_{stamp}"
+        orbit = self.location.index % 143 + 1
+        return f"S2{'AB'[self.location.index % 2]}_MSIL2A_{stamp}_R{orbit:03d}_T{self.mgrs_tile}_{stamp}"
 
     @property
     def mgrs_tile(self) -> str:
         band = "CDEFGHJKLMNPQRSTUVWX"[min(int((self.location.lat + 80) // 8), 19)]
         square = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-        return f"{self.epsg % 100:02d}{band}{square[self.location.index % 24]}{square[(self.location.index // 24) % 20]}"
+        return (
+            f"{self.epsg % 100:02d}{band}{square[self.location.index % 24]}{square[(self.location.index // 24) % 20]}"
+        )
 
 
 def utm_epsg(location: Location, zone_shift: int) -> int:
@@ -171,25 +191,39 @@ def footprint(scene: Scene, patch_size: int, bounds: tuple[float, float, float, 
 def _write_cog(path: Path, array: np.ndarray, epsg: int, transform: Any) -> None:
     import rasterio
 
-    with rasterio.open(path, "w", driver="COG", width=array.shape[1], height=array.shape[0], count=1,
-                       dtype=array.dtype.name, crs=f"EPSG:{epsg}", transform=transform, nodata=0,
-                       compress="deflate") as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype.name,
+        crs=f"EPSG:{epsg}",
+        transform=transform,
+        nodata=0,
+        compress="deflate",
+    ) as dataset:
         dataset.write(array, 1)
 
 
 def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder: Path) -> dict[str, dict[str, Any]]:
     """Write one COG per band (and SCL); returns each asset's proj: fields."""
-    from rasterio.transform import from_origin
-
     from pyproj import Transformer
+    from rasterio.transform import from_origin
 
     left, top, pixels = _grid(scene, collect.patch_size)
     # the ground is laid out in the location's own zone, whichever zone's tile sees it
     east, north = from_lonlat(scene.home_epsg).transform(scene.location.lon, scene.location.lat)
     to_home = Transformer.from_crs(scene.epsg, scene.home_epsg, always_xy=True) if scene.zone_shift else None
     extent = collect.patch_size * 10.0  # the parcels fill the patch the collect stage will cut
-    layout = landscape.parcels(np.random.default_rng([collect.seed, scene.location.index, 2]), east - extent / 2,
-                               north + extent / 2, extent, landscape.PARCELS_PER_LOCATION)
+    layout = landscape.parcels(
+        np.random.default_rng([collect.seed, scene.location.index, 2]),
+        east - extent / 2,
+        north + extent / 2,
+        extent,
+        landscape.PARCELS_PER_LOCATION,
+    )
     rng = np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal(), 4])
     folder.mkdir(parents=True, exist_ok=True)
     fields = {}
@@ -199,8 +233,11 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
         centres = (np.arange(width) + 0.5) * size
         x, y = np.meshgrid(left + centres, top - centres)
         has_data = _data_side(scene, collect.patch_size, x, y) if scene.coverage != "full" else np.ones_like(x, bool)
-        mask = landscape.cloud_mask((width, width), scene.cloud_cover,
-                                    np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal(), 5]))
+        mask = landscape.cloud_mask(
+            (width, width),
+            scene.cloud_cover,
+            np.random.default_rng([scene.location.index, scene.alternative, scene.day.toordinal(), 5]),
+        )
         array = np.zeros((width, width), np.uint8 if band == "SCL" else np.uint16)  # 0: nodata in every band
         if band == "SCL":
             array[has_data] = np.where(mask[has_data], 9, 4)  # 9: cloud high probability, 4: vegetation
@@ -214,8 +251,12 @@ def render_scene(scene: Scene, collect: Collect, bands: tuple[str, ...], folder:
             array[has_data] = landscape.to_digital_numbers(values, scene.offset)
         transform = from_origin(left, top, size, size)
         _write_cog(folder / f"{band}.tif", array, scene.epsg, transform)
-        fields[band] = {"proj:bbox": [left, top - width * size, left + width * size, top],
-                        "proj:shape": [width, width], "proj:transform": list(transform)[:6], "gsd": size}
+        fields[band] = {
+            "proj:bbox": [left, top - width * size, left + width * size, top],
+            "proj:shape": [width, width],
+            "proj:transform": list(transform)[:6],
+            "gsd": size,
+        }
     return fields
 
 
@@ -229,44 +270,80 @@ def stac_item(scene: Scene, fields: dict[str, dict[str, Any]], href_base: str, p
     ring = [to_lonlat.transform(x, y) for x, y in data.exterior.coords]
     lons, lats = [p[0] for p in ring], [p[1] for p in ring]
     acquired = datetime.combine(scene.day, time(10, 30, 21), tzinfo=timezone.utc)
-    product = f"S2{'AB'[scene.location.index % 2]}_MSIL2A_{acquired:%Y%m%dT%H%M%S}_N{scene.baseline.replace('.', '')}_R{scene.location.index % 143 + 1:03d}_T{scene.mgrs_tile}_{acquired:%Y%m%dT%H%M%S}.SAFE"
+    stamp, orbit = f"{acquired:%Y%m%dT%H%M%S}", scene.location.index % 143 + 1
+    product = (
+        f"S2{'AB'[scene.location.index % 2]}_MSIL2A_{stamp}_N{scene.baseline.replace('.', '')}_R{orbit:03d}"
+        f"_T{scene.mgrs_tile}_{stamp}.SAFE"
+    )
     assets = {}
     for band, proj in fields.items():
-        asset = {"href": f"{href_base}/{STORAGE_ACCOUNT}/{STORAGE_CONTAINER}/{scene.item_id}/{band}.tif", "type": COG_TYPE, "roles": ["data"], **proj}
+        asset = {
+            "href": f"{href_base}/{STORAGE_ACCOUNT}/{STORAGE_CONTAINER}/{scene.item_id}/{band}.tif",
+            "type": COG_TYPE,
+            "roles": ["data"],
+            **proj,
+        }
         if band == "SCL":
             asset["title"] = "Scene classfication map (SCL)"
         else:
             common, description, centre, width = EO_BANDS[band]
             asset["title"] = f"{description} - {proj['gsd']}m"
-            asset["eo:bands"] = [{"name": band, "common_name": common, "description": description,
-                                  "center_wavelength": centre, "full_width_half_max": width}]
+            asset["eo:bands"] = [
+                {
+                    "name": band,
+                    "common_name": common,
+                    "description": description,
+                    "center_wavelength": centre,
+                    "full_width_half_max": width,
+                }
+            ]
         assets[band] = asset
     return {
-        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": STAC_EXTENSIONS, "id": scene.item_id,
-        "collection": COLLECTION, "bbox": [min(lons), min(lats), max(lons), max(lats)],
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": STAC_EXTENSIONS,
+        "id": scene.item_id,
+        "collection": COLLECTION,
+        "bbox": [min(lons), min(lats), max(lons), max(lats)],
         "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
         "properties": {
-            "datetime": acquired.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "platform": f"Sentinel-2{'AB'[scene.location.index % 2]}",
-            "proj:epsg": scene.epsg, "instruments": ["msi"], "s2:mgrs_tile": scene.mgrs_tile,
-            "constellation": "Sentinel 2", "eo:cloud_cover": scene.cloud_cover, "s2:product_uri": product,
-            "s2:product_type": "S2MSI2A", "s2:processing_baseline": scene.baseline,
-            "sat:orbit_state": "descending", "sat:relative_orbit": scene.location.index % 143 + 1,
-            "s2:datatake_type": "INS-NOBS", "s2:nodata_pixel_percentage": nodata_percent,
+            "datetime": acquired.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "platform": f"Sentinel-2{'AB'[scene.location.index % 2]}",
+            "proj:epsg": scene.epsg,
+            "instruments": ["msi"],
+            "s2:mgrs_tile": scene.mgrs_tile,
+            "constellation": "Sentinel 2",
+            "eo:cloud_cover": scene.cloud_cover,
+            "s2:product_uri": product,
+            "s2:product_type": "S2MSI2A",
+            "s2:processing_baseline": scene.baseline,
+            "sat:orbit_state": "descending",
+            "sat:relative_orbit": scene.location.index % 143 + 1,
+            "s2:datatake_type": "INS-NOBS",
+            "s2:nodata_pixel_percentage": nodata_percent,
             "s2:high_proba_clouds_percentage": scene.cloud_cover,
             "s2:generation_time": (acquired + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },
-        "assets": assets, "links": [],
+        "assets": assets,
+        "links": [],
     }
 
 
 def collection_json() -> dict[str, Any]:
     return {
-        "type": "Collection", "stac_version": "1.0.0", "id": COLLECTION,
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": COLLECTION,
         "title": "Sentinel-2 Level-2A (synthetic)",
-        "description": "Synthetic scenes shaped like Planetary Computer's sentinel-2-l2a, made by secoctl for offline runs.",
-        "license": "proprietary", "links": [],
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-                   "temporal": {"interval": [["2015-06-27T10:25:31Z", None]]}},
+        "description": (
+            "Synthetic scenes shaped like Planetary Computer's sentinel-2-l2a, made by secoctl for offline runs."
+        ),
+        "license": "proprietary",
+        "links": [],
+        "extent": {
+            "spatial": {"bbox": [[-180, -90, 180, 90]]},
+            "temporal": {"interval": [["2015-06-27T10:25:31Z", None]]},
+        },
     }
 
 
@@ -278,8 +355,9 @@ def scene_folder(root: Path, item_id: str) -> Path:
     return root / "cogs" / STORAGE_ACCOUNT / STORAGE_CONTAINER / item_id
 
 
-def location_items(collect: Collect, index: int, root: Path, missing_every: int, corrupt: frozenset[int],
-                   bands: tuple[str, ...]) -> list[dict[str, Any]]:
+def location_items(
+    collect: Collect, index: int, root: Path, missing_every: int, corrupt: frozenset[int], bands: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """Render one candidate location's scenes under `root/cogs`; returns their STAC items."""
     features = []
     for scene in scenes_of(collect, candidate(collect, index), missing_every):
@@ -292,9 +370,15 @@ def location_items(collect: Collect, index: int, root: Path, missing_every: int,
     return features
 
 
-def build(collect: Collect, root: Path, missing_every: int = 7,
-          corrupt: frozenset[int] = frozenset(), bands: tuple[str, ...] | None = None,
-          processes: int | None = None, log: Callable[[str], None] = lambda line: None) -> Path:
+def build(
+    collect: Collect,
+    root: Path,
+    missing_every: int = 7,
+    corrupt: frozenset[int] = frozenset(),
+    bands: tuple[str, ...] | None = None,
+    processes: int | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> Path:
     """Write scenes for the spec's candidate locations under `root`; returns the items file.
 
     Only the spec's bands (and SCL) are rendered unless `bands` says otherwise: the collect stage

@@ -35,7 +35,7 @@ def crop_boxes(count: int, height: int, width: int, device: torch.device) -> tor
     draws = torch.rand(count, 2 * CROP_TRIES + 2, device=device)
     area = height * width * (CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * draws[:, :CROP_TRIES])
     low, high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    aspect = torch.exp(low + (high - low) * draws[:, CROP_TRIES:2 * CROP_TRIES])
+    aspect = torch.exp(low + (high - low) * draws[:, CROP_TRIES : 2 * CROP_TRIES])
     tried_w, tried_h = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
     fits = (tried_w >= 1) & (tried_w <= width) & (tried_h >= 1) & (tried_h <= height)
     first = fits.byte().argmax(1, keepdim=True)  # the first try that fits
@@ -121,8 +121,7 @@ def _shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     spread = high - low
     red, green, blue = ((high - images) / torch.where(spread > 0, spread, 1)).unbind(1)
     r, g, _ = images.unbind(1)
-    sixths = torch.where(high[:, 0] == r, blue - green,
-                         torch.where(high[:, 0] == g, 2 + red - blue, 4 + green - red))
+    sixths = torch.where(high[:, 0] == r, blue - green, torch.where(high[:, 0] == g, 2 + red - blue, 4 + green - red))
     hue = torch.remainder(sixths[:, None] + 6 * shift[:, None, None, None], 6)
     offsets = 5 - 2 * torch.arange(3, device=images.device)  # 5, 3, 1 for red, green, blue
     channel = torch.remainder(offsets[:, None, None] + hue, 6)
@@ -225,8 +224,14 @@ class ResizedCrop(nn.Module):
 
 
 class BatchAugment(nn.Module):
-    def __init__(self, size: int, augmented: tuple[bool, ...], augment_first: bool, view_slots: tuple[int, ...],
-                 bands: tuple[str, ...] | list[str] = RGB_BANDS):
+    def __init__(
+        self,
+        size: int,
+        augmented: tuple[bool, ...],
+        augment_first: bool,
+        view_slots: tuple[int, ...],
+        bands: tuple[str, ...] | list[str] = RGB_BANDS,
+    ):
         super().__init__()
         if len(augmented) != len(view_slots):
             raise ValueError(f"{len(augmented)} augmented flags for {len(view_slots)} views")
@@ -236,13 +241,15 @@ class BatchAugment(nn.Module):
         mean, std = normalisation(bands)
         # Index tensors live on the device with the module, so indexing never copies from the host.
         augmented_views = [view for view, marked in enumerate(augmented) if marked]
-        for name, value in {"mean": torch.tensor(mean)[:, None, None],
-                            "std": torch.tensor(std)[:, None, None],
-                            "slot_of_view": torch.tensor(view_slots)[:, None],
-                            "marked": torch.tensor(augmented)[:, None],
-                            "augmented_views": torch.tensor(augmented_views, dtype=torch.long),
-                            "augmented_slots": torch.tensor([view_slots[v] for v in augmented_views], dtype=torch.long),
-                            "number": torch.cumsum(torch.tensor(augmented), 0)[:, None] - 1}.items():
+        for name, value in {
+            "mean": torch.tensor(mean)[:, None, None],
+            "std": torch.tensor(std)[:, None, None],
+            "slot_of_view": torch.tensor(view_slots)[:, None],
+            "marked": torch.tensor(augmented)[:, None],
+            "augmented_views": torch.tensor(augmented_views, dtype=torch.long),
+            "augmented_slots": torch.tensor([view_slots[v] for v in augmented_views], dtype=torch.long),
+            "number": torch.cumsum(torch.tensor(augmented), 0)[:, None] - 1,
+        }.items():
             self.register_buffer(name, value, persistent=False)
 
     @torch.no_grad()

@@ -35,14 +35,25 @@ def build(spec: Pretrain, bands: Sequence[str], device: torch.device) -> Setup:
 
     The model's initial weights come from torch's global generator, as seeded by the caller.
     """
-    model = SeCo(spec.backbone, subspaces_for(spec.method), spec.embedding_dim, spec.queue_size,
-                 spec.encoder_momentum, spec.temperature, len(bands)).to(device, memory_format=torch.channels_last)
+    model = SeCo(
+        spec.backbone,
+        subspaces_for(spec.method),
+        spec.embedding_dim,
+        spec.queue_size,
+        spec.encoder_momentum,
+        spec.temperature,
+        len(bands),
+    ).to(device, memory_format=torch.channels_last)
     if spec.compile:
         model.encoder_q.compile()
     trainable = [*model.encoder_q.parameters(), *model.heads_q.parameters()]  # the key side follows by momentum
     optimizer = torch.optim.SGD(trainable, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    augment = BatchAugment(spec.input_size, AUGMENTED[spec.method],
-                           augments_before_crop(spec.method, spec.augment_order), VIEW_SLOTS[spec.method],
-                           bands).to(device)
+    augment = BatchAugment(
+        spec.input_size,
+        AUGMENTED[spec.method],
+        augments_before_crop(spec.method, spec.augment_order),
+        VIEW_SLOTS[spec.method],
+        bands,
+    ).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16 and device.type == "cuda")
     return Setup(model, optimizer, augment, autocast)

@@ -24,8 +24,9 @@ class DeviceFeed:
         shape = batches.batch_shape
         self._host = [torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda) for _ in range(depth)]
         # On the CPU the host buffers are the batches: nothing to copy.
-        self._device = ([torch.empty(shape, dtype=torch.uint8, device=device) for _ in range(depth)]
-                        if self.cuda else self._host)
+        self._device = (
+            [torch.empty(shape, dtype=torch.uint8, device=device) for _ in range(depth)] if self.cuda else self._host
+        )
         self._copied = [torch.cuda.Event() for _ in range(depth)] if self.cuda else []
         self._taken = [torch.cuda.Event() for _ in range(depth)] if self.cuda else []
         self._stream = torch.cuda.Stream(device) if self.cuda else None

@@ -45,8 +45,19 @@ class SeasonalBatches:
     """Endless batches, uint8 (batch, slots, C, H, W), for one rank; epoch e visits every location once
     across all ranks."""
 
-    def __init__(self, shards: list[ShardRef], method: str, batch: int, seed: int, rank: int, world_size: int,
-                 cache: ShardCache, first_epoch: int = 0, fetch_ahead: int = 4, buffer: int = SHUFFLE_BUFFER):
+    def __init__(
+        self,
+        shards: list[ShardRef],
+        method: str,
+        batch: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        cache: ShardCache,
+        first_epoch: int = 0,
+        fetch_ahead: int = 4,
+        buffer: int = SHUFFLE_BUFFER,
+    ):
         self.shards, self.method, self.batch = shards, method, batch
         self.seed, self.rank, self.world_size, self.cache = seed, rank, world_size, cache
         self.first_epoch, self.fetch_ahead = first_epoch, max(fetch_ahead, 1)
@@ -75,15 +86,19 @@ class SeasonalBatches:
         epoch = self.first_epoch
         while True:
             plan = self._plan(epoch)
-            pending: list[Future] = [pool.submit(self.cache.path, self.shards[i].uri) for i, _ in plan[:self.fetch_ahead]]
+            pending: list[Future] = [
+                pool.submit(self.cache.path, self.shards[i].uri) for i, _ in plan[: self.fetch_ahead]
+            ]
             for number, (_, part) in enumerate(plan):
                 if number + self.fetch_ahead < len(plan):
                     pending.append(pool.submit(self.cache.path, self.shards[plan[number + self.fetch_ahead][0]].uri))
                 shard = self._open(pending[number].result())
                 if shard.shape != self.sample_shape[1:]:
                     # a batch row takes one shape: numpy would broadcast a smaller one into it unnoticed
-                    raise DamagedShard(f"{shard.path}: not a training shard of this run (locations of shape "
-                                     f"{shard.shape}, the run's are {self.sample_shape[1:]})")
+                    raise DamagedShard(
+                        f"{shard.path}: not a training shard of this run (locations of shape "
+                        f"{shard.shape}, the run's are {self.sample_shape[1:]})"
+                    )
                 for location in range(len(shard))[part]:
                     yield shard, location
             epoch += 1

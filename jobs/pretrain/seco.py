@@ -32,13 +32,24 @@ from secoctl.model_card import FEATURES as FEATURE_DIMS
 def backbone(name: str, in_chans: int = 3) -> nn.Sequential:
     """torchvision ResNet without fc over `in_chans` bands, laid out as the reference's encoder_q (index 0 = conv1)."""
     resnet = torchvision_resnet(name, in_chans)
-    return nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1,
-                         resnet.layer2, resnet.layer3, resnet.layer4, resnet.avgpool, nn.Flatten(1))
+    return nn.Sequential(
+        resnet.conv1,
+        resnet.bn1,
+        resnet.relu,
+        resnet.maxpool,
+        resnet.layer1,
+        resnet.layer2,
+        resnet.layer3,
+        resnet.layer4,
+        resnet.avgpool,
+        nn.Flatten(1),
+    )
 
 
 def projection_head(feature_dim: int, embedding_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True),
-                         nn.Linear(feature_dim, embedding_dim))
+    return nn.Sequential(
+        nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, embedding_dim)
+    )
 
 
 def _distributed() -> bool:
@@ -56,8 +67,16 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class SeCo(nn.Module):
-    def __init__(self, backbone_name: str = "resnet50", subspaces: int = 3, embedding_dim: int = 128,
-                 queue_size: int = 16_384, momentum: float = 0.999, temperature: float = 0.07, in_chans: int = 3):
+    def __init__(
+        self,
+        backbone_name: str = "resnet50",
+        subspaces: int = 3,
+        embedding_dim: int = 128,
+        queue_size: int = 16_384,
+        momentum: float = 0.999,
+        temperature: float = 0.07,
+        in_chans: int = 3,
+    ):
         super().__init__()
         feature_dim = FEATURE_DIMS[backbone_name]
         self.subspaces, self.queue_size = subspaces, queue_size
@@ -105,7 +124,9 @@ class SeCo(nn.Module):
         positive = (q * key_embeddings[subspace]).sum(1, keepdim=True)
         return torch.cat([positive, q @ torch.cat(negatives, dim=1)], dim=1) / self.temperature
 
-    def forward(self, query: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def forward(
+        self, query: torch.Tensor, keys: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """The summed loss, the per-sub-space losses and their `health` (see `health`), all left on the device."""
         if len(keys) != self.subspaces:
             raise ValueError(f"expected {self.subspaces} key views, got {len(keys)}")
@@ -135,8 +156,9 @@ class SeCo(nn.Module):
         positive, the next `queue_size` the queue.
         """
         cosines = logits.detach().float() * self.temperature
-        return torch.stack([q.detach().float().std(dim=0).mean(), cosines[:, 0].mean(),
-                            cosines[:, 1:1 + self.queue_size].mean()])
+        return torch.stack(
+            [q.detach().float().std(dim=0).mean(), cosines[:, 0].mean(), cosines[:, 1 : 1 + self.queue_size].mean()]
+        )
 
     @torch.no_grad()
     def _enqueue(self, positives: list[torch.Tensor]) -> None:

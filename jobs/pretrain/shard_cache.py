@@ -66,8 +66,11 @@ def private_folder(root: Path, *names: str) -> Path:
             problem = f"is writable by its group or others (mode {stat.S_IMODE(status.st_mode):o})"
         else:
             continue
-        raise PartFailure(f"shard cache {folder} {problem}: another user could plant shards in it; "
-                          f"remove it or set {CACHE_DIR} to a folder of your own", None)
+        raise PartFailure(
+            f"shard cache {folder} {problem}: another user could plant shards in it; "
+            f"remove it or set {CACHE_DIR} to a folder of your own",
+            None,
+        )
     return root.joinpath(*names)
 
 

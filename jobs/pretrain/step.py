@@ -10,8 +10,13 @@ from torch import nn
 from jobs.pretrain.augment import BatchAugment
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, augment: BatchAugment, slots: torch.Tensor,
-               autocast: AbstractContextManager) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    augment: BatchAugment,
+    slots: torch.Tensor,
+    autocast: AbstractContextManager,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Augment a batch of drawn timestamps on its device, then one optimiser step.
 
     Returns the loss tensors and the step's health (SeCo.health, per sub-space) without reading them

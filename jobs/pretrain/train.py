@@ -67,8 +67,10 @@ def _processes() -> tuple[int, int, torch.device]:
         ranks_here, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
         if ranks_here > gpus:
             # NCCL cannot put two ranks on one device; say so instead of failing deep inside it.
-            raise SystemExit(f"pretrain: {ranks_here} ranks on this node but {gpus} GPU(s) visible: "
-                             "set spec.pretrain.gpusPerNode to at most the node's GPUs")
+            raise SystemExit(
+                f"pretrain: {ranks_here} ranks on this node but {gpus} GPU(s) visible: "
+                "set spec.pretrain.gpusPerNode to at most the node's GPUs"
+            )
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     else:
@@ -132,17 +134,41 @@ def _start(part: Part) -> Training:
         torch.manual_seed(spec.seed * 1_000_003 + rank)  # each rank its own augmentation draws
     trained = DistributedDataParallel(setup.model, broadcast_buffers=False) if world_size > 1 else setup.model
 
-    cache = ShardCache.from_environment(part.experiment.name,
-                                        default_bytes=cache_budget(spec.resources.ephemeral_storage))
-    batches = SeasonalBatches(shards, spec.method, spec.batch_size // world_size, spec.seed, rank, world_size,
-                              cache, first_epoch=step // steps_per_epoch, fetch_ahead=spec.loader_workers)
+    cache = ShardCache.from_environment(
+        part.experiment.name, default_bytes=cache_budget(spec.resources.ephemeral_storage)
+    )
+    batches = SeasonalBatches(
+        shards,
+        spec.method,
+        spec.batch_size // world_size,
+        spec.seed,
+        rank,
+        world_size,
+        cache,
+        first_epoch=step // steps_per_epoch,
+        fetch_ahead=spec.loader_workers,
+    )
     feed = DeviceFeed(batches, device)
     # A resumed run's event file hides the old one's records after the checkpoint (purge_step).
     events = EventLog(part.tree.path(FOLDER), purge_step=step + 1 if resumed else None) if rank == 0 else None
     tracker = tracking.run_of(part.experiment) if rank == 0 else None
-    return Training(part=part, rank=rank, world_size=world_size, device=device, setup=setup, trained=trained,
-                    scheduler=scheduler, feed=feed, cache=cache, total_steps=total_steps, step=step,
-                    metrics_history=metrics_history, checkpoint_dir=checkpoint_dir, events=events, tracker=tracker)
+    return Training(
+        part=part,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        setup=setup,
+        trained=trained,
+        scheduler=scheduler,
+        feed=feed,
+        cache=cache,
+        total_steps=total_steps,
+        step=step,
+        metrics_history=metrics_history,
+        checkpoint_dir=checkpoint_dir,
+        events=events,
+        tracker=tracker,
+    )
 
 
 class Window:
@@ -167,15 +193,21 @@ class Window:
         # The one host sync of a logging window, which also reads the ranks' agreement on stopping.
         subspaces = len(self.health)
         health_means = self.health / self.steps
-        *means, stop_vote = torch.cat([self.loss / self.steps, health_means[:, 0],
-                                       health_means[:, 1:].mean(0), stop_votes]).tolist()
+        *means, stop_vote = torch.cat(
+            [self.loss / self.steps, health_means[:, 0], health_means[:, 1:].mean(0), stop_votes]
+        ).tolist()
         elapsed = time.perf_counter() - self.started
-        losses_mean, stds, (pos_cos, neg_cos) = means[:1 + subspaces], means[1 + subspaces:-2], means[-2:]
-        record = {"step": step, "loss": round(losses_mean[0], 5),
-                  **{f"loss_{i}": round(x, 5) for i, x in enumerate(losses_mean[1:])},
-                  "lr": lr, "samples_per_s": round(self.samples / elapsed, 2),
-                  **{f"{collapse.PREFIX}{i}": round(x, 6) for i, x in enumerate(stds)},
-                  "pos_cos": round(pos_cos, 5), "neg_cos": round(neg_cos, 5)}
+        losses_mean, stds, (pos_cos, neg_cos) = means[: 1 + subspaces], means[1 + subspaces : -2], means[-2:]
+        record = {
+            "step": step,
+            "loss": round(losses_mean[0], 5),
+            **{f"loss_{i}": round(x, 5) for i, x in enumerate(losses_mean[1:])},
+            "lr": lr,
+            "samples_per_s": round(self.samples / elapsed, 2),
+            **{f"{collapse.PREFIX}{i}": round(x, 6) for i, x in enumerate(stds)},
+            "pos_cos": round(pos_cos, 5),
+            "neg_cos": round(neg_cos, 5),
+        }
         self.started, self.samples, self.steps = time.perf_counter(), 0, 0
         self.loss.zero_()
         self.health.zero_()
@@ -187,17 +219,23 @@ def _log(training: Training, record: dict[str, Any]) -> None:
     rank reports its part's progress."""
     training.metrics_history.append(record)  # every rank: each node's progress counts its own collapse run
     if training.rank == 0:
-        store.write_text(training.part.tree.metrics,
-                         "".join(json.dumps(r) + "\n" for r in training.metrics_history))
+        store.write_text(training.part.tree.metrics, "".join(json.dumps(r) + "\n" for r in training.metrics_history))
         training.events.scalars(training.step, numeric_fields(record))
         if training.tracker:
             training.tracker.metrics(training.step, numeric_fields(record))
     stds = [value for key, value in record.items() if key.startswith(collapse.PREFIX)]
     # samples_per_s already counts every rank, and each node reports it: it is not summed across parts.
-    training.part.progress(training.step, training.total_steps, "steps", force=True, loss=record["loss"],
-                           samples_per_s=record["samples_per_s"], shard_fetches=len(training.cache.fetches),
-                           embed_std=round(min(stds), 6),
-                           embed_std_low_logs=collapse.low_logs(training.metrics_history, training.spec.embedding_dim))
+    training.part.progress(
+        training.step,
+        training.total_steps,
+        "steps",
+        force=True,
+        loss=record["loss"],
+        samples_per_s=record["samples_per_s"],
+        shard_fetches=len(training.cache.fetches),
+        embed_std=round(min(stds), 6),
+        embed_std_low_logs=collapse.low_logs(training.metrics_history, training.spec.embedding_dim),
+    )
 
 
 def _checkpoint(training: Training) -> None:
@@ -209,11 +247,20 @@ def _checkpoint(training: Training) -> None:
         states = gathered
     if training.rank == 0:
         spec, setup = training.spec, training.setup
-        checkpoints.save(training.checkpoint_dir, training.step, {
-            "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
-            "scheduler": training.scheduler.state_dict(), "step": training.step, "rng_cpu": states,
-            "metrics": json.dumps(training.metrics_history), "backbone": spec.backbone, "method": spec.method,
-        })
+        checkpoints.save(
+            training.checkpoint_dir,
+            training.step,
+            {
+                "model": setup.model.state_dict(),
+                "optimizer": setup.optimizer.state_dict(),
+                "scheduler": training.scheduler.state_dict(),
+                "step": training.step,
+                "rng_cpu": states,
+                "metrics": json.dumps(training.metrics_history),
+                "backbone": spec.backbone,
+                "method": spec.method,
+            },
+        )
 
 
 def work(part: Part) -> dict[str, Any]:
@@ -230,8 +277,9 @@ def work(part: Part) -> dict[str, Any]:
         window.add(loss, losses, health, slots.shape[0] * training.world_size)
         training.step += 1
         if training.step % LOG_EVERY_STEPS == 0 or training.step == training.total_steps:
-            record, stop_voted = window.read(training.step, training.scheduler.get_last_lr()[0], stop.requested,
-                                             training.world_size)
+            record, stop_voted = window.read(
+                training.step, training.scheduler.get_last_lr()[0], stop.requested, training.world_size
+            )
             stopping = stop_voted and training.step < training.total_steps
             _log(training, record)
         if stopping or training.step % spec.checkpoint_every_steps == 0 or training.step == training.total_steps:
@@ -253,5 +301,8 @@ def _finish(training: Training, stopping: bool) -> dict[str, Any]:
         print(json.dumps({"event": "stopped", "signal": "SIGTERM", "step": training.step}), flush=True)
         raise SystemExit(STOPPED_EXIT_CODE)  # not committed: the part resumes from this checkpoint
     history = training.metrics_history
-    return {"steps": training.step, "checkpoint": store.join(training.checkpoint_dir, checkpoints.name(training.step)),
-            "final_loss": history[-1]["loss"] if history else None}
+    return {
+        "steps": training.step,
+        "checkpoint": store.join(training.checkpoint_dir, checkpoints.name(training.step)),
+        "final_loss": history[-1]["loss"] if history else None,
+    }

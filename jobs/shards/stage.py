@@ -21,23 +21,26 @@ from secoctl import store
 def training_location(sample: Sample, input_bands: list[str]) -> Location:
     """Each input band's stretch to uint8 (views.STRETCH); the record's metadata travels along."""
     pixels = input_uint8(sample.pixels, sample.metadata["bands"], input_bands)
-    metadata = {"bands": list(input_bands), "stretch": {band: list(STRETCH[band]) for band in input_bands},
-                "source": {key: sample.metadata[key] for key in ("dates", "scene_ids", "location")
-                           if key in sample.metadata}}
+    metadata = {
+        "bands": list(input_bands),
+        "stretch": {band: list(STRETCH[band]) for band in input_bands},
+        "source": {key: sample.metadata[key] for key in ("dates", "scene_ids", "location") if key in sample.metadata},
+    }
     return Location(sample.key, pixels, metadata)
 
 
 def work(part: Part) -> dict[str, Any]:
     collected = shard_entries(part.input_index("collect"))
-    mine = collected[part.index::part.parts]
+    mine = collected[part.index :: part.parts]
     input_bands = part.experiment.spec.input_bands()
     shards = []
     for done, entry in enumerate(mine):
         uri = part.tree.path("data", entry["uri"].rsplit("/", 1)[-1])
         if not store.exists(uri):
-            store.write_bytes(uri, encode([training_location(sample, input_bands) for sample in read_shard(entry["uri"])]))
+            store.write_bytes(
+                uri, encode([training_location(sample, input_bands) for sample in read_shard(entry["uri"])])
+            )
         shards.append({"uri": uri, "samples": entry["samples"], "keys": entry["keys"]})
         # The last report is forced: a throttled one would leave status an early count for good.
-        part.progress(done + 1, len(mine), "shards", force=done + 1 == len(mine), counts=("shards",),
-                      shards=done + 1)
+        part.progress(done + 1, len(mine), "shards", force=done + 1 == len(mine), counts=("shards",), shards=done + 1)
     return {"shards": shards}

@@ -45,7 +45,8 @@ class Backend(Protocol):
 def cluster_configured() -> bool:
     kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
     return any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p) or bool(
-        os.environ.get("KUBERNETES_SERVICE_HOST"))
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+    )
 
 
 def choose(local: bool, storage: str | None, context: str | None, namespace: str | None) -> Backend:

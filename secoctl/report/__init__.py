@@ -16,9 +16,11 @@ from secoctl import store
 from secoctl.errors import UserError
 
 # torchgeo's table of pre-trained Sentinel-2 weights, which cites arXiv 2103.16607 for these figures.
-TORCHGEO = ("torchgeo docs/api/weights/sentinel2.csv (microsoft/torchgeo@1a7c2b77), row "
-            "ResNet18_Weights.SENTINEL2_RGB_SECO, citing arXiv 2103.16607; the paper's own table was not "
-            "in the stored copies")
+TORCHGEO = (
+    "torchgeo docs/api/weights/sentinel2.csv (microsoft/torchgeo@1a7c2b77), row "
+    "ResNet18_Weights.SENTINEL2_RGB_SECO, citing arXiv 2103.16607; the paper's own table was not "
+    "in the stored copies"
+)
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,29 @@ PAPER = (
 # (--linear commented out) on every label (--train_frac 1.0) for 100 epochs, from MoCo on SSL4EO-S12's 13 L1C bands.
 SSL4EO_README = "zhu-xlab/SSL4EO-S12@2156913c README.md line 26 (MoCo ResNet50, 13 L1C bands, fine-tuned, 100% labels)"
 SSL4EO_S12 = (
-    PaperFigure("eurosat", "finetune", 1.0, "resnet50", "ssl4eo-s12", "accuracy", 0.991,
-                f"{SSL4EO_README}; EuroSAT: srun_ft_moco_rn50_s2c_EU.sh, scored on its own stratified 80/20 split "
-                "(linear_EU_moco.py line 152), not torchgeo's test split; SGD lr 0.1, RandomResizedCrop 224"),
-    PaperFigure("bigearthnet", "finetune", 1.0, "resnet50", "ssl4eo-s12", "mAP", 0.918,
-                f"{SSL4EO_README}; BigEarthNet: srun_ft_moco_rn50_s2c_BE.sh, 12 bands with zeros for B10 "
-                "(linear_BE_moco.py lines 333-335), micro-AP per batch averaged on SeCo's val split "
-                "(lines 403-408); ours is micro-AP over every test sample"),
+    PaperFigure(
+        "eurosat",
+        "finetune",
+        1.0,
+        "resnet50",
+        "ssl4eo-s12",
+        "accuracy",
+        0.991,
+        f"{SSL4EO_README}; EuroSAT: srun_ft_moco_rn50_s2c_EU.sh, scored on its own stratified 80/20 split "
+        "(linear_EU_moco.py line 152), not torchgeo's test split; SGD lr 0.1, RandomResizedCrop 224",
+    ),
+    PaperFigure(
+        "bigearthnet",
+        "finetune",
+        1.0,
+        "resnet50",
+        "ssl4eo-s12",
+        "mAP",
+        0.918,
+        f"{SSL4EO_README}; BigEarthNet: srun_ft_moco_rn50_s2c_BE.sh, 12 bands with zeros for B10 "
+        "(linear_BE_moco.py lines 333-335), micro-AP per batch averaged on SeCo's val split "
+        "(lines 403-408); ours is micro-AP over every test sample",
+    ),
 )
 MULTISPECTRAL_BANDS = 12  # a model fed fewer bands than BigEarthNet's 12 is not the anchor's kind of input
 # Every metric the evaluations report (accuracy, F1, mAP) lies in [0, 1], higher better; each group names its own.
@@ -82,9 +100,16 @@ def ssl4eo_figure(record: dict[str, Any], metric: str, result: dict[str, Any]) -
     """SSL4EO-S12's figure for a model fed 12 bands or more, if task, protocol, fraction, backbone and metric match."""
     if len(result.get("bands", ())) < MULTISPECTRAL_BANDS:
         return None
-    return next((f for f in SSL4EO_S12 if (f.task, f.protocol, f.backbone, f.metric) ==
-                 (record.get("task"), record.get("protocol"), result.get("backbone", record.get("backbone")), metric)
-                 and f.label_fraction == record.get("label_fraction")), None)
+    return next(
+        (
+            f
+            for f in SSL4EO_S12
+            if (f.task, f.protocol, f.backbone, f.metric)
+            == (record.get("task"), record.get("protocol"), result.get("backbone", record.get("backbone")), metric)
+            and f.label_fraction == record.get("label_fraction")
+        ),
+        None,
+    )
 
 
 def paper_figure(record: dict[str, Any], metric: str, result: dict[str, Any]) -> PaperFigure | None:
@@ -94,10 +119,17 @@ def paper_figure(record: dict[str, Any], metric: str, result: dict[str, Any]) ->
         return ssl4eo_figure(record, metric, result)
     if record.get("recipe") != "paper":
         return None
-    return next((f for f in PAPER if (f.task, f.protocol, f.backbone, f.metric) ==
-                 (record.get("task"), record.get("protocol"), result.get("backbone", record.get("backbone")), metric)
-                 and f.label_fraction == record.get("label_fraction") and f.pretraining == result.get("pretraining")),
-                None)
+    return next(
+        (
+            f
+            for f in PAPER
+            if (f.task, f.protocol, f.backbone, f.metric)
+            == (record.get("task"), record.get("protocol"), result.get("backbone", record.get("backbone")), metric)
+            and f.label_fraction == record.get("label_fraction")
+            and f.pretraining == result.get("pretraining")
+        ),
+        None,
+    )
 
 
 def read_metrics(experiment_uri: str) -> dict[str, dict[str, Any]]:
@@ -117,9 +149,18 @@ def rows(metrics: dict[str, dict[str, Any]]) -> list[ReportRow]:
         for metric in record.get("metrics", [record["metric"]]):
             for model, values in record["results"].items():
                 figure = paper_figure(record, metric, values)
-                result.append(ReportRow(key, metric, model, float(values[metric]),
-                                        figure.value if figure else None, figure.source if figure else None,
-                                        definitions.get(metric), "SSL4EO-S12" if figure in SSL4EO_S12 else "paper"))
+                result.append(
+                    ReportRow(
+                        key,
+                        metric,
+                        model,
+                        float(values[metric]),
+                        figure.value if figure else None,
+                        figure.source if figure else None,
+                        definitions.get(metric),
+                        "SSL4EO-S12" if figure in SSL4EO_S12 else "paper",
+                    )
+                )
     return result
 
 
@@ -137,8 +178,12 @@ def notes(report_rows: list[ReportRow]) -> list[str]:
 
 
 def markdown(name: str, report_rows: list[ReportRow]) -> str:
-    lines = [f"# {name}: downstream evaluation", "",
-             "| evaluation | metric | model | value | paper (value − paper) |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {name}: downstream evaluation",
+        "",
+        "| evaluation | metric | model | value | paper (value − paper) |",
+        "|---|---|---|---|---|",
+    ]
     for row in report_rows:
         lines.append(f"| {row.evaluation} | {row.metric} | {row.model} | {row.value:.4f} | {paper_cell(row)} |")
     lines += ["", *(f"- {note}" for note in notes(report_rows))]
@@ -170,20 +215,26 @@ def chart_figure(name: str, report_rows: list[ReportRow]):
         """Stored text as a chart shows it: no control characters, and a '$' not read as mathtext."""
         return one_line(text).replace("$", r"\$")
 
-    report_rows = [replace(r, evaluation=label(r.evaluation), metric=label(r.metric), model=label(r.model))
-                   for r in report_rows]
+    report_rows = [
+        replace(r, evaluation=label(r.evaluation), metric=label(r.metric), model=label(r.model)) for r in report_rows
+    ]
     name = label(name)
     groups = list(dict.fromkeys((r.evaluation, r.metric) for r in report_rows))
     models = list(dict.fromkeys(r.model for r in report_rows))
     figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * max(len(models), 1) / 2, 3.2))
     width = 0.8 / max(len(models), 1)
     for m, model in enumerate(models):
-        values = [next((r.value for r in report_rows if (r.evaluation, r.metric) == g and r.model == model), 0.0)
-                  for g in groups]
+        values = [
+            next((r.value for r in report_rows if (r.evaluation, r.metric) == g and r.model == model), 0.0)
+            for g in groups
+        ]
         bars = axis.bar([g + m * width for g in range(len(groups))], values, width, label=model)
         axis.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
-    axis.set_xticks([g + width * (len(models) - 1) / 2 for g in range(len(groups))],
-                    [f"{evaluation}\n{metric}" for evaluation, metric in groups], fontsize=7)
+    axis.set_xticks(
+        [g + width * (len(models) - 1) / 2 for g in range(len(groups))],
+        [f"{evaluation}\n{metric}" for evaluation, metric in groups],
+        fontsize=7,
+    )
     axis.set_ylim(0, 1.08)  # room for the labels over a bar at 1
     axis.set_ylabel(Y_LABEL, fontsize=8)
     axis.set_title(f"{name}: downstream evaluation")
@@ -203,8 +254,9 @@ def show(name: str, root: str) -> list[str]:
         raise UserError(f"{name} has no evaluation results yet; `secoctl status {name}` shows where it stands")
     from secoctl.text import cell
 
-    table = Table("evaluation", "metric", "model", "value", "paper (value − paper)",
-                  title=cell(f"{name}: downstream evaluation"))
+    table = Table(
+        "evaluation", "metric", "model", "value", "paper (value − paper)", title=cell(f"{name}: downstream evaluation")
+    )
     for row in report_rows:  # metric and model names come from the stored results: data, not markup
         table.add_row(*map(cell, (row.evaluation, row.metric, row.model, f"{row.value:.4f}", paper_cell(row))))
     Console().print(table)
@@ -212,4 +264,3 @@ def show(name: str, root: str) -> list[str]:
     store.write_text(markdown_uri, markdown(name, report_rows))
     store.write_bytes(store.join(root, "evaluate", "report.png"), chart_png(name, report_rows))
     return [*notes(report_rows), f"written: {markdown_uri} and report.png beside it"]
-

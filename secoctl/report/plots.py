@@ -18,10 +18,15 @@ SMOOTHING = 0.6  # the EMA's weight on the past, TensorBoard's default
 RAW_ALPHA = 0.25
 # Why a short run's loss climbs: each step's negatives are the queue, random unit vectors at first (easy: nearly
 # orthogonal to every query) that the keys of past batches replace (harder: from the same encoder).
-QUEUE_NOTE = ("MoCo-style InfoNCE against a queue of negatives: it rises while the queue fills\n"
-              "with real keys in place of random ones; the collapse panel and the probe show learning")
-SUBSPACE_NAMES = {"0": "Z0: season + augmentation invariant", "1": "Z1: season invariant",
-                  "2": "Z2: augmentation invariant"}
+QUEUE_NOTE = (
+    "MoCo-style InfoNCE against a queue of negatives: it rises while the queue fills\n"
+    "with real keys in place of random ones; the collapse panel and the probe show learning"
+)
+SUBSPACE_NAMES = {
+    "0": "Z0: season + augmentation invariant",
+    "1": "Z1: season invariant",
+    "2": "Z2: augmentation invariant",
+}
 
 
 def parse_metrics(text: str) -> list[dict]:
@@ -33,7 +38,7 @@ def ema(values: list[float], smoothing: float = SMOOTHING) -> list[float]:
     smoothed, average = [], 0.0
     for number, value in enumerate(values, start=1):
         average = smoothing * average + (1 - smoothing) * value
-        smoothed.append(average / (1 - smoothing ** number))
+        smoothed.append(average / (1 - smoothing**number))
     return smoothed
 
 
@@ -43,8 +48,14 @@ def _curve(axes, steps: list[int], values: list[float], label: str, color: str) 
 
 
 def _legend_below(axes, title: str | None = None) -> None:
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small", frameon=False, title=title,
-                title_fontsize="small")
+    axes.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        fontsize="small",
+        frameon=False,
+        title=title,
+        title_fontsize="small",
+    )
 
 
 def loss_curves(records: list[dict], title: str, output: Path, embedding_dim: int) -> Path:
@@ -104,5 +115,6 @@ def draw_stored(storage: str, name: str, output: Path | None) -> Path:
         records = []
     if not records:
         raise UserError(f"{name} has no pretrain metrics yet ({metrics}); they appear every few steps")
-    return loss_curves(records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"),
-                       experiment.spec.pretrain.embedding_dim)
+    return loss_curves(
+        records, f"{name}: pretrain loss", output or Path(f"{name}-loss.png"), experiment.spec.pretrain.embedding_dim
+    )

@@ -76,8 +76,12 @@ class StudyTable:
 def table(study: str, members: list[Member]) -> StudyTable:
     """The study's table from its members' metrics: variants in the order given, then baselines."""
     columns = sorted({(key, record["metric"]) for member in members for key, record in member.metrics.items()})
-    backbones = {result.get("backbone") for member in members for record in member.metrics.values()
-                 for result in record["results"].values()}
+    backbones = {
+        result.get("backbone")
+        for member in members
+        for record in member.metrics.values()
+        for result in record["results"].values()
+    }
     rows: dict[tuple[str, str, str | None], Row] = {}
     definitions: dict[str, None] = {}
     for member in members:
@@ -118,9 +122,13 @@ def _figure_notes(rows: list[Row]) -> list[str]:
             figure = cell.figure
             if figure is not None:
                 anchor = "SSL4EO-S12" if figure in report.SSL4EO_S12 else "paper"
-                lines[(f"{anchor} figure beside {row.label}, {key} {metric}: {figure.task} {figure.protocol}, "
-                       f"{round(figure.label_fraction * 100)}% labels, {figure.backbone} pre-trained on "
-                       f"{figure.pretraining}; source: {figure.source}")] = None
+                lines[
+                    (
+                        f"{anchor} figure beside {row.label}, {key} {metric}: {figure.task} {figure.protocol}, "
+                        f"{round(figure.label_fraction * 100)}% labels, {figure.backbone} pre-trained on "
+                        f"{figure.pretraining}; source: {figure.source}"
+                    )
+                ] = None
     return list(lines)
 
 
@@ -137,8 +145,10 @@ def cell_text(cell: Cell | None, row_n: int) -> str:
     return text
 
 
-HEADER_NOTE = ("mean ± standard error over a row's runs (seeds; a baseline's runs are every experiment's), "
-               "n: runs; · the published figure for the same protocol (ours − it)")
+HEADER_NOTE = (
+    "mean ± standard error over a row's runs (seeds; a baseline's runs are every experiment's), "
+    "n: runs; · the published figure for the same protocol (ours − it)"
+)
 
 
 def header(study_table: StudyTable) -> list[str]:
@@ -146,14 +156,20 @@ def header(study_table: StudyTable) -> list[str]:
 
 
 def cells(study_table: StudyTable) -> list[list[str]]:
-    return [[row.label, str(row.n), *(cell_text(row.cells.get(column), row.n) for column in study_table.columns)]
-            for row in study_table.rows]
+    return [
+        [row.label, str(row.n), *(cell_text(row.cells.get(column), row.n) for column in study_table.columns)]
+        for row in study_table.rows
+    ]
 
 
 def markdown(study_table: StudyTable) -> str:
     names = header(study_table)
-    lines = [f"# {study_table.study}: downstream evaluation of the study", "",
-             "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines = [
+        f"# {study_table.study}: downstream evaluation of the study",
+        "",
+        "| " + " | ".join(names) + " |",
+        "|" + "---|" * len(names),
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in cells(study_table)]
     lines += ["", f"- {HEADER_NOTE}", *(f"- {note}" for note in study_table.notes)]
     return "\n".join(lines) + "\n"
@@ -186,19 +202,27 @@ def chart_figure(study_table: StudyTable):
     for r, row in enumerate(rows):
         positions = [c + r * width for c in range(len(columns))]
         present = [(x, row.cells[column]) for x, column in zip(positions, columns) if row.cells.get(column)]
-        bars = axis.bar([x for x, _ in present], [cell.mean for _, cell in present], width, label=row.label,
-                        yerr=[cell.standard_error or 0.0 for _, cell in present], capsize=2)
+        bars = axis.bar(
+            [x for x, _ in present],
+            [cell.mean for _, cell in present],
+            width,
+            label=row.label,
+            yerr=[cell.standard_error or 0.0 for _, cell in present],
+            capsize=2,
+        )
         axis.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
         ticks += [(x, cell.figure.value) for x, cell in present if cell.figure is not None]
     if ticks:
         axis.scatter(*zip(*ticks), marker="_", s=200, color="black", zorder=3, label="published figure")
-    axis.set_xticks([c + width * (len(rows) - 1) / 2 for c in range(len(columns))],
-                    [f"{key}\n{metric}" for key, metric in columns], fontsize=7)
+    axis.set_xticks(
+        [c + width * (len(rows) - 1) / 2 for c in range(len(columns))],
+        [f"{key}\n{metric}" for key, metric in columns],
+        fontsize=7,
+    )
     axis.set_ylim(0, 1.08)  # room for the labels over a bar at 1
     axis.set_ylabel(f"mean {report.Y_LABEL}", fontsize=8)
     axis.set_title(f"{study_table.study}: downstream evaluation")
-    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(rows) + 1, 4),
-                frameon=False)
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(rows) + 1, 4), frameon=False)
     figure.tight_layout()
     return figure
 
@@ -209,7 +233,8 @@ def members(root: str, study: str) -> list[Member]:
     A stored spec that cannot be read is left out here; `secoctl status` names it.
     """
     from secoctl.stored import stored_experiment
-    from secoctl.tree import experiment_uri as located, experiments_uri
+    from secoctl.tree import experiment_uri as located
+    from secoctl.tree import experiments_uri
 
     found = []
     for name in store.list_names(experiments_uri(root)):
@@ -220,8 +245,14 @@ def members(root: str, study: str) -> list[Member]:
             continue
         if experiment is None or experiment.metadata.study is None or experiment.metadata.study.name != study:
             continue
-        found.append(Member(name, experiment.metadata.study.variant, experiment.spec.pretrain.seed,
-                            report.read_metrics(experiment_uri)))
+        found.append(
+            Member(
+                name,
+                experiment.metadata.study.variant,
+                experiment.spec.pretrain.seed,
+                report.read_metrics(experiment_uri),
+            )
+        )
     return sorted(found, key=lambda member: (member.variant, member.seed))
 
 
@@ -236,9 +267,11 @@ def show(root: str, study: str, found: list[Member]) -> None:
 
     study_table = table(study, [member for member in found if member.metrics])
     if not study_table.rows:
-        raise UserError(f"no variant of study {study} has evaluation results yet "
-                        f"({', '.join(member.experiment for member in found)}); "
-                        "`secoctl status` shows where they stand")
+        raise UserError(
+            f"no variant of study {study} has evaluation results yet "
+            f"({', '.join(member.experiment for member in found)}); "
+            "`secoctl status` shows where they stand"
+        )
     from secoctl.text import cell, safe
 
     rich_table = Table(title=cell(f"{study}: downstream evaluation of the study"))

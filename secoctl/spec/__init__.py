@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import date
-from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -24,15 +24,26 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from secoctl.weights import published as weights
-from secoctl.spec import k8s_rules
-from secoctl.spec.models import (LITERAL_SECRET_KEYS, FieldProblem, ImageReference, LabelValue, Model,
-                                 ObjectName, QueueName, Resources, SecretRef, _kubernetes_rule, model_of,
-                                 unknown_field)
-from secoctl.spec.models import Toleration as Toleration
 from secoctl.errors import SpecError, SpecProblem, UserError, shown
 from secoctl.model_card import RGB_BANDS
+from secoctl.spec import k8s_rules
+from secoctl.spec.models import (
+    LITERAL_SECRET_KEYS,
+    FieldProblem,
+    ImageReference,
+    LabelValue,
+    Model,
+    ObjectName,
+    QueueName,
+    Resources,
+    SecretRef,
+    _kubernetes_rule,
+    model_of,
+    unknown_field,
+)
+from secoctl.spec.models import Toleration as Toleration
 from secoctl.store import CREDENTIALS_IN_URI, storage_problem
+from secoctl.weights import published as weights
 
 API_VERSION = "seco.dev/v1alpha1"
 KIND = "Experiment"
@@ -62,8 +73,25 @@ ADMIN_OBJECT_NAMES = ("seco", "seco-batch", "secoctl-user", "gpu-queue", "gpu-cl
 # Where a pod keeps its spec mount, scratch, shared memory (render's volumes), software and system: a
 # storage claim mounted at or above one would hide it, and one inside it would land on a read-only
 # or kernel file system, except under the writable /tmp scratch folder.
-POD_PATHS = ("/tmp", "/etc/secoctl", "/dev/shm", "/opt/secoctl", "/usr", "/bin", "/sbin", "/lib", "/lib64",
-             "/etc", "/dev", "/proc", "/sys", "/run", "/var/run", "/boot", "/root")
+POD_PATHS = (
+    "/tmp",
+    "/etc/secoctl",
+    "/dev/shm",
+    "/opt/secoctl",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/etc",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run",
+    "/var/run",
+    "/boot",
+    "/root",
+)
 SCRATCH = "/tmp"
 # Query parameters that sign a URL (Azure SAS, S3 presigned) are credentials too.
 SIGNATURE_PARAMETERS = re.compile(r"^(sig|signature|x-amz-signature|x-amz-credential)$", re.IGNORECASE)
@@ -76,10 +104,14 @@ def _no_credentials_in_uri(value: str | None) -> str | None:
     parts = urlsplit(value)
     if "@" in parts.netloc:
         raise ValueError(CREDENTIALS_IN_URI)
-    signed = [key for key, _ in parse_qsl(parts.query) if LITERAL_SECRET_KEYS.search(key) or SIGNATURE_PARAMETERS.match(key)]
+    signed = [
+        key for key, _ in parse_qsl(parts.query) if LITERAL_SECRET_KEYS.search(key) or SIGNATURE_PARAMETERS.match(key)
+    ]
     if signed:
-        raise ValueError(f"the query parameter {shown(signed[0])} is a credential and must not be written into "
-                         "the URI; name a Secret (storageSecret) instead")
+        raise ValueError(
+            f"the query parameter {shown(signed[0])} is a credential and must not be written into "
+            "the URI; name a Secret (storageSecret) instead"
+        )
     return value
 
 
@@ -132,14 +164,22 @@ class Collect(Model):
     sigma_km: float = Field(50.0, gt=0, le=500, description="Gaussian offset around a city.")
     seed: int = 0
     samples_per_shard: int = Field(
-        64, ge=1, le=100_000,
+        64,
+        ge=1,
+        le=100_000,
         description="Locations per shard (12 bands × 5 dates × 264² uint16 is ~8 MB a location).",
     )
     workers: int = Field(32, ge=1, le=10_000, description="Parallel pods (Indexed Job completions).")
-    in_flight: int = Field(16, ge=1, le=256, description="Most locations one worker reads at once; it paces itself "
-                           "down while the API answers 429, 503 or 504, and back up after.")
+    in_flight: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most locations one worker reads at once; it paces itself "
+        "down while the API answers 429, 503 or 504, and back up after.",
+    )
     subscription_key_secret: SecretRef | None = Field(
-        None, description="Secret whose PC_SDK_SUBSCRIPTION_KEY the collect pods (and only they) sign with: "
+        None,
+        description="Secret whose PC_SDK_SUBSCRIPTION_KEY the collect pods (and only they) sign with: "
         "Planetary Computer's higher rate limits. Locally the environment's PC_SDK_SUBSCRIPTION_KEY is used.",
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
@@ -156,8 +196,10 @@ class Collect(Model):
         if self.source == "seco-archive" and not self.archive_path:
             raise ValueError("source 'seco-archive' needs archivePath: the extracted release's folder")
         if self.subscription_key_secret and self.source != "planetary-computer":
-            raise ValueError("subscriptionKeySecret signs Planetary Computer's assets; "
-                             "leave it out, or use source: planetary-computer")
+            raise ValueError(
+                "subscriptionKeySecret signs Planetary Computer's assets; "
+                "leave it out, or use source: planetary-computer"
+            )
         return self
 
 
@@ -168,8 +210,11 @@ class Pretrain(Model):
     backbone: Literal["resnet18", "resnet50"] = "resnet50"
     epochs: int = Field(200, ge=1, le=10_000)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (smoke runs).")
-    seed: int = Field(0, description="Seeds weight init, view choice, data order and augmentation: on the "
-                      "same hardware and process layout a run repeats itself.")
+    seed: int = Field(
+        0,
+        description="Seeds weight init, view choice, data order and augmentation: on the "
+        "same hardware and process layout a run repeats itself.",
+    )
     batch_size: int = Field(256, ge=2, description="Global batch across every GPU.")
     lr: float = Field(0.03, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -181,20 +226,27 @@ class Pretrain(Model):
     embedding_dim: int = Field(128, ge=1)
     input_size: int = Field(224, ge=32)
     input_bands: list[Band] | Literal["all"] | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="Collected bands the model reads, in this order; all: every collected band, in Sentinel-2's "
         "order. Default: the paper's RGB, B04, B03, B02 (left out of the stored spec, so RGB specs keep their "
         "fingerprints). Each band is stretched to uint8 as the reference does B04, B03, B02, and by SSL4EO-S12's "
         "mean ± 2σ otherwise (see the README's Input bands).",
     )
     augment_order: Literal["reference", "moco"] = Field(
-        "reference", description="reference: seco views are jittered, greyed, blurred and flipped whole, then "
+        "reference",
+        description="reference: seco views are jittered, greyed, blurred and flipped whole, then "
         "cropped (the reference's datasets/seco_dataset.py); moco: cropped first, as MoCo-v2 does.",
     )
     bf16: bool = True
     compile: bool = False
-    loader_workers: int = Field(8, ge=0, le=64, description="Training shards each rank fetches ahead into the node's "
-                                "cache while the first epoch streams; the loader itself is one thread per GPU.")
+    loader_workers: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Training shards each rank fetches ahead into the node's "
+        "cache while the first epoch streams; the loader itself is one thread per GPU.",
+    )
     checkpoint_every_steps: int = Field(1000, ge=1)
     nodes: int = Field(1, ge=1, le=1024)
     gpus_per_node: int = Field(8, ge=0, le=16)
@@ -248,7 +300,8 @@ class Evaluation(Model):
         None, description="Default: linear for eurosat and bigearthnet, finetune for oscd."
     )
     recipe: Literal["paper", "modern", "multispectral"] = Field(
-        "paper", description="paper: the reference code's inputs, head, training and per-batch metrics "
+        "paper",
+        description="paper: the reference code's inputs, head, training and per-batch metrics "
         "(main_eurosat/main_bigearthnet/main_oscd); modern: the pretrain input's stretch and ImageNet "
         "normalisation, standardised features, pixel-global metrics (see the README's Fidelity section); both "
         "read RGB. multispectral: modern's heads, training and metrics, each model fed every band it was trained "
@@ -257,8 +310,14 @@ class Evaluation(Model):
     label_fraction: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(100, ge=1)
     data_path: UriOrPath | None = Field(None, description="Where the dataset lives; downloaded if absent.")
-    baselines: list[Annotated[str, AfterValidator(lambda value: value if value in BUILTIN_BASELINES else
-                                                 _resolvable(weights.WeightsRef.parse, value))]] = Field(
+    baselines: list[
+        Annotated[
+            str,
+            AfterValidator(
+                lambda value: value if value in BUILTIN_BASELINES else _resolvable(weights.WeightsRef.parse, value)
+            ),
+        ]
+    ] = Field(
         default_factory=lambda: ["random", "imagenet"],
         description="'random', 'imagenet' or a published weights name NAME[:VERSION].",
     )
@@ -271,8 +330,10 @@ class Evaluation(Model):
                 "use protocol: finetune or leave protocol out"
             )
         if self.task == "eurosat" and self.recipe == "paper" and self.protocol == "finetune":
-            raise ValueError("recipe paper only probes EuroSAT linearly (reference main_eurosat.py); "
-                             "use protocol: linear, or recipe: modern")
+            raise ValueError(
+                "recipe paper only probes EuroSAT linearly (reference main_eurosat.py); "
+                "use protocol: linear, or recipe: modern"
+            )
         return self
 
     @property
@@ -301,8 +362,9 @@ def _tracking_uri(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{shown(value)} is not an http:// or https:// address of an MLflow tracking server")
     if "@" in parts.netloc:
-        raise ValueError("credentials must not be written into the URI (user:password@); name a Secret "
-                         "(tokenSecret) instead")
+        raise ValueError(
+            "credentials must not be written into the URI (user:password@); name a Secret (tokenSecret) instead"
+        )
     return _no_credentials_in_uri(value)
 
 
@@ -316,13 +378,18 @@ class Mlflow(Model):
     """An MLflow tracking server: pretrain, evaluate and publish log one run per experiment to it."""
 
     uri: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_tracking_uri)] = Field(
-        description="The tracking server's http(s) address, e.g. https://mlflow.example.org.")
+        description="The tracking server's http(s) address, e.g. https://mlflow.example.org."
+    )
     experiment: Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_printable)] = Field(
-        "secoctl", description="MLflow experiment the run goes into; the run is named and tagged "
-        "(secoctl.experiment) after metadata.name, its params are the spec, flattened.")
+        "secoctl",
+        description="MLflow experiment the run goes into; the run is named and tagged "
+        "(secoctl.experiment) after metadata.name, its params are the spec, flattened.",
+    )
     token_secret: SecretRef | None = Field(
-        None, description="Secret whose MLFLOW_TRACKING_TOKEN the pretrain, evaluate and publish pods (and only "
-        "they) send as a bearer token. Locally the environment's MLFLOW_TRACKING_TOKEN is used.")
+        None,
+        description="Secret whose MLFLOW_TRACKING_TOKEN the pretrain, evaluate and publish pods (and only "
+        "they) send as a bearer token. Locally the environment's MLFLOW_TRACKING_TOKEN is used.",
+    )
 
 
 class Tracking(Model):
@@ -337,9 +404,7 @@ UNPUBLISHED_REGISTRY = "ghcr.io/secoctl/"
 
 
 class ExperimentSpec(Model):
-    storage: str | None = Field(
-        None, description="fsspec URI of the storage tree (file://, s3://); default: local."
-    )
+    storage: str | None = Field(None, description="fsspec URI of the storage tree (file://, s3://); default: local.")
     storage_secret: SecretRef | None = Field(
         None, description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3:// storage."
     )
@@ -348,7 +413,8 @@ class ExperimentSpec(Model):
     )
     image: ImageReference = f"{UNPUBLISHED_REGISTRY}secoctl:0.1.0"
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "Always", description="Of every container. Always resolves the tag at the registry at each pod start; "
+        "Always",
+        description="Of every container. Always resolves the tag at the registry at each pod start; "
         "an image loaded into the nodes' container runtime without a registry (a local build, an air-gapped "
         "cluster) fails to pull that way (ErrImagePull): give IfNotPresent, or Never to run only what the node holds.",
     )
@@ -374,10 +440,13 @@ class ExperimentSpec(Model):
     def _input_bands_are_collected(self) -> "ExperimentSpec":
         missing = [band for band in self.input_bands() if band not in self.collect.bands]
         if missing:
-            raise FieldProblem("pretrain.inputBands", f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                               f"not collected (collect.bands: {', '.join(self.collect.bands)}); add "
-                               f"{'it' if len(missing) == 1 else 'them'} to collect.bands or remove "
-                               f"{'it' if len(missing) == 1 else 'them'} here")
+            raise FieldProblem(
+                "pretrain.inputBands",
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                f"not collected (collect.bands: {', '.join(self.collect.bands)}); add "
+                f"{'it' if len(missing) == 1 else 'them'} to collect.bands or remove "
+                f"{'it' if len(missing) == 1 else 'them'} here",
+            )
         return self
 
     @model_validator(mode="after")
@@ -385,9 +454,12 @@ class ExperimentSpec(Model):
         bands = self.input_bands()
         for index, evaluation in enumerate(self.evaluate):
             if evaluation.recipe != "multispectral" and tuple(bands) != RGB_BANDS:
-                raise FieldProblem(f"evaluate[{index}].recipe", f"recipe {evaluation.recipe} feeds B04, B03, B02 "
-                                   f"but this run reads {len(bands)} bands (pretrain.inputBands); "
-                                   "use recipe: multispectral")
+                raise FieldProblem(
+                    f"evaluate[{index}].recipe",
+                    f"recipe {evaluation.recipe} feeds B04, B03, B02 "
+                    f"but this run reads {len(bands)} bands (pretrain.inputBands); "
+                    "use recipe: multispectral",
+                )
         return self
 
     def unpublished_image(self) -> tuple[str, str] | None:
@@ -415,11 +487,20 @@ class ExperimentSpec(Model):
         if not (self.storage or "").startswith("file://"):
             raise ValueError("storageClaim is mounted at a file:// storage path; give storage: file:///PATH")
         path = self.storage.removeprefix("file://")
-        clash = next((used for used in POD_PATHS if f"{used}/".startswith(f"{path}/")
-                      or (used != SCRATCH and path.startswith(f"{used}/"))), None)
+        clash = next(
+            (
+                used
+                for used in POD_PATHS
+                if f"{used}/".startswith(f"{path}/") or (used != SCRATCH and path.startswith(f"{used}/"))
+            ),
+            None,
+        )
         if path == "/" or clash:
-            raise FieldProblem("storage", f"{shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
-                             "which the pods use; choose a folder of its own such as file:///data/seco")
+            raise FieldProblem(
+                "storage",
+                f"{shown(self.storage)} would be mounted at, over or inside {clash or '/'}, "
+                "which the pods use; choose a folder of its own such as file:///data/seco",
+            )
         return self
 
 
@@ -429,8 +510,10 @@ def _label_key(key: str) -> str:
     if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS:
         raise ValueError("secoctl sets this label on every object it makes; choose a key of your own")
     if LITERAL_SECRET_KEYS.search(name):
-        raise ValueError("this key names a credential, and labels are readable by anyone who can list pods; "
-                         "put credentials in a Secret")
+        raise ValueError(
+            "this key names a credential, and labels are readable by anyone who can list pods; "
+            "put credentials in a Secret"
+        )
     return key
 
 
@@ -441,8 +524,10 @@ VARIANT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 def _variant_name(value: str) -> str:
     if len(value) > MAX_NAME_LENGTH or not VARIANT_NAME.fullmatch(value):
-        raise ValueError(f"{shown(value)} is not a variant name: at most {MAX_NAME_LENGTH} lower-case letters, digits "
-                         "and '-', starting and ending with a letter or digit (it ends the experiments' names)")
+        raise ValueError(
+            f"{shown(value)} is not a variant name: at most {MAX_NAME_LENGTH} lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit (it ends the experiments' names)"
+        )
     return value
 
 
@@ -472,8 +557,9 @@ class Metadata(Model):
         """The study's labels join the user's here, as every object is labelled from metadata.labels (render);
         they are derived from `study` alone, since the user's own labels may not use seco.dev/ keys."""
         if self.study is not None:
-            object.__setattr__(self, "labels", {**self.labels, LABEL_STUDY: self.study.name,
-                                                LABEL_VARIANT: self.study.variant})
+            object.__setattr__(
+                self, "labels", {**self.labels, LABEL_STUDY: self.study.name, LABEL_VARIANT: self.study.variant}
+            )
         return self
 
     @field_serializer("labels")
@@ -487,8 +573,10 @@ class Metadata(Model):
         """NAME-pretrain names the rendezvous Service, whose name is a DNS-1035 label on every server before
         1.36 (RelaxedServiceNameValidation, beta there, lets it start with a digit)."""
         if not k8s_rules.DNS1035_LABEL.fullmatch(name):
-            raise ValueError(f"{shown(name)} must start with a letter: it names the Service {name}-pretrain, and "
-                             "Kubernetes before 1.36 refuses a Service name that starts with a digit")
+            raise ValueError(
+                f"{shown(name)} must start with a letter: it names the Service {name}-pretrain, and "
+                "Kubernetes before 1.36 refuses a Service name that starts with a digit"
+            )
         return name
 
     @field_validator("name")
@@ -496,8 +584,10 @@ class Metadata(Model):
     def _not_an_admin_object(cls, name: str) -> str:
         for suffix in derived_name_suffixes():
             if f"{name}{suffix}" in ADMIN_OBJECT_NAMES:
-                raise ValueError(f"{name!r} would name its objects {name}{suffix}, the name of objects an admin "
-                                 "installs from manifests/; choose another name")
+                raise ValueError(
+                    f"{name!r} would name its objects {name}{suffix}, the name of objects an admin "
+                    "installs from manifests/; choose another name"
+                )
         return name
 
 
@@ -572,7 +662,13 @@ def problems_of(error: ValidationError, source: str) -> list[SpecProblem]:
 
 def parse_experiment(document: Any, source: str = "<spec>") -> Experiment:
     if not isinstance(document, dict):
-        raise SpecError([SpecProblem(source=source, path="", message="a document must be a mapping (apiVersion, kind, metadata, spec)")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    source=source, path="", message="a document must be a mapping (apiVersion, kind, metadata, spec)"
+                )
+            ]
+        )
     try:
         return Experiment.model_validate(document)
     except ValidationError as error:

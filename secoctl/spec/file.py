@@ -33,16 +33,31 @@ def read_spec(location: str) -> bytes:
 def _text(content: str | bytes, source: str) -> str:
     size = len(content) if isinstance(content, bytes) else len(content.encode(errors="surrogatepass"))
     if size > MAX_SPEC_BYTES:
-        raise SpecError([SpecProblem(source, "", f"larger than {MAX_SPEC_BYTES // 2**20} MiB, the most a "
-                                                 "Kubernetes ConfigMap holds; a spec is a few KB")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    source,
+                    "",
+                    f"larger than {MAX_SPEC_BYTES // 2**20} MiB, the most a "
+                    "Kubernetes ConfigMap holds; a spec is a few KB",
+                )
+            ]
+        )
     if isinstance(content, str):
         return content
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = content[:error.start].count(b"\n") + 1
-        raise SpecError([SpecProblem(source, "", f"not UTF-8 text: byte {content[error.start]:#04x} on line {line}; "
-                                                 "save the file as UTF-8")]) from None
+        line = content[: error.start].count(b"\n") + 1
+        raise SpecError(
+            [
+                SpecProblem(
+                    source,
+                    "",
+                    f"not UTF-8 text: byte {content[error.start]:#04x} on line {line}; save the file as UTF-8",
+                )
+            ]
+        ) from None
 
 
 def load_documents(content: str | bytes, source: str) -> list[Experiment]:

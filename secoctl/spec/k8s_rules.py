@@ -33,22 +33,34 @@ def _matching(value: str, limit: int, pattern: re.Pattern, message: str) -> list
 
 def dns1123_label(value: str) -> list[str]:
     """Names of pods' hostnames and subdomains, Indexed Job pods (`NAME-INDEX`), containers."""
-    return _matching(value, DNS1123_LABEL_MAX, DNS1123_LABEL,
-                     "must not contain dots" if DNS1123_SUBDOMAIN.fullmatch(value) else
-                     "must consist of lower case letters, digits or '-', and start and end with a letter or digit")
+    return _matching(
+        value,
+        DNS1123_LABEL_MAX,
+        DNS1123_LABEL,
+        "must not contain dots"
+        if DNS1123_SUBDOMAIN.fullmatch(value)
+        else "must consist of lower case letters, digits or '-', and start and end with a letter or digit",
+    )
 
 
 def dns1123_subdomain(value: str) -> list[str]:
     """Names of most objects: Jobs, ConfigMaps, Secrets, claims, PriorityClasses, Kueue LocalQueues."""
-    return _matching(value, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN,
-                     "must consist of lower case letters, digits, '-' or '.', and start and end with a letter or digit")
+    return _matching(
+        value,
+        DNS1123_SUBDOMAIN_MAX,
+        DNS1123_SUBDOMAIN,
+        "must consist of lower case letters, digits, '-' or '.', and start and end with a letter or digit",
+    )
 
 
 def dns1035_label(value: str) -> list[str]:
     """Names of Services, up to 1.35 (1.36's RelaxedServiceNameValidation, on by default, takes DNS-1123 labels)."""
-    return _matching(value, DNS1123_LABEL_MAX, DNS1035_LABEL,
-                     "must consist of lower case letters, digits or '-', start with a letter and end with a "
-                     "letter or digit")
+    return _matching(
+        value,
+        DNS1123_LABEL_MAX,
+        DNS1035_LABEL,
+        "must consist of lower case letters, digits or '-', start with a letter and end with a letter or digit",
+    )
 
 
 def label_key(value: str) -> list[str]:
@@ -59,16 +71,20 @@ def label_key(value: str) -> list[str]:
     problems = []
     if len(parts) == 2:
         prefix = parts[0]
-        problems += (["prefix part must be non-empty"] if not prefix else
-                     [f"prefix part {problem}" for problem in dns1123_subdomain(prefix)])
+        problems += (
+            ["prefix part must be non-empty"]
+            if not prefix
+            else [f"prefix part {problem}" for problem in dns1123_subdomain(prefix)]
+        )
     name = parts[-1]
     if not name:
         problems.append("name part must be non-empty")
     elif len(name) > LABEL_VALUE_MAX:
         problems.append(f"name part must be no more than {LABEL_VALUE_MAX} characters")
     if not LABEL_NAME.fullmatch(name):
-        problems.append("name part must consist of letters, digits, '-', '_' or '.', and start and end with a "
-                        "letter or digit")
+        problems.append(
+            "name part must consist of letters, digits, '-', '_' or '.', and start and end with a letter or digit"
+        )
     return problems
 
 
@@ -76,15 +92,18 @@ def label_value(value: str) -> list[str]:
     """A label value, also a node selector's value and an Equal toleration's value; may be empty."""
     problems = _too_long(value, LABEL_VALUE_MAX)
     if value and not LABEL_NAME.fullmatch(value):
-        problems.append("must be empty or consist of letters, digits, '-', '_' or '.', and start and end with a "
-                        "letter or digit")
+        problems.append(
+            "must be empty or consist of letters, digits, '-', '_' or '.', and start and end with a letter or digit"
+        )
     return problems
 
 
 # The grammar that pkg/api/resource documents for a Quantity (its parser also takes a few degenerate
 # spellings, such as "+" or ".", that no person means).
-QUANTITY = re.compile(r"(?P<number>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))"
-                      r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
+QUANTITY = re.compile(
+    r"(?P<number>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?"
+)
 BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 # The server keeps a container's requests as int64 milli-units (cpu) or units (memory): bigger is no request.
@@ -109,8 +128,10 @@ def request_quantity(value: str) -> list[str]:
     """A container's request or limit, or an emptyDir's sizeLimit: a Quantity that is not negative."""
     amount = quantity(value)
     if amount is None:
-        return ["must be a quantity such as '4', '500m', '16Gi' or '1.5e3' (a number and one of the suffixes "
-                "n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent)"]
+        return [
+            "must be a quantity such as '4', '500m', '16Gi' or '1.5e3' (a number and one of the suffixes "
+            "n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent)"
+        ]
     if amount < 0:
         return ["must not be negative"]
     if amount > QUANTITY_MAX:
@@ -123,8 +144,12 @@ def toleration(key: str | None, operator: str, value: str | None) -> list[tuple[
     key, value = key or "", value or ""
     problems = [("key", problem) for problem in (label_key(key) if key else [])]
     if not key and operator != "Exists":
-        problems.append(("operator", "must be Exists when key is empty (which tolerates every taint); "
-                                     "give a key, or operator: Exists"))
+        problems.append(
+            (
+                "operator",
+                "must be Exists when key is empty (which tolerates every taint); give a key, or operator: Exists",
+            )
+        )
     if operator == "Exists" and value:
         problems.append(("value", "must be empty when operator is Exists; remove value, or use operator: Equal"))
     if operator == "Equal":
@@ -142,8 +167,9 @@ _PATH_COMPONENT = f"{_ALPHANUMERIC}(?:{_SEPARATOR}{_ALPHANUMERIC})*"
 _REMOTE_NAME = f"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # Go's \w is ASCII
 _DIGEST = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9A-Fa-f]{32,}"
-IMAGE_REFERENCE = re.compile(f"(?P<name>(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME})(?::(?P<tag>{_TAG}))?"
-                             f"(?:@(?P<digest>{_DIGEST}))?")
+IMAGE_REFERENCE = re.compile(
+    f"(?P<name>(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
+)
 IMAGE_NAME = re.compile(f"(?:(?P<domain>{_DOMAIN_AND_PORT})/)?(?P<path>{_REMOTE_NAME})")
 HEX_IDENTIFIER = re.compile("[a-f0-9]{64}")
 REPOSITORY_MAX = 255
@@ -174,9 +200,11 @@ def image_reference(image: str) -> list[str]:
         return [f"repository name {remote!r} must be lower case"]
     match = IMAGE_REFERENCE.fullmatch(f"{domain}/{remainder}")
     if not match:
-        return ["must be an image reference [HOST[:PORT]/]PATH[:TAG][@DIGEST] such as registry.example/team/image:1.0, "
-                "its path in lower-case letters, digits and separators ('.', '_', '__', '-'), its tag up to 128 "
-                "letters, digits, '_', '.' or '-'"]
+        return [
+            "must be an image reference [HOST[:PORT]/]PATH[:TAG][@DIGEST] such as registry.example/team/image:1.0, "
+            "its path in lower-case letters, digits and separators ('.', '_', '__', '-'), its tag up to 128 "
+            "letters, digits, '_', '.' or '-'"
+        ]
     if len(IMAGE_NAME.fullmatch(match["name"])["path"]) > REPOSITORY_MAX:
         return [f"repository name must not be more than {REPOSITORY_MAX} characters"]
     if match["digest"]:

@@ -34,8 +34,9 @@ def _kubernetes_rule(rule: Callable[[str], list[str]], value: str, what: str | N
 ObjectName = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.dns1123_subdomain, value))]
 ImageReference = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.image_reference, value))]
 NodeLabelKey = Annotated[str, AfterValidator(lambda key: _kubernetes_rule(k8s_rules.label_key, key, "label key"))]
-LabelValue = Annotated[str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value,
-                                                                              f"label value {shown(value)}"))]
+LabelValue = Annotated[
+    str, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value, f"label value {shown(value)}"))
+]
 # A LocalQueue's name, which the driver also writes as the Jobs' kueue.x-k8s.io/queue-name label value.
 QueueName = Annotated[ObjectName, AfterValidator(lambda value: _kubernetes_rule(k8s_rules.label_value, value))]
 
@@ -74,16 +75,15 @@ class Model(BaseModel):
     control character: a URL, a collection or a name reaches logs, tables and terminals, where an escape
     sequence would act and a newline would forge a line."""
 
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     @field_validator("*", mode="after")
     @classmethod
     def _no_control_characters(cls, value: Any) -> Any:
         if isinstance(value, str) and CONTROL_CHARACTERS.search(value):
-            raise ValueError(f"{shown(value)} holds a control character (an escape, a newline, a tab or NUL); "
-                             "remove it")
+            raise ValueError(
+                f"{shown(value)} holds a control character (an escape, a newline, a tab or NUL); remove it"
+            )
         return value
 
 
@@ -117,8 +117,9 @@ class Toleration(Model):
         problems = k8s_rules.toleration(self.key, self.operator, self.value)
         if problems:
             first = problems[0][0]
-            raise FieldProblem(first, "; ".join(problem if field == first else f"{field}: {problem}"
-                                                for field, problem in problems))
+            raise FieldProblem(
+                first, "; ".join(problem if field == first else f"{field}: {problem}" for field, problem in problems)
+            )
         return self
 
 
@@ -129,9 +130,11 @@ class Resources(Model):
     memory: str = "16Gi"
     gpus: int = Field(0, ge=0, le=16)
     ephemeral_storage: str = Field(
-        "20Gi", description="Local disk of one pod: requested from the scheduler and the size of its /tmp "
+        "20Gi",
+        description="Local disk of one pod: requested from the scheduler and the size of its /tmp "
         "(downloads, caches; evaluate downloads its datasets there unless dataPath is set); a pod that "
-        "writes more is evicted.")
+        "writes more is evicted.",
+    )
     node_selector: dict[NodeLabelKey, LabelValue] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
 

@@ -93,8 +93,12 @@ def rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             description = " ".join((field.get("description") or _resolve(field, defs).get("description") or "").split())
             found.append((path, _type(field, defs), default, description))
             if inner is not None:
-                walk(inner, f"{path}[]." if is_list else f"{path}.", _model_in(info.annotation),
-                     value if isinstance(value, dict) else None)
+                walk(
+                    inner,
+                    f"{path}[]." if is_list else f"{path}.",
+                    _model_in(info.annotation),
+                    value if isinstance(value, dict) else None,
+                )
 
     walk(schema, "", Experiment, None)
     return found

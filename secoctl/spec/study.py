@@ -25,10 +25,10 @@ from secoctl.spec import (
     Model,
     UserLabels,
     VariantName,
+    k8s_rules,
     parse_experiment,
     problems_of,
 )
-from secoctl.spec import k8s_rules
 from secoctl.spec.models import model_of, unknown_field
 
 KIND = "Study"
@@ -49,16 +49,20 @@ class StudyMetadata(Model):
 class Variant(Model):
     name: VariantName
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Spec fields by their camelCase names, deep-merged into spec.base.")
+        default_factory=dict, description="Spec fields by their camelCase names, deep-merged into spec.base."
+    )
 
 
 class StudySpec(Model):
     base: dict[str, Any] = Field(
-        default_factory=dict, description="What an Experiment's spec holds: the spec every variant starts from.")
+        default_factory=dict, description="What an Experiment's spec holds: the spec every variant starts from."
+    )
     variants: list[Variant] = Field(default_factory=list)
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
-        default_factory=dict, description="Dotted spec field paths (pretrain.method) to the values each takes; "
-        "every combination is a variant, named from its values.")
+        default_factory=dict,
+        description="Dotted spec field paths (pretrain.method) to the values each takes; "
+        "every combination is a variant, named from its values.",
+    )
     seeds: list[int] = Field(default_factory=list, description="Each variant once per seed, as pretrain.seed.")
 
     @field_validator("variants")
@@ -97,8 +101,9 @@ def _fields(model: type[BaseModel]) -> dict[str, Any]:
     return {info.alias or name: info for name, info in model.model_fields.items()}
 
 
-def unknown_fields(overrides: dict[str, Any], model: type[BaseModel] = ExperimentSpec,
-                   path: str = "spec") -> list[tuple[str, str]]:
+def unknown_fields(
+    overrides: dict[str, Any], model: type[BaseModel] = ExperimentSpec, path: str = "spec"
+) -> list[tuple[str, str]]:
     """(path, message) for each key of `overrides` that is no field of the spec, walking into nested models."""
     found = []
     fields = _fields(model)
@@ -151,11 +156,13 @@ def matrix_path_problem(path: tuple[str, ...]) -> tuple[str, str] | None:
     model: type[BaseModel] | None = ExperimentSpec
     for position, key in enumerate(path):
         if model is None:
-            return (f"spec.{'.'.join(path[:position])}", "holds no named fields; a matrix path names fields of "
-                    "mappings, such as pretrain.method")
+            return (
+                f"spec.{'.'.join(path[:position])}",
+                "holds no named fields; a matrix path names fields of mappings, such as pretrain.method",
+            )
         fields = _fields(model)
         if key not in fields:
-            return f"spec.{'.'.join(path[:position + 1])}", unknown_field(key, model)
+            return f"spec.{'.'.join(path[: position + 1])}", unknown_field(key, model)
         model = model_of(fields[key].annotation)
     return None
 
@@ -198,33 +205,60 @@ def variants(study: Study, source: str) -> list[tuple[str, dict[str, Any]]]:
         raise SpecError(problems)
     seeded = bool(spec.seeds)
     if seeded and SEED_PATH in {path[:2] for path in leaf_paths(spec.base)}:
-        problems.append(SpecProblem(where, "spec.base.pretrain.seed", "spec.seeds sets each variant's seed; "
-                                    "remove it here or remove spec.seeds"))
+        problems.append(
+            SpecProblem(
+                where,
+                "spec.base.pretrain.seed",
+                "spec.seeds sets each variant's seed; remove it here or remove spec.seeds",
+            )
+        )
     if seeded and any(tuple(key.split("."))[:2] == SEED_PATH for key in spec.matrix):
         problems.append(SpecProblem(f"{where} matrix", "", "spec.seeds sets pretrain.seed; vary it there"))
     for variant in spec.variants:
         variant_where = f"{where} variant {variant.name}"
-        problems.extend(SpecProblem(variant_where, path, message)
-                        for path, message in unknown_fields(variant.overrides))
+        problems.extend(
+            SpecProblem(variant_where, path, message) for path, message in unknown_fields(variant.overrides)
+        )
         for path in leaf_paths(variant.overrides):
             if any(_overlaps(path, tuple(key.split("."))) for key in spec.matrix):
-                problems.append(SpecProblem(variant_where, f"spec.{'.'.join(path)}", "the matrix varies this field; "
-                                            "set it in the matrix or in the variant, not both"))
+                problems.append(
+                    SpecProblem(
+                        variant_where,
+                        f"spec.{'.'.join(path)}",
+                        "the matrix varies this field; set it in the matrix or in the variant, not both",
+                    )
+                )
             if seeded and _overlaps(path, SEED_PATH):
-                problems.append(SpecProblem(variant_where, f"spec.{'.'.join(path)}",
-                                            "spec.seeds sets each variant's seed; remove it here or remove spec.seeds"))
+                problems.append(
+                    SpecProblem(
+                        variant_where,
+                        f"spec.{'.'.join(path)}",
+                        "spec.seeds sets each variant's seed; remove it here or remove spec.seeds",
+                    )
+                )
     crossed = combinations(spec.matrix) if spec.matrix else [("", {})]
     for combination, varied in crossed:
         if spec.matrix and not combination:
-            problems.append(SpecProblem(f"{where} matrix", "", f"the combination {shown(varied)} "
-                                        "leaves no letter or digit to name its variant"))
+            problems.append(
+                SpecProblem(
+                    f"{where} matrix",
+                    "",
+                    f"the combination {shown(varied)} leaves no letter or digit to name its variant",
+                )
+            )
     listed = [(variant.name, variant.overrides) for variant in spec.variants] or [("", {})]
     result: dict[str, dict[str, Any]] = {}
     for (listed_name, overrides), (combination, varied) in itertools.product(listed, crossed):
         name = "-".join(part for part in (listed_name, combination) if part)
         if name in result:
-            problems.append(SpecProblem(f"{where} matrix", "", f"two combinations are both named {shown(name)}; "
-                                        "their values differ only in characters a name cannot hold"))
+            problems.append(
+                SpecProblem(
+                    f"{where} matrix",
+                    "",
+                    f"two combinations are both named {shown(name)}; "
+                    "their values differ only in characters a name cannot hold",
+                )
+            )
         result[name] = merged(overrides, varied)
     if problems:
         raise SpecError(problems)
@@ -246,10 +280,16 @@ def expand(study: Study, source: str) -> list[Experiment]:
             if seed is not None:
                 spec = merged(spec, nested(SEED_PATH, seed))
             experiment_name = f"{study.name}-{name}" + ("" if seed is None else f"-s{seed}")
-            document = {"apiVersion": API_VERSION, "kind": "Experiment",
-                        "metadata": {"name": experiment_name, "labels": dict(study.metadata.labels),
-                                     "study": {"name": study.name, "variant": name}},
-                        "spec": spec}
+            document = {
+                "apiVersion": API_VERSION,
+                "kind": "Experiment",
+                "metadata": {
+                    "name": experiment_name,
+                    "labels": dict(study.metadata.labels),
+                    "study": {"name": study.name, "variant": name},
+                },
+                "spec": spec,
+            }
             try:
                 experiments.append(parse_experiment(document, where))
             except SpecError as error:
@@ -258,8 +298,12 @@ def expand(study: Study, source: str) -> list[Experiment]:
                     if name not in variants_with:
                         variants_with.append(name)
     if problems:
-        raise SpecError([SpecProblem(f"{where} {_which(names, len(named))}", path, message)
-                         for (path, message), names in problems.items()])
+        raise SpecError(
+            [
+                SpecProblem(f"{where} {_which(names, len(named))}", path, message)
+                for (path, message), names in problems.items()
+            ]
+        )
     same_publish = _same_publish(experiments, where)
     if same_publish:
         raise SpecError(same_publish)
@@ -279,10 +323,17 @@ def _same_publish(experiments: list[Experiment], where: str) -> list[SpecProblem
         publish = experiment.spec.publish
         if publish is not None:
             by_target.setdefault((publish.name, publish.version), []).append(experiment.name)
-    return [SpecProblem(where, "spec.publish", f"{', '.join(names)} would all publish {name}:{version}, and a "
-                        "published version is immutable; give each variant its own publish.name in its overrides, "
-                        "or leave publish out of spec.base")
-            for (name, version), names in by_target.items() if len(names) > 1]
+    return [
+        SpecProblem(
+            where,
+            "spec.publish",
+            f"{', '.join(names)} would all publish {name}:{version}, and a "
+            "published version is immutable; give each variant its own publish.name in its overrides, "
+            "or leave publish out of spec.base",
+        )
+        for (name, version), names in by_target.items()
+        if len(names) > 1
+    ]
 
 
 def parse_study(document: dict[str, Any], source: str) -> list[Experiment]:

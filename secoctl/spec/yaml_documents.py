@@ -116,14 +116,19 @@ def check_limits(text: str) -> None:
             if aliases > MAX_ALIASES:
                 raise LimitExceeded(path, line, f"more than {MAX_ALIASES} aliases; write the values out instead")
             if any(node.anchor == event.anchor for node in open_nodes):
-                raise LimitExceeded(path, line, f"alias *{event.anchor} repeats a node that contains it; "
-                                                "a spec cannot refer to itself")
+                raise LimitExceeded(
+                    path, line, f"alias *{event.anchor} repeats a node that contains it; a spec cannot refer to itself"
+                )
             values += expanded_size.get(event.anchor, 1)  # an undefined alias is the composer's to report
         else:
             values += 1
         if values > MAX_VALUES:
-            raise LimitExceeded(path, line, f"more than {MAX_VALUES} values, an alias counting its anchor's "
-                                            "again; a spec needs a few hundred: write out only those")
+            raise LimitExceeded(
+                path,
+                line,
+                f"more than {MAX_VALUES} values, an alias counting its anchor's "
+                "again; a spec needs a few hundred: write out only those",
+            )
         if parent is not None and parent.is_mapping and parent.expects_key:
             parent.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
         if isinstance(event, yaml.CollectionStartEvent):

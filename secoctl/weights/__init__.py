@@ -13,19 +13,77 @@ from pathlib import Path
 from typing import Any
 
 from secoctl.weights.header import DTYPE_BYTES, MAX_HEADER_BYTES, parameter_count, safetensors_header
-from secoctl.weights.published import (EXPORT_FORMATS, IMPORT_FORMATS, ITEM_FILE, MAX_INPUT_SIZE, NAME, READ_CHUNK, SUMS_FILE, SUMS_LINE, VERSION,
-                                       WEIGHTS_FILE, WeightsRef, weights_cache, check_name, check_version, input_bands,
-                                       names, parse_bands, parse_item, parse_sums, publish, publish_backbone, pull,
-                                       push, resolve,
-                                       sha256_file, show, verify, version_uri, versions)
+from secoctl.weights.published import (
+    EXPORT_FORMATS,
+    IMPORT_FORMATS,
+    ITEM_FILE,
+    MAX_INPUT_SIZE,
+    NAME,
+    READ_CHUNK,
+    SUMS_FILE,
+    SUMS_LINE,
+    VERSION,
+    WEIGHTS_FILE,
+    WeightsRef,
+    check_name,
+    check_version,
+    input_bands,
+    names,
+    parse_bands,
+    parse_item,
+    parse_sums,
+    publish,
+    publish_backbone,
+    pull,
+    push,
+    resolve,
+    sha256_file,
+    show,
+    verify,
+    version_uri,
+    versions,
+    weights_cache,
+)
 
-
-__all__ = ["DTYPE_BYTES", "EXPORT_FORMATS", "IMPORT_FORMATS", "ITEM_FILE", "MAX_HEADER_BYTES", "MAX_INPUT_SIZE",
-           "NAME", "READ_CHUNK", "SUMS_FILE", "SUMS_LINE", "VERSION", "WEIGHTS_FILE", "WeightsRef", "weights_cache",
-           "check_name", "check_version", "export", "import_checkpoint", "input_bands", "input_transform", "load",
-           "names", "parameter_count", "parse_bands", "parse_item", "parse_sums", "publish", "publish_backbone",
-           "pull", "push", "resolve", "safetensors_header",
-           "sha256_file", "show", "verify", "version_uri", "versions"]
+__all__ = [
+    "DTYPE_BYTES",
+    "EXPORT_FORMATS",
+    "IMPORT_FORMATS",
+    "ITEM_FILE",
+    "MAX_HEADER_BYTES",
+    "MAX_INPUT_SIZE",
+    "NAME",
+    "READ_CHUNK",
+    "SUMS_FILE",
+    "SUMS_LINE",
+    "VERSION",
+    "WEIGHTS_FILE",
+    "WeightsRef",
+    "weights_cache",
+    "check_name",
+    "check_version",
+    "export",
+    "import_checkpoint",
+    "input_bands",
+    "input_transform",
+    "load",
+    "names",
+    "parameter_count",
+    "parse_bands",
+    "parse_item",
+    "parse_sums",
+    "publish",
+    "publish_backbone",
+    "pull",
+    "push",
+    "resolve",
+    "safetensors_header",
+    "sha256_file",
+    "show",
+    "verify",
+    "version_uri",
+    "versions",
+]
 
 
 def load(text: str, storage: str | None = None, bands: list[str] | tuple[str, ...] | None = None):
@@ -45,9 +103,17 @@ def input_transform(item: dict[str, Any]):
     return backbone.input_transform(item)
 
 
-def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
-                      force: bool = False, releases: dict[str, Any] | None = None,
-                      bands: tuple[str, ...] | None = None) -> str:
+def import_checkpoint(
+    storage: str,
+    path: Path,
+    fmt: str,
+    name: str,
+    version: str,
+    input_size: int = 224,
+    force: bool = False,
+    releases: dict[str, Any] | None = None,
+    bands: tuple[str, ...] | None = None,
+) -> str:
     """Convert a reference or torchgeo checkpoint to safetensors and publish it (see `backbone.import_checkpoint`)."""
     from secoctl.weights import backbone
 

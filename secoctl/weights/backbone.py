@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING, Any
 from secoctl import store
 from secoctl.errors import UserError, shown
 from secoctl.weights.header import parameter_count
-from secoctl.weights.published import (IMPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, check_name, check_version, parse_item,
-                                       publish_backbone,
-                                       pull)
+from secoctl.weights.published import (
+    IMPORT_FORMATS,
+    ITEM_FILE,
+    WEIGHTS_FILE,
+    check_name,
+    check_version,
+    parse_item,
+    publish_backbone,
+    pull,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,8 +71,14 @@ def reflectance_input_class() -> type:
         """Reflectance × 10000 → each band's stretch to [0, 1] → the weights' normalisation → size
         (size None keeps the input's, as dense tasks need)."""
 
-        def __init__(self, stretch: list[list[float]], mean: list[float], std: list[float], size: int | None,
-                     resize: str = "bilinear"):
+        def __init__(
+            self,
+            stretch: list[list[float]],
+            mean: list[float],
+            std: list[float],
+            size: int | None,
+            resize: str = "bilinear",
+        ):
             super().__init__()
             self.resize = resize
             self.register_buffer("low", torch.tensor([s[0] for s in stretch]).view(-1, 1, 1))
@@ -83,8 +96,13 @@ def reflectance_input_class() -> type:
             unit = torch.round(unit * 255) / 255
             batched = unit if unit.dim() == 4 else unit.unsqueeze(0)
             if self.size is not None and batched.shape[-2:] != (self.size, self.size):
-                batched = nn.functional.interpolate(batched, size=(self.size, self.size), mode=self.resize,
-                                                    align_corners=False, antialias=self.resize == "bilinear")
+                batched = nn.functional.interpolate(
+                    batched,
+                    size=(self.size, self.size),
+                    mode=self.resize,
+                    align_corners=False,
+                    antialias=self.resize == "bilinear",
+                )
                 batched = batched.clamp(0, 1)  # bicubic overshoots; PIL's clips to the 8-bit range
             normalised = (batched - self.mean) / self.std
             return normalised if unit.dim() == 4 else normalised[0]
@@ -96,8 +114,9 @@ def input_transform(item: dict[str, Any]):
     """The callable that turns (…, C, H, W) reflectance × 10000, in the item's bands order (B04, B03, B02 for
     the paper's RGB), into the model's input."""
     spec = item["properties"]["secoctl:input"]
-    return reflectance_input_class()([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"],
-                                     spec["size"])
+    return reflectance_input_class()(
+        [spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"]
+    )
 
 
 def adapted_state(state: dict[str, Any], found: list) -> dict[str, Any]:
@@ -137,9 +156,17 @@ def load(text: str, storage: str | None = None, bands: list[str] | tuple[str, ..
     return model, input_transform(item)
 
 
-def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: str, input_size: int = 224,
-                      force: bool = False, releases: dict[str, Any] | None = None,
-                      bands: tuple[str, ...] | None = None) -> str:
+def import_checkpoint(
+    storage: str,
+    path: Path,
+    fmt: str,
+    name: str,
+    version: str,
+    input_size: int = 224,
+    force: bool = False,
+    releases: dict[str, Any] | None = None,
+    bands: tuple[str, ...] | None = None,
+) -> str:
     """Convert the reference's Lightning checkpoints or torchgeo's SeCo weights, without unpickling code; over
     `bands` (the paper's RGB when None), as many as the stem's input channels.
 
@@ -172,8 +199,11 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {}
     renamed = from_encoder_q(state) if fmt == "seco-ckpt" else from_torchvision_like(state)
     if not renamed:
-        expected = "encoder_q.<i>.* keys (SeCo Lightning checkpoint)" if fmt == "seco-ckpt" else \
-            "conv1/bn1/layer1-4 keys (torchgeo/timm ResNet)"
+        expected = (
+            "encoder_q.<i>.* keys (SeCo Lightning checkpoint)"
+            if fmt == "seco-ckpt"
+            else "conv1/bn1/layer1-4 keys (torchgeo/timm ResNet)"
+        )
         raise UserError(f"{path} has no {expected}; is --format right?")
     tensors = {new: state[old].contiguous() for new, old in renamed.items()}
     try:
@@ -187,6 +217,15 @@ def import_checkpoint(storage: str, path: Path, fmt: str, name: str, version: st
     with tempfile.TemporaryDirectory(prefix="secoctl-import-") as scratch:
         converted = Path(scratch, WEIGHTS_FILE)
         save_file(tensors, str(converted))
-        return publish_backbone(storage, converted, name, version, backbone, input_size,
-                                parameter_count({k: t.shape for k, t in tensors.items()}),
-                                provenance, force=force, bands=bands)
+        return publish_backbone(
+            storage,
+            converted,
+            name,
+            version,
+            backbone,
+            input_size,
+            parameter_count({k: t.shape for k, t in tensors.items()}),
+            provenance,
+            force=force,
+            bands=bands,
+        )

@@ -22,7 +22,7 @@ def from_encoder_q(keys: Iterable[str], prefix: str = "encoder_q.") -> dict[str,
         bare = key.removeprefix("module.").removeprefix("model.")
         if not bare.startswith(prefix):
             continue
-        index, _, rest = bare[len(prefix):].partition(".")
+        index, _, rest = bare[len(prefix) :].partition(".")
         if index in ENCODER_INDEX:
             renamed[f"{ENCODER_INDEX[index]}.{rest}"] = key
     return renamed
@@ -45,5 +45,4 @@ def architecture(names: Iterable[str]) -> str:
         return "resnet50"
     if "layer1.0.conv2.weight" in names:
         return "resnet18"
-    raise ValueError("these weights are not a torchvision ResNet-18 or ResNet-50 backbone "
-                     "(no layer1.0.conv2.weight)")
+    raise ValueError("these weights are not a torchvision ResNet-18 or ResNet-50 backbone (no layer1.0.conv2.weight)")

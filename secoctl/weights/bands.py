@@ -22,9 +22,21 @@ from secoctl.model_card import BAND_TABLE, model_item
 # of one spectral band (at most 0.015 apart) and one red-edge step (0.036-0.043), not the 0.059 from B07 to B08.
 WAVELENGTH_TOLERANCE = 0.05
 # STAC common names; the red edge has three bands, so each has stactools' numbered asset name.
-COMMON_NAMES = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
-                "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10",
-                "swir16": "B11", "swir22": "B12"}
+COMMON_NAMES = {
+    "coastal": "B01",
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "rededge1": "B05",
+    "rededge2": "B06",
+    "rededge3": "B07",
+    "nir": "B08",
+    "nir08": "B8A",
+    "nir09": "B09",
+    "cirrus": "B10",
+    "swir16": "B11",
+    "swir22": "B12",
+}
 NEW_STRETCH = [0.0, 10_000.0]  # a zero column's band: reflectance 0-1, any finite stretch gives the same output
 NEW_RULE = "none: a zero stem column reads this band, so its values do not change the output"
 
@@ -32,6 +44,7 @@ NEW_RULE = "none: a zero stem column reads this band, so its values do not chang
 @dataclass(frozen=True)
 class Source:
     """Where band `band` (canonical name) gets its stem column: `column` of the trained band `trained`, or none."""
+
     band: str
     column: int | None
     trained: str | None
@@ -39,14 +52,18 @@ class Source:
     def describe(self) -> str:
         if self.column is None:
             return f"{self.band} <- new (zero column)"
-        how = "" if self.trained == self.band else \
-            f", nearest by wavelength ({abs(BAND_TABLE[self.band][1] - BAND_TABLE[self.trained][1]):.3f} µm)"
+        how = (
+            ""
+            if self.trained == self.band
+            else f", nearest by wavelength ({abs(BAND_TABLE[self.band][1] - BAND_TABLE[self.trained][1]):.3f} µm)"
+        )
         return f"{self.band} <- column {self.column} ({self.trained}{how})"
 
 
 def known_names() -> str:
-    return (f"{', '.join(BAND_TABLE)}; aliases: B1-B9 for B01-B09, any case (B8a), "
-            f"common names {', '.join(COMMON_NAMES)}")
+    return (
+        f"{', '.join(BAND_TABLE)}; aliases: B1-B9 for B01-B09, any case (B8a), common names {', '.join(COMMON_NAMES)}"
+    )
 
 
 def canonical(name: str) -> str:
@@ -72,8 +89,9 @@ def sources(trained: list[str], wanted: list[str] | tuple[str, ...]) -> list[Sou
         raise UserError("bands=[] names no band; give the bands of your input, in its channel order")
     repeated = sorted({band for band in bands if bands.count(band) > 1})
     if repeated:
-        raise UserError(f"bands {list(wanted)} name {', '.join(repeated)} more than once (through an alias); give "
-                        "each band once")
+        raise UserError(
+            f"bands {list(wanted)} name {', '.join(repeated)} more than once (through an alias); give each band once"
+        )
     found = []
     for band in bands:
         if band in trained:
@@ -90,13 +108,17 @@ def adapted_input(described: dict[str, Any], found: list[Source]) -> dict[str, A
     """The secoctl:input for the wanted bands: each band's stretch, mean and std taken by name from the band whose
     column it reads (a new band's from nothing: its column is zero)."""
     index = {band: i for i, band in enumerate(described["bands"])}
-    return {"bands": [s.band for s in found], "reflectance_scale": described["reflectance_scale"],
-            "stretch": {s.band: list(described["stretch"][s.trained]) if s.trained else NEW_STRETCH for s in found},
-            "stretch_rule": {s.band: described.get("stretch_rule", {}).get(s.trained, "") if s.trained else NEW_RULE
-                             for s in found},
-            "mean": [described["mean"][index[s.trained]] if s.trained else 0.0 for s in found],
-            "std": [described["std"][index[s.trained]] if s.trained else 1.0 for s in found],
-            "size": described["size"]}
+    return {
+        "bands": [s.band for s in found],
+        "reflectance_scale": described["reflectance_scale"],
+        "stretch": {s.band: list(described["stretch"][s.trained]) if s.trained else NEW_STRETCH for s in found},
+        "stretch_rule": {
+            s.band: described.get("stretch_rule", {}).get(s.trained, "") if s.trained else NEW_RULE for s in found
+        },
+        "mean": [described["mean"][index[s.trained]] if s.trained else 0.0 for s in found],
+        "std": [described["std"][index[s.trained]] if s.trained else 1.0 for s in found],
+        "size": described["size"],
+    }
 
 
 def adapted_item(item: dict[str, Any], found: list[Source], parameters: int) -> dict[str, Any]:
@@ -105,9 +127,19 @@ def adapted_item(item: dict[str, Any], found: list[Source], parameters: int) -> 
     properties = item["properties"]
     described = adapted_input(properties["secoctl:input"], found)
     version = properties["secoctl:version"]
-    name = item["id"][:-len(version) - 1]
+    name = item["id"][: -len(version) - 1]
     suffix = "-".join(s.band.lower().replace("_", "") for s in found)
-    provenance = {**properties["secoctl:provenance"], "adapted_from": item["id"],
-                  "columns": [s.describe() for s in found]}
-    return model_item(f"{name}-{suffix}"[:64].rstrip("-._"), version, properties["secoctl:backbone"],
-                      described["size"] or 224, parameters, provenance, described=described)
+    provenance = {
+        **properties["secoctl:provenance"],
+        "adapted_from": item["id"],
+        "columns": [s.describe() for s in found],
+    }
+    return model_item(
+        f"{name}-{suffix}"[:64].rstrip("-._"),
+        version,
+        properties["secoctl:backbone"],
+        described["size"] or 224,
+        parameters,
+        provenance,
+        described=described,
+    )

@@ -8,22 +8,33 @@ import typer
 
 from secoctl import store
 
-app = typer.Typer(help="Published weights: list, show, pull (verified, cached), push, import, export.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Published weights: list, show, pull (verified, cached), push, import, export.", no_args_is_help=True
+)
 
 # Typer reads help as rich markup: the backslash keeps "[/PREFIX]" text, not a closing tag.
-Storage = Annotated[Optional[str], typer.Option(
-    "--storage", show_default=False,
-    help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET\\[/PREFIX]; default: ${store.ENV_STORAGE}, "
-         "else a folder under ~/.local/share/secoctl.")]
+Storage = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        show_default=False,
+        help=f"Storage tree: file:///ABSOLUTE/PATH or s3://BUCKET\\[/PREFIX]; default: ${store.ENV_STORAGE}, "
+        "else a folder under ~/.local/share/secoctl.",
+    ),
+]
 Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (newest version when omitted).")]
 Name = Annotated[str, typer.Option("--name", help="Weights name, e.g. seco-resnet50-1m.")]
 Version = Annotated[str, typer.Option("--version", help="Version; published versions are immutable.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")]
-Bands = Annotated[Optional[str], typer.Option(
-    "--bands", show_default=False,
-    help="Input bands in the stem's channel order, comma-separated (e.g. B02,B03,B04,B08); as many as conv1's "
-         "input channels; default B04,B03,B02.")]
+Bands = Annotated[
+    Optional[str],
+    typer.Option(
+        "--bands",
+        show_default=False,
+        help="Input bands in the stem's channel order, comma-separated (e.g. B02,B03,B04,B08); as many as conv1's "
+        "input channels; default B04,B03,B02.",
+    ),
+]
 
 
 @app.command("list")
@@ -62,26 +73,36 @@ def show(ref: Ref, storage: Storage = None) -> None:
 
 
 @app.command()
-def pull(ref: Ref, output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also copy the files here.")] = None,
-         storage: Storage = None) -> None:
+def pull(
+    ref: Ref,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also copy the files here.")] = None,
+    storage: Storage = None,
+) -> None:
     """Download a version into the local cache, checksums verified; resumes an interrupted pull."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     from secoctl import weights
 
     root = store.storage(storage)
-    with store.reported(root), Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                                        transient=True) as bar:
+    with (
+        store.reported(root),
+        Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True) as bar,
+    ):
         task = bar.add_task("pulling", total=None)
         resolved, folder = weights.pull(root, ref, output, on_bytes=lambda n: bar.advance(task, n))
     typer.echo(f"{resolved}: verified, in {folder}")
 
 
 @app.command()
-def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A safetensors backbone.")],
-         name: Name, version: Version,
-         input_size: Annotated[int, typer.Option("--input-size")] = 224, bands: Bands = None, force: Force = False,
-         storage: Storage = None) -> None:
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A safetensors backbone.")],
+    name: Name,
+    version: Version,
+    input_size: Annotated[int, typer.Option("--input-size")] = 224,
+    bands: Bands = None,
+    force: Force = False,
+    storage: Storage = None,
+) -> None:
     """Publish a backbone trained elsewhere (safetensors, torchvision ResNet-18/50 key names) over its bands."""
     from secoctl import weights
 
@@ -93,10 +114,15 @@ def push(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
 
 
 @app.command("import")
-def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-                   format: Annotated[str, typer.Option("--format", help="seco-ckpt or torchgeo")],  # noqa: A002
-                   name: Name, version: Version, bands: Bands = None, force: Force = False,
-                   storage: Storage = None) -> None:
+def import_weights(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    format: Annotated[str, typer.Option("--format", help="seco-ckpt or torchgeo")],  # noqa: A002
+    name: Name,
+    version: Version,
+    bands: Bands = None,
+    force: Force = False,
+    storage: Storage = None,
+) -> None:
     """Convert the reference's SeCo .ckpt (a release, checked by its MD5 sum) or torchgeo's SeCo weights and
     publish them over their bands (needs torch)."""
     from secoctl import weights
@@ -111,16 +137,27 @@ def import_weights(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fa
 
 
 @app.command()
-def export(ref: Ref,
-           format: Annotated[str, typer.Option(  # noqa: A002
-               "--format", help="timm, torchgeo or hf (a Hugging Face Hub folder)")],
-           output: Annotated[Path, typer.Option("-o", "--output", help="A new (or empty) folder to write.")],
-           bands: Annotated[Optional[str], typer.Option(
-               "--bands", show_default=False,
-               help="Your input's bands in its channel order, comma-separated, by name or alias (B8A, B8a, nir08, "
-                    "B1, SR_B5): the stem is adapted to them by name and wavelength and item.json describes the "
-                    "result; default the weights' own bands.")] = None,
-           storage: Storage = None) -> None:
+def export(
+    ref: Ref,
+    format: Annotated[
+        str,
+        typer.Option(  # noqa: A002
+            "--format", help="timm, torchgeo or hf (a Hugging Face Hub folder)"
+        ),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="A new (or empty) folder to write.")],
+    bands: Annotated[
+        Optional[str],
+        typer.Option(
+            "--bands",
+            show_default=False,
+            help="Your input's bands in its channel order, comma-separated, by name or alias (B8A, B8a, nir08, "
+            "B1, SR_B5): the stem is adapted to them by name and wavelength and item.json describes the "
+            "result; default the weights' own bands.",
+        ),
+    ] = None,
+    storage: Storage = None,
+) -> None:
     """Write a version as timm (state dict + pretrained_cfg), torchgeo (state dict + meta and transform) or a
     Hugging Face Hub folder (config.json, model.safetensors, model card) loads it (needs torch and timm)."""
     from secoctl import weights

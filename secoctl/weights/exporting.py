@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from secoctl.errors import UserError, shown
-from secoctl.weights.formats import (hub_config_extra, model_card, pretrained_cfg, torchgeo_meta,
-                                     torchgeo_transforms)
+from secoctl.weights.formats import hub_config_extra, model_card, pretrained_cfg, torchgeo_meta, torchgeo_transforms
 from secoctl.weights.published import EXPORT_FORMATS, ITEM_FILE, WEIGHTS_FILE, parse_item, pull
 
 TIMM_CFG_FILE = "pretrained_cfg.json"
@@ -98,11 +97,13 @@ def timm_backbone(cfg: dict[str, Any], weights_file: Path, where: str):
     import timm
 
     try:
-        model = timm.create_model(cfg["architecture"], pretrained=True,
-                                  pretrained_cfg_overlay={**cfg, "file": str(weights_file)})
+        model = timm.create_model(
+            cfg["architecture"], pretrained=True, pretrained_cfg_overlay={**cfg, "file": str(weights_file)}
+        )
     except RuntimeError as error:  # timm's strict load_state_dict: missing, unexpected or misshapen keys
-        raise UserError(f"{where}: timm's {cfg['architecture']} refuses "
-                        f"these weights: {str(error).strip().splitlines()[0]}") from None
+        raise UserError(
+            f"{where}: timm's {cfg['architecture']} refuses these weights: {str(error).strip().splitlines()[0]}"
+        ) from None
     return model.eval()
 
 
@@ -114,14 +115,14 @@ def write_timm(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], 
     (staged / TIMM_CFG_FILE).write_text(json.dumps({**cfg, "file": str(output / WEIGHTS_FILE)}, indent=1))
 
 
-def write_torchgeo(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path,
-                   output: Path) -> None:
+def write_torchgeo(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path, output: Path) -> None:
     """A plain state dict (torch.load weights_only) as torchgeo's weight files are, and its meta and transform."""
     import torch
 
     torch.save(model.state_dict(), staged / TORCHGEO_WEIGHTS_FILE)
-    (staged / TORCHGEO_META_FILE).write_text(json.dumps(
-        {"meta": torchgeo_meta(item, in_chans), "transforms": torchgeo_transforms(item, in_chans)}, indent=1))
+    (staged / TORCHGEO_META_FILE).write_text(
+        json.dumps({"meta": torchgeo_meta(item, in_chans), "transforms": torchgeo_transforms(item, in_chans)}, indent=1)
+    )
 
 
 def write_hf(model, item: dict[str, Any], in_chans: int, cfg: dict[str, Any], staged: Path, output: Path) -> None:

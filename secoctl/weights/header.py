@@ -9,8 +9,23 @@ from typing import Any
 
 from secoctl.errors import UserError, shown
 
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 # A ResNet's state dict holds its batch norms' statistics beside the parameters; torch counts none of them.
 BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
@@ -46,8 +61,10 @@ def safetensors_header(path: Path) -> dict[str, list[int]]:
     end = 0
     for (begin, stop), name in ranges:
         if begin != end:
-            raise UserError(f"{path}: tensor {shown(name)} starts at byte {begin} of the data, not {end}: "
-                            "the tensors leave a gap or overlap")
+            raise UserError(
+                f"{path}: tensor {shown(name)} starts at byte {begin} of the data, not {end}: "
+                "the tensors leave a gap or overlap"
+            )
         end = stop
     if end != data_bytes:
         raise UserError(f"{path}: the header describes {end} bytes of tensor data, the file holds {data_bytes}")
@@ -61,14 +78,22 @@ def _tensor_range(path: Path, name: str, entry: Any, data_bytes: int) -> tuple[i
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise UserError(f"{path}: tensor {shown(name)} has shape {shown(shape)}, not a list of sizes")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
-            or not 0 <= offsets[0] <= offsets[1] <= data_bytes:
-        raise UserError(f"{path}: tensor {shown(name)} has data_offsets {shown(offsets)}, "
-                        f"not [begin, end] within the file's {data_bytes} bytes of tensor data")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= data_bytes
+    ):
+        raise UserError(
+            f"{path}: tensor {shown(name)} has data_offsets {shown(offsets)}, "
+            f"not [begin, end] within the file's {data_bytes} bytes of tensor data"
+        )
     needed = math.prod(shape) * DTYPE_BYTES[entry["dtype"]]
     if needed != offsets[1] - offsets[0]:
         # an absurd shape's byte count can be too long to print
         needs = f"{needed} bytes" if needed <= data_bytes else f"more than the file's {data_bytes} bytes"
-        raise UserError(f"{path}: tensor {shown(name)} of shape {shown(shape)} and dtype {entry['dtype']} "
-                        f"needs {needs}, its data_offsets hold {offsets[1] - offsets[0]}")
+        raise UserError(
+            f"{path}: tensor {shown(name)} of shape {shown(shape)} and dtype {entry['dtype']} "
+            f"needs {needs}, its data_offsets hold {offsets[1] - offsets[0]}"
+        )
     return offsets[0], offsets[1]

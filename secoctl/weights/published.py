@@ -59,15 +59,19 @@ class WeightsRef:
 
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name) or ".." in name:
-        raise UserError(f"weights name {shown(name)} is invalid: use lower-case letters, digits, '.', '_' and '-' "
-                        "(at most 64, starting and ending with a letter or digit)")
+        raise UserError(
+            f"weights name {shown(name)} is invalid: use lower-case letters, digits, '.', '_' and '-' "
+            "(at most 64, starting and ending with a letter or digit)"
+        )
     return name
 
 
 def check_version(version: str) -> str:
     if not VERSION.fullmatch(version) or ".." in version:
-        raise UserError(f"weights version {shown(version)} is invalid: use letters, digits, '.', '_' and '-' "
-                        "(at most 32, starting and ending with a letter or digit)")
+        raise UserError(
+            f"weights version {shown(version)} is invalid: use letters, digits, '.', '_' and '-' "
+            "(at most 32, starting and ending with a letter or digit)"
+        )
     return version
 
 
@@ -99,8 +103,9 @@ def resolve(storage: str, ref: WeightsRef) -> WeightsRef:
     if ref.version is None:
         return WeightsRef(ref.name, available[-1])
     if ref.version not in available:
-        raise UserError(f"{ref.name} has no version {shown(ref.version)} in {storage} "
-                        f"(versions: {', '.join(available)})")
+        raise UserError(
+            f"{ref.name} has no version {shown(ref.version)} in {storage} (versions: {', '.join(available)})"
+        )
     return ref
 
 
@@ -112,8 +117,10 @@ def parse_sums(text: str, where: str = SUMS_FILE) -> dict[str, str]:
     lines = [line for line in text.splitlines() if line.strip()]
     matches = [SUMS_LINE.fullmatch(line) for line in lines]
     if not lines or not all(matches):
-        raise UserError(f"{where} is not a list of '<sha256>  <file>' lines; the version cannot be verified: "
-                        "ask the publisher to publish it again")
+        raise UserError(
+            f"{where} is not a list of '<sha256>  <file>' lines; the version cannot be verified: "
+            "ask the publisher to publish it again"
+        )
     return {match[2]: match[1] for match in matches}
 
 
@@ -131,15 +138,25 @@ def _well_formed_input(spec: dict[str, Any]) -> bool:
     """Known, distinct bands (Sentinel-2's, or Landsat OLI's in weights adapted to them), each with a finite
     stretch low < high and a finite mean and positive std."""
     bands = spec["bands"]
-    return (type(bands) is list and 1 <= len(bands) <= MAX_INPUT_BANDS and all(band in BAND_TABLE for band in bands)
-            and len(set(bands)) == len(bands)
-            and type(spec["mean"]) is list and type(spec["std"]) is list
-            and len(spec["mean"]) == len(spec["std"]) == len(bands)
-            and all(_finite(n) for n in [*spec["mean"], *spec["std"]]) and all(n > 0 for n in spec["std"])
-            and all(type(spec["stretch"][band]) is list and len(spec["stretch"][band]) == 2
-                    and all(_finite(n) for n in spec["stretch"][band])
-                    and spec["stretch"][band][0] < spec["stretch"][band][1] for band in bands)
-            and (spec["size"] is None or type(spec["size"]) is int and 0 < spec["size"] <= MAX_INPUT_SIZE))
+    return (
+        type(bands) is list
+        and 1 <= len(bands) <= MAX_INPUT_BANDS
+        and all(band in BAND_TABLE for band in bands)
+        and len(set(bands)) == len(bands)
+        and type(spec["mean"]) is list
+        and type(spec["std"]) is list
+        and len(spec["mean"]) == len(spec["std"]) == len(bands)
+        and all(_finite(n) for n in [*spec["mean"], *spec["std"]])
+        and all(n > 0 for n in spec["std"])
+        and all(
+            type(spec["stretch"][band]) is list
+            and len(spec["stretch"][band]) == 2
+            and all(_finite(n) for n in spec["stretch"][band])
+            and spec["stretch"][band][0] < spec["stretch"][band][1]
+            for band in bands
+        )
+        and (spec["size"] is None or type(spec["size"]) is int and 0 < spec["size"] <= MAX_INPUT_SIZE)
+    )
 
 
 def parse_item(text: str, where: str) -> dict[str, Any]:
@@ -153,9 +170,11 @@ def parse_item(text: str, where: str) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError, RecursionError):
         well_formed = False
     if not well_formed:
-        raise UserError(f"{where} is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
-                        "secoctl:input: known, distinct bands, each with its stretch, mean and std); ask the "
-                        "publisher to publish the version again")
+        raise UserError(
+            f"{where} is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
+            "secoctl:input: known, distinct bands, each with its stretch, mean and std); ask the "
+            "publisher to publish the version again"
+        )
     return item
 
 
@@ -164,15 +183,21 @@ def parse_bands(text: str) -> tuple[str, ...]:
     quoted = shown(text)  # bounded: the option may be of any length
     bands = tuple(band.strip() for band in text.split(",", MAX_INPUT_BANDS))
     if "" in bands:
-        raise UserError(f"--bands {quoted}: an empty band name (nothing given, or two commas in a row); give "
-                        f"comma-separated names of {', '.join(KNOWN_BANDS)}")
+        raise UserError(
+            f"--bands {quoted}: an empty band name (nothing given, or two commas in a row); give "
+            f"comma-separated names of {', '.join(KNOWN_BANDS)}"
+        )
     if len(bands) > MAX_INPUT_BANDS:
-        raise UserError(f"--bands {quoted}: more than {MAX_INPUT_BANDS} bands; weights carry at most "
-                        f"{MAX_INPUT_BANDS}, one per input channel")
+        raise UserError(
+            f"--bands {quoted}: more than {MAX_INPUT_BANDS} bands; weights carry at most "
+            f"{MAX_INPUT_BANDS}, one per input channel"
+        )
     unknown = [band for band in bands if band not in KNOWN_BANDS]
     if unknown:
-        raise UserError(f"--bands {quoted}: {', '.join(shorten(band, MAX_VALUE_CHARS) for band in unknown[:3])} is not a band "
-                        f"weights can carry; give comma-separated names of {', '.join(KNOWN_BANDS)}")
+        raise UserError(
+            f"--bands {quoted}: {', '.join(shorten(band, MAX_VALUE_CHARS) for band in unknown[:3])} is not a band "
+            f"weights can carry; give comma-separated names of {', '.join(KNOWN_BANDS)}"
+        )
     if len(set(bands)) != len(bands):
         raise UserError(f"--bands {quoted} names a band twice; give each band once, in the stem's channel order")
     return bands
@@ -185,8 +210,10 @@ def input_bands(conv1_shape: list[int], bands: tuple[str, ...] | None) -> tuple[
     chosen = RGB_BANDS if bands is None else bands
     if len(chosen) != conv1_shape[1]:
         fix = "name them in the stem's order with --bands" if bands is None else "list that many with --bands"
-        raise UserError(f"conv1.weight takes {conv1_shape[1]} input channels but the bands are "
-                        f"{', '.join(chosen)} ({len(chosen)}); {fix} (e.g. --bands {','.join(KNOWN_BANDS)})")
+        raise UserError(
+            f"conv1.weight takes {conv1_shape[1]} input channels but the bands are "
+            f"{', '.join(chosen)} ({len(chosen)}); {fix} (e.g. --bands {','.join(KNOWN_BANDS)})"
+        )
     return chosen
 
 
@@ -222,8 +249,10 @@ def publish(storage: str, name: str, version: str, files: dict[str, Path], force
     sums_uri = store.join(target, SUMS_FILE)
     if store.exists(sums_uri):
         if not force:
-            raise UserError(f"weights {name}:{version} are already published in {storage}; versions are immutable: "
-                            "publish a new version, or replace this one (`--force`; in a spec, spec.publish.force: true)")
+            raise UserError(
+                f"weights {name}:{version} are already published in {storage}; versions are immutable: "
+                "publish a new version, or replace this one (`--force`; in a spec, spec.publish.force: true)"
+            )
         store.remove(sums_uri)
     for filename, local in files.items():
         store.upload_file(local, store.join(target, filename))
@@ -270,8 +299,9 @@ def _locked(lock_file: Path) -> Iterator[None]:
         yield
 
 
-def _fill_cache(ref: WeightsRef, source: str, sums: dict[str, str], cached: Path,
-                on_bytes: Callable[[int], None] | None) -> None:
+def _fill_cache(
+    ref: WeightsRef, source: str, sums: dict[str, str], cached: Path, on_bytes: Callable[[int], None] | None
+) -> None:
     if cached.exists() and verify(cached, sums):
         shutil.rmtree(cached)  # the cache was altered: fetch again rather than trust it
     if cached.exists():
@@ -288,13 +318,16 @@ def _fill_cache(ref: WeightsRef, source: str, sums: dict[str, str], cached: Path
     bad = verify(partial, sums)
     if bad:
         shutil.rmtree(partial)
-        raise UserError(f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
-                        "altered or truncated. Nothing was cached; ask the publisher to publish it again")
+        raise UserError(
+            f"{ref}: checksum mismatch for {', '.join(bad)} in {source}; the published files were "
+            "altered or truncated. Nothing was cached; ask the publisher to publish it again"
+        )
     os.replace(partial, cached)
 
 
-def pull(storage: str, text: str, output: Path | None = None,
-         on_bytes: Callable[[int], None] | None = None) -> tuple[WeightsRef, Path]:
+def pull(
+    storage: str, text: str, output: Path | None = None, on_bytes: Callable[[int], None] | None = None
+) -> tuple[WeightsRef, Path]:
     """Fetch a version into the cache (verified), copy it to `output` if given; returns the folder."""
     ref = resolve(storage, WeightsRef.parse(text))
     source = version_uri(storage, ref.name, ref.version)
@@ -304,8 +337,9 @@ def pull(storage: str, text: str, output: Path | None = None,
         raise UserError(f"{ref}: SHA256SUMS names unexpected files {unexpected}; the version is not secoctl's layout")
     unlisted = [f for f in (WEIGHTS_FILE, ITEM_FILE) if f not in sums]
     if unlisted:
-        raise UserError(f"{ref}: SHA256SUMS does not list {', '.join(unlisted)}; the version is incomplete and "
-                        "cannot be verified")
+        raise UserError(
+            f"{ref}: SHA256SUMS does not list {', '.join(unlisted)}; the version is incomplete and cannot be verified"
+        )
     cached = _cache_dir(storage, ref)
     with _locked(cached.parent / f".{ref.version}.lock"):
         _fill_cache(ref, source, sums, cached, on_bytes)
@@ -317,8 +351,16 @@ def pull(storage: str, text: str, output: Path | None = None,
     return ref, output or cached
 
 
-def push(storage: str, weights_file: Path, name: str, version: str, input_size: int = 224,
-         provenance: dict[str, Any] | None = None, force: bool = False, bands: tuple[str, ...] | None = None) -> str:
+def push(
+    storage: str,
+    weights_file: Path,
+    name: str,
+    version: str,
+    input_size: int = 224,
+    provenance: dict[str, Any] | None = None,
+    force: bool = False,
+    bands: tuple[str, ...] | None = None,
+) -> str:
     """Publish a safetensors backbone trained elsewhere (torchvision ResNet-18/50 key names) over `bands` (the
     paper's RGB when None), which must be as many as its conv1's input channels."""
     from secoctl.weights.backbone_keys import architecture
@@ -333,13 +375,33 @@ def push(storage: str, weights_file: Path, name: str, version: str, input_size: 
     except ValueError as error:
         raise UserError(f"{weights_file}: {error}") from None
     parameters = parameter_count(tensors)
-    return publish_backbone(storage, weights_file, name, version, backbone, input_size, parameters,
-                            provenance or {"pushed_from": weights_file.name}, force=force, bands=bands)
+    return publish_backbone(
+        storage,
+        weights_file,
+        name,
+        version,
+        backbone,
+        input_size,
+        parameters,
+        provenance or {"pushed_from": weights_file.name},
+        force=force,
+        bands=bands,
+    )
 
 
-def publish_backbone(storage: str, weights_file: Path, name: str, version: str, backbone: str, input_size: int,
-                     parameters: int, provenance: dict[str, Any], metrics: dict[str, Any] | None = None,
-                     force: bool = False, bands: tuple[str, ...] | list[str] | None = None) -> str:
+def publish_backbone(
+    storage: str,
+    weights_file: Path,
+    name: str,
+    version: str,
+    backbone: str,
+    input_size: int,
+    parameters: int,
+    provenance: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    force: bool = False,
+    bands: tuple[str, ...] | list[str] | None = None,
+) -> str:
     """`bands`: the input bands in the stem's channel order (the paper's RGB when None), as many as conv1 takes:
     checked here, the one path every publish takes."""
     from secoctl.model_card import model_item

@@ -44,6 +44,8 @@ def identify(path: Path, releases: dict[str, Release] = RELEASES) -> tuple[Relea
     release = releases.get(md5)
     if release is None:
         known = ", ".join(r.name for r in releases.values())
-        raise UserError(f"{path.name} (md5 {md5}) is not a SeCo release checkpoint ({known}): a corrupted or "
-                        "partial download, or another file; fetch it again from zenodo.org/record/4728033")
+        raise UserError(
+            f"{path.name} (md5 {md5}) is not a SeCo release checkpoint ({known}): a corrupted or "
+            "partial download, or another file; fetch it again from zenodo.org/record/4728033"
+        )
     return release, md5

@@ -48,8 +48,15 @@ def kube_env(cluster, tmp_path) -> dict[str, str]:
 
 
 def secoctl(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "secoctl", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "secoctl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def status_rows(kube_env, experiment: str) -> dict[str, dict]:
@@ -62,7 +69,9 @@ def status_rows(kube_env, experiment: str) -> dict[str, dict]:
 def spec_file(path: Path, name: str, storage: Path, **changes) -> Path:
     """A small experiment whose storage is the claimed volume; `changes` are merged into spec."""
     spec = {
-        "storage": storage.as_uri(), "storageClaim": CLAIM, "image": "registry.example/secoctl:test",
+        "storage": storage.as_uri(),
+        "storageClaim": CLAIM,
+        "image": "registry.example/secoctl:test",
         "collect": {"source": "stac", "stacUrl": "http://stac.example", "locations": 8, "workers": 2},
         "pretrain": {"backbone": "resnet18", "nodes": 2, "gpusPerNode": 1, "batchSize": 16, "maxSteps": 10},
         "evaluate": [{"task": "eurosat", "protocol": "linear", "baselines": ["random"]}],
@@ -71,8 +80,9 @@ def spec_file(path: Path, name: str, storage: Path, **changes) -> Path:
     metadata = {"name": name, **changes.pop("metadata", {})}
     for key, value in changes.items():
         spec[key] = {**spec[key], **value} if isinstance(spec.get(key), dict) else value
-    path.write_text(yaml.safe_dump({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment",
-                                    "metadata": metadata, "spec": spec}))
+    path.write_text(
+        yaml.safe_dump({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": metadata, "spec": spec})
+    )
     return path
 
 
@@ -80,9 +90,14 @@ def start_driver(cluster, spec: Path, experiment: str, tmp_path: Path) -> subpro
     """The driver as the rendered driver pod runs it, with a token of the driver's own ServiceAccount."""
     config = cluster.service_account_kubeconfig(NAMESPACE, f"{experiment}-driver", tmp_path / "driver.kubeconfig")
     env = dict(os.environ, KUBECONFIG=str(config), PYTHONPATH=str(ROOT), HOME=str(tmp_path))
-    return subprocess.Popen([sys.executable, "-m", "secoctl.driver", "--spec", str(spec), "--namespace", NAMESPACE,
-                             "--poll", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "secoctl.driver", "--spec", str(spec), "--namespace", NAMESPACE, "--poll", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def wait_for(what: str, predicate, timeout: float = 60, every: float = 0.5):
@@ -107,9 +122,16 @@ def pods_of(cluster, experiment: str, stage: str) -> list[dict]:
 def release(cluster, experiment: str, stage: str) -> None:
     """Lets kwok finish a stage's pods that `secoctl.test/hold: "true"` keeps running
     (jobs/localcloud/cluster/stages.yaml)."""
-    cluster.kubectl("label", "pods", "-n", NAMESPACE, "-l",
-                    f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
-                    "secoctl.test/hold=false", "--overwrite")
+    cluster.kubectl(
+        "label",
+        "pods",
+        "-n",
+        NAMESPACE,
+        "-l",
+        f"{render.LABEL_EXPERIMENT}={experiment},{render.LABEL_STAGE}={stage}",
+        "secoctl.test/hold=false",
+        "--overwrite",
+    )
 
 
 @contextlib.contextmanager

@@ -26,12 +26,21 @@ def test_a_failed_build_exits_1_with_the_go_tools_last_lines_and_leaves_no_half_
     module.mkdir()
     (module / "go.mod").write_text("module example.com/broken\n\ngo 1.22\n")
     (module / "main.go").write_text("package main\n\nfunc main() { undefinedCall() }\n")
-    code = ("import sys; from pathlib import Path; from jobs.localcloud.cluster import binaries; "
-            "from jobs.localcloud.cluster.__main__ import build; "
-            f"binaries._steps = lambda staging: [('broken', ['build', '-o', str(staging / 'broken'), '.'], Path({str(module)!r}))]; "
-            "sys.exit(build())")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**binaries.os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    code = (
+        "import sys; from pathlib import Path; from jobs.localcloud.cluster import binaries; "
+        "from jobs.localcloud.cluster.__main__ import build; "
+        "binaries._steps = lambda staging: "
+        f"[('broken', ['build', '-o', str(staging / 'broken'), '.'], Path({str(module)!r}))]; "
+        "sys.exit(build())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**binaries.os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
     assert result.returncode == 1
     assert "cluster binaries: building broken" in result.stderr
     assert "build failed" in result.stderr and "undefined: undefinedCall" in result.stderr
@@ -43,8 +52,15 @@ def test_every_go_build_is_stripped_and_trimmed(tmp_path):
     from jobs.localcloud.cluster.realnode import binaries as node_binaries
 
     steps = [*binaries._steps(tmp_path), *node_binaries.steps(tmp_path, tmp_path / "module")]
-    assert [name for name, *_ in steps] == [*binaries.KUBERNETES_COMMANDS, "etcd", "kwok", "kubelet", "kube-proxy",
-                                           "coredns", "pause"]
+    assert [name for name, *_ in steps] == [
+        *binaries.KUBERNETES_COMMANDS,
+        "etcd",
+        "kwok",
+        "kubelet",
+        "kube-proxy",
+        "coredns",
+        "pause",
+    ]
     for name, args, _ in steps:
         assert args[0] in ("build", "install") and args[1:3] == ["-trimpath", "-ldflags=-s -w"], name
 
@@ -75,8 +91,9 @@ def test_a_built_binary_carries_the_flags_and_each_build_logs_its_time(tmp_path,
     binaries.run_steps(pause, binaries._environment(tmp_path), "node binaries", lines.append)
     assert lines[0] == "node binaries: building pause ..."
     assert re.fullmatch(r"node binaries: pause built in \d+ s \(\d+ s so far\)", lines[1])
-    info = subprocess.run(["go", "version", "-m", str(tmp_path / "pause")], capture_output=True, text=True,
-                          check=True).stdout
+    info = subprocess.run(
+        ["go", "version", "-m", str(tmp_path / "pause")], capture_output=True, text=True, check=True
+    ).stdout
     assert "build\t-trimpath=true" in info  # with -trimpath, Go does not record -ldflags: look for symbols instead
     symbols = subprocess.run(["go", "tool", "nm", str(tmp_path / "pause")], capture_output=True, text=True)
     assert "no symbols" in symbols.stdout + symbols.stderr

@@ -20,11 +20,21 @@ def stopped_kueue(cluster, tmp_path_factory) -> Kueue:
 
 def test_a_stopped_kueue_leaves_no_webhook_behind_to_refuse_jobs(cluster, stopped_kueue):
     assert stopped_kueue.webhooks
-    left = [c["metadata"]["name"] for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
-            for c in json.loads(cluster.kubectl("get", kind, "-o", "json").stdout)["items"]]
+    left = [
+        c["metadata"]["name"]
+        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
+        for c in json.loads(cluster.kubectl("get", kind, "-o", "json").stdout)["items"]
+    ]
     assert not [name for name in left if name.startswith("kueue-")]
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "after-kueue", "namespace": NAMESPACE},
-           "spec": {"template": {"spec": {"restartPolicy": "Never",
-                                          "containers": [{"name": "c", "image": "registry.example/x:1"}]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "after-kueue", "namespace": NAMESPACE},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.example/x:1"}]}
+            }
+        },
+    }
     created = cluster.kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(job), check=False)
     assert created.returncode == 0, created.stderr

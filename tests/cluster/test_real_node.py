@@ -54,12 +54,33 @@ pytestmark = [
 def spec(image: str, storage: Path, stac_url: str, eurosat_path: Path, name: str = EXPERIMENT, **pretrain) -> dict:
     quickstart = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     body = quickstart["spec"]
-    body.update(storage=storage.as_uri(), storageClaim=CLAIM, image=image, imagePullPolicy="IfNotPresent",
-                evaluateResources={"cpu": "1", "memory": "3Gi", "gpus": 0})
-    body["collect"].update(stacUrl=stac_url, locations=24, cities=40, patchSize=32, samplesPerShard=6,
-                           resources={"cpu": "1", "memory": "2Gi"})
-    body["pretrain"].update({"nodes": 2, "maxSteps": 6, "batchSize": 8, "queueSize": 64, "inputSize": 32,
-                             "checkpointEverySteps": 3, "resources": {"cpu": "900m", "memory": "3Gi"}, **pretrain})
+    body.update(
+        storage=storage.as_uri(),
+        storageClaim=CLAIM,
+        image=image,
+        imagePullPolicy="IfNotPresent",
+        evaluateResources={"cpu": "1", "memory": "3Gi", "gpus": 0},
+    )
+    body["collect"].update(
+        stacUrl=stac_url,
+        locations=24,
+        cities=40,
+        patchSize=32,
+        samplesPerShard=6,
+        resources={"cpu": "1", "memory": "2Gi"},
+    )
+    body["pretrain"].update(
+        {
+            "nodes": 2,
+            "maxSteps": 6,
+            "batchSize": 8,
+            "queueSize": 64,
+            "inputSize": 32,
+            "checkpointEverySteps": 3,
+            "resources": {"cpu": "900m", "memory": "3Gi"},
+            **pretrain,
+        }
+    )
     body["evaluate"][0].update(epochs=2, dataPath=str(eurosat_path))
     body["publish"] = {"name": f"{name}-rn18", "version": "1"}
     return {**quickstart, "metadata": {"name": name}}
@@ -69,8 +90,9 @@ def spec(image: str, storage: Path, stac_url: str, eurosat_path: Path, name: str
 def real_cluster(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("realnode")
     # The version-stamped kube-apiserver, which Kueue requires (the preemption test starts it).
-    with realnode.cluster(workdir, log=lambda line: print(line, file=sys.stderr),
-                          bin=kueue_build.control_plane_bin(workdir / "bin")) as real:
+    with realnode.cluster(
+        workdir, log=lambda line: print(line, file=sys.stderr), bin=kueue_build.control_plane_bin(workdir / "bin")
+    ) as real:
         prepare(real.plane, tmp_path_factory)
         os.chown(real.plane.storage, render.RUN_AS_USER, render.RUN_AS_USER)  # hostPath gets no fsGroup
         os.chmod(real.plane.storage, 0o2775)
@@ -78,8 +100,9 @@ def real_cluster(tmp_path_factory):
 
 
 def _seconds(job: dict) -> float:
-    started, finished = (datetime.fromisoformat(job["status"][key].replace("Z", "+00:00"))
-                         for key in ("startTime", "completionTime"))
+    started, finished = (
+        datetime.fromisoformat(job["status"][key].replace("Z", "+00:00")) for key in ("startTime", "completionTime")
+    )
     return (finished - started).total_seconds()
 
 
@@ -112,12 +135,16 @@ def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp
     driver_log = secoctl(env, "logs", EXPERIMENT, "--stage", "driver", "-n", NAMESPACE)
     assert outcome == {"Complete"}, driver_log.stdout + driver_log.stderr
 
-    jobs = {job["metadata"]["labels"].get(render.LABEL_STAGE): job for job in kube_json(
-        plane, "get", "jobs", "-n", NAMESPACE, "-l", f"seco.dev/experiment={EXPERIMENT}")["items"]}
+    jobs = {
+        job["metadata"]["labels"].get(render.LABEL_STAGE): job
+        for job in kube_json(plane, "get", "jobs", "-n", NAMESPACE, "-l", f"seco.dev/experiment={EXPERIMENT}")["items"]
+    }
     figures = {stage: _seconds(jobs[stage]) for stage in STAGES}
     with capsys.disabled():  # the figures the issue asks for, in CI's log too
-        print(f"\nreal pods: {', '.join(f'{k} {v:.0f} s' for k, v in real_cluster.timings.items())}; "
-              f"{', '.join(f'{k} {v:.0f} s' for k, v in figures.items())}; from apply to the driver's end {elapsed:.0f} s")
+        print(
+            f"\nreal pods: {', '.join(f'{k} {v:.0f} s' for k, v in real_cluster.timings.items())}; "
+            f"{', '.join(f'{k} {v:.0f} s' for k, v in figures.items())}; from apply to the driver's end {elapsed:.0f} s"
+        )
     assert jobs["pretrain"]["status"]["succeeded"] == 2
     # Every pod ran on the real node, in the image, as the restricted profile's user.
     pods = kube_json(plane, "get", "pods", "-n", NAMESPACE, "-l", f"seco.dev/experiment={EXPERIMENT}")["items"]
@@ -169,16 +196,36 @@ def cpu_quota(plane, cpu: str) -> None:
 
 def urgent_job(image: str, cpu: str) -> dict:
     """A short Job of a higher priority in the same queue, as the restricted profile admits it."""
-    container = {"name": "urgent", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "2"],
-                 "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}, "limits": {"cpu": cpu, "memory": "64Mi"}},
-                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": "urgent", "namespace": NAMESPACE, "labels": {"kueue.x-k8s.io/queue-name": QUEUE}},
-            "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
-                "priorityClassName": URGENT, "restartPolicy": "Never", "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": render.RUN_AS_USER,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [container]}}}}
+    container = {
+        "name": "urgent",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", "2"],
+        "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}, "limits": {"cpu": cpu, "memory": "64Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "urgent", "namespace": NAMESPACE, "labels": {"kueue.x-k8s.io/queue-name": QUEUE}},
+        "spec": {
+            "suspend": True,
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "priorityClassName": URGENT,
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": render.RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                }
+            },
+        },
+    }
 
 
 def with_stop_budget(plane, name: str, stop_s: int) -> None:
@@ -200,8 +247,10 @@ def with_stop_budget(plane, name: str, stop_s: int) -> None:
 
 
 def has_condition(obj: dict, kind: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions", [])
-                 if c["type"] == kind and c["status"] == "True"), None)
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind and c["status"] == "True"),
+        None,
+    )
 
 
 def events(log: str) -> list[dict]:
@@ -222,8 +271,15 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
     datasets = eurosat.make(storage / "datasets" / "eurosat-preempted", {"train": 4, "val": 2, "test": 4})
     stac_port = free_port()
     # Only the SIGTERM checkpoint can exist before the end: the readmitted pods resume from it or from step 0.
-    document = spec(real_cluster.image, storage, f"http://{realnode.ADDRESS}:{stac_port}", datasets, name=PREEMPTED,
-                    maxSteps=PREEMPT_STEPS, checkpointEverySteps=10 * PREEMPT_STEPS)
+    document = spec(
+        real_cluster.image,
+        storage,
+        f"http://{realnode.ADDRESS}:{stac_port}",
+        datasets,
+        name=PREEMPTED,
+        maxSteps=PREEMPT_STEPS,
+        checkpointEverySteps=10 * PREEMPT_STEPS,
+    )
     document["spec"].update(queueName=QUEUE, priorityClassName="seco-batch")
     path = tmp_path / f"{PREEMPTED}.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -239,8 +295,11 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
 
     def workload_of(name: str) -> dict:
         uid = job(name)["metadata"]["uid"]
-        return next(w for w in kube_json(plane, "get", "workloads.kueue.x-k8s.io", "-n", NAMESPACE)["items"]
-                    if any(o["uid"] == uid for o in w["metadata"].get("ownerReferences", [])))
+        return next(
+            w
+            for w in kube_json(plane, "get", "workloads.kueue.x-k8s.io", "-n", NAMESPACE)["items"]
+            if any(o["uid"] == uid for o in w["metadata"].get("ownerReferences", []))
+        )
 
     def logged_steps() -> list[int]:
         text = store.read_text(pretrain.path("metrics.jsonl")) if store.exists(pretrain.path("metrics.jsonl")) else ""
@@ -249,10 +308,21 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
     exit_codes: set[int] = set()
 
     def pretrain_pods_gone() -> bool:
-        pods = kube_json(plane, "get", "pods", "-n", NAMESPACE, "-l",
-                         f"{render.LABEL_EXPERIMENT}={PREEMPTED},{render.LABEL_STAGE}=pretrain")["items"]
-        exit_codes.update(c["state"]["terminated"]["exitCode"] for p in pods
-                          for c in p["status"].get("containerStatuses", []) if "terminated" in c["state"])
+        pods = kube_json(
+            plane,
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            f"{render.LABEL_EXPERIMENT}={PREEMPTED},{render.LABEL_STAGE}=pretrain",
+        )["items"]
+        exit_codes.update(
+            c["state"]["terminated"]["exitCode"]
+            for p in pods
+            for c in p["status"].get("containerStatuses", [])
+            if "terminated" in c["state"]
+        )
         return not pods
 
     with serve(world, stac_port=stac_port, host=realnode.ADDRESS):
@@ -264,15 +334,25 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
             # The queue holds the pretrain's 2 × 900m and no more: the urgent Job fits only by preempting it.
             cpu_quota(plane, "1800m")
             plane.kubectl("apply", "-f", "-", stdin=json.dumps(urgent_job(real_cluster.image, "500m")))
-            evicted = wait_for("Kueue to preempt the pretrain", lambda: has_condition(
-                workload_of(f"{PREEMPTED}-pretrain"), "Evicted"), timeout=120, every=0.5)
+            evicted = wait_for(
+                "Kueue to preempt the pretrain",
+                lambda: has_condition(workload_of(f"{PREEMPTED}-pretrain"), "Evicted"),
+                timeout=120,
+                every=0.5,
+            )
             assert evicted["reason"] == "Preempted", evicted
             wait_for("the preempted pods to stop", pretrain_pods_gone, timeout=300, every=0.5)
             reached = logged_steps()[-1]
-            wait_for("the urgent Job to complete", lambda: has_condition(job("urgent"), "Complete"), timeout=300, every=1)
+            wait_for(
+                "the urgent Job to complete", lambda: has_condition(job("urgent"), "Complete"), timeout=300, every=1
+            )
             cpu_quota(plane, "256")
-            wait_for("the pretrain to be readmitted", lambda: not job(f"{PREEMPTED}-pretrain")["spec"].get("suspend"),
-                     timeout=120, every=1)
+            wait_for(
+                "the pretrain to be readmitted",
+                lambda: not job(f"{PREEMPTED}-pretrain")["spec"].get("suspend"),
+                timeout=120,
+                every=1,
+            )
 
             def finished():
                 conditions = {c["type"] for c in job(f"{PREEMPTED}-driver")["status"].get("conditions", [])}
@@ -280,8 +360,10 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
 
             outcome = wait_for("the driver pod to finish", finished, timeout=1800, every=5)
         finally:
-            print(plane.kubectl("get", "pods,jobs,workloads", "-n", NAMESPACE, "-o", "wide", check=False).stdout,
-                  file=sys.stderr)
+            print(
+                plane.kubectl("get", "pods,jobs,workloads", "-n", NAMESPACE, "-o", "wide", check=False).stdout,
+                file=sys.stderr,
+            )
     driver_log = secoctl(env, "logs", PREEMPTED, "--stage", "driver", "-n", NAMESPACE)
     assert outcome == {"Complete"}, driver_log.stdout + driver_log.stderr
 
@@ -293,8 +375,11 @@ def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_rea
     # Every window once: nothing trained twice, nothing skipped.
     assert logged_steps() == list(range(PRETRAIN_WINDOW_STEPS, PREEMPT_STEPS + 1, PRETRAIN_WINDOW_STEPS))
     for index in (0, 1):  # each pod's log in storage, the preempted pod's then the readmitted one's
-        told = [(e["event"], e.get("step")) for e in events(partlog.read(pretrain.uri, index))
-                if e["event"] in ("stopped", "resumed")]
+        told = [
+            (e["event"], e.get("step"))
+            for e in events(partlog.read(pretrain.uri, index))
+            if e["event"] in ("stopped", "resumed")
+        ]
         assert told == [("stopped", reached), ("resumed", reached)], (index, told)
     assert exit_codes <= {143}, exit_codes  # the checkpointed stop, not a kill after the grace period
     status = job(f"{PREEMPTED}-pretrain")["status"]

@@ -19,9 +19,15 @@ SMALLEST = ["--experiments", "2", "--nodes", "6", "--workers", "3", "--poll", "1
 
 @pytest.fixture(scope="module")
 def run():
-    return subprocess.run([sys.executable, "-m", "benchmarks.scale", *SMALLEST], cwd=ROOT, capture_output=True,
-                          text=True, timeout=580, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "XDG_CACHE_HOME": CACHE_HOME, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", *SMALLEST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=580,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "XDG_CACHE_HOME": CACHE_HOME, "PYTHONPATH": str(ROOT)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,17 @@ def test_the_scale_benchmark_runs_every_experiment_to_the_end_and_counts_what_it
 @pytest.mark.slow
 def test_the_scale_benchmark_prints_its_report_before_its_json(run, result):
     lines = run.stdout.splitlines()
-    for prefix in ("2 experiments, 6 kwok nodes, collect at 3 parts", "apply: min ", "requests_apply: ",
-                   "requests_drivers: ", "requests_status_all: ", "the drivers' own: ", "status (all): ",
-                   "apiserver RSS: peak ", "load average (1 min): ", "kueue: ", "experiments complete 2/2"):
+    for prefix in (
+        "2 experiments, 6 kwok nodes, collect at 3 parts",
+        "apply: min ",
+        "requests_apply: ",
+        "requests_drivers: ",
+        "requests_status_all: ",
+        "the drivers' own: ",
+        "status (all): ",
+        "apiserver RSS: peak ",
+        "load average (1 min): ",
+        "kueue: ",
+        "experiments complete 2/2",
+    ):
         assert any(line.startswith(prefix) for line in lines), f"no line starting {prefix!r}"

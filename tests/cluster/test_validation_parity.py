@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,24 +23,32 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from secoctl import render, stages
-from secoctl.spec import k8s_rules
-from secoctl.spec import quantity
 from secoctl.backends.kubernetes.client import FIELD_MANAGER, ApiError, Cluster
-from secoctl.cli import app
 from secoctl.backends.kubernetes.jobstate import KUEUE_QUEUE_LABEL
-from secoctl.spec import Experiment, Toleration, parse_experiment
+from secoctl.cli import app
+from secoctl.spec import Experiment, Toleration, k8s_rules, parse_experiment, quantity
 
 NAMESPACE = "validation-parity"  # of its own: no quota or limit of manifests/ judges a request
 SPECS = 600
 MIN_SPECS = 500
 BASE = {
-    "apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "parity"},
+    "apiVersion": "seco.dev/v1alpha1",
+    "kind": "Experiment",
+    "metadata": {"name": "parity"},
     "spec": {
-        "storage": "file:///data/seco", "storageClaim": "secoctl-storage", "image": "registry.example/secoctl:test",
+        "storage": "file:///data/seco",
+        "storageClaim": "secoctl-storage",
+        "image": "registry.example/secoctl:test",
         "storageSecret": {"secretName": "s3-credentials"},
         "collect": {"source": "stac", "stacUrl": "http://stac.example", "locations": 8, "workers": 2},
-        "pretrain": {"backbone": "resnet18", "nodes": 2, "gpusPerNode": 1, "batchSize": 16, "queueSize": 64,
-                     "maxSteps": 10},
+        "pretrain": {
+            "backbone": "resnet18",
+            "nodes": 2,
+            "gpusPerNode": 1,
+            "batchSize": 16,
+            "queueSize": 64,
+            "maxSteps": 10,
+        },
         "evaluate": [{"task": "eurosat", "protocol": "linear", "baselines": ["random"]}],
         "publish": {"name": "parity-weights", "version": "1"},
     },
@@ -59,25 +66,58 @@ def near(pattern: re.Pattern[str], alphabet: str = NAME_CHARS, max_size: int = 7
 
 
 names = near(k8s_rules.DNS1123_SUBDOMAIN)
-label_keys = st.builds(lambda prefix, name: prefix + name,
-                       st.sampled_from(["", "", "example.com/", "k8s.io/", "Example.com/", "a_b/", "/"]),
-                       near(k8s_rules.LABEL_NAME))
+label_keys = st.builds(
+    lambda prefix, name: prefix + name,
+    st.sampled_from(["", "", "example.com/", "k8s.io/", "Example.com/", "a_b/", "/"]),
+    near(k8s_rules.LABEL_NAME),
+)
 label_values = near(k8s_rules.LABEL_NAME)
 quantities = near(k8s_rules.QUANTITY, "0123456789.+-eEkKMGTPimnu ", 24)
-digests = st.sampled_from(["", "", "", f"@sha256:{'a' * 64}", f"@sha256:{'a' * 63}", f"@sha256:{'A' * 64}",
-                           f"@sha512:{'0' * 128}", f"@md5:{'0' * 32}", "@sha256:"])
+digests = st.sampled_from(
+    [
+        "",
+        "",
+        "",
+        f"@sha256:{'a' * 64}",
+        f"@sha256:{'a' * 63}",
+        f"@sha256:{'A' * 64}",
+        f"@sha512:{'0' * 128}",
+        f"@md5:{'0' * 32}",
+        "@sha256:",
+    ]
+)
 images = st.one_of(
-    st.builds(lambda host, path, tag, digest: host + path + tag + digest,
-              st.sampled_from(["", "localhost:5000/", "registry.example/", "Registry.Example:5000/", "[::1]/",
-                               "127.0.0.1:80/", "a_b/", "http://"]),
-              near(re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)?"), "abzAZ09._-/", 20),
-              st.just("") | near(re.compile(r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,130}"), ":abz09._-", 132),
-              digests),
-    st.text("abAZ09._-/:@ \n", max_size=30))
-tolerations = st.lists(st.fixed_dictionaries({
-    "key": st.none() | label_keys, "operator": st.sampled_from(["Exists", "Equal", "Exists", "Equal", "Lt", ""]),
-    "value": st.none() | st.none() | label_values,
-    "effect": st.sampled_from([None, "NoSchedule", "PreferNoSchedule", "NoExecute", "Never"])}), max_size=2)
+    st.builds(
+        lambda host, path, tag, digest: host + path + tag + digest,
+        st.sampled_from(
+            [
+                "",
+                "localhost:5000/",
+                "registry.example/",
+                "Registry.Example:5000/",
+                "[::1]/",
+                "127.0.0.1:80/",
+                "a_b/",
+                "http://",
+            ]
+        ),
+        near(re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)?"), "abzAZ09._-/", 20),
+        st.just("") | near(re.compile(r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,130}"), ":abz09._-", 132),
+        digests,
+    ),
+    st.text("abAZ09._-/:@ \n", max_size=30),
+)
+tolerations = st.lists(
+    st.fixed_dictionaries(
+        {
+            "key": st.none() | label_keys,
+            "operator": st.sampled_from(["Exists", "Equal", "Exists", "Equal", "Lt", ""]),
+            "value": st.none() | st.none() | label_values,
+            "effect": st.sampled_from([None, "NoSchedule", "PreferNoSchedule", "NoExecute", "Never"]),
+        }
+    ),
+    max_size=2,
+)
 
 
 def _camel(snake: str) -> str:
@@ -94,12 +134,22 @@ FIELDS = st.one_of(
     st.tuples(st.just("metadata.name"), near(k8s_rules.DNS1035_LABEL) | near(k8s_rules.DNS1123_LABEL) | names),
     st.tuples(st.just("metadata.labels"), st.dictionaries(label_keys, label_values, min_size=1, max_size=2)),
     st.tuples(st.sampled_from(["spec.image", "spec.driverImage"]), images),
-    st.tuples(st.sampled_from(["spec.priorityClassName", "spec.storageClaim", "spec.storageSecret.secretName",
-                               "spec.queueName"]), names),
-    st.tuples(st.just("spec.storage"), st.builds("file://{}".format, near(re.compile(r"(/[a-z0-9._:-]{1,8}){1,3}"),
-                                                                       "/abz.:_ -", 24)
-                                                 | st.sampled_from(["/tmp", "/etc/secoctl", "/dev/shm", "/"]))),
-    _resources_field("cpu", quantities), _resources_field("memory", quantities),
+    st.tuples(
+        st.sampled_from(
+            ["spec.priorityClassName", "spec.storageClaim", "spec.storageSecret.secretName", "spec.queueName"]
+        ),
+        names,
+    ),
+    st.tuples(
+        st.just("spec.storage"),
+        st.builds(
+            "file://{}".format,
+            near(re.compile(r"(/[a-z0-9._:-]{1,8}){1,3}"), "/abz.:_ -", 24)
+            | st.sampled_from(["/tmp", "/etc/secoctl", "/dev/shm", "/"]),
+        ),
+    ),
+    _resources_field("cpu", quantities),
+    _resources_field("memory", quantities),
     _resources_field("ephemeral_storage", quantities),
     _resources_field("node_selector", st.dictionaries(label_keys, label_values, min_size=1, max_size=2)),
     _resources_field("tolerations", tolerations),
@@ -161,8 +211,13 @@ def _server_refusals(cluster: Cluster, objects: list[dict[str, Any]]) -> list[st
     for obj in objects:
         path = cluster.path(obj["kind"]) + "/" + quote(obj["metadata"]["name"], safe="")
         try:
-            cluster.request("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
-                            query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")])
+            cluster.request(
+                "PATCH",
+                path,
+                body=obj,
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")],
+            )
         except ApiError as error:  # server-side apply answers 500 for a quantity it cannot parse
             refusals.append(f"{obj['kind']} {obj['metadata']['name']!r}: {error}")
     return refusals
@@ -181,8 +236,14 @@ def test_validate_refuses_first_whatever_the_server_refuses(cluster, tmp_path, m
     judged: Counter[str] = Counter()
     disagreements: list[str] = []
 
-    @settings(max_examples=SPECS, derandomize=True, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=SPECS,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(FIELDS)
     def judge(change: tuple[str, Any]) -> None:
         path, value = change
@@ -192,17 +253,23 @@ def test_validate_refuses_first_whatever_the_server_refuses(cluster, tmp_path, m
         experiment = parse_experiment(_document(path, value)) if accepted else _unvalidated(base, path, value)
         refusals = _server_refusals(server, _as_sent(experiment))
         field = ".".join(_camel(part) for part in path.split("."))
-        judged[f"{field} {'accepted' if accepted else 'refused'} by validate, "
-               f"{'refused' if refusals else 'accepted'} by the server"] += 1
+        judged[
+            f"{field} {'accepted' if accepted else 'refused'} by validate, "
+            f"{'refused' if refusals else 'accepted'} by the server"
+        ] += 1
         if refusals and (result.exit_code != 2 or f": {field}" not in result.stderr):
-            disagreements.append(f"{field} = {value!r}: validate exit {result.exit_code} {result.stderr.strip()!r}; "
-                                 f"server: {refusals[0]}")
+            disagreements.append(
+                f"{field} = {value!r}: validate exit {result.exit_code} {result.stderr.strip()!r}; "
+                f"server: {refusals[0]}"
+            )
 
     judge()
     for line in sorted(judged.items()):
         print(f"{line[1]:5d}  {line[0]}", file=sys.stderr)
-    print(f"validation parity: {sum(judged.values())} generated specs, {len(disagreements)} disagreements",
-          file=sys.stderr)
+    print(
+        f"validation parity: {sum(judged.values())} generated specs, {len(disagreements)} disagreements",
+        file=sys.stderr,
+    )
     for line in disagreements:
         print(f"  {line}", file=sys.stderr)
     assert sum(judged.values()) >= MIN_SPECS

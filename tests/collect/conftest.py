@@ -10,8 +10,8 @@ from jobs.collect import sampling
 from jobs.localcloud.cloud import built_world
 from secoctl import plan, store
 from secoctl.backends.local.executor import LocalExecutor
-from secoctl.stored import named_stage_tree
 from secoctl.spec.file import load_documents
+from secoctl.stored import named_stage_tree
 
 SPEC = """
 apiVersion: seco.dev/v1alpha1
@@ -43,7 +43,12 @@ def experiment_for(stac_url: str, per_shard: int = 3, workers: int = 2, in_fligh
 
 def expected_outcomes(collect) -> dict[str, set[int]]:
     kept = sampling.kept_candidates(collect, collect.locations)
-    outcome: dict[str, set[int]] = {"accepted": set(), "dropped_overlap": set(), "dropped_no_scene": set(), "failed": set()}
+    outcome: dict[str, set[int]] = {
+        "accepted": set(),
+        "dropped_overlap": set(),
+        "dropped_no_scene": set(),
+        "failed": set(),
+    }
     for index in range(collect.locations):
         if not kept[index]:
             outcome["dropped_overlap"].add(index)
@@ -59,8 +64,7 @@ def expected_outcomes(collect) -> dict[str, set[int]]:
 @pytest.fixture(scope="session")
 def world_folder(tmp_path_factory) -> Path:
     collect = experiment_for("http://127.0.0.1:1").spec.collect
-    return built_world(collect, tmp_path_factory.mktemp("worlds"), MISSING_EVERY, CORRUPT,
-                       bands=tuple(collect.bands))
+    return built_world(collect, tmp_path_factory.mktemp("worlds"), MISSING_EVERY, CORRUPT, bands=tuple(collect.bands))
 
 
 def run_collect(experiment, storage: Path) -> dict:

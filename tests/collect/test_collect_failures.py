@@ -23,8 +23,7 @@ def test_an_unreachable_stac_api_is_one_line_and_the_traceback_stays_in_the_log(
 
     applied = run_cli("apply", "--local", str(spec), storage=storage)
 
-    line = (f"collect part 0: STAC API {stac_url} not reachable (connection refused): "
-            "check spec.collect.stacUrl")
+    line = f"collect part 0: STAC API {stac_url} not reachable (connection refused): check spec.collect.stacUrl"
     assert applied.returncode == 1
     assert applied.stderr.strip().splitlines()[-1] == line
     assert "Traceback" not in applied.stderr and "Traceback" not in applied.stdout
@@ -42,6 +41,8 @@ def test_a_stac_api_answering_500_is_one_line_naming_the_field(world_folder: Pat
         with pytest.raises(StageFailed) as failed:
             run_collect(experiment_for(cloud.stac_url, workers=1), storage)
     assert failed.value.exit_code == PREDICTABLE_EXIT
-    assert failed.value.message == (f"collect part 0: STAC API {cloud.stac_url} kept answering errors "
-                                    "(too many 500 error responses): check spec.collect.stacUrl")
+    assert failed.value.message == (
+        f"collect part 0: STAC API {cloud.stac_url} kept answering errors "
+        "(too many 500 error responses): check spec.collect.stacUrl"
+    )
     assert "Traceback" in store.read_text(failed.value.log_location)  # the story, for `secoctl logs`

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import json
 
 import numpy as np
 import rasterio
@@ -22,11 +21,11 @@ from shapely.geometry import Point, shape
 
 from jobs.common.shards import read_shard, shard_entries
 from jobs.localcloud.cloud import serve
-from jobs.localcloud.world import scene_folder
 from jobs.localcloud.servers import fault_report
+from jobs.localcloud.world import scene_folder
 from secoctl import store
 from secoctl.stored import named_stage_tree
-from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
+from tests.collect.conftest import expected_outcomes, experiment_for, run_collect
 
 COG_FAULTS = [
     {"path": r"/B03\.tif", "action": "status", "status": 429, "retry_after": 1, "times": 3},
@@ -51,8 +50,10 @@ def test_every_good_location_once_bad_ones_counted_under_faults(world_folder: Pa
         index = run_collect(experiment, storage)
         fired = {"stac": fault_report(cloud.stac_proxy), "cogs": fault_report(cloud.cog_proxy)}
     for side in fired.values():
-        assert all(rule["fired"] == rule_spec["times"] for rule, rule_spec in
-                   zip(side["rules"], STAC_FAULTS if side is fired["stac"] else COG_FAULTS)), fired
+        assert all(
+            rule["fired"] == rule_spec["times"]
+            for rule, rule_spec in zip(side["rules"], STAC_FAULTS if side is fired["stac"] else COG_FAULTS)
+        ), fired
 
     expected = expected_outcomes(experiment.spec.collect)
     keys = [sample.key for entry in shard_entries(index) for sample in read_shard(entry["uri"])]
@@ -70,8 +71,9 @@ def _scene_red(world_folder: Path, scene: str, crs: str, transform: list[float])
         if source.crs.to_string() == crs:
             left, top = transform[2], transform[5]
             return source.read(1, window=from_bounds(left, top - 320, left + 320, top, transform=source.transform))
-        with WarpedVRT(source, crs=crs, transform=Affine(*transform), width=32, height=32,
-                       resampling=Resampling.nearest) as warped:
+        with WarpedVRT(
+            source, crs=crs, transform=Affine(*transform), width=32, height=32, resampling=Resampling.nearest
+        ) as warped:
             return warped.read(1)
 
 
@@ -102,8 +104,10 @@ def test_shards_hold_the_scenes_pixels_as_real_items_shape_them(world_folder: Pa
 
 
 def _shard_digests(index: dict, storage: Path) -> dict[str, str]:
-    return {entry["uri"].removeprefix(storage.as_uri()): hashlib.sha256(store.read_bytes(entry["uri"])).hexdigest()
-            for entry in shard_entries(index)}
+    return {
+        entry["uri"].removeprefix(storage.as_uri()): hashlib.sha256(store.read_bytes(entry["uri"])).hexdigest()
+        for entry in shard_entries(index)
+    }
 
 
 def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folder: Path, tmp_path: Path):
@@ -113,14 +117,18 @@ def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folde
         reference = run_collect(experiment, clean)
 
         from secoctl.backends.local.executor import LocalExecutor
+
         executor = LocalExecutor(resumed.as_uri())
         stored = executor.prepare(experiment)
         spec_uri = store.join(executor.location(stored), "spec.yaml")
         collected = Path(named_stage_tree(stored, "collect").uri.removeprefix("file://"))
         chunks = collected / "chunks"
-        worker = subprocess.Popen([sys.executable, "-m", "jobs.collect", "--spec", spec_uri],
-                                  env={**os.environ, "JOB_COMPLETION_INDEX": "0", "SECOCTL_PARTS": "1"},
-                                  stdout=subprocess.DEVNULL, start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "jobs.collect", "--spec", spec_uri],
+            env={**os.environ, "JOB_COMPLETION_INDEX": "0", "SECOCTL_PARTS": "1"},
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while not (chunks.exists() and len(list(chunks.iterdir())) >= 2) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -131,7 +139,8 @@ def test_a_worker_killed_mid_run_resumes_to_the_uninterrupted_result(world_folde
         assert not (collected / "parts").exists()
         index = run_collect(experiment, resumed)
 
-    strip = lambda idx: [{**p["summary"], "shards": [{**s, "uri": None} for s in p["summary"]["shards"]]}
-                         for p in idx["parts"]]
+    def strip(idx):
+        return [{**p["summary"], "shards": [{**s, "uri": None} for s in p["summary"]["shards"]]} for p in idx["parts"]]
+
     assert strip(index) == strip(reference)
     assert _shard_digests(index, resumed) == _shard_digests(reference, clean)

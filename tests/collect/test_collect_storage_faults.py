@@ -19,8 +19,11 @@ from tests.storage_faults import s3_behind_faults, write_faults
 BUCKET = "seco-collect-faults"
 # the shards, each chunk's record (it commits the chunk's shard) and the parts' markers
 # the collect dataset's folder, datasets/collect-<fingerprint>
-FAULTS = [*write_faults(r"/collect-[0-9a-f]+/shards/"), *write_faults(r"/collect-[0-9a-f]+/chunks/"),
-          *write_faults(r"/collect-[0-9a-f]+/parts/")]
+FAULTS = [
+    *write_faults(r"/collect-[0-9a-f]+/shards/"),
+    *write_faults(r"/collect-[0-9a-f]+/chunks/"),
+    *write_faults(r"/collect-[0-9a-f]+/parts/"),
+]
 
 
 @pytest.mark.slow

@@ -49,8 +49,9 @@ def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 def test_the_world_is_served_on_and_names_a_non_loopback_address(world_folder: Path, host: str, kind: str):
     options = {"latency_ms": 1.0, "signed": True} if kind == "proxied-and-signed" else {}
     with serve(world_folder, host=host, **options) as cloud:
-        assert {urlsplit(url).hostname for url in (cloud.stac_url, cloud.cog_url, cloud.sas_url or cloud.cog_url)
-                } == {host}
+        assert {urlsplit(url).hostname for url in (cloud.stac_url, cloud.cog_url, cloud.sas_url or cloud.cog_url)} == {
+            host
+        }
         status, _, body = _get(f"{cloud.stac_url}/search?limit=4")
         assert status == 200
         items = json.loads(body)["features"]
@@ -72,8 +73,9 @@ def test_only_an_address_of_this_machine_is_served_and_loopback_names_stay_127_0
     for refused in ("203.0.113.9", "stac.example", "0.0.0.0", None):
         assert serving_host(refused) is None
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(source="stac", stac_url="http://203.0.113.9:8080/", per_shard=3, workers=1,
-                                in_flight=1))
+    spec.write_text(
+        SPEC.format(source="stac", stac_url="http://203.0.113.9:8080/", per_shard=3, workers=1, in_flight=1)
+    )
     with pytest.raises(SystemExit) as refused:
         main(["run", "--spec", str(spec), "--cache", str(tmp_path / "cache"), "--", "true"])
     error = capsys.readouterr().err.strip().splitlines()[-1]

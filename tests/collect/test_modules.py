@@ -34,12 +34,18 @@ def imported(module: str) -> set[str]:
 
 def test_the_collect_modules_import_one_another_without_a_cycle():
     order = list(TopologicalSorter({module: imported(module) for module in MODULES}).static_order())
-    assert order.index("jobs.collect.outcomes") < order.index("jobs.collect.signing") < order.index("jobs.collect.stage")
+    assert (
+        order.index("jobs.collect.outcomes") < order.index("jobs.collect.signing") < order.index("jobs.collect.stage")
+    )
 
 
 def test_no_collect_module_makes_a_pool_when_imported():
-    pools = [f"{module}.{name}" for module in MODULES for name, value in vars(import_module(module)).items()
-             if isinstance(value, Executor)]
+    pools = [
+        f"{module}.{name}"
+        for module in MODULES
+        for name, value in vars(import_module(module)).items()
+        if isinstance(value, Executor)
+    ]
     assert pools == []
 
 

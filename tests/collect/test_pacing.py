@@ -10,7 +10,7 @@ from jobs.collect.pacing import DECREASE_COOLDOWN_S, AdaptiveLimit, throttling_e
 from jobs.common.shards import read_shard, shard_entries
 from jobs.localcloud.cloud import serve
 from jobs.localcloud.servers import fault_report
-from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
+from tests.collect.conftest import expected_outcomes, experiment_for, run_collect
 
 
 class Clock:

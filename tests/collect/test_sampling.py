@@ -1,13 +1,12 @@
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pystac
 
 from jobs.collect import sampling
 from jobs.collect.pixels import harmonise, processing_offset
 from jobs.collect.scenes import choose
 from secoctl.spec import Collect
-
-import numpy as np
-import pystac
-from datetime import datetime, timezone
 
 
 def test_a_candidate_depends_only_on_seed_and_index():

@@ -19,7 +19,7 @@ from jobs.localcloud.servers import free_port, token_server, tokens_issued
 from secoctl import store
 from secoctl.backends.local.executor import StageFailed
 from secoctl.partlog import PREDICTABLE_EXIT
-from tests.collect.conftest import experiment_for, expected_outcomes, run_collect
+from tests.collect.conftest import expected_outcomes, experiment_for, run_collect
 
 HREF = "/sentinel2l2a01/sentinel2-l2/S2B_MSIL2A_20220601T100000/B04.tif"
 
@@ -59,19 +59,25 @@ def test_tokens_are_cached_per_container_and_kept_out_of_error_text():
         signer = Signer(sas_url)
         first = signer.sign("http://127.0.0.1:1" + HREF)
         assert signer.sign("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/x/B02.tif").endswith(
-            first.split("?", 1)[1])
+            first.split("?", 1)[1]
+        )
         signer.sign("http://127.0.0.1:1/landsateuwest/landsat-c2/x/B02.tif")
         assert tokens_issued(sas_url) == 2
     assert storage_container("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/a/b.tif") == (
-        "sentinel2l2a01", "sentinel2-l2")
+        "sentinel2l2a01",
+        "sentinel2-l2",
+    )
     assert redact(f"Error opening '{first}': 403") == f"Error opening 'http://127.0.0.1:1{HREF}?<SAS token>': 403"
 
 
 @pytest.mark.parametrize("endpoint", ["down", "silent"])
 def test_an_unreachable_token_service_is_one_line_that_says_what_to_fix(endpoint: str):
     with contextlib.ExitStack() as stack:
-        sas_url = (f"http://127.0.0.1:{free_port()}/api/sas/v1/token" if endpoint == "down"
-                   else stack.enter_context(silent_endpoint()))
+        sas_url = (
+            f"http://127.0.0.1:{free_port()}/api/sas/v1/token"
+            if endpoint == "down"
+            else stack.enter_context(silent_endpoint())
+        )
         signer = Signer(sas_url)
         with pytest.raises(TokenServiceUnreachable) as first:
             signer.sign("http://127.0.0.1:1" + HREF)
@@ -95,8 +101,9 @@ def test_a_part_whose_token_service_is_down_fails_with_that_line(world_folder: P
     assert "Traceback" in store.read_text(failed.value.log_location)  # the story, for `secoctl logs`
 
 
-def test_tokens_that_expire_mid_run_are_renewed_and_no_location_fails_for_it(world_folder: Path, storage: Path,
-                                                                             monkeypatch):
+def test_tokens_that_expire_mid_run_are_renewed_and_no_location_fails_for_it(
+    world_folder: Path, storage: Path, monkeypatch
+):
     # storage stops honouring each token after 2 s though the service states 45 minutes: only a
     # re-sign on 403 gets past it, and it must not cost a location
     with serve(world_folder, latency_ms=50, signed=True, token_lifetime_s=2, token_stated_lifetime_s=2700) as cloud:

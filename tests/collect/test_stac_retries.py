@@ -36,8 +36,13 @@ def sleeps(monkeypatch) -> list[float]:
 
 
 # What urllib3 sleeps before the second and third try: the capped hint, or its backoff (0, then 1 s).
-WAITS = {"99999": [MAX_HOLD_S, MAX_HOLD_S], "Wed, 21 Oct 2099 07:28:00 GMT": [MAX_HOLD_S, MAX_HOLD_S],
-         "soon": [1.0], "-5": [1.0], "3": [3, 3]}
+WAITS = {
+    "99999": [MAX_HOLD_S, MAX_HOLD_S],
+    "Wed, 21 Oct 2099 07:28:00 GMT": [MAX_HOLD_S, MAX_HOLD_S],
+    "soon": [1.0],
+    "-5": [1.0],
+    "3": [3, 3],
+}
 
 
 @pytest.mark.parametrize("retry_after", sorted(WAITS))

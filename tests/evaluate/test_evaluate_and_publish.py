@@ -14,8 +14,8 @@ from jobs.pretrain import checkpoints
 from jobs.pretrain.seco import SeCo
 from secoctl import plan, store, weights
 from secoctl.backends.local.executor import LocalExecutor, StageFailed
-from secoctl.weights.backbone_keys import from_encoder_q
 from secoctl.spec.file import load_documents
+from secoctl.weights.backbone_keys import from_encoder_q
 from tests.conftest import run_cli
 
 SPEC = """
@@ -23,7 +23,8 @@ apiVersion: seco.dev/v1alpha1
 kind: Experiment
 metadata: {{name: eval-test}}
 spec:
-  collect: {{source: stac, stacUrl: "http://127.0.0.1:1", locations: 4, patchSize: 32, bands: [B02, B03, B04], workers: 1}}
+  collect: {{source: stac, stacUrl: "http://127.0.0.1:1", locations: 4, patchSize: 32, bands: [B02, B03, B04],
+            workers: 1}}
   pretrain: {{backbone: resnet18, nodes: 1, gpusPerNode: 0, batchSize: 16, inputSize: 64, queueSize: 64}}
   evaluate:
     - {{task: eurosat, protocol: linear, epochs: 15, dataPath: "{data}", baselines: [random]}}
@@ -47,8 +48,11 @@ def trained(tmp_path: Path, storage: Path):
     root = executor.location(experiment)
     torch.manual_seed(1)
     model = SeCo("resnet18", queue_size=64)
-    checkpoints.save(store.join(root, "pretrain", "checkpoints"), 7,
-                     {"model": model.state_dict(), "step": 7, "method": "seco", "backbone": "resnet18"})
+    checkpoints.save(
+        store.join(root, "pretrain", "checkpoints"),
+        7,
+        {"model": model.state_dict(), "step": 7, "method": "seco", "backbone": "resnet18"},
+    )
     for name in ("collect", "shards", "pretrain"):
         stage = plan.stage(experiment, name, single_machine=True)
         store.write_json(store.join(root, name, "_SUCCESS"), {"fingerprint": stage.fingerprint, "completed_at": 0})
@@ -64,13 +68,16 @@ def test_the_report_compares_this_run_with_its_baseline(trained, storage: Path):
     modern = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct-modern", "metrics.json"))
     assert modern["recipe"] == "modern" and all(r["test_samples"] == 40 for r in modern["results"].values())
     linear = store.read_json(store.join(root, "evaluate", "bigearthnet-linear-50pct", "metrics.json"))
-    assert linear["metric"] == "mAP" and all(r["train_samples"] == 12 and r["test_samples"] == 10
-                                               for r in linear["results"].values())
+    assert linear["metric"] == "mAP" and all(
+        r["train_samples"] == 12 and r["test_samples"] == 10 for r in linear["results"].values()
+    )
     finetuned = store.read_json(store.join(root, "evaluate", "bigearthnet-finetune-100pct", "metrics.json"))
     assert finetuned["protocol"] == "finetune" and all(0 < r["mAP"] <= 1 for r in finetuned["results"].values())
     changes = store.read_json(store.join(root, "evaluate", "oscd-finetune-100pct", "metrics.json"))
-    assert all(set(r) >= {"precision", "recall", "f1", "f1_global"} and r["test_pixels"] == 128 * 128
-               for r in changes["results"].values())
+    assert all(
+        set(r) >= {"precision", "recall", "f1", "f1_global"} and r["test_pixels"] == 128 * 128
+        for r in changes["results"].values()
+    )
     assert changes["recipe"] == "paper" and "per batch" in changes["definitions"]["f1"]
     assert "standard" in changes["definitions"]["f1_global"]
     assert changes["results"]["this-run"]["pretraining"] is None  # 4 locations is no paper pre-training set
@@ -80,7 +87,10 @@ def test_the_report_compares_this_run_with_its_baseline(trained, storage: Path):
     assert store.exists(store.join(root, "evaluate", "report.png"))
     table = store.read_text(store.join(root, "evaluate", "report.md"))
     assert "| eurosat-linear-100pct | accuracy | random |" in table
-    assert "| bigearthnet-finetune-100pct | mAP | this-run |" in table and "| oscd-finetune-100pct | f1 | random |" in table
+    assert (
+        "| bigearthnet-finetune-100pct | mAP | this-run |" in table
+        and "| oscd-finetune-100pct | f1 | random |" in table
+    )
 
 
 def test_a_corrupt_dataset_file_fails_naming_the_file(trained):
@@ -123,4 +133,6 @@ def test_publish_writes_the_query_encoder_under_torchvision_names(trained, stora
     # A second publish of the same version by another spec is refused: versions are immutable.
     with pytest.raises(Exception, match="immutable"):
         weights.publish(storage.as_uri(), "eval-test-rn18", "1", {})
-    assert json.loads(run_cli("weights", "show", "eval-test-rn18:1", storage=storage).stdout)["id"] == "eval-test-rn18-1"
+    assert (
+        json.loads(run_cli("weights", "show", "eval-test-rn18:1", storage=storage).stdout)["id"] == "eval-test-rn18-1"
+    )

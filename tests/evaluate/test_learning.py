@@ -34,8 +34,7 @@ def test_seco_pretraining_beats_random_init_in_a_ten_label_linear_probe():
     data = made_eurosat(train_per_class=10, test_per_class=100)
     random = probe_accuracies(random_init(), data, transform, [10], [100])["10/100"]
 
-    encoder, final_loss = pretrain(seed=2, steps=1200, count=256, parcel_count=5, batch=32, queue=QUEUE,
-                                   method="seco")
+    encoder, final_loss = pretrain(seed=2, steps=1200, count=256, parcel_count=5, batch=32, queue=QUEUE, method="seco")
     pretrained = probe_accuracies(encoder, data, transform, [10], [100])["10/100"]
 
     chance = 3 * math.log(QUEUE + 1)  # three sub-spaces, one positive among QUEUE negatives each
@@ -44,10 +43,36 @@ def test_seco_pretraining_beats_random_init_in_a_ten_label_linear_probe():
 
 
 def test_the_band_comparison_probes_each_set_per_seed_and_reports_the_mean_difference_with_its_error():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--bands", "rgb,all", "--seeds", "3", "4",
-                             "--steps", "2", "--locations", "8", "--batch", "4", "--queue", "8", "--probe-epochs", "2",
-                             "--labels-per-class", "2", "--test-per-class", "2"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.learning",
+            "--bands",
+            "rgb,all",
+            "--seeds",
+            "3",
+            "4",
+            "--steps",
+            "2",
+            "--locations",
+            "8",
+            "--batch",
+            "4",
+            "--queue",
+            "8",
+            "--probe-epochs",
+            "2",
+            "--labels-per-class",
+            "2",
+            "--test-per-class",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     *seeds, summary = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["seed"] for line in seeds] == [3, 4]
@@ -63,6 +88,11 @@ def test_the_band_comparison_probes_each_set_per_seed_and_reports_the_mean_diffe
 
 
 def test_the_band_comparison_refuses_a_set_it_does_not_know_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--bands", "rgb,nir"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.learning", "--bands", "rgb,nir"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 2 and "'rgb,nir': give two or more distinct of rgb, all" in result.stderr

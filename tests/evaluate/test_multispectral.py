@@ -75,15 +75,20 @@ def test_a_twelve_band_run_is_evaluated_on_every_band_it_was_trained_on(tmp_path
     torch.manual_seed(1)
     state = SeCo("resnet18", queue_size=64).state_dict()
     state["encoder_q.0.weight"] = torch.randn(64, 12, 7, 7) * 0.05  # the 12-band stem pretrain would train
-    checkpoints.save(store.join(root, "pretrain", "checkpoints"), 7,
-                     {"model": state, "step": 7, "method": "seco", "backbone": "resnet18"})
+    checkpoints.save(
+        store.join(root, "pretrain", "checkpoints"),
+        7,
+        {"model": state, "step": 7, "method": "seco", "backbone": "resnet18"},
+    )
     for name in ("collect", "shards", "pretrain"):
         stage = plan.stage(experiment, name, single_machine=True)
         store.write_json(store.join(root, name, "_SUCCESS"), {"fingerprint": stage.fingerprint, "completed_at": 0})
     executor.run_stage(experiment, plan.stage(experiment, "evaluate", single_machine=True))
-    for key, metric, dataset_bands in (("eurosat-linear-100pct-multispectral", "accuracy", 13),
-                                       ("bigearthnet-linear-100pct-multispectral", "mAP", 12),
-                                       ("oscd-finetune-100pct-multispectral", "f1", 13)):
+    for key, metric, dataset_bands in (
+        ("eurosat-linear-100pct-multispectral", "accuracy", 13),
+        ("bigearthnet-linear-100pct-multispectral", "mAP", 12),
+        ("oscd-finetune-100pct-multispectral", "f1", 13),
+    ):
         record = store.read_json(store.join(root, "evaluate", key, "metrics.json"))
         assert record["recipe"] == "multispectral" and len(record["dataset_bands"]) == dataset_bands
         assert set(record["results"]) == {"this-run", "random"}
@@ -94,7 +99,9 @@ def test_a_twelve_band_run_is_evaluated_on_every_band_it_was_trained_on(tmp_path
 
 
 def test_an_rgb_recipe_refuses_a_run_that_reads_more_than_rgb(tmp_path: Path):
-    spec = SPEC.replace('recipe: multispectral, epochs: 3, dataPath: "{data}"', "recipe: modern, epochs: 3, dataPath: x")
+    spec = SPEC.replace(
+        'recipe: multispectral, epochs: 3, dataPath: "{data}"', "recipe: modern, epochs: 3, dataPath: x"
+    )
     path = tmp_path / "ms.yaml"
     path.write_text(spec.format(data="x", ben="x", oscd="x"))
     result = run_cli("validate", str(path))
@@ -104,8 +111,16 @@ def test_an_rgb_recipe_refuses_a_run_that_reads_more_than_rgb(tmp_path: Path):
 
 
 def ms_record(task: str, metric: str, protocol: str = "finetune", fraction: float = 1.0, **results: dict) -> dict:
-    return {"task": task, "protocol": protocol, "recipe": "multispectral", "label_fraction": fraction,
-            "metric": metric, "metrics": [metric], "backbone": "resnet50", "results": results}
+    return {
+        "task": task,
+        "protocol": protocol,
+        "recipe": "multispectral",
+        "label_fraction": fraction,
+        "metric": metric,
+        "metrics": [metric],
+        "backbone": "resnet50",
+        "results": results,
+    }
 
 
 TWELVE = {"backbone": "resnet50", "pretraining": None, "bands": list(SENTINEL2_BANDS)}
@@ -113,15 +128,20 @@ RGB = {"backbone": "resnet50", "pretraining": None, "bands": ["B04", "B03", "B02
 
 
 def test_ssl4eo_s12_figures_stand_beside_a_twelve_band_resnet50_fine_tuned_on_every_label():
-    metrics = {"e": ms_record("eurosat", "accuracy", **{"this-run": {**TWELVE, "accuracy": 0.98},
-                                                        "imagenet": {**RGB, "accuracy": 0.97}}),
-               "b": ms_record("bigearthnet", "mAP", **{"this-run": {**TWELVE, "mAP": 0.9}})}
+    metrics = {
+        "e": ms_record(
+            "eurosat", "accuracy", **{"this-run": {**TWELVE, "accuracy": 0.98}, "imagenet": {**RGB, "accuracy": 0.97}}
+        ),
+        "b": ms_record("bigearthnet", "mAP", **{"this-run": {**TWELVE, "mAP": 0.9}}),
+    }
     rows = {(r.evaluation, r.model): r for r in report.rows(metrics)}
     assert rows["e", "this-run"].paper == 0.991 and rows["b", "this-run"].paper == 0.918
     assert report.paper_cell(rows["e", "this-run"]) == "0.9910 (-0.0110) SSL4EO-S12"
     assert rows["e", "imagenet"].paper is None  # RGB input is not the anchor's
-    assert any(n.startswith("SSL4EO-S12 figures: zhu-xlab/SSL4EO-S12@2156913c README.md line 26")
-               for n in report.notes(list(rows.values())))
+    assert any(
+        n.startswith("SSL4EO-S12 figures: zhu-xlab/SSL4EO-S12@2156913c README.md line 26")
+        for n in report.notes(list(rows.values()))
+    )
 
 
 @pytest.mark.parametrize("change", [{"protocol": "linear"}, {"fraction": 0.1}])

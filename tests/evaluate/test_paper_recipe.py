@@ -21,11 +21,17 @@ CPU = torch.device("cpu")
 def scenes(count: int, size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Bitemporal reflectance × 10000 (2, 3, size, size) with a change mask, random."""
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randint(300, 4000, (2, 3, size, size), generator=generator).float(),
-             torch.rand((size, size), generator=generator) < 0.2) for _ in range(count)]
+    return [
+        (
+            torch.randint(300, 4000, (2, 3, size, size), generator=generator).float(),
+            torch.rand((size, size), generator=generator) < 0.2,
+        )
+        for _ in range(count)
+    ]
 
 
 # --- OSCD (main_oscd.py, models/segmentation.py, datasets/oscd_*.py) -----------------------------
+
 
 def test_oscd_leaves_the_encoder_out_of_the_optimizer_but_its_batchnorm_in_train_mode():
     torch.manual_seed(0)
@@ -48,8 +54,13 @@ def test_oscd_head_fuses_absolute_differences_of_conv1_and_layer1_to_4():
     model = ReferenceUNet(build_backbone("resnet18"), "resnet18").eval()
     before, after = torch.rand(1, 3, 96, 96), torch.rand(1, 3, 96, 96)
     features = model.encoder(before, after)
-    assert [tuple(f.shape[1:]) for f in features] == [(64, 48, 48), (64, 24, 24), (128, 12, 12), (256, 6, 6),
-                                                       (512, 3, 3)]
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (64, 48, 48),
+        (64, 24, 24),
+        (128, 12, 12),
+        (256, 6, 6),
+        (512, 3, 3),
+    ]
     conv1 = model.encoder.encoder[0]
     assert torch.allclose(features[0], (conv1(before) - conv1(after)).abs())  # conv1's output, before its BN
     with torch.no_grad():
@@ -114,6 +125,7 @@ def test_oscd_reports_the_paper_per_batch_scores_and_the_global_ones():
 
 # --- EuroSAT (main_eurosat.py, datasets/eurosat_*.py) ---------------------------------------------
 
+
 def test_eurosat_sees_64_px_rgb_scaled_to_unit_without_imagenet_statistics():
     transform = reference_inputs.transform_for("eurosat", "paper", 224, CPU)
     out = transform(torch.randint(0, 6000, (5, 3, 64, 64)).float())
@@ -134,12 +146,13 @@ def test_eurosat_probe_trains_in_batches_of_32_with_the_backbone_batchnorm_in_tr
     result = classification.eurosat_paper(backbone, splits, transform, CPU, 2, 1.0, 512)
     training = [size for mode, size in calls if mode]
     assert training == [32, 32]  # 40 images, batch 32, drop_last: one batch per epoch
-    assert [mode for mode, _ in calls[len(training):]] == [False] * (len(calls) - len(training))  # then evaluated
+    assert [mode for mode, _ in calls[len(training) :]] == [False] * (len(calls) - len(training))  # then evaluated
     assert torch.equal(backbone.conv1.weight, weight) and not torch.equal(backbone.bn1.running_mean, running)
     assert 0 <= result["accuracy"] <= 1 and result["train_samples"] == 40
 
 
 # --- BigEarthNet (main_bigearthnet.py, models/ssl_finetuner.py, datasets/bigearthnet_*.py) -------
+
 
 def test_bigearthnet_is_stretched_over_mean_plus_minus_two_sigma_and_resized_bicubic_to_128():
     transform = reference_inputs.transform_for("bigearthnet", "paper", 224, CPU)
@@ -196,7 +209,7 @@ def test_bigearthnet_map_is_averaged_per_batch_beside_the_global_one():
     result = classification.per_batch_map(model, data, identity, CPU, 3)
     with torch.no_grad():
         logits = model(identity(data.images))
-    batches = [classification.micro_ap(logits[i:i + 3], data.labels[i:i + 3]) for i in (0, 3)]
+    batches = [classification.micro_ap(logits[i : i + 3], data.labels[i : i + 3]) for i in (0, 3)]
     assert result["mAP"] == pytest.approx(sum(batches) / 2)
     assert result["mAP_global"] == pytest.approx(classification.micro_ap(logits, data.labels))
 
@@ -212,6 +225,7 @@ def test_bigearthnet_drops_the_snow_and_cloud_patches_listed_beside_the_data(tmp
 
 
 # --- the spec -----------------------------------------------------------------------------------
+
 
 def test_the_paper_recipe_is_the_default_and_modern_keeps_its_own_results_folder():
     assert Evaluation(task="oscd").recipe == "paper" and Evaluation(task="oscd").key == "oscd-finetune-100pct"

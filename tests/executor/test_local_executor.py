@@ -77,8 +77,12 @@ def test_a_failure_is_surfaced_with_the_parts_last_log_lines_and_recorded(storag
     assert ledger(storage, "evaluate") == []
     status = json.loads(run_cli("status", "-o", "json", storage=storage).stdout)
     assert [(r["stage"], r["state"]) for r in status] == [
-        ("collect", "complete"), ("shards", "complete"), ("pretrain", "failed"), ("evaluate", "waiting"),
-        ("publish", "waiting")]
+        ("collect", "complete"),
+        ("shards", "complete"),
+        ("pretrain", "failed"),
+        ("evaluate", "waiting"),
+        ("publish", "waiting"),
+    ]
     monkeypatch.delenv("FAKE_FAIL_STAGE")
     executor(storage).apply(experiment())
     assert ledger(storage, "collect") == [0, 1, 2, 3] and ledger(storage, "publish") == [0]
@@ -88,8 +92,9 @@ def test_a_killed_executor_leaves_a_consistent_tree_and_the_next_apply_resumes(s
     spec_file = tmp_path / "contract.yaml"
     spec_file.write_text(SPEC)
     env = dict(os.environ, FAKE_SLEEP_S="0.4", PYTHONPATH=str(ROOT))
-    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
-                             cwd=ROOT, env=env)
+    apply = subprocess.Popen(
+        [sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)], cwd=ROOT, env=env
+    )
     parts = stage_dir(storage, "collect") / "parts"
     deadline = time.monotonic() + 60
     while not (parts.exists() and len(list(parts.iterdir())) >= 2):  # the first two of four parts
@@ -144,11 +149,15 @@ def test_a_configured_cluster_takes_apply_and_local_keeps_it_on_this_machine(sto
     assert "Traceback" not in result.stderr and list(storage.iterdir()) == []
 
 
-@pytest.mark.parametrize("record", [
-    lambda pid: {"pid": pid, "host": socket.gethostname(), "started_at": time.time(), "executor": "local"},
-    lambda pid: {**running_record(pid), "pid_started": running_record(pid)["pid_started"] - 1},
-    running_record,  # forged: every field /proc shows copied, but the process holds no apply's token
-], ids=["without-start-time", "other-start-time", "forged"])
+@pytest.mark.parametrize(
+    "record",
+    [
+        lambda pid: {"pid": pid, "host": socket.gethostname(), "started_at": time.time(), "executor": "local"},
+        lambda pid: {**running_record(pid), "pid_started": running_record(pid)["pid_started"] - 1},
+        running_record,  # forged: every field /proc shows copied, but the process holds no apply's token
+    ],
+    ids=["without-start-time", "other-start-time", "forged"],
+)
 def test_delete_never_signals_a_process_that_took_over_a_stale_records_pid(record, storage):
     """A SIGKILLed apply leaves `_RUNNING` behind; its PID may since name an unrelated process."""
     executor(storage).prepare(experiment())
@@ -174,9 +183,13 @@ def test_delete_stops_a_running_apply(storage, tmp_path, sigint):
     spec_file = tmp_path / "contract.yaml"
     spec_file.write_text(SPEC)
     env = dict(os.environ, FAKE_SLEEP_S="1", PYTHONPATH=str(ROOT))
-    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
-                             cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+    apply = subprocess.Popen(
+        [sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+    )
     try:
         running = stage_dir(storage, "collect") / "_RUNNING"
         deadline = time.monotonic() + 60
@@ -263,8 +276,9 @@ def test_weights_another_experiment_published_are_refused_by_validate_and_apply_
         assert "spec.publish.version" in result.stderr and "spec.publish.force" in result.stderr
         assert "Traceback" not in result.stderr
     assert not (storage / "experiments").exists()
-    forced = spec_file.read_text().replace("publish: {name: contract-weights}",
-                                           "publish: {name: contract-weights, force: true}")
+    forced = spec_file.read_text().replace(
+        "publish: {name: contract-weights}", "publish: {name: contract-weights, force: true}"
+    )
     spec_file.write_text(forced)
     assert run_cli("validate", str(spec_file), storage=storage).returncode == 0
 
@@ -295,9 +309,8 @@ def test_what_killed_applies_left_in_tmp_goes_at_the_next_apply_and_at_purge(sto
 def test_a_run_on_another_host_with_a_fresh_heartbeat_is_running_and_a_second_apply_is_refused(storage, tmp_path):
     """Two machines share one storage: a `_RUNNING` of another host whose heartbeat is fresh is a live run there,
     not an interrupted one; once the heartbeat is older than STALE_S it is interrupted and apply resumes it."""
-    from secoctl.backends.local.executor import STALE_S
-
     from secoctl import plan
+    from secoctl.backends.local.executor import STALE_S
     from secoctl.stored import stage_tree
 
     prepared = executor(storage).prepare(experiment())

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from jobs.common.logged import StorageLog
-from tests.s3 import s3_bucket
 from secoctl import partlog, store
 from secoctl.spec.file import read_experiment
 from secoctl.stored import named_stage_tree
+from tests.s3 import s3_bucket
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "seco-logs"
@@ -28,11 +28,21 @@ def s3(tmp_path_factory):
 
 
 def spec(path: Path, name: str, storage: str) -> Path:
-    path.write_text(yaml.safe_dump({"apiVersion": "seco.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": name},
-                                    "spec": {"storage": storage, "image": "registry.example/secoctl:test",
-                                             "collect": {"source": "stac", "stacUrl": "http://stac.example",
-                                                         "locations": 8, "workers": 2},
-                                             "pretrain": {"backbone": "resnet18", "batchSize": 16, "maxSteps": 10}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "seco.dev/v1alpha1",
+                "kind": "Experiment",
+                "metadata": {"name": name},
+                "spec": {
+                    "storage": storage,
+                    "image": "registry.example/secoctl:test",
+                    "collect": {"source": "stac", "stacUrl": "http://stac.example", "locations": 8, "workers": 2},
+                    "pretrain": {"backbone": "resnet18", "batchSize": 16, "maxSteps": 10},
+                },
+            }
+        )
+    )
     return path
 
 
@@ -41,10 +51,25 @@ def test_a_part_run_as_a_pod_runs_it_keeps_its_output_and_exit_code_and_leaves_i
     part = "import sys; print('shard 0 committed'); print('oops', file=sys.stderr); sys.exit(3)"
     spec_path = spec(tmp_path / "s.yaml", "wrapped", storage)
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.common.logged", "--spec", str(spec_path),
-         "--stage", "collect", "--", sys.executable, "-c", part],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env=dict(os.environ, JOB_COMPLETION_INDEX="1", PYTHONPATH=str(ROOT)))
+        [
+            sys.executable,
+            "-m",
+            "jobs.common.logged",
+            "--spec",
+            str(spec_path),
+            "--stage",
+            "collect",
+            "--",
+            sys.executable,
+            "-c",
+            part,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env=dict(os.environ, JOB_COMPLETION_INDEX="1", PYTHONPATH=str(ROOT)),
+    )
     assert result.returncode == 3, result.stderr  # the Job must see the part's own exit code
     assert result.stdout.splitlines() == ["shard 0 committed", "oops"]  # still the container's log
     stage_uri = named_stage_tree(read_experiment(str(spec_path)), "collect").uri  # the dataset's folder

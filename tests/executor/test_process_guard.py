@@ -36,9 +36,14 @@ def test_a_stage_process_whose_executor_died_before_it_started_exits_before_its_
     exited = subprocess.Popen(["true"])  # an executor that has exited, so no ancestor of the part
     exited.wait()
     executor_pid = exited.pid
-    result = subprocess.run([sys.executable, "-c", "import jobs.common.part; print('running')"], cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT), SECOCTL_EXECUTOR_PID=str(executor_pid)),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import jobs.common.part; print('running')"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), SECOCTL_EXECUTOR_PID=str(executor_pid)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "running" not in result.stdout
     assert f"the executor that started this stage process (process {executor_pid}) is gone" in result.stderr
 
@@ -50,9 +55,15 @@ def test_a_stage_process_dies_with_its_executor_even_by_sigkill():
         "child = subprocess.Popen([sys.executable, '-c', 'import jobs, time; print(\"ready\", flush=True); "
         "time.sleep(120)'], env=dict(os.environ, SECOCTL_EXECUTOR_PID=str(os.getpid())))\n"
         "print(child.pid, flush=True)\n"
-        "time.sleep(120)\n")
-    stand_in = subprocess.Popen([sys.executable, "-c", executor_code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        "time.sleep(120)\n"
+    )
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", executor_code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     child = int(stand_in.stdout.readline())
     try:
         assert stand_in.stdout.readline().strip() == "ready"
@@ -81,7 +92,6 @@ def test_a_second_process_for_a_running_part_refuses(storage):
         first.wait()
 
 
-
 def test_ctrl_c_during_pretrain_waits_for_its_checkpoint_however_long_it_takes(storage, tmp_path):
     """The stop budget of other stages (STOP_GRACE_S, 0.5 s here) does not cut a checkpoint short: a pretrain part
     that takes 3 s to checkpoint after SIGTERM is waited for, so the re-run resumes where it stopped."""
@@ -89,10 +99,21 @@ def test_ctrl_c_during_pretrain_waits_for_its_checkpoint_however_long_it_takes(s
 
     spec_file, stopped = tmp_path / "contract.yaml", tmp_path / "stopped"
     spec_file.write_text(SPEC)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FAKE_SLEEP_S="0.5", FAKE_STOP_S="3", TEST_STOP_GRACE_S="0.5",
-               FAKE_STOPPED_FILE=str(stopped))
-    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
-                             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        FAKE_SLEEP_S="0.5",
+        FAKE_STOP_S="3",
+        TEST_STOP_GRACE_S="0.5",
+        FAKE_STOPPED_FILE=str(stopped),
+    )
+    apply = subprocess.Popen(
+        [sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     progress = storage / "experiments" / "contract" / "pretrain" / "progress"
     wait_until(lambda: progress.exists() and any(progress.iterdir()), "pretrain started")
     apply.send_signal(signal.SIGINT)  # a terminal's Ctrl-C: stage processes run in sessions of their own
@@ -109,10 +130,19 @@ def test_delete_purge_of_a_running_pretrain_removes_its_tree_only_after_the_run_
     spec_file = tmp_path / "contract.yaml"
     spec_file.write_text(SPEC)
     tree = storage / "experiments" / "contract"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FAKE_SLEEP_S="0.5", FAKE_STOP_S="2",
-               FAKE_STOPPED_FILE=str(tree / "pretrain" / "checkpoints" / "written-on-stop"))
-    apply = subprocess.Popen([sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
-                             cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        FAKE_SLEEP_S="0.5",
+        FAKE_STOP_S="2",
+        FAKE_STOPPED_FILE=str(tree / "pretrain" / "checkpoints" / "written-on-stop"),
+    )
+    apply = subprocess.Popen(
+        [sys.executable, "-m", "tests.executor.run_apply", storage.as_uri(), str(spec_file)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         progress = tree / "pretrain" / "progress"
         wait_until(lambda: progress.exists() and any(progress.iterdir()), "pretrain started")

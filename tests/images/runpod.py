@@ -56,51 +56,103 @@ def hosts_file(name: str, pod_spec: dict, peers: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def runtime_config(pod_spec: dict, rootfs: Path, name: str, volumes: dict[str, Path], etc: Path,
-                   binds: list[Path], index: int) -> dict:
+def runtime_config(
+    pod_spec: dict, rootfs: Path, name: str, volumes: dict[str, Path], etc: Path, binds: list[Path], index: int
+) -> dict:
     """The OCI runtime config of the pod's only container."""
     (container,) = pod_spec["containers"]
     pod_security, security = pod_spec["securityContext"], container["securityContext"]
     assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
     memory = quantity_bytes(container["resources"]["limits"]["memory"])
-    env = [f"PATH={IMAGE_PATH}", f"HOSTNAME={name}", f"JOB_COMPLETION_INDEX={index}",
-           *(f"{item['name']}={item['value']}" for item in container["env"])]
+    env = [
+        f"PATH={IMAGE_PATH}",
+        f"HOSTNAME={name}",
+        f"JOB_COMPLETION_INDEX={index}",
+        *(f"{item['name']}={item['value']}" for item in container["env"]),
+    ]
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        },
     ]
     if not any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"]):  # the runtime's default /dev/shm
-        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                       "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})
+        mounts.append(
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            }
+        )
     by_name = {volume["name"]: volume for volume in pod_spec["volumes"]}
     for mount in container["volumeMounts"]:
         volume = by_name[mount["name"]]
         if volume.get("emptyDir", {}).get("medium") == "Memory":
             size = quantity_bytes(volume["emptyDir"]["sizeLimit"])
-            mounts.append({"destination": mount["mountPath"], "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev", "mode=1777", f"size={size}"]})
+            mounts.append(
+                {
+                    "destination": mount["mountPath"],
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "mode=1777", f"size={size}"],
+                }
+            )
             continue
         options = ["rbind", "ro" if mount.get("readOnly") else "rw", "nosuid", "nodev"]
-        mounts.append({"destination": mount["mountPath"], "type": "bind", "source": str(volumes[mount["name"]]),
-                       "options": options})
+        mounts.append(
+            {
+                "destination": mount["mountPath"],
+                "type": "bind",
+                "source": str(volumes[mount["name"]]),
+                "options": options,
+            }
+        )
     for file in ("hosts", "hostname", "resolv.conf"):
-        mounts.append({"destination": f"/etc/{file}", "type": "bind", "source": str(etc / file),
-                       "options": ["rbind", "ro", "nosuid", "nodev"]})
+        mounts.append(
+            {
+                "destination": f"/etc/{file}",
+                "type": "bind",
+                "source": str(etc / file),
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }
+        )
     for folder in binds:
-        mounts.append({"destination": str(folder), "type": "bind", "source": str(folder),
-                       "options": ["rbind", "ro", "nosuid", "nodev"]})
+        mounts.append(
+            {
+                "destination": str(folder),
+                "type": "bind",
+                "source": str(folder),
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }
+        )
     no_capabilities = {kind: [] for kind in ("bounding", "effective", "inheritable", "permitted", "ambient")}
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": pod_security["runAsUser"], "gid": pod_security["runAsGroup"],
-                     "additionalGids": [pod_security["fsGroup"]]},
+            "user": {
+                "uid": pod_security["runAsUser"],
+                "gid": pod_security["runAsGroup"],
+                "additionalGids": [pod_security["fsGroup"]],
+            },
             "args": container["command"],
             "env": env,
             "cwd": "/tmp",  # the image's WorkingDir
@@ -131,8 +183,9 @@ def run(pod: dict, rootfs: Path, volumes: dict[str, Path], binds: list[Path], in
         etc.mkdir()
         (etc / "hosts").write_text(hosts_file(name, pod_spec, peers))
         (etc / "hostname").write_text(name + "\n")
-        (etc / "resolv.conf").write_text(f"search {NAMESPACE}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n"
-                                         "options ndots:5\n")
+        (etc / "resolv.conf").write_text(
+            f"search {NAMESPACE}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\noptions ndots:5\n"
+        )
         empty_dir = bundle / "tmp"
         empty_dir.mkdir(mode=0o1777)
         os.chmod(empty_dir, 0o1777)

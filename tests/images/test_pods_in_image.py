@@ -24,8 +24,8 @@ from jobs.localcloud.cloud import built_world, serve
 from jobs.localcloud.servers import free_port
 from secoctl import plan, render, store
 from secoctl.backends.local.executor import LocalExecutor
-from secoctl.stored import named_stage_tree
 from secoctl.spec.file import load_documents
+from secoctl.stored import named_stage_tree
 from secoctl.tree import experiment_uri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +78,11 @@ def _missing_tools() -> list[str]:
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1800),  # the first test builds and unpacks the image: minutes when cold
-    pytest.mark.skipif(os.geteuid() != 0 or bool(_missing_tools()),
-                       reason=f"needs root and {', '.join(_missing_tools()) or 'nothing more'} (apt-get install debootstrap runc umoci)"),
+    pytest.mark.skipif(
+        os.geteuid() != 0 or bool(_missing_tools()),
+        reason=f"needs root and {', '.join(_missing_tools()) or 'nothing more'} "
+        "(apt-get install debootstrap runc umoci)",
+    ),
 ]
 
 
@@ -92,8 +95,9 @@ def unpacked(image: build.Image) -> Path:
     shutil.rmtree(bundles, ignore_errors=True)  # one unpacked image at a time: each is several GB
     bundles.mkdir(parents=True)
     staging = bundles / "unpacking"
-    subprocess.run(["umoci", "unpack", "--image", f"{image.layout}:{image.tag}", str(staging)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{image.layout}:{image.tag}", str(staging)], check=True, capture_output=True
+    )
     staging.rename(bundle)
     return bundle / "rootfs"
 
@@ -120,8 +124,9 @@ def test_every_rendered_pod_runs_in_the_image_to_published_weights(image_rootfs,
     os.chmod(storage, 0o2775)  # the claim as the kubelet hands it to fsGroup: group-owned, setgid
     datasets = eurosat.make(tmp_path / "datasets" / "eurosat", {"train": 4, "val": 2, "test": 4})
     stac_port = free_port()
-    text = SPEC.format(storage=storage.as_uri(), tag=image.tag, stac_url=f"http://127.0.0.1:{stac_port}",
-                       eurosat=datasets)
+    text = SPEC.format(
+        storage=storage.as_uri(), tag=image.tag, stac_url=f"http://127.0.0.1:{stac_port}", eurosat=datasets
+    )
     experiment = load_documents(text, "pods.yaml")[0]
     objects = render.render(experiment)
     jobs = {obj["metadata"]["labels"][render.LABEL_STAGE]: obj for obj in objects if obj["kind"] == "Job"}
@@ -135,8 +140,18 @@ def test_every_rendered_pod_runs_in_the_image_to_published_weights(image_rootfs,
     volumes.write_text(json.dumps({"spec": str(spec), render.STORAGE_MOUNT_NAME: str(storage)}))
 
     def pod_argv(stage: plan.Stage, _spec_uri: str) -> list[str]:
-        return [sys.executable, str(RUNPOD), "--pod", str(pods / f"{stage.name}.json"), "--rootfs", str(rootfs),
-                "--volumes", str(volumes), "--bind", str(datasets)]
+        return [
+            sys.executable,
+            str(RUNPOD),
+            "--pod",
+            str(pods / f"{stage.name}.json"),
+            "--rootfs",
+            str(rootfs),
+            "--volumes",
+            str(volumes),
+            "--bind",
+            str(datasets),
+        ]
 
     world = built_world(experiment.spec.collect, tmp_path / "worlds", bands=tuple(experiment.spec.collect.bands))
     previous_umask = os.umask(0o002)  # what this process writes, the pods' group may write in too
@@ -156,8 +171,21 @@ def test_every_rendered_pod_runs_in_the_image_to_published_weights(image_rootfs,
     metrics = store.read_json(store.join(root, "evaluate", "eurosat-linear-100pct", "metrics.json"))["results"]
     assert set(metrics) == {"this-run", "random"}
     env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    pulled = subprocess.run([str(BIN / "secoctl"), "weights", "pull", "pods-rn18", "--storage", storage.as_uri(),
-                             "-o", str(tmp_path / "weights")], capture_output=True, text=True, env=env)
+    pulled = subprocess.run(
+        [
+            str(BIN / "secoctl"),
+            "weights",
+            "pull",
+            "pods-rn18",
+            "--storage",
+            storage.as_uri(),
+            "-o",
+            str(tmp_path / "weights"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert any((tmp_path / "weights").glob("*.safetensors"))
 
@@ -166,8 +194,9 @@ def test_the_driver_pod_starts_in_the_image_and_stops_at_the_missing_cluster(ima
     """The driver's module and its dependencies import as the pod's user; with no API server it says so in one event."""
     _, rootfs = image_rootfs
     storage = tmp_path / "storage"
-    experiment = load_documents(SPEC.format(storage=storage.as_uri(), tag="t", stac_url="http://127.0.0.1:1",
-                                            eurosat=tmp_path), "pods.yaml")[0]
+    experiment = load_documents(
+        SPEC.format(storage=storage.as_uri(), tag="t", stac_url="http://127.0.0.1:1", eurosat=tmp_path), "pods.yaml"
+    )[0]
     objects = render.render(experiment)
     driver = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].endswith("-driver"))
     spec = tmp_path / "spec"
@@ -176,8 +205,21 @@ def test_the_driver_pod_starts_in_the_image_and_stops_at_the_missing_cluster(ima
     (spec / "spec.yaml").write_text(next(o for o in objects if o["kind"] == "ConfigMap")["data"]["spec.yaml"])
     (tmp_path / "pod.json").write_text(json.dumps(driver))
     (tmp_path / "volumes.json").write_text(json.dumps({"spec": str(spec), render.STORAGE_MOUNT_NAME: str(storage)}))
-    result = subprocess.run([sys.executable, str(RUNPOD), "--pod", str(tmp_path / "pod.json"), "--rootfs", str(rootfs),
-                             "--volumes", str(tmp_path / "volumes.json")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(RUNPOD),
+            "--pod",
+            str(tmp_path / "pod.json"),
+            "--rootfs",
+            str(rootfs),
+            "--volumes",
+            str(tmp_path / "volumes.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 2 and [e["event"] for e in events] == ["driver_error"], result.stdout + result.stderr
     assert "kubeconfig" in events[0]["message"]

@@ -42,8 +42,14 @@ def derived_training_shards(experiment, root: str) -> None:
     commit_stage(named_stage_tree(experiment, "shards"), shards.fingerprint, 1)
 
 
-def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, per_shard: int = 6,
-                         size: int = 40, training_shards: bool = False):
+def collected_experiment(
+    storage_uri: str,
+    spec_text: str,
+    locations: int = 24,
+    per_shard: int = 6,
+    size: int = 40,
+    training_shards: bool = False,
+):
     experiment = load_documents(spec_text, "made.yaml")[0].with_storage(storage_uri)
     root = experiment_uri(storage_uri, experiment.name)
     store.write_text(spec_uri(root), spec_document(experiment))
@@ -51,12 +57,24 @@ def collected_experiment(storage_uri: str, spec_text: str, locations: int = 24, 
     rng = np.random.default_rng(0)
     shards = []
     for first in range(0, locations, per_shard):
-        samples = [Sample(f"{i:06d}", seasonal_cube(rng, experiment.spec.collect.timestamps, size),
-                          {"bands": ["B04", "B03", "B02"]}) for i in range(first, first + per_shard)]
+        samples = [
+            Sample(
+                f"{i:06d}",
+                seasonal_cube(rng, experiment.spec.collect.timestamps, size),
+                {"bands": ["B04", "B03", "B02"]},
+            )
+            for i in range(first, first + per_shard)
+        ]
         shards.append(write_shard(tree.path("shards", f"{first // per_shard:05d}.tar"), samples))
     store.write_json(tree.index, {"stage": "collect", "parts": [{"index": 0, "summary": {"shards": shards}}]})
-    store.write_json(tree.success, {"fingerprint": plan.stage(experiment, "collect", single_machine=True).fingerprint,
-                                    "completed_at": time.time(), "parts": 1})
+    store.write_json(
+        tree.success,
+        {
+            "fingerprint": plan.stage(experiment, "collect", single_machine=True).fingerprint,
+            "completed_at": time.time(),
+            "parts": 1,
+        },
+    )
     if training_shards:
         derived_training_shards(experiment, root)
     return experiment, root

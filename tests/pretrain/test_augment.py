@@ -41,19 +41,26 @@ class GaussianBlur:
 
 
 # SeasonalContrastMultiAug's transforms (ServiceNow/seasonal-contrast, datasets/seco_dataset.py) at SIZE.
-augment = transforms.Compose([
-    transforms.RandomApply([
-        transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)  # not strengthened
-    ], p=0.8),
-    transforms.RandomGrayscale(p=0.2),
-    transforms.RandomApply([GaussianBlur([.1, 2.])], p=0.5),
-    transforms.RandomHorizontalFlip(),
-])
-preprocess = transforms.Compose([
-    transforms.RandomResizedCrop(SIZE, scale=(0.2, 1.)),
-    transforms.ToTensor(),
-    transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),  # pl_bolts' imagenet_normalization()
-])
+augment = transforms.Compose(
+    [
+        transforms.RandomApply(
+            [
+                transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)  # not strengthened
+            ],
+            p=0.8,
+        ),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.RandomApply([GaussianBlur([0.1, 2.0])], p=0.5),
+        transforms.RandomHorizontalFlip(),
+    ]
+)
+preprocess = transforms.Compose(
+    [
+        transforms.RandomResizedCrop(SIZE, scale=(0.2, 1.0)),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),  # pl_bolts' imagenet_normalization()
+    ]
+)
 
 
 def reference_views(t0: Image.Image, t1: Image.Image, t2: Image.Image) -> list[torch.Tensor]:
@@ -80,8 +87,9 @@ def probes() -> list[np.ndarray]:
     grey = np.rint(ramp).astype(np.uint8)[:, :, None].repeat(3, 2)
     colours = np.array([[200, 60, 60], [60, 180, 80], [70, 90, 200], [220, 200, 60]], np.uint8)
     tiles = colours[((y // 4) % 2) * 2 + (x // 4) % 2]
-    coordinates = np.stack([np.rint(255 * x / (PATCH - 1)), np.rint(255 * y / (PATCH - 1)),
-                            np.full((PATCH, PATCH), 128)], 2).astype(np.uint8)
+    coordinates = np.stack(
+        [np.rint(255 * x / (PATCH - 1)), np.rint(255 * y / (PATCH - 1)), np.full((PATCH, PATCH), 128)], 2
+    ).astype(np.uint8)
     return [grey, tiles, coordinates]
 
 
@@ -106,17 +114,23 @@ def statistics(views: list[np.ndarray]) -> dict[str, float]:
         g = view.mean(0)
         laplacian = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
         gradient = np.diff(g, axis=0)[:, :-1] ** 2 + np.diff(g, axis=1)[:-1] ** 2
-        return float((laplacian ** 2).mean() / gradient.mean())
+        return float((laplacian**2).mean() / gradient.mean())
 
     def mirrored(view: np.ndarray) -> float:
         g = view.mean(0)
-        return float(g[:, SIZE // 2:].mean() < g[:, :SIZE // 2].mean())
+        return float(g[:, SIZE // 2 :].mean() < g[:, : SIZE // 2].mean())
 
-    return {"area": width * height / PATCH**2, "aspect": width / height,
-            "brightness": float(luma.mean()), "chroma": float((k0.max(0) - k0.min(0)).mean()),
-            "grey": float(np.abs(k0 - k0.mean(0)).max() < 0.5 / 255),
-            "flipped": mirrored(k2), "query flipped": mirrored(q),
-            "crop sharpness": sharpness(q), "augmented sharpness": sharpness(k2)}
+    return {
+        "area": width * height / PATCH**2,
+        "aspect": width / height,
+        "brightness": float(luma.mean()),
+        "chroma": float((k0.max(0) - k0.min(0)).mean()),
+        "grey": float(np.abs(k0 - k0.mean(0)).max() < 0.5 / 255),
+        "flipped": mirrored(k2),
+        "query flipped": mirrored(q),
+        "crop sharpness": sharpness(q),
+        "augmented sharpness": sharpness(k2),
+    }
 
 
 def tabulate(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -151,8 +165,20 @@ def ks_critical(n: int, m: int) -> float:
     return math.sqrt(-math.log(KS_ALPHA / 2) / 2) * math.sqrt((n + m) / (n * m))
 
 
-@pytest.mark.parametrize("statistic", ["area", "aspect", "flipped", "query flipped", "grey", "brightness", "chroma",
-                                       "crop sharpness", "augmented sharpness"])
+@pytest.mark.parametrize(
+    "statistic",
+    [
+        "area",
+        "aspect",
+        "flipped",
+        "query flipped",
+        "grey",
+        "brightness",
+        "chroma",
+        "crop sharpness",
+        "augmented sharpness",
+    ],
+)
 def test_output_statistics_match_the_reference_pipeline(measured, statistic):
     ours, reference = measured["ours"][statistic], measured["reference"][statistic]
     distance = ks_statistic(ours, reference)

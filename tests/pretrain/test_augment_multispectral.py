@@ -38,8 +38,8 @@ def cv2_gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     kernel = np.exp(-0.5 * (taps / sigma) ** 2)
     kernel /= kernel.sum()
     padded = np.pad(image.astype(np.float64), ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
-    rows = sum(k * padded[i:i + PATCH] for i, k in enumerate(kernel))
-    both = sum(k * rows[:, i:i + PATCH] for i, k in enumerate(kernel))
+    rows = sum(k * padded[i : i + PATCH] for i, k in enumerate(kernel))
+    both = sum(k * rows[:, i : i + PATCH] for i, k in enumerate(kernel))
     return np.clip(np.rint(both), 0, 255).astype(np.uint8)
 
 
@@ -62,11 +62,13 @@ def statistics(image: np.ndarray, original: np.ndarray) -> dict[str, float]:
     first = image[..., 0].astype(np.float64)
     g = image.mean(2)[inner]
     laplacian = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
-    return {"brightness": float(image.mean() / original.mean()),
-            "contrast": float(first[inner].std() / original[..., 0][inner].std()),
-            "grey": float(np.ptp(image.astype(np.int16), axis=2).max() <= 1),
-            "band spread": float(np.ptp(image.mean((0, 1)))),
-            "sharpness": float((laplacian ** 2).mean())}
+    return {
+        "brightness": float(image.mean() / original.mean()),
+        "contrast": float(first[inner].std() / original[..., 0][inner].std()),
+        "grey": float(np.ptp(image.astype(np.int16), axis=2).max() <= 1),
+        "band spread": float(np.ptp(image.mean((0, 1)))),
+        "sharpness": float((laplacian**2).mean()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +79,10 @@ def measured() -> dict[str, dict[str, np.ndarray]]:
     torch.manual_seed(0)
     batch = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None].expand(SAMPLES, -1, -1, -1)
     ours = (SpectralArtificial()(batch.contiguous()) * 255).round().permute(0, 2, 3, 1).numpy()
-    return {"reference": {key: np.array([row[key] for row in reference]) for key in reference[0]},
-            "ours": {key: np.array([statistics(view, image)[key] for view in ours]) for key in reference[0]}}
+    return {
+        "reference": {key: np.array([row[key] for row in reference]) for key in reference[0]},
+        "ours": {key: np.array([statistics(view, image)[key] for view in ours]) for key in reference[0]},
+    }
 
 
 @pytest.mark.parametrize("statistic", ["brightness", "contrast", "grey", "band spread", "sharpness"])

@@ -6,9 +6,27 @@ from tests.conftest import ROOT
 
 
 def test_pretrain_benchmark_times_both_loaders_the_stage_path_and_the_model_only_ceiling():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.pretrain", "--backbones", "resnet18", "--batch", "2",
-                             "--steps", "1", "--locations", "8", "--loader-samples", "128"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.pretrain",
+            "--backbones",
+            "resnet18",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--locations",
+            "8",
+            "--loader-samples",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.splitlines()[-1])
     before, stage = report["loader"]["record (before)"], report["loader"]["training shards (stage)"]
@@ -26,9 +44,34 @@ def test_pretrain_benchmark_times_both_loaders_the_stage_path_and_the_model_only
 
 
 def test_learning_benchmark_pretrains_and_probes_against_random_init():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--seeds", "3", "--steps", "2",
-                             "--locations", "16", "--batch", "8", "--queue", "16", "--probe-epochs", "2",
-                             "--labels-per-class", "1", "3", "--test-per-class", "3"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.learning",
+            "--seeds",
+            "3",
+            "--steps",
+            "2",
+            "--locations",
+            "16",
+            "--batch",
+            "8",
+            "--queue",
+            "16",
+            "--probe-epochs",
+            "2",
+            "--labels-per-class",
+            "1",
+            "3",
+            "--test-per-class",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.splitlines()[-1])
     assert set(report["probe"]) == {"1/2", "3/2"}

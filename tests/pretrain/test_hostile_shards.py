@@ -26,7 +26,7 @@ GOOD = encode(made_locations(3, timestamps=2, size=4))
 def with_index(index: bytes, shard: bytes = GOOD) -> bytes:
     """`shard` with its index member replaced by `index`; the members after it keep their relative offsets."""
     old = tarfile.TarInfo.frombuf(shard[:BLOCK], tarfile.ENCODING, "surrogateescape")
-    rest = shard[BLOCK + -(-old.size // BLOCK) * BLOCK:]
+    rest = shard[BLOCK + -(-old.size // BLOCK) * BLOCK :]
     header = tarfile.TarInfo(INDEX_MEMBER)
     header.size = len(index)
     return header.tobuf(tarfile.USTAR_FORMAT) + index + b"\0" * (-len(index) % BLOCK) + rest
@@ -45,6 +45,7 @@ def edited(change) -> bytes:
 def location_field(field, value):
     def change(index):
         index["locations"][1][field] = value
+
     return change
 
 
@@ -55,7 +56,7 @@ HOSTILE = {
     "cut": GOOD[: len(GOOD.rstrip(b"\0")) - 8],  # the last timestamp's bytes run past the end
     "index-a-list": with_index(b"[1, 2]"),
     "index-a-string": with_index(b'"secoctl-training-shard/1"'),
-    "index-not-json": with_index(b"{\"format\": "),
+    "index-not-json": with_index(b'{"format": '),
     "index-not-utf8": with_index(b"\xff\xfe{}"),
     "index-nested": with_index(b"[" * 200_000 + b"]" * 200_000),
     "locations-a-dict": edited(lambda i: i.__setitem__("locations", {"a": 1})),
@@ -118,8 +119,16 @@ def test_a_shard_whose_locations_are_smaller_than_the_runs_is_refused_not_broadc
         path = tmp_path / f"{number}.tar"
         path.write_bytes(encode(made_locations(4, bands=3 if size > 1 else 1, size=size, first=4 * number)))
         paths.append(ShardRef(path.as_uri(), 4))
-    batches = SeasonalBatches(paths, "seco", 4, seed=0, rank=0, world_size=1,
-                              cache=ShardCache(tmp_path / "cache", 10**9, in_place=True), buffer=1)
+    batches = SeasonalBatches(
+        paths,
+        "seco",
+        4,
+        seed=0,
+        rank=0,
+        world_size=1,
+        cache=ShardCache(tmp_path / "cache", 10**9, in_place=True),
+        buffer=1,
+    )
     arrays = batches.arrays()
     with pytest.raises(ValueError) as error:
         for _ in range(8):

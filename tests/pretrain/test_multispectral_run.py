@@ -19,8 +19,8 @@ from secoctl.backends.local.executor import LocalExecutor
 from secoctl.model_card import SSL4EO_RULE, stretch
 from secoctl.spec import SENTINEL2_BANDS
 from secoctl.spec.file import load_documents
-from tests.conftest import run_cli
 from secoctl.tree import experiment_uri
+from tests.conftest import run_cli
 
 SPEC = """
 apiVersion: seco.dev/v1alpha1
@@ -40,7 +40,9 @@ spec:
 @pytest.mark.slow
 def test_every_collected_band_reaches_the_model_and_the_published_weights_name_them(tmp_path: Path, storage: Path):
     data = eurosat.make(tmp_path / "eurosat", {"train": 3, "val": 1, "test": 2})
-    collect = load_documents(SPEC.format(stac_url="http://127.0.0.1:1", eurosat=data), "every-band.yaml")[0].spec.collect
+    collect = load_documents(SPEC.format(stac_url="http://127.0.0.1:1", eurosat=data), "every-band.yaml")[
+        0
+    ].spec.collect
     world = built_world(collect, tmp_path / "worlds", bands=SENTINEL2_BANDS)
     with serve(world) as cloud:
         experiment = load_documents(SPEC.format(stac_url=cloud.stac_url, eurosat=data), "every-band.yaml")[0]
@@ -75,10 +77,22 @@ def test_every_collected_band_reaches_the_model_and_the_published_weights_name_t
     features = model(transform(torch.full((2, 12, 40, 40), 1500.0)))
     assert features.shape == (2, 512) and torch.isfinite(features).all()
 
-    exported = run_cli("weights", "export", "every-band-rn18", "--format", "hf", "-o", str(tmp_path / "hf"),
-                       storage=storage, timeout=600)
+    exported = run_cli(
+        "weights",
+        "export",
+        "every-band-rn18",
+        "--format",
+        "hf",
+        "-o",
+        str(tmp_path / "hf"),
+        storage=storage,
+        timeout=600,
+    )
     assert exported.returncode == 0, exported.stderr
     card = (tmp_path / "hf" / "README.md").read_text()
     low, high = stretch("B8A")
     assert f"| B8A | {low:g} | {high:g} | 0 | 1 |" in card
-    assert f"| eurosat-linear-100pct-multispectral | accuracy | this-run | {published['this-run']['accuracy']:.4f} |" in card
+    assert (
+        f"| eurosat-linear-100pct-multispectral | accuracy | this-run | {published['this-run']['accuracy']:.4f} |"
+        in card
+    )

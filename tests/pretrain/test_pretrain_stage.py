@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,9 @@ def test_the_stage_trains_through_torchrun_and_commits_metrics_and_a_checkpoint(
     experiment, root = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "1"))
     LocalExecutor(storage.as_uri()).apply(experiment)
     tree = StageTree(root, "pretrain")
-    metrics = [json.loads(line) for line in (storage / "experiments/tiny/pretrain/metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line) for line in (storage / "experiments/tiny/pretrain/metrics.jsonl").read_text().splitlines()
+    ]
     assert [m["step"] for m in metrics] == [10, 12]
     assert all(m["loss"] > 0 and {"loss_0", "loss_1", "loss_2", "lr", "samples_per_s"} <= m.keys() for m in metrics)
     for m in metrics:  # the collapse figures (secoctl.collapse): a std per sub-space, cosines in [-1, 1]
@@ -62,11 +63,29 @@ def test_two_torchrun_agents_meet_by_c10d_rendezvous_as_two_nodes(storage):
     for node in range(2):
         # gloo on the CPU wherever it runs: on a one-GPU machine two NCCL ranks would share a device.
         env = dict(os.environ, JOB_COMPLETION_INDEX=str(node), PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-        agents.append(subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
-             "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=tiny",
-             "-m", "jobs.pretrain", "--spec", spec_uri(root)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        agents.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--nnodes=2",
+                    "--nproc-per-node=1",
+                    "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint={endpoint}",
+                    "--rdzv-id=tiny",
+                    "-m",
+                    "jobs.pretrain",
+                    "--spec",
+                    spec_uri(root),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [agent.communicate(timeout=300)[0] for agent in agents]
     assert [agent.returncode for agent in agents] == [0, 0], outputs
     parts = sorted(p.name for p in (storage / "experiments/tiny/pretrain/parts").iterdir())
@@ -76,14 +95,25 @@ def test_two_torchrun_agents_meet_by_c10d_rendezvous_as_two_nodes(storage):
 
 
 def test_a_killed_worker_resumes_from_its_last_checkpoint_and_completes(storage):
-    experiment, root = collected_experiment(storage.as_uri(), SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 30"),
-                                           training_shards=True)
+    experiment, root = collected_experiment(
+        storage.as_uri(), SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 30"), training_shards=True
+    )
     checkpoint_dir = StageTree(root, "pretrain").path("checkpoints")
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
-            "-m", "jobs.pretrain", "--spec", spec_uri(root)]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=1",
+        "-m",
+        "jobs.pretrain",
+        "--spec",
+        spec_uri(root),
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     while not checkpoints.list_steps(checkpoint_dir) or checkpoints.list_steps(checkpoint_dir)[-1] < 10:
         assert first.poll() is None and time.monotonic() < deadline

@@ -29,8 +29,9 @@ def direct_loss(q, keys, queue, subspace, temperature):
         positive = float(q[n] @ keys[subspace][n])
         negatives = [float(q[n] @ queue[:, j]) for j in range(queue.shape[1])]
         if subspace > 0:  # the other two views' keys of every sample in the batch
-            negatives += [float(q[n] @ keys[j][m]) for j in range(len(keys)) if j != subspace
-                          for m in range(q.shape[0])]
+            negatives += [
+                float(q[n] @ keys[j][m]) for j in range(len(keys)) if j != subspace for m in range(q.shape[0])
+            ]
         scores = [positive, *negatives]
         denominator = sum(math.exp(s / temperature) for s in scores)
         total += -math.log(math.exp(positive / temperature) / denominator)
@@ -63,7 +64,7 @@ def test_subspace_logits_hold_the_positive_the_queue_then_the_other_views_keys(m
         logits = model.logits(q, keys, subspace)
         assert logits.shape == (BATCH, 1 + QUEUE + 2 * BATCH)
         torch.testing.assert_close(logits[:, 0], (q * keys[subspace]).sum(1) / 0.2)
-        torch.testing.assert_close(logits[:, 1:1 + QUEUE], q @ model.queue[subspace] / 0.2)
+        torch.testing.assert_close(logits[:, 1 : 1 + QUEUE], q @ model.queue[subspace] / 0.2)
         others = [j for j in range(3) if j != subspace]
         for block, j in enumerate(others):
             start = 1 + QUEUE + block * BATCH
@@ -76,8 +77,9 @@ def test_no_gradient_reaches_the_momentum_encoder_which_moves_only_by_ema(model)
     query, *keys = views()
     total, _, _ = model(query, keys)
     total.backward()
-    assert all(p.grad is None and not p.requires_grad
-               for p in [*model.encoder_k.parameters(), *model.heads_k.parameters()])
+    assert all(
+        p.grad is None and not p.requires_grad for p in [*model.encoder_k.parameters(), *model.heads_k.parameters()]
+    )
     assert any(p.grad is not None for p in model.encoder_q.parameters())
     # Before any optimiser step the query weights equal the initial key weights: EMA leaves them unchanged.
     for before, after in zip(key_before, model.encoder_k.parameters()):
@@ -140,7 +142,8 @@ def test_a_model_forced_to_collapse_trips_the_alarm_after_enough_logs(model):
         assert max(history[-1][f"embed_std_{i}"] for i in range(3)) < 1e-6
         low = collapse.low_logs(history, dim=16)
         assert collapse.alarm({"embed_std": 0.0, "embed_std_low_logs": low}) == (
-            "collapsing? embed_std=0" if low >= collapse.ALARM_LOGS else "")
+            "collapsing? embed_std=0" if low >= collapse.ALARM_LOGS else ""
+        )
     assert low == collapse.ALARM_LOGS
     history.append({"step": 99, "embed_std_0": 1 / 4, "embed_std_1": 1 / 4, "embed_std_2": 1 / 4})
     assert collapse.low_logs(history, dim=16) == 0, "a healthy log ends the run of low ones"

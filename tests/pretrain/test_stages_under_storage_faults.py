@@ -16,17 +16,27 @@ from tests.s3 import s3_bucket
 from tests.storage_faults import s3_behind_faults, write_faults
 
 BUCKET = "seco-stage-faults"
-SPEC = PRETRAIN_SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 4").replace(
-    "checkpointEverySteps: 5", "checkpointEverySteps: 4") + '  publish: {name: tiny-rn18, version: "1"}\n'
+SPEC = (
+    PRETRAIN_SPEC.replace("NODES", "1")
+    .replace("maxSteps: 12", "maxSteps: 4")
+    .replace("checkpointEverySteps: 5", "checkpointEverySteps: 4")
+    + '  publish: {name: tiny-rn18, version: "1"}\n'
+)
 # what each stage writes: training shards, checkpoints (multipart uploads), the weights file (multipart too)
-FAULTS = [*write_faults(r"/shards/data/"), *write_faults(r"/pretrain/checkpoints/step-"),
-          *write_faults(r"/weights/tiny-rn18/1/model\.safetensors")]
+FAULTS = [
+    *write_faults(r"/shards/data/"),
+    *write_faults(r"/pretrain/checkpoints/step-"),
+    *write_faults(r"/weights/tiny-rn18/1/model\.safetensors"),
+]
 
 
 def outputs(fs, prefix: str) -> dict[str, bytes]:
     """Every object each stage committed, by its path under the run's prefix."""
-    found = [*fs.find(f"{prefix}/datasets"), *fs.find(f"{prefix}/experiments/tiny/pretrain/checkpoints"),
-             *fs.find(f"{prefix}/weights")]
+    found = [
+        *fs.find(f"{prefix}/datasets"),
+        *fs.find(f"{prefix}/experiments/tiny/pretrain/checkpoints"),
+        *fs.find(f"{prefix}/weights"),
+    ]
     return {path.removeprefix(prefix): fs.cat_file(path) for path in found}
 
 
@@ -34,7 +44,9 @@ def timeless(checkpoint: bytes) -> dict:
     """A checkpoint without the one thing that differs between two clean runs: the throughput its metrics
     record (samples per second); tensors kept bit for bit, as bytes."""
     state = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
-    state["metrics"] = [{k: v for k, v in record.items() if k != "samples_per_s"} for record in json.loads(state["metrics"])]
+    state["metrics"] = [
+        {k: v for k, v in record.items() if k != "samples_per_s"} for record in json.loads(state["metrics"])
+    ]
 
     def plain(value):
         if isinstance(value, torch.Tensor):
@@ -68,6 +80,12 @@ def test_shards_pretrain_and_publish_complete_under_faults_with_a_clean_runs_out
             assert timeless(clean[path]) == timeless(faulty[path]), path
         elif not path.endswith(("item.json", "SHA256SUMS")):  # the STAC item names its storage and time
             assert clean[path] == faulty[path], path
-    sums = {run: next(line for line in files["/weights/tiny-rn18/1/SHA256SUMS"].decode().splitlines()
-                      if line.endswith("model.safetensors")) for run, files in (("clean", clean), ("faulty", faulty))}
+    sums = {
+        run: next(
+            line
+            for line in files["/weights/tiny-rn18/1/SHA256SUMS"].decode().splitlines()
+            if line.endswith("model.safetensors")
+        )
+        for run, files in (("clean", clean), ("faulty", faulty))
+    }
     assert sums["clean"] == sums["faulty"]

@@ -17,8 +17,11 @@ from tests.conftest import ROOT
 from tests.pretrain.made_data import collected_experiment
 from tests.pretrain.test_pretrain_stage import SPEC
 
-LONG = SPEC.replace("NODES", "1").replace("maxSteps: 12", "maxSteps: 40").replace("checkpointEverySteps: 5",
-                                                                                  "checkpointEverySteps: 1000")
+LONG = (
+    SPEC.replace("NODES", "1")
+    .replace("maxSteps: 12", "maxSteps: 40")
+    .replace("checkpointEverySteps: 5", "checkpointEverySteps: 1000")
+)
 
 
 def _events(lines: list[str]) -> list[dict]:
@@ -28,15 +31,29 @@ def _events(lines: list[str]) -> list[dict]:
 def test_sigterm_to_the_pod_checkpoints_the_step_reached_exits_143_and_the_next_run_resumes_there(storage):
     experiment, root = collected_experiment(storage.as_uri(), LONG, training_shards=True)
     checkpoint_dir = StageTree(root, "pretrain").path("checkpoints")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
-                "-m", "jobs.pretrain", "--spec", spec_uri(root)]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=1",
+        "-m",
+        "jobs.pretrain",
+        "--spec",
+        spec_uri(root),
+    ]
     # torchrun's wait for a stopping worker, as the pod's env sets it (secoctl.stages.pretrain_stop_s) but sized
     # for this shared test machine's CPU, not a pod's.
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TORCH_ELASTIC_SHUTDOWN_TIMEOUT="300")
     # As in the pod: the log wrapper, then the torchrun agent, then the worker in a session of its own.
-    pod = subprocess.Popen([sys.executable, "-m", "jobs.common.logged", "--spec", spec_uri(root), "--stage", "pretrain",
-                            "--", *torchrun], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
+    pod = subprocess.Popen(
+        [sys.executable, "-m", "jobs.common.logged", "--spec", spec_uri(root), "--stage", "pretrain", "--", *torchrun],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     before_signal = []
     for line in pod.stdout:
         before_signal.append(line)

@@ -22,8 +22,11 @@ def test_the_stored_event_file_is_whole_from_the_first_record_and_complete_after
     assert _downloaded(uri, tmp_path / "first") == {"loss": [(10, 2.5)], "lr": [(10, 0.125)]}
     events.scalars(20, numeric_fields({"step": 20, "loss": 2.25, "lr": 0.125, "pos_cos": 0.5}))
     events.close()
-    assert _downloaded(uri, tmp_path / "closed") == {"loss": [(10, 2.5), (20, 2.25)], "lr": [(10, 0.125), (20, 0.125)],
-                                                     "pos_cos": [(20, 0.5)]}
+    assert _downloaded(uri, tmp_path / "closed") == {
+        "loss": [(10, 2.5), (20, 2.25)],
+        "lr": [(10, 0.125), (20, 0.125)],
+        "pos_cos": [(20, 0.5)],
+    }
 
 
 def test_a_resumed_run_hides_the_steps_logged_after_its_checkpoint(tmp_path):

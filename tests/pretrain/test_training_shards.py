@@ -14,8 +14,14 @@ from secoctl import store
 
 def made_locations(count: int, timestamps: int = 5, bands: int = 3, size: int = 16, first: int = 0) -> list[Location]:
     rng = np.random.default_rng(first)
-    return [Location(f"{first + i:06d}", rng.integers(0, 256, (timestamps, bands, size, size), dtype=np.uint8),
-                     {"bands": [f"B{b}" for b in range(bands)]}) for i in range(count)]
+    return [
+        Location(
+            f"{first + i:06d}",
+            rng.integers(0, 256, (timestamps, bands, size, size), dtype=np.uint8),
+            {"bands": [f"B{b}" for b in range(bands)]},
+        )
+        for i in range(count)
+    ]
 
 
 def test_a_training_shard_is_a_plain_tar_whose_index_points_at_each_timestamp(tmp_path):
@@ -82,8 +88,9 @@ def test_batches_mix_shards_and_draw_the_views_timestamps_from_one_location(tmp_
     originals = {loc.key: loc.pixels for number in range(6) for loc in made_locations(4, first=number * 4)}
     shards_in_batch = set()
     for sample in batch:
-        matches = [key for key, pixels in originals.items()
-                   if all(any(np.array_equal(t, p) for p in pixels) for t in sample)]
+        matches = [
+            key for key, pixels in originals.items() if all(any(np.array_equal(t, p) for p in pixels) for t in sample)
+        ]
         assert len(matches) == 1  # all three timestamps come from one location
         shards_in_batch.add(int(matches[0]) // 4)
     assert len(shards_in_batch) > 2  # the shuffle buffer mixes shards

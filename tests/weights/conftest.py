@@ -42,8 +42,11 @@ def safetensors_file(tmp_path: Path) -> Path:
 
 def made_release(tmp_path: Path, state: dict, file: str = "seco_resnet18_1m.ckpt") -> Path:
     """A Lightning checkpoint shaped as the reference's releases are (not one of them: its md5 differs)."""
-    lightning = {"state_dict": {f"encoder_q.{INDEX_OF[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items()}
-                 | {"queue0": torch.randn(128, 8), "encoder_k.0.weight": torch.randn(64, 3, 7, 7)},
-                 "hyper_parameters": argparse.Namespace(arch="resnet18", base_lr=0.03), "epoch": 199}
+    lightning = {
+        "state_dict": {f"encoder_q.{INDEX_OF[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items()}
+        | {"queue0": torch.randn(128, 8), "encoder_k.0.weight": torch.randn(64, 3, 7, 7)},
+        "hyper_parameters": argparse.Namespace(arch="resnet18", base_lr=0.03),
+        "epoch": 199,
+    }
     torch.save(lightning, tmp_path / file)
     return tmp_path / file

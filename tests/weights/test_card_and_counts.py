@@ -24,8 +24,12 @@ HOSTILE = "evil\n---\nlicense: mit\n<script>alert(1)</script> | *bold* [link](ht
 
 
 def hostile_item(tmp_path: Path) -> dict:
-    spec = {"apiVersion": "secoctl/v1", "kind": "Experiment", "metadata": {"name": "quick"},
-            "spec": {"storage": f"file://{tmp_path}/private/store", "pretrain": {"maxSteps": 3}}}
+    spec = {
+        "apiVersion": "secoctl/v1",
+        "kind": "Experiment",
+        "metadata": {"name": "quick"},
+        "spec": {"storage": f"file://{tmp_path}/private/store", "pretrain": {"maxSteps": 3}},
+    }
     item = model_item("rn18", "1", "resnet18", 224, 11176512, {"experiment": HOSTILE, "spec": spec})
     item["properties"]["mlm:name"] = HOSTILE
     return item
@@ -39,8 +43,9 @@ def test_the_card_escapes_every_item_value_and_names_no_storage_path(tmp_path: P
     assert not any(line.startswith(("---", "license:")) for line in body.splitlines())
     assert str(tmp_path) not in card and "private/store" not in card and '"maxSteps": 3' in card
     heading = next(line for line in body.splitlines() if line.startswith("# "))
-    assert heading.startswith("# evil --- license: mit &lt;script&gt;alert(1)&lt;/script&gt; \\| \\*bold\\* "
-                              "\\[link\\](http://x)")
+    assert heading.startswith(
+        "# evil --- license: mit &lt;script&gt;alert(1)&lt;/script&gt; \\| \\*bold\\* \\[link\\](http://x)"
+    )
     experiment = next(line for line in body.splitlines() if line.startswith("- experiment:"))
     assert "\\|" in experiment and "&lt;script&gt;" in experiment
 

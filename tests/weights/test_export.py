@@ -17,10 +17,9 @@ import torchvision
 from safetensors.torch import load_file, save_file
 
 from secoctl import weights
-from secoctl.weights import seco_releases
 from secoctl.errors import UserError
 from secoctl.model_card import model_item
-from secoctl.weights import exporting
+from secoctl.weights import exporting, seco_releases
 from secoctl.weights.backbone import reflectance_input_class
 from tests.conftest import ROOT, run_cli
 from tests.weights.conftest import backbone_state, made_release
@@ -79,12 +78,14 @@ def test_torchgeo_meta_carries_torchgeo_s_keys_and_the_transform_is_load_s(tmp_p
     exported = json.loads((tmp_path / "out" / "meta.json").read_text())
     torchgeo_own = torchgeo.models.ResNet50_Weights.SENTINEL2_RGB_SECO.meta
     assert set(torchgeo_own) <= set(exported["meta"])
-    assert {key: exported["meta"][key] for key in ("in_chans", "model", "ssl_method", "bands", "publication")} == \
-        {key: torchgeo_own[key] for key in ("in_chans", "model", "ssl_method", "bands", "publication")}
+    assert {key: exported["meta"][key] for key in ("in_chans", "model", "ssl_method", "bands", "publication")} == {
+        key: torchgeo_own[key] for key in ("in_chans", "model", "ssl_method", "bands", "publication")
+    }
     assert exported["meta"]["dataset"] == "SeCo Dataset (seco-1m)"
     spec = exported["transforms"]
-    rebuilt = reflectance_input_class()([spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"],
-                                        spec["size"])
+    rebuilt = reflectance_input_class()(
+        [spec["stretch"][b] for b in spec["bands"]], spec["mean"], spec["std"], spec["size"]
+    )
     _, transform = weights.load(ref, storage=storage)
     reflectance = torch.randint(0, 6000, (2, 3, 40, 40))
     torch.testing.assert_close(rebuilt(reflectance), transform(reflectance), atol=0, rtol=0)
@@ -98,8 +99,14 @@ def test_the_hub_folder_has_timm_s_layout_and_a_card_from_the_item(tmp_path: Pat
     assert config["architecture"] == "resnet50" and config["num_classes"] == 0
     assert config["pretrained_cfg"]["input_size"] == [3, 224, 224] and "file" not in config["pretrained_cfg"]
     card = (tmp_path / "out" / "README.md").read_text()
-    for expected in ("library_name: timm", "| B04 | 0 | 5058.82 | 0.485 | 0.229 |", "release: seco\\_resnet50\\_1m",
-                     "pretraining: seco-1m", "md5: ", "STAC item: seco-rn50-1"):
+    for expected in (
+        "library_name: timm",
+        "| B04 | 0 | 5058.82 | 0.485 | 0.229 |",
+        "release: seco\\_resnet50\\_1m",
+        "pretraining: seco-1m",
+        "md5: ",
+        "STAC item: seco-rn50-1",
+    ):
         assert expected in card, expected
 
 
@@ -108,16 +115,19 @@ TWELVE = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", 
 
 def twelve_band_item(state: dict[str, torch.Tensor]) -> dict:
     """A published item as issue 30's 12-band weights carry it: every band with its own stretch, mean and std."""
-    return model_item("ms12", "1", "resnet18", 224, sum(t.numel() for t in state.values()), {"pushed_from": "x"},
-                      bands=TWELVE)
+    return model_item(
+        "ms12", "1", "resnet18", 224, sum(t.numel() for t in state.values()), {"pushed_from": "x"}, bands=TWELVE
+    )
 
 
 def twelve_band_file(tmp_path: Path) -> Path:
     torch.manual_seed(4)
     reference = torchvision.models.resnet18()
     reference.conv1 = torch.nn.Conv2d(12, 64, 7, 2, 3, bias=False)
-    save_file({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")},
-              str(tmp_path / "model.safetensors"))
+    save_file(
+        {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")},
+        str(tmp_path / "model.safetensors"),
+    )
     return tmp_path / "model.safetensors"
 
 
@@ -125,11 +135,24 @@ def twelve_band_file(tmp_path: Path) -> Path:
 def test_a_pushed_12_band_backbone_exports_with_in_chans_12_and_load_s_features(fmt: str, tmp_path: Path):
     """`weights push --bands`, then `weights export` through the CLI: what a user of 12-band weights runs."""
     storage = (tmp_path / "store").as_uri()
-    pushed = run_cli("weights", "push", str(twelve_band_file(tmp_path)), "--name", "ms12", "--version", "1",
-                     "--bands", ",".join(TWELVE), "--storage", storage, timeout=300)
+    pushed = run_cli(
+        "weights",
+        "push",
+        str(twelve_band_file(tmp_path)),
+        "--name",
+        "ms12",
+        "--version",
+        "1",
+        "--bands",
+        ",".join(TWELVE),
+        "--storage",
+        storage,
+        timeout=300,
+    )
     assert pushed.returncode == 0, pushed.stderr
-    result = run_cli("weights", "export", "ms12:1", "--format", fmt, "-o", str(tmp_path / "out"), "--storage", storage,
-                     timeout=300)
+    result = run_cli(
+        "weights", "export", "ms12:1", "--format", fmt, "-o", str(tmp_path / "out"), "--storage", storage, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     model, transform = weights.load("ms12:1", storage=storage)
     assert model.conv1.weight.shape == (64, 12, 7, 7)
@@ -156,11 +179,23 @@ def test_a_pushed_12_band_backbone_exports_with_in_chans_12_and_load_s_features(
 def test_a_stage_published_12_band_version_exports_its_experiment_and_metrics(tmp_path: Path):
     """The publish stage's own call (`publish_backbone` with the experiment's provenance, metrics and bands)."""
     storage = (tmp_path / "store").as_uri()
-    weights.publish_backbone(storage, twelve_band_file(tmp_path), "ms12", "1", "resnet18", 224, 1,
-                             {"experiment": "ms", "checkpoint_step": 10, "method": "seco",
-                              "spec": {"spec": {"collect": {"source": "planetary-computer", "locations": 256}}}},
-                             {"eurosat-linear": {"metric": "accuracy", "results": {"seco": {"accuracy": 0.71}}}},
-                             bands=TWELVE)
+    weights.publish_backbone(
+        storage,
+        twelve_band_file(tmp_path),
+        "ms12",
+        "1",
+        "resnet18",
+        224,
+        1,
+        {
+            "experiment": "ms",
+            "checkpoint_step": 10,
+            "method": "seco",
+            "spec": {"spec": {"collect": {"source": "planetary-computer", "locations": 256}}},
+        },
+        {"eurosat-linear": {"metric": "accuracy", "results": {"seco": {"accuracy": 0.71}}}},
+        bands=TWELVE,
+    )
     weights.export(storage, "ms12:1", "hf", tmp_path / "hf")
     weights.export(storage, "ms12:1", "torchgeo", tmp_path / "tg")
     assert "| eurosat-linear | accuracy | seco | 0.7100 |" in (tmp_path / "hf" / "README.md").read_text()
@@ -168,12 +203,18 @@ def test_a_stage_published_12_band_version_exports_its_experiment_and_metrics(tm
     assert meta["dataset"] == "secoctl experiment ms (planetary-computer, 256 locations)" and meta["in_chans"] == 12
 
 
-@pytest.mark.parametrize("dropped, bands, message", [
-    (None, 12, "conv1 takes 3 channels but item.json's secoctl:input lists 12 bands"),
-    ("layer4.1.bn2.weight", 3, "timm's resnet18 refuses these weights: Error(s) in loading state_dict"),
-    ("conv1.weight", 3, "model.safetensors has no conv1.weight")], ids=["bands", "missing-key", "no-conv1"])
-def test_weights_an_export_cannot_carry_are_refused_in_one_line_and_nothing_is_written(dropped, bands, message,
-                                                                                      tmp_path: Path):
+@pytest.mark.parametrize(
+    "dropped, bands, message",
+    [
+        (None, 12, "conv1 takes 3 channels but item.json's secoctl:input lists 12 bands"),
+        ("layer4.1.bn2.weight", 3, "timm's resnet18 refuses these weights: Error(s) in loading state_dict"),
+        ("conv1.weight", 3, "model.safetensors has no conv1.weight"),
+    ],
+    ids=["bands", "missing-key", "no-conv1"],
+)
+def test_weights_an_export_cannot_carry_are_refused_in_one_line_and_nothing_is_written(
+    dropped, bands, message, tmp_path: Path
+):
     state = backbone_state("resnet18")
     item = twelve_band_item(state)
     if bands == 3:
@@ -190,23 +231,26 @@ def test_the_cli_exports_and_refuses_bad_input_in_one_line(tmp_path: Path):
     storage, ref = published("pushed-resnet18", tmp_path)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
-    for args, message in [(("rn18", "--format", "onnx", "-o", str(tmp_path / "a")),
-                           "--format 'onnx' is not one of timm, torchgeo, hf"),
-                          (("rn18", "--format", "timm", "-o", str(tmp_path / "full")), "is not an empty folder"),
-                          (("nothing", "--format", "timm", "-o", str(tmp_path / "b")),
-                           "no published weights named 'nothing'")]:
+    for args, message in [
+        (("rn18", "--format", "onnx", "-o", str(tmp_path / "a")), "--format 'onnx' is not one of timm, torchgeo, hf"),
+        (("rn18", "--format", "timm", "-o", str(tmp_path / "full")), "is not an empty folder"),
+        (("nothing", "--format", "timm", "-o", str(tmp_path / "b")), "no published weights named 'nothing'"),
+    ]:
         result = run_cli("weights", "export", *args, "--storage", storage, timeout=300)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
-    result = run_cli("weights", "export", "rn18", "--format", "timm", "-o", str(tmp_path / "out"), "--storage", storage,
-                     timeout=300)
+    result = run_cli(
+        "weights", "export", "rn18", "--format", "timm", "-o", str(tmp_path / "out"), "--storage", storage, timeout=300
+    )
     assert result.returncode == 0 and f"rn18:1 exported for timm to {tmp_path / 'out'}" in result.stdout, result.stderr
 
 
 def test_importing_the_export_modules_loads_no_torch():
-    code = ("import sys, secoctl.weights.exporting, secoctl.weights.formats, secoctl.weights.cli; "
-            "print(sorted(m for m in ('torch', 'timm', 'torchgeo') if m in sys.modules))")
+    code = (
+        "import sys, secoctl.weights.exporting, secoctl.weights.formats, secoctl.weights.cli; "
+        "print(sorted(m for m in ('torch', 'timm', 'torchgeo') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "[]"

@@ -43,9 +43,25 @@ def installed(package: str, version: str) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        subprocess.run([str(UV), "pip", "install", "--quiet", "--no-deps", "--python", sys.executable, "--target",
-                        str(scratch), f"{package}=={version}", *EXTRAS.get((package, version), ())],
-                       check=True, capture_output=True, text=True, timeout=600)
+        subprocess.run(
+            [
+                str(UV),
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--python",
+                sys.executable,
+                "--target",
+                str(scratch),
+                f"{package}=={version}",
+                *EXTRAS.get((package, version), ()),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         scratch.rename(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -74,8 +90,13 @@ def test_12_band_exports_load_conv1_exactly_in_each_verified_release(package: st
     target = installed(package, version)
     environment = dict(os.environ, PYTHONPATH=str(target))
     for fmt in FORMATS[package]:
-        result = subprocess.run([sys.executable, str(LOADER), fmt, str(folders[fmt]), str(reference)],
-                                capture_output=True, text=True, env=environment, timeout=300)
+        result = subprocess.run(
+            [sys.executable, str(LOADER), fmt, str(folders[fmt]), str(reference)],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         loaded_package, loaded_version, difference = result.stdout.strip().splitlines()[-1].split()
         assert (loaded_package, loaded_version) == (package, version), f"{fmt}: {result.stdout}"

@@ -19,15 +19,17 @@ from secoctl import weights
 from secoctl.model_card import BAND_TABLE, model_item
 from tests.conftest import ROOT
 from tests.weights.conftest import backbone_state
-from tests.weights.test_export_compat import installed
 from tests.weights.test_bands import TWELVE, twelve_band_state
+from tests.weights.test_export_compat import installed
 
 SCHEMAS = ROOT / "tests" / "data" / "stac-schemas"
 # URL → file: what the items declare and what the MLM schema refers to.
-HELD = {"https://stac-extensions.github.io/mlm/v1.5.2/schema.json": "mlm-v1.5.2.json",
-        "https://stac-extensions.github.io/eo/v1.1.0/schema.json": "eo-v1.1.0.json",
-        "https://stac-extensions.github.io/raster/v1.1.0/schema.json": "raster-v1.1.0.json",
-        "https://stac-extensions.github.io/processing/v1.1.0/schema.json": "processing-v1.1.0.json"}
+HELD = {
+    "https://stac-extensions.github.io/mlm/v1.5.2/schema.json": "mlm-v1.5.2.json",
+    "https://stac-extensions.github.io/eo/v1.1.0/schema.json": "eo-v1.1.0.json",
+    "https://stac-extensions.github.io/raster/v1.1.0/schema.json": "raster-v1.1.0.json",
+    "https://stac-extensions.github.io/processing/v1.1.0/schema.json": "processing-v1.1.0.json",
+}
 
 
 def schema(url: str) -> dict:
@@ -81,8 +83,13 @@ def test_a_published_item_validates_against_stac_model(bands, tmp_path: Path):
     environment = dict(os.environ, PYTHONPATH=str(target))
     for written, valid in ((item, True), (broken_resize(item), False)):
         (tmp_path / "item.json").write_text(json.dumps(written))
-        result = subprocess.run([sys.executable, "-c", STAC_MODEL_CHECK, str(tmp_path / "item.json")],
-                                capture_output=True, text=True, env=environment, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", STAC_MODEL_CHECK, str(tmp_path / "item.json")],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=300,
+        )
         assert (result.returncode == 0) == valid, result.stderr[-2000:]
         assert valid or "ValidationError" in result.stderr
 
@@ -108,11 +115,15 @@ def test_the_model_asset_describes_each_input_band_in_tensor_order_with_esa_s_wa
     assert [scaling["type"] for scaling in model_input["value_scaling"]] == ["z-score"] * len(names)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda item: item.update(broken_resize(item)), "resize_type"),
-    (lambda item: item["assets"]["weights"].pop("eo:bands"), "eo:bands"),
-    (lambda item: item["properties"]["mlm:input"][0]["value_scaling"][0].pop("stddev"), "value_scaling")],
-    ids=["resize-type", "no-band-objects", "value-scaling"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda item: item.update(broken_resize(item)), "resize_type"),
+        (lambda item: item["assets"]["weights"].pop("eo:bands"), "eo:bands"),
+        (lambda item: item["properties"]["mlm:input"][0]["value_scaling"][0].pop("stddev"), "value_scaling"),
+    ],
+    ids=["resize-type", "no-band-objects", "value-scaling"],
+)
 def test_the_held_schema_refuses_what_the_items_once_wrote(change, message):
     item = json.loads(json.dumps(model_item("w", "1", "resnet18", 224, 1, {}, bands=TWELVE)))
     assert schema_errors(item) == []

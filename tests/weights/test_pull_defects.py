@@ -11,19 +11,20 @@ from safetensors.torch import save_file
 
 from secoctl import store, weights
 from secoctl.errors import UserError
+from secoctl.tree import experiment_uri
 from secoctl.weights import published
 from tests.conftest import run_cli
 from tests.weights.conftest import backbone_state
 from tests.weights.test_weights import cli
-from secoctl.tree import experiment_uri
 
 
 def partial_folder(storage: str) -> Path:
     return published._cache_dir(storage, weights.WeightsRef("w", "1")).parent / ".1.partial"
 
 
-@pytest.mark.parametrize("sums", [b"\xff\xfe\x00garbage\n", b"not sums at all\n", b"\n\n"],
-                         ids=["utf8", "garbage", "empty"])
+@pytest.mark.parametrize(
+    "sums", [b"\xff\xfe\x00garbage\n", b"not sums at all\n", b"\n\n"], ids=["utf8", "garbage", "empty"]
+)
 def test_a_damaged_sums_file_is_one_line_asking_for_a_new_publish(sums: bytes, safetensors_file: Path, tmp_path: Path):
     storage = (tmp_path / "store").as_uri()
     weights.push(storage, safetensors_file, "w", "1")
@@ -32,7 +33,8 @@ def test_a_damaged_sums_file_is_one_line_asking_for_a_new_publish(sums: bytes, s
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: w:1: SHA256SUMS is not a list of '<sha256>  <file>' lines; the version cannot be verified: "
-        "ask the publisher to publish it again"]
+        "ask the publisher to publish it again"
+    ]
 
 
 def test_a_pull_interrupted_before_a_forced_republish_fetches_the_new_files(safetensors_file: Path, tmp_path: Path):
@@ -87,5 +89,3 @@ def test_logs_of_a_stage_path_that_is_a_file_says_there_are_none(storage: Path, 
     result = run_cli("logs", "demo", "--local", storage=storage)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr == "error: demo has no logs yet; `secoctl apply` writes them as stages run\n"
-
-

@@ -13,9 +13,8 @@ import torch
 import torchvision
 
 from secoctl import store, weights
-from secoctl.weights import seco_releases
 from secoctl.errors import UserError
-from secoctl.weights import published
+from secoctl.weights import published, seco_releases
 from tests.conftest import run_cli
 from tests.weights.conftest import backbone_state, made_release
 
@@ -51,11 +50,15 @@ def test_a_version_is_immutable_unless_forced(safetensors_file: Path, tmp_path: 
     assert cli("push", str(safetensors_file), "--name", "w", "--version", "1", storage=storage).returncode == 0
     again = cli("push", str(safetensors_file), "--name", "w", "--version", "1", storage=storage)
     assert again.returncode == 2 and "immutable" in again.stderr and "Traceback" not in again.stderr
-    assert cli("push", str(safetensors_file), "--name", "w", "--version", "1", "--force", storage=storage).returncode == 0
+    assert (
+        cli("push", str(safetensors_file), "--name", "w", "--version", "1", "--force", storage=storage).returncode == 0
+    )
 
 
-@pytest.mark.parametrize("ref, message", [("../../etc:1", "invalid"), ("w:../1", "invalid"), ("missing", "no published"),
-                                          ("w:9", "no version '9'")])
+@pytest.mark.parametrize(
+    "ref, message",
+    [("../../etc:1", "invalid"), ("w:../1", "invalid"), ("missing", "no published"), ("w:9", "no version '9'")],
+)
 def test_bad_names_and_versions_fail_with_one_line(ref: str, message: str, safetensors_file: Path, tmp_path: Path):
     storage = (tmp_path / "store").as_uri()
     cli("push", str(safetensors_file), "--name", "w", "--version", "1", storage=storage)
@@ -89,8 +92,7 @@ def test_an_interrupted_pull_resumes_from_its_bytes(safetensors_file: Path, tmp_
     assert sum(fetched) < len(full)  # only the missing two thirds (plus item.json) came over the wire
 
 
-def test_a_large_upload_goes_in_parts_and_an_interrupted_one_never_shows(s3_storage: str, tmp_path: Path,
-                                                                         monkeypatch):
+def test_a_large_upload_goes_in_parts_and_an_interrupted_one_never_shows(s3_storage: str, tmp_path: Path, monkeypatch):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 * store.MULTIPART_CHUNK + 1234))
     uri = store.join(s3_storage, "big.bin")
@@ -128,8 +130,20 @@ def test_import_converts_reference_and_torchgeo_checkpoints(tmp_path: Path):
     weights.import_checkpoint(storage, ckpt, "seco-ckpt", "seco-rn18", "1", releases=releases)
     provenance = weights.show(storage, "seco-rn18:1")["properties"]["secoctl:provenance"]
     assert provenance["release"] == "seco_resnet18_1m" and provenance["pretraining"] == "seco-1m"
-    result = run_cli("weights", "import", str(tmp_path / "resnet18_sentinel2_rgb_seco.pth"), "--format", "torchgeo",
-                     "--name", "seco-rn18", "--version", "2", "--storage", storage, timeout=300)
+    result = run_cli(
+        "weights",
+        "import",
+        str(tmp_path / "resnet18_sentinel2_rgb_seco.pth"),
+        "--format",
+        "torchgeo",
+        "--name",
+        "seco-rn18",
+        "--version",
+        "2",
+        "--storage",
+        storage,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     for version in ("1", "2"):
         model, _ = weights.load(f"seco-rn18:{version}", storage=storage)
@@ -139,15 +153,32 @@ def test_import_converts_reference_and_torchgeo_checkpoints(tmp_path: Path):
 
 def test_the_release_table_is_the_reference_readme_s():
     assert {md5: r.name for md5, r in seco_releases.RELEASES.items()} == {
-        "dcf336be31f6c6b0e77dcb6cc958fca8": "seco_resnet18_100k", "53d5c41d0f479bdfd31d6746ad4126db": "seco_resnet18_1m",
-        "9672c303f6334ef816494c13b9d05753": "seco_resnet50_100k", "7b09c54aed33c0c988b425c54f4ef948": "seco_resnet50_1m"}
-    assert all(r.name == f"seco_{r.backbone}_{r.pretraining.removeprefix('seco-')}" for r in seco_releases.RELEASES.values())
+        "dcf336be31f6c6b0e77dcb6cc958fca8": "seco_resnet18_100k",
+        "53d5c41d0f479bdfd31d6746ad4126db": "seco_resnet18_1m",
+        "9672c303f6334ef816494c13b9d05753": "seco_resnet50_100k",
+        "7b09c54aed33c0c988b425c54f4ef948": "seco_resnet50_1m",
+    }
+    assert all(
+        r.name == f"seco_{r.backbone}_{r.pretraining.removeprefix('seco-')}" for r in seco_releases.RELEASES.values()
+    )
 
 
 def test_import_refuses_a_checkpoint_that_is_no_release_in_one_line(tmp_path: Path):
     ckpt = made_release(tmp_path, backbone_state("resnet18", seed=3), "seco_resnet50_1m.ckpt")
-    result = run_cli("weights", "import", str(ckpt), "--format", "seco-ckpt", "--name", "x", "--version", "1",
-                     "--storage", (tmp_path / "s").as_uri(), timeout=300)
+    result = run_cli(
+        "weights",
+        "import",
+        str(ckpt),
+        "--format",
+        "seco-ckpt",
+        "--name",
+        "x",
+        "--version",
+        "1",
+        "--storage",
+        (tmp_path / "s").as_uri(),
+        timeout=300,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"md5 {seco_releases.md5_of(ckpt)}) is not a SeCo release checkpoint" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s" / "weights").exists()
@@ -166,8 +197,20 @@ class Payload:
 
 def test_import_refuses_pickled_code(tmp_path: Path):
     torch.save({"conv1.weight": torch.zeros(1), "evil": Payload()}, tmp_path / "evil.pth")
-    result = run_cli("weights", "import", str(tmp_path / "evil.pth"), "--format", "torchgeo", "--name", "x",
-                     "--version", "1", "--storage", (tmp_path / "s").as_uri(), timeout=300)
+    result = run_cli(
+        "weights",
+        "import",
+        str(tmp_path / "evil.pth"),
+        "--format",
+        "torchgeo",
+        "--name",
+        "x",
+        "--version",
+        "1",
+        "--storage",
+        (tmp_path / "s").as_uri(),
+        timeout=300,
+    )
     assert result.returncode == 2 and "weights_only" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -194,7 +237,8 @@ def test_a_version_whose_sums_lack_the_model_is_refused(safetensors_file: Path, 
     result = cli("pull", "w:1", storage=storage)
     assert result.returncode == 2 and "verified" not in result.stdout
     assert result.stderr.strip().splitlines() == [
-        "error: w:1: SHA256SUMS does not list model.safetensors; the version is incomplete and cannot be verified"]
+        "error: w:1: SHA256SUMS does not list model.safetensors; the version is incomplete and cannot be verified"
+    ]
 
 
 def safetensors_bytes(header: object, data: bytes = b"", declared_length: int | None = None) -> bytes:
@@ -204,35 +248,68 @@ def safetensors_bytes(header: object, data: bytes = b"", declared_length: int | 
 
 def real_header(path: Path) -> dict:
     raw = path.read_bytes()
-    return json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    return json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
 
 
 F32_PAIR = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
 
 
-@pytest.mark.parametrize("content, message", [
-    (lambda real: safetensors_bytes(real_header(real)), "within the file's 0 bytes"),  # a header without its data
-    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [10**12, 10**12], "data_offsets": [0, 8]}},
-                                    bytes(8)), "needs more than the file's 8 bytes"),
-    (lambda real: safetensors_bytes(F32_PAIR, bytes(12)), "describes 8 bytes of tensor data, the file holds 12"),
-    (lambda real: safetensors_bytes({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
-     "no known dtype"),
-    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8)),
-     "not a list of sizes"),
-    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, bytes(8)),
-     "needs 4 bytes, its data_offsets hold 8"),
-    (lambda real: safetensors_bytes({**F32_PAIR, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
-                                    bytes(12)), "gap or overlap"),
-    (lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 2**70]}}, bytes(8)),
-     "not [begin, end] within the file's 8 bytes"),
-    (lambda real: safetensors_bytes(F32_PAIR, bytes(8), declared_length=2**40), "not a safetensors file"),
-    (lambda real: safetensors_bytes(b"{not json", bytes(8)), "header is not JSON"),
-    (lambda real: safetensors_bytes(b"[" * 200_000, bytes(8)), "header is not JSON"),
-    (lambda real: safetensors_bytes([1, 2], bytes(8)), "not a JSON object"),
-], ids=["no-data", "absurd-shape", "excess", "dtype", "negative-dim", "size", "overlap", "offsets", "length", "json",
-        "nesting", "not-object"])
-def test_push_refuses_a_malformed_safetensors_file_in_one_line(content, message, safetensors_file: Path,
-                                                              tmp_path: Path):
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda real: safetensors_bytes(real_header(real)), "within the file's 0 bytes"),  # a header without its data
+        (
+            lambda real: safetensors_bytes(
+                {"a": {"dtype": "F32", "shape": [10**12, 10**12], "data_offsets": [0, 8]}}, bytes(8)
+            ),
+            "needs more than the file's 8 bytes",
+        ),
+        (lambda real: safetensors_bytes(F32_PAIR, bytes(12)), "describes 8 bytes of tensor data, the file holds 12"),
+        (
+            lambda real: safetensors_bytes({"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+            "no known dtype",
+        ),
+        (
+            lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8)),
+            "not a list of sizes",
+        ),
+        (
+            lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, bytes(8)),
+            "needs 4 bytes, its data_offsets hold 8",
+        ),
+        (
+            lambda real: safetensors_bytes(
+                {**F32_PAIR, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12)
+            ),
+            "gap or overlap",
+        ),
+        (
+            lambda real: safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 2**70]}}, bytes(8)),
+            "not [begin, end] within the file's 8 bytes",
+        ),
+        (lambda real: safetensors_bytes(F32_PAIR, bytes(8), declared_length=2**40), "not a safetensors file"),
+        (lambda real: safetensors_bytes(b"{not json", bytes(8)), "header is not JSON"),
+        (lambda real: safetensors_bytes(b"[" * 200_000, bytes(8)), "header is not JSON"),
+        (lambda real: safetensors_bytes([1, 2], bytes(8)), "not a JSON object"),
+    ],
+    ids=[
+        "no-data",
+        "absurd-shape",
+        "excess",
+        "dtype",
+        "negative-dim",
+        "size",
+        "overlap",
+        "offsets",
+        "length",
+        "json",
+        "nesting",
+        "not-object",
+    ],
+)
+def test_push_refuses_a_malformed_safetensors_file_in_one_line(
+    content, message, safetensors_file: Path, tmp_path: Path
+):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(content(safetensors_file))
     storage = tmp_path / "store"
@@ -242,8 +319,11 @@ def test_push_refuses_a_malformed_safetensors_file_in_one_line(content, message,
     assert not storage.exists()
 
 
-@pytest.mark.parametrize("item", [b"{not json", b"\xff\xfe", json.dumps({"properties": {}}).encode(),
-                                  json.dumps([1]).encode()], ids=["json", "utf8", "fields", "not-object"])
+@pytest.mark.parametrize(
+    "item",
+    [b"{not json", b"\xff\xfe", json.dumps({"properties": {}}).encode(), json.dumps([1]).encode()],
+    ids=["json", "utf8", "fields", "not-object"],
+)
 def test_a_bad_item_json_is_a_one_line_error(item: bytes, safetensors_file: Path, tmp_path: Path):
     storage = (tmp_path / "store").as_uri()
     bad_item = tmp_path / "item.json"
@@ -255,32 +335,53 @@ def test_a_bad_item_json_is_a_one_line_error(item: bytes, safetensors_file: Path
         assert result.stderr.strip().splitlines() == [
             "error: w:1: item.json is not a secoctl model item (STAC JSON whose properties hold secoctl:backbone and "
             "secoctl:input: known, distinct bands, each with its stretch, mean and std); ask the publisher to publish "
-            "the version again"]
+            "the version again"
+        ]
 
 
-@pytest.mark.parametrize("environment, message", [
-    ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "access denied"),
-    ({"AWS_ACCESS_KEY_ID": "nobody"}, "access denied"),
-    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
-      "AWS_MAX_ATTEMPTS": "1"}, "Could not connect to the endpoint URL"),  # one attempt: botocore's retries take 10 s
-], ids=["secret", "key", "endpoint-down"])
-def test_storage_failures_are_one_line_errors(environment, message, safetensors_file: Path, s3_storage: str,
-                                              monkeypatch):
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "access denied"),
+        ({"AWS_ACCESS_KEY_ID": "nobody"}, "access denied"),
+        (
+            {
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+                "AWS_MAX_ATTEMPTS": "1",
+            },
+            "Could not connect to the endpoint URL",
+        ),  # one attempt: botocore's retries take 10 s
+    ],
+    ids=["secret", "key", "endpoint-down"],
+)
+def test_storage_failures_are_one_line_errors(
+    environment, message, safetensors_file: Path, s3_storage: str, monkeypatch
+):
     weights.push(s3_storage, safetensors_file, "w", "1")
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    for command in (("weights", "pull", "w:1"), ("weights", "list"), ("weights", "push", str(safetensors_file),
-                                                                       "--name", "w", "--version", "2"),
-                    ("status",), ("delete", "some-experiment")):
+    for command in (
+        ("weights", "pull", "w:1"),
+        ("weights", "list"),
+        ("weights", "push", str(safetensors_file), "--name", "w", "--version", "2"),
+        ("status",),
+        ("delete", "some-experiment"),
+    ):
         result = run_cli(*command, "--storage", s3_storage, timeout=300)
         assert result.returncode == 2, (command, result.stderr[-2000:])
         assert result.stderr.strip().splitlines() == [result.stderr.strip()]
         assert result.stderr.startswith(f"error: storage {s3_storage}: ") and message in result.stderr
 
 
-@pytest.mark.parametrize("storage, message", [
-    ("gs://bucket/tree", "gs:// is not supported"), ("s3://bucket/../tree", "climbs out of its folder with '..'"),
-    ("nosuch://x/y", "nosuch")])
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        ("gs://bucket/tree", "gs:// is not supported"),
+        ("s3://bucket/../tree", "climbs out of its folder with '..'"),
+        ("nosuch://x/y", "nosuch"),
+    ],
+)
 def test_an_unusable_storage_uri_is_a_one_line_error(storage: str, message: str):
     for command in (("weights", "pull", "w:1"), ("weights", "list"), ("status",)):
         result = run_cli(*command, "--storage", storage)

@@ -24,6 +24,7 @@ from jobs.localcloud.cluster.realnode import node as realnode
 
 def build() -> int:
     """Every binary the cluster tests run, each in its own cache (a Kueue upgrade rebuilds only Kueue)."""
+
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
@@ -54,17 +55,21 @@ def main() -> None:
         node_binaries.ensure()
         try:
             with realnode.cluster(Path(tempfile.mkdtemp(prefix="secoctl-realnode-"))) as real:
-                print(f"cluster up: {', '.join(f'{k} {v:.1f} s' for k, v in real.timings.items())}; image "
-                      f"{real.image} (a spec runs it with imagePullPolicy: IfNotPresent); API server, DNS and pods "
-                      f"on {realnode.ADDRESS}")
+                print(
+                    f"cluster up: {', '.join(f'{k} {v:.1f} s' for k, v in real.timings.items())}; image "
+                    f"{real.image} (a spec runs it with imagePullPolicy: IfNotPresent); API server, DNS and pods "
+                    f"on {realnode.ADDRESS}"
+                )
                 wait(real.plane)
         except realnode.NodeFailed as error:
             raise SystemExit(f"real node: {error}") from None
         return
     started = time.monotonic()
     plane = controlplane.started()
-    print(f"control plane up in {time.monotonic() - started:.1f} s (Kubernetes {binaries.KUBERNETES}, "
-          f"etcd {binaries.ETCD}, kwok {binaries.KWOK})")
+    print(
+        f"control plane up in {time.monotonic() - started:.1f} s (Kubernetes {binaries.KUBERNETES}, "
+        f"etcd {binaries.ETCD}, kwok {binaries.KWOK})"
+    )
     try:
         wait(plane)
     finally:

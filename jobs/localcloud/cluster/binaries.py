@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
 from secoctl.cache import cache_root
 
 KUBERNETES = "v1.36.3"
@@ -37,8 +38,13 @@ KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-schedu
 # kwok's own stage definitions for node and pod life cycles, copied beside the binary. Nodes heartbeat
 # through Leases; the plain node-heartbeat stage rewrites node status without its addresses, which
 # breaks the apiserver's way to a node's logs.
-KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml", "pod/fast/pod-ready.yaml",
-               "pod/fast/pod-delete.yaml", "pod/chaos/pod-container-running-failed.yaml")
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-delete.yaml",
+    "pod/chaos/pod-container-running-failed.yaml",
+)
 ALL = (*KUBERNETES_COMMANDS, "etcd", "kwok")
 BUILD_COMMAND = "python -m jobs.localcloud.cluster build"
 GO_FLAGS = ("-trimpath", "-ldflags=-s -w")  # no file paths and no symbol tables in the binaries: smaller, faster links
@@ -72,20 +78,36 @@ def _complete(target: Path) -> bool:
 
 
 def _go(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(["go", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(
+        ["go", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if result.returncode != 0:
-        raise BuildFailed(f"go {' '.join(args)} (in {cwd}) exited {result.returncode}:\n"
-                          + "\n".join(result.stdout.splitlines()[-40:]))
+        raise BuildFailed(
+            f"go {' '.join(args)} (in {cwd}) exited {result.returncode}:\n"
+            + "\n".join(result.stdout.splitlines()[-40:])
+        )
     return result.stdout
 
 
 def _steps(staging: Path) -> list[tuple[str, list[str], Path]]:
     """(component, go arguments, module folder) in build order; later steps reuse the Go build cache."""
-    steps = [(command, ["build", *GO_FLAGS, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"],
-              GOBUILD / "kubernetes") for command in KUBERNETES_COMMANDS]
-    steps.append(("etcd", ["build", *GO_FLAGS, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"],
-                  GOBUILD / "etcd"))
+    steps = [
+        (
+            command,
+            ["build", *GO_FLAGS, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"],
+            GOBUILD / "kubernetes",
+        )
+        for command in KUBERNETES_COMMANDS
+    ]
+    steps.append(
+        ("etcd", ["build", *GO_FLAGS, "-o", str(staging / "etcd"), "go.etcd.io/etcd/server/v3"], GOBUILD / "etcd")
+    )
     steps.append(("kwok", ["install", *GO_FLAGS, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"], GOBUILD))
     return steps
 
@@ -98,8 +120,9 @@ def lanes(steps: list[tuple[str, list[str], Path]]) -> list[list[tuple[str, list
     return list(by_folder.values())
 
 
-def run_steps(steps: list[tuple[str, list[str], Path]], env: dict[str, str], what: str,
-              log: Callable[[str], None] = print) -> None:
+def run_steps(
+    steps: list[tuple[str, list[str], Path]], env: dict[str, str], what: str, log: Callable[[str], None] = print
+) -> None:
     """Every step, `BUILD_LANES` modules at a time, logging each component's build time; the first failure raises."""
     started = time.monotonic()
 
@@ -108,8 +131,10 @@ def run_steps(steps: list[tuple[str, list[str], Path]], env: dict[str, str], wha
             step_started = time.monotonic()
             log(f"{what}: building {component} ...")
             _go(args, folder, env)
-            log(f"{what}: {component} built in {time.monotonic() - step_started:.0f} s "
-                f"({time.monotonic() - started:.0f} s so far)")
+            log(
+                f"{what}: {component} built in {time.monotonic() - step_started:.0f} s "
+                f"({time.monotonic() - started:.0f} s so far)"
+            )
 
     with ThreadPoolExecutor(max_workers=BUILD_LANES, thread_name_prefix="go-build") as pool:
         for done in [pool.submit(lane, steps) for steps in lanes(steps)]:
@@ -139,7 +164,9 @@ def staged(target: Path) -> Iterator[Path]:
 def required(target: Path, complete: bool, what: str) -> Path:
     """`target` for a test, or the command that builds it: the tests never build (a build outlasts them)."""
     if not complete:
-        raise FileNotFoundError(f"{what} not built in {target}: run `{BUILD_COMMAND}` (`make test` runs it before pytest)")
+        raise FileNotFoundError(
+            f"{what} not built in {target}: run `{BUILD_COMMAND}` (`make test` runs it before pytest)"
+        )
     return target
 
 

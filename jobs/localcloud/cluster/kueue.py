@@ -66,16 +66,25 @@ def _stamped_apiserver(target: Path, log=print) -> None:
     The cluster binaries are built without version stamps, so their apiserver reports
     v0.0.0-master, which Kueue refuses to start against; only the link step runs again here.
     """
-    stamp = " ".join(f"-X k8s.io/component-base/version.{name}={value}" for name, value in (
-        ("gitVersion", binaries.KUBERNETES), ("gitMajor", binaries.KUBERNETES.split(".")[0].removeprefix("v")),
-        ("gitMinor", binaries.KUBERNETES.split(".")[1]), ("gitTreeState", "clean")))
+    stamp = " ".join(
+        f"-X k8s.io/component-base/version.{name}={value}"
+        for name, value in (
+            ("gitVersion", binaries.KUBERNETES),
+            ("gitMajor", binaries.KUBERNETES.split(".")[0].removeprefix("v")),
+            ("gitMinor", binaries.KUBERNETES.split(".")[1]),
+            ("gitTreeState", "clean"),
+        )
+    )
     started = time.monotonic()
     log("kueue: linking kube-apiserver with its version stamped ...")
     target.mkdir(parents=True, exist_ok=True)
     staging = target / "kube-apiserver.partial"
     flags = [f"{flag} {stamp}" if flag.startswith("-ldflags=") else flag for flag in binaries.GO_FLAGS]
-    binaries._go(["build", *flags, "-o", str(staging),
-                  "k8s.io/kubernetes/cmd/kube-apiserver"], binaries.GOBUILD / "kubernetes", binaries._environment(target))
+    binaries._go(
+        ["build", *flags, "-o", str(staging), "k8s.io/kubernetes/cmd/kube-apiserver"],
+        binaries.GOBUILD / "kubernetes",
+        binaries._environment(target),
+    )
     staging.rename(target / "kube-apiserver")
     log(f"kueue: kube-apiserver linked in {time.monotonic() - started:.0f} s into {target}")
 
@@ -84,7 +93,9 @@ def control_plane_bin(folder: Path) -> Path:
     """The cluster binaries, with the version-stamped kube-apiserver: what a control plane for Kueue runs."""
     stamped = apiserver_dir() / "kube-apiserver"
     if not stamped.is_file():
-        raise FileNotFoundError(f"{stamped} is missing: run `{binaries.BUILD_COMMAND}` (`make test` runs it before pytest)")
+        raise FileNotFoundError(
+            f"{stamped} is missing: run `{binaries.BUILD_COMMAND}` (`make test` runs it before pytest)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for entry in binaries.cached().iterdir():
         (folder / entry.name).symlink_to(entry)
@@ -137,16 +148,47 @@ def certificates(folder: Path) -> dict[str, bytes]:
     # PKCS#1 keys ("RSA PRIVATE KEY"): the only kind Kueue's cert rotator parses.
     for path in (ca_key, key):
         _openssl("genrsa", "-traditional", "-out", str(path), "2048")
-    _openssl("req", "-x509", "-key", str(ca_key), "-out", str(ca_crt),
-             "-days", "3650", "-subj", "/O=kueue/CN=kueue-ca", "-addext", "subjectAltName=DNS:kueue-ca",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,digitalSignature")
-    _openssl("req", "-new", "-key", str(key), "-out", str(csr),
-             "-subj", f"/CN={SERVICE}.{NAMESPACE}.svc")
+    _openssl(
+        "req",
+        "-x509",
+        "-key",
+        str(ca_key),
+        "-out",
+        str(ca_crt),
+        "-days",
+        "3650",
+        "-subj",
+        "/O=kueue/CN=kueue-ca",
+        "-addext",
+        "subjectAltName=DNS:kueue-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,digitalSignature",
+    )
+    _openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={SERVICE}.{NAMESPACE}.svc")
     extensions = folder / "tls.ext"
-    extensions.write_text(f"subjectAltName=DNS:{SERVICE}.{NAMESPACE}.svc,IP:127.0.0.1\n"
-                          "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-days", "3650", "-out", str(crt), "-extfile", str(extensions))
+    extensions.write_text(
+        f"subjectAltName=DNS:{SERVICE}.{NAMESPACE}.svc,IP:127.0.0.1\n"
+        "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca_crt),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-out",
+        str(crt),
+        "-extfile",
+        str(extensions),
+    )
     return {name: (folder / name).read_bytes() for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")}
 
 
@@ -173,15 +215,22 @@ def crds(source: Path, url: str, ca_bundle: str) -> list[dict]:
     for path in sorted(source.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["names"]["plural"] in CONVERTED:
-            crd["spec"]["conversion"] = {"strategy": "Webhook", "webhook": {
-                "conversionReviewVersions": ["v1"], "clientConfig": {"url": f"{url}/convert", "caBundle": ca_bundle}}}
+            crd["spec"]["conversion"] = {
+                "strategy": "Webhook",
+                "webhook": {
+                    "conversionReviewVersions": ["v1"],
+                    "clientConfig": {"url": f"{url}/convert", "caBundle": ca_bundle},
+                },
+            }
         result.append(crd)
     return result
 
 
 def configuration(webhook_port: int, health_port: int, cert_dir: Path) -> dict:
     return {
-        "apiVersion": "config.kueue.x-k8s.io/v1beta2", "kind": "Configuration", "namespace": NAMESPACE,
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
+        "namespace": NAMESPACE,
         "health": {"healthProbeBindAddress": f"127.0.0.1:{health_port}"},
         "metrics": {"bindAddress": "0"},
         "webhook": {"host": "127.0.0.1", "port": webhook_port, "certDir": str(cert_dir)},
@@ -209,30 +258,49 @@ class Kueue:
         ca_bundle = base64.b64encode(certs["ca.crt"]).decode()
         webhook_port, health_port = free_port(), free_port()
         url = f"https://127.0.0.1:{webhook_port}"
-        items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-                 {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": NAMESPACE},
-                  "type": "Opaque", "data": {k: base64.b64encode(v).decode() for k, v in certs.items()}},
-                 *crds(self.bin / "crds", url, ca_bundle)]
-        plane.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        items = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": SECRET, "namespace": NAMESPACE},
+                "type": "Opaque",
+                "data": {k: base64.b64encode(v).decode() for k, v in certs.items()},
+            },
+            *crds(self.bin / "crds", url, ca_bundle),
+        ]
+        plane.kubectl(
+            "apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        )
         plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         (folder / "config.yaml").write_text(yaml.safe_dump(configuration(webhook_port, health_port, cert_dir)))
-        self.processes.spawn("kueue", [str(self.bin / "kueue"), f"--config={folder / 'config.yaml'}",
-                                       "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=2"],
-                             env=dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig)))
-        self.processes.wait("kueue", lambda: plane._healthy(f"http://127.0.0.1:{health_port}/readyz"),
-                            timeout=90, interval=0.3)
+        self.processes.spawn(
+            "kueue",
+            [
+                str(self.bin / "kueue"),
+                f"--config={folder / 'config.yaml'}",
+                "--feature-gates=VisibilityOnDemand=false",
+                "--zap-log-level=2",
+            ],
+            env=dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig)),
+        )
+        self.processes.wait(
+            "kueue", lambda: plane._healthy(f"http://127.0.0.1:{health_port}/readyz"), timeout=90, interval=0.3
+        )
         # The webhooks only once Kueue serves them: with failurePolicy Fail an unserved webhook
         # would refuse every Job.
         self.webhooks = webhook_configurations(self.bin / "webhooks.yaml", url, ca_bundle)
-        plane.kubectl("apply", "-f", "-",
-                      stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.webhooks}))
+        plane.kubectl(
+            "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.webhooks})
+        )
         self._wait_for_webhook()
         return self
 
     def _wait_for_webhook(self, timeout: float = 30) -> None:
         """A dry-run ResourceFlavor goes through Kueue's admission: it answers once the CA is in place."""
-        probe = json.dumps({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
-                            "metadata": {"name": "webhook-probe"}})
+        probe = json.dumps(
+            {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "webhook-probe"}}
+        )
         deadline = time.monotonic() + timeout
         while True:
             result = self.plane.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probe, check=False)
@@ -248,8 +316,9 @@ class Kueue:
     def stop(self) -> None:
         """Its webhooks removed first: left behind, with failurePolicy Fail, they would refuse every Job."""
         for webhook in self.webhooks:
-            self.plane.kubectl("delete", webhook["kind"].lower(), webhook["metadata"]["name"], "--ignore-not-found",
-                               check=False)
+            self.plane.kubectl(
+                "delete", webhook["kind"].lower(), webhook["metadata"]["name"], "--ignore-not-found", check=False
+            )
         self.processes.terminate("kueue")
 
 
@@ -257,9 +326,20 @@ def with_queues(plane) -> Kueue:
     """Kueue started on `plane`, the queues of manifests/kueue, and a PriorityClass that may preempt seco-batch."""
     controller = Kueue(plane).start()
     plane.kubectl("apply", "-f", str(QUEUES))
-    plane.kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": URGENT},
-        "value": 2000, "description": "test: work that may preempt seco-batch"}))
+    plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": URGENT},
+                "value": 2000,
+                "description": "test: work that may preempt seco-batch",
+            }
+        ),
+    )
     return controller
 
 
@@ -270,9 +350,24 @@ def set_quotas(plane, quotas: dict[str, str]) -> None:
     unknown = set(quotas) - {r["name"] for r in resources}
     if unknown:
         raise ValueError(f"{CLUSTER_QUEUE} has no quota for {sorted(unknown)}")
-    plane.kubectl("patch", "clusterqueue", CLUSTER_QUEUE, "--type=json", "-p", json.dumps([
-        {"op": "replace", "path": f"/spec/resourceGroups/0/flavors/0/resources/{i}/nominalQuota",
-         "value": quotas[r["name"]]} for i, r in enumerate(resources) if r["name"] in quotas]))
+    plane.kubectl(
+        "patch",
+        "clusterqueue",
+        CLUSTER_QUEUE,
+        "--type=json",
+        "-p",
+        json.dumps(
+            [
+                {
+                    "op": "replace",
+                    "path": f"/spec/resourceGroups/0/flavors/0/resources/{i}/nominalQuota",
+                    "value": quotas[r["name"]],
+                }
+                for i, r in enumerate(resources)
+                if r["name"] in quotas
+            ]
+        ),
+    )
 
 
 def main() -> int:

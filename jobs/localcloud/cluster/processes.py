@@ -22,8 +22,9 @@ class ProcessGroup:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.folder / f"{name}.log", "ab") as log:  # the child holds its own copy
-            self.running[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+            self.running[name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+            )
 
     def alive(self, name: str) -> bool:
         process = self.running.get(name)
@@ -38,8 +39,10 @@ class ProcessGroup:
         while time.monotonic() < deadline:
             for name, process in self.running.items():
                 if process.poll() is not None:
-                    raise self.failure(f"{name} exited with {process.returncode}; its log, {self.folder / name}.log, "
-                                       f"ends:\n{self.log_tail(name)}")
+                    raise self.failure(
+                        f"{name} exited with {process.returncode}; its log, {self.folder / name}.log, "
+                        f"ends:\n{self.log_tail(name)}"
+                    )
             if ready():
                 return
             time.sleep(interval)

@@ -18,10 +18,13 @@ from secoctl.errors import MAX_MESSAGE_CHARS, UserError, shorten
 FIELD_MANAGER = "secoctl"
 # Where each kind that apply creates lives in the API, in the order apply creates them.
 PATHS = {
-    "ConfigMap": ("api/v1", "configmaps"), "ServiceAccount": ("api/v1", "serviceaccounts"),
-    "Service": ("api/v1", "services"), "Role": ("apis/rbac.authorization.k8s.io/v1", "roles"),
+    "ConfigMap": ("api/v1", "configmaps"),
+    "ServiceAccount": ("api/v1", "serviceaccounts"),
+    "Service": ("api/v1", "services"),
+    "Role": ("apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings"),
-    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"), "Job": ("apis/batch/v1", "jobs"),
+    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"),
+    "Job": ("apis/batch/v1", "jobs"),
 }
 # Every request here is safe to repeat (GET, server-side apply, merge patch, DELETE), so an API server
 # that is busy (429, 5xx), resets or does not answer in REQUEST_TIMEOUT_S is asked again, REQUEST_TRIES
@@ -43,8 +46,10 @@ class ApiError(Exception):
 
     @property
     def line(self) -> str:
-        what = {401: "not authenticated: check the kubeconfig's credentials",
-                403: "forbidden: the kubeconfig's user may not do this here"}.get(self.status, "")
+        what = {
+            401: "not authenticated: check the kubeconfig's credentials",
+            403: "forbidden: the kubeconfig's user may not do this here",
+        }.get(self.status, "")
         if self.status in RETRIED_STATUSES:
             what = f"the API server stayed busy over {REQUEST_TRIES} tries"
         request = f"{self.method} {self.path}: " if self.method else ""
@@ -87,15 +92,24 @@ class Cluster:
                 config.load_kube_config(context=context)
                 _, active = config.list_kube_config_contexts()
             except Exception as error:  # noqa: BLE001 - the client raises several kinds for a bad kubeconfig
-                raise UserError(f"cannot use the kubeconfig{f' context {context}' if context else ''}: {error}") from None
+                raise UserError(
+                    f"cannot use the kubeconfig{f' context {context}' if context else ''}: {error}"
+                ) from None
             default_namespace = (active.get("context") or {}).get("namespace", "default")
         self.namespace = namespace or default_namespace
         configuration = client.Configuration.get_default_copy()
         configuration.retries = False  # request() retries, boundedly; urllib3's own 3 would multiply its tries
         self.api = client.ApiClient(configuration)
 
-    def request(self, method: str, path: str, body: Any = None, query: list | None = None,
-                content_type: str = "application/json", raw: bool = False) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list | None = None,
+        content_type: str = "application/json",
+        raw: bool = False,
+    ) -> Any:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -103,9 +117,16 @@ class Cluster:
             wait = min(BACKOFF_CAP_S, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
             try:
                 response = self.api.call_api(
-                    path, method, query_params=query or [], body=body, auth_settings=["BearerToken"],
+                    path,
+                    method,
+                    query_params=query or [],
+                    body=body,
+                    auth_settings=["BearerToken"],
                     header_params={"Content-Type": content_type, "Accept": "application/json"},
-                    _preload_content=False, _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT_S)
+                    _preload_content=False,
+                    _return_http_data_only=True,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
                 data = response.data.decode()
                 break
             except ApiException as error:
@@ -118,8 +139,10 @@ class Cluster:
                 wait = max(wait, _retry_after(error.headers))
             except (OSError, HTTPError) as error:  # refused, reset, timed out (urllib3's are no OSError)
                 if attempt == REQUEST_TRIES - 1:
-                    raise ClusterUnreachable(f"cannot reach the cluster at {self.api.configuration.host} "
-                                    f"({method} {path}, {REQUEST_TRIES} tries): {error}") from None
+                    raise ClusterUnreachable(
+                        f"cannot reach the cluster at {self.api.configuration.host} "
+                        f"({method} {path}, {REQUEST_TRIES} tries): {error}"
+                    ) from None
             time.sleep(wait)
         if raw:
             return data
@@ -130,13 +153,22 @@ class Cluster:
         return f"/{prefix}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        return self.request("PATCH", self.path(obj["kind"], obj["metadata"]["name"]), body=obj,
-                            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                            content_type="application/apply-patch+yaml")
+        return self.request(
+            "PATCH",
+            self.path(obj["kind"], obj["metadata"]["name"]),
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
 
     def patch(self, kind: str, name: str, change: dict[str, Any]) -> dict[str, Any]:
-        return self.request("PATCH", self.path(kind, name), body=change, query=[("fieldManager", "secoctl-driver")],
-                            content_type="application/merge-patch+json")
+        return self.request(
+            "PATCH",
+            self.path(kind, name),
+            body=change,
+            query=[("fieldManager", "secoctl-driver")],
+            content_type="application/merge-patch+json",
+        )
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
@@ -178,11 +210,17 @@ class Cluster:
         """The pod's log, streamed line by line when following."""
         query = [("follow", "true")] if follow else []
         if not follow:
-            yield from self.request("GET", f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", query=query,
-                                    raw=True).splitlines()
+            yield from self.request(
+                "GET", f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", query=query, raw=True
+            ).splitlines()
             return
-        response = self.api.call_api(f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", "GET",
-                                     query_params=query, auth_settings=["BearerToken"], _preload_content=False,
-                                     _return_http_data_only=True)
+        response = self.api.call_api(
+            f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log",
+            "GET",
+            query_params=query,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
         for line in response.stream(decode_content=True):
             yield from line.decode(errors="replace").splitlines()

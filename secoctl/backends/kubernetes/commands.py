@@ -47,8 +47,10 @@ class KubernetesBackend:
         for experiment in experiments:
             for kind, name, outcome in self.target.apply(experiment):
                 print(f"{kind.lower()}/{name} {outcome}")
-            print(f"{experiment.name}: applied to namespace {self.namespace}; its driver runs the "
-                  f"stages. `secoctl status {experiment.name} -w` follows them.")
+            print(
+                f"{experiment.name}: applied to namespace {self.namespace}; its driver runs the "
+                f"stages. `secoctl status {experiment.name} -w` follows them."
+            )
 
     def rows(self, name: str | None) -> list[ClusterRow]:
         experiments = self.target.experiments()
@@ -73,8 +75,9 @@ class KubernetesBackend:
         return rows
 
     def _absent(self, name: str, found: list[Experiment]) -> UserError:
-        return UserError(f"no experiment {shown(name)} in namespace {self.namespace}; "
-                         f"it holds {listing([e.name for e in found])}")
+        return UserError(
+            f"no experiment {shown(name)} in namespace {self.namespace}; it holds {listing([e.name for e in found])}"
+        )
 
     def table(self, rows: list[ClusterRow]) -> Table:
         from secoctl.console import status_table
@@ -125,16 +128,24 @@ class KubernetesBackend:
         names = [stages.DRIVER, *(s.name for s in plan.stages(experiment))]
         if stage is not None and stage not in names:
             raise UserError(f"--stage: {shown(stage)} is not a stage of {name}; choose one of {', '.join(names)}")
-        chosen = stage or next((s for s in reversed(names) if self.target.stage_pods(experiment, s, None)
-                                or self._storage_parts(experiment, s, None)), stages.DRIVER)
+        chosen = stage or next(
+            (
+                s
+                for s in reversed(names)
+                if self.target.stage_pods(experiment, s, None) or self._storage_parts(experiment, s, None)
+            ),
+            stages.DRIVER,
+        )
         pods = self.target.stage_pods(experiment, chosen, index)
         if not pods:
             kept = self._storage_parts(experiment, chosen, index)
             if kept:
                 yield from self._from_storage(experiment, chosen, kept, "its pods are gone")
                 return
-            raise UserError(f"{name} has no pods for stage {chosen}{'' if index is None else f' index {index}'} "
-                            "and no log of it in storage yet")
+            raise UserError(
+                f"{name} has no pods for stage {chosen}{'' if index is None else f' index {index}'} "
+                "and no log of it in storage yet"
+            )
         if follow:
             pods = pods[-1:]
         for pod in pods:

@@ -14,8 +14,15 @@ from typing import Any
 
 from secoctl import plan, render, stages
 from secoctl.backends.kubernetes.client import ApiError, Cluster
+from secoctl.backends.kubernetes.jobstate import (
+    INDEX_LABEL,
+    JobFacts,
+    job_facts,
+    owned_by,
+    pending_in_queue,
+    workload_of,
+)
 from secoctl.errors import SpecProblem, UserError, shown
-from secoctl.backends.kubernetes.jobstate import INDEX_LABEL, JobFacts, job_facts, owned_by, pending_in_queue, workload_of
 from secoctl.spec import Experiment
 
 # Kinds delete removes, Jobs first, so no pod outlives its spec.
@@ -30,9 +37,15 @@ def oversized(experiment: Experiment) -> list[SpecProblem]:
     for obj in render.render(experiment):
         size = len(json.dumps(obj, separators=(",", ":")).encode())
         if size > MAX_OBJECT_BYTES:
-            return [SpecProblem(experiment.name, "metadata", f"renders {obj['kind']} {obj['metadata']['name']} of "
-                                f"{size} bytes, more than the {MAX_OBJECT_BYTES} bytes one Kubernetes object may "
-                                "hold; use fewer or shorter metadata.labels")]
+            return [
+                SpecProblem(
+                    experiment.name,
+                    "metadata",
+                    f"renders {obj['kind']} {obj['metadata']['name']} of "
+                    f"{size} bytes, more than the {MAX_OBJECT_BYTES} bytes one Kubernetes object may "
+                    "hold; use fewer or shorter metadata.labels",
+                )
+            ]
     return []
 
 
@@ -43,7 +56,8 @@ def immutable_field_error(error: ApiError, obj: dict[str, Any], experiment: Expe
         f"{obj['kind']} {obj['metadata']['name']}: {', '.join(fields)} cannot change while the Job exists "
         f"(the spec of {experiment.name} changed since it was applied). Either `secoctl delete {experiment.name}` "
         "and apply again (completed stages keep their results in storage and are not re-run), or give the "
-        "changed spec a new metadata.name")
+        "changed spec a new metadata.name"
+    )
 
 
 class KubernetesExecutor:
@@ -52,17 +66,22 @@ class KubernetesExecutor:
 
     def apply(self, experiment: Experiment) -> list[tuple[str, str, str]]:
         """Server-side apply of the control objects; returns (kind, name, created|configured|unchanged)."""
-        if not experiment.spec.storage or (experiment.spec.storage.startswith("file://")
-                                           and not experiment.spec.storage_claim):
-            raise UserError(f"{experiment.name}: spec.storage must be an object store (s3://BUCKET[/PREFIX]) or a "
-                            "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
-                            "so every pod sees the same tree")
+        if not experiment.spec.storage or (
+            experiment.spec.storage.startswith("file://") and not experiment.spec.storage_claim
+        ):
+            raise UserError(
+                f"{experiment.name}: spec.storage must be an object store (s3://BUCKET[/PREFIX]) or a "
+                "file:// path with spec.storageClaim naming the PersistentVolumeClaim that holds it, "
+                "so every pod sees the same tree"
+            )
         unpublished = experiment.spec.unpublished_image()
         if unpublished:
             field, image = unpublished
-            raise UserError(f"{experiment.name}: {field} {shown(image)} is a placeholder, not a published image; "
-                            "build images/secoctl/Dockerfile (or `python -m images.build` without a registry), "
-                            f"push it where the cluster pulls from and set {field} (images/README.md)")
+            raise UserError(
+                f"{experiment.name}: {field} {shown(image)} is a placeholder, not a published image; "
+                "build images/secoctl/Dockerfile (or `python -m images.build` without a registry), "
+                f"push it where the cluster pulls from and set {field} (images/README.md)"
+            )
         results = []
         for obj in render.render(experiment, self.cluster.namespace):
             before = self.cluster.get(obj["kind"], obj["metadata"]["name"])
@@ -76,8 +95,9 @@ class KubernetesExecutor:
                 if error.status == 422 and "immutable" in str(error.body):
                     raise immutable_field_error(error, obj, experiment) from None
                 if error.status == 403:
-                    raise UserError(f"the cluster refused {obj['kind']} {obj['metadata']['name']}: "
-                                    f"{error.line}") from None
+                    raise UserError(
+                        f"the cluster refused {obj['kind']} {obj['metadata']['name']}: {error.line}"
+                    ) from None
                 raise UserError(f"{obj['kind']} {obj['metadata']['name']}: {error.line}") from None
             if before is None:
                 outcome = "created"
@@ -108,18 +128,29 @@ class KubernetesExecutor:
         namespace = self.cluster.namespace
         unread = None
         try:
-            events = self.cluster.optional_items(f"/api/v1/namespaces/{namespace}/events",
-                                                 [("fieldSelector", "involvedObject.kind=Job,type=Warning")]) or []
+            events = (
+                self.cluster.optional_items(
+                    f"/api/v1/namespaces/{namespace}/events",
+                    [("fieldSelector", "involvedObject.kind=Job,type=Warning")],
+                )
+                or []
+            )
         except (UserError, ApiError) as error:  # unreachable, or busy (429, 5xx) over every try
             events, unread = [], f"the Jobs' warning events were not read: {getattr(error, 'line', error)}"
-        workloads = self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads") \
-            if queued else None
+        workloads = (
+            self.cluster.optional_items(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads")
+            if queued
+            else None
+        )
         return events, workloads, unread
 
-    def stage_facts(self, experiment: Experiment, events: list[dict[str, Any]],
-                    workloads: list[dict[str, Any]] | None) -> dict[str, JobFacts]:
-        jobs = {j["metadata"]["labels"].get(render.LABEL_STAGE): j
-                for j in self.cluster.list("Job", {render.LABEL_EXPERIMENT: experiment.name})}
+    def stage_facts(
+        self, experiment: Experiment, events: list[dict[str, Any]], workloads: list[dict[str, Any]] | None
+    ) -> dict[str, JobFacts]:
+        jobs = {
+            j["metadata"]["labels"].get(render.LABEL_STAGE): j
+            for j in self.cluster.list("Job", {render.LABEL_EXPERIMENT: experiment.name})
+        }
         pods = self.cluster.pods({render.LABEL_EXPERIMENT: experiment.name})
         if not experiment.spec.queue_name:
             workloads = None
@@ -137,8 +168,13 @@ class KubernetesExecutor:
         if index is not None:
             selector[INDEX_LABEL] = str(index)
         pods = self.cluster.pods(selector)
-        return sorted(pods, key=lambda p: (p["metadata"].get("labels", {}).get(INDEX_LABEL, ""),
-                                           p["metadata"].get("creationTimestamp", "")))
+        return sorted(
+            pods,
+            key=lambda p: (
+                p["metadata"].get("labels", {}).get(INDEX_LABEL, ""),
+                p["metadata"].get("creationTimestamp", ""),
+            ),
+        )
 
     def delete(self, name: str) -> list[str]:
         removed = []

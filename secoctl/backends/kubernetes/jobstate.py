@@ -21,8 +21,14 @@ from secoctl.states import State
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-WAITING_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
-                   "CreateContainerConfigError", "CreateContainerError")
+WAITING_REASONS = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,10 @@ def pod_reasons(pod: dict[str, Any]) -> list[str]:
             elif named := partlog.failure_message(str(terminated.get("message") or "").strip()):
                 found.append(named)  # the cause the part named, from its termination message
             elif terminated.get("exitCode"):
-                found.append(f"{where} exited with code {terminated['exitCode']}"
-                             + (f" ({terminated['reason']})" if terminated.get("reason") else ""))
+                found.append(
+                    f"{where} exited with code {terminated['exitCode']}"
+                    + (f" ({terminated['reason']})" if terminated.get("reason") else "")
+                )
     return found
 
 
@@ -85,32 +93,46 @@ def pending_in_queue(workload: dict[str, Any], workloads: list[dict[str, Any]]) 
     Kueue takes a queue's pending workloads by priority, then by creation; BestEffortFIFO may admit a
     later, smaller one first when an earlier one does not fit, so this is the order in line, not a promise.
     """
+
     def waiting(w: dict[str, Any]) -> bool:
         return not condition(w, "QuotaReserved") and not condition(w, "Finished")
 
     queue = (workload.get("spec") or {}).get("queueName")
     if not waiting(workload) or not queue:
         return None
-    line = sorted((w for w in workloads if (w.get("spec") or {}).get("queueName") == queue and waiting(w)),
-                  key=lambda w: (-((w.get("spec") or {}).get("priority") or 0), w["metadata"].get("creationTimestamp", ""),
-                                 w["metadata"]["name"]))
+    line = sorted(
+        (w for w in workloads if (w.get("spec") or {}).get("queueName") == queue and waiting(w)),
+        key=lambda w: (
+            -((w.get("spec") or {}).get("priority") or 0),
+            w["metadata"].get("creationTimestamp", ""),
+            w["metadata"]["name"],
+        ),
+    )
     names = [w["metadata"]["name"] for w in line]
-    return (names.index(workload["metadata"]["name"]) + 1, len(names)) if workload["metadata"]["name"] in names else None
+    return (
+        (names.index(workload["metadata"]["name"]) + 1, len(names)) if workload["metadata"]["name"] in names else None
+    )
 
 
-def queue_reasons(job: dict[str, Any], workload: dict[str, Any] | None | bool, place: tuple[int, int] | None) -> list[str]:
+def queue_reasons(
+    job: dict[str, Any], workload: dict[str, Any] | None | bool, place: tuple[int, int] | None
+) -> list[str]:
     """Why a Job handed to Kueue is not running, in Kueue's words (`workload` False: not looked up)."""
     queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL)
     if workload is False:
         return [f"queued for LocalQueue {queue}: waiting for Kueue to admit the Job"]
     if workload is None:
-        return [f"queued for LocalQueue {queue}: Kueue has not taken the Job yet (no Workload: is Kueue running "
-                "and does it manage batch/job?)"]
+        return [
+            f"queued for LocalQueue {queue}: Kueue has not taken the Job yet (no Workload: is Kueue running "
+            "and does it manage batch/job?)"
+        ]
     where = f"LocalQueue {queue}" + (f", position {place[0]} of {place[1]}" if place else "")
     reasons = []
     evicted = condition(workload, "Evicted")
     if evicted:
-        reasons.append(f"{evicted.get('reason', 'Evicted')} by Kueue, requeued: {evicted.get('message', '')}".rstrip(": "))
+        reasons.append(
+            f"{evicted.get('reason', 'Evicted')} by Kueue, requeued: {evicted.get('message', '')}".rstrip(": ")
+        )
     reserved = _any_condition(workload, "QuotaReserved")
     if reserved is not None and reserved.get("status") == "True":
         admitted = condition(workload, "Admitted")
@@ -150,8 +172,10 @@ def _waiting_pod_reasons(pods: list[dict[str, Any]]) -> list[str]:
             found.append("waiting for the scheduler to place the pods")
         elif scheduled.get("status") == "True":
             step = next((w.get("reason") for w in waiting if w.get("reason")), "")
-            found.append(f"on node {(pod.get('spec') or {}).get('nodeName', '?')}: "
-                         + (f"{step} (pulling the image or starting the container)" if step else "starting the container"))
+            found.append(
+                f"on node {(pod.get('spec') or {}).get('nodeName', '?')}: "
+                + (f"{step} (pulling the image or starting the container)" if step else "starting the container")
+            )
     return list(dict.fromkeys(found))
 
 
@@ -163,8 +187,13 @@ def owned_by(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> list[dic
     return [p for p in pods if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
 
 
-def job_facts(job: dict[str, Any] | None, pods: list[dict[str, Any]], workload: dict[str, Any] | None | bool = False,
-              place: tuple[int, int] | None = None, events: list[dict[str, Any]] | None = None) -> JobFacts:
+def job_facts(
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    workload: dict[str, Any] | None | bool = False,
+    place: tuple[int, int] | None = None,
+    events: list[dict[str, Any]] | None = None,
+) -> JobFacts:
     """`workload`: the Job's Kueue Workload, None if it has none, False if not looked up (the driver
     cannot read Workloads); `place`: its place in line; `events`: the namespace's Job warnings."""
     if job is None:
@@ -178,7 +207,9 @@ def job_facts(job: dict[str, Any] | None, pods: list[dict[str, Any]], workload: 
         for reason in pod_reasons(pod):
             if reason not in reasons:
                 reasons.append(reason)
-    restarts = sum(c.get("restartCount", 0) for p in pods for c in (p.get("status") or {}).get("containerStatuses") or [])
+    restarts = sum(
+        c.get("restartCount", 0) for p in pods for c in (p.get("status") or {}).get("containerStatuses") or []
+    )
     pending = any((p.get("status") or {}).get("phase") == "Pending" for p in pods)
     state: State
     if condition(job, "Complete"):
@@ -198,7 +229,17 @@ def job_facts(job: dict[str, Any] | None, pods: list[dict[str, Any]], workload: 
     if state in ("pending", "running", "queued"):
         reasons.extend(r for r in job_warnings(job, events or []) if r not in reasons)
     if state == "pending" and not reasons:
-        reasons.extend(_waiting_pod_reasons(pods) if pods else
-                       ["no pods yet: the Job controller has not created them (no warning from it so far)"])
-    return JobFacts(state, status.get("active", 0), status.get("ready", 0), status.get("succeeded", 0),
-                    status.get("failed", 0), restarts, tuple(reasons))
+        reasons.extend(
+            _waiting_pod_reasons(pods)
+            if pods
+            else ["no pods yet: the Job controller has not created them (no warning from it so far)"]
+        )
+    return JobFacts(
+        state,
+        status.get("active", 0),
+        status.get("ready", 0),
+        status.get("succeeded", 0),
+        status.get("failed", 0),
+        restarts,
+        tuple(reasons),
+    )

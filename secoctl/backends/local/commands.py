@@ -49,15 +49,23 @@ class LocalBackend:
                         LocalExecutor(storage, observer=observer).apply(experiment)
             except StageFailed as failure:
                 observer.stop()
-                if failure.message:  # a failure the part named: its cause and the field to fix; the traceback in its log
+                if (
+                    failure.message
+                ):  # a failure the part named: its cause and the field to fix; the traceback in its log
                     raise Failed([failure.message], exit_code=1) from None
-                raise Failed([f"stage {failure.stage} failed: part {failure.index} exited with code "
-                              f"{failure.exit_code}", f"last lines of {failure.log_location}:", failure.log_tail],
-                             exit_code=1) from None
+                raise Failed(
+                    [
+                        f"stage {failure.stage} failed: part {failure.index} exited with code {failure.exit_code}",
+                        f"last lines of {failure.log_location}:",
+                        failure.log_tail,
+                    ],
+                    exit_code=1,
+                ) from None
             except KeyboardInterrupt:
                 observer.stop()
-                raise Failed(["interrupted; committed work is kept and `secoctl apply` resumes from it"],
-                             exit_code=130) from None
+                raise Failed(
+                    ["interrupted; committed work is kept and `secoctl apply` resumes from it"], exit_code=130
+                ) from None
 
     @property
     def root(self) -> str:
@@ -85,17 +93,22 @@ class LocalBackend:
                     if experiment is None:
                         continue
                     facts = read_experiment_facts(root, experiment, experiment_name)
-                    statuses = plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment_name),
-                                           single_machine=True)
+                    statuses = plan.assess(
+                        experiment, facts, alive=alive_anywhere(facts, experiment_name), single_machine=True
+                    )
                     table.extend(rows(experiment_name, statuses, facts))
                 except (SpecError, UserError) as error:
                     unreadable.append((experiment_name, error))
         if unreadable and not table:
             raise unreadable[0][1]
-        lines = [(experiment_name, shorten((str(error).splitlines() or [""])[0], MAX_MESSAGE_CHARS))
-                 for experiment_name, error in unreadable]
-        return table + [StageRow(experiment_name, "-", "unreadable", "", "", "", line, summary=line)
-                        for experiment_name, line in lines]
+        lines = [
+            (experiment_name, shorten((str(error).splitlines() or [""])[0], MAX_MESSAGE_CHARS))
+            for experiment_name, error in unreadable
+        ]
+        return table + [
+            StageRow(experiment_name, "-", "unreadable", "", "", "", line, summary=line)
+            for experiment_name, line in lines
+        ]
 
     @staticmethod
     def _names(root: str, name: str | None) -> list[str]:
@@ -144,7 +157,7 @@ class LocalBackend:
         while True:
             for part in parts:
                 text = partlog.read(stage_uri, part)
-                yield from partlog.prefixed(chosen, part, text[offsets[part]:], several=len(parts) > 1)
+                yield from partlog.prefixed(chosen, part, text[offsets[part] :], several=len(parts) > 1)
                 offsets[part] = len(text)
             if not follow or not alive_local_pids(read_experiment_facts(root, experiment), name):
                 return
@@ -175,8 +188,10 @@ class LocalBackend:
             deadline = time.monotonic() + PURGE_WAIT_S
             while not all(map(exited, running)):
                 if time.monotonic() > deadline:
-                    raise UserError(f"the local run of {name} is still stopping after {PURGE_WAIT_S:.0f} s; "
-                                    f"run `secoctl delete {name} --purge` again once it has")
+                    raise UserError(
+                        f"the local run of {name} is still stopping after {PURGE_WAIT_S:.0f} s; "
+                        f"run `secoctl delete {name} --purge` again once it has"
+                    )
                 time.sleep(FOLLOW_POLL_S / 4)
         if purge:
             from secoctl.backends.local.executor import sweep_leftovers

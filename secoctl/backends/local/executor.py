@@ -77,8 +77,12 @@ def process_identity(pid: int) -> dict | None:
 
 def running_record(pid: int) -> dict:
     """The `_RUNNING` content for an apply in process `pid` on this machine."""
-    return {**(process_identity(pid) or {"pid": pid, "host": socket.gethostname()}),
-            "started_at": time.time(), "executor": "local", "heartbeat_at": time.time()}
+    return {
+        **(process_identity(pid) or {"pid": pid, "host": socket.gethostname()}),
+        "started_at": time.time(),
+        "executor": "local",
+        "heartbeat_at": time.time(),
+    }
 
 
 class RunToken:
@@ -125,9 +129,14 @@ def sweep_leftovers(experiment: str) -> list[Path]:
     part-log folders of applies that are gone. Removed; returned for the record."""
     folder = Path(tempfile.gettempdir())
     held = _held_files()
-    removed = [path for path in folder.glob(f"{TOKEN_PREFIX}{experiment}-*")
-               if _token_name(experiment).fullmatch(path.name) and str(path) not in held and path.is_file()
-               and path.stat().st_uid == os.getuid()]
+    removed = [
+        path
+        for path in folder.glob(f"{TOKEN_PREFIX}{experiment}-*")
+        if _token_name(experiment).fullmatch(path.name)
+        and str(path) not in held
+        and path.is_file()
+        and path.stat().st_uid == os.getuid()
+    ]
     for path in removed:
         path.unlink(missing_ok=True)
     for logs in folder.glob(f"{LOGS_PREFIX}*"):
@@ -160,8 +169,11 @@ def is_alive_here(record: dict, experiment: str) -> bool:
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False
     identity = process_identity(pid)
-    return (identity is not None and all(record.get(key) == value for key, value in identity.items())
-            and _holds_token(pid, record, experiment))
+    return (
+        identity is not None
+        and all(record.get(key) == value for key, value in identity.items())
+        and _holds_token(pid, record, experiment)
+    )
 
 
 def alive_local_pids(facts: dict, experiment: str) -> set[int]:
@@ -171,10 +183,15 @@ def alive_local_pids(facts: dict, experiment: str) -> set[int]:
 def running_elsewhere(facts: dict, now: float | None = None) -> set[int]:
     """The pids of runs on other hosts whose heartbeat is fresh: alive there, though no process here shows it."""
     now = time.time() if now is None else now
-    return {f.running["pid"] for f in facts.values()
-            if f.running and isinstance(f.running.get("pid"), int) and f.running.get("host") != socket.gethostname()
-            and isinstance(f.running.get("heartbeat_at"), (int, float))
-            and abs(now - f.running["heartbeat_at"]) < STALE_S}  # either host's clock may run ahead
+    return {
+        f.running["pid"]
+        for f in facts.values()
+        if f.running
+        and isinstance(f.running.get("pid"), int)
+        and f.running.get("host") != socket.gethostname()
+        and isinstance(f.running.get("heartbeat_at"), (int, float))
+        and abs(now - f.running["heartbeat_at"]) < STALE_S
+    }  # either host's clock may run ahead
 
 
 def alive_anywhere(facts: dict, experiment: str) -> set[int]:
@@ -184,8 +201,9 @@ def alive_anywhere(facts: dict, experiment: str) -> set[int]:
 class StageFailed(Exception):
     """A part that failed: `message` is its own one line when it named the cause (partlog.failure_line)."""
 
-    def __init__(self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str,
-                 message: str | None = None):
+    def __init__(
+        self, stage: str, index: int, exit_code: int, log_tail: str, log_location: str, message: str | None = None
+    ):
         self.stage, self.index, self.exit_code = stage, index, exit_code
         self.log_tail, self.log_location, self.message = log_tail, log_location, message
         super().__init__(message or f"stage {stage} part {index} exited with code {exit_code}")
@@ -210,9 +228,16 @@ class Observer:
 
 
 class LocalExecutor:
-    def __init__(self, storage: str, argv_for: ArgvFor = default_argv, concurrency: int | None = None,
-                 observer: Observer | None = None, stale_s: float = claim.STALE_S,
-                 heartbeat_s: float = claim.HEARTBEAT_S, wait_poll_s: float = claim.WAIT_POLL_S):
+    def __init__(
+        self,
+        storage: str,
+        argv_for: ArgvFor = default_argv,
+        concurrency: int | None = None,
+        observer: Observer | None = None,
+        stale_s: float = claim.STALE_S,
+        heartbeat_s: float = claim.HEARTBEAT_S,
+        wait_poll_s: float = claim.WAIT_POLL_S,
+    ):
         self.storage = storage
         self.argv_for = argv_for
         self.concurrency = concurrency or max(os.cpu_count() or 1, 1)
@@ -232,8 +257,10 @@ class LocalExecutor:
     def apply(self, experiment: Experiment) -> None:
         """One apply of an experiment at a time on this machine: a second one is refused before it touches the
         tree (a lock the kernel drops with its holder), so it can never remove or overwrite the first's markers."""
-        busy = (f"experiment {experiment.name} is being applied by another process on this machine; wait for it "
-                f"or `secoctl delete {experiment.name}` to stop it")
+        busy = (
+            f"experiment {experiment.name} is being applied by another process on this machine; wait for it "
+            f"or `secoctl delete {experiment.name}` to stop it"
+        )
         with sole(f"apply {self.location(experiment)}", busy, refused=UserError):
             sweep_leftovers(experiment.name)
             self._apply(experiment)
@@ -242,8 +269,9 @@ class LocalExecutor:
         experiment = self.prepare(experiment)
         facts = read_experiment_facts(self.storage, experiment)
         with terminate_as_interrupt():
-            for status in plan.assess(experiment, facts, alive=alive_anywhere(facts, experiment.name),
-                                      single_machine=True):
+            for status in plan.assess(
+                experiment, facts, alive=alive_anywhere(facts, experiment.name), single_machine=True
+            ):
                 if status.state == "complete":
                     self.observer.stage_skipped(status.stage)
                     continue
@@ -256,8 +284,15 @@ class LocalExecutor:
             self._run_stage(experiment, stage, tree)
             return
         mine = claim.owner(experiment.name, executor="local")
-        with claim.claimed(tree, stage.fingerprint, mine, lambda held: self.observer.dataset_wait(stage, held),
-                           self.stale_s, self.heartbeat_s, self.wait_poll_s) as owned:
+        with claim.claimed(
+            tree,
+            stage.fingerprint,
+            mine,
+            lambda held: self.observer.dataset_wait(stage, held),
+            self.stale_s,
+            self.heartbeat_s,
+            self.wait_poll_s,
+        ) as owned:
             if not owned:
                 self.observer.stage_skipped(stage)
                 return
@@ -274,9 +309,14 @@ class LocalExecutor:
                     self._run_parts(experiment, stage, tree, missing, run.beat)
                     self._check_committed(stage, tree)
                 except StageFailed as failure:
-                    run.fail({"reason": failure.message or f"part {failure.index} exited with code "
-                              f"{failure.exit_code}", "index": failure.index, "exit_code": failure.exit_code,
-                              "log_tail": failure.log_tail})
+                    run.fail(
+                        {
+                            "reason": failure.message or f"part {failure.index} exited with code {failure.exit_code}",
+                            "index": failure.index,
+                            "exit_code": failure.exit_code,
+                            "log_tail": failure.log_tail,
+                        }
+                    )
                     raise
                 run.commit(stage.fingerprint, stage.parts)
         finally:
@@ -286,26 +326,47 @@ class LocalExecutor:
     def _check_committed(self, stage: plan.Stage, tree: StageTree) -> None:
         missing = read_facts(tree).missing_parts(stage.parts)
         if missing:
-            raise StageFailed(stage.name, missing[0], 0, "the process exited 0 without committing its part",
-                              partlog.live_uri(tree.uri, missing[0]))
+            raise StageFailed(
+                stage.name,
+                missing[0],
+                0,
+                "the process exited 0 without committing its part",
+                partlog.live_uri(tree.uri, missing[0]),
+            )
 
-    def _start_part(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, index: int,
-                    log_dir: Path) -> RunningPart:
+    def _start_part(
+        self, experiment: Experiment, stage: plan.Stage, tree: StageTree, index: int, log_dir: Path
+    ) -> RunningPart:
         log_uri = partlog.live_uri(tree.uri, index)
         local_log = _local_path(log_uri) or log_dir / f"{index:05d}.log"
         local_log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, JOB_COMPLETION_INDEX=str(index), SECOCTL_PARTS=str(stage.parts),
-                   PYTHONUNBUFFERED="1", **{EXECUTOR_PID: str(os.getpid())})
+        env = dict(
+            os.environ,
+            JOB_COMPLETION_INDEX=str(index),
+            SECOCTL_PARTS=str(stage.parts),
+            PYTHONUNBUFFERED="1",
+            **{EXECUTOR_PID: str(os.getpid())},
+        )
         with open(local_log, "ab") as log:
             process = subprocess.Popen(
                 self.argv_for(stage, spec_uri(self.location(experiment))),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=die_with_parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         return RunningPart(index, process, local_log, log_uri)
 
-    def _run_parts(self, experiment: Experiment, stage: plan.Stage, tree: StageTree, pending: Sequence[int],
-                   beat: Callable[[], None]) -> None:
+    def _run_parts(
+        self,
+        experiment: Experiment,
+        stage: plan.Stage,
+        tree: StageTree,
+        pending: Sequence[int],
+        beat: Callable[[], None],
+    ) -> None:
         queue = list(pending)
         beaten = time.monotonic()
         running: list[RunningPart] = []
@@ -323,11 +384,19 @@ class LocalExecutor:
                         running.remove(part)
                         _upload_log(part)
                         if part.process.returncode != 0:
-                            raise StageFailed(stage.name, part.index, part.process.returncode,
-                                              _tail(part.log_path), part.log_uri, _named_failure(part.log_path))
+                            raise StageFailed(
+                                stage.name,
+                                part.index,
+                                part.process.returncode,
+                                _tail(part.log_path),
+                                part.log_uri,
+                                _named_failure(part.log_path),
+                            )
             finally:
-                _stop(running, checkpoints=stage.record is not None and stage.record.stop_grace_s(experiment.spec)
-                      is not None)
+                _stop(
+                    running,
+                    checkpoints=stage.record is not None and stage.record.stop_grace_s(experiment.spec) is not None,
+                )
                 for part in running:
                     _upload_log(part)
 

@@ -27,8 +27,14 @@ PAUSE_IMAGE = "localhost/pause:3.10"  # containerd.toml's sandbox_image
 NODE_COMMANDS = ("kubelet", "kube-proxy")
 ALL = (*NODE_COMMANDS, "coredns", "pause", "pause-image.tar")
 # Debian packages the node runs; checked before a start, installed by .ci/run.
-HOST_PACKAGES = {"containerd": "containerd", "ctr": "containerd", "runc": "runc", "iptables": "iptables",
-                 "ip": "iproute2", "/usr/lib/cni/bridge": "containernetworking-plugins"}
+HOST_PACKAGES = {
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "ip": "iproute2",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+}
 
 
 def cache_key() -> str:
@@ -46,8 +52,13 @@ def _complete(target: Path) -> bool:
 
 def missing_packages() -> list[str]:
     """The Debian packages the node needs that this machine lacks."""
-    return sorted({package for tool, package in HOST_PACKAGES.items()
-                   if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))})
+    return sorted(
+        {
+            package
+            for tool, package in HOST_PACKAGES.items()
+            if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))
+        }
+    )
 
 
 def pause_image(pause: Path, tarball: Path) -> None:
@@ -69,20 +80,30 @@ def pause_image(pause: Path, tarball: Path) -> None:
         with open(pause, "rb") as handle:
             layer.addfile(info, handle)
     layer_descriptor = blob(layer_bytes.getvalue(), "application/vnd.oci.image.layer.v1.tar")
-    config = {"architecture": "amd64", "os": "linux",
-              "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
-              "rootfs": {"type": "layers", "diff_ids": [layer_descriptor["digest"]]}}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "rootfs": {"type": "layers", "diff_ids": [layer_descriptor["digest"]]},
+    }
     config_descriptor = blob(json.dumps(config, sort_keys=True).encode(), "application/vnd.oci.image.config.v1+json")
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": config_descriptor, "layers": [layer_descriptor]}
-    manifest_descriptor = blob(json.dumps(manifest, sort_keys=True).encode(),
-                               "application/vnd.oci.image.manifest.v1+json")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_descriptor,
+        "layers": [layer_descriptor],
+    }
+    manifest_descriptor = blob(
+        json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json"
+    )
     manifest_descriptor["annotations"] = {"org.opencontainers.image.ref.name": PAUSE_IMAGE.rsplit(":", 1)[1]}
     index = {"schemaVersion": 2, "manifests": [manifest_descriptor]}
     with tarfile.open(tarball, "w") as out:
-        for name, content in [("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode()),
-                              ("index.json", json.dumps(index).encode()),
-                              *((f"blobs/sha256/{d}", c) for d, c in blobs.items())]:
+        for name, content in [
+            ("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode()),
+            ("index.json", json.dumps(index).encode()),
+            *((f"blobs/sha256/{d}", c) for d, c in blobs.items()),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(content)
             out.addfile(info, io.BytesIO(content))
@@ -91,10 +112,14 @@ def pause_image(pause: Path, tarball: Path) -> None:
 def steps(staging: Path, module: Path) -> list[tuple[str, list[str], Path]]:
     """(component, go arguments, folder): kubelet and kube-proxy from `module`, a copy of gobuild/."""
     flags = binaries.GO_FLAGS
-    return [*((command, ["build", *flags, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"], module)
-              for command in NODE_COMMANDS),
-            ("coredns", ["install", *flags, f"github.com/coredns/coredns@{COREDNS}"], staging),
-            ("pause", ["build", *flags, "-o", str(staging / "pause"), str(HERE / "pause.go")], HERE)]
+    return [
+        *(
+            (command, ["build", *flags, "-o", str(staging / command), f"k8s.io/kubernetes/cmd/{command}"], module)
+            for command in NODE_COMMANDS
+        ),
+        ("coredns", ["install", *flags, f"github.com/coredns/coredns@{COREDNS}"], staging),
+        ("pause", ["build", *flags, "-o", str(staging / "pause"), str(HERE / "pause.go")], HERE),
+    ]
 
 
 def build(target: Path, log=print) -> None:
@@ -109,8 +134,10 @@ def build(target: Path, log=print) -> None:
         binaries.run_steps(steps(staging, module), env, "node binaries", log)
         if (module / "go.sum").read_bytes() != (HERE / "gobuild" / "go.sum").read_bytes():
             shutil.copy(module / "go.sum", staging / "go.sum.built")
-            log(f"node binaries: note: the build added lines to go.sum; {target / 'go.sum.built'} holds them "
-                f"for {HERE / 'gobuild'}")
+            log(
+                f"node binaries: note: the build added lines to go.sum; {target / 'go.sum.built'} holds them "
+                f"for {HERE / 'gobuild'}"
+            )
         shutil.rmtree(module)
         pause_image(staging / "pause", staging / "pause-image.tar")
     log(f"node binaries: all built in {time.monotonic() - started:.0f} s into {target}")

@@ -89,8 +89,13 @@ class RealNode:
         return self.workdir / "containerd.sock"
 
     def ctr(self, *args: str, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(["ctr", "--address", str(self.socket), "-n", NAMESPACE, *args], stdin=stdin,
-                                capture_output=True, text=stdin is None, timeout=1800)
+        result = subprocess.run(
+            ["ctr", "--address", str(self.socket), "-n", NAMESPACE, *args],
+            stdin=stdin,
+            capture_output=True,
+            text=stdin is None,
+            timeout=1800,
+        )
         if check and result.returncode != 0:
             raise NodeFailed(f"ctr {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
@@ -104,7 +109,9 @@ class RealNode:
             return reference
         # Blobs the runtime holds stay out of the stream: ctr would write each again (the dependencies
         # layer is 6.9 GB) only to find it present; the import reads them from the content store.
-        held = [f"--exclude=blobs/{digest.replace(':', '/')}" for digest in self.ctr("content", "ls", "-q").stdout.split()]
+        held = [
+            f"--exclude=blobs/{digest.replace(':', '/')}" for digest in self.ctr("content", "ls", "-q").stdout.split()
+        ]
         tar = subprocess.Popen(["tar", "-C", str(layout), *held, "-cf", "-", "."], stdout=subprocess.PIPE)
         try:
             self.ctr("images", "import", "--base-name", base_name, "-", stdin=tar.stdout)
@@ -144,33 +151,62 @@ class RealNode:
         (state / "net.d" / "10-realpods.conflist").write_text(_render("bridge.conflist", STATE=str(state)))
         (state / "containerd.toml").write_text(_render("containerd.toml", STATE=str(state), ROOT=str(root)))
         self.processes.spawn("containerd", ["containerd", "--config", str(state / "containerd.toml")])
-        self.processes.wait("containerd", lambda: self.socket.exists()
-                   and self.ctr("version", check=False).returncode == 0, timeout=60)
+        self.processes.wait(
+            "containerd", lambda: self.socket.exists() and self.ctr("version", check=False).returncode == 0, timeout=60
+        )
         self.remove_containers()  # a run stopped hard leaves its containers in the cached root
         tarball = self.bin / "pause-image.tar"
         if node_binaries.PAUSE_IMAGE not in self.images():
             with open(tarball, "rb") as handle:
-                self.ctr("images", "import", "--base-name", node_binaries.PAUSE_IMAGE.rsplit(":", 1)[0], "-",
-                         stdin=handle)
+                self.ctr(
+                    "images", "import", "--base-name", node_binaries.PAUSE_IMAGE.rsplit(":", 1)[0], "-", stdin=handle
+                )
 
         (state / "kubelet.yaml").write_text(_render("kubelet.yaml", STATE=str(state), NODE_IP=ADDRESS))
-        self.processes.spawn("kubelet", [str(self.bin / "kubelet"), "--config", str(state / "kubelet.yaml"),
-                                f"--kubeconfig={self.plane.admin_kubeconfig}", f"--hostname-override={NAME}",
-                                f"--node-ip={ADDRESS}", f"--root-dir={state / 'kubelet'}",
-                                f"--cert-dir={state / 'kubelet-pki'}"])
+        self.processes.spawn(
+            "kubelet",
+            [
+                str(self.bin / "kubelet"),
+                "--config",
+                str(state / "kubelet.yaml"),
+                f"--kubeconfig={self.plane.admin_kubeconfig}",
+                f"--hostname-override={NAME}",
+                f"--node-ip={ADDRESS}",
+                f"--root-dir={state / 'kubelet'}",
+                f"--cert-dir={state / 'kubelet-pki'}",
+            ],
+        )
         self.processes.wait("the node", self._ready, timeout=120)
 
         proxy_health, proxy_metrics = controlplane.free_port(), controlplane.free_port()
-        self.processes.spawn("kube-proxy", [str(self.bin / "kube-proxy"), f"--kubeconfig={self.plane.admin_kubeconfig}",
-                                   f"--hostname-override={NAME}", f"--cluster-cidr={SUBNET}", "--proxy-mode=iptables",
-                                   "--conntrack-max-per-core=0", "--iptables-localhost-nodeports=false",
-                                   f"--bind-address={ADDRESS}", f"--healthz-bind-address=127.0.0.1:{proxy_health}",
-                                   f"--metrics-bind-address=127.0.0.1:{proxy_metrics}"])
-        self.processes.wait("kube-proxy", lambda: self.plane._healthy(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60)
+        self.processes.spawn(
+            "kube-proxy",
+            [
+                str(self.bin / "kube-proxy"),
+                f"--kubeconfig={self.plane.admin_kubeconfig}",
+                f"--hostname-override={NAME}",
+                f"--cluster-cidr={SUBNET}",
+                "--proxy-mode=iptables",
+                "--conntrack-max-per-core=0",
+                "--iptables-localhost-nodeports=false",
+                f"--bind-address={ADDRESS}",
+                f"--healthz-bind-address=127.0.0.1:{proxy_health}",
+                f"--metrics-bind-address=127.0.0.1:{proxy_metrics}",
+            ],
+        )
+        self.processes.wait(
+            "kube-proxy", lambda: self.plane._healthy(f"http://127.0.0.1:{proxy_health}/healthz"), timeout=60
+        )
 
         ready_port = controlplane.free_port()
-        (state / "Corefile").write_text(_render("Corefile", ADMIN_KUBECONFIG=str(self.plane.admin_kubeconfig),
-                                                BIND=ADDRESS, READY=f"127.0.0.1:{ready_port}"))
+        (state / "Corefile").write_text(
+            _render(
+                "Corefile",
+                ADMIN_KUBECONFIG=str(self.plane.admin_kubeconfig),
+                BIND=ADDRESS,
+                READY=f"127.0.0.1:{ready_port}",
+            )
+        )
         self.processes.spawn("coredns", [str(self.bin / "coredns"), "-conf", str(state / "Corefile")])
         self.processes.wait("CoreDNS", lambda: self.plane._healthy(f"http://127.0.0.1:{ready_port}/ready"), timeout=60)
         return self
@@ -203,8 +239,9 @@ class RealNode:
 
     def _drain(self, timeout: float = 60.0) -> None:
         """Every pod deleted while the kubelet runs, so it stops their sandboxes the CRI way (CNI DEL too)."""
-        self.plane.kubectl("delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0",
-                           "--wait=false", check=False)
+        self.plane.kubectl(
+            "delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0", "--wait=false", check=False
+        )
         deadline = time.monotonic() + timeout
         while self.ctr("tasks", "ls", "-q", check=False).stdout.split() and time.monotonic() < deadline:
             time.sleep(1)
@@ -255,8 +292,9 @@ def cluster(workdir: Path, log=print, bin: Path | None = None) -> Iterator[Clust
     bridge_up()  # before the API server binds its address
     timings: dict[str, float] = {}
     started = time.monotonic()
-    plane = controlplane.started(workdir / "control-plane", address=ADDRESS, simulated_nodes=False,
-                                 **({"bin": bin} if bin else {}))
+    plane = controlplane.started(
+        workdir / "control-plane", address=ADDRESS, simulated_nodes=False, **({"bin": bin} if bin else {})
+    )
     timings["control plane"] = time.monotonic() - started
     node = RealNode(plane, workdir / "node")
     try:

@@ -14,7 +14,8 @@ import typer
 
 from secoctl import store
 from secoctl.backends import choose
-from secoctl.errors import Failed, SpecError, UserError, shown
+from secoctl.errors import Failed, SpecError, UserError
+from secoctl.loading import fail, load, on_storage, publish_unclaimed, shown
 
 app = typer.Typer(
     name="secoctl",
@@ -52,48 +53,11 @@ def _add_weights_commands() -> None:
 _add_weights_commands()
 
 
-def _fail(lines: list[str], code: int = 2) -> None:
-    from secoctl.text import safe
-
-    for line in lines:
-        typer.echo(safe(line), err=True)
-    raise typer.Exit(code)
-
-
-def _load(files: list[Path]):
-    """Every experiment in the files, refused whole if one is invalid or renders more than the cluster accepts;
-    each one's warnings on stderr (a valid spec that will cost more than it needs to)."""
-    from secoctl.backends.kubernetes.executor import oversized
-    from secoctl.spec.advice import warnings
-    from secoctl.spec.file import load_files
-
-    try:
-        experiments = load_files(files)
-    except SpecError as error:
-        _fail([str(p) for p in error.problems])
-    problems = [problem for experiment in experiments for problem in oversized(experiment)]
-    if problems:
-        _fail([str(p) for p in problems])
-    for experiment in experiments:
-        for line in warnings(experiment):
-            typer.echo(f"{experiment.name}: warning: {line}", err=True)
-    return experiments
-
-
-def _publish_unclaimed(experiments, local_only: bool) -> None:
-    """Refused before any stage runs: a spec that would publish over another experiment's weights."""
-    from secoctl.spec.advice import publish_clash
-
-    clashes = [line for experiment in experiments for line in publish_clash(experiment, local_only)]
-    if clashes:
-        _fail(clashes)
-
-
 @app.command()
 def validate(files: SpecFiles) -> None:
     """Check experiment files; every problem is printed with its field path (exit code 2)."""
-    experiments = _load(files)
-    _publish_unclaimed(experiments, local_only=True)
+    experiments = load(files)
+    publish_unclaimed(experiments, local_only=True)
     for experiment in experiments:
         typer.echo(f"{experiment.name}: valid")
 
@@ -117,8 +81,8 @@ def render(
     from secoctl.render import to_yaml
 
     if output not in ("yaml", "json"):
-        _fail([f"--output: {shown(output)} is not one of yaml, json"])
-    objects = [obj for experiment in _load(files) for obj in render_objects(experiment, namespace)]
+        fail([f"--output: {shown(output)} is not one of yaml, json"])
+    objects = [obj for experiment in load(files) for obj in render_objects(experiment, namespace)]
     if output == "json":
         typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
     else:
@@ -138,23 +102,12 @@ def apply(
     With a kubeconfig (or inside a cluster) the spec's objects are applied to Kubernetes and its
     driver Job runs the stages there; otherwise, or with --local, they run on this machine.
     """
-    experiments = [_on_storage(experiment, storage) for experiment in _load(files)]
-    _publish_unclaimed(experiments, local_only=False)
+    experiments = [on_storage(experiment, storage) for experiment in load(files)]
+    publish_unclaimed(experiments, local_only=False)
     try:
         choose(local, storage, context, namespace).apply(experiments)
     except Failed as failure:
-        _fail(failure.lines, failure.exit_code)
-
-
-def _on_storage(experiment, storage: Optional[str]):
-    """The experiment on the storage `store.resolve` chooses for it, validated as spec.storage is."""
-    chosen, source = store.resolve(storage, experiment.spec.storage, experiment.name)
-    if chosen == experiment.spec.storage:
-        return experiment
-    try:
-        return experiment.with_storage(chosen, source)
-    except SpecError as error:
-        _fail([str(p) for p in error.problems])
+        fail(failure.lines, failure.exit_code)
 
 
 @app.command()

@@ -14,8 +14,8 @@ import typer
 
 from secoctl import store
 from secoctl.backends import choose
-from secoctl.errors import Failed, SpecError, UserError
-from secoctl.loading import fail, load, on_storage, publish_unclaimed, shown
+from secoctl.errors import Failed, SpecError, UserError, shown
+from secoctl.loading import fail, load, on_storage, publish_unclaimed
 
 app = typer.Typer(
     name="secoctl",

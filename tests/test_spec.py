@@ -356,8 +356,8 @@ def test_storage_from_the_command_line_is_validated_as_spec_storage_is(tmp_path,
 def test_a_specs_own_storage_wins_over_the_environment_and_a_different_storage_option_is_refused(monkeypatch, capsys):
     import typer
 
-    from secoctl.loading import on_storage as _on_storage
     from secoctl.errors import UserError
+    from secoctl.loading import on_storage as _on_storage
 
     own = load_documents(MINIMAL + "spec: {storage: 's3://team/seco'}\n", "x.yaml")[0]
     bare = load_documents(MINIMAL, "x.yaml")[0]

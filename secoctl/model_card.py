@@ -183,6 +183,46 @@ def band_objects(bands: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def _model_input(described: dict[str, Any], input_size: int) -> Any:
+    """MLM's description of the input: the bands in tensor order, their shape, and their z-scoring."""
+    from pystac.extensions import mlm
+
+    bands = described["bands"]
+    input_name, input_text = _input_text(bands)
+    # value_scaling gives the stretch and normalisation as one z-score; the clip and the 8-bit rounding between
+    # them are the pre-processing function's.
+    scaling = mlm.ProcessingExpression.create(format="python", expression="secoctl.weights:input_transform")
+    model_input = mlm.ModelInput.create(
+        name=input_name,
+        bands=[mlm.ModelBand.create(name=band) for band in bands],
+        pre_processing_function=scaling,
+        input=mlm.InputStructure.create(
+            shape=[-1, len(bands), input_size, input_size],
+            dim_order=["batch", "bands", "height", "width"],
+            data_type="float32",
+        ),
+        description=input_text,
+    )
+    # pystac writes value_scaling as one object, MLM holds a list (one object per band); pystac's enum spells
+    # the linear resize "interpolate-linear", MLM's schema "interpolation-linear".
+    model_input.properties["value_scaling"] = value_scaling(described)
+    model_input.properties["resize_type"] = "interpolation-linear"
+    return model_input
+
+
+def _model_output(backbone: str) -> Any:
+    from pystac.extensions import mlm
+
+    return mlm.ModelOutput.create(
+        name="features",
+        tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH],
+        result=mlm.ResultStructure.create(
+            shape=[-1, FEATURES[backbone]], dim_order=["batch", "embedding"], data_type="float32"
+        ),
+        description="Globally pooled backbone features (the classifier is removed).",
+    )
+
+
 def model_item(
     name: str,
     version: str,
@@ -204,33 +244,7 @@ def model_item(
     item = pystac.Item(
         id=f"{name}-{version}", geometry=None, bbox=None, datetime=datetime.now(timezone.utc), properties={}
     )
-    input_name, input_text = _input_text(bands)
-    # value_scaling gives the stretch and normalisation as one z-score; the clip and the 8-bit rounding between
-    # them are the pre-processing function's.
-    scaling = mlm.ProcessingExpression.create(format="python", expression="secoctl.weights:input_transform")
-    model_input = mlm.ModelInput.create(
-        name=input_name,
-        bands=[mlm.ModelBand.create(name=band) for band in bands],
-        pre_processing_function=scaling,
-        input=mlm.InputStructure.create(
-            shape=[-1, len(bands), input_size, input_size],
-            dim_order=["batch", "bands", "height", "width"],
-            data_type="float32",
-        ),
-        description=input_text,
-    )
-    model_output = mlm.ModelOutput.create(
-        name="features",
-        tasks=[mlm.TaskType.CLASSIFICATION, mlm.TaskType.SIMILARITY_SEARCH],
-        result=mlm.ResultStructure.create(
-            shape=[-1, FEATURES[backbone]], dim_order=["batch", "embedding"], data_type="float32"
-        ),
-        description="Globally pooled backbone features (the classifier is removed).",
-    )
-    # pystac writes value_scaling as one object, MLM holds a list (one object per band); pystac's enum spells
-    # the linear resize "interpolate-linear", MLM's schema "interpolation-linear".
-    model_input.properties["value_scaling"] = value_scaling(described)
-    model_input.properties["resize_type"] = "interpolation-linear"
+    model_input, model_output = _model_input(described, input_size), _model_output(backbone)
     extension = mlm.MLMExtension.ext(item, add_if_missing=True)
     extension.apply(
         name=mlm_name(name),

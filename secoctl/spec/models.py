@@ -62,7 +62,7 @@ def unknown_field(key: object, model: type[BaseModel] | None) -> str:
     """The message for `key`, no field of `model`: the field it is most likely a misspelling of, if any."""
     camel = [info.alias or name for name, info in model.model_fields.items()] if model is not None else []
     close = difflib.get_close_matches(str(key), camel, n=1, cutoff=0.6)
-    if close:
+    if close and close[0] != str(key):  # the same name: a field of another model (the path is what is wrong)
         return f"unknown field; did you mean {close[0]!r}?"
     return "unknown field; remove it or check its spelling (see `secoctl schema`)"
 

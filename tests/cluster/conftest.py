@@ -147,3 +147,13 @@ def cleaned_up(kube_env: dict, *experiments: str) -> Iterator[list[subprocess.Po
             driver.wait()
         for name in experiments:
             secoctl(kube_env, "delete", name, "-n", NAMESPACE, "--purge")
+
+
+def stored_stage_tree(storage: str, experiment: str, stage: str):
+    """Where a stored experiment's stage keeps its files: its dataset's tree for collect and shards."""
+    from secoctl import plan
+    from secoctl.stored import stage_tree, stored_experiment
+    from secoctl.tree import experiment_uri
+
+    applied = stored_experiment(experiment_uri(storage, experiment))
+    return stage_tree(storage, experiment, plan.stage(applied, stage))

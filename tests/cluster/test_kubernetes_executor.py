@@ -21,6 +21,7 @@ from tests.cluster.conftest import (
     spec_file,
     start_driver,
     status_rows,
+    stored_stage_tree,
     wait_for,
 )
 
@@ -69,9 +70,10 @@ def test_manifests_enforce_restricted_pods(cluster):
 def with_image(example: Path, folder: Path) -> Path:
     """The example with an image of the user's own in place of the unpublished placeholder."""
     document = yaml.safe_load(example.read_text())
-    document["spec"]["image"] = "registry.example/secoctl:test"
-    if "driverImage" in document["spec"]:
-        document["spec"]["driverImage"] = "registry.example/secoctl-collect:test"
+    spec = document["spec"]["base"] if document["kind"] == "Study" else document["spec"]
+    spec["image"] = "registry.example/secoctl:test"
+    if "driverImage" in spec:
+        spec["driverImage"] = "registry.example/secoctl-collect:test"
     path = folder / example.name
     path.write_text(yaml.safe_dump(document))
     return path
@@ -87,25 +89,36 @@ def test_apply_refuses_the_placeholder_image_before_anything_is_sent(kube_env, c
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
 def test_every_example_applies_reapplies_unchanged_shows_status_and_deletes(example, kube_env, cluster, tmp_path):
+    """A study's file is its variants' experiments: each is applied, and `status` and `delete` of the study's
+    name reach them all."""
+    from secoctl.spec.file import load_files
+
     name = yaml.safe_load(example.read_text())["metadata"]["name"]
+    experiments = [e.name for e in load_files([example])]
     example = with_image(example, tmp_path)
     extra = ["--storage", "s3://secoctl-test/experiments"] if "quickstart" in example.name else []
     first = secoctl(kube_env, "apply", str(example), "-n", NAMESPACE, *extra)
     assert first.returncode == 0, first.stderr
-    assert f"job/{name}-driver created" in first.stdout and f"configmap/{name}-spec created" in first.stdout
-    versions = versions_of(cluster, name)
+    for experiment in experiments:
+        assert f"job/{experiment}-driver created" in first.stdout
+        assert f"configmap/{experiment}-spec created" in first.stdout
+    versions = {experiment: versions_of(cluster, experiment) for experiment in experiments}
     again = secoctl(kube_env, "apply", str(example), "-n", NAMESPACE, *extra)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count(" unchanged") == first.stdout.count(" created") and " configured" not in again.stdout, (
         again.stdout
     )
-    assert versions == versions_of(cluster, name)
-    rows = status_rows(kube_env, name)
-    assert set(rows) >= {"driver", "collect"} and rows["collect"]["state"] == "waiting"
+    assert versions == {experiment: versions_of(cluster, experiment) for experiment in experiments}
+    shown = secoctl(kube_env, "status", name, "-n", NAMESPACE, "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)
+    assert {row["experiment"] for row in rows} == set(experiments)
+    assert all(row["state"] == "waiting" for row in rows if row["stage"] == "collect")
     deleted = secoctl(kube_env, "delete", name, "-n", NAMESPACE)
     assert deleted.returncode == 0, deleted.stderr
-    assert f"job/{name}-driver deleted" in deleted.stdout
-    wait_for("every labelled object to go", lambda: not objects_of(cluster, name))
+    for experiment in experiments:
+        assert f"job/{experiment}-driver deleted" in deleted.stdout
+        wait_for("every labelled object to go", lambda experiment=experiment: not objects_of(cluster, experiment))
 
 
 def test_apply_without_shared_storage_is_refused_before_anything_is_sent(kube_env, cluster):
@@ -262,7 +275,7 @@ def test_the_driver_runs_every_stage_in_order_and_never_reruns_finished_ones(kub
     assert started == list(STAGES)
     root = experiment_uri(cluster.storage.as_uri(), "advancing")
     for stage in STAGES:
-        assert store.exists(store.join(root, stage, "_SUCCESS")), stage
+        assert store.exists(stored_stage_tree(cluster.storage.as_uri(), "advancing", stage).success), stage
     jobs = {
         j["metadata"]["name"]: j["metadata"]["uid"]
         for j in kube_json(cluster, "get", "jobs", "-n", NAMESPACE, "-l", "seco.dev/experiment=advancing")["items"]
@@ -297,7 +310,7 @@ def test_a_failing_part_fails_the_stage_with_its_exit_code(kube_env, cluster, tm
     driver = start_driver(cluster, spec, "failing", tmp_path)
     output, _ = driver.communicate(timeout=180)
     assert driver.returncode == 1, output
-    failed = store.read_json(store.join(experiment_uri(cluster.storage.as_uri(), "failing"), "collect", "_FAILED"))
+    failed = store.read_json(stored_stage_tree(cluster.storage.as_uri(), "failing", "collect").failed)
     assert "exited with code 1" in failed["reason"] and "FailedIndexes" in failed["reason"]
     rows = status_rows(kube_env, "failing")
     assert rows["collect"]["state"] == "failed" and "exited with code 1" in rows["collect"]["reason"]

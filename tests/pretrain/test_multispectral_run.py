@@ -49,7 +49,11 @@ def test_every_collected_band_reaches_the_model_and_the_published_weights_name_t
         LocalExecutor(storage.as_uri()).apply(experiment)
     root = experiment_uri(storage.as_uri(), "every-band")
 
-    shard = store.read_json(store.join(root, "shards", "index.json"))
+    from secoctl import plan
+    from secoctl.stored import stage_tree
+
+    shards = stage_tree(storage.as_uri(), "every-band", plan.stage(experiment, "shards", single_machine=True))
+    shard = store.read_json(shards.index)
     first = TrainingShard(shard_entries(shard)[0]["uri"].removeprefix("file://"))
     assert first.locations[0]["shape"] == (12, 32, 32)
     assert first.location(0).std() > 0  # the made spectra reach the shards, not a constant

@@ -96,6 +96,8 @@ def real_cluster(tmp_path_factory):
         prepare(real.plane, tmp_path_factory)
         os.chown(real.plane.storage, render.RUN_AS_USER, render.RUN_AS_USER)  # hostPath gets no fsGroup
         os.chmod(real.plane.storage, 0o2775)
+        # The made EuroSAT goes under <storage>/made, which the tests create as root: <storage>/datasets is the
+        # pods' to create (the driver claims each shared dataset there).
         yield real
 
 
@@ -108,7 +110,7 @@ def _seconds(job: dict) -> float:
 
 def test_the_quickstart_runs_in_real_pods_to_published_weights(real_cluster, tmp_path, capsys):
     plane, storage = real_cluster.plane, real_cluster.plane.storage
-    datasets = eurosat.make(storage / "datasets" / "eurosat", {"train": 4, "val": 2, "test": 4})
+    datasets = eurosat.make(storage / "made" / "eurosat", {"train": 4, "val": 2, "test": 4})
     stac_port = free_port()
     document = spec(real_cluster.image, storage, f"http://{realnode.ADDRESS}:{stac_port}", datasets)
     path = tmp_path / "realpods.yaml"
@@ -268,7 +270,7 @@ def events(log: str) -> list[dict]:
 
 def test_a_pretrain_preempted_by_kueue_in_real_pods_resumes_from_the_step_it_reached(real_cluster, kueue, tmp_path):
     plane, storage = real_cluster.plane, real_cluster.plane.storage
-    datasets = eurosat.make(storage / "datasets" / "eurosat-preempted", {"train": 4, "val": 2, "test": 4})
+    datasets = eurosat.make(storage / "made" / "eurosat-preempted", {"train": 4, "val": 2, "test": 4})
     stac_port = free_port()
     # Only the SIGTERM checkpoint can exist before the end: the readmitted pods resume from it or from step 0.
     document = spec(

@@ -205,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, SpecError, ApiError) as error:
         event("driver_error", message=described(error))
         return 2
+    except PermissionError as error:  # the storage as the pod's user (uid 65532) finds it: one line, not a trace
+        event(
+            "driver_error",
+            message=f"storage refused the driver: {error}; the pods run as uid "
+            f"{render.RUN_AS_USER}, so the storage must be writable by it",
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -189,3 +189,19 @@ def test_a_driver_gives_up_after_its_patience_in_one_line(tmp_path, monkeypatch,
     assert code == 2
     assert events[-1]["event"] == "driver_error" and "\n" not in events[-1]["message"]
     assert any(e["event"] == "cluster_unanswered" for e in events)
+
+
+def test_a_storage_the_driver_may_not_write_is_one_line_naming_the_pods_user(tmp_path, monkeypatch, capsys):
+    from secoctl import driver
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("apiVersion: seco.dev/v1alpha1\nkind: Experiment\nmetadata: {name: refused}\n")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/storage/datasets/collect-0123")
+
+    monkeypatch.setattr(driver, "Cluster", lambda namespace=None: None)
+    monkeypatch.setattr(driver.Driver, "run", refused)
+    assert driver.main(["--spec", str(spec)]) == 2
+    line = capsys.readouterr().out.strip()
+    assert '"driver_error"' in line and "uid 65532" in line and "Traceback" not in line

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from secoctl import plan
+from secoctl import plan, store
 from secoctl.backends.local.executor import LocalExecutor, StageFailed, running_record
 from secoctl.spec.file import load_documents
 from secoctl.stored import stage_tree
@@ -340,7 +340,7 @@ def test_a_running_stage_writes_its_heartbeat_while_its_parts_run(storage, monke
 
     def counted(run: StageRun) -> None:
         beat(run)
-        beats.append(json.loads((storage / "experiments" / "contract" / run.tree.stage / "_RUNNING").read_text()))
+        beats.append(store.read_json(run.tree.running))
 
     monkeypatch.setattr(StageRun, "beat", counted)
     executor(storage).apply(experiment())

@@ -24,7 +24,7 @@ SPEC = (
 )
 # what each stage writes: training shards, checkpoints (multipart uploads), the weights file (multipart too)
 FAULTS = [
-    *write_faults(r"/shards/data/"),
+    *write_faults(r"/datasets/shards-[0-9a-f]+/data/"),
     *write_faults(r"/pretrain/checkpoints/step-"),
     *write_faults(r"/weights/tiny-rn18/1/model\.safetensors"),
 ]
@@ -33,7 +33,7 @@ FAULTS = [
 def outputs(fs, prefix: str) -> dict[str, bytes]:
     """Every object each stage committed, by its path under the run's prefix."""
     found = [
-        *fs.find(f"{prefix}/datasets"),
+        *(path for path in fs.find(f"{prefix}/datasets") if "/datasets/shards-" in path and "/data/" in path),
         *fs.find(f"{prefix}/experiments/tiny/pretrain/checkpoints"),
         *fs.find(f"{prefix}/weights"),
     ]
